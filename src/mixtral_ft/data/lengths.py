@@ -1,0 +1,143 @@
+"""Token lengths of training examples, exactly as Axolotl 0.19.0 builds instruction-style
+examples (``InstructionPromptTokenizingStrategy`` in ``axolotl/prompt_tokenizers.py``, used by
+``context_qa.load_v2`` and by user-defined ``field_instruction``/``field_output`` types):
+
+- the prompt is tokenized with the tokenizer's special tokens (BOS), ``truncation=True,
+  max_length=sequence_len``, and no EOS;
+- the response is tokenized the same way, EOS appended when the last token is not EOS and the
+  length is below ``sequence_len``, and a leading BOS stripped;
+- ``input_ids = prompt + response``; ``labels`` are -100 over the prompt
+  (``train_on_inputs: false``) and the response ids after it.
+
+What Axolotl then does with an example longer than ``sequence_len``
+(``handle_long_seq_in_dataset`` in ``axolotl/utils/data/utils.py``, called from
+``axolotl/utils/data/sft.py``): ``excess_length_strategy`` unset or ``drop`` removes it from
+the data set (as it removes examples shorter than ``min_sample_len``, default 2);
+``truncate`` cuts it to ``sequence_len`` tokens; ``raise`` stops with a ValueError.
+
+Without a tokenizer ``char_estimate`` gives a rough count (4 characters per token), always
+labelled as an estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+IGNORE_INDEX = -100
+CHARS_PER_TOKEN = 4.0
+PERCENTILES = (50, 90, 95, 99, 100)
+AXOLOTL_LONG_ROWS = (
+    "Axolotl 0.19.0 drops them by default (excess_length_strategy unset = 'drop'); "
+    "'truncate' would cut them to sequence_len tokens, 'raise' would stop training"
+)
+
+
+def char_estimate(prompt: str, response: str) -> int:
+    """Rough token count of prompt + response + BOS + EOS (4 characters per token)."""
+    return char_estimate_from_count(len(prompt) + len(response))
+
+
+def char_estimate_from_count(n_chars: int) -> int:
+    """``char_estimate`` from the total character count of prompt + response."""
+    return math.ceil(n_chars / CHARS_PER_TOKEN) + 2
+
+
+class LengthStats:
+    """A histogram of lengths: exact percentiles in memory bounded by distinct lengths."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+        self.n = 0
+        self.total = 0
+
+    def add(self, length: int, count: int = 1) -> None:
+        self.counts[length] += count
+        self.n += count
+        self.total += length * count
+
+    def percentile(self, p: float) -> int:
+        """Nearest-rank percentile (p in 0..100); 0 when empty."""
+        if not self.n:
+            return 0
+        rank = max(1, math.ceil(p / 100 * self.n))
+        seen = 0
+        for length in sorted(self.counts):
+            seen += self.counts[length]
+            if seen >= rank:
+                return length
+        return max(self.counts)
+
+    def over(self, limit: int) -> int:
+        return sum(c for length, c in self.counts.items() if length > limit)
+
+    def summary(self, limit: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "n": self.n,
+            "mean": round(self.total / self.n, 1) if self.n else 0,
+            **{f"p{p}": self.percentile(p) for p in PERCENTILES},
+        }
+        if limit is not None:
+            out["over_sequence_len"] = self.over(limit)
+        return out
+
+
+class AxolotlInstructionTokenizer:
+    """Tokenizes (prompt, response) pairs as Axolotl's instruction strategies do.
+
+    Needs ``transformers`` (imported here, never at module level). ``tokenizer`` is a local
+    directory (or an already loaded tokenizer); nothing is downloaded.
+    """
+
+    def __init__(self, tokenizer: str | Path | Any, sequence_len: int):
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+        self.sequence_len = sequence_len
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.sequence_len, padding=False,
+                             return_tensors=None)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def tokenize_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """``(input_ids, labels)`` for each ``(prompt, response)``, prompt masked."""
+        tok = self.tokenizer
+        prompts = self._encode([p for p, _ in pairs])
+        responses = self._encode([r for _, r in pairs])
+        out = []
+        for (prompt_text, response_text), p_ids, r_ids in zip(pairs, prompts, responses):
+            if not prompt_text:
+                p_ids = []
+            if not response_text:
+                r_ids = []
+            elif r_ids:
+                if r_ids[-1] != tok.eos_token_id and len(r_ids) < self.sequence_len:
+                    r_ids = r_ids + [tok.eos_token_id]
+                if r_ids[0] == tok.bos_token_id:
+                    r_ids = r_ids[1:]
+            out.append((p_ids + r_ids, [IGNORE_INDEX] * len(p_ids) + r_ids))
+        return out
+
+    def lengths(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        return [len(ids) for ids, _ in self.tokenize_batch(pairs)]
+
+
+def load_tokenizer(path: str | Path):
+    """A tokenizer from a local directory; a clear error when it is not one."""
+    from mixtral_ft.errors import MissingDependencyError, UsageError
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: tokenizer directory not found (give a local directory; nothing is downloaded)")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise MissingDependencyError("--tokenizer needs transformers: pip install 'mixtral-ft[train]'") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot load a tokenizer from it: {e}") from None

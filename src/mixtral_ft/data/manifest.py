@@ -1,0 +1,125 @@
+"""The ``manifest.json`` a prepare command writes beside its outputs.
+
+It records everything needed to reproduce and verify the outputs: each input's path, format,
+source tag, SHA-256 and row count; each output's SHA-256 and row count; counts; the seed and
+all arguments; the command line; package versions and the mixft git commit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def file_entry(path: Path, rows: int | None = None, sha256: str | None = None, **extra: Any) -> dict[str, Any]:
+    """``{"path", "sha256", "bytes", "rows", ...}`` for one file (``sha256`` when already known)."""
+    path = Path(path)
+    entry: dict[str, Any] = {"path": str(path), "sha256": sha256 or sha256_file(path), "bytes": path.stat().st_size}
+    if rows is not None:
+        entry["rows"] = rows
+    entry.update(extra)
+    return entry
+
+
+def build_manifest(command: str, arguments: dict[str, Any], inputs: list[dict[str, Any]],
+                   outputs: dict[str, dict[str, Any]], counts: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The manifest dict; ``outputs`` maps file names (relative to the output dir) to entries."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "command": command,
+        "created": now_iso(),
+        "argv": command_line(),
+        "arguments": arguments,
+        "inputs": inputs,
+        "outputs": outputs,
+        "counts": counts,
+        **extra,
+        "environment": environment(),
+    }
+
+
+def output_entries(directory: Path, rows: dict[str, int],
+                   hashes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Entries for the files named in ``rows`` inside ``directory`` (paths relative to it);
+    ``hashes`` gives SHA-256s computed while writing, so big files are not read again."""
+    out = {}
+    for name, n in rows.items():
+        entry = file_entry(Path(directory) / name, n, sha256=(hashes or {}).get(name))
+        entry["path"] = name
+        out[name] = entry
+    return out
+
+
+class HashingWriter:
+    """A binary file writer that computes the SHA-256 of what it writes, in large blocks
+    (hashlib releases the GIL on big updates)."""
+
+    def __init__(self, path: Path, block: int = 1 << 20):
+        import hashlib
+
+        self._fh = open(path, "wb")
+        self._hash = hashlib.sha256()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._block = block
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self._block:
+            self._flush()
+
+    def _flush(self) -> None:
+        data = b"".join(self._parts)
+        self._hash.update(data)
+        self._fh.write(data)
+        self._parts.clear()
+        self._size = 0
+
+    def close(self) -> str:
+        """Flush, close and return the hex SHA-256."""
+        if not self._fh.closed:
+            self._flush()
+            self._fh.close()
+        return self._hash.hexdigest()
+
+    def __enter__(self) -> "HashingWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def hash_files_in_background(paths: list[Path]):
+    """Start hashing ``paths`` in a thread (overlapping other work); call the returned function
+    to wait for ``{path: sha256}`` (missing files are skipped)."""
+    import threading
+
+    result: dict[Path, str] = {}
+
+    def run() -> None:
+        for p in paths:
+            if Path(p).is_file():
+                result[p] = sha256_file(p)
+
+    thread = threading.Thread(target=run, name="mixft-hash-inputs", daemon=True)
+    thread.start()
+
+    def wait() -> dict[Path, str]:
+        thread.join()
+        return result
+
+    return wait
+
+
+def save(directory: Path, manifest: dict[str, Any]) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    write_manifest(path, manifest)
+    return path

@@ -1,0 +1,29 @@
+"""Prompt formats exactly as Axolotl 0.19.0 builds them (so previews, length reports and
+inference prompts match training).
+
+``context_qa.load_v2`` (``axolotl/prompt_strategies/context_qa.py``): the instruction is
+``"Context: " + context + "\\nQuestion: " + question + "\\n"`` and ``ContextV2Prompter`` adds
+nothing around it (empty system prompt, ``turn_no_input_format = "{instruction}"``); the
+response is ``"Answer: " + answer``. With ``train_on_inputs: false`` only the response plus
+EOS is trained on.
+"""
+
+from __future__ import annotations
+
+CONTEXT_QA_V2 = "context_qa.load_v2"
+
+
+def context_qa_v2_prompt(context: str, question: str) -> str:
+    """The masked part of a ``context_qa.load_v2`` example (also the inference prompt)."""
+    return "Context: " + context + "\nQuestion: " + question + "\n"
+
+
+def context_qa_v2_response(answer: str) -> str:
+    """The trained part of a ``context_qa.load_v2`` example, before the EOS token."""
+    return "Answer: " + answer
+
+
+def strip_answer_prefix(text: str) -> str:
+    """A generated response without the leading ``Answer:`` the model was trained to emit."""
+    stripped = text.lstrip()
+    return stripped[len("Answer:"):].lstrip() if stripped.startswith("Answer:") else text

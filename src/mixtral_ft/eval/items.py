@@ -1,0 +1,231 @@
+"""Read per-item files (docs/formats.md §3, §4, §6) into one labelled-item type.
+
+A row's label comes from, in this order:
+
+1. ``parse_ok: false`` → unparsed (the checker's text did not parse; never counted as clean).
+2. a ``verdict`` object (§5), validated strictly; hallucinated ⇔ ``groundedness.mistake``
+   (``count_relevance``: or ``relevance.mistake``). A stored ``hallucinated`` beside it is
+   ignored, so one rule applies to every file.
+3. a boolean ``hallucinated`` (relevance unknown).
+4. RAGTruth-style ``labels``: hallucinated ⇔ the list is non-empty.
+5. ``verdict`` or ``hallucinated`` present and null → unparsed.
+
+Anything else, a duplicate or missing ``id``, or a malformed field is an ``InputError``
+listing every problem as ``file:line: field: message``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixtral_ft.errors import InputError, Problem, UsageError
+from mixtral_ft.util.hashing import canonical_json, sha256_file
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    line: int
+    hallucinated: bool | None  # None: unparsed
+    groundedness_mistake: bool | None
+    relevance_mistake: bool | None  # None: unparsed or unknown (no verdict)
+    mistake_types: tuple[str, ...] = ()
+    score: float | None = None
+    source: str | None = None
+    model: str | None = None
+    label_from: str = "verdict"  # verdict | hallucinated | labels | unparsed
+
+    @property
+    def parsed(self) -> bool:
+        return self.hallucinated is not None
+
+
+@dataclass
+class ItemFile:
+    path: Path
+    sha256: str
+    items: list[Item]
+    judges: list[dict] = field(default_factory=list)
+    prompt_sha256: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [it.id for it in self.items]
+
+    def by_id(self) -> dict[str, Item]:
+        return {it.id: it for it in self.items}
+
+    def provenance(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, "items": len(self.items)}
+
+
+def _model_name(value: Any) -> str | None:
+    """``model`` is a name in §3/§6 rows and an object ``{name, adapter, ...}`` in §2 rows."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        name = str(value.get("name") or "?")
+        adapter = value.get("adapter")
+        return f"{name}+{Path(str(adapter)).name}" if adapter else name
+    return str(value)
+
+
+def _label_from_verdict(obj: Any, count_relevance: bool) -> tuple[bool, bool, bool, tuple[str, ...]]:
+    from mixtral_ft.tc.verdict import is_hallucinated, verdict_from_dict
+
+    verdict = verdict_from_dict(obj)
+    types = tuple(m.type for m in verdict.groundedness.mistakes)
+    return (is_hallucinated(verdict, count_relevance), verdict.groundedness.mistake,
+            verdict.relevance.mistake, types)
+
+
+def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str = "items") -> ItemFile:
+    """Read and validate a per-item file; ``role`` ('gold', 'checker', ...) only words messages.
+
+    A gold file must label every item: an unparsed row there is an error.
+    """
+    from mixtral_ft.tc.verdict import VerdictError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: {role} file not found")
+    name = str(path)
+    problems: list[Problem] = []
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    judges: dict[str, dict] = {}
+    prompts: set[str] = set()
+    for line, row in _rows(path):
+        rid = row.get("id")
+        if rid is None or rid == "":
+            problems.append(Problem(name, line, "id", "missing; every row needs an 'id' to join on"))
+            continue
+        if not isinstance(rid, str | int) or isinstance(rid, bool):
+            problems.append(Problem(name, line, "id", f"expected a string, got {type(rid).__name__}"))
+            continue
+        rid = str(rid)
+        if rid in seen:
+            problems.append(Problem(name, line, "id", f"duplicate id {rid!r} (first on line {seen[rid]})"))
+            continue
+        seen[rid] = line
+
+        score = row.get("score")
+        if score is not None:
+            if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score) \
+                    or not 0.0 <= score <= 1.0:
+                problems.append(Problem(name, line, "score", f"expected a probability in [0, 1] or null, got {score!r:.40}"))
+                continue
+            score = float(score)
+
+        halluc = row.get("hallucinated")
+        if "hallucinated" in row and halluc is not None and not isinstance(halluc, bool):
+            problems.append(Problem(name, line, "hallucinated", f"expected true, false or null, got {halluc!r:.40}"))
+            continue
+        parse_ok = row.get("parse_ok", True)
+        if not isinstance(parse_ok, bool):
+            problems.append(Problem(name, line, "parse_ok", f"expected a boolean, got {parse_ok!r:.40}"))
+            continue
+
+        common = {"id": rid, "line": line, "score": score,
+                  "source": None if row.get("source") is None else str(row["source"]),
+                  "model": _model_name(row.get("model"))}
+        verdict = row.get("verdict")
+        labels = row.get("labels")
+        if not parse_ok:
+            item = Item(hallucinated=None, groundedness_mistake=None, relevance_mistake=None,
+                        label_from="unparsed", **common)
+        elif isinstance(verdict, dict):
+            try:
+                h, g, r, types = _label_from_verdict(verdict, count_relevance)
+            except VerdictError as e:
+                problems.append(Problem(name, line, "verdict", str(e)))
+                continue
+            item = Item(hallucinated=h, groundedness_mistake=g, relevance_mistake=r, mistake_types=types,
+                        label_from="verdict", **common)
+        elif verdict is not None:
+            problems.append(Problem(name, line, "verdict", f"expected an object or null, got {type(verdict).__name__}"))
+            continue
+        elif isinstance(halluc, bool):
+            item = Item(hallucinated=halluc, groundedness_mistake=halluc, relevance_mistake=None,
+                        label_from="hallucinated", **common)
+        elif isinstance(labels, list):
+            types = []
+            for span in labels:
+                if isinstance(span, dict) and span.get("label_type"):
+                    types.append(str(span["label_type"]))
+            item = Item(hallucinated=bool(labels), groundedness_mistake=bool(labels), relevance_mistake=None,
+                        mistake_types=tuple(types), label_from="labels", **common)
+        elif "verdict" in row or "hallucinated" in row:
+            item = Item(hallucinated=None, groundedness_mistake=None, relevance_mistake=None,
+                        label_from="unparsed", **common)
+        else:
+            problems.append(Problem(name, line, "verdict",
+                                    "no label: expected a 'verdict' object, a boolean 'hallucinated' or a 'labels' list"))
+            continue
+        if role == "gold" and not item.parsed:
+            problems.append(Problem(name, line, "verdict", "gold label missing (unparsed or null); gold must label every item"))
+            continue
+        items.append(item)
+
+        judge = row.get("judge")
+        if isinstance(judge, dict):
+            judges.setdefault(canonical_json(judge), judge)
+            if judge.get("prompt_sha256"):
+                prompts.add(str(judge["prompt_sha256"]))
+    if problems:
+        raise InputError(problems)
+    if not items:
+        raise InputError([Problem(name, None, None, f"no items: the {role} file is empty")])
+    return ItemFile(path, sha256_file(path), items, list(judges.values()), sorted(prompts))
+
+
+def _rows(path: Path):
+    """(line number, object) for each non-blank line; bad JSON is an ``InputError`` naming the line."""
+    import json
+
+    line = 0
+    with open(path, encoding="utf-8") as fh:
+        try:
+            for line, text in enumerate(fh, 1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise InputError([Problem(str(path), line, None, f"invalid JSON: {e.msg}")]) from None
+                if not isinstance(obj, dict):
+                    raise InputError([Problem(str(path), line, None, "expected a JSON object")])
+                yield line, obj
+        except UnicodeDecodeError:
+            raise InputError([Problem(str(path), line + 1, None, "not valid UTF-8")]) from None
+
+
+def match_ids(a: ItemFile, b: ItemFile, what_a: str, what_b: str, shown: int = 5) -> list[str]:
+    """The shared ids in ``a``'s order; different id sets are a ``UsageError`` naming a few missing ids."""
+    ids_a, ids_b = set(a.ids), set(b.ids)
+    if ids_a == ids_b:
+        return a.ids
+    only_a = [i for i in a.ids if i not in ids_b]
+    only_b = [i for i in b.ids if i not in ids_a]
+    parts = []
+    if only_a:
+        parts.append(f"{len(only_a)} id(s) in {what_a} {a.path} are missing from {what_b} {b.path} "
+                     f"(e.g. {', '.join(repr(i) for i in only_a[:shown])})")
+    if only_b:
+        parts.append(f"{len(only_b)} id(s) in {what_b} {b.path} are missing from {what_a} {a.path} "
+                     f"(e.g. {', '.join(repr(i) for i in only_b[:shown])})")
+    raise UsageError("; ".join(parts) + ". Evaluate the same items in both files (no silent inner join).")
+
+
+def mistake_type_counts(items: list[Item]) -> Counter:
+    """How many items have at least one mistake of each type."""
+    counts: Counter = Counter()
+    for it in items:
+        for t in set(it.mistake_types):
+            counts[t] += 1
+    return counts

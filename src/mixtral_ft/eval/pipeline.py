@@ -1,0 +1,105 @@
+"""`eval pipeline`: what a user sees when every response the checker flags is rejected.
+
+- rejection rate = rejected / all responses
+- net hallucination rate (all) = hallucinated and accepted / all responses
+- net hallucination rate (accepted) = hallucinated and accepted / accepted responses
+
+"Hallucinated" comes from the gold file; "flagged" from the checker's verdicts, or from its
+``score >= --threshold`` when a threshold is given. A checker output that did not parse is
+rejected by default (``--unparsed reject``: the pipeline cannot vouch for the response) or
+accepted (``--unparsed accept``); either way the count is reported.
+"""
+
+from __future__ import annotations
+
+from mixtral_ft.errors import UsageError, suggest
+from mixtral_ft.eval.items import ItemFile, match_ids
+from mixtral_ft.eval.metrics import rate, risk_coverage
+from mixtral_ft.eval.render import est_text, markdown_table, pct
+from mixtral_ft.eval.result import EvalResult
+from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
+from mixtral_ft.eval.tc import default_label
+
+UNPARSED_POLICIES = ("reject", "accept")
+
+
+def evaluate_pipeline(
+    gold: ItemFile,
+    checker: ItemFile,
+    unparsed: str = "reject",
+    threshold: float | None = None,
+    count_relevance: bool = False,
+    method: str = "wilson",
+    confidence: float = DEFAULT_CONFIDENCE,
+    label: str | None = None,
+) -> EvalResult:
+    if unparsed not in UNPARSED_POLICIES:
+        raise UsageError(suggest(unparsed, UNPARSED_POLICIES, "--unparsed policy"))
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1, got {threshold}")
+    ids = match_ids(gold, checker, "gold", "checker")
+    g, c = gold.by_id(), checker.by_id()
+    gold_flags = [bool(g[i].hallucinated) for i in ids]
+    if threshold is None:
+        decisions = [c[i].hallucinated for i in ids]  # None: unparsed
+    else:
+        decisions = [None if c[i].score is None else c[i].score >= threshold for i in ids]
+        if all(d is None for d in decisions):
+            raise UsageError(f"--threshold given but {checker.path} has no 'score' on any row")
+    n = len(ids)
+    n_unparsed = sum(d is None for d in decisions)
+    rejected = [d if d is not None else unparsed == "reject" for d in decisions]
+    n_rejected = sum(rejected)
+    accepted = n - n_rejected
+    hall_accepted = sum(h and not r for h, r in zip(gold_flags, rejected))
+    hall = sum(gold_flags)
+    metrics = {
+        "base_hallucination_rate": rate(hall, n, method, confidence),
+        "rejection_rate": rate(n_rejected, n, method, confidence),
+        "net_hallucination_rate_all": rate(hall_accepted, n, method, confidence),
+        "net_hallucination_rate_accepted": rate(hall_accepted, accepted, method, confidence, "every response rejected"),
+        "hallucinations_caught": rate(hall - hall_accepted, hall, method, confidence, "no hallucinated responses"),
+        "checker_unparsed_rate": rate(n_unparsed, n, method, confidence),
+    }
+    counts = {"items": n, "hallucinated": hall, "rejected": n_rejected, "accepted": accepted,
+              "hallucinated_accepted": hall_accepted, "checker_unparsed": n_unparsed}
+    scores = [c[i].score for i in ids]
+    scored_parsed = [s for i, s in zip(ids, scores) if c[i].parsed]
+    rc_rows = None
+    rc_note = None
+    if any(s is not None for s in scores):
+        missing = sum(s is None for s in scored_parsed)
+        if missing:
+            rc_note = f"no risk-coverage table: {missing} parsed checker row(s) have no score"
+        else:
+            rc_rows = [r.to_dict() for r in risk_coverage(gold_flags, scores, reject_unscored=unparsed == "reject")]
+    body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()},
+            "risk_coverage": rc_rows}
+    if rc_note:
+        body["risk_coverage_note"] = rc_note
+    m = body["metrics"]
+    summary = [("items", str(n))] + [(k.replace("_", " "), est_text(m[k])) for k in (
+        "base_hallucination_rate", "rejection_rate", "net_hallucination_rate_all",
+        "net_hallucination_rate_accepted", "checker_unparsed_rate")]
+    decision = "the checker's verdicts" if threshold is None else f"score >= {threshold}"
+    parts = [
+        f"Rejected: flagged by {decision}; unparsed checker outputs are {unparsed}ed. "
+        "Hallucinated: from the gold file. Intervals: 95% Wilson score.",
+        "",
+        markdown_table(["metric", "value [95% CI] (k/n)"], [[k.replace("_", " "), est_text(m[k])] for k in m]),
+    ]
+    if rc_rows:
+        parts += ["", "## Risk-coverage", "",
+                  "Reject every response whose score is at least the threshold (first row: reject none).", "",
+                  markdown_table(["threshold", "rejection rate", "coverage", "net hallucination (all)",
+                                  "hallucination among accepted"],
+                                 [["none" if r["threshold"] is None else f"{r['threshold']:.4g}",
+                                   pct(r["rejection_rate"]), pct(r["coverage"]),
+                                   pct(r["net_hallucination_rate_all"]), pct(r["risk_accepted"])]
+                                  for r in rc_rows])]
+    elif rc_note:
+        parts += ["", rc_note + "."]
+    options = {"unparsed": unparsed, "threshold": threshold, "count_relevance": count_relevance,
+               "interval": method, "confidence": confidence}
+    return EvalResult("pipeline", label or default_label(checker), {"gold": gold, "checker": checker}, options,
+                      body, summary, "\n".join(parts))

@@ -1,0 +1,124 @@
+"""`eval rg`: the hallucination rate of a response generator, from per-item verdicts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from mixtral_ft.errors import UsageError, suggest
+from mixtral_ft.eval.items import Item, ItemFile, mistake_type_counts
+from mixtral_ft.eval.metrics import count_rate, rate
+from mixtral_ft.eval.render import est_text, markdown_table
+from mixtral_ft.eval.result import EvalResult
+from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
+
+GROUP_FIELDS = ("source", "model")
+
+
+def default_label(f: ItemFile) -> str:
+    models = {it.model for it in f.items if it.model}
+    return models.pop() if len(models) == 1 else Path(f.path).stem
+
+
+def group_rows(items: list[Item], by: str, method: str, confidence: float) -> list[dict]:
+    """One row per value of ``by`` (items without it grouped under '(none)'), sorted by name."""
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for it in items:
+        groups[getattr(it, by) or "(none)"].append(it)
+    rows = []
+    for name in sorted(groups):
+        members = groups[name]
+        parsed = [it for it in members if it.parsed]
+        k = sum(it.hallucinated for it in parsed)
+        rows.append({by: name, "items": len(members), "parsed": len(parsed), "unparsed": len(members) - len(parsed),
+                     "hallucinated": k,
+                     "hallucination_rate": rate(k, len(parsed), method, confidence, "every item is unparsed").to_dict()})
+    return rows
+
+
+def evaluate_rg(
+    verdicts: ItemFile,
+    by: list[str] | None = None,
+    count_relevance: bool = False,
+    method: str = "wilson",
+    confidence: float = DEFAULT_CONFIDENCE,
+    label: str | None = None,
+) -> EvalResult:
+    """Hallucination rate over parsed items, with relevance, unparsed and breakdowns beside it."""
+    for b in by or []:
+        if b not in GROUP_FIELDS:
+            raise UsageError(suggest(b, GROUP_FIELDS, "--by field"))
+    items = verdicts.items
+    n = len(items)
+    parsed = [it for it in items if it.parsed]
+    hall = sum(it.hallucinated for it in parsed)
+    unparsed = n - len(parsed)
+    rel_known = [it for it in parsed if it.relevance_mistake is not None]
+    metrics = {
+        "hallucination_rate": count_rate([it.hallucinated for it in items], method, confidence),
+        "groundedness_mistake_rate": count_rate([it.groundedness_mistake for it in items], method, confidence),
+        "relevance_mistake_rate": rate(sum(it.relevance_mistake for it in rel_known), len(rel_known), method,
+                                       confidence, "no item carries a verdict with relevance"),
+        "unparsed_rate": rate(unparsed, n, method, confidence),
+        "hallucination_rate_if_unparsed_hallucinated": rate(hall + unparsed, n, method, confidence),
+    }
+    if by is None:
+        by = [g for g in GROUP_FIELDS if any(getattr(it, g) for it in items)]
+    breakdown = {g: group_rows(items, g, method, confidence) for g in by}
+    types = mistake_type_counts(parsed)
+    type_rows = [{"type": t, "items": c, "share_of_parsed": c / len(parsed) if parsed else None}
+                 for t, c in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
+    counts = {"items": n, "parsed": len(parsed), "unparsed": unparsed, "hallucinated": hall,
+              "clean": len(parsed) - hall, "relevance_known": len(rel_known),
+              "relevance_mistakes": sum(it.relevance_mistake for it in rel_known),
+              "label_sources": dict(sorted(_label_sources(items).items()))}
+    body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()},
+            "breakdown": breakdown, "mistake_types": type_rows}
+    label = label or default_label(verdicts)
+    md = _markdown(body, count_relevance)
+    summary = [("items", str(n)), ("hallucination rate", est_text(body["metrics"]["hallucination_rate"])),
+               ("relevance mistakes", est_text(body["metrics"]["relevance_mistake_rate"])),
+               ("unparsed", f"{unparsed} ({est_text(body['metrics']['unparsed_rate'])})")]
+    for g, rows in breakdown.items():
+        for r in rows:
+            summary.append((f"  {g}={r[g]}", est_text(r["hallucination_rate"])))
+    options = {"count_relevance": count_relevance, "by": by, "interval": method, "confidence": confidence}
+    return EvalResult("rg", label, {"verdicts": verdicts}, options, body, summary, md)
+
+
+def _label_sources(items: list[Item]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for it in items:
+        out[it.label_from] += 1
+    return out
+
+
+def _markdown(body: dict, count_relevance: bool) -> str:
+    m, c = body["metrics"], body["counts"]
+    rule = "groundedness or relevance mistake" if count_relevance else "groundedness mistake"
+    parts = [
+        f"Hallucinated ⇔ {rule}. Rates are over parsed items; unparsed items are reported "
+        "separately and never counted as clean. Intervals: 95% Wilson score.",
+        "",
+        markdown_table(["metric", "value [95% CI] (k/n)"], [
+            ["hallucination rate", est_text(m["hallucination_rate"])],
+            ["groundedness mistake rate", est_text(m["groundedness_mistake_rate"])],
+            ["relevance mistake rate", est_text(m["relevance_mistake_rate"])],
+            ["unparsed", est_text(m["unparsed_rate"])],
+            ["hallucination rate if every unparsed item were hallucinated",
+             est_text(m["hallucination_rate_if_unparsed_hallucinated"])],
+        ]),
+        "",
+        f"Items: {c['items']}; parsed: {c['parsed']}; hallucinated: {c['hallucinated']}; "
+        f"clean: {c['clean']}; unparsed: {c['unparsed']}.",
+    ]
+    for g, rows in body["breakdown"].items():
+        parts += ["", f"## By {g}", "", markdown_table(
+            [g, "items", "unparsed", "hallucinated", "rate [95% CI]"],
+            [[r[g], r["items"], r["unparsed"], r["hallucinated"], est_text(r["hallucination_rate"])] for r in rows])]
+    if body["mistake_types"]:
+        parts += ["", "## By mistake type", "", "Items with at least one mistake of the type.", "",
+                  markdown_table(["type", "items", "share of parsed items"],
+                                 [[r["type"], r["items"], est_text({"value": r["share_of_parsed"]})]
+                                  for r in body["mistake_types"]])]
+    return "\n".join(parts)

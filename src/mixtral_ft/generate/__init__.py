@@ -1,0 +1,1 @@
+"""``mixft generate``: RG responses for a prepared test split, resumable, with a manifest."""

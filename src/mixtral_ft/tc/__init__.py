@@ -1,0 +1,1 @@
+"""Truth-checker (TC): the verdict format, the TC prompt, and `prepare tc`."""

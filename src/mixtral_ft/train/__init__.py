@@ -1,0 +1,1 @@
+"""Training runs: run directory, preflight checks, the Axolotl launch command, the subprocess runner."""

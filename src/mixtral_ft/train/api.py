@@ -1,0 +1,155 @@
+"""``mixft train``: render, preflight, launch Axolotl, record the run, summarise it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mixtral_ft.axolotl_cfg.render import RenderedConfig, RenderRequest, render
+from mixtral_ft.errors import ExternalCommandError, UsageError
+from mixtral_ft.train.launch import LaunchOptions, build_launch_command
+from mixtral_ft.train.rundir import RunPaths, TrainSummary, newest_checkpoint, read_summary
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    task: str
+    data_dir: Path
+    profile: str
+    run_dir: Path
+    base_model: str | None = None
+    overrides: tuple[str, ...] = ()
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
+    resume: bool = False
+
+
+@dataclass
+class TrainPlan:
+    """What a run will do; ``--dry-run`` prints it and stops."""
+
+    request: TrainRequest
+    config: RenderedConfig
+    config_yaml: str
+    command: list[str]
+    resume_from: Path | None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    exit_status: int
+    wall_s: float
+    summary: TrainSummary
+
+
+def plan(req: TrainRequest) -> TrainPlan:
+    """Render and validate the config and build the command; writes nothing."""
+    from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
+
+    paths = RunPaths(req.run_dir)
+    resume_from = None
+    extra: tuple[tuple[str, Any], ...] = ()
+    if req.resume:
+        resume_from = newest_checkpoint(paths.output)
+        if resume_from is None:
+            raise UsageError(f"{paths.output}: no checkpoint with trainer_state.json to resume from; start a new run")
+        extra = (("resume_from_checkpoint", str(resume_from.resolve())),)
+    rendered = render(RenderRequest(
+        task=req.task, data_dir=req.data_dir, profile=req.profile, run_dir=req.run_dir,
+        base_model=req.base_model, overrides=req.overrides, extra=extra,
+    ))
+    validate_with_axolotl(rendered.values)
+    header = (f"Rendered by mixft for `train {req.task}` with profile '{req.profile}'."
+              + (f"\nOverrides: {', '.join(req.overrides)}" if req.overrides else ""))
+    if req.profile == "cpu" and req.launch.world_size > 1:
+        # Tried: accelerate --cpu without mpirun silently starts one process, and under torchrun
+        # Axolotl 0.19's normalize_config sets device_map={"": LOCAL_RANK}, which transformers
+        # reads as an accelerator index ("Cannot access accelerator device when none is available").
+        raise UsageError("--gpus > 1 with --profile cpu: Axolotl 0.19 cannot train with several "
+                         "processes on CPU (it places each rank on CUDA device LOCAL_RANK); use --gpus 1")
+    return TrainPlan(
+        request=req,
+        config=rendered,
+        config_yaml=rendered.to_yaml(header),
+        command=build_launch_command(paths.config.resolve(), req.launch),
+        resume_from=resume_from,
+    )
+
+
+def preflight(req: TrainRequest) -> dict[str, int]:
+    from mixtral_ft.train import preflight as pf
+
+    pf.check_run_dir(req.run_dir, req.resume)
+    pf.check_axolotl()
+    counts = pf.check_data(req.task, req.data_dir)
+    pf.check_gpus(req.profile, req.launch.gpus)
+    pf.check_disk(req.run_dir, req.profile)
+    return counts
+
+
+def _data_record(data_dir: Path, counts: dict[str, int]) -> dict[str, Any]:
+    from mixtral_ft.util.hashing import sha256_file
+
+    record: dict[str, Any] = {"dir": str(data_dir.resolve()), "rows": counts}
+    for name in ("train.jsonl", "test.jsonl", "manifest.json"):
+        p = data_dir / name
+        record[name.replace(".", "_") + "_sha256"] = sha256_file(p) if p.exists() else None
+    return record
+
+
+def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainResult:
+    """Preflight, write the run dir, launch Axolotl, record the outcome. Raises on a non-zero exit."""
+    from mixtral_ft.train.runner import axolotl_env, run_streaming
+    from mixtral_ft.util.atomic import atomic_write_text
+    from mixtral_ft.util.hashing import sha256_text
+    from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
+
+    runner = runner or run_streaming
+    counts = preflight(req)
+    the_plan = plan(req)
+    paths = RunPaths(req.run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+
+    previous: dict[str, Any] = {}
+    if req.resume and paths.manifest.exists():
+        previous = json.loads(paths.manifest.read_text(encoding="utf-8"))
+    attempts = list(previous.get("attempts", []))
+    atomic_write_text(paths.config, the_plan.config_yaml)
+    attempt: dict[str, Any] = {
+        "started_at": now_iso(),
+        "ended_at": None,
+        "exit_status": None,
+        "command": the_plan.command,
+        "mixft_command_line": command_line(),
+        "config_sha256": sha256_text(the_plan.config_yaml),
+        "resumed_from": str(the_plan.resume_from) if the_plan.resume_from else None,
+    }
+    manifest: dict[str, Any] = {
+        "kind": "mixft-train-run",
+        "task": req.task,
+        "profile": req.profile,
+        "base_model": the_plan.config.values.get("base_model"),
+        "overrides": list(req.overrides),
+        "launch": req.launch.__dict__,
+        "data": _data_record(req.data_dir, counts),
+        "config_sha256": attempt["config_sha256"],
+        "environment": environment(),
+        "attempts": attempts + [attempt],
+        "summary": None,
+    }
+    write_manifest(paths.manifest, manifest)
+
+    started = time.monotonic()
+    rc = runner(the_plan.command, paths.log, env=axolotl_env(the_plan.config.values.get("base_model")))
+    wall = time.monotonic() - started
+    summary = read_summary(paths.output)
+    attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
+    manifest["summary"] = summary.as_dict()
+    write_manifest(paths.manifest, manifest)
+    if rc != 0:
+        what = "interrupted" if rc == 130 else f"exited with status {rc}"
+        raise ExternalCommandError(f"Axolotl {what}; see {paths.log} (continue with --resume)", rc)
+    return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary)

@@ -1,0 +1,95 @@
+"""``mixft merge``: fold a run's LoRA adapter into its base model with Axolotl's merge-lora."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixtral_ft.errors import ExternalCommandError, PreflightError, UsageError
+from mixtral_ft.train.rundir import RunPaths
+
+MERGED_NAME = "merged"
+
+
+@dataclass
+class MergeResult:
+    merged_dir: Path
+    wall_s: float
+
+
+def _load_config(paths: RunPaths) -> dict:
+    import yaml
+
+    if not paths.config.exists():
+        raise UsageError(f"{paths.root}: not a mixft run directory (no axolotl.yml)")
+    return yaml.safe_load(paths.config.read_text(encoding="utf-8")) or {}
+
+
+def prequantized_4bit(base_model: str) -> bool:
+    """True when a local base model is stored already quantized to 4-bit (bitsandbytes)."""
+    cfg_path = Path(base_model) / "config.json"
+    if not cfg_path.exists():
+        return base_model.lower().endswith(("-bnb-4bit", "-4bit"))
+    qc = json.loads(cfg_path.read_text(encoding="utf-8")).get("quantization_config") or {}
+    return bool(qc.get("load_in_4bit") or qc.get("quant_method") in ("bitsandbytes_4bit",) or
+                (qc.get("quant_method") == "bitsandbytes" and not qc.get("load_in_8bit")))
+
+
+def check_mergeable(cfg: dict) -> None:
+    """Refuse a merge that cannot work here, with the fix."""
+    base = str(cfg.get("base_model", ""))
+    if prequantized_4bit(base):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PreflightError(
+                f"base model {base} is stored in 4-bit; dequantizing it for a merge needs a CUDA GPU. "
+                "Merge on a GPU machine, or train against the full-precision base and merge that"
+            )
+
+
+def merge(run_dir: Path, out: Path | None = None, force: bool = False, runner=None) -> MergeResult:
+    """Write the merged model to ``out`` (default ``RUN_DIR/merged``) atomically."""
+    from mixtral_ft.train.launch import build_merge_command
+    from mixtral_ft.train.preflight import check_axolotl
+    from mixtral_ft.train.runner import axolotl_env, run_streaming
+    from mixtral_ft.util.atomic import check_output_dir
+    from mixtral_ft.util.provenance import environment, now_iso, write_manifest
+
+    runner = runner or run_streaming
+    paths = RunPaths(Path(run_dir))
+    cfg = _load_config(paths)
+    if not (paths.output / "adapter_config.json").exists():
+        raise UsageError(f"{paths.output}: no LoRA adapter (adapter_config.json); has the run finished?")
+    out = Path(out) if out else paths.root / MERGED_NAME
+    check_output_dir(out, force)
+    check_axolotl()
+    check_mergeable(cfg)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        cmd = build_merge_command(paths.config.resolve(), paths.output.resolve()) + [f"--output_dir={stage}"]
+        started = time.monotonic()
+        rc = runner(cmd, paths.root / "merge.log", env=axolotl_env(str(cfg.get("base_model", ""))))
+        wall = time.monotonic() - started
+        if rc != 0:
+            raise ExternalCommandError(f"Axolotl merge-lora exited with status {rc}; see {paths.root / 'merge.log'}", rc)
+        merged = stage / "merged"
+        if not (merged / "config.json").exists():
+            raise ExternalCommandError(f"Axolotl merge-lora wrote no model to {merged}; see {paths.root / 'merge.log'}", 1)
+        write_manifest(merged / "mixft_merge.json", {
+            "kind": "mixft-merged-model", "run_dir": str(paths.root.resolve()),
+            "base_model": cfg.get("base_model"), "adapter": str(paths.output.resolve()),
+            "created_at": now_iso(), "wall_s": round(wall, 1), "environment": environment(),
+        })
+        if out.exists():
+            shutil.rmtree(out)
+        merged.replace(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return MergeResult(merged_dir=out, wall_s=wall)

@@ -1,0 +1,96 @@
+"""Checks before a long run; each failure is one line saying how to fix it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mixtral_ft.errors import InputError, MissingDependencyError, PreflightError, Problem, UsageError
+
+# Fields each dataset type reads (docs/formats.md §1 and §4).
+REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "completion")}
+
+# Smallest per-GPU memory (GiB as torch reports it) each GPU profile is sized for.
+PROFILE_MIN_GPU_GIB = {"a100-80gb": 70.0, "h100-80gb": 70.0, "a100-40gb": 37.0, "multi-gpu": 37.0}
+
+# Free disk wanted under the run dir: QLoRA checkpoints (adapter + optimizer state) x save_total_limit.
+MIN_FREE_DISK_GIB = {"cpu": 0.2}
+DEFAULT_MIN_FREE_DISK_GIB = 10.0
+
+
+def check_axolotl() -> None:
+    import importlib.util
+
+    from mixtral_ft.axolotl_cfg.validate import INSTALL_HINT
+
+    if importlib.util.find_spec("axolotl") is None:
+        raise MissingDependencyError(f"Axolotl is not installed; {INSTALL_HINT}")
+
+
+def check_data(task: str, data_dir: Path, max_problems: int = 20) -> dict[str, int]:
+    """Both split files exist and every row has the fields the dataset type reads, as strings."""
+    from mixtral_ft.util.jsonl import read_jsonl
+
+    if not data_dir.is_dir():
+        raise UsageError(f"{data_dir}: data directory not found; create it with `mixft prepare {task}`")
+    counts: dict[str, int] = {}
+    problems: list[Problem] = []
+    for split in ("train", "test"):
+        path = data_dir / f"{split}.jsonl"
+        if not path.exists():
+            raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl and test.jsonl")
+        n = 0
+        for n, row in enumerate(read_jsonl(path), 1):
+            for name in REQUIRED_FIELDS[task]:
+                value = row.get(name)
+                if not isinstance(value, str) or not value:
+                    what = "is missing" if value is None else "must be a non-empty string"
+                    problems.append(Problem(str(path), n, name, f"{what} (needed by the {task} dataset type)"))
+        if n == 0:
+            problems.append(Problem(str(path), None, None, "no rows"))
+        counts[split] = n
+    if problems:
+        raise InputError(problems[:max_problems], total=len(problems), cap=max_problems)
+    return counts
+
+
+def check_gpus(profile: str, gpus: int) -> None:
+    """GPU profiles need ``gpus`` CUDA devices with the memory the profile is sized for."""
+    if profile == "cpu":
+        return
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < gpus:
+        raise PreflightError(
+            f"profile '{profile}' needs {gpus} CUDA GPU(s), found {found}; "
+            "use --profile cpu with a tiny model for a CPU smoke run, or lower --gpus"
+        )
+    need = PROFILE_MIN_GPU_GIB.get(profile)
+    if need is None:
+        return
+    for i in range(gpus):
+        total = torch.cuda.get_device_properties(i).total_memory / 2**30
+        if total < need:
+            smaller = " (try --profile a100-40gb)" if need > 40 else ""
+            raise PreflightError(
+                f"GPU {i} has {total:.0f} GiB; profile '{profile}' is sized for {need:.0f} GiB or more{smaller}"
+            )
+
+
+def check_disk(run_dir: Path, profile: str) -> None:
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    need = MIN_FREE_DISK_GIB.get(profile, DEFAULT_MIN_FREE_DISK_GIB)
+    if free < need:
+        raise PreflightError(f"{probe}: {free:.1f} GiB free, checkpoints need about {need:.0f} GiB; free space or use --run-dir elsewhere")
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "axolotl.yml").exists():
+            raise UsageError(f"{run_dir}: no run to resume (no axolotl.yml); drop --resume to start a new run")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir}: run directory exists; use --resume to continue it or choose another --run-dir")

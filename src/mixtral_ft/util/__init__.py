@@ -1,0 +1,1 @@
+"""Small shared pieces: atomic writes, hashing, provenance manifests, progress bars, JSONL."""

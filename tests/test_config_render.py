@@ -1,0 +1,184 @@
+"""`mixft config render|show`: shipped configs, golden renderings, overrides, key and value errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixtral_ft.axolotl_cfg.render import RenderRequest, configs_dir, profile_names, render
+from mixtral_ft.cli.main import main
+from mixtral_ft.errors import ConfigError, UsageError
+
+GOLDEN = Path(__file__).parent / "golden"
+PROFILES = ["a100-40gb", "a100-80gb", "cpu", "h100-80gb", "multi-gpu"]
+DATA = Path("/data/prepared")
+RUN = Path("/runs/run")
+
+
+def _rendered_yaml(task: str, profile: str) -> str:
+    text = render(RenderRequest(task=task, data_dir=DATA, profile=profile, run_dir=RUN)).to_yaml(
+        f"golden: {task} + profile {profile}")
+    return text.replace(str(configs_dir().resolve()), "<configs>")
+
+
+def test_profiles_shipped():
+    assert profile_names() == PROFILES
+
+
+@pytest.mark.parametrize("task", ["rg", "tc"])
+@pytest.mark.parametrize("profile", PROFILES)
+def test_rendered_config_matches_golden(task, profile):
+    """Set MIXFT_UPDATE_GOLDEN=1 to rewrite the golden files after an intended change."""
+    text = _rendered_yaml(task, profile)
+    golden = GOLDEN / f"{task}-{profile}.yml"
+    if os.environ.get("MIXFT_UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert golden.exists(), f"{golden} missing; run with MIXFT_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(encoding="utf-8")
+
+
+def test_shipped_yaml_files_start_with_the_command_that_uses_them():
+    files = sorted(configs_dir().glob("*.yml")) + sorted((configs_dir() / "profiles").glob("*.yml"))
+    assert len(files) == 7
+    for f in files:
+        first = f.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# mixft "), f"{f}: first line should give the mixft command: {first!r}"
+
+
+def test_deepspeed_files_shipped_and_referenced():
+    import json
+
+    for stage, name in ((2, "zero2.json"), (3, "zero3.json")):
+        cfg = json.loads((configs_dir() / "deepspeed" / name).read_text())
+        assert cfg["zero_optimization"]["stage"] == stage
+    values = render(RenderRequest("rg", DATA, "multi-gpu", RUN)).values
+    assert Path(values["deepspeed"]).exists()
+
+
+@pytest.mark.parametrize("task", ["rg", "tc"])
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_shipped_config_passes_axolotl_validation(task, profile):
+    pytest.importorskip("axolotl")
+    from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
+
+    assert validate_with_axolotl(render(RenderRequest(task, DATA, profile, RUN)).values) is True
+
+
+def test_report_settings_present():
+    rg = render(RenderRequest("rg", DATA, "a100-80gb", RUN)).values
+    tc = render(RenderRequest("tc", DATA, "a100-80gb", RUN)).values
+    for v in (rg, tc):
+        assert v["adapter"] == "qlora" and v["load_in_4bit"] is True and v["quantize_moe_experts"] is True
+        assert v["sample_packing"] is True and v["train_on_inputs"] is False
+        assert v["num_epochs"] == 5 and v["micro_batch_size"] == 4
+        assert v["model_config"] == {"output_router_logits": True}
+    assert rg["sequence_len"] == 4096 and tc["sequence_len"] == 8192
+    assert rg["datasets"][0] == {"path": "/data/prepared/train.jsonl", "ds_type": "json", "type": "context_qa.load_v2"}
+    assert rg["test_datasets"][0]["path"] == "/data/prepared/test.jsonl"
+    assert tc["datasets"][0]["type"] == {"field_instruction": "prompt", "field_output": "completion",
+                                         "format": "{instruction}", "no_input_format": "{instruction}"}
+    small = render(RenderRequest("rg", DATA, "a100-40gb", RUN)).values
+    assert (small["micro_batch_size"], small["gradient_accumulation_steps"]) == (2, 2)
+
+
+def test_cpu_profile_turns_off_gpu_only_features():
+    v = render(RenderRequest("rg", DATA, "cpu", RUN)).values
+    for key in ("bf16", "fp16", "tf32", "flash_attention", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel",
+                "quantize_moe_experts"):
+        assert v[key] is False, key
+    assert "evals_per_epoch" not in v and "saves_per_epoch" not in v  # removed by the profile's nulls
+    assert v["max_steps"] > 0
+
+
+def test_overrides_are_yaml_typed_dotted_and_null_removes():
+    v = render(RenderRequest("rg", DATA, "cpu", RUN, base_model="/models/tiny", overrides=(
+        "learning_rate=1e-4", "model_config.output_router_logits=false", "datasets.0.ds_type=jsonl",
+        "lora_target_modules=[q_proj, v_proj]", "max_steps=null", "special_tokens={pad_token: '<pad>'}"))).values
+    assert v["learning_rate"] == 1e-4
+    assert v["model_config"] == {"output_router_logits": False}
+    assert v["datasets"][0]["ds_type"] == "jsonl" and v["datasets"][0]["type"] == "context_qa.load_v2"
+    assert v["lora_target_modules"] == ["q_proj", "v_proj"]
+    assert "max_steps" not in v
+    assert v["special_tokens"] == {"pad_token": "<pad>"}
+    assert v["base_model"] == "/models/tiny"
+
+
+def test_unknown_keys_rejected_with_suggestions_all_at_once():
+    with pytest.raises(ConfigError) as e:
+        render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("lora_dropuot=0.1", "datasets.0.ds_tpye=json")))
+    lines = e.value.errors
+    assert len(lines) == 2
+    assert "lora_dropuot" in lines[0] and "Did you mean 'lora_dropout'?" in lines[0]
+    assert lines[1].startswith("datasets.0.ds_tpye:") and "Did you mean 'ds_type'?" in lines[1]
+
+
+def test_bad_override_syntax_and_unknown_names():
+    with pytest.raises(UsageError, match="expected key=value"):
+        render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("micro_batch_size",)))
+    with pytest.raises(UsageError, match="not valid YAML"):
+        render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("lora_target_modules=[q_proj",)))
+    with pytest.raises(UsageError, match="use an index"):
+        render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("datasets.path=x",)))
+    with pytest.raises(UsageError, match="Did you mean 'a100-40gb'"):
+        render(RenderRequest("rg", DATA, "a100-40", RUN))
+    with pytest.raises(UsageError, match="Unknown task"):
+        render(RenderRequest("xx", DATA, "cpu", RUN))
+
+
+def test_bad_values_reported_by_axolotl_all_at_once():
+    pytest.importorskip("axolotl")
+    from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
+
+    v = render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("micro_batch_size=abc", "learning_rate=fast"))).values
+    with pytest.raises(ConfigError) as e:
+        validate_with_axolotl(v)
+    text = str(e.value)
+    assert "micro_batch_size" in text and "'abc'" in text and "learning_rate" in text
+
+
+def test_snapshot_of_known_keys_matches_installed_axolotl():
+    pytest.importorskip("axolotl")
+    from mixtral_ft.axolotl_cfg.keys import schema_keys, snapshot_keys
+
+    live, snap = schema_keys(), snapshot_keys()
+    assert snap.top_level == live.top_level, "regenerate: python -m mixtral_ft.axolotl_cfg.keys"
+    assert snap.dataset == live.dataset and snap.prompter_type == live.prompter_type
+    assert {"quantize_moe_experts", "lora_target_parameters", "model_config", "test_datasets"} <= snap.top_level
+
+
+def test_cli_render_writes_yaml(tmp_path, capsys):
+    out = tmp_path / "axolotl.yml"
+    rc = main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "a100-40gb", "--out", str(out),
+               "--set", "num_epochs=3"])
+    assert rc == 0
+    text = out.read_text()
+    assert text.startswith("# Rendered by mixft")
+    cfg = yaml.safe_load(text)
+    assert cfg["num_epochs"] == 3 and cfg["micro_batch_size"] == 2
+    assert cfg["datasets"][0]["path"] == str((tmp_path / "train.jsonl").resolve())
+    assert capsys.readouterr().out.strip() == str(out)
+
+
+def test_cli_render_bad_key_is_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "axolotl.yml"
+    rc = main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "cpu", "--out", str(out),
+               "--set", "micro_batch_sise=2"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: micro_batch_sise: unknown Axolotl key") and "Did you mean 'micro_batch_size'?" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_show_marks_where_values_came_from(tmp_path, capsys):
+    rc = main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "a100-40gb", "--no-validate",
+               "--set", "learning_rate=0.0001", "--base-model", "/models/x"])
+    assert rc == 0
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))}
+    assert lines["micro_batch_size"].endswith("# profile:a100-40gb")
+    assert lines["learning_rate"].endswith("# override")
+    assert lines["num_epochs"].endswith("# base")
+    assert lines["base_model"].endswith("# --base-model")

@@ -1,0 +1,173 @@
+"""`mixft train` without training: the launch command, --dry-run, preflight, the streaming runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from fixtures_models import rg_rows, tc_rows, write_split
+from mixtral_ft.cli.main import main
+from mixtral_ft.errors import InputError, PreflightError, UsageError
+from mixtral_ft.train.launch import LaunchOptions, build_launch_command, build_merge_command
+from mixtral_ft.train.preflight import check_data, check_gpus, check_run_dir
+from mixtral_ft.train.rundir import newest_checkpoint, read_summary
+from mixtral_ft.train.runner import axolotl_env, run_streaming
+
+
+def test_single_process_runs_axolotl_module_directly():
+    assert build_launch_command("/r/axolotl.yml", python="py") == ["py", "-m", "axolotl.cli.train", "/r/axolotl.yml"]
+
+
+def test_several_gpus_go_through_accelerate():
+    cmd = build_launch_command(Path("/r/axolotl.yml"), LaunchOptions(gpus=4), python="py")
+    assert cmd == ["py", "-m", "accelerate.commands.launch", "--num_processes", "4", "--num_machines", "1",
+                   "--machine_rank", "0", "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "-m", "axolotl.cli.train", "/r/axolotl.yml"]
+
+
+def test_multi_node_options_pass_through():
+    cmd = build_launch_command("c.yml", LaunchOptions(gpus=8, num_machines=2, machine_rank=1,
+                                                       main_process_ip="10.0.0.1", main_process_port=29500), python="py")
+    joined = " ".join(cmd)
+    assert "--num_processes 16 --num_machines 2 --machine_rank 1" in joined
+    assert "--main_process_ip 10.0.0.1 --main_process_port 29500" in joined
+    assert cmd[-3:] == ["-m", "axolotl.cli.train", "c.yml"]
+
+
+def test_launch_rejects_zero_processes():
+    with pytest.raises(ValueError):
+        build_launch_command("c.yml", LaunchOptions(gpus=0))
+
+
+def test_merge_command():
+    assert build_merge_command("/r/axolotl.yml", "/r/output", python="py") == [
+        "py", "-m", "axolotl.cli.merge_lora", "/r/axolotl.yml", "--lora_model_dir=/r/output"]
+
+
+def test_axolotl_env_telemetry_off_and_offline_for_local_models(tmp_path):
+    env = axolotl_env(str(tmp_path))
+    assert env["AXOLOTL_DO_NOT_TRACK"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_dry_run_prints_config_and_command_and_writes_nothing(tmp_path, capsys):
+    data = write_split(tmp_path / "data", rg_rows("train", 2), rg_rows("test", 1))
+    run_dir = tmp_path / "run"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["train", "rg", "--data", str(data), "--profile", "a100-80gb", "--run-dir", str(run_dir),
+               "--gpus", "2", "--dry-run"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "quantize_moe_experts: true" in out and f"output_dir: {run_dir.resolve()}/output" in out
+    assert "-m accelerate.commands.launch --num_processes 2" in out and "axolotl.cli.train" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not run_dir.exists()
+
+
+def test_cpu_profile_refuses_several_processes(tmp_path, capsys):
+    data = write_split(tmp_path / "data", rg_rows("train", 2), rg_rows("test", 1))
+    rc = main(["train", "rg", "--data", str(data), "--profile", "cpu", "--gpus", "2", "--dry-run"])
+    assert rc == 2
+    assert "cannot train with several processes on CPU" in capsys.readouterr().err
+
+
+def test_preflight_names_file_line_and_field(tmp_path):
+    rows = rg_rows("train", 3)
+    del rows[1]["answer"]
+    rows[2]["context"] = ["a list", "of passages"]
+    data = write_split(tmp_path / "d", rows, rg_rows("test", 1))
+    with pytest.raises(InputError) as e:
+        check_data("rg", data)
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{data / 'train.jsonl'}:2: answer: is missing (needed by the rg dataset type)"
+    assert lines[1] == f"{data / 'train.jsonl'}:3: context: must be a non-empty string (needed by the rg dataset type)"
+    tc = write_split(tmp_path / "t", tc_rows("train", 2), tc_rows("test", 1))
+    assert check_data("tc", tc) == {"train": 2, "test": 1}
+    with pytest.raises(InputError, match="prompt: is missing"):
+        check_data("tc", data)
+
+
+def test_preflight_missing_split_says_how_to_make_it(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps(rg_rows("train", 1)[0]) + "\n")
+    with pytest.raises(UsageError, match="test.jsonl: not found; `mixft prepare rg"):
+        check_data("rg", tmp_path)
+
+
+def test_preflight_refuses_to_clobber_a_run(tmp_path):
+    (tmp_path / "axolotl.yml").write_text("x: 1\n")
+    with pytest.raises(UsageError, match="use --resume"):
+        check_run_dir(tmp_path, resume=False)
+    check_run_dir(tmp_path, resume=True)
+    with pytest.raises(UsageError, match="no run to resume"):
+        check_run_dir(tmp_path / "other", resume=True)
+
+
+def test_gpu_profile_without_cuda_fails_preflight():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(PreflightError, match="needs 1 CUDA GPU.*--profile cpu"):
+        check_gpus("a100-80gb", 1)
+    check_gpus("cpu", 4)
+
+
+def test_cli_train_gpu_profile_on_cpu_exits_3_and_writes_nothing(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    data = write_split(tmp_path / "data", rg_rows("train", 2), rg_rows("test", 1))
+    rc = main(["train", "rg", "--data", str(data), "--profile", "a100-80gb", "--run-dir", str(tmp_path / "run")])
+    assert rc == 3
+    assert "needs 1 CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_runner_streams_to_log_and_returns_status(tmp_path, capfd):
+    log = tmp_path / "run.log"
+    code = "import sys; print('hello', flush=True); print('to stderr', file=sys.stderr); sys.exit(7)"
+    assert run_streaming([sys.executable, "-c", code], log) == 7
+    text = log.read_text()
+    assert "hello" in text and "to stderr" in text and "[mixft] exit status 7" in text
+    assert "hello" in capfd.readouterr().err
+
+
+def test_runner_forwards_ctrl_c_to_the_child(tmp_path):
+    log = tmp_path / "run.log"
+    code = ("import signal, sys, time\n"
+            "def stop(*a):\n    print('child got SIGINT, saving', flush=True); sys.exit(5)\n"
+            "signal.signal(signal.SIGINT, stop)\nprint('rea' + 'dy-now', flush=True)\ntime.sleep(30)\n")
+
+    def interrupt_when_ready():
+        for _ in range(200):
+            if log.exists() and "ready-now" in log.read_text():
+                break
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    assert run_streaming([sys.executable, "-c", code], log, echo=False, grace_s=10) == 130
+    text = log.read_text()
+    assert "child got SIGINT, saving" in text and "(interrupted)" in text
+
+
+def test_summary_reads_newest_trainer_state(tmp_path):
+    out = tmp_path / "output"
+    for step, loss in ((2, 3.0), (4, 2.5)):
+        ck = out / f"checkpoint-{step}"
+        ck.mkdir(parents=True)
+        (ck / "trainer_state.json").write_text(json.dumps({
+            "global_step": step, "max_steps": 4,
+            "log_history": [{"loss": loss + 0.5, "step": step - 1}, {"eval_loss": loss + 0.1, "step": step},
+                            {"loss": loss, "step": step}]}))
+    (out / "checkpoint-6").mkdir()  # being written: no trainer_state.json yet
+    (out / "adapter_config.json").write_text("{}")
+    assert newest_checkpoint(out).name == "checkpoint-4"
+    s = read_summary(out)
+    assert (s.global_step, s.train_loss, s.eval_loss, s.adapter_dir) == (4, 2.5, 2.6, str(out))
