@@ -31,10 +31,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mixft demo --model smollm2 --out out/demo --force
+	$(BIN)/mixft demo --model smollm2 --out out/demo
 
 demo-tiny: $(STAMP)
-	$(BIN)/mixft demo --model tiny --out out/demo-tiny --force
+	$(BIN)/mixft demo --model tiny --out out/demo-tiny
 
 # CI's command: the fast tier and the slow tier (real Axolotl runs on CPU); never the gpu tier.
 test: $(STAMP)

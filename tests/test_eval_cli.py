@@ -230,3 +230,18 @@ def test_existing_out_needs_force(files, capsys):
     assert list(results(out)["breakdown"]) == ["model"]
     assert main(["eval", "rg", "--verdicts", str(checker), "--by", "modle"]) == 2
     assert "Did you mean 'model'" in capsys.readouterr().err
+
+
+def test_eval_refuses_judgements_whose_request_failed(tmp_path, capsys):
+    """A failed request (judge row with `error`) is neither clean nor unparsed: eval stops and says to retry."""
+    path = tmp_path / "judged.jsonl"
+    rows = [
+        {"id": "a", "verdict": None, "parse_ok": False, "hallucinated": None, "error": "HTTP 503 after 5 attempts"},
+        {"id": "b", "verdict": {"relevance": {"mistake": False, "explanation": ""},
+                                "groundedness": {"mistake": False, "mistakes": []}, "corrected_response": None},
+         "parse_ok": True, "hallucinated": False, "error": None},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "rg", "--verdicts", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:1: error: the request for this item failed (HTTP 503 after 5 attempts)" in err

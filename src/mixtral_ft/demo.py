@@ -48,7 +48,8 @@ class DemoScale:
     generate_limit: int  # RG test rows generated for, raw and fine-tuned
     rg_steps: int
     tc_steps: int
-    learning_rate: float
+    rg_learning_rate: float
+    tc_learning_rate: float  # higher: in a dozen steps the checker must at least learn the verdict format
     tc_sequence_len: int
     generate_tokens: int
     judge_tokens: int
@@ -58,13 +59,15 @@ class DemoScale:
 SCALES: dict[str, DemoScale] = {
     "smollm2": DemoScale(
         description="135M-parameter instruct model (SmolLM2-135M-Instruct)",
-        rg_test_size=40, tc_test_size=60, generate_limit=24, rg_steps=10, tc_steps=10,
-        learning_rate=1e-3, tc_sequence_len=2048, generate_tokens=96, judge_tokens=160, batch_size=8,
+        rg_test_size=40, tc_test_size=30, generate_limit=24, rg_steps=10, tc_steps=12,
+        rg_learning_rate=1e-3, tc_learning_rate=3e-3, tc_sequence_len=2048, generate_tokens=96, judge_tokens=128,
+        batch_size=8,
     ),
     "tiny": DemoScale(
         description="tiny random Mixtral (2 layers, 4 experts; random weights)",
-        rg_test_size=40, tc_test_size=60, generate_limit=24, rg_steps=6, tc_steps=6,
-        learning_rate=1e-3, tc_sequence_len=2048, generate_tokens=48, judge_tokens=160, batch_size=8,
+        rg_test_size=40, tc_test_size=30, generate_limit=24, rg_steps=6, tc_steps=6,
+        rg_learning_rate=1e-3, tc_learning_rate=3e-3, tc_sequence_len=2048, generate_tokens=48, judge_tokens=64,
+        batch_size=8,
     ),
 }
 
@@ -206,14 +209,14 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         ))
         return {"train": res.counts.get("train"), "test": res.counts.get("test")}
 
-    def train(task: str, data: Path, run_dir: Path, steps: int, extra: tuple[str, ...] = ()) -> dict:
+    def train(task: str, data: Path, run_dir: Path, steps: int, lr: float, extra: tuple[str, ...] = ()) -> dict:
         from mixtral_ft.train.api import TrainRequest, run
 
         if run_dir.exists():  # an interrupted earlier attempt: start this stage again
             shutil.rmtree(run_dir)
         res = run(TrainRequest(
             task=task, data_dir=data, profile="cpu", run_dir=run_dir, base_model=str(model()),
-            overrides=(f"max_steps={steps}", f"learning_rate={scale.learning_rate}", f"seed={opts.seed}",
+            overrides=(f"max_steps={steps}", f"learning_rate={lr}", f"seed={opts.seed}",
                        f"eval_steps={steps}", f"save_steps={steps}", *extra),
         ))
         s = res.summary
@@ -258,15 +261,17 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         ("model", f"base model: {scale.description}", base_model),
         ("prepare_rg", "prepare rg: bundled Q&A -> train/test (split by article)", prepare_rg),
         ("train_rg", f"train rg: LoRA, profile cpu, {scale.rg_steps} steps",
-         lambda: train("rg", p["rg_data"], p["rg_run"], scale.rg_steps)),
+         lambda: train("rg", p["rg_data"], p["rg_run"], scale.rg_steps, scale.rg_learning_rate)),
         ("generate_raw", f"generate: raw model ({raw_prompt} prompt) on {scale.generate_limit} test questions",
          lambda: generate(p["gen_raw"], None, raw_prompt)),
         ("generate_ft", f"generate: fine-tuned adapter on the same {scale.generate_limit} questions",
          lambda: generate(p["gen_ft"], rg_adapter, "rg")),
         ("prepare_tc", "prepare tc: bundled labeled responses -> train/test (split by article)", prepare_tc),
         ("train_tc", f"train tc: LoRA, profile cpu, {scale.tc_steps} steps",
-         lambda: train("tc", p["tc_data"], p["tc_run"], scale.tc_steps,
-                       (f"sequence_len={scale.tc_sequence_len}",))),
+         # No eval-loss pass for TC (Axolotl evaluates at the first and last step, which on a CPU costs
+         # more than the training): `eval tc` below measures the checker on the same test split.
+         lambda: train("tc", p["tc_data"], p["tc_run"], scale.tc_steps, scale.tc_learning_rate,
+                       (f"sequence_len={scale.tc_sequence_len}", "test_datasets=null"))),
         ("judge_tc_raw", "judge: TC test split with the raw model as checker",
          lambda: judge(p["tc_data"] / "test.jsonl", p["judge_tc_raw"], None)),
         ("judge_tc_ft", "judge: TC test split with the trained checker",

@@ -433,9 +433,6 @@ def prepare_rg(opts: RgPrepareOptions) -> RgPrepareResult:
     timer = _PhaseTimer()
 
     with staged_dir(opts.out, force=opts.force) as stage:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it 0700; the output is an ordinary directory
         work = stage / ".work"
         work.mkdir()
         prefixes = [t.prefix for t in tasks]

@@ -114,6 +114,11 @@ def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str
             continue
         seen[rid] = line
 
+        if row.get("error") is not None:  # a request that failed is not a verdict of any kind
+            problems.append(Problem(name, line, "error", f"the request for this item failed ({str(row['error'])[:80]}); "
+                                    "re-run the same `mixft judge` command to retry the failed items"))
+            continue
+
         score = row.get("score")
         if score is not None:
             if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score) \
