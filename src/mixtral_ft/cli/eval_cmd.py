@@ -24,36 +24,11 @@ def _finish(result, out: Optional[Path], force: bool) -> None:
     if out is not None:
         from mixtral_ft.eval.result import write_result
 
-        write_result(result, out, force=force, command=_command_line())
+        write_result(result, out, force=force)
     echo(f"{result.kind}: {result.label}")
     echo(text_table(result.summary))
     if out is not None:
         info(f"wrote {out / 'results.json'} and {out / 'report.md'}")
-
-
-def _command_line() -> list[str]:
-    """The command as typed; rebuilt from the parsed parameters when not run as ``mixft``
-    (tests call ``main(argv)`` inside pytest, whose ``sys.argv`` says nothing about this run)."""
-    import sys
-
-    if Path(sys.argv[0]).name == "mixft":
-        return ["mixft", *sys.argv[1:]]
-    import click
-
-    ctx = click.get_current_context()
-    cmd = ctx.command_path.split()
-    for name, value in ctx.params.items():
-        flag = "--" + name.replace("_", "-")
-        if name in ("a", "b"):
-            cmd.append(str(value))
-        elif value is True:
-            cmd.append(flag)
-        elif isinstance(value, list):
-            for v in value:
-                cmd += [flag, str(v)]
-        elif value not in (None, False):
-            cmd += [flag, str(value)]
-    return cmd
 
 
 @app.command("rg")

@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (tests call this directly)."""
     from mixtral_ft.errors import MixftError
 
+    if argv is not None:  # called in-process (tests): manifests record this command, not sys.argv
+        from mixtral_ft.util.provenance import set_command_line
+
+        set_command_line(["mixft", *argv])
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="mixft")
     except MixftError as e:

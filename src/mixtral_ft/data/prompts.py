@@ -23,7 +23,14 @@ def context_qa_v2_response(answer: str) -> str:
     return "Answer: " + answer
 
 
-def strip_answer_prefix(text: str) -> str:
-    """A generated response without the leading ``Answer:`` the model was trained to emit."""
-    stripped = text.lstrip()
-    return stripped[len("Answer:"):].lstrip() if stripped.startswith("Answer:") else text
+def join_context(context: str | list[str] | tuple[str, ...]) -> str:
+    """The knowledge-base context as one string, exactly as ``prepare rg`` builds it:
+    snippets normalized and joined by a blank line; a string is normalized. Used by every
+    prompt built at inference (RG generation, the TC prompt) so it matches the training rows."""
+    from mixtral_ft.data.normalize import join_snippets, normalize_text
+
+    if isinstance(context, str):
+        return normalize_text(context)
+    if isinstance(context, (list, tuple)) and all(isinstance(s, str) for s in context):
+        return join_snippets(context)
+    raise TypeError(f"context must be a string or a list of strings, got {type(context).__name__}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from mixtral_ft.data.prompts import context_qa_v2_prompt, join_context
+
 PROMPT_STYLES = ("rg", "chat")
 ANSWER_PREFIX = "Answer:"
 CHAT_INSTRUCTION = (
@@ -26,14 +28,9 @@ CHAT_INSTRUCTION = (
 _PREFIX_RE = re.compile(r"^\s*Answer:[ \t]?")
 
 
-def join_context(context: str | list[str]) -> str:
-    """A context given as a list of snippets is joined with blank lines (as ``prepare rg`` does)."""
-    return context if isinstance(context, str) else "\n\n".join(context)
-
-
 def rg_prompt(context: str | list[str], question: str) -> str:
-    """The ``context_qa.load_v2`` prompt, byte for byte."""
-    return "Context: " + join_context(context) + "\nQuestion: " + question + "\n"
+    """The ``context_qa.load_v2`` prompt, byte for byte as ``prepare rg`` + Axolotl build it."""
+    return context_qa_v2_prompt(join_context(context), question)
 
 
 def chat_messages(context: str | list[str], question: str, instruction: str = CHAT_INSTRUCTION) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from mixtral_ft.data.prompts import join_context
 from mixtral_ft.errors import ConfigError
 
 TEMPLATE_NAME = "tc_v1"
@@ -57,18 +58,6 @@ def template_sha256(template: str | None = None) -> str:
     from mixtral_ft.util.hashing import sha256_text
 
     return sha256_text(load_template() if template is None else template)
-
-
-def join_context(context: str | list[str] | tuple[str, ...]) -> str:
-    """The knowledge-base context as one string, exactly as ``prepare rg`` builds it:
-    snippets normalized and joined by a blank line; a string is normalized."""
-    from mixtral_ft.data.normalize import join_snippets, normalize_text
-
-    if isinstance(context, str):
-        return normalize_text(context)
-    if isinstance(context, (list, tuple)) and all(isinstance(s, str) for s in context):
-        return join_snippets(context)
-    raise TypeError(f"context must be a string or a list of strings, got {type(context).__name__}")
 
 
 def render_tc_prompt(

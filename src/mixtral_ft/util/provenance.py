@@ -70,7 +70,19 @@ def environment() -> dict[str, Any]:
     }
 
 
+_ARGV: list[str] | None = None
+
+
+def set_command_line(argv: list[str]) -> None:
+    """Record the command being run when it is not ``sys.argv`` (``mixft.cli.main.main(argv)``)."""
+    global _ARGV
+    _ARGV = list(argv)
+
+
 def command_line() -> list[str]:
+    """The mixft command as typed (for manifests)."""
+    if _ARGV is not None:
+        return list(_ARGV)
     return [Path(sys.argv[0]).name, *sys.argv[1:]]
 
 
