@@ -19,7 +19,6 @@ import re
 from mixtral_ft.data.prompts import context_qa_v2_prompt, join_context
 
 PROMPT_STYLES = ("rg", "chat")
-ANSWER_PREFIX = "Answer:"
 CHAT_INSTRUCTION = (
     "Answer the question using only the information in the context. "
     "If the context does not contain the answer, say that you do not know."
