@@ -15,7 +15,7 @@ export DO_NOT_TRACK := 1
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-tiny test test-fast test-slow bench clean
+.PHONY: install demo demo-tiny test test-fast test-slow test-gpu bench bench-train clean
 
 install: $(STAMP)
 
@@ -46,9 +46,17 @@ test-fast: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow and not gpu"
 
+# On a GPU box only: the CUDA settings of the GPU profiles take effect (4-bit experts, flash attention).
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu -p no:cacheprovider
+
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_prepare.py
 	$(BIN)/python scripts/bench_generate.py
+
+# On a GPU box: memory and tokens/s per layer count for a full-width Mixtral (docs/training.md).
+bench-train: $(STAMP)
+	$(BIN)/python scripts/bench_train.py --profile $(or $(PROFILE),h100-80gb) --layers 1,2,4 --out out/bench-train
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

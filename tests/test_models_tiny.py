@@ -37,3 +37,23 @@ def test_cli_build_is_deterministic(tmp_path, capsys):
     assert main(["models", "tiny-mixtral", "--out", str(a)]) == 2  # no clobbering without --force
     assert main(["models", "tiny-mixtral", "--out", str(a), "--seed", "1", "--force"]) == 0
     assert sha256_tree(a)["model.safetensors"] != sha256_tree(b)["model.safetensors"]
+
+
+def test_full_width_spec_has_mixtral_8x7b_shapes():
+    """The benchmark's model is Mixtral-8x7B cut to fewer layers: at 32 layers it has 46.7 B parameters."""
+    import torch
+    from transformers import MixtralForCausalLM
+
+    from mixtral_ft.models.tiny import full_width_spec, mixtral_config, train_tokenizer
+
+    tokenizer = train_tokenizer(["Context: a\nQuestion: b\nAnswer: c"], 600)
+    counts = {}
+    for layers in (1, 2, 32):
+        config = mixtral_config(full_width_spec(layers), tokenizer)
+        assert config.vocab_size == 32000 and config.num_local_experts == 8 and config.num_experts_per_tok == 2
+        with torch.device("meta"):
+            model = MixtralForCausalLM._from_config(config, dtype=torch.bfloat16)
+        counts[layers] = sum(p.numel() for p in model.parameters())
+    per_layer = counts[2] - counts[1]
+    assert per_layer == 8 * 3 * 4096 * 14336 + 2 * 4096 * 4096 + 2 * 4096 * 1024 + 4096 * 8 + 2 * 4096
+    assert counts[32] == pytest.approx(46.70e9, rel=1e-3)

@@ -91,12 +91,21 @@ def test_resume_continues_from_newest_checkpoint(rg_lora_run, tiny_mixtral_dir, 
     assert "resume_from_checkpoint:" in (run / "axolotl.yml").read_text()
 
 
-def test_qlora_4bit_on_cpu(tiny_mixtral_dir, rg_data_dir, tmp_path):
+def test_qlora_4bit_on_cpu(tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
     run = tmp_path / "qlora"
     rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model", str(tiny_mixtral_dir),
                     "--run-dir", str(run), "--set", "adapter=qlora", "--set", "load_in_4bit=true",
-                    "--set", "max_steps=2", "--set", "eval_steps=2"])
+                    "--set", "max_steps=2", "--set", "eval_steps=2", "--probe"])
     assert rc == 0, (run / "train.log").read_text()[-3000:]
+    # --probe: what took effect, read from the loaded model inside Axolotl's process.
+    out = capsys.readouterr().out
+    assert "probe attention: sdpa; experts: 0 tensor(s) quantized, 4 in 16/32-bit; 4-bit linears: 8" in out
+    assert "probe warning: load_in_4bit without quantize_moe_experts" in out
+    probe = json.loads((run / "output" / "mixft_probe.json").read_text())
+    assert probe["finished"] and [s["step"] for s in probe["steps"]] == [1, 2]
+    assert probe["model"]["trainable_parameters"] > 0 and probe["memory_after_load"]["rss_peak_gib"] > 0
+    assert json.loads((run / "manifest.json").read_text())["probe"]["linear_4bit_modules"] == 8
+    assert "mixtral_ft.train.probe.ProbePlugin" in (run / "axolotl.yml").read_text()
     qc = json.loads((run / "output" / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "bitsandbytes" and qc["load_in_4bit"] and qc["bnb_4bit_quant_type"] == "nf4"
     assert (run / "output" / "adapter_model.safetensors").exists()

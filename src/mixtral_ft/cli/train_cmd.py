@@ -17,7 +17,7 @@ _TASK_HELP = {
 
 def _train(task: str, data: Path, profile: str, base_model: Optional[str], overrides: list[str], gpus: int,
            run_dir: Optional[Path], dry_run: bool, resume: bool, num_machines: int, machine_rank: int,
-           main_process_ip: Optional[str], main_process_port: Optional[int]) -> None:
+           main_process_ip: Optional[str], main_process_port: Optional[int], probe: bool = False) -> None:
     import shlex
     import time
 
@@ -33,7 +33,7 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
         run_dir = Path("runs") / f"{task}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     req = TrainRequest(
         task=task, data_dir=data, profile=profile, run_dir=run_dir, base_model=base_model,
-        overrides=tuple(overrides), resume=resume,
+        overrides=tuple(overrides), resume=resume, probe=probe,
         launch=LaunchOptions(gpus=gpus, num_machines=num_machines, machine_rank=machine_rank,
                              main_process_ip=main_process_ip, main_process_port=main_process_port),
     )
@@ -50,6 +50,14 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
     echo(f"adapter: {s.adapter_dir or 'not written'}")
     echo(f"steps: {s.global_step}  train loss: {fmt(s.train_loss)}  eval loss: {fmt(s.eval_loss)}  "
          f"wall time: {result.wall_s:.0f} s")
+    if probe:
+        from mixtral_ft.train.probe_report import PROBE_FILE, format_lines
+
+        if result.probe is None:
+            echo(f"probe: no {PROBE_FILE} was written (see {run_dir / 'train.log'})")
+        else:
+            for line in format_lines(result.probe):
+                echo(f"probe {line}")
     echo(f"run: {result.run_dir}")
 
 
@@ -67,9 +75,11 @@ def _make(task: str):
         machine_rank: int = typer.Option(0, "--machine-rank", min=0, help="Multi-node: rank of this machine."),
         main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Multi-node: address of rank 0."),
         main_process_port: Optional[int] = typer.Option(None, "--main-process-port", help="Multi-node: port of rank 0."),
+        probe: bool = typer.Option(False, "--probe", help="Record what took effect (attention, 4-bit experts), "
+                                   "peak memory and tokens/s per step in output/mixft_probe.json; print a summary."),
     ) -> None:
         _train(task, data, profile, base_model, overrides, gpus, run_dir, dry_run, resume,
-               num_machines, machine_rank, main_process_ip, main_process_port)
+               num_machines, machine_rank, main_process_ip, main_process_port, probe)
 
     command.__doc__ = _TASK_HELP[task]
     return command

@@ -58,6 +58,22 @@ class TinyMixtralSpec:
     num_experts_per_tok: int = 2
     max_position_embeddings: int = 8192
     seed: int = 0
+    dtype: str = "float32"  # stored weight dtype; "bfloat16" for full-width benchmark models
+    model_vocab_size: int | None = None  # embedding rows if larger than the tokenizer (Mixtral: 32000)
+
+
+def full_width_spec(num_hidden_layers: int, seed: int = 0) -> TinyMixtralSpec:
+    """Mixtral-8x7B's shapes (hidden 4096, 8 experts of 14336, 32/8 heads, 32k vocab), fewer layers.
+
+    Random weights in bf16: about 1.41 B parameters per layer plus 0.26 B for the embeddings and
+    head, so memory and step time can be measured per layer and extrapolated to the real 32 layers.
+    The tokenizer is still trained on the bundled sample (it reaches a few thousand entries); the
+    embedding matrix is padded to Mixtral's 32,000 rows so logits cost what they do for real.
+    """
+    return TinyMixtralSpec(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                           num_hidden_layers=num_hidden_layers, num_attention_heads=32, num_key_value_heads=8,
+                           num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=32768,
+                           seed=seed, dtype="bfloat16", model_vocab_size=32000)
 
 
 def corpus_lines(sample_path: str | os.PathLike | None) -> list[str]:
@@ -107,19 +123,12 @@ def train_tokenizer(lines: list[str], vocab_size: int):
     return fast
 
 
-def build_tiny_mixtral(
-    out: str | os.PathLike,
-    spec: TinyMixtralSpec = TinyMixtralSpec(),
-    sample_path: str | os.PathLike | None = None,
-    force: bool = False,
-) -> Path:
-    """Write a tiny random Mixtral (safetensors) and its tokenizer to ``out`` as a HF model dir."""
-    import torch
-    from transformers import MixtralConfig, MixtralForCausalLM
+def mixtral_config(spec: TinyMixtralSpec, tokenizer):
+    """The ``MixtralConfig`` for ``spec``; special token ids and the minimum vocab come from ``tokenizer``."""
+    from transformers import MixtralConfig
 
-    tokenizer = train_tokenizer(corpus_lines(sample_path), spec.vocab_size)
-    config = MixtralConfig(
-        vocab_size=len(tokenizer),
+    return MixtralConfig(
+        vocab_size=max(len(tokenizer), spec.model_vocab_size or 0),
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers,
@@ -132,11 +141,31 @@ def build_tiny_mixtral(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        dtype="float32",
+        dtype=spec.dtype,
     )
+
+
+def build_tiny_mixtral(
+    out: str | os.PathLike,
+    spec: TinyMixtralSpec = TinyMixtralSpec(),
+    sample_path: str | os.PathLike | None = None,
+    force: bool = False,
+    init_device: str | None = None,
+) -> Path:
+    """Write a tiny random Mixtral (safetensors) and its tokenizer to ``out`` as a HF model dir.
+
+    ``init_device`` ("cuda") draws the random weights there: much faster for full-width models.
+    Weights are identical for a given spec and device type, not across CPU and CUDA.
+    """
+    import torch
+    from transformers import MixtralForCausalLM
+
+    tokenizer = train_tokenizer(corpus_lines(sample_path), spec.vocab_size)
+    config = mixtral_config(spec, tokenizer)
     with staged_dir(out, force=force) as stage:
         torch.manual_seed(spec.seed)
-        model = MixtralForCausalLM(config)
+        with torch.device(init_device or "cpu"):
+            model = MixtralForCausalLM._from_config(config, dtype=getattr(torch, spec.dtype))
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)

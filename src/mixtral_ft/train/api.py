@@ -24,6 +24,7 @@ class TrainRequest:
     overrides: tuple[str, ...] = ()
     launch: LaunchOptions = field(default_factory=LaunchOptions)
     resume: bool = False
+    probe: bool = False  # add mixft's probe plugin: what took effect, memory and throughput per step
 
 
 @dataclass
@@ -43,6 +44,18 @@ class TrainResult:
     exit_status: int
     wall_s: float
     summary: TrainSummary
+    probe: Any = None  # a probe_report.ProbeSummary when the run was probed
+
+
+def _with_probe(rendered: RenderedConfig) -> None:
+    """Append the probe plugin to whatever plugins the config already lists."""
+    from mixtral_ft.train.probe_report import PROBE_PLUGIN
+
+    plugins = list(rendered.values.get("plugins") or [])
+    if PROBE_PLUGIN not in plugins:
+        plugins.append(PROBE_PLUGIN)
+    rendered.values["plugins"] = plugins
+    rendered.sources["plugins"] = ", ".join(x for x in (rendered.sources.get("plugins"), "--probe") if x)
 
 
 def plan(req: TrainRequest) -> TrainPlan:
@@ -61,6 +74,8 @@ def plan(req: TrainRequest) -> TrainPlan:
         task=req.task, data_dir=req.data_dir, profile=req.profile, run_dir=req.run_dir,
         base_model=req.base_model, overrides=req.overrides, extra=extra,
     ))
+    if req.probe:
+        _with_probe(rendered)
     validate_with_axolotl(rendered.values)
     header = (f"Rendered by mixft for `train {req.task}` with profile '{req.profile}'."
               + (f"\nOverrides: {', '.join(req.overrides)}" if req.overrides else ""))
@@ -146,10 +161,20 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     rc = runner(the_plan.command, paths.log, env=axolotl_env(the_plan.config.values.get("base_model")))
     wall = time.monotonic() - started
     summary = read_summary(paths.output)
+    probe = _probe_summary(paths.output) if req.probe else None
     attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
     manifest["summary"] = summary.as_dict()
+    if probe is not None:
+        manifest["probe"] = probe.as_dict()
     write_manifest(paths.manifest, manifest)
     if rc != 0:
         what = "interrupted" if rc == 130 else f"exited with status {rc}"
         raise ExternalCommandError(f"Axolotl {what}; see {paths.log} (continue with --resume)", rc)
-    return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary)
+    return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
+
+
+def _probe_summary(output_dir: Path):
+    from mixtral_ft.train.probe_report import PROBE_FILE, read_probe, summarize
+
+    path = output_dir / PROBE_FILE
+    return summarize(read_probe(path)) if path.exists() else None
