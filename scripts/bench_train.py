@@ -41,6 +41,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _tokens_per_step(profile: str, out: Path, overrides: tuple[str, ...]) -> int:
+    """Sequence positions one optimizer step consumes under ``profile`` (RG config, with --set)."""
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+
+    v = render(RenderRequest(task="rg", data_dir=out / "data", profile=profile, run_dir=out / "runs" / "x",
+                             overrides=overrides)).values
+    return int(v["micro_batch_size"]) * int(v.get("gradient_accumulation_steps") or 1) * int(v["sequence_len"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="h100-80gb", help="comma-separated hardware profiles (configs/profiles)")
@@ -65,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from mixtral_ft.data.readers import InputSpec
     from mixtral_ft.data.split import TestSize
     from mixtral_ft.errors import MixftError
-    from mixtral_ft.train.membench import BenchOptions, render_table, run_bench
+    from mixtral_ft.train.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.provenance import environment, now_iso, set_command_line, write_manifest
 
@@ -84,11 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     corpus = REPO / "data" / "sample_qa.jsonl"
+    # Text for one epoch of every measured step at the largest profile's tokens per optimizer step,
+    # at <= 6 characters a token (the in-domain tokenizer gets ~4-5), with a 20% margin.
+    per_step = max(_tokens_per_step(p, out, tuple(args.overrides)) for p in profiles)
+    min_chars = int((args.warmup + args.steps) * per_step * 6 * 1.2)
     data_dir = out / "data"
-    if not (data_dir / "train.jsonl").exists():
-        print(f"preparing {corpus} -> {data_dir}", file=sys.stderr)
-        prepare_rg(RgPrepareOptions(inputs=[InputSpec(path=corpus, format="jsonl")], out=data_dir,
-                                    test_size=TestSize(count=24), group_by="article_id", force=True))
+    stamp = data_dir / "bench_rows.json"
+    if not stamp.exists() or json.loads(stamp.read_text())["min_chars"] < min_chars:
+        sample = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = synthetic_rg_rows(sample, min_chars)
+        src = out / "bench_qa.jsonl"
+        atomic_write_text(src, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"preparing {len(rows)} benchmark rows ({min_chars:,} characters or more) -> {data_dir}", file=sys.stderr)
+        prepare_rg(RgPrepareOptions(inputs=[InputSpec(path=src, format="jsonl")], out=data_dir,
+                                    test_size=TestSize(count=2), force=True))  # the runs do not evaluate
+        atomic_write_text(stamp, json.dumps({"min_chars": min_chars, "rows": len(rows)}) + "\n")
     opts = BenchOptions(layers=args.layers, profiles=profiles, out=out, width=args.width, steps=args.steps,
                         warmup=args.warmup, overrides=tuple(args.overrides), keep_models=args.keep_models,
                         corpus=corpus, verbose=args.verbose, init_device="cuda" if torch.cuda.is_available() else None)

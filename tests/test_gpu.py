@@ -37,7 +37,9 @@ def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(gpu_profile, ti
     run = tmp_path / "gpu-run"
     rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", gpu_profile,
                     "--base-model", str(tiny_mixtral_dir), "--run-dir", str(run), "--probe",
-                    "--set", "max_steps=4", "--set", "sequence_len=1024", "--set", "test_datasets=null",
+                    # 12 short rows: 256-token packs, one per batch, so every epoch has steps
+                    "--set", "max_steps=4", "--set", "num_epochs=10", "--set", "sequence_len=256",
+                    "--set", "micro_batch_size=1", "--set", "test_datasets=null",
                     "--set", "evals_per_epoch=null", "--set", "saves_per_epoch=null",
                     "--set", "loss_watchdog_threshold=null", "--set", "loss_watchdog_patience=null"])
     assert rc == 0, (run / "train.log").read_text()[-4000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.train.membench import bench_overrides, fit_linear, fits_for, render_table
+from mixtral_ft.train.membench import bench_overrides, fit_linear, fits_for, render_table, synthetic_rg_rows
 from mixtral_ft.train.probe_report import PROBE_PLUGIN, format_lines, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +93,17 @@ def test_fits_skip_failed_rows_and_extrapolate_throughput():
     assert "| h100-80gb | 4 |" in table and "CUDA out of memory" in table
     assert "a100-80gb: fewer than two successful layer counts" in table
     assert "→ 35.0 GiB at 32 layers" in table
+
+
+def test_benchmark_rows_are_unique_multi_snippet_and_long_enough():
+    sample = [{"question": f"q{i}?", "answer": f"a{i}.", "context": [f"snippet {i}"]} for i in range(5)]
+    rows = synthetic_rg_rows(sample, min_chars=2000, snippets=3)
+    assert sum(sum(map(len, r["context"])) + len(r["question"]) + len(r["answer"]) for r in rows) >= 2000
+    assert rows[0]["context"] == ["snippet 0", "snippet 1", "snippet 2"] and rows[0]["question"] == "q0?"
+    assert rows[4]["context"] == ["snippet 4", "snippet 0", "snippet 1"]
+    assert len(rows[5]["context"]) == 4  # second pass over the sample: one more snippet
+    keys = [(r["question"], tuple(r["context"])) for r in rows]
+    assert len(keys) == len(set(keys)) and len(rows) > 10
 
 
 @pytest.mark.parametrize("profile", ["a100-80gb", "a100-40gb", "h100-80gb", "cpu"])

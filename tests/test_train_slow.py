@@ -110,3 +110,18 @@ def test_qlora_4bit_on_cpu(tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
     assert qc["quant_method"] == "bitsandbytes" and qc["load_in_4bit"] and qc["bnb_4bit_quant_type"] == "nf4"
     assert (run / "output" / "adapter_model.safetensors").exists()
     assert any("loss" in e for e in _state(run)["log_history"])
+
+
+def test_a_run_that_trains_no_step_is_an_error(tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
+    """12 short rows packed into 1024-token sequences make no full batch of 4: Axolotl exits 0
+    having trained nothing (transformers only logs it), and mixft says so instead of reporting success."""
+    run = tmp_path / "empty"
+    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model", str(tiny_mixtral_dir),
+                    "--run-dir", str(run), "--set", "sample_packing=true", "--set", "pad_to_sequence_len=true",
+                    "--set", "micro_batch_size=4", "--set", "test_datasets=null", "--set", "eval_steps=null"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert ("Axolotl exited 0 but made no optimizer step: 12 training rows give no full batch of micro_batch_size 4 "
+            "packed 1024-token sequences") in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["attempts"][-1]["exit_status"] == 0 and not manifest["summary"]["global_step"]

@@ -157,6 +157,7 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     }
     write_manifest(paths.manifest, manifest)
 
+    log_offset = paths.log.stat().st_size if paths.log.exists() else 0
     started = time.monotonic()
     rc = runner(the_plan.command, paths.log, env=axolotl_env(the_plan.config.values.get("base_model")))
     wall = time.monotonic() - started
@@ -170,7 +171,29 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     if rc != 0:
         what = "interrupted" if rc == 130 else f"exited with status {rc}"
         raise ExternalCommandError(f"Axolotl {what}; see {paths.log} (continue with --resume)", rc)
+    if summary.global_step == 0 or _no_sample_logged(paths.log, log_offset):
+        # Seen with sample packing: 12 short rows fill one packed sequence, less than a batch of
+        # micro_batch_size, and Axolotl exits 0 having trained nothing.
+        v = the_plan.config.values
+        raise ExternalCommandError(
+            f"Axolotl exited 0 but made no optimizer step: {counts.get('train')} training rows give no full "
+            f"batch of micro_batch_size {v.get('micro_batch_size')}"
+            + (f" packed {v.get('sequence_len')}-token sequences" if v.get("sample_packing") else "")
+            + "; add rows, or lower micro_batch_size or sequence_len (--set); see " + str(paths.log), 1)
     return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
+
+
+# transformers' Trainer logs this when the data loader yields no batch at all; it then exits cleanly.
+NO_SAMPLE_MESSAGE = "There seems not to be a single sample in your epoch_iterator"
+
+
+def _no_sample_logged(log: Path, offset: int) -> bool:
+    """Did this attempt's part of the run log (from byte ``offset``) report an empty data loader?"""
+    if not log.exists():
+        return False
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        return NO_SAMPLE_MESSAGE.encode() in fh.read()
 
 
 def _probe_summary(output_dir: Path):

@@ -50,6 +50,32 @@ def bench_overrides(steps: int, warmup: int, extra: tuple[str, ...] = ()) -> tup
     ) + tuple(extra)
 
 
+def synthetic_rg_rows(sample: list[dict[str, Any]], min_chars: int, snippets: int = 8) -> list[dict[str, Any]]:
+    """RG rows with multi-snippet contexts, built from the bundled Q&A until ``min_chars`` of text.
+
+    Row j answers sample question j (mod n) with its own context followed by the next contexts in
+    the file, as a retriever returning several passages would; each pass over the sample adds one
+    more snippet, so rows never repeat (``prepare rg`` would drop duplicates). Enough text means
+    one epoch holds every measured step, so no epoch boundary (data-loader restart) falls inside
+    the measurement.
+    """
+    if not sample:
+        raise ValueError("no sample rows to build benchmark rows from")
+    as_list = lambda c: list(c) if isinstance(c, list) else [str(c)]  # noqa: E731
+    n = len(sample)
+    rows: list[dict[str, Any]] = []
+    chars = j = 0
+    while chars < min_chars:
+        base = sample[j % n]
+        k = snippets + j // n
+        context = [snip for m in range(k) for snip in as_list(sample[(j + m) % n]["context"])]
+        row = {"id": f"bench-{j:06d}", "question": base["question"], "answer": base["answer"], "context": context}
+        chars += sum(len(c) for c in context) + len(row["question"]) + len(row["answer"])
+        rows.append(row)
+        j += 1
+    return rows
+
+
 @dataclass
 class Fit:
     """``y = intercept + slope * layers`` by least squares, and its value at ``at`` layers."""
@@ -177,17 +203,16 @@ def _spec(width: str, layers: int):
 
 
 def _error_line(log: Path) -> str:
-    """The most telling line of a failed run's log (an OOM, a traceback's last line)."""
+    """The most telling line of a failed run's log (an OOM, an exception), or "" if there is none."""
     if not log.exists():
         return ""
     lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    if any("out of memory" in ln.lower() for ln in lines):
+        return "CUDA out of memory"
     for ln in reversed(lines):
-        if "out of memory" in ln.lower():
-            return "CUDA out of memory"
-    for ln in reversed(lines):
-        if "Error" in ln or "error:" in ln:
+        if "Error:" in ln or "Error(" in ln:
             return ln[:200]
-    return lines[-1][:200] if lines else "failed"
+    return ""
 
 
 def run_case(case: BenchCase, model_dir: Path, data_dir: Path, opts: BenchOptions) -> dict[str, Any]:
