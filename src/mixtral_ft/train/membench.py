@@ -202,6 +202,34 @@ def _spec(width: str, layers: int):
     raise ValueError(f"width must be 'full' or 'tiny', not {width!r}")
 
 
+_BUILD = """
+import json, sys
+from mixtral_ft.models.tiny import build_tiny_mixtral
+from mixtral_ft.train.membench import _spec
+a = json.loads(sys.argv[1])
+build_tiny_mixtral(a["out"], _spec(a["width"], a["layers"]), sample_path=a["corpus"], force=True,
+                   init_device=a["init_device"])
+"""
+
+
+def build_model_in_subprocess(out: Path, width: str, layers: int, corpus: Path | None,
+                              init_device: str | None) -> None:
+    """Build the random model in a child process, so the GPU memory used to draw its weights is
+    handed back to the driver before the measured training process starts."""
+    import json
+    import subprocess
+    import sys
+
+    from mixtral_ft.errors import ExternalCommandError
+
+    args = {"out": str(out), "width": width, "layers": layers, "corpus": str(corpus) if corpus else None,
+            "init_device": init_device}
+    proc = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ExternalCommandError(f"building the {width}-width {layers}-layer model failed: {tail}", proc.returncode)
+
+
 def _error_line(log: Path) -> str:
     """The most telling line of a failed run's log (an OOM, an exception), or "" if there is none."""
     if not log.exists():
@@ -259,16 +287,13 @@ def run_case(case: BenchCase, model_dir: Path, data_dir: Path, opts: BenchOption
 
 def run_bench(opts: BenchOptions, data_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Build each layer count once, run every profile on it, then fit. Returns the results record."""
-    from mixtral_ft.models.tiny import build_tiny_mixtral
-
     rows: list[dict[str, Any]] = []
     for layers in opts.layers:
         model_dir = opts.out / "models" / f"{opts.width}-L{layers}"
         if not (model_dir / "config.json").exists():
             say(f"building a {opts.width}-width Mixtral with {layers} layer(s) in {model_dir} ...")
             t0 = time.monotonic()
-            build_tiny_mixtral(model_dir, _spec(opts.width, layers), sample_path=opts.corpus, force=True,
-                               init_device=opts.init_device)
+            build_model_in_subprocess(model_dir, opts.width, layers, opts.corpus, opts.init_device)
             say(f"  built in {time.monotonic() - t0:.0f} s")
         for profile in opts.profiles:
             say(f"training {opts.warmup}+{opts.steps} steps: profile {profile}, {layers} layer(s) ...")
