@@ -192,7 +192,7 @@ class BenchOptions:
     verbose: bool = False  # stream Axolotl's output (it is always in each run's train.log)
 
 
-def _spec(width: str, layers: int):
+def model_spec(width: str, layers: int):
     from mixtral_ft.models.tiny import TinyMixtralSpec, full_width_spec
 
     if width == "full":
@@ -205,9 +205,9 @@ def _spec(width: str, layers: int):
 _BUILD = """
 import json, sys
 from mixtral_ft.models.tiny import build_tiny_mixtral
-from mixtral_ft.train.membench import _spec
+from mixtral_ft.train.membench import model_spec
 a = json.loads(sys.argv[1])
-build_tiny_mixtral(a["out"], _spec(a["width"], a["layers"]), sample_path=a["corpus"], force=True,
+build_tiny_mixtral(a["out"], model_spec(a["width"], a["layers"]), sample_path=a["corpus"], force=True,
                    init_device=a["init_device"])
 """
 

@@ -26,7 +26,7 @@ from typing import Any
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
-from mixtral_ft.train.probe_report import PROBE_FILE, PROBE_PLUGIN  # noqa: F401  (one name, one place)
+from mixtral_ft.train.probe_report import PROBE_FILE
 SCHEMA = "mixft-probe/v1"
 
 LOG = logging.getLogger(__name__)
