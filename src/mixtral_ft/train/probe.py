@@ -27,6 +27,7 @@ from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
 from mixtral_ft.train.probe_report import PROBE_FILE
+from mixtral_ft.util.atomic import atomic_write_text
 SCHEMA = "mixft-probe/v1"
 
 LOG = logging.getLogger(__name__)
@@ -146,10 +147,7 @@ class Probe:
             self.data["device"] = {"type": "cpu", "name": None, "total_gib": None, "count": os.cpu_count()}
 
     def flush(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
     def guard(self, what: str, fn, *args) -> None:
         try:
