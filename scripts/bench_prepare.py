@@ -79,7 +79,7 @@ def run_prepare(mixft: str, raw: Path, out: Path, extra: list[str]) -> dict:
     if res["rc"] != 0:
         sys.exit(f"prepare rg failed ({res['rc']}):\n{res['stderr']}")
     manifest = json.loads((out / "manifest.json").read_text())
-    res["read"] = manifest["counts"]["read"]
+    res["read"] = manifest["summary"]["read"]
     res["phases"] = " ".join(line.split(" ", 1)[1] for line in res["stderr"].splitlines() if line.startswith("timing:"))
     return res
 

@@ -46,7 +46,7 @@ def test_generate_openai_matches_hf_and_resumes(openai_server, fault_proxy, smol
         assert r["generation"]["max_new_tokens"] == 8 and r["finish_reason"] in ("stop", "length")
     manifest = (tmp_path / "gen.jsonl.manifest.json").read_text()
     assert "sk-generate-secret" not in manifest + out.read_text()
-    assert json.loads(manifest)["data"]["rows"] == 2
+    assert json.loads(manifest)["inputs"][0]["rows"] == 2
 
     # A re-run sends nothing and changes nothing.
     before, sent = out.read_bytes(), fault_proxy.requests

@@ -21,7 +21,7 @@ def test_merge_gives_a_model_that_loads_and_generates(rg_lora_run, tiny_mixtral_
     assert run_mixft(["merge", str(run)]) == 0
     merged = run / "merged"
     assert f"merged model: {merged}" in capsys.readouterr().out
-    assert json.loads((merged / "mixft_merge.json").read_text())["base_model"] == str(tiny_mixtral_dir)
+    assert json.loads((merged / "mixft_merge.json").read_text())["settings"]["base_model"] == str(tiny_mixtral_dir)
     model = AutoModelForCausalLM.from_pretrained(merged)
     base = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir)
     q = "model.layers.0.self_attn.q_proj.weight"

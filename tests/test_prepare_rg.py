@@ -55,11 +55,11 @@ def test_prepare_writes_split_manifest_and_summary(tmp_path, capsys):
     assert by_id["q4"]["source"] == "live" and by_id["q2"]["source"] == "synthetic"
 
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"] == {"read": 5, "invalid": 0, "duplicates": 1, "train": 3, "test": 1}
+    assert m["summary"] == {"read": 5, "invalid": 0, "duplicates": 1, "train": 3, "test": 1}
     assert m["inputs"][0]["sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
     assert m["inputs"][1]["source_tag"] == "live" and m["inputs"][1]["rows"] == 2
     assert m["outputs"]["train.jsonl"]["sha256"] == hashlib.sha256((out / "train.jsonl").read_bytes()).hexdigest()
-    assert m["arguments"]["seed"] == 7 and m["split"]["test_size"] == {"count": 1, "fraction": None}
+    assert m["settings"]["seed"] == 7 and m["split"]["test_size"] == {"count": 1, "fraction": None}
     assert m["environment"]["packages"]["mixtral-ft"]
     assert m["lengths"]["kind"] == "estimate"
     assert m["per_source"]["live"]["read"] == 2 and m["per_source"]["synthetic"]["read"] == 3
@@ -137,7 +137,7 @@ def test_skip_invalid_writes_valid_rows_and_rejected_reasons(tmp_path, capsys):
     assert sorted(r["id"] for r in kept) == ["q1", "q3", "q4"]
     assert "skipped 4 invalid row(s)" in captured.err
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"]["rejected"] == 4 and m["outputs"]["rejected.jsonl"]["rows"] == 4
+    assert m["summary"]["rejected"] == 4 and m["outputs"]["rejected.jsonl"]["rows"] == 4
 
 
 def test_existing_output_is_refused_unless_force_and_a_failed_force_keeps_it(tmp_path, capsys):
@@ -246,7 +246,7 @@ def test_ragtruth_nested_fields(ragtruth_path, tmp_path, capsys):
                "--id-field", "source_id", "--test-size", "20"])
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "manifest.json").read_text())
-    assert m["counts"]["test"] == 20 and m["counts"]["train"] + 20 + m["counts"]["duplicates"] == m["counts"]["read"]
+    assert m["summary"]["test"] == 20 and m["summary"]["train"] + 20 + m["summary"]["duplicates"] == m["summary"]["read"]
     row = read_jsonl(out / "test.jsonl")[0]
     assert row["source"] == "ragtruth" and row["context"].startswith("passage 1:")
 

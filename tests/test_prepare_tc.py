@@ -88,7 +88,7 @@ def test_ragtruth_counts_split_and_schema(tmp_path, ragtruth_path, validator):
                                            "mistakes": 5, "hallucinated_share": round(5 / 138, 4)}
     manifest = json.loads((result.out / "manifest.json").read_text())
     assert manifest["prompt_sha256"] == template_sha256()
-    assert manifest["counts"]["train"] == len(train) and manifest["inputs"][0]["format"] == "ragtruth"
+    assert manifest["summary"]["train"] == len(train) and manifest["inputs"][0]["format"] == "ragtruth"
 
 
 def test_ragtruth_span_becomes_mistake_with_annotator_explanation(tmp_path, ragtruth_path):

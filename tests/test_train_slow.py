@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -60,8 +61,12 @@ def test_rg_lora_run(rg_lora_run, tiny_mixtral_dir, rg_data_dir):
     attempt = manifest["attempts"][-1]
     assert attempt["exit_status"] == 0 and attempt["ended_at"] and attempt["config_sha256"]
     assert manifest["environment"]["packages"]["axolotl"] == "0.19.0"
-    assert manifest["data"]["train_jsonl_sha256"] and manifest["data"]["rows"] == {"train": 12, "test": 4}
+    inputs = {e["role"]: e for e in manifest["inputs"]}
+    assert len(inputs["train"]["sha256"]) == 64 and (inputs["train"]["rows"], inputs["test"]["rows"]) == (12, 4)
+    assert manifest["kind"] == "train" and manifest["settings"]["task"] == "rg"
     assert manifest["summary"]["global_step"] == 4
+    assert manifest["outputs"]["output/adapter_model.safetensors"]["sha256"] == \
+        hashlib.sha256((run / "output" / "adapter_model.safetensors").read_bytes()).hexdigest()
     assert "Model successfully saved" in (run / "train.log").read_text()
     _check_masking(run, tiny_mixtral_dir, rg_data_dir, 12,
                    lambda r: f"Context: {r['context']}\nQuestion: {r['question']}\n",

@@ -186,6 +186,7 @@ def _brief(info: dict[str, Any]) -> str:
 def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: dict[str, Path]):
     """The pipeline as (name, title, function) triples, in order."""
     from mixtral_ft.backends.base import GenerationParams
+    from mixtral_ft.backends.options import BackendOptions
 
     def model() -> Path:
         if opts.model == "smollm2":
@@ -227,10 +228,10 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         from mixtral_ft.generate.run import GenerateConfig, generate as run
 
         s = run(GenerateConfig(
-            data=p["rg_data"] / "test.jsonl", out=out, backend="hf", model=str(model()),
-            adapter=str(adapter) if adapter else None, prompt_style=prompt,
-            params=GenerationParams(max_new_tokens=scale.generate_tokens, seed=opts.seed),
-            backend_options={"batch_size": scale.batch_size}, limit=scale.generate_limit,
+            data=p["rg_data"] / "test.jsonl", out=out, prompt_style=prompt,
+            backend=BackendOptions("hf", model=str(model()), adapter=str(adapter) if adapter else None,
+                                   batch_size=scale.batch_size),
+            params=GenerationParams(max_new_tokens=scale.generate_tokens, seed=opts.seed), limit=scale.generate_limit,
         ))
         return {"rows": s.total, "failed": s.failed, "tokens_per_s": round(s.tokens_per_s, 1)}
 
@@ -247,10 +248,10 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         from mixtral_ft.tc.judge import JudgeConfig, judge as run
 
         s = run(JudgeConfig(
-            responses=responses_file, out=out, backend="hf", model=str(model()),
-            adapter=str(adapter) if adapter else None,
+            responses=responses_file, out=out,
+            backend=BackendOptions("hf", model=str(model()), adapter=str(adapter) if adapter else None,
+                                   batch_size=scale.batch_size),
             params=GenerationParams(max_new_tokens=scale.judge_tokens, seed=opts.seed),
-            backend_options={"batch_size": scale.batch_size},
         ))
         return {"judged": s.judged, "parse_failures": s.parse_failures, "hallucinated": s.hallucinated}
 

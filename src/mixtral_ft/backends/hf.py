@@ -153,12 +153,9 @@ class HFBackend:
         self.pad_id = pad if pad is not None else self.eos_ids[0]
 
     def identity(self) -> dict[str, Any]:
-        from mixtral_ft.util.hashing import sha256_file
+        from mixtral_ft.util.hashing import adapter_sha256, sha256_file
 
-        adapter_sha = None
-        if self.adapter:
-            weights = sorted(Path(self.adapter).glob("adapter_model.*"))
-            adapter_sha = sha256_file(weights[0]) if weights else None
+        adapter_sha = adapter_sha256(self.adapter)
         config = Path(self.model_name) / "config.json"
         return {
             "backend": self.name,

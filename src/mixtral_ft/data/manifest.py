@@ -1,8 +1,10 @@
-"""The ``manifest.json`` a prepare command writes beside its outputs.
+"""The ``manifest.json`` a prepare command writes beside its outputs: a
+``mixtral_ft.util.manifest.Manifest`` of kind ``prepare-rg`` / ``prepare-tc``.
 
 It records everything needed to reproduce and verify the outputs: each input's path, format,
-source tag, SHA-256 and row count; each output's SHA-256 and row count; counts; the seed and
-all arguments; the command line; package versions and the mixft git commit.
+source tag, SHA-256 and row count; each output's SHA-256 and row count; the counts (its
+``summary``); the seed and all arguments (its ``settings``); the command line; package
+versions and the mixft git commit.
 """
 
 from __future__ import annotations
@@ -11,37 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.util.hashing import sha256_file
-from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
+from mixtral_ft.util.manifest import Manifest, file_entry
+
+__all__ = ["MANIFEST_NAME", "HashingWriter", "build_manifest", "file_entry", "hash_files_in_background",
+           "output_entries", "save"]
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
-
-
-def file_entry(path: Path, rows: int | None = None, sha256: str | None = None, **extra: Any) -> dict[str, Any]:
-    """``{"path", "sha256", "bytes", "rows", ...}`` for one file (``sha256`` when already known)."""
-    path = Path(path)
-    entry: dict[str, Any] = {"path": str(path), "sha256": sha256 or sha256_file(path), "bytes": path.stat().st_size}
-    if rows is not None:
-        entry["rows"] = rows
-    entry.update(extra)
-    return entry
 
 
 def build_manifest(command: str, arguments: dict[str, Any], inputs: list[dict[str, Any]],
-                   outputs: dict[str, dict[str, Any]], counts: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The manifest dict; ``outputs`` maps file names (relative to the output dir) to entries."""
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "command": command,
-        "created": now_iso(),
-        "argv": command_line(),
-        "arguments": arguments,
-        "inputs": inputs,
-        "outputs": outputs,
-        "counts": counts,
-        **extra,
-        "environment": environment(),
-    }
+                   outputs: dict[str, dict[str, Any]], counts: dict[str, Any], **extra: Any) -> Manifest:
+    """The manifest of ``command`` (``"prepare rg"`` / ``"prepare tc"``): ``arguments`` are its
+    settings, ``counts`` its summary, ``outputs`` maps file names (relative to the output dir)
+    to entries; ``extra`` keys (split, lengths, prompt hash...) sit beside the common ones."""
+    return Manifest(kind=command.replace(" ", "-"), settings=arguments, inputs=inputs, outputs=outputs,
+                    summary=counts, extra=extra)
 
 
 def output_entries(directory: Path, rows: dict[str, int],
@@ -119,7 +105,5 @@ def hash_files_in_background(paths: list[Path]):
     return wait
 
 
-def save(directory: Path, manifest: dict[str, Any]) -> Path:
-    path = Path(directory) / MANIFEST_NAME
-    write_manifest(path, manifest)
-    return path
+def save(directory: Path, manifest: Manifest) -> Path:
+    return manifest.write(Path(directory) / MANIFEST_NAME)

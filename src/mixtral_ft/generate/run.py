@@ -1,20 +1,21 @@
 """``mixft generate``: one RG response per test row, appended to a resumable JSONL file.
 
-Output rows follow docs/formats.md §2; ``FILE.manifest.json`` records the model identity,
-adapter hash, prompt, generation parameters, data hash, versions and the run's counts.
+This module is the RG row builder for the shared runner (``mixtral_ft.infer.job``): the
+request for a test row (the training prompt or a chat turn) and the output row for a result.
+Output rows follow docs/formats.md §2; ``FILE.manifest.json`` is the runner's manifest.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.backends.base import GenerationParams, Request, Result
-from mixtral_ft.errors import InputError, Problem, UsageError
+from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
+from mixtral_ft.backends.options import BackendOptions
+from mixtral_ft.errors import UsageError
 from mixtral_ft.generate.prompts import CHAT_INSTRUCTION, PROMPT_STYLES, chat_messages, rg_prompt, strip_answer_prefix
-from mixtral_ft.generate.resume import ResumableOutput
+from mixtral_ft.infer.rows import CONTEXT, QUESTION
 
 # Input fields that are renamed or rebuilt in the output row; every other field is copied.
 _CONSUMED = {"answer"}
@@ -24,12 +25,9 @@ _CONSUMED = {"answer"}
 class GenerateConfig:
     data: Path
     out: Path
-    backend: str
-    model: str
-    adapter: str | None = None
+    backend: BackendOptions
     prompt_style: str = "rg"
     params: GenerationParams = field(default_factory=GenerationParams)
-    backend_options: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
     force: bool = False
 
@@ -45,59 +43,8 @@ class GenerateSummary:
     new_tokens: int
     wall_s: float
     tokens_per_s: float
-    missing_prefix: int
+    missing_prefix: int  # responses in the output without the trained "Answer:" prefix
     first_error: str | None
-
-
-def adapter_sha256(adapter: str | None) -> str | None:
-    """SHA-256 of a PEFT adapter's weights (``adapter_model.safetensors`` or ``.bin``)."""
-    if not adapter:
-        return None
-    from mixtral_ft.util.hashing import sha256_file
-
-    weights = sorted(Path(adapter).glob("adapter_model.*"))
-    return sha256_file(weights[0]) if weights else None
-
-
-def load_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Test rows (docs/formats.md §1) checked for what generation needs; every problem at once."""
-    from mixtral_ft.util.jsonl import read_jsonl
-
-    rows, problems, seen = [], [], {}
-    for lineno, row in enumerate(read_jsonl(path), 1):
-        name = str(path)
-        key = row.get("id")
-        if not isinstance(key, str) or not key:
-            problems.append(Problem(name, lineno, "id", "missing or not a non-empty string"))
-        elif key in seen:
-            problems.append(Problem(name, lineno, "id", f"duplicate id {key!r} (first on row {seen[key]})"))
-        else:
-            seen[key] = lineno
-        ctx = row.get("context")
-        if not (isinstance(ctx, str) or (isinstance(ctx, list) and all(isinstance(s, str) for s in ctx))):
-            problems.append(Problem(name, lineno, "context", "missing or not a string (or list of strings)"))
-        if not isinstance(row.get("question"), str):
-            problems.append(Problem(name, lineno, "question", "missing or not a string"))
-        rows.append(row)
-    if problems:
-        raise InputError(problems)
-    if not rows:
-        raise InputError([Problem(str(path), None, None, "no rows")])
-    return rows[:limit] if limit is not None else rows
-
-
-def settings_for(cfg: GenerateConfig) -> dict[str, Any]:
-    """What shapes the output rows; a resumed run must match it exactly."""
-    return {
-        "backend": cfg.backend,
-        "model": cfg.model,
-        "adapter": cfg.adapter,
-        "adapter_sha256": adapter_sha256(cfg.adapter),
-        "prompt": cfg.prompt_style,
-        "chat_instruction": CHAT_INSTRUCTION if cfg.prompt_style == "chat" else None,
-        "generation": cfg.params.to_dict(),
-        "endpoint_mode": cfg.backend_options.get("mode"),
-    }
 
 
 def make_request(row: dict[str, Any], style: str) -> Request:
@@ -113,6 +60,7 @@ def output_row(row: dict[str, Any], result: Result, cfg: GenerateConfig) -> dict
             response, prefix = strip_answer_prefix(result.text or "")
         else:
             response = (result.text or "").strip()
+    b = cfg.backend
     out = {
         "id": row["id"],
         "source": row.get("source"),
@@ -121,7 +69,7 @@ def output_row(row: dict[str, Any], result: Result, cfg: GenerateConfig) -> dict
         "question": row["question"],
         "reference_answer": row.get("answer"),
         "response": response,
-        "model": {"name": cfg.model, "adapter": cfg.adapter, "backend": cfg.backend, "prompt": cfg.prompt_style},
+        "model": {"name": b.model, "adapter": b.adapter, "backend": b.name, "prompt": cfg.prompt_style},
         "generation": cfg.params.to_dict(),
         "n_prompt_tokens": result.n_prompt_tokens,
         "n_new_tokens": result.n_new_tokens,
@@ -136,90 +84,53 @@ def output_row(row: dict[str, Any], result: Result, cfg: GenerateConfig) -> dict
     return out
 
 
-def _manifest(cfg, settings, identity, data_sha, n_rows, summary: dict | None, started: str) -> dict[str, Any]:
-    from mixtral_ft.util.hashing import sha256_json
-    from mixtral_ft.util.provenance import command_line, environment, now_iso
+class GenerateRows:
+    """The RG row builder (``infer.job.RowBuilder``)."""
 
-    return {
-        "kind": "mixft-generate",
-        "command": command_line(),
-        "started": started,
-        "updated": now_iso(),
-        "settings": settings,
-        "settings_sha256": sha256_json(settings),
-        "backend": identity,
-        "data": {"path": str(cfg.data), "sha256": data_sha, "rows": n_rows, "limit": cfg.limit},
-        "output": str(cfg.out),
-        "summary": summary,
-        "environment": environment(),
-    }
+    kind = "generate"
+    input_role = "data"
+    fields = (CONTEXT, QUESTION)
+
+    def __init__(self, cfg: GenerateConfig):
+        if cfg.prompt_style not in PROMPT_STYLES:
+            raise UsageError(f"Unknown prompt style '{cfg.prompt_style}'. Available: {', '.join(PROMPT_STYLES)}")
+        self.cfg = cfg
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "prompt": self.cfg.prompt_style,
+            "chat_instruction": CHAT_INSTRUCTION if self.cfg.prompt_style == "chat" else None,
+        }
+
+    def prepare_backend(self, backend: Backend) -> Backend:
+        return backend
+
+    def request(self, row: dict[str, Any]) -> Request:
+        return make_request(row, self.cfg.prompt_style)
+
+    def output_row(self, row: dict[str, Any], result: Result) -> dict[str, Any]:
+        return output_row(row, result, self.cfg)
+
+    def summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"missing_prefix": sum(r.get("answer_prefix") is False for r in rows)}
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {}
 
 
-def generate(cfg: GenerateConfig, backend=None) -> GenerateSummary:
+def generate(cfg: GenerateConfig, backend: Backend | None = None) -> GenerateSummary:
     """Generate for every row of ``cfg.data`` not yet in ``cfg.out``; return the run's counts.
 
-    ``backend`` may be passed in (tests, benchmarks); otherwise it is built from ``cfg``.
+    ``backend`` may be passed in (tests, benchmarks); otherwise it is built from ``cfg.backend``.
     """
-    from mixtral_ft.backends import backend_factory, create_backend
-    from mixtral_ft.generate.loop import drive
-    from mixtral_ft.util.hashing import sha256_file, sha256_json
-    from mixtral_ft.util.provenance import now_iso, write_manifest
+    from mixtral_ft.infer.job import JobOptions, run_job
 
-    if cfg.prompt_style not in PROMPT_STYLES:
-        raise UsageError(f"Unknown prompt style '{cfg.prompt_style}'. Available: {', '.join(PROMPT_STYLES)}")
-    backend_factory(cfg.backend)  # unknown names fail before any work
-    if cfg.backend == "openai" and cfg.adapter:
-        raise UsageError("--adapter is for the hf backend; an endpoint serves its adapter under its own model name")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UsageError(f"--limit must be at least 1 (got {cfg.limit})")
-    rows = load_rows(cfg.data, cfg.limit)
-    settings = settings_for(cfg)
-    output = ResumableOutput(cfg.out, sha256_json(settings), force=cfg.force)
-    pending = [r for r in rows if r["id"] not in output.done]
-    started = (output.previous_manifest() or {}).get("started") or now_iso()
-    data_sha = sha256_file(cfg.data)
-    by_id = {r["id"]: r for r in rows}
-    stats = None
-    if pending:
-        if backend is None:
-            opts = dict(cfg.backend_options)
-            if cfg.backend == "hf":
-                opts.update(model=cfg.model, adapter=cfg.adapter)
-            else:
-                opts.update(model=cfg.model)
-            backend = create_backend(cfg.backend, **opts)
-        identity = backend.identity()
-        write_manifest(output.manifest_path, _manifest(cfg, settings, identity, data_sha, len(rows), None, started))
-        requests = [make_request(r, cfg.prompt_style) for r in pending]
-        missing_prefix = 0
-
-        def make_row(result: Result) -> dict[str, Any]:
-            nonlocal missing_prefix
-            row = output_row(by_id[result.key], result, cfg)
-            missing_prefix += row["answer_prefix"] is False
-            return row
-
-        try:
-            with output:
-                stats = drive(backend, requests, cfg.params, output, make_row, desc="generate")
-        finally:
-            backend.close()
-    else:
-        identity = (output.previous_manifest() or {}).get("backend")
-        missing_prefix = 0
-    summary = GenerateSummary(
-        out=cfg.out,
-        total=len(rows),
-        skipped=len(rows) - len(pending),
-        retried=output.retrying,
-        written=stats.written if stats else 0,
-        failed=stats.failed if stats else 0,
-        new_tokens=stats.new_tokens if stats else 0,
-        wall_s=stats.wall_s if stats else 0.0,
-        tokens_per_s=stats.tokens_per_s if stats else 0.0,
-        missing_prefix=missing_prefix,
-        first_error=stats.first_error if stats else None,
+    job = JobOptions(input=cfg.data, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit,
+                     force=cfg.force)
+    r = run_job(job, GenerateRows(cfg), backend)
+    return GenerateSummary(
+        out=r.out, total=r.total, skipped=r.skipped, retried=r.retried, written=r.stats.written,
+        failed=r.stats.failed, new_tokens=r.stats.new_tokens, wall_s=r.stats.wall_s,
+        tokens_per_s=r.stats.tokens_per_s, missing_prefix=r.summary["missing_prefix"],
+        first_error=r.stats.first_error,
     )
-    manifest_summary = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in summary.__dict__.items()}
-    write_manifest(output.manifest_path, _manifest(cfg, settings, identity, data_sha, len(rows), manifest_summary, started))
-    return summary

@@ -80,15 +80,13 @@ def corpus_lines(sample_path: str | os.PathLike | None) -> list[str]:
     """Training text for the tokenizer: the bundled sample QA rows if present, plus the built-in corpus."""
     lines = BUILTIN_CORPUS.splitlines()
     if sample_path is not None and Path(sample_path).exists():
-        with open(sample_path, encoding="utf-8") as fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                row = json.loads(raw)
-                context = row.get("context", "")
-                if isinstance(context, list):
-                    context = "\n".join(str(c) for c in context)
-                lines += [str(context), str(row.get("question", "")), str(row.get("answer", ""))]
+        from mixtral_ft.util.jsonl import read_jsonl
+
+        for row in read_jsonl(sample_path):
+            context = row.get("context", "")
+            if isinstance(context, list):
+                context = "\n".join(str(c) for c in context)
+            lines += [str(context), str(row.get("question", "")), str(row.get("answer", ""))]
     return [line for line in lines if line]
 
 

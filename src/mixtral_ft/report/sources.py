@@ -2,21 +2,20 @@
 
 - An eval dir holds ``results.json`` written by ``mixft eval`` (schema ``mixft.eval/1``).
 - A training run dir holds Axolotl's ``trainer_state.json`` (the HF Trainer's log history),
-  in the dir itself, in the ``output_dir`` named by the run's rendered ``axolotl.yml``, in
-  ``output/``, or in a ``checkpoint-N`` subdir of any of these (the highest N wins: it holds
-  the longest history).
+  found by ``mixtral_ft.train.rundir.find_trainer_state`` (the same rule ``mixft train``
+  uses for its summary).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.eval.result import RESULTS_SCHEMA
+from mixtral_ft.train.rundir import find_trainer_state
 
 
 @dataclass
@@ -43,41 +42,6 @@ class TrainRun:
     @property
     def label(self) -> str:
         return self.path.name
-
-
-def _checkpoint_step(p: Path) -> int:
-    m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-    return int(m.group(1)) if m else -1
-
-
-def _output_dirs(run_dir: Path) -> list[Path]:
-    dirs = [run_dir]
-    cfg = run_dir / "axolotl.yml"
-    if cfg.is_file():
-        import yaml
-
-        try:
-            values = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise InputError([Problem(str(cfg), None, None, f"invalid YAML: {e}")]) from None
-        out = values.get("output_dir") if isinstance(values, dict) else None
-        if out:
-            out = Path(str(out))
-            dirs += [out] if out.is_absolute() else [run_dir / out, Path.cwd() / out]
-    dirs.append(run_dir / "output")
-    return dirs
-
-
-def find_trainer_state(run_dir: Path) -> Path | None:
-    """The ``trainer_state.json`` with the most history for a run dir, or None."""
-    for d in _output_dirs(run_dir):
-        if (d / "trainer_state.json").is_file():
-            return d / "trainer_state.json"
-        checkpoints = sorted((c for c in d.glob("checkpoint-*") if (c / "trainer_state.json").is_file()),
-                             key=_checkpoint_step)
-        if checkpoints:
-            return checkpoints[-1] / "trainer_state.json"
-    return None
 
 
 def read_trainer_state(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:

@@ -9,38 +9,39 @@ parse failure. Rows follow docs/formats.md §6.
 ``score`` (hf backend, greedy only): the checker's probability that the response is
 hallucinated, read at the step where the model wrote the value of ``groundedness.mistake``:
 p(true) / (p(true) + p(false)) over the single-token spellings of ``true``/``false``. It is
-null when the value is not on a token boundary, when the verdict did not parse, or for
-other backends.
+null in a row when the verdict did not parse or the value does not start on a token boundary,
+and in every row when scoring cannot be done (another backend, sampling, a vocabulary without
+single-token ``true``/``false``): the summary then says why (``score_off``) and the manifest
+records it (``scoring``).
+
+This module is the TC row builder for the shared runner (``mixtral_ft.infer.job``).
 """
 
 from __future__ import annotations
 
+import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.backends.base import GenerationParams, Request, Result
-from mixtral_ft.errors import InputError, Problem, UsageError
-from mixtral_ft.generate.resume import ResumableOutput
+from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
+from mixtral_ft.backends.options import BackendOptions
+from mixtral_ft.errors import UsageError
+from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE
 
 JUDGE_PROMPT_STYLES = ("tc", "chat")
-_GROUNDED_VALUE_RE = re.compile(r'"groundedness"\s*:\s*\{[^{}]*?"mistake"\s*:\s*(true|false)')
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
     responses: Path
     out: Path
-    backend: str
-    model: str
-    adapter: str | None = None
+    backend: BackendOptions
     prompt_style: str = "tc"
     template: Path | None = None
     count_relevance: bool = False
     params: GenerationParams = field(default_factory=lambda: GenerationParams(max_new_tokens=1024))
-    backend_options: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
     force: bool = False
     score: bool = True
@@ -61,6 +62,7 @@ class JudgeSummary:
     wall_s: float
     tokens_per_s: float
     first_error: str | None
+    score_off: str | None = None  # why no row has a score, when scoring was asked for but cannot be done
 
     @property
     def hallucinated_share(self) -> float | None:
@@ -70,38 +72,6 @@ class JudgeSummary:
     @property
     def parse_failure_share(self) -> float | None:
         return self.parse_failures / self.judged if self.judged else None
-
-
-def load_responses(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of docs/formats.md §3, checked for what judging needs; every problem at once."""
-    from mixtral_ft.util.jsonl import read_jsonl
-
-    rows, problems, seen = [], [], {}
-    name = str(path)
-    for lineno, row in enumerate(read_jsonl(path), 1):
-        key = row.get("id")
-        if not isinstance(key, str) or not key:
-            problems.append(Problem(name, lineno, "id", "missing or not a non-empty string"))
-        elif key in seen:
-            problems.append(Problem(name, lineno, "id", f"duplicate id {key!r} (first on row {seen[key]})"))
-        else:
-            seen[key] = lineno
-        ctx = row.get("context")
-        if not (isinstance(ctx, str) or (isinstance(ctx, list) and all(isinstance(s, str) for s in ctx))):
-            problems.append(Problem(name, lineno, "context", "missing or not a string (or list of strings)"))
-        if not isinstance(row.get("question"), str):
-            problems.append(Problem(name, lineno, "question", "missing or not a string"))
-        resp = row.get("response")
-        if resp is None and row.get("error"):
-            problems.append(Problem(name, lineno, "response", "null because generation failed; re-run mixft generate"))
-        elif not isinstance(resp, str):
-            problems.append(Problem(name, lineno, "response", "missing or not a string"))
-        rows.append(row)
-    if problems:
-        raise InputError(problems)
-    if not rows:
-        raise InputError([Problem(name, None, None, "no rows")])
-    return rows[:limit] if limit is not None else rows
 
 
 def verdict_value_tokens(tokenizer) -> dict[int, bool]:
@@ -115,13 +85,70 @@ def verdict_value_tokens(tokenizer) -> dict[int, bool]:
     return found
 
 
+def groundedness_value_offset(text: str) -> int | None:
+    """Where the value of ``groundedness.mistake`` starts in ``text``, or None.
+
+    The verdict is the first JSON object in ``text`` (code fences and prose around it are
+    fine) whose ``groundedness.mistake`` is a boolean; the offset is found by walking that
+    object's text, so any key order, nested ``mistakes`` objects and braces or key names
+    inside strings are handled the way a JSON parser handles them.
+    """
+    decoder = json.JSONDecoder()
+    pos = text.find("{")
+    while pos != -1:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            pos = text.find("{", pos + 1)
+            continue
+        g = obj.get("groundedness") if isinstance(obj, dict) else None
+        if isinstance(g, dict) and isinstance(g.get("mistake"), bool):
+            return _value_offset(text, pos, end, ("groundedness", "mistake"))
+        pos = text.find("{", end)
+    return None
+
+
+def _value_offset(text: str, start: int, end: int, path: tuple[str, ...]) -> int | None:
+    """Offset of the value at key ``path`` in the valid JSON object ``text[start:end]``."""
+    stack: list[tuple[str, str | None]] = []  # open containers: (bracket, the key whose value it is)
+    key: str | None = None  # the last key read in the innermost object
+    i = start
+    while i < end:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            k = j + 1
+            while text[k] in " \t\r\n":
+                k += 1
+            if text[k] == ":" and stack[-1][0] == "{":  # a key, not a string value
+                key = json.loads(text[i : j + 1])
+                v = k + 1
+                while text[v] in " \t\r\n":
+                    v += 1
+                if tuple(name for _, name in stack[1:]) + (key,) == path:
+                    return v
+                i = v
+                continue
+            i = j + 1
+            continue
+        if c in "{[":
+            stack.append((c, key if stack and stack[-1][0] == "{" else None))
+            key = None
+        elif c in "}]":
+            stack.pop()
+        i += 1
+    return None
+
+
 def groundedness_score(text: str, token_ids: list[int], logprobs: list[list[float]], candidates: dict[int, bool],
                        tokenizer) -> float | None:
-    """p(true) / (p(true) + p(false)) at the token that wrote ``groundedness.mistake``."""
-    m = _GROUNDED_VALUE_RE.search(text)
-    if not m or not candidates:
+    """p(true) / (p(true) + p(false)) at the token that wrote ``groundedness.mistake``; None
+    when there is no such value or it does not start on a token boundary."""
+    start = groundedness_value_offset(text)
+    if start is None or not candidates:
         return None
-    start = m.start(1)
     cand_ids = list(candidates)
     for k in range(len(token_ids)):
         end = len(tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True))
@@ -164,6 +191,7 @@ class _ScoringBackend:
         self.inner = inner
         self.candidates = candidates
         self.name = inner.name
+        inner.record_token_ids = list(candidates)
 
     def identity(self):
         return self.inner.identity()
@@ -180,92 +208,96 @@ class _ScoringBackend:
         self.inner.close()
 
 
-def judge(cfg: JudgeConfig, backend=None) -> JudgeSummary:
-    """Judge every response of ``cfg.responses`` not yet in ``cfg.out``; return the counts."""
-    from mixtral_ft.backends import backend_factory, create_backend
-    from mixtral_ft.generate.loop import drive
-    from mixtral_ft.generate.run import adapter_sha256
-    from mixtral_ft.tc.prompt import load_template, render_tc_prompt, template_sha256
-    from mixtral_ft.util.hashing import sha256_file, sha256_json
-    from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
-    from mixtral_ft.util.jsonl import read_jsonl_tolerant
+def scoring_off_reason(cfg: JudgeConfig, backend: Backend | None = None) -> str | None:
+    """Why ``score`` cannot be computed for this run (None: it will be), known before any model loads."""
+    if not cfg.score:
+        return "--no-score"
+    if cfg.backend.name != "hf":
+        return f"the {cfg.backend.name} backend returns no token log-probabilities (score needs --backend hf)"
+    if not cfg.params.greedy:
+        return "sampling (--temperature > 0): the score is defined for greedy decoding"
+    if backend is not None and not (hasattr(backend, "tokenizer") and hasattr(backend, "record_token_ids")):
+        return f"the {getattr(backend, 'name', type(backend).__name__)} backend given exposes no tokenizer or log-probabilities"
+    return None
 
-    if cfg.prompt_style not in JUDGE_PROMPT_STYLES:
-        raise UsageError(f"Unknown prompt style '{cfg.prompt_style}'. Available: {', '.join(JUDGE_PROMPT_STYLES)}")
-    backend_factory(cfg.backend)
-    if cfg.backend == "openai" and cfg.adapter:
-        raise UsageError("--adapter is for the hf backend; an endpoint serves its adapter under its own model name")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise UsageError(f"--limit must be at least 1 (got {cfg.limit})")
-    template = load_template(cfg.template)
-    prompt_sha = template_sha256(template)
-    rows = load_responses(cfg.responses, cfg.limit)
-    scoring = cfg.score and cfg.backend == "hf" and cfg.params.greedy
-    settings = {
-        "backend": cfg.backend, "model": cfg.model, "adapter": cfg.adapter, "adapter_sha256": adapter_sha256(cfg.adapter),
-        "prompt": cfg.prompt_style, "prompt_sha256": prompt_sha, "count_relevance": cfg.count_relevance,
-        "generation": cfg.params.to_dict(), "endpoint_mode": cfg.backend_options.get("mode"), "score": scoring,
-    }
-    output = ResumableOutput(cfg.out, sha256_json(settings), force=cfg.force)
-    pending = [r for r in rows if r["id"] not in output.done]
-    started = (output.previous_manifest() or {}).get("started") or now_iso()
-    judge_id = {"backend": cfg.backend, "model": cfg.model, "adapter": cfg.adapter, "prompt_sha256": prompt_sha}
-    by_id = {r["id"]: r for r in rows}
 
-    def manifest(identity, summary):
+class JudgeRows:
+    """The TC row builder (``infer.job.RowBuilder``)."""
+
+    kind = "judge"
+    input_role = "responses"
+    fields = (CONTEXT, QUESTION, RESPONSE)
+
+    def __init__(self, cfg: JudgeConfig, backend: Backend | None = None):
+        from mixtral_ft.tc.prompt import load_template, template_sha256
+
+        if cfg.prompt_style not in JUDGE_PROMPT_STYLES:
+            raise UsageError(f"Unknown prompt style '{cfg.prompt_style}'. Available: {', '.join(JUDGE_PROMPT_STYLES)}")
+        self.cfg = cfg
+        self.template = load_template(cfg.template)
+        self.prompt_sha256 = template_sha256(self.template)
+        self.score_off = scoring_off_reason(cfg, backend)
+        self.judge_id = {"backend": cfg.backend.name, "model": cfg.backend.model, "adapter": cfg.backend.adapter,
+                         "prompt_sha256": self.prompt_sha256}
+
+    def settings(self) -> dict[str, Any]:
+        return {"prompt": self.cfg.prompt_style, "prompt_sha256": self.prompt_sha256,
+                "count_relevance": self.cfg.count_relevance, "score": self.score_off is None}
+
+    def prepare_backend(self, backend: Backend) -> Backend:
+        if self.score_off is not None:
+            return backend
+        candidates = verdict_value_tokens(backend.tokenizer)  # type: ignore[attr-defined]
+        if not candidates:
+            self.score_off = "this tokenizer spells neither 'true' nor 'false' as a single token"
+            return backend
+        return _ScoringBackend(backend, candidates)
+
+    def request(self, row: dict[str, Any]) -> Request:
+        from mixtral_ft.tc.prompt import render_tc_prompt
+
+        prompt = render_tc_prompt(row["context"], row["question"], row["response"], template=self.template)
+        if self.cfg.prompt_style == "chat":
+            return Request(row["id"], messages=({"role": "user", "content": prompt},))
+        return Request(row["id"], prompt=prompt)
+
+    def output_row(self, row: dict[str, Any], result: Result) -> dict[str, Any]:
+        return judgement_row(row, result, self.judge_id, self.cfg.count_relevance)
+
+    def summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        judged = len(rows)
+        parse_failures = sum(not r.get("parse_ok") for r in rows)
+        hallucinated = sum(r.get("hallucinated") is True for r in rows)
+        parsed = judged - parse_failures
         return {
-            "kind": "mixft-judge", "command": command_line(), "started": started, "updated": now_iso(),
-            "settings": settings, "settings_sha256": sha256_json(settings), "backend": identity,
-            "template": str(cfg.template) if cfg.template else "tc_v1 (shipped)",
-            "responses": {"path": str(cfg.responses), "sha256": sha256_file(cfg.responses), "rows": len(rows),
-                          "limit": cfg.limit},
-            "output": str(cfg.out), "summary": summary, "environment": environment(),
+            "judged": judged, "parse_failures": parse_failures, "hallucinated": hallucinated,
+            "hallucinated_share": hallucinated / parsed if parsed else None,
+            "parse_failure_share": parse_failures / judged if judged else None,
+            "scored": sum(r.get("score") is not None for r in rows),
         }
 
-    stats = None
-    identity = (output.previous_manifest() or {}).get("backend")
-    if pending:
-        if backend is None:
-            opts = dict(cfg.backend_options, model=cfg.model)
-            if cfg.backend == "hf":
-                opts["adapter"] = cfg.adapter
-            backend = create_backend(cfg.backend, **opts)
-        if scoring and hasattr(backend, "tokenizer"):
-            candidates = verdict_value_tokens(backend.tokenizer)
-            backend.record_token_ids = list(candidates)
-            backend = _ScoringBackend(backend, candidates)
-        identity = backend.identity()
-        write_manifest(output.manifest_path, manifest(identity, None))
+    def manifest_extra(self) -> dict[str, Any]:
+        return {
+            "template": str(self.cfg.template) if self.cfg.template else "tc_v1 (shipped)",
+            "scoring": {"enabled": self.score_off is None, "off_because": self.score_off},
+        }
 
-        def request(row):
-            prompt = render_tc_prompt(row["context"], row["question"], row["response"], template=template)
-            if cfg.prompt_style == "chat":
-                return Request(row["id"], messages=({"role": "user", "content": prompt},))
-            return Request(row["id"], prompt=prompt)
 
-        try:
-            with output:
-                stats = drive(backend, [request(r) for r in pending], cfg.params, output,
-                              lambda result: judgement_row(by_id[result.key], result, judge_id, cfg.count_relevance),
-                              desc="judge")
-        finally:
-            backend.close()
-    # Shares are over the whole output file (earlier runs included), recomputed from it.
-    judged = parse_failures = hallucinated = 0
-    wanted = set(by_id)
-    for row in read_jsonl_tolerant(cfg.out):
-        if row.get("id") in wanted and row.get("error") is None:
-            judged += 1
-            parse_failures += not row.get("parse_ok")
-            hallucinated += row.get("hallucinated") is True
-    summary = JudgeSummary(
-        out=cfg.out, total=len(rows), skipped=len(rows) - len(pending), retried=output.retrying,
-        written=stats.written if stats else 0, failed=stats.failed if stats else 0, judged=judged,
-        parse_failures=parse_failures, hallucinated=hallucinated,
-        new_tokens=stats.new_tokens if stats else 0, wall_s=stats.wall_s if stats else 0.0,
-        tokens_per_s=stats.tokens_per_s if stats else 0.0, first_error=stats.first_error if stats else None,
+def judge(cfg: JudgeConfig, backend: Backend | None = None) -> JudgeSummary:
+    """Judge every response of ``cfg.responses`` not yet in ``cfg.out``; return the counts.
+
+    Shares are over the whole output file (earlier runs included), recomputed from it.
+    """
+    from mixtral_ft.infer.job import JobOptions, run_job
+
+    job = JobOptions(input=cfg.responses, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit,
+                     force=cfg.force)
+    rows = JudgeRows(cfg, backend)
+    r = run_job(job, rows, backend)
+    return JudgeSummary(
+        out=r.out, total=r.total, skipped=r.skipped, retried=r.retried, written=r.stats.written,
+        failed=r.stats.failed, judged=r.summary["judged"], parse_failures=r.summary["parse_failures"],
+        hallucinated=r.summary["hallucinated"], new_tokens=r.stats.new_tokens, wall_s=r.stats.wall_s,
+        tokens_per_s=r.stats.tokens_per_s, first_error=r.stats.first_error,
+        score_off=rows.score_off if cfg.score else None,
     )
-    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.__dict__.items()}
-    data.update(hallucinated_share=summary.hallucinated_share, parse_failure_share=summary.parse_failure_share)
-    write_manifest(output.manifest_path, manifest(identity, data))
-    return summary

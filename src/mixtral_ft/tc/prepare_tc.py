@@ -527,8 +527,7 @@ def _options_json(opts: PrepareTcOptions) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table ``prepare tc`` prints: counts and hallucinated share per source and per model."""
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.1f}%"
+    from mixtral_ft.util.fmt import pct
 
     lines = [
         f"rows {summary['rows']} (train {summary['train']}, test {summary['test']}; "

@@ -8,7 +8,6 @@ Each response becomes one row: ``id`` ``ragtruth-<source_id>-<model>``, ``group`
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -25,51 +24,46 @@ def _problem(path: str, line: int, field: str, message: str) -> Problem:
 def read_ragtruth(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | None, list[Problem]]]:
     """Yield ``(line, row, problems)`` per response; a line that cannot be expanded yields
     ``(line, None, problems)`` once."""
+    from mixtral_ft.util.jsonl import scan_jsonl
+
     path = str(path)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
+    for item in scan_jsonl(path):
+        lineno, obj = item.line, item.obj
+        if obj is None:
+            yield lineno, None, [item.problem]
+            continue
+        problems = []
+        source_id = obj.get("source_id")
+        if not isinstance(source_id, (int, str)) or isinstance(source_id, bool) or source_id == "":
+            problems.append(_problem(path, lineno, "source_id", "missing or not an integer/string"))
+        src = obj.get("source")
+        if not isinstance(src, dict):
+            problems.append(_problem(path, lineno, "source", "expected an object with 'question' and 'passages'"))
+            src = {}
+        responses = obj.get("responses")
+        if not isinstance(responses, list):
+            problems.append(_problem(path, lineno, "responses", "expected a list"))
+        if problems:
+            yield lineno, None, problems
+            continue
+        for j, resp in enumerate(responses):
+            if not isinstance(resp, dict):
+                yield lineno, None, [_problem(path, lineno, f"responses[{j}]", "expected an object")]
                 continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield lineno, None, [_problem(path, lineno, None, f"invalid JSON: {e.msg}")]
-                continue
-            problems = []
-            if not isinstance(obj, dict):
-                yield lineno, None, [_problem(path, lineno, None, "expected a JSON object")]
-                continue
-            source_id = obj.get("source_id")
-            if not isinstance(source_id, (int, str)) or isinstance(source_id, bool) or source_id == "":
-                problems.append(_problem(path, lineno, "source_id", "missing or not an integer/string"))
-            src = obj.get("source")
-            if not isinstance(src, dict):
-                problems.append(_problem(path, lineno, "source", "expected an object with 'question' and 'passages'"))
-                src = {}
-            responses = obj.get("responses")
-            if not isinstance(responses, list):
-                problems.append(_problem(path, lineno, "responses", "expected a list"))
-            if problems:
-                yield lineno, None, problems
-                continue
-            for j, resp in enumerate(responses):
-                if not isinstance(resp, dict):
-                    yield lineno, None, [_problem(path, lineno, f"responses[{j}]", "expected an object")]
-                    continue
-                model = resp.get("model")
-                row = {
-                    "id": f"ragtruth-{source_id}-{model if isinstance(model, str) and model else j}",
-                    "source": SOURCE,
-                    "model": model,
-                    "group": str(source_id),
-                    "source_id": source_id,
-                    "context": src.get("passages"),
-                    "question": src.get("question"),
-                    "response": resp.get("response"),
-                    "labels": resp.get("labels"),
-                    # where each field came from, for `file:line: field:` messages
-                    "_fields": {"context": "source.passages", "question": "source.question",
-                                "response": f"responses[{j}].response", "labels": f"responses[{j}].labels",
-                                "model": f"responses[{j}].model"},
-                }
-                yield lineno, row, []
+            model = resp.get("model")
+            row = {
+                "id": f"ragtruth-{source_id}-{model if isinstance(model, str) and model else j}",
+                "source": SOURCE,
+                "model": model,
+                "group": str(source_id),
+                "source_id": source_id,
+                "context": src.get("passages"),
+                "question": src.get("question"),
+                "response": resp.get("response"),
+                "labels": resp.get("labels"),
+                # where each field came from, for `file:line: field:` messages
+                "_fields": {"context": "source.passages", "question": "source.question",
+                            "response": f"responses[{j}].response", "labels": f"responses[{j}].labels",
+                            "model": f"responses[{j}].model"},
+            }
+            yield lineno, row, []

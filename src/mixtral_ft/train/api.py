@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,14 +104,24 @@ def preflight(req: TrainRequest) -> dict[str, int]:
     return counts
 
 
-def _data_record(data_dir: Path, counts: dict[str, int]) -> dict[str, Any]:
-    from mixtral_ft.util.hashing import sha256_file
+def _data_inputs(data_dir: Path, counts: dict[str, int]) -> list[dict[str, Any]]:
+    """Manifest entries for the prepared split (and its own manifest) the run trains on."""
+    from mixtral_ft.util.manifest import file_entry
 
-    record: dict[str, Any] = {"dir": str(data_dir.resolve()), "rows": counts}
-    for name in ("train.jsonl", "test.jsonl", "manifest.json"):
+    entries = []
+    for role, name in (("train", "train.jsonl"), ("test", "test.jsonl"), ("data manifest", "manifest.json")):
         p = data_dir / name
-        record[name.replace(".", "_") + "_sha256"] = sha256_file(p) if p.exists() else None
-    return record
+        if p.exists():
+            entries.append(file_entry(p.resolve(), rows=counts.get(role), role=role))
+    return entries
+
+
+def _adapter_outputs(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """Manifest entries for the adapter a finished run leaves in ``output/`` (none before that)."""
+    from mixtral_ft.util.manifest import file_entry
+
+    found = sorted(output_dir.glob("adapter_model.*")) + sorted(output_dir.glob("adapter_config.json"))
+    return {f"output/{p.name}": file_entry(p) for p in found}
 
 
 def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainResult:
@@ -120,7 +129,8 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     from mixtral_ft.train.runner import axolotl_env, run_streaming
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_text
-    from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
+    from mixtral_ft.util.manifest import Manifest, read_manifest
+    from mixtral_ft.util.provenance import command_line, now_iso
 
     runner = runner or run_streaming
     counts = preflight(req)
@@ -128,9 +138,7 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     paths = RunPaths(req.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
 
-    previous: dict[str, Any] = {}
-    if req.resume and paths.manifest.exists():
-        previous = json.loads(paths.manifest.read_text(encoding="utf-8"))
+    previous: dict[str, Any] = (read_manifest(paths.manifest) or {}) if req.resume else {}
     attempts = list(previous.get("attempts", []))
     atomic_write_text(paths.config, the_plan.config_yaml)
     attempt: dict[str, Any] = {
@@ -142,20 +150,15 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
         "config_sha256": sha256_text(the_plan.config_yaml),
         "resumed_from": str(the_plan.resume_from) if the_plan.resume_from else None,
     }
-    manifest: dict[str, Any] = {
-        "kind": "mixft-train-run",
-        "task": req.task,
-        "profile": req.profile,
-        "base_model": the_plan.config.values.get("base_model"),
-        "overrides": list(req.overrides),
-        "launch": req.launch.__dict__,
-        "data": _data_record(req.data_dir, counts),
-        "config_sha256": attempt["config_sha256"],
-        "environment": environment(),
-        "attempts": attempts + [attempt],
-        "summary": None,
-    }
-    write_manifest(paths.manifest, manifest)
+    manifest = Manifest(
+        kind="train",
+        settings={"task": req.task, "profile": req.profile, "base_model": the_plan.config.values.get("base_model"),
+                  "overrides": list(req.overrides), "launch": dict(req.launch.__dict__), "probe": req.probe},
+        inputs=_data_inputs(req.data_dir, counts),
+        extra={"config_sha256": attempt["config_sha256"], "attempts": attempts + [attempt]},
+    )
+    manifest.started = previous.get("started") or attempt["started_at"]
+    manifest.write(paths.manifest)
 
     log_offset = paths.log.stat().st_size if paths.log.exists() else 0
     started = time.monotonic()
@@ -164,10 +167,11 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     summary = read_summary(paths.output)
     probe = _probe_summary(paths.output) if req.probe else None
     attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
-    manifest["summary"] = summary.as_dict()
+    manifest.summary = summary.as_dict()
+    manifest.outputs = _adapter_outputs(paths.output)
     if probe is not None:
-        manifest["probe"] = probe.as_dict()
-    write_manifest(paths.manifest, manifest)
+        manifest.extra["probe"] = probe.as_dict()
+    manifest.write(paths.manifest)
     if rc != 0:
         what = "interrupted" if rc == 130 else f"exited with status {rc}"
         raise ExternalCommandError(f"Axolotl {what}; see {paths.log} (continue with --resume)", rc)

@@ -58,7 +58,7 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, runner=No
     from mixtral_ft.train.preflight import check_axolotl
     from mixtral_ft.train.runner import axolotl_env, run_streaming
     from mixtral_ft.util.atomic import check_output_dir
-    from mixtral_ft.util.provenance import environment, now_iso, write_manifest
+    from mixtral_ft.util.manifest import Manifest, file_entry
 
     runner = runner or run_streaming
     paths = RunPaths(Path(run_dir))
@@ -82,11 +82,18 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, runner=No
         merged = stage / "merged"
         if not (merged / "config.json").exists():
             raise ExternalCommandError(f"Axolotl merge-lora wrote no model to {merged}; see {paths.root / 'merge.log'}", 1)
-        write_manifest(merged / "mixft_merge.json", {
-            "kind": "mixft-merged-model", "run_dir": str(paths.root.resolve()),
-            "base_model": cfg.get("base_model"), "adapter": str(paths.output.resolve()),
-            "created_at": now_iso(), "wall_s": round(wall, 1), "environment": environment(),
-        })
+        # The merged weights are not hashed (tens of GB); their config.json, the adapter and the config are.
+        base_config = Path(str(cfg.get("base_model"))) / "config.json"
+        Manifest(
+            kind="merge",
+            settings={"run_dir": str(paths.root.resolve()), "base_model": cfg.get("base_model"),
+                      "adapter": str(paths.output.resolve())},
+            inputs=[file_entry(paths.config.resolve(), role="axolotl config")]
+            + [file_entry(p.resolve(), role="adapter") for p in sorted(paths.output.glob("adapter_model.*"))]
+            + ([file_entry(base_config.resolve(), role="base model config")] if base_config.exists() else []),
+            outputs={"config.json": file_entry(merged / "config.json")},
+            summary={"wall_s": round(wall, 1)},
+        ).write(merged / "mixft_merge.json")
         if out.exists():
             shutil.rmtree(out)
         merged.replace(out)

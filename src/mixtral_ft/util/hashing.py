@@ -36,3 +36,12 @@ def sha256_tree(path: str | os.PathLike) -> dict[str, str]:
     """SHA-256 of every file below ``path`` (relative POSIX paths), sorted."""
     root = Path(path)
     return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def adapter_sha256(adapter: str | os.PathLike | None) -> str | None:
+    """SHA-256 of a PEFT adapter's weights (``adapter_model.safetensors``, else ``.bin``); None
+    without an adapter or weights. The one identity of an adapter in rows and manifests."""
+    if not adapter:
+        return None
+    weights = sorted(Path(adapter).glob("adapter_model.*"))
+    return sha256_file(weights[0]) if weights else None

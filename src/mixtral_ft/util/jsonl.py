@@ -1,54 +1,88 @@
-"""JSONL for mixft's own files (outputs it wrote itself; user inputs go through ``mixtral_ft.data.readers``)."""
+"""JSONL: one reader for every JSON-lines file mixft reads whole (user inputs to ``prepare``
+stream through ``mixtral_ft.data.readers`` instead), and the writers of mixft's own files.
+
+``scan_jsonl`` is the reader. It yields one ``JsonlLine`` per non-blank line, with the true
+line number (blank lines count), and never raises for a bad line: a line that is not valid
+UTF-8, not valid JSON or not an object comes back with its ``Problem``. Callers that collect
+every problem (``prepare tc``'s RAGTruth reader) use it directly; ``iter_jsonl`` and
+``read_jsonl`` raise ``InputError`` at the first bad line instead.
+
+``torn_tail_ok=True`` is for the append-only files of resumable runs: a final line without a
+newline is what a killed writer leaves, and is skipped rather than reported.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem
 
 
+@dataclass(frozen=True)
+class JsonlLine:
+    """One non-blank line: its object, or the problem that kept it from being one."""
+
+    line: int
+    obj: dict[str, Any] | None
+    problem: Problem | None = None
+    text: str | None = None  # the line (without its newline) when it did not decode to an object
+
+
+def scan_jsonl(path: str | os.PathLike, *, torn_tail_ok: bool = False) -> Iterator[JsonlLine]:
+    """Every non-blank line of ``path`` as a ``JsonlLine``; a missing file is an ``InputError``."""
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise InputError([Problem(name, None, None, "file not found")])
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if torn_tail_ok and not raw.endswith(b"\n"):
+                return
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = raw[e.start : e.start + 1].hex()
+                yield JsonlLine(lineno, None, Problem(name, lineno, None, f"not valid UTF-8: byte 0x{bad}"),
+                                raw.decode("utf-8", "replace").rstrip("\r\n"))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield JsonlLine(lineno, None, Problem(name, lineno, None, f"invalid JSON: {e.msg}"), text.rstrip("\r\n"))
+                continue
+            if not isinstance(obj, dict):
+                yield JsonlLine(lineno, None, Problem(name, lineno, None, "expected a JSON object"), text.rstrip("\r\n"))
+                continue
+            yield JsonlLine(lineno, obj)
+
+
+def iter_jsonl(path: str | os.PathLike, *, torn_tail_ok: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` per non-blank line; the first bad line raises ``InputError``."""
+    for item in scan_jsonl(path, torn_tail_ok=torn_tail_ok):
+        if item.problem is not None:
+            raise InputError([item.problem])
+        assert item.obj is not None
+        yield item.line, item.obj
+
+
+def read_jsonl(path: str | os.PathLike, *, torn_tail_ok: bool = False) -> Iterator[dict[str, Any]]:
+    """The objects of ``path``; the first bad line raises ``InputError`` naming file and line."""
+    for _, obj in iter_jsonl(path, torn_tail_ok=torn_tail_ok):
+        yield obj
+
+
+# ---------------------------------------------------------------------------- writing
+
+
 def dumps_line(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Yield objects from a JSONL file; a bad line raises ``InputError`` naming file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError([Problem(str(path), None, None, "file not found")])
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError([Problem(str(path), lineno, None, f"invalid JSON: {e.msg}")]) from None
-            if not isinstance(obj, dict):
-                raise InputError([Problem(str(path), lineno, None, "expected a JSON object")])
-            yield obj
-
-
-def read_jsonl_tolerant(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Like ``read_jsonl`` for an append-only file of our own that may end in a torn line
-    (a run killed mid-write): a final line without a newline is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
-                return
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError([Problem(str(path), lineno, None, f"invalid JSON: {e.msg}")]) from None
 
 
 def append_jsonl(fh, obj: Any) -> None:

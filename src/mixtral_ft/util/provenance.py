@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -80,12 +81,56 @@ def set_command_line(argv: list[str]) -> None:
 
 
 def command_line() -> list[str]:
-    """The mixft command as typed (for manifests)."""
-    if _ARGV is not None:
-        return list(_ARGV)
-    return [Path(sys.argv[0]).name, *sys.argv[1:]]
+    """The mixft command as typed, secrets scrubbed (``scrub_argv``): what manifests record."""
+    argv = list(_ARGV) if _ARGV is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    return scrub_argv(argv)
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_URL_SECRET_PARAM = re.compile(r"(?i)([?&][^=&#\s]*(?:password|secret|token|key|auth|sig)[^=&#\s]*=)[^&#\s]*")
+_SECRET_WORDS = {"password", "passwd", "secret", "token", "apikey", "auth", "credentials"}
+REDACTED = "***"
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with URL credentials (``user:password@``) and secret-looking URL parameters redacted."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return _URL_SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def scrub_argv(argv: list[str]) -> list[str]:
+    """A command line safe to write down: URL credentials removed from every argument, and the
+    value of any option or ``--set KEY=VALUE`` whose name says secret (token, password, api key)
+    replaced by ``***``. An API key belongs in an environment variable (``--api-key-env``)."""
+    def secret(name: str) -> bool:
+        words = [w for w in re.split(r"[-_.]+", name.lower().lstrip("-")) if w]
+        if words and words[-1] == "env":  # --api-key-env names a variable, it does not hold the key
+            return False
+        joined = {a + b for a, b in zip(words, words[1:])}
+        return bool(_SECRET_WORDS & (set(words) | joined))
+
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        if arg.startswith("--") and secret(arg.split("=", 1)[0]):
+            if "=" in arg:
+                out.append(arg.split("=", 1)[0] + "=" + REDACTED)
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        if not arg.startswith("-") and "=" in arg and secret(arg.split("=", 1)[0]):
+            out.append(arg.split("=", 1)[0] + "=" + REDACTED)  # a --set KEY=VALUE override
+            continue
+        out.append(scrub_text(arg))
+    return out
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write ``manifest`` as indented, key-sorted JSON, atomically."""
+    """Write a JSON record (a manifest's dict, a state file) as indented, key-sorted JSON, atomically.
+    Stages write their manifest through ``mixtral_ft.util.manifest.Manifest.write``."""
     atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

@@ -1,0 +1,203 @@
+"""``run_job``: the one inference runner behind ``mixft generate`` and ``mixft judge``.
+
+A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit,
+force) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
+settings, the request for an input row, and the output row for a result. The runner does the
+rest, in this order:
+
+1. load and check every input row (``rows.load_rows``), before any model is loaded;
+2. take the output (``ResumableOutput.open``) and find what is left (``ResumableOutput.resume``);
+3. build the backend only if something is left, and write the manifest (``summary`` null);
+4. send the requests (the backend batches or fans them out) and append one row per result;
+5. read the output back and write the manifest with its summary and the output's SHA-256.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
+from mixtral_ft.backends.options import BackendOptions
+from mixtral_ft.errors import UsageError
+from mixtral_ft.infer.rows import Field
+from mixtral_ft.util.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What every inference job takes."""
+
+    input: Path
+    out: Path
+    backend: BackendOptions
+    params: GenerationParams = field(default_factory=GenerationParams)
+    limit: int | None = None
+    force: bool = False
+
+
+class RowBuilder(Protocol):
+    """What a job adds to the runner: its rows and its settings."""
+
+    kind: str  # the manifest kind and progress label: "generate" | "judge"
+    input_role: str  # what the input file is, in the manifest: "data" | "responses"
+    fields: Sequence[Field]  # input fields checked on every row (``id`` always is)
+
+    def settings(self) -> dict[str, Any]:
+        """Settings of this job beyond the backend's and the decoding's; a resumed run must match them."""
+        ...
+
+    def prepare_backend(self, backend: Backend) -> Backend:
+        """The backend the requests go to (judge wraps it to score verdicts)."""
+        ...
+
+    def request(self, row: dict[str, Any]) -> Request: ...
+
+    def output_row(self, row: dict[str, Any], result: Result) -> dict[str, Any]: ...
+
+    def summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Kind-specific counts over the successful output rows of this input's ids (earlier runs included)."""
+        ...
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """Kind-specific manifest keys (judge: the template, whether it scores)."""
+        ...
+
+
+@dataclass
+class RunStats:
+    """This run's requests (not the rows earlier runs wrote)."""
+
+    written: int = 0
+    failed: int = 0
+    new_tokens: int = 0
+    wall_s: float = 0.0
+    first_error: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class JobResult:
+    out: Path
+    manifest: Path
+    total: int  # input rows this job covers (after --limit)
+    skipped: int  # already done by an earlier run
+    retried: int  # rows of earlier runs that recorded a failure, sent again
+    stats: RunStats
+    summary: dict[str, Any]  # the builder's summary over the whole output
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest's ``summary``: the run's counts, then the builder's."""
+        return {
+            "total": self.total, "skipped": self.skipped, "retried": self.retried,
+            "written": self.stats.written, "failed": self.stats.failed, "new_tokens": self.stats.new_tokens,
+            "wall_s": round(self.stats.wall_s, 3), "tokens_per_s": round(self.stats.tokens_per_s, 2),
+            "first_error": self.stats.first_error, **self.summary,
+        }
+
+
+def job_settings(opts: JobOptions, builder: RowBuilder) -> dict[str, Any]:
+    """Everything that shapes the output rows; its hash guards resuming."""
+    from mixtral_ft.util.hashing import adapter_sha256
+
+    b = opts.backend
+    return {
+        "backend": b.name,
+        "model": b.model,
+        "adapter": b.adapter,
+        "adapter_sha256": adapter_sha256(b.adapter),
+        "generation": opts.params.to_dict(),
+        "endpoint_mode": b.mode,
+        **builder.settings(),
+    }
+
+
+def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = None) -> JobResult:
+    """Run ``builder``'s job for every input row not yet in ``opts.out``; return the counts.
+
+    ``backend`` may be passed in (tests, benchmarks); otherwise ``opts.backend`` builds it,
+    and only when some row is left to do.
+    """
+    from mixtral_ft.infer.output import ResumableOutput
+    from mixtral_ft.infer.rows import load_rows
+    from mixtral_ft.util.manifest import file_entry
+
+    if opts.limit is not None and opts.limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {opts.limit})")
+    inputs = load_rows(opts.input, builder.fields, opts.limit)
+    settings = job_settings(opts, builder)
+    manifest = Manifest(kind=builder.kind, settings=settings,
+                        inputs=[file_entry(opts.input, rows=inputs.rows_in_file, role=builder.input_role,
+                                           limit=opts.limit)])
+    stats = RunStats()
+    with ResumableOutput(opts.out, manifest.settings_sha256, force=opts.force) as output:
+        plan = output.resume(inputs.rows)
+        previous = output.previous or {}
+        manifest.started = previous.get("started") or manifest.started
+        identity = previous.get("backend")
+        if plan.pending:
+            backend = builder.prepare_backend(backend if backend is not None else opts.backend.create())
+            try:
+                identity = backend.identity()
+                _set_extra(manifest, builder, identity)
+                manifest.write(output.manifest_path)
+                by_id = {row["id"]: row for row in plan.pending}
+                stats = _drive(backend, [builder.request(r) for r in plan.pending], opts.params, output,
+                               lambda result: builder.output_row(by_id[result.key], result), builder.kind)
+            finally:
+                backend.close()
+    _set_extra(manifest, builder, identity)
+    written = _read_output(opts.out)
+    wanted = {row["id"] for row in inputs.rows}
+    rows = [r for r in written if r.get("id") in wanted and r.get("error") is None]
+    result = JobResult(out=opts.out, manifest=output.manifest_path, total=len(inputs.rows), skipped=plan.done,
+                       retried=plan.retried, stats=stats, summary=builder.summary(rows))
+    if opts.out.exists():
+        manifest.outputs = {opts.out.name: file_entry(opts.out, rows=len(written))}
+    manifest.summary = result.as_dict()
+    manifest.write(output.manifest_path)
+    return result
+
+
+def _set_extra(manifest: Manifest, builder: RowBuilder, identity: dict[str, Any] | None) -> None:
+    manifest.extra = {
+        "backend": identity,
+        # gpu-infer: HFBackend.identity() reports which tensors were loaded in 4-bit.
+        "quantization": (identity or {}).get("quantization"),
+        **builder.manifest_extra(),
+    }
+
+
+def _read_output(path: Path) -> list[dict[str, Any]]:
+    from mixtral_ft.util.jsonl import read_jsonl
+
+    return list(read_jsonl(path, torn_tail_ok=True)) if path.exists() else []
+
+
+def _drive(backend: Backend, requests: list[Request], params: GenerationParams, output: Any,
+           make_row: Callable[[Result], dict[str, Any]], desc: str) -> RunStats:
+    """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result arrives."""
+    from mixtral_ft.util.progress import ProgressBar
+
+    stats = RunStats()
+    t0 = time.perf_counter()
+    with ProgressBar(total=len(requests), desc=desc, unit="item") as bar:
+        for result in backend.run(requests, params):
+            output.append(make_row(result))
+            stats.written += 1
+            if result.ok:
+                stats.new_tokens += result.n_new_tokens or 0
+            else:
+                stats.failed += 1
+                stats.first_error = stats.first_error or f"{result.key}: {result.error}"
+            bar.update(1)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(tok_s=f"{stats.new_tokens / elapsed:.1f}" if elapsed else "0", failed=stats.failed)
+    stats.wall_s = time.perf_counter() - t0
+    return stats
