@@ -8,10 +8,10 @@ import json
 import pytest
 
 from mixtral_ft.backends.base import GenerationParams, Result
+from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import UsageError
 from mixtral_ft.generate.prompts import chat_messages, rg_prompt, strip_answer_prefix
-from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.generate.run import GenerateConfig, output_row
 from mixtral_ft.infer.output import ResumableOutput, manifest_path_for
 

@@ -47,10 +47,10 @@ def _retry_after(headers) -> float | None:
 
 
 def _redact_url(url: str) -> str:
-    import httpx
+    """The URL as recorded: credentials (``user:password@``) and secret-looking query values as ``***``."""
+    from mixtral_ft.util.provenance import scrub_text
 
-    u = httpx.URL(url)
-    return str(u.copy_with(username=None, password=None)) if u.userinfo else url
+    return scrub_text(url)
 
 
 class OpenAIBackend:

@@ -47,9 +47,11 @@ class BackendOptions:
             if self.load_in_4bit:
                 raise UsageError("--load-in-4bit is for the hf backend; quantize on the server instead")
             if self.adapter:
-                raise UsageError("--adapter is for the hf backend; an endpoint serves its adapter under its own model name")
+                raise UsageError("--adapter is for the hf backend; an endpoint serves its adapter under its own "
+                                 "model name")
             if self.endpoint_mode not in ENDPOINT_MODES:
-                raise UsageError(f"Unknown endpoint mode '{self.endpoint_mode}'. Available: {', '.join(ENDPOINT_MODES)}")
+                raise UsageError(f"Unknown endpoint mode '{self.endpoint_mode}'. "
+                                 f"Available: {', '.join(ENDPOINT_MODES)}")
         elif self.base_url:
             raise UsageError(f"--base-url is for the openai backend (this is --backend {self.name})")
 

@@ -13,30 +13,50 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-# (parameter name, type, typer option): the order is the order in --help.
+BACKEND_PANEL = "Model and backend"
+DECODING_PANEL = "Decoding"
+
+
+def _flag(name: str, kind: Any, default: Any, *decls: str, help: str, panel: str = BACKEND_PANEL) -> tuple:
+    return name, kind, typer.Option(default, *decls, help=help, rich_help_panel=panel)
+
+
+# (parameter name, type, typer option), in the order --help lists them.
 BACKEND_FLAGS: list[tuple[str, Any, Any]] = [
-    ("model", str, typer.Option(..., "--model", "-m", help="hf: base or merged model directory. openai: the served model name.", rich_help_panel="Model and backend")),
-    ("adapter", Optional[str], typer.Option(None, "--adapter", help="hf only: a PEFT/LoRA adapter directory (e.g. a `mixft train` output).", rich_help_panel="Model and backend")),
-    ("backend", str, typer.Option("hf", "--backend", help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint).", rich_help_panel="Model and backend")),
-    ("batch_size", int, typer.Option(8, "--batch-size", help="hf: prompts generated together (left-padded).", rich_help_panel="Model and backend")),
-    ("load_in_4bit", bool, typer.Option(False, "--load-in-4bit", help="hf: load the model in 4-bit NF4 (CUDA GPU only).", rich_help_panel="Model and backend")),
-    ("base_url", Optional[str], typer.Option(None, "--base-url", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="Model and backend")),
-    ("endpoint_mode", str, typer.Option("completions", "--endpoint-mode", help="openai: completions (raw prompt, as trained) or chat.", rich_help_panel="Model and backend")),
-    ("api_key_env", str, typer.Option("OPENAI_API_KEY", "--api-key-env", help="openai: environment variable holding the API key (never written anywhere).", rich_help_panel="Model and backend")),
-    ("concurrency", int, typer.Option(8, "--concurrency", help="openai: requests in flight at once.", rich_help_panel="Model and backend")),
-    ("timeout", float, typer.Option(120.0, "--timeout", help="openai: seconds per request before it counts as failed (and is retried).", rich_help_panel="Model and backend")),
-    ("max_retries", int, typer.Option(4, "--max-retries", help="openai: retries per item on 429/5xx/timeouts/connection errors.", rich_help_panel="Model and backend")),
-    ("max_requests", Optional[int], typer.Option(None, "--max-requests", help="openai: cap on HTTP requests in this run, retries included.", rich_help_panel="Model and backend")),
+    _flag("model", str, ..., "--model", "-m",
+          help="hf: base or merged model directory. openai: the served model name."),
+    _flag("adapter", str | None, None, "--adapter",
+          help="hf only: a PEFT/LoRA adapter directory (e.g. a `mixft train` output)."),
+    _flag("backend", str, "hf", "--backend",
+          help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint)."),
+    _flag("batch_size", int, 8, "--batch-size", help="hf: prompts generated together (left-padded)."),
+    _flag("load_in_4bit", bool, False, "--load-in-4bit", help="hf: load the model in 4-bit NF4 (CUDA GPU only)."),
+    _flag("base_url", str | None, None, "--base-url",
+          help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
+    _flag("endpoint_mode", str, "completions", "--endpoint-mode",
+          help="openai: completions (raw prompt, as trained) or chat."),
+    _flag("api_key_env", str, "OPENAI_API_KEY", "--api-key-env",
+          help="openai: environment variable holding the API key (never written anywhere)."),
+    _flag("concurrency", int, 8, "--concurrency", help="openai: requests in flight at once."),
+    _flag("timeout", float, 120.0, "--timeout",
+          help="openai: seconds per request before it counts as failed (and is retried)."),
+    _flag("max_retries", int, 4, "--max-retries",
+          help="openai: retries per item on 429/5xx/timeouts/connection errors."),
+    _flag("max_requests", int | None, None, "--max-requests",
+          help="openai: cap on HTTP requests in this run, retries included."),
 ]
 DECODING_FLAGS: list[tuple[str, Any, Any]] = [
-    ("temperature", float, typer.Option(0.0, "--temperature", help="0 = greedy (default); > 0 samples.", rich_help_panel="Decoding")),
-    ("top_p", float, typer.Option(1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0).", rich_help_panel="Decoding")),
-    ("seed", int, typer.Option(42, "--seed", help="Seed for sampling (recorded).", rich_help_panel="Decoding")),
-    ("stop", Optional[list[str]], typer.Option(None, "--stop", help="Stop string (repeatable); generation also stops at EOS.", rich_help_panel="Decoding")),
+    _flag("temperature", float, 0.0, "--temperature", help="0 = greedy (default); > 0 samples.",
+          panel=DECODING_PANEL),
+    _flag("top_p", float, 1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0).",
+          panel=DECODING_PANEL),
+    _flag("seed", int, 42, "--seed", help="Seed for sampling (recorded).", panel=DECODING_PANEL),
+    _flag("stop", list[str] | None, None, "--stop", help="Stop string (repeatable); generation also stops at EOS.",
+          panel=DECODING_PANEL),
 ]
 
 # Job flags with one meaning in every inference command.
@@ -44,19 +64,22 @@ LimitOption = typer.Option(None, "--limit", help="Only the first N input rows.")
 ResumeForceOption = typer.Option(False, "--force", help="Discard an existing output file instead of resuming it.")
 
 
-def inference_options(max_new_tokens: int, what: str = "response") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+Command = Callable[..., Any]
+
+
+def inference_options(max_new_tokens: int, what: str = "response") -> Callable[[Command], Command]:
     """Decorate a Typer command that takes ``backend: BackendOptions`` and ``params: GenerationParams``.
 
     ``max_new_tokens`` is the command's default for ``--max-new-tokens`` (``what`` names the unit
-    in its help). The flags are added after the command's own, so ``--help`` lists its own first.
+    in its help). The flags are added after the command's own, so ``--help`` lists its own first,
+then the two panels.
     """
 
-    flags = BACKEND_FLAGS + [("max_new_tokens", int, typer.Option(
-        max_new_tokens, "--max-new-tokens", rich_help_panel="Decoding", help=f"Most tokens generated per {what}."))]
-    flags += DECODING_FLAGS
+    flags = [*BACKEND_FLAGS, _flag("max_new_tokens", int, max_new_tokens, "--max-new-tokens",
+                                   help=f"Most tokens generated per {what}.", panel=DECODING_PANEL), *DECODING_FLAGS]
     names = [name for name, _, _ in flags]
 
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(command: Command) -> Command:
         hints = typing.get_type_hints(command)
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
                for p in inspect.signature(command).parameters.values() if p.name not in ("backend", "params")]

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from mixtral_ft.errors import UsageError
 
@@ -118,7 +118,7 @@ class ResumableOutput:
 
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8", newline="\n")
+            self._fh = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 (held across appends)
         append_jsonl(self._fh, row)
         if row.get("error") is None:
             self.done.add(row["id"])
@@ -128,7 +128,7 @@ class ResumableOutput:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> ResumableOutput:
+    def __enter__(self) -> Self:
         self.open()
         return self
 

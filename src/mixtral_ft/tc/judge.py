@@ -217,7 +217,8 @@ def scoring_off_reason(cfg: JudgeConfig, backend: Backend | None = None) -> str 
     if not cfg.params.greedy:
         return "sampling (--temperature > 0): the score is defined for greedy decoding"
     if backend is not None and not (hasattr(backend, "tokenizer") and hasattr(backend, "record_token_ids")):
-        return f"the {getattr(backend, 'name', type(backend).__name__)} backend given exposes no tokenizer or log-probabilities"
+        name = getattr(backend, "name", type(backend).__name__)
+        return f"the {name} backend given exposes no tokenizer or log-probabilities"
     return None
 
 

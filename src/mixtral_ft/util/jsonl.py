@@ -55,10 +55,12 @@ def scan_jsonl(path: str | os.PathLike, *, torn_tail_ok: bool = False) -> Iterat
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                yield JsonlLine(lineno, None, Problem(name, lineno, None, f"invalid JSON: {e.msg}"), text.rstrip("\r\n"))
+                problem = Problem(name, lineno, None, f"invalid JSON: {e.msg}")
+                yield JsonlLine(lineno, None, problem, text.rstrip("\r\n"))
                 continue
             if not isinstance(obj, dict):
-                yield JsonlLine(lineno, None, Problem(name, lineno, None, "expected a JSON object"), text.rstrip("\r\n"))
+                problem = Problem(name, lineno, None, "expected a JSON object")
+                yield JsonlLine(lineno, None, problem, text.rstrip("\r\n"))
                 continue
             yield JsonlLine(lineno, obj)
 

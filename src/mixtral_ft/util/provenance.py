@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -106,7 +107,7 @@ def scrub_argv(argv: list[str]) -> list[str]:
         words = [w for w in re.split(r"[-_.]+", name.lower().lstrip("-")) if w]
         if words and words[-1] == "env":  # --api-key-env names a variable, it does not hold the key
             return False
-        joined = {a + b for a, b in zip(words, words[1:])}
+        joined = {a + b for a, b in itertools.pairwise(words)}
         return bool(_SECRET_WORDS & (set(words) | joined))
 
     out: list[str] = []
