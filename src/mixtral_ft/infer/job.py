@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.errors import UsageError
+from mixtral_ft.infer.output import ResumableOutput, ResumePlan
 from mixtral_ft.infer.rows import Field
 from mixtral_ft.util.manifest import Manifest
 
@@ -122,17 +123,16 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
     """Run ``builder``'s job for every input row not yet in ``opts.out``; return the counts.
 
     ``backend`` may be passed in (tests, benchmarks); otherwise ``opts.backend`` builds it,
-    and only when some row is left to do.
+    and only when some row is left to do. Everything from taking the output to the last
+    manifest write happens inside ``with ResumableOutput(...)``: while the run holds its output.
     """
-    from mixtral_ft.infer.output import ResumableOutput
     from mixtral_ft.infer.rows import load_rows
     from mixtral_ft.util.manifest import file_entry
 
     if opts.limit is not None and opts.limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {opts.limit})")
     inputs = load_rows(opts.input, builder.fields, opts.limit)
-    settings = job_settings(opts, builder)
-    manifest = Manifest(kind=builder.kind, settings=settings,
+    manifest = Manifest(kind=builder.kind, settings=job_settings(opts, builder),
                         inputs=[file_entry(opts.input, rows=inputs.rows_in_file, role=builder.input_role,
                                            limit=opts.limit)])
     stats = RunStats()
@@ -152,12 +152,21 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
                                lambda result: builder.output_row(by_id[result.key], result), builder.kind)
             finally:
                 backend.close()
-    _set_extra(manifest, builder, identity)
+        _set_extra(manifest, builder, identity)
+        return _finish(opts, builder, manifest, output, inputs.rows, plan, stats)
+
+
+def _finish(opts: JobOptions, builder: RowBuilder, manifest: Manifest, output: ResumableOutput,
+            inputs: list[dict[str, Any]], plan: ResumePlan, stats: RunStats) -> JobResult:
+    """Read the output back, and write the manifest with what the file holds and the summary."""
+    from mixtral_ft.util.manifest import file_entry
+
+    output.close()
     written = _read_output(opts.out)
-    wanted = {row["id"] for row in inputs.rows}
-    rows = [r for r in written if r.get("id") in wanted and r.get("error") is None]
-    result = JobResult(out=opts.out, manifest=output.manifest_path, total=len(inputs.rows), skipped=plan.done,
-                       retried=plan.retried, stats=stats, summary=builder.summary(rows))
+    wanted = {row["id"] for row in inputs}
+    done = [r for r in written if r.get("id") in wanted and r.get("error") is None]
+    result = JobResult(out=opts.out, manifest=output.manifest_path, total=len(inputs), skipped=plan.done,
+                       retried=plan.retried, stats=stats, summary=builder.summary(done))
     if opts.out.exists():
         manifest.outputs = {opts.out.name: file_entry(opts.out, rows=len(written))}
     manifest.summary = result.as_dict()
@@ -180,7 +189,7 @@ def _read_output(path: Path) -> list[dict[str, Any]]:
     return list(read_jsonl(path, torn_tail_ok=True)) if path.exists() else []
 
 
-def _drive(backend: Backend, requests: list[Request], params: GenerationParams, output: Any,
+def _drive(backend: Backend, requests: list[Request], params: GenerationParams, output: ResumableOutput,
            make_row: Callable[[Result], dict[str, Any]], desc: str) -> RunStats:
     """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result arrives."""
     from mixtral_ft.util.progress import ProgressBar

@@ -124,6 +124,7 @@ class ResumableOutput:
             self.done.add(row["id"])
 
     def close(self) -> None:
+        """Close the append handle (the run still holds the output until ``__exit__``)."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -133,4 +134,5 @@ class ResumableOutput:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """The end of the run's hold on the output (a lock taken in ``open`` is released here)."""
         self.close()
