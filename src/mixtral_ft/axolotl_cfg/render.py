@@ -8,7 +8,6 @@ keys are refused with a suggestion, since Axolotl would silently ignore them.
 from __future__ import annotations
 
 import copy
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,14 @@ _SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def configs_dir() -> Path:
-    """The shipped ``configs/`` folder (``MIXFT_CONFIGS_DIR`` overrides it)."""
-    env = os.environ.get("MIXFT_CONFIGS_DIR")
-    if env:
-        return Path(env).resolve()
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The shipped ``configs/`` folder, as package data (``MIXFT_CONFIGS_DIR`` overrides it)."""
+    from mixtral_ft.resources import configs_dir as shipped_or_env
+
+    return shipped_or_env()
 
 
 def profile_names(cfg_dir: Path | None = None) -> list[str]:
+    """The hardware profiles of ``cfg_dir`` (default ``configs_dir()``): ``profiles/*.yml``."""
     cfg_dir = cfg_dir or configs_dir()
     return sorted(p.stem for p in (cfg_dir / "profiles").glob("*.yml"))
 

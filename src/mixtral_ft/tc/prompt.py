@@ -22,8 +22,10 @@ _PLACEHOLDER_RE = re.compile(r"\{(context|question|response)\}")
 
 
 def default_template_path() -> Path:
-    """``configs/prompts/tc_v1.txt`` of this checkout."""
-    return Path(__file__).resolve().parents[3] / "configs" / "prompts" / f"{TEMPLATE_NAME}.txt"
+    """``prompts/tc_v1.txt`` of the configs folder (shipped, or ``MIXFT_CONFIGS_DIR``)."""
+    from mixtral_ft.resources import configs_dir
+
+    return configs_dir() / "prompts" / f"{TEMPLATE_NAME}.txt"
 
 
 def check_template(text: str, where: str = "template") -> str:
