@@ -209,13 +209,14 @@ def test_preview_marks_the_trained_part(tmp_path, capsys):
 
 def test_parallel_read_gives_identical_output(tmp_path, monkeypatch):
     from mixtral_ft.data import prepare_rg as mod
+    from mixtral_ft.data import readpass
 
     rows = [{"id": f"q{i}", "question": f"Q {i}?", "context": [f"C {i}.", "Shared."], "answer": f"A {i}.",
              "g": i % 50} for i in range(3000)]
     rows.append(dict(rows[10], id="again"))
     rows.append("{bad")
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
-    monkeypatch.setattr(mod, "_MIN_RANGE_BYTES", 1000)
+    monkeypatch.setattr(readpass, "_MIN_RANGE_BYTES", 1000)
     results = []
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"

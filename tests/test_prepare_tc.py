@@ -178,7 +178,7 @@ def test_all_problems_at_once_then_skip_invalid(tmp_path, monkeypatch, capsys):
     assert main(["prepare", "tc", "in.jsonl", "--out", "out", "--skip-invalid"]) == 0
     rejected = read(tmp_path / "out" / "rejected.jsonl")
     assert [r["line"] for r in rejected] == [2, 5, 8, 14]
-    assert rejected[0]["row"]["id"] == "r1" and rejected[2]["row"] is None
+    assert rejected[0]["row"]["id"] == "r1" and rejected[2]["raw"] == "{not json" and "row" not in rejected[2]
     assert len(read(tmp_path / "out" / "train.jsonl")) + len(read(tmp_path / "out" / "test.jsonl")) == 10
 
 
@@ -287,19 +287,21 @@ def test_judgements_label_generations(tmp_path):
 def test_deterministic_bytes_and_stable_split(tmp_path):
     rows = make_rows(40)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
-    a, b = run(tmp_path, [path], name="a", test_size="0.3").out, run(tmp_path, [path], name="b", test_size="0.3").out
+    shuffled = write_jsonl(tmp_path / "shuffled.jsonl", rows[1::2] + list(reversed(rows[::2])))
+    a = run(tmp_path, [f"rg={path}"], name="a", test_size="0.3").out
+    b = run(tmp_path, [f"rg={shuffled}"], name="b", test_size="0.3").out
     for f in ("train.jsonl", "test.jsonl", "rejected.jsonl", "summary.json"):
-        assert (a / f).read_bytes() == (b / f).read_bytes()
+        assert (a / f).read_bytes() == (b / f).read_bytes()  # the same rows in any order: the same bytes
     side = lambda d: {r["id"]: s for s in ("train", "test") for r in read(d / f"{s}.jsonl")}  # noqa: E731
-    before = side(a)
-    assert 0 < sum(s == "test" for s in before.values()) < 80
-    # more rows, in another order: no existing row changes side
+    assert sum(s == "test" for s in side(a).values()) == 24  # ceil(0.3 x 80 rows), in groups of 2
+    # more rows, in another order, with a count: no training row moves to test
+    before = side(run(tmp_path, [path], name="c", test_size="24").out)
     new = [{**r, "group": "n" + r["group"]} for r in make_rows(30, prefix="new")]
     write_jsonl(tmp_path / "more.jsonl", list(reversed(rows + new)))
-    after = side(run(tmp_path, [tmp_path / "more.jsonl"], name="c", test_size="0.3").out)
-    assert len(after) == 140 and all(after[i] == s for i, s in before.items())
+    after = side(run(tmp_path, [tmp_path / "more.jsonl"], name="d", test_size="24").out)
+    assert len(after) == 140 and not [i for i, s in before.items() if s == "train" and after[i] == "test"]
     # another seed, another split
-    assert side(run(tmp_path, [path], name="d", seed=7, test_size="0.3").out) != before
+    assert side(run(tmp_path, [path], name="e", seed=7, test_size="0.3").out) != side(a)
 
 
 def test_group_by_field(tmp_path):

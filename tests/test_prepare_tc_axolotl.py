@@ -68,5 +68,5 @@ def test_axolotl_masks_prompt_and_trains_verdict_plus_eos(tmp_path, tokenizer):
         lengths.append(len(ids))
     # the report counts the same tokens (train and test together here: test_size 1 row)
     report = result.summary["lengths"]
-    assert report["method"] == "tokenizer"
-    assert sorted([report["train"]["p100"], report["test"]["p100"]]) == sorted(lengths)
+    assert report["kind"] == "tokens"
+    assert sorted([report["by_split"]["train"]["p100"], report["by_split"]["test"]["p100"]]) == sorted(lengths)

@@ -10,6 +10,11 @@ import typer
 app = typer.Typer(help="Build or convert local models (tiny Mixtral, SmolLM2) with no network.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    """Add the ``models`` group to the root app."""
+    root.add_typer(app, name="models")
+
+
 @app.command("tiny-mixtral")
 def tiny_mixtral(
     out: Path = typer.Option(..., "--out", "-o", help="Output model directory (created atomically)."),
@@ -17,7 +22,7 @@ def tiny_mixtral(
     experts: int = typer.Option(4, "--experts", min=2, help="Experts per MoE block (top-2 routing)."),
     hidden_size: int = typer.Option(64, "--hidden-size", min=8, help="Hidden size (a multiple of 4 heads)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="JSONL (id, question, context, answer) to train "
-                                          "the tokenizer on; default data/sample_qa.jsonl when present."),
+                                          "the tokenizer on; default the bundled data/sample_qa.jsonl."),
     seed: int = typer.Option(0, "--seed", help="Weight seed; same options give the same bytes."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:

@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
+from mixtral_ft.cli._common import ProfileOption
+
 app = typer.Typer(help="Launch Axolotl training runs for the RG or TC model.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``train`` group to the root app."""
+    root.add_typer(app, name="train")
 
 _TASK_HELP = {
     "rg": "Train the RAG response generator (configs/rg.yml) on `mixft prepare rg` output.",
@@ -64,7 +71,7 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
 def _make(task: str):
     def command(
         data: Path = typer.Option(..., "--data", help=f"Directory with train.jsonl and test.jsonl from `mixft prepare {task}`."),
-        profile: str = typer.Option(..., "--profile", help="Hardware profile: a100-80gb, a100-40gb, h100-80gb, multi-gpu, cpu."),
+        profile: str = ProfileOption,
         base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model id or local path (default: the config's)."),
         overrides: list[str] = typer.Option([], "--set", help="Override an Axolotl key: --set key=value (YAML value, dotted keys)."),
         gpus: int = typer.Option(1, "--gpus", min=1, help="Processes per machine (accelerate --num_processes)."),
