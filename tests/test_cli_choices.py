@@ -50,18 +50,24 @@ def test_enums_agree_with_the_library():
     assert values(_choices.Unparsed) == list(UNPARSED_POLICIES)
 
 
-@pytest.mark.parametrize("path,option,listed", [
-    (["prepare", "rg"], "--format", "[jsonl|json|csv|parquet]"),
-    (["prepare", "tc"], "--format", "[jsonl|json|csv|parquet|ragtruth]"),
-    (["prepare", "tc"], "--corrections", "[input|from-clean]"),
-    (["eval", "pipeline"], "--unparsed", "[reject|accept]"),
-    (["train", "rg"], "--profile", "[a100-40gb|a100-80gb|cpu|h100-80gb|multi-gpu]"),
-    (["config", "render"], "--profile", "[a100-40gb|a100-80gb|cpu|h100-80gb|multi-gpu]"),
-    (["config", "render"], "task", "TASK:{rg|tc}"),
-])
+@pytest.mark.parametrize(
+    "path,option,listed",
+    [
+        (["prepare", "rg"], "--format", "[jsonl|json|csv|parquet]"),
+        (["prepare", "tc"], "--format", "[jsonl|json|csv|parquet|ragtruth]"),
+        (["prepare", "tc"], "--corrections", "[input|from-clean]"),
+        (["eval", "pipeline"], "--unparsed", "[reject|accept]"),
+        (["train", "rg"], "--profile", "[a100-40gb|a100-80gb|cpu|h100-80gb|multi-gpu]"),
+        (["config", "render"], "--profile", "[a100-40gb|a100-80gb|cpu|h100-80gb|multi-gpu]"),
+        (["config", "render"], "task", "TASK:{rg|tc}"),
+    ],
+)
 def test_help_lists_the_choices(capsys, monkeypatch, path, option, listed):
-    rows = [line for line in help_text(capsys, monkeypatch, *path).splitlines()
-            if line.startswith("│") and f" {option} " in line]  # the options table, not the examples
+    rows = [
+        line
+        for line in help_text(capsys, monkeypatch, *path).splitlines()
+        if line.startswith("│") and f" {option} " in line
+    ]  # the options table, not the examples
     assert len(rows) == 1 and listed in rows[0]
 
 
@@ -81,8 +87,13 @@ def test_profiles_come_from_the_configs_folder(tmp_path, monkeypatch, capsys):
     assert main(["config", "copy", "all", str(mine)]) == 0
     (mine / "profiles" / "cpu.yml").rename(mine / "profiles" / "my-laptop.yml")
     monkeypatch.setenv("MIXFT_CONFIGS_DIR", str(mine))
-    assert param(["train", "tc"], "profile").type.choices == ("a100-40gb", "a100-80gb", "h100-80gb", "multi-gpu",
-                                                              "my-laptop")
+    assert param(["train", "tc"], "profile").type.choices == (
+        "a100-40gb",
+        "a100-80gb",
+        "h100-80gb",
+        "multi-gpu",
+        "my-laptop",
+    )
     capsys.readouterr()
     assert main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "my-laptop", "--no-validate"]) == 0
     assert "# profile:my-laptop" in capsys.readouterr().out
@@ -101,7 +112,7 @@ def test_every_command_module_registers_the_same_way():
     import importlib
     import pkgutil
 
-    import mixtral_ft.cli as cli
+    from mixtral_ft import cli
 
     modules = [m.name for m in pkgutil.iter_modules(cli.__path__) if m.name.endswith("_cmd")]
     root = typer.Typer()
@@ -134,11 +145,16 @@ def test_config_list_names_every_shipped_file(capsys):
     assert main(["config", "list"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()]
-    on_disk = sorted(p.relative_to(shipped_configs_dir()).with_suffix("").as_posix()
-                     for p in shipped_configs_dir().rglob("*") if p.is_file())
+    on_disk = sorted(
+        p.relative_to(shipped_configs_dir()).with_suffix("").as_posix()
+        for p in shipped_configs_dir().rglob("*")
+        if p.is_file()
+    )
     assert sorted(names) == on_disk and names[:2] == ["rg", "tc"]
-    assert any(line.startswith("profiles/a100-80gb") and "hardware profile" in line and "A100" in line
-               for line in out.splitlines())
+    assert any(
+        line.startswith("profiles/a100-80gb") and "hardware profile" in line and "A100" in line
+        for line in out.splitlines()
+    )
 
 
 def test_config_copy_a_file_a_stem_and_refuses_to_clobber(tmp_path, capsys):
@@ -165,7 +181,9 @@ def test_config_show_says_whether_values_were_validated(tmp_path, capsys, monkey
     monkeypatch.setattr(validate, "axolotl_available", lambda: False)
     assert main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "cpu"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("# NOT validated: Axolotl is not installed") and "note: NOT validated" in captured.err
+    assert (
+        captured.out.startswith("# NOT validated: Axolotl is not installed") and "note: NOT validated" in captured.err
+    )
     out = tmp_path / "axolotl.yml"
     assert main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "cpu", "--out", str(out)]) == 0
     assert "# NOT validated: Axolotl is not installed" in out.read_text()

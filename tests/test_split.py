@@ -19,8 +19,12 @@ from mixtral_ft.errors import UsageError
 def make_rows(n: int, start: int = 0, groups: int | None = None) -> list[dict]:
     rows = []
     for i in range(start, start + n):
-        row = {"id": f"q{i}", "question": f"What about item {i}?", "context": [f"Item {i} is blue.", "Shipping is free."],
-               "answer": f"Item {i} is blue."}
+        row = {
+            "id": f"q{i}",
+            "question": f"What about item {i}?",
+            "context": [f"Item {i} is blue.", "Shipping is free."],
+            "answer": f"Item {i} is blue.",
+        }
         if groups:
             row["article_id"] = f"kb-{i % groups}"
         rows.append(row)
@@ -33,7 +37,8 @@ def run(tmp_path: Path, rows: list[dict], name: str, **kw) -> dict[str, list[dic
     out = tmp_path / f"{name}-out"
     prepare_rg(RgPrepareOptions(inputs=[parse_input(f"raw={src}")], out=out, **kw))
     return {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "test")} | {
-        "bytes": {s: (out / f"{s}.jsonl").read_bytes() for s in ("train", "test")}}
+        "bytes": {s: (out / f"{s}.jsonl").read_bytes() for s in ("train", "test")}
+    }
 
 
 def ids(split: list[dict]) -> set[str]:
@@ -106,7 +111,7 @@ def test_adding_rows_with_a_fraction_keeps_the_order_and_moves_rows_only_at_the_
     new_order = [r["id"] for r in after["test"] + after["train"] if r["id"] in old]
     assert new_order == old_order  # existing rows keep their seeded order
     still_test = [i for i in new_order if i in ids(after["test"])]
-    assert still_test == old_order[:len(still_test)]  # the test set is a prefix of that order
+    assert still_test == old_order[: len(still_test)]  # the test set is a prefix of that order
 
 
 def test_adding_rows_with_a_count_only_moves_test_rows_to_train(tmp_path):

@@ -24,8 +24,16 @@ pytestmark = pytest.mark.slow
 
 def _copy_checkout(repo: Path, dest: Path) -> None:
     """The files git knows (tracked, and new ones not ignored), symbolic links kept as links."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=repo,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = repo / rel
         if not src.exists() and not src.is_symlink():
@@ -43,19 +51,59 @@ def wheel_venv(tmp_path_factory, repo_root):
     tmp = tmp_path_factory.mktemp("wheel")
     checkout = tmp / "checkout"
     _copy_checkout(repo_root, checkout)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--quiet", "-w", str(tmp / "dist"), str(checkout)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "-w",
+            str(tmp / "dist"),
+            str(checkout),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     wheel = next((tmp / "dist").glob("mixtral_ft-*.whl"))
     venv = tmp / "venv"
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
-                   check=True, timeout=120)
+    subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+        check=True,
+        timeout=120,
+    )
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "_mixft_test_deps.pth").write_text("".join(f"{p}\n" for p in sorted(deps)), encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                    "--quiet", str(wheel)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     shutil.rmtree(checkout)  # no source tree anywhere near the install
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MIXFT_CONFIGS_DIR", "VIRTUAL_ENV")}
     env.update(MIXFT_PROGRESS="0", HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1")
@@ -65,8 +113,15 @@ def wheel_venv(tmp_path_factory, repo_root):
 
 
 def run(w, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(w["venv"] / "bin" / args[0]), *args[1:]], cwd=w["work"], env=w["env"],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(w["venv"] / "bin" / args[0]), *args[1:]],
+        check=False,
+        cwd=w["work"],
+        env=w["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -75,8 +130,15 @@ def test_the_wheel_carries_configs_prompt_and_sample_data(wheel_venv, repo_root)
     import zipfile
 
     names = set(zipfile.ZipFile(wheel_venv["wheel"]).namelist())
-    for rel in ("configs/rg.yml", "configs/tc.yml", "configs/profiles/cpu.yml", "configs/deepspeed/zero3.json",
-                "configs/prompts/tc_v1.txt", "data/sample_qa.jsonl", "data/sample_tc_responses.jsonl"):
+    for rel in (
+        "configs/rg.yml",
+        "configs/tc.yml",
+        "configs/profiles/cpu.yml",
+        "configs/deepspeed/zero3.json",
+        "configs/prompts/tc_v1.txt",
+        "data/sample_qa.jsonl",
+        "data/sample_tc_responses.jsonl",
+    ):
         assert f"mixtral_ft/resources/{rel}" in names, rel
     assert not any("/data/kb/" in n for n in names)  # the hand-written sources stay in the repository
     shipped = wheel_venv["site"] / "mixtral_ft" / "resources" / "configs" / "rg.yml"
@@ -84,11 +146,15 @@ def test_the_wheel_carries_configs_prompt_and_sample_data(wheel_venv, repo_root)
 
 
 def test_mixft_runs_from_the_wheel_alone(wheel_venv):
-    probe = run(wheel_venv, "python", "-c",
-                "import sys, mixtral_ft\n"
-                "from mixtral_ft.resources import configs_dir, data_dir\n"
-                "print(mixtral_ft.__file__); print(configs_dir()); print(data_dir())\n"
-                "print([p for p in sys.path if __import__('os').path.isdir(p + '/mixtral_ft')])")
+    probe = run(
+        wheel_venv,
+        "python",
+        "-c",
+        "import sys, mixtral_ft\n"
+        "from mixtral_ft.resources import configs_dir, data_dir\n"
+        "print(mixtral_ft.__file__); print(configs_dir()); print(data_dir())\n"
+        "print([p for p in sys.path if __import__('os').path.isdir(p + '/mixtral_ft')])",
+    )
     module, configs, data, roots = probe.stdout.splitlines()
     site = str(wheel_venv["site"])
     assert module.startswith(site) and configs.startswith(site) and data.startswith(site)
@@ -100,20 +166,49 @@ def test_pipeline_cpu_commands_on_the_bundled_data(wheel_venv, repo_root):
     data = site / "mixtral_ft" / "resources" / "data"
     work = wheel_venv["work"]
 
-    rg = run(wheel_venv, "mixft", "prepare", "rg", str(data / "sample_qa.jsonl"), "--group-by", "article_id",
-             "--out", "prepared-rg")
+    rg = run(
+        wheel_venv,
+        "mixft",
+        "prepare",
+        "rg",
+        str(data / "sample_qa.jsonl"),
+        "--group-by",
+        "article_id",
+        "--out",
+        "prepared-rg",
+    )
     assert "Prepared RG data" in rg.stdout
     counts = json.loads((work / "prepared-rg" / "manifest.json").read_text())["counts"]
     assert counts["train"] + counts["test"] == 324 and counts["test"] > 0
 
-    render = run(wheel_venv, "mixft", "config", "render", "rg", "--data", "prepared-rg", "--profile", "cpu",
-                 "--out", "axolotl.yml")
+    render = run(
+        wheel_venv,
+        "mixft",
+        "config",
+        "render",
+        "rg",
+        "--data",
+        "prepared-rg",
+        "--profile",
+        "cpu",
+        "--out",
+        "axolotl.yml",
+    )
     text = (work / "axolotl.yml").read_text()
     assert "validated by Axolotl's validate_config" in text, render.stderr
     assert str((work / "prepared-rg" / "train.jsonl").resolve()) in text
 
-    tc = run(wheel_venv, "mixft", "prepare", "tc", str(data / "sample_tc_responses.jsonl"), "--group-by", "group",
-             "--out", "prepared-tc")
+    tc = run(
+        wheel_venv,
+        "mixft",
+        "prepare",
+        "tc",
+        str(data / "sample_tc_responses.jsonl"),
+        "--group-by",
+        "group",
+        "--out",
+        "prepared-tc",
+    )
     assert "hallucinated" in tc.stdout
     manifest = json.loads((work / "prepared-tc" / "manifest.json").read_text())
     template = (repo_root / "configs" / "prompts" / "tc_v1.txt").read_bytes().decode("utf-8")

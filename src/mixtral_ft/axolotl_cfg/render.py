@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import ConfigError, UsageError, suggest
+from mixtral_ft.errors import ConfigError, UsageError, did_you_mean, suggest
 
 TASKS = ("rg", "tc")
 _VAR = re.compile(r"\$\{([a-z_]+)\}")
@@ -212,11 +212,7 @@ def check_keys(values: dict[str, Any], keys=None) -> list[str]:
 
 
 def _unknown(key: str, choices: frozenset[str], what: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"unknown {what} '{key}' (Axolotl would silently ignore it).{hint}"
+    return f"unknown {what} '{key}' (Axolotl would silently ignore it).{did_you_mean(key, choices)}"
 
 
 def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:

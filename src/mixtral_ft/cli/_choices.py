@@ -7,17 +7,17 @@ checks that both agree. Only the standard library is imported here (``mixft --he
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """Which model a config or a training run is for."""
 
     rg = "rg"
     tc = "tc"
 
 
-class InputFormat(str, Enum):
+class InputFormat(StrEnum):
     """Formats ``prepare rg`` reads (``data.readers.FORMATS``)."""
 
     jsonl = "jsonl"
@@ -26,7 +26,7 @@ class InputFormat(str, Enum):
     parquet = "parquet"
 
 
-class TcInputFormat(str, Enum):
+class TcInputFormat(StrEnum):
     """Formats ``prepare tc`` reads: those of ``prepare rg`` and RAGTruth QA (``tc.prepare_tc.INPUT_FORMATS``)."""
 
     jsonl = "jsonl"
@@ -36,42 +36,42 @@ class TcInputFormat(str, Enum):
     ragtruth = "ragtruth"
 
 
-class Corrections(str, Enum):
+class Corrections(StrEnum):
     """Where ``prepare tc`` takes ``corrected_response`` from (``tc.prepare_tc.CORRECTIONS``)."""
 
     input = "input"
     from_clean = "from-clean"
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     """Where ``generate`` / ``judge`` run the model."""
 
     hf = "hf"
     openai = "openai"
 
 
-class EndpointMode(str, Enum):
+class EndpointMode(StrEnum):
     """Which endpoint of an OpenAI-compatible server the openai backend calls."""
 
     completions = "completions"
     chat = "chat"
 
 
-class GeneratePrompt(str, Enum):
+class GeneratePrompt(StrEnum):
     """How ``generate`` prompts the model: the training prompt, or a chat turn for raw instruct models."""
 
     rg = "rg"
     chat = "chat"
 
 
-class JudgePrompt(str, Enum):
+class JudgePrompt(StrEnum):
     """How ``judge`` prompts the model: the training prompt, or the same text as one chat turn."""
 
     tc = "tc"
     chat = "chat"
 
 
-class Unparsed(str, Enum):
+class Unparsed(StrEnum):
     """What ``eval pipeline`` does with a checker output that did not parse."""
 
     reject = "reject"

@@ -39,31 +39,42 @@ class ProfileChoice(click.Choice):
 
 
 # `train`, `config` and `plan` take the same --profile.
-ProfileOption = typer.Option(..., "--profile", click_type=ProfileChoice(),
-                             help="Hardware profile (`mixft config list` shows them).")
+ProfileOption = typer.Option(
+    ..., "--profile", click_type=ProfileChoice(), help="Hardware profile (`mixft config list` shows them)."
+)
 
 # `prepare rg` and `prepare tc` read, check and split the same way.
-SkipInvalidOption = typer.Option(False, "--skip-invalid",
-                                 help="Write the valid rows and list bad ones in rejected.jsonl instead of failing.")
-MaxProblemsOption = typer.Option(50, "--max-problems", min=1,
-                                 help="Problems listed before the rest are only counted.")
-TokenizerOption = typer.Option(None, "--tokenizer", metavar="DIR",
-                               help="Local tokenizer directory for exact token lengths, as Axolotl builds the rows "
-                                    "(needs transformers); else a 4-characters-per-token estimate.")
-IdFieldOption = typer.Option("id", "--id-field",
-                             help="Column holding a unique id (optional for rg: made from the content when absent).")
+SkipInvalidOption = typer.Option(
+    False, "--skip-invalid", help="Write the valid rows and list bad ones in rejected.jsonl instead of failing."
+)
+MaxProblemsOption = typer.Option(50, "--max-problems", min=1, help="Problems listed before the rest are only counted.")
+TokenizerOption = typer.Option(
+    None,
+    "--tokenizer",
+    metavar="DIR",
+    help="Local tokenizer directory for exact token lengths, as Axolotl builds the rows "
+    "(needs transformers); else a 4-characters-per-token estimate.",
+)
+IdFieldOption = typer.Option(
+    "id", "--id-field", help="Column holding a unique id (optional for rg: made from the content when absent)."
+)
 QuestionFieldOption = typer.Option("question", "--question-field", help="Column holding the question.")
-ContextFieldOption = typer.Option("context", "--context-field",
-                                  help="Column holding the context: a string or a list of snippets.")
-SourceFieldOption = typer.Option("source", "--source-field",
-                                 help="Column holding a source tag, used when the input has no TAG= ('' = none).")
+ContextFieldOption = typer.Option(
+    "context", "--context-field", help="Column holding the context: a string or a list of snippets."
+)
+SourceFieldOption = typer.Option(
+    "source", "--source-field", help="Column holding a source tag, used when the input has no TAG= ('' = none)."
+)
 
 
 def test_size_option(default: str) -> typer.models.OptionInfo:
     """``--test-size``: one rule for both prepare commands (data.split), its own default each."""
-    return typer.Option(default, "--test-size",
-                        help="Test rows: a count (300) or a fraction (0.125 = round(0.125 x rows)); "
-                             "whole groups, the closest prefix of the seeded order.")
+    return typer.Option(
+        default,
+        "--test-size",
+        help="Test rows: a count (300) or a fraction (0.125 = round(0.125 x rows)); "
+        "whole groups, the closest prefix of the seeded order.",
+    )
 
 
 def echo(message: str = "") -> None:

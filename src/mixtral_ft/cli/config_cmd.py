@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mixtral_ft.cli._choices import Task
 from mixtral_ft.cli._common import ProfileOption
 
-app = typer.Typer(help="Render, show, list and copy Axolotl configs (base + hardware profile + overrides).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Render, show, list and copy Axolotl configs (base + hardware profile + overrides).", no_args_is_help=True
+)
 
 
 def register(root: typer.Typer) -> None:
@@ -27,20 +27,30 @@ RUN_DIR_OPT = typer.Option(Path("runs/run"), "--run-dir", help="Where output_dir
 NO_VALIDATE_OPT = typer.Option(False, "--no-validate", help="Skip Axolotl's validate_config.")
 
 
-def _render(task: Task, data: Path, profile: str, base_model: Optional[str], overrides: list[str], run_dir: Path,
-            validate: bool):
+def _render(
+    task: Task, data: Path, profile: str, base_model: str | None, overrides: list[str], run_dir: Path, validate: bool
+):
     """The rendered config and one line saying whether Axolotl validated its values."""
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
     from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
 
-    rendered = render(RenderRequest(task=task.value, data_dir=data, profile=profile, run_dir=run_dir,
-                                    base_model=base_model, overrides=tuple(overrides)))
+    rendered = render(
+        RenderRequest(
+            task=task.value,
+            data_dir=data,
+            profile=profile,
+            run_dir=run_dir,
+            base_model=base_model,
+            overrides=tuple(overrides),
+        )
+    )
     if not validate:
         return rendered, "not validated (--no-validate): keys checked against Axolotl's schema, values not checked"
     if validate_with_axolotl(rendered.values):
         return rendered, "validated by Axolotl's validate_config"
-    return rendered, ("NOT validated: Axolotl is not installed; keys were checked against the snapshot, "
-                      "values were not validated")
+    return rendered, (
+        "NOT validated: Axolotl is not installed; keys were checked against the snapshot, values were not validated"
+    )
 
 
 @app.command("render")
@@ -48,7 +58,7 @@ def render_cmd(
     task: Task = TASK_ARG,
     data: Path = DATA_OPT,
     profile: str = ProfileOption,
-    base_model: Optional[str] = BASE_OPT,
+    base_model: str | None = BASE_OPT,
     overrides: list[str] = SET_OPT,
     run_dir: Path = RUN_DIR_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the Axolotl YAML."),
@@ -59,8 +69,11 @@ def render_cmd(
     from mixtral_ft.util.atomic import atomic_write_text
 
     rendered, validation = _render(task, data, profile, base_model, overrides, run_dir, not no_validate)
-    header = (f"Rendered by mixft: config render {task.value} --profile {profile}"
-              + (f"\nOverrides: {', '.join(overrides)}" if overrides else "") + f"\n{validation}")
+    header = (
+        f"Rendered by mixft: config render {task.value} --profile {profile}"
+        + (f"\nOverrides: {', '.join(overrides)}" if overrides else "")
+        + f"\n{validation}"
+    )
     atomic_write_text(out, rendered.to_yaml(header))
     if not validation.startswith("validated"):
         info(f"note: {validation}")
@@ -72,7 +85,7 @@ def show_cmd(
     task: Task = TASK_ARG,
     data: Path = DATA_OPT,
     profile: str = ProfileOption,
-    base_model: Optional[str] = BASE_OPT,
+    base_model: str | None = BASE_OPT,
     overrides: list[str] = SET_OPT,
     run_dir: Path = RUN_DIR_OPT,
     no_validate: bool = NO_VALIDATE_OPT,
@@ -108,8 +121,9 @@ def list_cmd() -> None:
 
 @app.command("copy", no_args_is_help=True)
 def copy_cmd(
-    name: str = typer.Argument(..., help="A name from `mixft config list` (e.g. rg, profiles/cpu, cpu), "
-                                         "or 'all' for the whole folder."),
+    name: str = typer.Argument(
+        ..., help="A name from `mixft config list` (e.g. rg, profiles/cpu, cpu), or 'all' for the whole folder."
+    ),
     dest: Path = typer.Argument(..., help="Destination file or folder ('all': a new folder)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing destination."),
 ) -> None:
@@ -125,5 +139,7 @@ def copy_cmd(
     if name == ALL:
         info(f"use it with: export {CONFIGS_ENV}={written.resolve()}")
     else:
-        info(f"train and config read a whole configs folder: put this file in one (mixft config copy all DIR) "
-             f"and export {CONFIGS_ENV}=DIR")
+        info(
+            f"train and config read a whole configs folder: put this file in one (mixft config copy all DIR) "
+            f"and export {CONFIGS_ENV}=DIR"
+        )

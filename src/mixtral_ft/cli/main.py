@@ -48,8 +48,18 @@ app = typer.Typer(
 )
 
 # One style for every module: `register(app)` adds its command, or its group of commands, to the root.
-for _module in (prepare_cmd, config_cmd, train_cmd, merge_cmd, models_cmd, generate_cmd, judge_cmd, eval_cmd,
-                report_cmd, demo_cmd):
+for _module in (
+    prepare_cmd,
+    config_cmd,
+    train_cmd,
+    merge_cmd,
+    models_cmd,
+    generate_cmd,
+    judge_cmd,
+    eval_cmd,
+    report_cmd,
+    demo_cmd,
+):
     _module.register(app)
 
 
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_command_line(["mixft", *argv])
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="mixft")
+        app(args=argv, standalone_mode=False, prog_name="mixft")
     except MixftError as e:
         if os.environ.get("MIXFT_DEBUG") == "1":
             raise

@@ -7,7 +7,6 @@ from ``_common``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
@@ -44,13 +43,18 @@ class _TaskFirstGroup(TyperGroup):
             raise click.UsageError(
                 f"'{name}' is not a task; prepare needs one ({tasks}) before the inputs:\n"
                 f"  mixft prepare rg {name} --out DIR   (raw grounded Q&A, for the response generator)\n"
-                f"  mixft prepare tc {name} --out DIR   (labeled responses, for the truth-checker)", ctx)
+                f"  mixft prepare tc {name} --out DIR   (labeled responses, for the truth-checker)",
+                ctx,
+            )
         return super().resolve_command(ctx, args)
 
 
-app = typer.Typer(cls=_TaskFirstGroup, no_args_is_help=True,
-                  help="Turn raw Q&A (rg) or labeled responses (tc) into Axolotl-ready train/test files: "
-                       "mixft prepare rg|tc INPUT... --out DIR.")
+app = typer.Typer(
+    cls=_TaskFirstGroup,
+    no_args_is_help=True,
+    help="Turn raw Q&A (rg) or labeled responses (tc) into Axolotl-ready train/test files: "
+    "mixft prepare rg|tc INPUT... --out DIR.",
+)
 
 
 def register(root: typer.Typer) -> None:
@@ -66,29 +70,37 @@ def _unescape(text: str) -> str:
 
 @app.command("rg", no_args_is_help=True)
 def rg(
-    inputs: list[str] = typer.Argument(..., metavar="INPUT...",
-                                       help="Raw Q&A files (.jsonl, .json array, .csv, .parquet); TAG=PATH sets the "
-                                            "rows' source (e.g. live=chats.jsonl)."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        metavar="INPUT...",
+        help="Raw Q&A files (.jsonl, .json array, .csv, .parquet); TAG=PATH sets the "
+        "rows' source (e.g. live=chats.jsonl).",
+    ),
     out: Path = OutDirOption,
     question_field: str = QuestionFieldOption,
     context_field: str = ContextFieldOption,
     answer_field: str = typer.Option("answer", "--answer-field", help="Column holding the reference answer."),
     id_field: str = IdFieldOption,
     source_field: str = SourceFieldOption,
-    group_by: Optional[str] = typer.Option(None, "--group-by", help="Keep all rows with the same value of this "
-                                                                    "column on one side of the split (e.g. article_id)."),
+    group_by: str | None = typer.Option(
+        None,
+        "--group-by",
+        help="Keep all rows with the same value of this column on one side of the split (e.g. article_id).",
+    ),
     test_size: str = test_size_option(RG_DEFAULT_TEST_SIZE),
     seed: int = SeedOption,
     skip_invalid: bool = SkipInvalidOption,
     force: bool = ForceOption,
-    context_separator: str = typer.Option("\\n\\n", "--context-separator",
-                                          help="Joins a list of context snippets ('\\n' = newline)."),
+    context_separator: str = typer.Option(
+        "\\n\\n", "--context-separator", help="Joins a list of context snippets ('\\n' = newline)."
+    ),
     number_snippets: bool = typer.Option(False, "--number-snippets", help="Prefix snippets with [1], [2], ..."),
-    tokenizer: Optional[Path] = TokenizerOption,
+    tokenizer: Path | None = TokenizerOption,
     sequence_len: int = typer.Option(4096, "--sequence-len", help="Axolotl sequence_len to check lengths against."),
     preview: int = typer.Option(0, "--preview", min=0, help="Print N formatted examples with the trained part marked."),
-    input_format: Optional[InputFormat] = typer.Option(None, "--format",
-                                                       help="Input format for all inputs; default: by extension."),
+    input_format: InputFormat | None = typer.Option(
+        None, "--format", help="Input format for all inputs; default: by extension."
+    ),
     max_problems: int = MaxProblemsOption,
     workers: int = typer.Option(0, "--workers", min=0, help="Processes for the read pass (0 = automatic)."),
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,41 +33,64 @@ def register(prepare: typer.Typer) -> None:
 
 def prepare_tc_command(
     inputs: list[str] = typer.Argument(
-        ..., metavar="INPUT...",
+        ...,
+        metavar="INPUT...",
         help="Labeled responses, PATH or TAG=PATH (TAG becomes the rows' source, e.g. rg=judged.jsonl "
-             "live=live.jsonl). JSONL/JSON/CSV/Parquet by extension, or --format ragtruth.",
+        "live=live.jsonl). JSONL/JSON/CSV/Parquet by extension, or --format ragtruth.",
     ),
     out: Path = OutDirOption,
-    input_format: Optional[TcInputFormat] = typer.Option(
-        None, "--format", help="Input format for INPUTs and --augment files (ragtruth: RAGTruth QA, one line per "
-                               "question); default: by extension."),
-    augment: list[str] = typer.Option([], "--augment", metavar="[TAG=]FILE",
-                                      help="Responses from another model, for training only (repeatable; "
-                                           "source TAG, default the rows' own source or 'augment')."),
-    augment_cap: Optional[int] = typer.Option(None, "--augment-cap", min=0, help="Keep at most N augmentation rows "
-                                              "(a seeded choice)."),
-    judgements: list[str] = typer.Option([], "--judgements", metavar="FILE",
-                                         help="`mixft judge` output: labels joined by id onto rows that "
-                                              "carry none (repeatable)."),
-    corrections: Corrections = typer.Option(Corrections.input, "--corrections",
-                                            help="corrected_response: only from the input, or else from a clean "
-                                                 "response to the same question (from-clean)."),
+    input_format: TcInputFormat | None = typer.Option(
+        None,
+        "--format",
+        help="Input format for INPUTs and --augment files (ragtruth: RAGTruth QA, one line per "
+        "question); default: by extension.",
+    ),
+    augment: list[str] = typer.Option(
+        [],
+        "--augment",
+        metavar="[TAG=]FILE",
+        help="Responses from another model, for training only (repeatable; "
+        "source TAG, default the rows' own source or 'augment').",
+    ),
+    augment_cap: int | None = typer.Option(
+        None, "--augment-cap", min=0, help="Keep at most N augmentation rows (a seeded choice)."
+    ),
+    judgements: list[str] = typer.Option(
+        [],
+        "--judgements",
+        metavar="FILE",
+        help="`mixft judge` output: labels joined by id onto rows that carry none (repeatable).",
+    ),
+    corrections: Corrections = typer.Option(
+        Corrections.input,
+        "--corrections",
+        help="corrected_response: only from the input, or else from a clean "
+        "response to the same question (from-clean).",
+    ),
     question_field: str = QuestionFieldOption,
     context_field: str = ContextFieldOption,
     response_field: str = typer.Option("response", "--response-field", help="Column holding the response to check."),
     id_field: str = IdFieldOption,
     source_field: str = SourceFieldOption,
-    group_by: Optional[str] = typer.Option(None, "--group-by", metavar="FIELD", help="Field that groups rows for the "
-                                           "split (default: 'group', else 'question_id', else the question text)."),
+    group_by: str | None = typer.Option(
+        None,
+        "--group-by",
+        metavar="FIELD",
+        help="Field that groups rows for the split (default: 'group', else 'question_id', else the question text).",
+    ),
     test_size: str = test_size_option(TC_DEFAULT_TEST_SIZE),
     seed: int = SeedOption,
-    count_relevance: bool = typer.Option(False, "--count-relevance", help="Count relevance mistakes as "
-                                         "hallucinations too (the 'hallucinated' field and the summary)."),
+    count_relevance: bool = typer.Option(
+        False,
+        "--count-relevance",
+        help="Count relevance mistakes as hallucinations too (the 'hallucinated' field and the summary).",
+    ),
     skip_invalid: bool = SkipInvalidOption,
-    tokenizer: Optional[Path] = TokenizerOption,
+    tokenizer: Path | None = TokenizerOption,
     sequence_len: int = typer.Option(8192, "--sequence-len", help="Length limit the report checks against."),
-    template: Optional[Path] = typer.Option(None, "--template", help="TC prompt template (default: the shipped "
-                                            "configs/prompts/tc_v1.txt)."),
+    template: Path | None = typer.Option(
+        None, "--template", help="TC prompt template (default: the shipped configs/prompts/tc_v1.txt)."
+    ),
     max_problems: int = MaxProblemsOption,
     force: bool = ForceOption,
 ) -> None:
@@ -80,11 +102,22 @@ def prepare_tc_command(
     from mixtral_ft.tc.prepare_tc import PrepareTcOptions, TcFields, format_summary, prepare_tc
 
     opts = PrepareTcOptions(
-        inputs=tuple(inputs), out=out, format=input_format.value if input_format is not None else None,
-        augment=tuple(augment), augment_cap=augment_cap, judgements=tuple(judgements),
-        corrections=corrections.value, group_by=group_by, test_size=test_size, seed=seed,
-        count_relevance=count_relevance, skip_invalid=skip_invalid, force=force,
-        tokenizer=str(tokenizer) if tokenizer is not None else None, sequence_len=sequence_len, template=template,
+        inputs=tuple(inputs),
+        out=out,
+        format=input_format.value if input_format is not None else None,
+        augment=tuple(augment),
+        augment_cap=augment_cap,
+        judgements=tuple(judgements),
+        corrections=corrections.value,
+        group_by=group_by,
+        test_size=test_size,
+        seed=seed,
+        count_relevance=count_relevance,
+        skip_invalid=skip_invalid,
+        force=force,
+        tokenizer=str(tokenizer) if tokenizer is not None else None,
+        sequence_len=sequence_len,
+        template=template,
         max_problems=max_problems,
         fields=TcFields(question_field, context_field, response_field, id_field, source_field),
     )

@@ -49,8 +49,9 @@ class _Files:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
-        self._files = [open(self.directory / f"{prefix}-{i:05d}", "ab" if append else "wb", buffering=_BUFFER)
-                       for i in range(n)]
+        self._files = [
+            open(self.directory / f"{prefix}-{i:05d}", "ab" if append else "wb", buffering=_BUFFER) for i in range(n)
+        ]
 
     def add_lines(self, index: int, lines: list[bytes]) -> None:
         """Append ``lines`` (each ending in a newline) to bucket or partition ``index``."""
@@ -88,8 +89,9 @@ class Partitions(_Files):
         super().__init__(directory, self.n_parts, prefix)
 
 
-def iter_sorted_bucket_lines(directory: Path, n_buckets: int, prefixes: list[str],
-                             keep: bool = False) -> Iterator[list[bytes]]:
+def iter_sorted_bucket_lines(
+    directory: Path, n_buckets: int, prefixes: list[str], keep: bool = False
+) -> Iterator[list[bytes]]:
     """One sorted list of raw lines (no newline) per bucket, in bucket order, merged over the
     ``KeyedBuckets`` written under ``prefixes`` (e.g. one per worker process). Each bucket's
     files are deleted once read, unless ``keep`` (for a caller that reads them twice)."""

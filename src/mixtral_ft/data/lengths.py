@@ -166,12 +166,17 @@ def format_lengths(report: dict[str, Any]) -> list[str]:
     """The summary lines both ``prepare`` commands print about a ``LengthReport.to_json()``."""
     if not report.get("n"):
         return []
-    what = (f"tokens ({report['tokenizer']})" if report["kind"] == "tokens"
-            else "tokens, ESTIMATED from characters (pass --tokenizer for exact counts)")
+    what = (
+        f"tokens ({report['tokenizer']})"
+        if report["kind"] == "tokens"
+        else "tokens, ESTIMATED from characters (pass --tokenizer for exact counts)"
+    )
     over = report.get("over_sequence_len", 0)
-    return [f"lengths     {what}: p50 {report['p50']:,}, p95 {report['p95']:,}, max {report['p100']:,}",
-            f"            {over:,} row(s) longer than sequence_len {report['sequence_len']:,}"
-            + (f": {AXOLOTL_LONG_ROWS}" if over else "")]
+    return [
+        f"lengths     {what}: p50 {report['p50']:,}, p95 {report['p95']:,}, max {report['p100']:,}",
+        f"            {over:,} row(s) longer than sequence_len {report['sequence_len']:,}"
+        + (f": {AXOLOTL_LONG_ROWS}" if over else ""),
+    ]
 
 
 class AxolotlInstructionTokenizer:
@@ -188,8 +193,9 @@ class AxolotlInstructionTokenizer:
         self.sequence_len = sequence_len
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.sequence_len, padding=False,
-                             return_tensors=None)
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=self.sequence_len, padding=False, return_tensors=None
+        )
         return [list(ids) for ids in enc["input_ids"]]
 
     def tokenize_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:

@@ -77,7 +77,7 @@ class RgFields:
 class RgPrepareOptions:
     inputs: list[InputSpec]
     out: Path
-    fields: RgFields = RgFields()
+    fields: RgFields = field(default_factory=RgFields)
     group_by: str | None = None
     test_size: TestSize = TestSize(fraction=0.125)
     seed: int = 42
@@ -169,8 +169,9 @@ class RgRules:
             texts = self._normalize(raw) if raw else {}
             for spec in (q_spec, c_spec, a_spec):
                 if spec.name in texts and not texts[spec.name]:
-                    problems.append(Problem(display, line, spec.label,
-                                            "empty (nothing left after whitespace normalization)"))
+                    problems.append(
+                        Problem(display, line, spec.label, "empty (nothing left after whitespace normalization)")
+                    )
             row_id = None
             raw_id = get_path(obj, id_spec.column)
             if raw_id is not MISSING:
@@ -196,18 +197,28 @@ class RgRules:
             ckey = content_key(question, context, answer)
             if row_id is None:
                 row_id = "rg-" + ckey[:16]
-            payload = dumps({"id": row_id, "source": source, "group": group, "context": context,
-                             "question": question, "answer": answer})
+            payload = dumps(
+                {
+                    "id": row_id,
+                    "source": source,
+                    "group": group,
+                    "context": context,
+                    "question": question,
+                    "answer": answer,
+                }
+            )
             # tie-break / representative key: the whole record, hashed from its small parts
             rep = hashlib.sha256(dumps((ckey, row_id, source, group))).hexdigest()[:16].encode()
             key = split_key(("g:" + group) if group_col else ("c:" + ckey), seed)
             chars = len(context) + len(question) + len(answer) + _TEMPLATE_CHARS
-            res.bucket_line(key >> shift if shift < 64 else 0,
-                            b"%016x%s %d %d %d\t%s\t%s\n" % (key, rep, task.index, line, chars, dumps(source),
-                                                             payload))
+            res.bucket_line(
+                key >> shift if shift < 64 else 0,
+                b"%016x%s %d %d %d\t%s\t%s\n" % (key, rep, task.index, line, chars, dumps(source), payload),
+            )
             ckey_b = ckey.encode()
-            res.partition_line("content", partition_of(ckey_b, n_parts), b"%s\t%s %d %d\n" % (ckey_b, rep, task.index,
-                                                                                              line))
+            res.partition_line(
+                "content", partition_of(ckey_b, n_parts), b"%s\t%s %d %d\n" % (ckey_b, rep, task.index, line)
+            )
             id_b = dumps(row_id)
             res.partition_line("id", partition_of(id_b, n_parts), b"%s\t%d %d\n" % (id_b, task.index, line))
         return res
@@ -220,7 +231,7 @@ class RgRules:
         normal = normalize_many([*(raw[n] for n in names), *snippets])
         texts = dict(zip(names, normal))
         if isinstance(context, list):
-            texts["context"] = join_snippets(normal[len(names):], self.separator, self.numbered, normalized=True)
+            texts["context"] = join_snippets(normal[len(names) :], self.separator, self.numbered, normalized=True)
         elif context is not None:
             texts["context"] = normal[len(names)]
         return texts
@@ -257,8 +268,18 @@ def _check_pass(read: ReadPass, opts: RgPrepareOptions, n_parts: int) -> _Checke
         located = sorted((read.input_of(t), read.where(t, ln)[1], (t, ln)) for t, ln in places)
         f0, l0, _ = located[0]
         for f, ln, _place in located[1:]:
-            id_problems.append((f, ln, Problem(read.inputs[f].display, ln, id_label,
-                                               f"duplicate id '{row_id}' (also at {read.inputs[f0].display}:{l0})")))
+            id_problems.append(
+                (
+                    f,
+                    ln,
+                    Problem(
+                        read.inputs[f].display,
+                        ln,
+                        id_label,
+                        f"duplicate id '{row_id}' (also at {read.inputs[f0].display}:{l0})",
+                    ),
+                )
+            )
         for f, ln, place in located:
             id_rejects[place] = f"{read.inputs[f].display}:{ln}: {id_label}: duplicate id '{row_id}'"
     id_problems.sort(key=lambda x: (x[0], x[1]))
@@ -270,11 +291,21 @@ def _check_pass(read: ReadPass, opts: RgPrepareOptions, n_parts: int) -> _Checke
     kept = counts["read"] - counts["invalid"] - counts["duplicates"]
     displays = ", ".join(s.display for s in opts.inputs)
     if kept == 0:
-        raise InputError([Problem(displays, None, None,
-                                  f"no valid rows to prepare ({counts['read']} read, {counts['invalid']} invalid)")])
+        raise InputError(
+            [
+                Problem(
+                    displays,
+                    None,
+                    None,
+                    f"no valid rows to prepare ({counts['read']} read, {counts['invalid']} invalid)",
+                )
+            ]
+        )
     if opts.test_size.target(kept) >= kept:
-        raise UsageError(f"--test-size {_rule(opts.test_size)} leaves no training rows: only {kept} valid, unique "
-                         "row(s); use a smaller count or fraction")
+        raise UsageError(
+            f"--test-size {_rule(opts.test_size)} leaves no training rows: only {kept} valid, unique "
+            "row(s); use a smaller count or fraction"
+        )
     return _Checked(dropped, id_rejects, skipped, kept)
 
 
@@ -302,7 +333,7 @@ class _Tally:
         self._sides.extend((m[1], side) for m in members)
         if not self.lengths.exact:
             for meta, _source, payload in members:
-                n_chars = meta[meta.rfind(b" ") + 1:]
+                n_chars = meta[meta.rfind(b" ") + 1 :]
                 if self.lengths.over_limit(int(n_chars)):  # rare: the report names the row
                     self.lengths.add_chars(side, int(n_chars), orjson.loads(payload)["id"])
                 else:
@@ -326,8 +357,15 @@ class _Tally:
         return dict(out)
 
 
-def _write_pass(read: ReadPass, checked: _Checked, opts: RgPrepareOptions, n_buckets: int, stage: Path,
-                lengths: LengthReport, rejected: IO[bytes] | None) -> _Written:
+def _write_pass(
+    read: ReadPass,
+    checked: _Checked,
+    opts: RgPrepareOptions,
+    n_buckets: int,
+    stage: Path,
+    lengths: LengthReport,
+    rejected: IO[bytes] | None,
+) -> _Written:
     """Stream the buckets in key order; write each group's rows to its side."""
     assigner = SplitAssigner(opts.test_size, checked.kept)
     skip = {b"%d %d" % p for p in checked.dropped} | {b"%d %d" % p for p in checked.id_rejects}
@@ -359,8 +397,15 @@ def _write_pass(read: ReadPass, checked: _Checked, opts: RgPrepareOptions, n_buc
                     if lengths.exact:
                         lengths.add_text(side, row["id"], prompt, response)
                     if len(preview) < opts.preview:
-                        preview.append({"split": side, "id": row["id"], "source": row["source"],
-                                        "prompt": prompt, "response": response})
+                        preview.append(
+                            {
+                                "split": side,
+                                "id": row["id"],
+                                "source": row["source"],
+                                "prompt": prompt,
+                                "response": response,
+                            }
+                        )
         hashes = out.close()
         rows = dict(out.rows)
     return _Written(hashes, rows, tally.by_source(), preview)
@@ -379,8 +424,9 @@ def _left_out(read: ReadPass, checked: _Checked, place: bytes, payload: bytes, r
     reason = checked.id_rejects.get((t, ln))
     if reason is not None and rejected is not None:
         display, lineno = read.where(t, ln)
-        rejected.write(orjson.dumps({"file": display, "line": lineno, "problems": [reason],
-                                     "row": orjson.loads(payload)}) + b"\n")
+        rejected.write(
+            orjson.dumps({"file": display, "line": lineno, "problems": [reason], "row": orjson.loads(payload)}) + b"\n"
+        )
 
 
 # ---------------------------------------------------------------- the whole command
@@ -396,8 +442,16 @@ def prepare_rg(opts: RgPrepareOptions) -> RgPrepareResult:
     est = estimate_size(opts.inputs)
     n_buckets = bucket_count(est, opts.bucket_bytes)
     n_parts = max(1, n_buckets // 8)
-    rules = RgRules(opts.fields, opts.group_by, opts.seed, opts.context_separator, opts.number_snippets,
-                    n_buckets, opts.skip_invalid, n_parts)
+    rules = RgRules(
+        opts.fields,
+        opts.group_by,
+        opts.seed,
+        opts.context_separator,
+        opts.number_snippets,
+        n_buckets,
+        opts.skip_invalid,
+        n_parts,
+    )
     timer = _PhaseTimer()
     with staged_dir(opts.out, force=opts.force) as stage:
         work = stage / ".work"
@@ -429,18 +483,38 @@ def prepare_rg(opts: RgPrepareOptions) -> RgPrepareResult:
         report = lengths.to_json()
         manifest_mod.save(stage, _manifest(opts, read, counts, per_source, report, written, stage, wait_input_hashes()))
         timer.mark("manifest")
-    return RgPrepareResult(opts.out, counts, per_source, report, written.preview, opts.test_size, opts.seed,
-                           opts.group_by, checked.skipped_messages)
+    return RgPrepareResult(
+        opts.out,
+        counts,
+        per_source,
+        report,
+        written.preview,
+        opts.test_size,
+        opts.seed,
+        opts.group_by,
+        checked.skipped_messages,
+    )
 
 
-def _manifest(opts: RgPrepareOptions, read: ReadPass, counts: dict[str, int], per_source: dict[str, Any],
-              lengths: dict[str, Any], written: _Written, stage: Path, input_hashes: dict[Path, str]) -> dict:
+def _manifest(
+    opts: RgPrepareOptions,
+    read: ReadPass,
+    counts: dict[str, int],
+    per_source: dict[str, Any],
+    lengths: dict[str, Any],
+    written: _Written,
+    stage: Path,
+    input_hashes: dict[Path, str],
+) -> dict:
     out_rows = {TRAIN: counts["train"], TEST: counts["test"]}
     if opts.skip_invalid:
         out_rows[REJECTED] = counts["invalid"]
-    inputs = [manifest_mod.file_entry(s.path, read.rows_per_input[i], sha256=input_hashes.get(s.path),
-                                      format=s.format, source_tag=s.tag)
-              for i, s in enumerate(opts.inputs)]
+    inputs = [
+        manifest_mod.file_entry(
+            s.path, read.rows_per_input[i], sha256=input_hashes.get(s.path), format=s.format, source_tag=s.tag
+        )
+        for i, s in enumerate(opts.inputs)
+    ]
     for entry, spec in zip(inputs, opts.inputs):
         entry["path"] = spec.display
     return manifest_mod.build_manifest(
@@ -450,9 +524,13 @@ def _manifest(opts: RgPrepareOptions, read: ReadPass, counts: dict[str, int], pe
         outputs=manifest_mod.output_entries(stage, out_rows, written.hashes),
         counts=counts,
         per_source=per_source,
-        split={"seed": opts.seed, "test_size": opts.test_size.to_json(), "group_by": opts.group_by,
-               "achieved_test_rows": counts["test"],
-               "method": "sha256(seed, group) key; test = the key-ordered prefix of whole groups closest to the target"},
+        split={
+            "seed": opts.seed,
+            "test_size": opts.test_size.to_json(),
+            "group_by": opts.group_by,
+            "achieved_test_rows": counts["test"],
+            "method": "sha256(seed, group) key; test = the key-ordered prefix of whole groups closest to the target",
+        },
         format={"axolotl_type": CONTEXT_QA_V2, "fields": ["id", "source", "group", "context", "question", "answer"]},
         lengths=lengths,
     )
@@ -514,7 +592,8 @@ def format_summary(result: RgPrepareResult) -> str:
         f"  duplicates  {_n(c.get('duplicates', 0))} removed (same question + context + answer)",
         f"  train       {_n(c.get('train', 0))}  {out / TRAIN}",
         f"  test        {_n(c.get('test', 0))}  {out / TEST}  (test size {rule}, seed {result.seed}"
-        + (f", grouped by '{result.group_by}'" if result.group_by else "") + ")",
+        + (f", grouped by '{result.group_by}'" if result.group_by else "")
+        + ")",
     ]
     for src, sc in result.per_source.items():
         lines.append(f"  source      {src}: {_n(sc['read'])} read, {_n(sc['train'])} train, {_n(sc['test'])} test")
@@ -535,8 +614,12 @@ def format_preview(examples: list[dict[str, Any]], color: bool = False, eos: str
     for i, ex in enumerate(examples, 1):
         trained = ex["response"] + eos
         mark = f"\x1b[32m{trained}\x1b[0m" if color else f"{TRAINED_START}{trained}{TRAINED_END}"
-        blocks.append(f"--- example {i} ({ex['split']}, id {ex['id']}, source {ex['source']}) ---\n"
-                      f"{ex['prompt']}{mark}")
-    legend = ("(green = trained on; the rest is masked, train_on_inputs: false)" if color
-              else f"({TRAINED_START}...{TRAINED_END} = trained on; the rest is masked, train_on_inputs: false)")
+        blocks.append(
+            f"--- example {i} ({ex['split']}, id {ex['id']}, source {ex['source']}) ---\n{ex['prompt']}{mark}"
+        )
+    legend = (
+        "(green = trained on; the rest is masked, train_on_inputs: false)"
+        if color
+        else f"({TRAINED_START}...{TRAINED_END} = trained on; the rest is masked, train_on_inputs: false)"
+    )
     return "\n\n".join([legend, *blocks])

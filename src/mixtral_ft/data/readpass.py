@@ -113,8 +113,9 @@ def _init_worker(counter) -> None:
     _progress_counter = counter
 
 
-def _run_read_task(rules: RowRules, task: ReadTask, work: Path, cap: int,
-                   on_rows: Callable[[int], None] | None = None) -> _TaskSummary:
+def _run_read_task(
+    rules: RowRules, task: ReadTask, work: Path, cap: int, on_rows: Callable[[int], None] | None = None
+) -> _TaskSummary:
     """Read, check and key one task's rows into its own files (runs in workers; progress goes to
     ``on_rows(n)`` in-process, or to the shared counter in a worker)."""
     spec = task.spec
@@ -171,16 +172,21 @@ def plan_tasks(inputs: list[InputSpec], workers: int) -> list[ReadTask]:
     tasks: list[ReadTask] = []
     for file_idx, spec in enumerate(inputs):
         ranges: list[tuple[int, int] | None] = [None]
-        if workers > 1 and spec.format == "jsonl" and spec.path.is_file() \
-                and spec.path.stat().st_size > _MIN_RANGE_BYTES * 2:
+        if (
+            workers > 1
+            and spec.format == "jsonl"
+            and spec.path.is_file()
+            and spec.path.stat().st_size > _MIN_RANGE_BYTES * 2
+        ):
             ranges = list(split_jsonl(spec.path, workers * 2))
         for r in ranges:
             tasks.append(ReadTask(len(tasks), file_idx, spec, r))
     return tasks
 
 
-def _run_tasks(tasks: list[ReadTask], rules: RowRules, work: Path, cap: int, workers: int,
-               bar: ProgressBar) -> Iterator[_TaskSummary]:
+def _run_tasks(
+    tasks: list[ReadTask], rules: RowRules, work: Path, cap: int, workers: int, bar: ProgressBar
+) -> Iterator[_TaskSummary]:
     """Task summaries in task order, from worker processes when ``workers > 1``."""
     args = [(rules, t, work, cap) for t in tasks]
     if workers <= 1 or len(tasks) == 1:
@@ -258,8 +264,9 @@ class ReadPass:
 def read_inputs(rules: RowRules, inputs: list[InputSpec], work: Path, workers: int, max_problems: int) -> ReadPass:
     """Run the read pass into ``work``; raise the problems at once when a file-level one is found."""
     tasks = plan_tasks(inputs, workers)
-    result = ReadPass(inputs, tasks, work, ProblemCollector(max_problems), [0] * len(tasks),
-                      rows_per_input=[0] * len(inputs))
+    result = ReadPass(
+        inputs, tasks, work, ProblemCollector(max_problems), [0] * len(tasks), rows_per_input=[0] * len(inputs)
+    )
     n_fatal = 0
     crlf: dict[int, tuple[int, int]] = {}
     lines_so_far: dict[int, int] = {}

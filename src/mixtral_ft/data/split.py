@@ -53,7 +53,7 @@ class TestSize:
 TestSize.__test__ = False  # not a pytest test class
 
 
-def parse_test_size(text: str | int | float) -> TestSize:
+def parse_test_size(text: str | float) -> TestSize:
     """``"300"`` -> 300 rows; ``"0.1"`` -> a fraction in (0, 1)."""
     s = str(text).strip()
     try:
@@ -65,13 +65,15 @@ def parse_test_size(text: str | int | float) -> TestSize:
     except ValueError:
         raise UsageError(f"--test-size '{text}': expected a row count (300) or a fraction (0.125)") from None
     if not 0.0 < value < 1.0:
-        raise UsageError(f"--test-size {s}: a fraction must be between 0 and 1 (exclusive); a count has no decimal point")
+        raise UsageError(
+            f"--test-size {s}: a fraction must be between 0 and 1 (exclusive); a count has no decimal point"
+        )
     return TestSize(fraction=value)
 
 
 def split_key(group: str, seed: int) -> int:
     """The group's position in the seeded order: a 64-bit integer from SHA-256."""
-    digest = hashlib.sha256(f"{seed}\x1f{group}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x1f{group}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 

@@ -70,8 +70,9 @@ def row_source(obj: dict[str, Any], column: str, tag: str | None, default: str) 
         if value is not MISSING and value is not None:
             if isinstance(value, str) and value.strip():
                 return value.strip(), None
-            return default, ("expected a non-empty string; use --source-field to map another column "
-                             "or tag the input as TAG=PATH")
+            return default, (
+                "expected a non-empty string; use --source-field to map another column or tag the input as TAG=PATH"
+            )
     return default, None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Self
 
 from mixtral_ft.data.manifest import HashingWriter
 
@@ -68,7 +69,7 @@ class SplitWriter:
             self._flush(side)
         return {SIDE_FILES[side]: w.close() for side, w in self._writers.items()}
 
-    def __enter__(self) -> SplitWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

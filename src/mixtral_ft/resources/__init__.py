@@ -26,8 +26,9 @@ def _shipped(name: str) -> Path:
     """The on-disk path of a shipped folder (a wheel is always unpacked on disk by pip)."""
     traversable = resources.files(__name__).joinpath(name)
     if not isinstance(traversable, Path):
-        raise RuntimeError(f"mixtral_ft is installed in a form without files on disk ({traversable!r}); "
-                           "install the wheel with pip")
+        raise RuntimeError(
+            f"mixtral_ft is installed in a form without files on disk ({traversable!r}); install the wheel with pip"
+        )
     return traversable.resolve()
 
 

@@ -16,8 +16,12 @@ from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.resources import configs_dir
 
 ALL = "all"
-_KINDS = {"": "base config", "profiles": "hardware profile", "deepspeed": "DeepSpeed config",
-          "prompts": "prompt template"}
+_KINDS = {
+    "": "base config",
+    "profiles": "hardware profile",
+    "deepspeed": "DeepSpeed config",
+    "prompts": "prompt template",
+}
 _SUFFIXES = (".yml", ".yaml", ".json", ".txt")
 
 
@@ -51,11 +55,15 @@ def list_configs(folder: Path | None = None) -> list[ConfigEntry]:
             continue
         rel = path.relative_to(folder)
         group = rel.parent.as_posix() if rel.parent != Path(".") else ""
-        entries.append(ConfigEntry(rel.with_suffix("").as_posix(), path, _KINDS.get(group, group),
-                                   _description(path)))
+        entries.append(ConfigEntry(rel.with_suffix("").as_posix(), path, _KINDS.get(group, group), _description(path)))
     order = list(_KINDS)
-    return sorted(entries, key=lambda e: (order.index(e.name.rpartition("/")[0])
-                                          if e.name.rpartition("/")[0] in order else len(order), e.name))
+    return sorted(
+        entries,
+        key=lambda e: (
+            order.index(e.name.rpartition("/")[0]) if e.name.rpartition("/")[0] in order else len(order),
+            e.name,
+        ),
+    )
 
 
 def find_config(name: str, folder: Path | None = None) -> ConfigEntry:
@@ -70,8 +78,9 @@ def find_config(name: str, folder: Path | None = None) -> ConfigEntry:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise UsageError(f"'{name}' names {len(matches)} configs: {', '.join(e.name for e in matches)}; "
-                         "give the folder too")
+        raise UsageError(
+            f"'{name}' names {len(matches)} configs: {', '.join(e.name for e in matches)}; give the folder too"
+        )
     raise UsageError(suggest(name, [e.name for e in entries] + [ALL], "config"))
 
 

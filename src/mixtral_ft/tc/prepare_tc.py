@@ -46,7 +46,7 @@ from mixtral_ft.data.buckets import (
 )
 from mixtral_ft.data.lengths import LengthReport, format_lengths
 from mixtral_ft.data.normalize import normalize_text
-from mixtral_ft.data.readers import InputSpec, decode_item, estimate_size, iter_rows, parse_input, type_name
+from mixtral_ft.data.readers import decode_item, estimate_size, iter_rows, parse_input, type_name
 from mixtral_ft.data.readpass import ChunkResult, ReadPass, ReadTask, choose_workers, read_inputs, rejected_line
 from mixtral_ft.data.split import SplitAssigner, TestSize, parse_test_size, split_key
 from mixtral_ft.data.validate import (
@@ -77,8 +77,20 @@ MAIN, AUGMENT = "main", "augment"
 _ROLE_BYTES = {MAIN: b"m", AUGMENT: b"a"}
 SUMMARY = "summary.json"
 # Fields the output row sets itself; every other input field is copied through.
-_OWN_FIELDS = ("id", "source", "model", "group", "context", "question", "response", "verdict", "hallucinated",
-               "prompt", "completion", "corrected_response")
+_OWN_FIELDS = (
+    "id",
+    "source",
+    "model",
+    "group",
+    "context",
+    "question",
+    "response",
+    "verdict",
+    "hallucinated",
+    "prompt",
+    "completion",
+    "corrected_response",
+)
 _SKIP_HINT = Problem("hint", None, None, "fix the rows or pass --skip-invalid to reject them into rejected.jsonl")
 
 
@@ -114,7 +126,7 @@ class PrepareTcOptions:
     sequence_len: int = DEFAULT_SEQUENCE_LEN
     template: Path | None = None
     max_problems: int = DEFAULT_PROBLEM_CAP
-    fields: TcFields = TcFields()
+    fields: TcFields = field(default_factory=TcFields)
     workers: int = 0  # read-pass processes, 0 = automatic
     bucket_bytes: int = TARGET_BUCKET_BYTES  # size of one external-sort bucket (tests make it small)
 
@@ -153,10 +165,12 @@ class TcRules:
 
     def specs(self) -> dict[str, FieldSpec]:
         f = self.fields
-        return {"question": FieldSpec("question", f.question, "--question-field"),
-                "context": FieldSpec("context", f.context, "--context-field"),
-                "response": FieldSpec("response", f.response, "--response-field"),
-                "id": FieldSpec("id", f.id, "--id-field")}
+        return {
+            "question": FieldSpec("question", f.question, "--question-field"),
+            "context": FieldSpec("context", f.context, "--context-field"),
+            "response": FieldSpec("response", f.response, "--response-field"),
+            "id": FieldSpec("id", f.id, "--id-field"),
+        }
 
     def process_chunk(self, task: ReadTask, kind: str, items: list[tuple[int, Any]]) -> ChunkResult:
         from mixtral_ft.tc.ragtruth import expand_ragtruth
@@ -190,8 +204,11 @@ class TcRules:
                 id_b = orjson.dumps(row["id"])
                 part = partition_of(id_b, self.n_parts)
                 if pending:
-                    res.partition_line("pending", part, b"%s\t%s\t%s\t%s\n" % (
-                        id_b, place, orjson.dumps(row), orjson.dumps(_clean(obj), default=str)))
+                    res.partition_line(
+                        "pending",
+                        part,
+                        b"%s\t%s\t%s\t%s\n" % (id_b, place, orjson.dumps(row), orjson.dumps(_clean(obj), default=str)),
+                    )
                     continue
                 bucket, line_b = self.bucket_line(row, place)
                 res.bucket_line(bucket, line_b)
@@ -208,8 +225,9 @@ class TcRules:
         tie = hashlib.sha256(payload).hexdigest()[:16].encode()
         return (key >> shift if shift < 64 else 0), b"%016x%s %s\t%s\n" % (key, tie, place, payload)
 
-    def check_row(self, obj: dict[str, Any], task: ReadTask, line: int,
-                  role: str) -> tuple[dict[str, Any] | None, list[Problem], bool]:
+    def check_row(
+        self, obj: dict[str, Any], task: ReadTask, line: int, role: str
+    ) -> tuple[dict[str, Any] | None, list[Problem], bool]:
         """``(row, problems, waits for a judgement)``; the row is JSON-ready, its ``verdict`` a dict."""
         display = task.spec.display
         names = obj.get("_fields") or {}  # RAGTruth: where each field came from
@@ -236,8 +254,9 @@ class TcRules:
 
         id_spec = specs["id"]
         raw_id = get_path(obj, id_spec.column)
-        row_id, msg = check_key(raw_id) if raw_id is not MISSING and raw_id is not None else (
-            None, missing_message(id_spec))
+        row_id, msg = (
+            check_key(raw_id) if raw_id is not MISSING and raw_id is not None else (None, missing_message(id_spec))
+        )
         if msg:
             bad(id_spec.label, msg)
         c_spec = specs["context"]
@@ -289,7 +308,9 @@ class TcRules:
         verdict = None
         waits = self.judged and row_id is not None and not any(obj.get(f) is not None for f in LABEL_FIELDS)
         if not waits:
-            verdict = _label(obj, self.count_relevance, bad)
+            verdict, label_problem = _label(obj, self.count_relevance)
+            if label_problem is not None:
+                bad(*label_problem)
         corrected = obj.get("corrected_response")
         if corrected is not None and not isinstance(corrected, str):
             bad("corrected_response", f"expected a string or null, got {type_name(corrected)}")
@@ -298,27 +319,33 @@ class TcRules:
         mapped = {s.column for s in specs.values() if "." not in s.column}
         extra = {k: v for k, v in obj.items() if k not in _OWN_FIELDS and k not in mapped and not k.startswith("_")}
         row = {
-            "id": row_id, "source": source, "model": model,
+            "id": row_id,
+            "source": source,
+            "model": model,
             "group": group if group is not None else qid if qid is not None else question,
             "question_key": qid if qid is not None else question,
-            "context": context, "question": question, "response": response,
-            "verdict": None, "corrected": corrected, "role": role, "extra": extra,
+            "context": context,
+            "question": question,
+            "response": response,
+            "verdict": None,
+            "corrected": corrected,
+            "role": role,
+            "extra": extra,
         }
         if verdict is not None:
             row["verdict"] = _with_correction(verdict, corrected).to_dict()
         return row, [], waits
 
 
-def _label(label_row: dict[str, Any], count_relevance: bool, bad) -> Verdict | None:
-    """The verdict of a row's label; a problem (through ``bad``) when it has none or a bad one."""
+def _label(label_row: dict[str, Any], count_relevance: bool) -> tuple[Verdict | None, tuple[str, str] | None]:
+    """``(verdict, None)`` from a row's label, or ``(None, (field, message))`` when it has none or a bad one."""
     try:
-        return label_verdict(label_row, count_relevance)
+        return label_verdict(label_row, count_relevance), None
     except ValueError as e:
         problem = getattr(e, "problem", None)
         if problem is None:
             raise
-        bad(problem.field, problem.message)
-        return None
+        return None, (problem.field, problem.message)
 
 
 def _with_correction(verdict: Verdict, corrected: str | None) -> Verdict:
@@ -354,8 +381,9 @@ def _read_judgements(paths: tuple[str, ...], work: Path, n_parts: int) -> list[s
                     problems.add(Problem(spec.display, raw.line, "id", msg))
                     continue
                 id_b = orjson.dumps(key)
-                record = orjson.dumps([file_idx, raw.line, raw.obj.get("verdict"),
-                                       raw.obj.get("parse_error") or raw.obj.get("error")])
+                record = orjson.dumps(
+                    [file_idx, raw.line, raw.obj.get("verdict"), raw.obj.get("parse_error") or raw.obj.get("error")]
+                )
                 parts.add_lines(partition_of(id_b, parts.n_parts), [b"%s\t%s\n" % (id_b, record)])
     problems.raise_if_any()
     return displays
@@ -373,8 +401,9 @@ class _Joined:
     judgements_unused: int
 
 
-def _join_pass(read: ReadPass, rules: TcRules, opts: PrepareTcOptions, judgement_files: list[str],
-               n_parts: int) -> _Joined:
+def _join_pass(
+    read: ReadPass, rules: TcRules, opts: PrepareTcOptions, judgement_files: list[str], n_parts: int
+) -> _Joined:
     """Per id partition: verdicts for rows waiting for a judgement, then duplicate ids."""
     work = read.work
     joined = _Joined({}, [], 0, 0, 0)
@@ -394,37 +423,34 @@ def _join_pass(read: ReadPass, rules: TcRules, opts: PrepareTcOptions, judgement
                     row = orjson.loads(row_json)
                     t, ln = _task_line(place)
                     display, abs_line = read.where(t, ln)
-                    problems: list[Problem] = []
                     judgement = judged.get(id_b)
-                    if judgement is None:
-                        _label({}, opts.count_relevance,  # no judgement either: "no label"
-                               lambda f, m: problems.append(Problem(display, abs_line, f, m)))
-                    else:
+                    if judgement is not None:
                         used.add(id_b)
-                        jfile, jline, verdict, error = judgement
-                        if verdict is None:
-                            problems.append(Problem(display, abs_line, "verdict",
-                                                    f"the judgement at {jfile}:{jline} has no parsed verdict "
-                                                    f"({error or 'parse failed'}); re-judge it or drop the row"))
-                        else:
-                            v = _label({"verdict": verdict}, opts.count_relevance,
-                                       lambda f, m: problems.append(Problem(display, abs_line, f, m)))
-                            if v is not None:
-                                row["verdict"] = _with_correction(v, row["corrected"]).to_dict()
+                    problems = _give_judgement(row, judgement, opts.count_relevance, display, abs_line)
                     if problems:
                         f_idx = read.input_of(t)
                         row_problems.extend((f_idx, abs_line, p) for p in problems)
-                        joined.late_rejects.append((f_idx, abs_line, {
-                            "file": display, "line": abs_line, "problems": [str(p) for p in problems],
-                            "row": orjson.loads(obj_json)}))
+                        joined.late_rejects.append(
+                            (
+                                f_idx,
+                                abs_line,
+                                {
+                                    "file": display,
+                                    "line": abs_line,
+                                    "problems": [str(p) for p in problems],
+                                    "row": orjson.loads(obj_json),
+                                },
+                            )
+                        )
                         continue
                     bucket, line_b = rules.bucket_line(row, place)
                     late.add_lines(bucket, [line_b])
                     ids[id_b].append(place)
             joined.judgements_unused += sum(1 for k in judged if k not in used)
             for id_b, places in ids.items():
-                located = sorted((read.input_of(t), read.where(t, ln)[1], p)
-                                 for p in places for t, ln in [_task_line(p)])
+                located = sorted(
+                    (read.input_of(t), read.where(t, ln)[1], p) for p in places for t, ln in [_task_line(p)]
+                )
                 for _f, _ln, place in located[:1]:
                     joined.n_main += place.endswith(b" m")
                     joined.n_augment += place.endswith(b" a")
@@ -445,8 +471,38 @@ def _join_pass(read: ReadPass, rules: TcRules, opts: PrepareTcOptions, judgement
     return joined
 
 
-def _judgements_of_partition(work: Path, i: int, files: list[str],
-                             problems: ProblemCollector) -> dict[bytes, tuple[str, int, Any, str | None]]:
+def _give_judgement(
+    row: dict[str, Any],
+    judgement: tuple[str, int, Any, str | None] | None,
+    count_relevance: bool,
+    display: str,
+    line: int,
+) -> list[Problem]:
+    """Set the verdict of a row that waited for ``--judgements``; the problems when it cannot get one."""
+    if judgement is None:
+        _, (name, message) = _label({}, count_relevance)  # no judgement either: "no label"
+        return [Problem(display, line, name, message)]
+    jfile, jline, verdict, error = judgement
+    if verdict is None:
+        return [
+            Problem(
+                display,
+                line,
+                "verdict",
+                f"the judgement at {jfile}:{jline} has no parsed verdict ({error or 'parse failed'}); "
+                "re-judge it or drop the row",
+            )
+        ]
+    v, label_problem = _label({"verdict": verdict}, count_relevance)
+    if label_problem is not None:
+        return [Problem(display, line, *label_problem)]
+    row["verdict"] = _with_correction(v, row["corrected"]).to_dict()
+    return []
+
+
+def _judgements_of_partition(
+    work: Path, i: int, files: list[str], problems: ProblemCollector
+) -> dict[bytes, tuple[str, int, Any, str | None]]:
     """``id → (file, line, verdict, error)`` of one partition; contradicting verdicts are problems."""
     out: dict[bytes, tuple[str, int, Any, str | None]] = {}
     canon: dict[bytes, bytes] = {}
@@ -456,8 +512,14 @@ def _judgements_of_partition(work: Path, i: int, files: list[str],
         if id_b in out:
             if canon[id_b] != same:
                 prev = out[id_b]
-                problems.add(Problem(files[file_idx], line, "id",
-                                     f"'{orjson.loads(id_b)}' was judged differently at {prev[0]}:{prev[1]}"))
+                problems.add(
+                    Problem(
+                        files[file_idx],
+                        line,
+                        "id",
+                        f"'{orjson.loads(id_b)}' was judged differently at {prev[0]}:{prev[1]}",
+                    )
+                )
             continue
         out[id_b] = (files[file_idx], line, verdict, error)
         canon[id_b] = same
@@ -483,8 +545,9 @@ def _groups(read: ReadPass, n_buckets: int, keep: bool):
         yield members
 
 
-def _cap_threshold(read: ReadPass, joined: _Joined, opts: PrepareTcOptions, test_size: TestSize,
-                   n_buckets: int) -> bytes | None:
+def _cap_threshold(
+    read: ReadPass, joined: _Joined, opts: PrepareTcOptions, test_size: TestSize, n_buckets: int
+) -> bytes | None:
     """The largest ``<aug key:016x><id JSON>`` kept by ``--augment-cap`` (None: keep them all).
 
     The cap keeps the augmentation rows that reach train with the smallest seeded keys
@@ -539,8 +602,7 @@ class _Tallies:
 
     def add(self, row: dict[str, Any], verdict: Verdict, side: str, hallucinated: bool) -> None:
         for table, key in ((self.by_source, row["source"]), (self.by_model, row["model"])):
-            t = table.setdefault(key or "(none)", {"rows": 0, "train": 0, "test": 0, "hallucinated": 0,
-                                                   "mistakes": 0})
+            t = table.setdefault(key or "(none)", {"rows": 0, "train": 0, "test": 0, "hallucinated": 0, "mistakes": 0})
             t["rows"] += 1
             t[side] += 1
             t["hallucinated"] += hallucinated
@@ -551,8 +613,17 @@ class _Tallies:
         self.corrected += verdict.corrected_response is not None
 
 
-def _write_pass(read: ReadPass, joined: _Joined, opts: PrepareTcOptions, test_size: TestSize, n_buckets: int,
-                threshold: bytes | None, template: str, out: SplitWriter, lengths: LengthReport) -> _Tallies:
+def _write_pass(
+    read: ReadPass,
+    joined: _Joined,
+    opts: PrepareTcOptions,
+    test_size: TestSize,
+    n_buckets: int,
+    threshold: bytes | None,
+    template: str,
+    out: SplitWriter,
+    lengths: LengthReport,
+) -> _Tallies:
     assigner = SplitAssigner(test_size, joined.n_main)
     tallies = _Tallies()
     for members in _groups(read, n_buckets, keep=False):
@@ -562,8 +633,13 @@ def _write_pass(read: ReadPass, joined: _Joined, opts: PrepareTcOptions, test_si
             if place in joined.dropped:
                 t, ln = _task_line(place)
                 display, line = read.where(t, ln)
-                joined.late_rejects.append((read.input_of(t), line, {
-                    "file": display, "line": line, "problems": [joined.dropped[place]], "row": _public(row)}))
+                joined.late_rejects.append(
+                    (
+                        read.input_of(t),
+                        line,
+                        {"file": display, "line": line, "problems": [joined.dropped[place]], "row": _public(row)},
+                    )
+                )
                 continue
             rows.append(row)
         n_main = sum(r["role"] == MAIN for r in rows)
@@ -575,8 +651,10 @@ def _write_pass(read: ReadPass, joined: _Joined, opts: PrepareTcOptions, test_si
             elif group_side == "test":
                 tallies.dropped_test_group += 1
                 continue
-            elif threshold is not None and b"%016x%s" % (split_key("aug\x1f" + r["id"], opts.seed),
-                                                         orjson.dumps(r["id"])) > threshold:
+            elif (
+                threshold is not None
+                and b"%016x%s" % (split_key("aug\x1f" + r["id"], opts.seed), orjson.dumps(r["id"])) > threshold
+            ):
                 tallies.dropped_cap += 1
                 continue
             else:
@@ -606,8 +684,10 @@ def _fill_corrections(rows: list[dict[str, Any]], count_relevance: bool) -> int:
     for r in rows:
         if not is_hallucinated(r["verdict"], count_relevance) or r["verdict"].corrected_response is not None:
             continue
-        options = sorted((c for c in clean.get(r["question_key"], []) if c["response"] != r["response"]),
-                         key=lambda c: (c["role"] != MAIN, c["id"]))
+        options = sorted(
+            (c for c in clean.get(r["question_key"], []) if c["response"] != r["response"]),
+            key=lambda c: (c["role"] != MAIN, c["id"]),
+        )
         if options:
             r["verdict"] = replace(r["verdict"], corrected_response=options[0]["response"])
             filled += 1
@@ -618,8 +698,14 @@ def output_row(r: dict[str, Any], template: str, count_relevance: bool) -> dict[
     """The §4 row: the TC fields, prompt and completion, then the input's extra fields."""
     verdict: Verdict = r["verdict"]
     row = {
-        "id": r["id"], "source": r["source"], "model": r["model"], "group": r["group"], "context": r["context"],
-        "question": r["question"], "response": r["response"], "verdict": verdict.to_dict(),
+        "id": r["id"],
+        "source": r["source"],
+        "model": r["model"],
+        "group": r["group"],
+        "context": r["context"],
+        "question": r["question"],
+        "response": r["response"],
+        "verdict": verdict.to_dict(),
         "hallucinated": is_hallucinated(verdict, count_relevance),
         "prompt": render_tc_prompt(r["context"], r["question"], r["response"], template=template),
         "completion": verdict_to_text(verdict),
@@ -674,8 +760,18 @@ def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
     est = estimate_size(specs)
     n_buckets = bucket_count(est * 2, opts.bucket_bytes)  # rows grow by their verdicts
     n_parts = max(1, n_buckets // 8)
-    rules = TcRules(opts.fields, opts.group_by, opts.seed, opts.count_relevance, roles, ragtruth,
-                    bool(opts.judgements), n_buckets, opts.skip_invalid, n_parts)
+    rules = TcRules(
+        opts.fields,
+        opts.group_by,
+        opts.seed,
+        opts.count_relevance,
+        roles,
+        ragtruth,
+        bool(opts.judgements),
+        n_buckets,
+        opts.skip_invalid,
+        n_parts,
+    )
 
     with staged_dir(opts.out, force=opts.force) as stage:
         work = stage / ".work"
@@ -684,8 +780,16 @@ def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
         read = read_inputs(rules, specs, work, choose_workers(opts.workers, est), opts.max_problems)
         joined = _join_pass(read, rules, opts, judgement_files, n_parts)
         if joined.n_main == 0:
-            raise InputError([Problem(", ".join(s.display for s, r in zip(specs, roles) if r == MAIN), None, None,
-                                      "no valid rows in the main inputs")])
+            raise InputError(
+                [
+                    Problem(
+                        ", ".join(s.display for s, r in zip(specs, roles) if r == MAIN),
+                        None,
+                        None,
+                        "no valid rows in the main inputs",
+                    )
+                ]
+            )
         threshold = _cap_threshold(read, joined, opts, test_size, n_buckets)
         with SplitWriter(stage) as out:
             tallies = _write_pass(read, joined, opts, test_size, n_buckets, threshold, template, out, lengths)
@@ -698,17 +802,28 @@ def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
 
         summary = _summary(rows, tallies, joined, opts, n_rejected)
         summary["lengths"] = lengths.to_json()
-        (stage / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-        inputs = [file_entry(s.path, role=r, tag=s.tag, format=RAGTRUTH_FORMAT if ragtruth else s.format)
-                  for s, r in zip(specs, roles)]
+        (stage / SUMMARY).write_text(
+            json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        inputs = [
+            file_entry(s.path, role=r, tag=s.tag, format=RAGTRUTH_FORMAT if ragtruth else s.format)
+            for s, r in zip(specs, roles)
+        ]
         inputs += [file_entry(parse_input(p, "jsonl").path, role="judgements") for p in opts.judgements]
         manifest = build_manifest(
-            "prepare tc", _options_json(opts), inputs,
-            output_entries(stage, {TRAIN: rows["train"], TEST: rows["test"], REJECTED: n_rejected, SUMMARY: None},
-                           hashes),
-            {"train": rows["train"], "test": rows["test"], "rejected": n_rejected,
-             "hallucinated": summary["hallucinated"], "mistakes": summary["mistakes"]},
+            "prepare tc",
+            _options_json(opts),
+            inputs,
+            output_entries(
+                stage, {TRAIN: rows["train"], TEST: rows["test"], REJECTED: n_rejected, SUMMARY: None}, hashes
+            ),
+            {
+                "train": rows["train"],
+                "test": rows["test"],
+                "rejected": n_rejected,
+                "hallucinated": summary["hallucinated"],
+                "mistakes": summary["mistakes"],
+            },
             seed=opts.seed,
             verdict_version=VERDICT_VERSION,
             prompt_template=str(opts.template) if opts.template else "configs/prompts/tc_v1.txt",
@@ -734,8 +849,9 @@ def _share(n: int, d: int) -> float | None:
     return round(n / d, 4) if d else None
 
 
-def _summary(rows: dict[str, int], t: _Tallies, joined: _Joined, opts: PrepareTcOptions,
-             n_rejected: int) -> dict[str, Any]:
+def _summary(
+    rows: dict[str, int], t: _Tallies, joined: _Joined, opts: PrepareTcOptions, n_rejected: int
+) -> dict[str, Any]:
     kept = rows["train"] + rows["test"]
     hallu = sum(t.hallucinated.values())
     for table in (t.by_source, t.by_model):
@@ -752,12 +868,21 @@ def _summary(rows: dict[str, int], t: _Tallies, joined: _Joined, opts: PrepareTc
         "groups": {side: t.groups[side] for side in ("train", "test")},
         "by_source": dict(sorted(t.by_source.items())),
         "by_model": dict(sorted(t.by_model.items())),
-        "by_split": {side: {"rows": rows[side], "hallucinated": t.hallucinated[side],
-                            "hallucinated_share": _share(t.hallucinated[side], rows[side])}
-                     for side in ("train", "test")},
+        "by_split": {
+            side: {
+                "rows": rows[side],
+                "hallucinated": t.hallucinated[side],
+                "hallucinated_share": _share(t.hallucinated[side], rows[side]),
+            }
+            for side in ("train", "test")
+        },
         "invalid_rows": n_rejected,
-        "augment": {"rows_read": joined.n_augment, "dropped_test_group": t.dropped_test_group,
-                    "dropped_cap": t.dropped_cap, "cap": opts.augment_cap},
+        "augment": {
+            "rows_read": joined.n_augment,
+            "dropped_test_group": t.dropped_test_group,
+            "dropped_cap": t.dropped_cap,
+            "cap": opts.augment_cap,
+        },
         "corrections_from_clean": t.filled,
         "corrected_responses": t.corrected,
         "judgements_unused": joined.judgements_unused,
@@ -769,13 +894,21 @@ def _options_json(opts: PrepareTcOptions) -> dict[str, Any]:
     for k, v in opts.__dict__.items():
         if k == "bucket_bytes":
             continue
-        out[k] = (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple)
-                  else vars(v) if isinstance(v, TcFields) else v)
+        out[k] = (
+            str(v)
+            if isinstance(v, Path)
+            else list(v)
+            if isinstance(v, tuple)
+            else vars(v)
+            if isinstance(v, TcFields)
+            else v
+        )
     return out
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The table ``prepare tc`` prints: counts and hallucinated share per source and per model."""
+
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -790,13 +923,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{title:<{width}}  {'rows':>6} {'train':>6} {'test':>6} {'halluc.':>8} {'share':>7}")
         for name, t in table.items():
-            lines.append(f"{name:<{width}}  {t['rows']:>6} {t['train']:>6} {t['test']:>6} {t['hallucinated']:>8} "
-                         f"{pct(t['hallucinated_share']):>7}")
+            lines.append(
+                f"{name:<{width}}  {t['rows']:>6} {t['train']:>6} {t['test']:>6} {t['hallucinated']:>8} "
+                f"{pct(t['hallucinated_share']):>7}"
+            )
     aug = summary["augment"]
     if aug["rows_read"]:
         lines.append("")
-        lines.append(f"augment: {aug['rows_read']} read, {aug['dropped_test_group']} dropped (group in test), "
-                     f"{aug['dropped_cap']} dropped (cap {aug['cap']})")
+        lines.append(
+            f"augment: {aug['rows_read']} read, {aug['dropped_test_group']} dropped (group in test), "
+            f"{aug['dropped_cap']} dropped (cap {aug['cap']})"
+        )
     extra = []
     if not summary["test"]:
         extra.append("warning: the test split is empty (few groups for --test-size); use a larger fraction or a count")

@@ -79,6 +79,9 @@ def render_tc_prompt(
     for name, value in (("question", question), ("response", response)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a string, got {type(value).__name__}")
-    values = {"context": join_context(context), "question": normalize_text(question),
-              "response": normalize_text(response)}
+    values = {
+        "context": join_context(context),
+        "question": normalize_text(question),
+        "response": normalize_text(response),
+    }
     return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)

@@ -40,18 +40,27 @@ def expand_ragtruth(obj: dict[str, Any], display: str, line: int) -> list[tuple[
             out.append((None, [Problem(display, line, f"responses[{j}]", "expected an object")]))
             continue
         model = resp.get("model")
-        out.append(({
-            "id": f"ragtruth-{source_id}-{model if isinstance(model, str) and model else j}",
-            "source": SOURCE,
-            "model": model,
-            "group": str(source_id),
-            "source_id": source_id,
-            "context": src.get("passages"),
-            "question": src.get("question"),
-            "response": resp.get("response"),
-            "labels": resp.get("labels"),
-            "_fields": {"context": "source.passages", "question": "source.question",
-                        "response": f"responses[{j}].response", "labels": f"responses[{j}].labels",
-                        "model": f"responses[{j}].model"},
-        }, []))
+        out.append(
+            (
+                {
+                    "id": f"ragtruth-{source_id}-{model if isinstance(model, str) and model else j}",
+                    "source": SOURCE,
+                    "model": model,
+                    "group": str(source_id),
+                    "source_id": source_id,
+                    "context": src.get("passages"),
+                    "question": src.get("question"),
+                    "response": resp.get("response"),
+                    "labels": resp.get("labels"),
+                    "_fields": {
+                        "context": "source.passages",
+                        "question": "source.question",
+                        "response": f"responses[{j}].response",
+                        "labels": f"responses[{j}].labels",
+                        "model": f"responses[{j}].model",
+                    },
+                },
+                [],
+            )
+        )
     return out
