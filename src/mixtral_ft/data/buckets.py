@@ -30,13 +30,9 @@ def bucket_count(estimated_bytes: int, target_bytes: int = TARGET_BUCKET_BYTES, 
 
 
 def bucket_shift(n_buckets: int) -> int:
-    """``key >> bucket_shift(n)`` is the bucket of a 64-bit key among ``n`` (a power of two)."""
+    """``key >> bucket_shift(n)`` is the bucket of a 64-bit key among ``n`` (a power of two; for
+    one bucket the shift is 64, which gives 0 for every key)."""
     return 64 - (n_buckets.bit_length() - 1)
-
-
-def bucket_of(key: int, n_buckets: int) -> int:
-    shift = bucket_shift(n_buckets)
-    return key >> shift if shift < 64 else 0
 
 
 def partition_of(key: bytes, n_parts: int) -> int:
@@ -71,7 +67,7 @@ class _Files:
 
 class KeyedBuckets(_Files):
     """Lines ``b"%016x<fixed-width tiebreak><rest>\\n"`` by the top bits of their key: add each
-    to ``bucket_of(key, n_buckets)``; read them back in order with ``iter_sorted_bucket_lines``."""
+    to bucket ``key >> bucket_shift(n_buckets)``; read them back in order with ``iter_sorted_bucket_lines``."""
 
     def __init__(self, directory: Path, n_buckets: int, prefix: str = "bucket", append: bool = False):
         if n_buckets & (n_buckets - 1):

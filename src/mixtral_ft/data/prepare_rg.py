@@ -212,7 +212,7 @@ class RgRules:
             key = split_key(("g:" + group) if group_col else ("c:" + ckey), seed)
             chars = len(context) + len(question) + len(answer) + _TEMPLATE_CHARS
             res.bucket_line(
-                key >> shift if shift < 64 else 0,
+                key >> shift,
                 b"%016x%s %d %d %d\t%s\t%s\n" % (key, rep, task.index, line, chars, dumps(source), payload),
             )
             ckey_b = ckey.encode()

@@ -36,9 +36,6 @@ class TestSize:
     count: int | None = None
     fraction: float | None = None
 
-    def describe(self) -> str:
-        return f"{self.count} rows" if self.count is not None else f"fraction {self.fraction}"
-
     def target(self, total_rows: int) -> int:
         """Test rows wanted out of ``total_rows``."""
         if self.count is not None:

@@ -223,7 +223,7 @@ class TcRules:
         key = split_key("tc:" + row["group"], self.seed)
         shift = bucket_shift(self.n_buckets)
         tie = hashlib.sha256(payload).hexdigest()[:16].encode()
-        return (key >> shift if shift < 64 else 0), b"%016x%s %s\t%s\n" % (key, tie, place, payload)
+        return key >> shift, b"%016x%s %s\t%s\n" % (key, tie, place, payload)
 
     def check_row(
         self, obj: dict[str, Any], task: ReadTask, line: int, role: str
@@ -569,7 +569,7 @@ def _cap_threshold(
                 if place.endswith(b" a"):
                     row_id = orjson.loads(payload)["id"]
                     key = split_key("aug\x1f" + row_id, opts.seed)
-                    b = key >> shift if shift < 64 else 0
+                    b = key >> shift
                     counts[b] += 1
                     aug.add_lines(b, [b"%016x%s\n" % (key, orjson.dumps(row_id))])
     if sum(counts) <= opts.augment_cap:
