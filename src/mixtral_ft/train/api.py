@@ -118,6 +118,7 @@ def _data_record(data_dir: Path, counts: dict[str, int]) -> dict[str, Any]:
 def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainResult:
     """Preflight, write the run dir, launch Axolotl, record the outcome. Raises on a non-zero exit."""
     from mixtral_ft.train.runner import axolotl_env, run_streaming
+    from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_text
     from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
@@ -151,6 +152,7 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
         "launch": req.launch.__dict__,
         "data": _data_record(req.data_dir, counts),
         "config_sha256": attempt["config_sha256"],
+        "tracking": tracking_record(the_plan.config.values),  # W&B / MLflow, when --set asks for them
         "environment": environment(),
         "attempts": attempts + [attempt],
         "summary": None,
@@ -159,8 +161,10 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
 
     log_offset = paths.log.stat().st_size if paths.log.exists() else 0
     started = time.monotonic()
-    rc = runner(the_plan.command, paths.log, env=axolotl_env(the_plan.config.values.get("base_model")))
+    values = the_plan.config.values
+    rc = runner(the_plan.command, paths.log, env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values)))
     wall = time.monotonic() - started
+    attempt["logged_to"] = run_locations(paths.log, log_offset)  # run URLs / offline runs the trackers printed
     summary = read_summary(paths.output)
     probe = _probe_summary(paths.output) if req.probe else None
     attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
