@@ -48,11 +48,17 @@ def _load(path: str, mtime_ns: int) -> str:
 
 def load_template(path: str | os.PathLike | None = None) -> str:
     """The template text (default: the shipped ``tc_v1``), checked for its placeholders."""
-    path = Path(path) if path is not None else default_template_path()
+    given = path is not None
+    path = Path(path) if given else default_template_path()
     try:
         return _load(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: TC prompt template not found") from None
+        hint = (
+            ""
+            if given or not os.environ.get("MIXFT_CONFIGS_DIR")
+            else (" (MIXFT_CONFIGS_DIR has no prompts/; `mixft config copy all DIR` copies every shipped file)")
+        )
+        raise ConfigError(f"{path}: TC prompt template not found{hint}") from None
 
 
 def template_sha256(template: str | None = None) -> str:
