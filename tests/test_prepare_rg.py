@@ -381,3 +381,22 @@ def test_no_valid_rows_bad_tokenizer_and_no_arguments(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     main(["prepare", "rg"])
     assert "Usage: mixft prepare rg" in capsys.readouterr().out
+
+
+def test_length_report_per_split_names_long_rows(tmp_path):
+    from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
+    from mixtral_ft.data.readers import parse_input
+    from mixtral_ft.data.split import TestSize
+
+    rows = [dict(r, context=r["context"] if i else "A long snippet. " * 40) for i, r in enumerate(GOOD)]
+    src = write_jsonl(tmp_path / "raw.jsonl", rows)
+    result = prepare_rg(
+        RgPrepareOptions(
+            inputs=[parse_input(str(src))], out=tmp_path / "o", test_size=TestSize(count=1), sequence_len=60
+        )
+    )
+    report = result.lengths
+    assert report["kind"] == "estimate" and report["n"] == 4 and report["over_sequence_len"] == 1
+    assert report["over_sequence_len_ids"] == ["q1"]
+    assert report["by_split"]["train"]["n"] + report["by_split"]["test"]["n"] == 4
+    assert report == json.loads((tmp_path / "o" / "manifest.json").read_text())["lengths"]

@@ -103,7 +103,7 @@ class LengthReport:
         self.stats = {side: LengthStats() for side in SIDES}
         self.over_ids: list[str] = []
         self._pending: dict[str, list[tuple[str, str, str]]] = {side: [] for side in SIDES}
-        self._char_limit = (sequence_len - 2) * CHARS_PER_TOKEN  # more characters: over sequence_len
+        self.char_limit = (sequence_len - 2) * CHARS_PER_TOKEN  # more characters: over sequence_len
 
     @property
     def exact(self) -> bool:
@@ -121,15 +121,11 @@ class LengthReport:
 
     def add_chars(self, side: str, n_chars: int, row_id: str | None = None, count: int = 1) -> None:
         """``count`` rows of ``n_chars`` characters (prompt + response), estimated; ``row_id`` of
-        one row, needed only when it is longer than ``sequence_len`` (see ``over_limit``)."""
+        one row, needed only when it is longer than ``sequence_len`` (more than ``char_limit`` characters)."""
         n = char_estimate_from_count(n_chars)
         self.stats[side].add(n, count)
         if n > self.sequence_len and row_id is not None and len(self.over_ids) < _OVER_IDS_SHOWN:
             self.over_ids.append(row_id)
-
-    def over_limit(self, n_chars: int) -> bool:
-        """Is a row of ``n_chars`` characters estimated longer than ``sequence_len``?"""
-        return n_chars > self._char_limit
 
     def _flush(self, side: str) -> None:
         pending = self._pending[side]

@@ -327,17 +327,20 @@ class _Tally:
         self.source_sides: Counter = Counter()  # (source JSON, side) -> rows
         self._sides: list[tuple[bytes, str]] = []
         self._chars: dict[str, list[bytes]] = {"train": [], "test": []}
+        # a row can be over sequence_len only with at least as many digits in its character count
+        self._long_digits = len(str(int(lengths.char_limit)))
 
     def add(self, side: str, members: list[tuple[bytes, bytes, bytes]]) -> None:
         """A group's ``(meta, source JSON, row JSON)`` members, written to ``side``."""
         self._sides.extend((m[1], side) for m in members)
         if not self.lengths.exact:
+            chars = self._chars[side]
             for meta, _source, payload in members:
                 n_chars = meta[meta.rfind(b" ") + 1 :]
-                if self.lengths.over_limit(int(n_chars)):  # rare: the report names the row
-                    self.lengths.add_chars(side, int(n_chars), orjson.loads(payload)["id"])
+                if len(n_chars) >= self._long_digits and int(n_chars) > self.lengths.char_limit:
+                    self.lengths.add_chars(side, int(n_chars), orjson.loads(payload)["id"])  # named in the report
                 else:
-                    self._chars[side].append(n_chars)
+                    chars.append(n_chars)
         if len(self._sides) >= _BATCH:
             self.fold()
 
