@@ -143,3 +143,10 @@ def test_count_larger_than_data_is_refused(tmp_path):
     with pytest.raises(UsageError, match="leaves no training rows"):
         run(tmp_path, make_rows(10), "tiny", test_size=TestSize(count=10))
     assert not (tmp_path / "tiny-out").exists()
+
+
+def test_a_split_that_leaves_no_training_group_is_refused(tmp_path):
+    rows = make_rows(10, groups=2)  # two groups of 5: a target of 9 is closest with both in test
+    with pytest.raises(UsageError, match="puts every group in test"):
+        run(tmp_path, rows, "grouped", test_size=TestSize(count=9), group_by="article_id")
+    assert not (tmp_path / "grouped-out").exists()

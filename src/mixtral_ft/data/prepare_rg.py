@@ -475,6 +475,11 @@ def prepare_rg(opts: RgPrepareOptions) -> RgPrepareResult:
                 rejected.close()
         shutil.rmtree(work)
         timer.mark("write")
+        if not written.rows["train"]:  # whole groups: the closest prefix can take them all
+            raise UsageError(
+                f"--test-size {_rule(opts.test_size)} puts every group in test ({checked.kept} rows); "
+                "use a smaller count or fraction"
+            )
         counts = dict(read.counts)
         counts["train"], counts["test"] = written.rows["train"], written.rows["test"]
         if opts.skip_invalid:
