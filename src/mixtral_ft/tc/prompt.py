@@ -53,11 +53,9 @@ def load_template(path: str | os.PathLike | None = None) -> str:
     try:
         return _load(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:
-        hint = (
-            ""
-            if given or not os.environ.get("MIXFT_CONFIGS_DIR")
-            else (" (MIXFT_CONFIGS_DIR has no prompts/; `mixft config copy all DIR` copies every shipped file)")
-        )
+        hint = ""
+        if not given and os.environ.get("MIXFT_CONFIGS_DIR"):
+            hint = " (MIXFT_CONFIGS_DIR has no prompts/; `mixft config copy all DIR` copies every shipped file)"
         raise ConfigError(f"{path}: TC prompt template not found{hint}") from None
 
 
