@@ -15,14 +15,34 @@ import pytest
 from mixtral_ft.cli.main import main
 
 GOOD = [
-    {"id": "q1", "question": "How do I reset my password?", "context": ["Go to Settings.", "Click  Reset."],
-     "answer": "Open Settings and click Reset.", "article_id": "kb-1"},
-    {"id": "q2", "question": "Is shipping free?", "context": "Shipping is free over $50.",
-     "answer": "Yes, over $50.", "article_id": "kb-2"},
-    {"id": "q3", "question": "Can I return items?", "context": ["Returns within 30 days."],
-     "answer": "Yes, within 30 days.", "article_id": "kb-2"},
-    {"id": "q4", "question": "Do you ship abroad?", "context": ["We ship to 40 countries."],
-     "answer": "Yes, to 40 countries.", "article_id": "kb-3"},
+    {
+        "id": "q1",
+        "question": "How do I reset my password?",
+        "context": ["Go to Settings.", "Click  Reset."],
+        "answer": "Open Settings and click Reset.",
+        "article_id": "kb-1",
+    },
+    {
+        "id": "q2",
+        "question": "Is shipping free?",
+        "context": "Shipping is free over $50.",
+        "answer": "Yes, over $50.",
+        "article_id": "kb-2",
+    },
+    {
+        "id": "q3",
+        "question": "Can I return items?",
+        "context": ["Returns within 30 days."],
+        "answer": "Yes, within 30 days.",
+        "article_id": "kb-2",
+    },
+    {
+        "id": "q4",
+        "question": "Do you ship abroad?",
+        "context": ["We ship to 40 countries."],
+        "answer": "Yes, to 40 countries.",
+        "article_id": "kb-3",
+    },
 ]
 
 
@@ -72,15 +92,18 @@ def test_prepare_writes_split_manifest_and_summary(tmp_path, capsys):
 
 
 def test_every_validation_problem_is_listed_and_nothing_is_written(tmp_path, capsys):
-    bad = write_jsonl(tmp_path / "raw.jsonl", [
-        GOOD[0],
-        {"id": "q2", "context": "c", "answer": "a"},
-        {"id": "q3", "question": 5, "context": {"x": 1}, "answer": "   "},
-        '{"id": "q4", "question": "q",',
-        '["not", "an", "object"]',
-        {"id": "", "question": "q", "context": ["ok", None], "answer": "a"},
-        {"id": "q1", "question": "other", "context": "c", "answer": "a"},
-    ])
+    bad = write_jsonl(
+        tmp_path / "raw.jsonl",
+        [
+            GOOD[0],
+            {"id": "q2", "context": "c", "answer": "a"},
+            {"id": "q3", "question": 5, "context": {"x": 1}, "answer": "   "},
+            '{"id": "q4", "question": "q",',
+            '["not", "an", "object"]',
+            {"id": "", "question": "q", "context": ["ok", None], "answer": "a"},
+            {"id": "q1", "question": "other", "context": "c", "answer": "a"},
+        ],
+    )
     out = tmp_path / "out"
     rc = main(["prepare", "rg", str(bad), "--out", str(out)])
     err = capsys.readouterr().err.splitlines()
@@ -101,8 +124,9 @@ def test_every_validation_problem_is_listed_and_nothing_is_written(tmp_path, cap
 
 def test_encoding_problems_name_file_and_line(tmp_path, capsys):
     f = tmp_path / "win.jsonl"
-    f.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode() + b"\r\n" + json.dumps(GOOD[1]).encode()[:-1]
-                  + b'\xff"}\r\n')
+    f.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode() + b"\r\n" + json.dumps(GOOD[1]).encode()[:-1] + b'\xff"}\r\n'
+    )
     rc = main(["prepare", "rg", str(f), "--out", str(tmp_path / "out"), "--skip-invalid"])
     err = capsys.readouterr().err
     assert rc == 2  # BOM / CRLF are problems of the whole file: --skip-invalid cannot skip them
@@ -120,8 +144,9 @@ def test_problem_cap_then_count(tmp_path, capsys):
 
 
 def test_skip_invalid_writes_valid_rows_and_rejected_reasons(tmp_path, capsys):
-    bad = write_jsonl(tmp_path / "raw.jsonl", GOOD + [{"id": "z", "question": "q"}, "{broken",
-                                                      dict(GOOD[1], question="different")])
+    bad = write_jsonl(
+        tmp_path / "raw.jsonl", GOOD + [{"id": "z", "question": "q"}, "{broken", dict(GOOD[1], question="different")]
+    )
     out = tmp_path / "out"
     rc = main(["prepare", "rg", str(bad), "--out", str(out), "--skip-invalid", "--test-size", "1"])
     captured = capsys.readouterr()
@@ -155,13 +180,42 @@ def test_existing_output_is_refused_unless_force_and_a_failed_force_keeps_it(tmp
 
 
 def test_field_mapping_nested_paths_numbering_and_grouping(tmp_path, capsys):
-    rows = [{"key": f"k{i}", "q": {"text": f"Question {i}?"}, "docs": [f"Doc {i}a.", f"Doc {i}b."],
-             "reply": f"Reply {i}.", "topic": i % 3} for i in range(12)]
+    rows = [
+        {
+            "key": f"k{i}",
+            "q": {"text": f"Question {i}?"},
+            "docs": [f"Doc {i}a.", f"Doc {i}b."],
+            "reply": f"Reply {i}.",
+            "topic": i % 3,
+        }
+        for i in range(12)
+    ]
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
     out = tmp_path / "out"
-    rc = main(["prepare", "rg", str(src), "--out", str(out), "--question-field", "q.text", "--context-field", "docs",
-               "--answer-field", "reply", "--id-field", "key", "--group-by", "topic", "--test-size", "4",
-               "--number-snippets", "--context-separator", "\\n"])
+    rc = main(
+        [
+            "prepare",
+            "rg",
+            str(src),
+            "--out",
+            str(out),
+            "--question-field",
+            "q.text",
+            "--context-field",
+            "docs",
+            "--answer-field",
+            "reply",
+            "--id-field",
+            "key",
+            "--group-by",
+            "topic",
+            "--test-size",
+            "4",
+            "--number-snippets",
+            "--context-separator",
+            "\\n",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
     assert len(test) == 4 and len(train) == 8
@@ -209,18 +263,27 @@ def test_preview_marks_the_trained_part(tmp_path, capsys):
 
 def test_parallel_read_gives_identical_output(tmp_path, monkeypatch):
     from mixtral_ft.data import prepare_rg as mod
+    from mixtral_ft.data import readpass
 
-    rows = [{"id": f"q{i}", "question": f"Q {i}?", "context": [f"C {i}.", "Shared."], "answer": f"A {i}.",
-             "g": i % 50} for i in range(3000)]
+    rows = [
+        {"id": f"q{i}", "question": f"Q {i}?", "context": [f"C {i}.", "Shared."], "answer": f"A {i}.", "g": i % 50}
+        for i in range(3000)
+    ]
     rows.append(dict(rows[10], id="again"))
     rows.append("{bad")
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
-    monkeypatch.setattr(mod, "_MIN_RANGE_BYTES", 1000)
+    monkeypatch.setattr(readpass, "_MIN_RANGE_BYTES", 1000)
     results = []
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"
-        opts = mod.RgPrepareOptions(inputs=[mod.InputSpec(src, "jsonl")], out=out, group_by="g",
-                                    test_size=mod.TestSize(count=300), skip_invalid=True, workers=workers)
+        opts = mod.RgPrepareOptions(
+            inputs=[mod.InputSpec(src, "jsonl")],
+            out=out,
+            group_by="g",
+            test_size=mod.TestSize(count=300),
+            skip_invalid=True,
+            workers=workers,
+        )
         res = mod.prepare_rg(opts)
         results.append((res.counts, [(out / f).read_bytes() for f in ("train.jsonl", "test.jsonl", "rejected.jsonl")]))
     assert results[0] == results[1]
@@ -233,17 +296,34 @@ def test_bundled_sample_prepares(repo_root, tmp_path, capsys):
     if not sample.exists():
         pytest.skip("data/sample_qa.jsonl is not in this checkout")
     out = tmp_path / "out"
-    assert main(["prepare", "rg", str(sample), "--out", str(out), "--group-by", "article_id"]) == 0, \
+    assert main(["prepare", "rg", str(sample), "--out", str(out), "--group-by", "article_id"]) == 0, (
         capsys.readouterr().err
+    )
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
     assert train and test and {r["group"] for r in train}.isdisjoint({r["group"] for r in test})
 
 
 def test_ragtruth_nested_fields(ragtruth_path, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["prepare", "rg", f"ragtruth={ragtruth_path}", "--out", str(out), "--question-field", "source.question",
-               "--context-field", "source.passages", "--answer-field", "responses.0.response",
-               "--id-field", "source_id", "--test-size", "20"])
+    rc = main(
+        [
+            "prepare",
+            "rg",
+            f"ragtruth={ragtruth_path}",
+            "--out",
+            str(out),
+            "--question-field",
+            "source.question",
+            "--context-field",
+            "source.passages",
+            "--answer-field",
+            "responses.0.response",
+            "--id-field",
+            "source_id",
+            "--test-size",
+            "20",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "manifest.json").read_text())
     assert m["summary"]["test"] == 20 and m["summary"]["train"] + 20 + m["summary"]["duplicates"] == m["summary"]["read"]
@@ -255,18 +335,36 @@ def test_cli_subprocess_and_light_start_up(tmp_path):
     src = write_jsonl(tmp_path / "raw.jsonl", GOOD)
     mixft = Path(sys.executable).with_name("mixft")
     env = dict(os.environ, MIXFT_PROGRESS="0")
-    proc = subprocess.run([str(mixft), "prepare", "rg", str(src), "--out", str(tmp_path / "o"), "--test-size", "1"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [str(mixft), "prepare", "rg", str(src), "--out", str(tmp_path / "o"), "--test-size", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Prepared RG data" in proc.stdout and proc.stderr == ""
-    proc = subprocess.run([str(mixft), "prepare", "rg", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [str(mixft), "prepare", "rg", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr == f"error: {tmp_path / 'missing.jsonl'}: file not found\n"
     assert "Traceback" not in proc.stderr
     heavy = subprocess.run(
-        [sys.executable, "-c", "import sys, mixtral_ft.cli.main; "
-         "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'axolotl', 'pyarrow', 'numpy') "
-         "if m in sys.modules))"], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "import sys, mixtral_ft.cli.main; "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'axolotl', 'pyarrow', 'numpy') "
+            "if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert heavy.stdout.strip() == "[]", heavy.stdout + heavy.stderr
 
 
@@ -283,3 +381,22 @@ def test_no_valid_rows_bad_tokenizer_and_no_arguments(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     main(["prepare", "rg"])
     assert "Usage: mixft prepare rg" in capsys.readouterr().out
+
+
+def test_length_report_per_split_names_long_rows(tmp_path):
+    from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
+    from mixtral_ft.data.readers import parse_input
+    from mixtral_ft.data.split import TestSize
+
+    rows = [dict(r, context=r["context"] if i else "A long snippet. " * 40) for i, r in enumerate(GOOD)]
+    src = write_jsonl(tmp_path / "raw.jsonl", rows)
+    result = prepare_rg(
+        RgPrepareOptions(
+            inputs=[parse_input(str(src))], out=tmp_path / "o", test_size=TestSize(count=1), sequence_len=60
+        )
+    )
+    report = result.lengths
+    assert report["kind"] == "estimate" and report["n"] == 4 and report["over_sequence_len"] == 1
+    assert report["over_sequence_len_ids"] == ["q1"]
+    assert report["by_split"]["train"]["n"] + report["by_split"]["test"]["n"] == 4
+    assert report == json.loads((tmp_path / "o" / "manifest.json").read_text())["lengths"]

@@ -16,15 +16,22 @@ from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc
 from mixtral_ft.tc.prompt import render_tc_prompt, template_sha256
 from mixtral_ft.tc.verdict import is_hallucinated, parse_verdict, verdict_from_dict
 
-CLEAN = {"relevance": {"mistake": False, "explanation": ""}, "groundedness": {"mistake": False, "mistakes": []},
-         "corrected_response": None}
+CLEAN = {
+    "relevance": {"mistake": False, "explanation": ""},
+    "groundedness": {"mistake": False, "mistakes": []},
+    "corrected_response": None,
+}
 
 
 def hallu(text: str, corrected: str | None = None) -> dict:
-    return {"relevance": {"mistake": False, "explanation": ""},
-            "groundedness": {"mistake": True, "mistakes": [{"text": text, "type": "Evident Conflict",
-                                                            "explanation": "The context says otherwise."}]},
-            "corrected_response": corrected}
+    return {
+        "relevance": {"mistake": False, "explanation": ""},
+        "groundedness": {
+            "mistake": True,
+            "mistakes": [{"text": text, "type": "Evident Conflict", "explanation": "The context says otherwise."}],
+        },
+        "corrected_response": corrected,
+    }
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -38,10 +45,17 @@ def make_rows(n_groups: int, per_group: int = 2, prefix: str = "r", every_hallu:
         for k in range(per_group):
             i = g * per_group + k
             label = hallu(f"{i + 1} days") if i % every_hallu == 0 else CLEAN
-            rows.append({"id": f"{prefix}{i}", "group": f"q{g}", "context": [f"Returns are accepted within {g} days.",
-                                                                           "A receipt is needed."],
-                         "question": f"How long is return window {g}?", "response": f"It is {i + 1} days.",
-                         "model": "m1", "verdict": label})
+            rows.append(
+                {
+                    "id": f"{prefix}{i}",
+                    "group": f"q{g}",
+                    "context": [f"Returns are accepted within {g} days.", "A receipt is needed."],
+                    "question": f"How long is return window {g}?",
+                    "response": f"It is {i + 1} days.",
+                    "model": "m1",
+                    "verdict": label,
+                }
+            )
     return rows
 
 
@@ -83,9 +97,14 @@ def test_ragtruth_counts_split_and_schema(tmp_path, ragtruth_path, validator):
     r = train[0]
     assert r["prompt"] == render_tc_prompt(r["context"], r["question"], r["response"])
     assert s["by_model"]["llama-2-7b-chat"]["hallucinated"] == 84
-    assert s["by_model"]["gpt-4-0613"] == {"rows": 138, "train": s["by_model"]["gpt-4-0613"]["train"],
-                                           "test": s["by_model"]["gpt-4-0613"]["test"], "hallucinated": 5,
-                                           "mistakes": 5, "hallucinated_share": round(5 / 138, 4)}
+    assert s["by_model"]["gpt-4-0613"] == {
+        "rows": 138,
+        "train": s["by_model"]["gpt-4-0613"]["train"],
+        "test": s["by_model"]["gpt-4-0613"]["test"],
+        "hallucinated": 5,
+        "mistakes": 5,
+        "hallucinated_share": round(5 / 138, 4),
+    }
     manifest = json.loads((result.out / "manifest.json").read_text())
     assert manifest["prompt_sha256"] == template_sha256()
     assert manifest["summary"]["train"] == len(train) and manifest["inputs"][0]["format"] == "ragtruth"
@@ -97,7 +116,10 @@ def test_ragtruth_span_becomes_mistake_with_annotator_explanation(tmp_path, ragt
     r = next(r for r in rows.values() if r["labels"] and r["labels"][0]["meta"])
     m = r["verdict"]["groundedness"]["mistakes"][0]
     assert (m["text"], m["type"], m["explanation"]) == (
-        r["labels"][0]["text"], r["labels"][0]["label_type"], r["labels"][0]["meta"].strip())
+        r["labels"][0]["text"],
+        r["labels"][0]["label_type"],
+        r["labels"][0]["meta"].strip(),
+    )
     # the one span whose annotator left no explanation gets an empty one, not an invented one
     assert any(m["explanation"] == "" for r in rows.values() for m in r["verdict"]["groundedness"]["mistakes"])
 
@@ -111,9 +133,20 @@ def test_three_label_forms(tmp_path):
         {**base, "id": "v", "response": "At 10.", "verdict": hallu("At 10.", "At 9.")},
         {**base, "id": "b1", "response": "At 9, or 10.", "hallucinated": True},
         {**base, "id": "b0", "response": "At 9.", "hallucinated": False},
-        {**base, "id": "s", "response": "At 9 on weekdays.", "labels": [
-            {"text": "on weekdays", "label_type": "Subtle Baseless Info", "meta": "Days are not given.",
-             "start": 6, "end": 17}]},
+        {
+            **base,
+            "id": "s",
+            "response": "At 9 on weekdays.",
+            "labels": [
+                {
+                    "text": "on weekdays",
+                    "label_type": "Subtle Baseless Info",
+                    "meta": "Days are not given.",
+                    "start": 6,
+                    "end": 17,
+                }
+            ],
+        },
         {**base, "id": "s0", "response": "It opens at 9.", "labels": []},
         {**base, "id": "vb", "response": "At 10!", "verdict": hallu("At 10!"), "hallucinated": True},
     ]
@@ -123,9 +156,16 @@ def test_three_label_forms(tmp_path):
     assert got["b1"]["verdict"]["groundedness"] == {"mistake": True, "mistakes": []}
     assert got["b0"]["verdict"] == CLEAN and got["s0"]["verdict"] == CLEAN
     assert got["s"]["verdict"]["groundedness"]["mistakes"] == [
-        {"text": "on weekdays", "type": "Subtle Baseless Info", "explanation": "Days are not given."}]
-    assert {k: r["hallucinated"] for k, r in got.items()} == {"v": True, "b1": True, "b0": False, "s": True,
-                                                             "s0": False, "vb": True}
+        {"text": "on weekdays", "type": "Subtle Baseless Info", "explanation": "Days are not given."}
+    ]
+    assert {k: r["hallucinated"] for k, r in got.items()} == {
+        "v": True,
+        "b1": True,
+        "b0": False,
+        "s": True,
+        "s0": False,
+        "vb": True,
+    }
     for r in got.values():
         assert verdict_from_dict(json.loads(r["completion"])).to_dict() == r["verdict"]
 
@@ -133,11 +173,21 @@ def test_three_label_forms(tmp_path):
 @pytest.mark.parametrize(
     "row,message",
     [
-        ({"hallucinated": False, "verdict": hallu("x")}, "in.jsonl:1: hallucinated: false contradicts the verdict label"),
+        (
+            {"hallucinated": False, "verdict": hallu("x")},
+            "in.jsonl:1: hallucinated: false contradicts the verdict label",
+        ),
         ({"hallucinated": "yes"}, "in.jsonl:1: hallucinated: expected true or false"),
         ({}, "in.jsonl:1: verdict: no label"),
-        ({"verdict": {**CLEAN, "groundedness": {"mistake": False, "mistakes": hallu("x")["groundedness"]["mistakes"]}}},
-         "in.jsonl:1: verdict.groundedness: mistake is false but 1 mistake(s) are listed"),
+        (
+            {
+                "verdict": {
+                    **CLEAN,
+                    "groundedness": {"mistake": False, "mistakes": hallu("x")["groundedness"]["mistakes"]},
+                }
+            },
+            "in.jsonl:1: verdict.groundedness: mistake is false but 1 mistake(s) are listed",
+        ),
         ({"verdict": {**CLEAN, "extra": 1}}, "in.jsonl:1: verdict: unexpected key(s) 'extra'"),
         ({"labels": [{"text": "x", "meta": "m"}]}, "in.jsonl:1: labels[0].label_type: must be a non-empty string"),
         ({"labels": [], "verdict": CLEAN}, "in.jsonl:1: labels: both 'verdict' and 'labels' are given"),
@@ -178,7 +228,7 @@ def test_all_problems_at_once_then_skip_invalid(tmp_path, monkeypatch, capsys):
     assert main(["prepare", "tc", "in.jsonl", "--out", "out", "--skip-invalid"]) == 0
     rejected = read(tmp_path / "out" / "rejected.jsonl")
     assert [r["line"] for r in rejected] == [2, 5, 8, 14]
-    assert rejected[0]["row"]["id"] == "r1" and rejected[2]["row"] is None
+    assert rejected[0]["row"]["id"] == "r1" and rejected[2]["raw"] == "{not json" and "row" not in rejected[2]
     assert len(read(tmp_path / "out" / "train.jsonl")) + len(read(tmp_path / "out" / "test.jsonl")) == 10
 
 
@@ -213,8 +263,20 @@ def test_sources_augment_cap_and_summary(tmp_path, capsys, monkeypatch):
     aug = [{**r, "group": f"a{r['group']}", "model": "gpt-3.5"} for r in make_rows(30, prefix="aug", every_hallu=2)]
     aug[0]["group"] = aug[1]["group"] = "q0"
     write_jsonl(tmp_path / "gpt35.jsonl", aug)
-    args = ["prepare", "tc", "rg=rg.jsonl", "live=live.jsonl", "--augment", "gpt35=gpt35.jsonl",
-            "--augment-cap", "25", "--test-size", "0.3", "--out", "out"]
+    args = [
+        "prepare",
+        "tc",
+        "rg=rg.jsonl",
+        "live=live.jsonl",
+        "--augment",
+        "gpt35=gpt35.jsonl",
+        "--augment-cap",
+        "25",
+        "--test-size",
+        "0.3",
+        "--out",
+        "out",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -253,23 +315,48 @@ def test_corrections(tmp_path):
     path = write_jsonl(tmp_path / "in.jsonl", rows)
 
     def corrected(out):
-        return {r["id"]: r["verdict"]["corrected_response"] for r in read(out / "train.jsonl") + read(out / "test.jsonl")}
+        return {
+            r["id"]: r["verdict"]["corrected_response"] for r in read(out / "train.jsonl") + read(out / "test.jsonl")
+        }
 
     assert corrected(run(tmp_path, [path], name="a").out) == {
-        "h1": None, "h2": "Open 9-5!", "h3": "Open from 9 to 5.", "c1": None, "c2": None, "x": None}
+        "h1": None,
+        "h2": "Open 9-5!",
+        "h3": "Open from 9 to 5.",
+        "c1": None,
+        "c2": None,
+        "x": None,
+    }
     result = run(tmp_path, [path], name="b", corrections="from-clean")
     assert corrected(result.out) == {
-        "h1": "Open 9-5.", "h2": "Open 9-5!", "h3": "Open from 9 to 5.", "c1": None, "c2": None, "x": None}
+        "h1": "Open 9-5.",
+        "h2": "Open 9-5!",
+        "h3": "Open from 9 to 5.",
+        "c1": None,
+        "c2": None,
+        "x": None,
+    }
     assert result.summary["corrections_from_clean"] == 1
 
 
 def test_judgements_label_generations(tmp_path):
-    gens = [{"id": f"g{i}", "source": "rg-test", "context": "Ctx.", "question": f"Q{i}?", "response": f"A{i}.",
-             "model": {"name": "mixtral-ft-rg", "adapter": "out/rg"}} for i in range(4)]
-    judged = [{"id": "g0", "verdict": hallu("A0"), "parse_ok": True, "hallucinated": True},
-              {"id": "g1", "verdict": CLEAN, "parse_ok": True, "hallucinated": False},
-              {"id": "g2", "verdict": None, "parse_ok": False, "parse_error": "no JSON object in output"},
-              {"id": "zz", "verdict": CLEAN, "parse_ok": True}]
+    gens = [
+        {
+            "id": f"g{i}",
+            "source": "rg-test",
+            "context": "Ctx.",
+            "question": f"Q{i}?",
+            "response": f"A{i}.",
+            "model": {"name": "mixtral-ft-rg", "adapter": "out/rg"},
+        }
+        for i in range(4)
+    ]
+    judged = [
+        {"id": "g0", "verdict": hallu("A0"), "parse_ok": True, "hallucinated": True},
+        {"id": "g1", "verdict": CLEAN, "parse_ok": True, "hallucinated": False},
+        {"id": "g2", "verdict": None, "parse_ok": False, "parse_error": "no JSON object in output"},
+        {"id": "zz", "verdict": CLEAN, "parse_ok": True},
+    ]
     g, j = write_jsonl(tmp_path / "gens.jsonl", gens), write_jsonl(tmp_path / "judge.jsonl", judged)
     with pytest.raises(InputError) as e:
         run(tmp_path, [g], judgements=(str(j),))
@@ -287,19 +374,21 @@ def test_judgements_label_generations(tmp_path):
 def test_deterministic_bytes_and_stable_split(tmp_path):
     rows = make_rows(40)
     path = write_jsonl(tmp_path / "in.jsonl", rows)
-    a, b = run(tmp_path, [path], name="a", test_size="0.3").out, run(tmp_path, [path], name="b", test_size="0.3").out
+    shuffled = write_jsonl(tmp_path / "shuffled.jsonl", rows[1::2] + list(reversed(rows[::2])))
+    a = run(tmp_path, [f"rg={path}"], name="a", test_size="0.3").out
+    b = run(tmp_path, [f"rg={shuffled}"], name="b", test_size="0.3").out
     for f in ("train.jsonl", "test.jsonl", "rejected.jsonl", "summary.json"):
-        assert (a / f).read_bytes() == (b / f).read_bytes()
+        assert (a / f).read_bytes() == (b / f).read_bytes()  # the same rows in any order: the same bytes
     side = lambda d: {r["id"]: s for s in ("train", "test") for r in read(d / f"{s}.jsonl")}  # noqa: E731
-    before = side(a)
-    assert 0 < sum(s == "test" for s in before.values()) < 80
-    # more rows, in another order: no existing row changes side
+    assert sum(s == "test" for s in side(a).values()) == 24  # ceil(0.3 x 80 rows), in groups of 2
+    # more rows, in another order, with a count: no training row moves to test
+    before = side(run(tmp_path, [path], name="c", test_size="24").out)
     new = [{**r, "group": "n" + r["group"]} for r in make_rows(30, prefix="new")]
     write_jsonl(tmp_path / "more.jsonl", list(reversed(rows + new)))
-    after = side(run(tmp_path, [tmp_path / "more.jsonl"], name="c", test_size="0.3").out)
-    assert len(after) == 140 and all(after[i] == s for i, s in before.items())
+    after = side(run(tmp_path, [tmp_path / "more.jsonl"], name="d", test_size="24").out)
+    assert len(after) == 140 and not [i for i, s in before.items() if s == "train" and after[i] == "test"]
     # another seed, another split
-    assert side(run(tmp_path, [path], name="d", seed=7, test_size="0.3").out) != before
+    assert side(run(tmp_path, [path], name="e", seed=7, test_size="0.3").out) != side(a)
 
 
 def test_group_by_field(tmp_path):

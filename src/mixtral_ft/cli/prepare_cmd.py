@@ -1,14 +1,66 @@
-"""`mixft prepare`: Turn raw Q&A (RG) or labeled responses (TC) into Axolotl-ready train/test files."""
+"""`mixft prepare`: Turn raw Q&A (RG) or labeled responses (TC) into Axolotl-ready train/test files.
+
+``prepare rg`` is here, ``prepare tc`` in ``prepare_tc_cmd``; both take their shared options
+from ``_common``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from mixtral_ft.cli._common import ForceOption, OutDirOption, SeedOption, echo, info
+from mixtral_ft.cli import prepare_tc_cmd
+from mixtral_ft.cli._choices import InputFormat
+from mixtral_ft.cli._common import (
+    ContextFieldOption,
+    ForceOption,
+    IdFieldOption,
+    MaxProblemsOption,
+    OutDirOption,
+    QuestionFieldOption,
+    SeedOption,
+    SkipInvalidOption,
+    SourceFieldOption,
+    TokenizerOption,
+    echo,
+    info,
+    test_size_option,
+)
 
-app = typer.Typer(help="Turn raw Q&A (RG) or labeled responses (TC) into Axolotl-ready train/test files.", no_args_is_help=True)
+RG_DEFAULT_TEST_SIZE = "0.125"  # the reference report's split: 2,400 rows -> 2,100 / 300
+
+
+class _TaskFirstGroup(TyperGroup):
+    """``mixft prepare qa.jsonl`` (the task forgotten) explains itself instead of "No such command"."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            tasks = " or ".join(self.list_commands(ctx))
+            raise click.UsageError(
+                f"'{name}' is not a task; prepare needs one ({tasks}) before the inputs:\n"
+                f"  mixft prepare rg {name} --out DIR   (raw grounded Q&A, for the response generator)\n"
+                f"  mixft prepare tc {name} --out DIR   (labeled responses, for the truth-checker)",
+                ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(
+    cls=_TaskFirstGroup,
+    no_args_is_help=True,
+    help="Turn raw Q&A (rg) or labeled responses (tc) into Axolotl-ready train/test files: "
+    "mixft prepare rg|tc INPUT... --out DIR.",
+)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``prepare`` group (``rg`` and ``tc``) to the root app."""
+    prepare_tc_cmd.register(app)
+    root.add_typer(app, name="prepare")
 
 
 def _unescape(text: str) -> str:
@@ -18,42 +70,46 @@ def _unescape(text: str) -> str:
 
 @app.command("rg", no_args_is_help=True)
 def rg(
-    inputs: list[str] = typer.Argument(..., metavar="INPUT...",
-                                       help="Raw Q&A files (.jsonl, .json array, .csv, .parquet); TAG=PATH sets the "
-                                            "rows' source (e.g. live=chats.jsonl)."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        metavar="INPUT...",
+        help="Raw Q&A files (.jsonl, .json array, .csv, .parquet); TAG=PATH sets the "
+        "rows' source (e.g. live=chats.jsonl).",
+    ),
     out: Path = OutDirOption,
-    question_field: str = typer.Option("question", "--question-field", help="Column holding the question."),
-    context_field: str = typer.Option("context", "--context-field",
-                                      help="Column holding the context: a string or a list of snippets."),
+    question_field: str = QuestionFieldOption,
+    context_field: str = ContextFieldOption,
     answer_field: str = typer.Option("answer", "--answer-field", help="Column holding the reference answer."),
-    id_field: str = typer.Option("id", "--id-field", help="Column holding a unique id (optional; made from the "
-                                                          "content when absent)."),
-    source_field: str = typer.Option("source", "--source-field",
-                                     help="Column holding a source tag, used when the input has no TAG= ('' = none)."),
-    group_by: str | None = typer.Option(None, "--group-by", help="Keep all rows with the same value of this column "
-                                                                 "on one side of the split (e.g. article_id)."),
-    test_size: str = typer.Option("0.1", "--test-size", help="Test rows: a count (300) or a fraction (0.125)."),
+    id_field: str = IdFieldOption,
+    source_field: str = SourceFieldOption,
+    group_by: str | None = typer.Option(
+        None,
+        "--group-by",
+        help="Keep all rows with the same value of this column on one side of the split (e.g. article_id).",
+    ),
+    test_size: str = test_size_option(RG_DEFAULT_TEST_SIZE),
     seed: int = SeedOption,
-    skip_invalid: bool = typer.Option(False, "--skip-invalid",
-                                      help="Write the valid rows and list bad ones in rejected.jsonl instead of failing."),
+    skip_invalid: bool = SkipInvalidOption,
     force: bool = ForceOption,
-    context_separator: str = typer.Option("\\n\\n", "--context-separator",
-                                          help="Joins a list of context snippets ('\\n' = newline)."),
+    context_separator: str = typer.Option(
+        "\\n\\n", "--context-separator", help="Joins a list of context snippets ('\\n' = newline)."
+    ),
     number_snippets: bool = typer.Option(False, "--number-snippets", help="Prefix snippets with [1], [2], ..."),
-    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Local tokenizer directory for exact token "
-                                                                    "lengths (needs transformers)."),
+    tokenizer: Path | None = TokenizerOption,
     sequence_len: int = typer.Option(4096, "--sequence-len", help="Axolotl sequence_len to check lengths against."),
-    preview: int = typer.Option(0, "--preview", help="Print N formatted examples with the trained part marked."),
-    input_format: str | None = typer.Option(None, "--format", help="Input format for all inputs "
-                                                                   "(jsonl/json/csv/parquet); default: by extension."),
-    max_problems: int = typer.Option(50, "--max-problems", help="Problems listed before the rest are only counted."),
-    workers: int = typer.Option(0, "--workers", help="Processes for the read pass (0 = automatic)."),
+    preview: int = typer.Option(0, "--preview", min=0, help="Print N formatted examples with the trained part marked."),
+    input_format: InputFormat | None = typer.Option(
+        None, "--format", help="Input format for all inputs; default: by extension."
+    ),
+    max_problems: int = MaxProblemsOption,
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes for the read pass (0 = automatic)."),
 ) -> None:
     """Raw grounded Q&A -> train.jsonl / test.jsonl for Axolotl `type: context_qa.load_v2` + manifest.json.
 
     INPUT files are .jsonl, .json (an array), .csv or .parquet; TAG=PATH sets the rows' source
     (e.g. live=chats.jsonl). Every problem is listed as file:line: field: message and nothing is
-    written (exit 2) unless --skip-invalid. Reference: docs/prepare.md.
+    written (exit 2) unless --skip-invalid. The default test size, 0.125, splits the reference
+    report's 2,400 rows into 2,100 / 300. Reference: docs/prepare.md.
 
     Example: mixft prepare rg synthetic=qa.jsonl live=chats.csv --out runs/rg-data --test-size 300 --group-by article_id
     """
@@ -63,8 +119,9 @@ def rg(
     from mixtral_ft.data.readers import parse_input
     from mixtral_ft.data.split import parse_test_size
 
+    fmt = input_format.value if input_format is not None else None
     opts = RgPrepareOptions(
-        inputs=[parse_input(a, input_format) for a in inputs],
+        inputs=[parse_input(a, fmt) for a in inputs],
         out=out,
         fields=RgFields(question_field, context_field, answer_field, id_field, source_field),
         group_by=group_by or None,
@@ -76,9 +133,9 @@ def rg(
         number_snippets=number_snippets,
         tokenizer=tokenizer,
         sequence_len=sequence_len,
-        preview=max(0, preview),
-        max_problems=max(1, max_problems),
-        workers=max(0, workers),
+        preview=preview,
+        max_problems=max_problems,
+        workers=workers,
     )
     result = prepare_rg(opts)
     if result.skipped_problems:
@@ -92,9 +149,3 @@ def rg(
         echo(format_preview(result.preview, color=sys.stdout.isatty()))
         echo()
     echo(format_summary(result))
-
-
-# `mixft prepare tc` lives in its own module (owned by the TC data engineer).
-from mixtral_ft.cli import prepare_tc_cmd  # noqa: E402
-
-prepare_tc_cmd.register(app)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
+from mixtral_ft.cli._common import ProfileOption
+
 app = typer.Typer(help="Launch Axolotl training runs for the RG or TC model.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``train`` group to the root app."""
+    root.add_typer(app, name="train")
+
 
 _TASK_HELP = {
     "rg": "Train the RAG response generator (configs/rg.yml) on `mixft prepare rg` output.",
@@ -15,9 +22,22 @@ _TASK_HELP = {
 }
 
 
-def _train(task: str, data: Path, profile: str, base_model: Optional[str], overrides: list[str], gpus: int,
-           run_dir: Optional[Path], dry_run: bool, resume: bool, num_machines: int, machine_rank: int,
-           main_process_ip: Optional[str], main_process_port: Optional[int], probe: bool = False) -> None:
+def _train(
+    task: str,
+    data: Path,
+    profile: str,
+    base_model: str | None,
+    overrides: list[str],
+    gpus: int,
+    run_dir: Path | None,
+    dry_run: bool,
+    resume: bool,
+    num_machines: int,
+    machine_rank: int,
+    main_process_ip: str | None,
+    main_process_port: int | None,
+    probe: bool = False,
+) -> None:
     import shlex
     import time
 
@@ -32,10 +52,21 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
             raise UsageError("--resume needs --run-dir (the run to continue)")
         run_dir = Path("runs") / f"{task}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     req = TrainRequest(
-        task=task, data_dir=data, profile=profile, run_dir=run_dir, base_model=base_model,
-        overrides=tuple(overrides), resume=resume, probe=probe,
-        launch=LaunchOptions(gpus=gpus, num_machines=num_machines, machine_rank=machine_rank,
-                             main_process_ip=main_process_ip, main_process_port=main_process_port),
+        task=task,
+        data_dir=data,
+        profile=profile,
+        run_dir=run_dir,
+        base_model=base_model,
+        overrides=tuple(overrides),
+        resume=resume,
+        probe=probe,
+        launch=LaunchOptions(
+            gpus=gpus,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            main_process_ip=main_process_ip,
+            main_process_port=main_process_port,
+        ),
     )
     if dry_run:
         p = plan(req)
@@ -48,8 +79,10 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
     s = result.summary
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     echo(f"adapter: {s.adapter_dir or 'not written'}")
-    echo(f"steps: {s.global_step}  train loss: {fmt(s.train_loss)}  eval loss: {fmt(s.eval_loss)}  "
-         f"wall time: {result.wall_s:.0f} s")
+    echo(
+        f"steps: {s.global_step}  train loss: {fmt(s.train_loss)}  eval loss: {fmt(s.eval_loss)}  "
+        f"wall time: {result.wall_s:.0f} s"
+    )
     if probe:
         from mixtral_ft.train.probe_report import PROBE_FILE, format_lines
 
@@ -63,23 +96,51 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
 
 def _make(task: str):
     def command(
-        data: Path = typer.Option(..., "--data", help=f"Directory with train.jsonl and test.jsonl from `mixft prepare {task}`."),
-        profile: str = typer.Option(..., "--profile", help="Hardware profile: a100-80gb, a100-40gb, h100-80gb, multi-gpu, cpu."),
-        base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model id or local path (default: the config's)."),
-        overrides: list[str] = typer.Option([], "--set", help="Override an Axolotl key: --set key=value (YAML value, dotted keys)."),
+        data: Path = typer.Option(
+            ..., "--data", help=f"Directory with train.jsonl and test.jsonl from `mixft prepare {task}`."
+        ),
+        profile: str = ProfileOption,
+        base_model: str | None = typer.Option(
+            None, "--base-model", help="Base model id or local path (default: the config's)."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override an Axolotl key: --set key=value (YAML value, dotted keys)."
+        ),
         gpus: int = typer.Option(1, "--gpus", min=1, help="Processes per machine (accelerate --num_processes)."),
-        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/TASK-PROFILE-TIME)."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the command; write nothing."),
-        resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its newest checkpoint."),
+        run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default runs/TASK-PROFILE-TIME)."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Print the resolved config and the command; write nothing."
+        ),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue the run in --run-dir from its newest checkpoint."
+        ),
         num_machines: int = typer.Option(1, "--num-machines", min=1, help="Multi-node: number of machines."),
         machine_rank: int = typer.Option(0, "--machine-rank", min=0, help="Multi-node: rank of this machine."),
-        main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Multi-node: address of rank 0."),
-        main_process_port: Optional[int] = typer.Option(None, "--main-process-port", help="Multi-node: port of rank 0."),
-        probe: bool = typer.Option(False, "--probe", help="Record what took effect (attention, 4-bit experts), "
-                                   "peak memory and tokens/s per step in output/mixft_probe.json; print a summary."),
+        main_process_ip: str | None = typer.Option(None, "--main-process-ip", help="Multi-node: address of rank 0."),
+        main_process_port: int | None = typer.Option(None, "--main-process-port", help="Multi-node: port of rank 0."),
+        probe: bool = typer.Option(
+            False,
+            "--probe",
+            help="Record what took effect (attention, 4-bit experts), "
+            "peak memory and tokens/s per step in output/mixft_probe.json; print a summary.",
+        ),
     ) -> None:
-        _train(task, data, profile, base_model, overrides, gpus, run_dir, dry_run, resume,
-               num_machines, machine_rank, main_process_ip, main_process_port, probe)
+        _train(
+            task,
+            data,
+            profile,
+            base_model,
+            overrides,
+            gpus,
+            run_dir,
+            dry_run,
+            resume,
+            num_machines,
+            machine_rank,
+            main_process_ip,
+            main_process_port,
+            probe,
+        )
 
     command.__doc__ = _TASK_HELP[task]
     return command

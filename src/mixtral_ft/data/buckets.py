@@ -1,13 +1,15 @@
 """Disk partitions that keep memory flat on inputs of any size.
 
-- ``KeyedBuckets``: an external sort by a 64-bit key. Records go to the bucket of their key's
-  top bits, so bucket 0 holds the smallest keys; reading the buckets in order and sorting each
-  one in memory yields every record in key order. Keys are uniform hashes, so buckets are even.
-- ``DuplicateFinder``: records partitioned by a string key (CRC32), so equal keys share a
-  partition; each partition is grouped in memory to find keys seen more than once.
+- ``KeyedBuckets``: an external sort by a 64-bit key. Lines start with the key in 16 hex digits
+  and go to the bucket of the key's top bits, so bucket 0 holds the smallest keys; reading the
+  buckets in order and sorting each one in memory (``iter_sorted_bucket_lines``) yields every
+  line in key order. Keys are uniform hashes, so buckets are even.
+- ``Partitions``: lines partitioned by a string key (CRC32 of the key), so equal keys share a
+  partition; ``find_duplicates`` groups each partition in memory to find keys seen more than
+  once, ``read_partition`` hands a partition to a caller that joins several kinds of records.
 
-Both write under a directory the caller owns (the output's staging directory) and hold at
-most one bucket or partition in memory.
+Both write under a directory the caller owns (the output's staging directory) and the readers
+hold at most one bucket or partition in memory.
 """
 
 from __future__ import annotations
@@ -27,129 +29,107 @@ def bucket_count(estimated_bytes: int, target_bytes: int = TARGET_BUCKET_BYTES, 
     return min(max_buckets, 1 << (want - 1).bit_length())
 
 
-class KeyedBuckets:
-    """Append ``(key, tiebreak, payload)`` records; read them back sorted by (key, tiebreak).
+def bucket_shift(n_buckets: int) -> int:
+    """``key >> bucket_shift(n)`` is the bucket of a 64-bit key among ``n`` (a power of two; for
+    one bucket the shift is 64, which gives 0 for every key)."""
+    return 64 - (n_buckets.bit_length() - 1)
 
-    ``tiebreak`` must have a fixed width (e.g. 16 hex digits) and, like ``payload``, contain no
-    newline; ``payload`` must contain no newline either.
-    """
 
-    def __init__(self, directory: Path, n_buckets: int, prefix: str = "bucket"):
-        if n_buckets & (n_buckets - 1):
-            raise ValueError("n_buckets must be a power of two")
+def partition_of(key: bytes, n_parts: int) -> int:
+    """The ``Partitions`` partition of ``key``."""
+    return zlib.crc32(key) % n_parts
+
+
+class _Files:
+    def __init__(self, directory: Path, n: int, prefix: str, append: bool = False):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.n_buckets = n_buckets
         self.prefix = prefix
-        self._shift = 64 - (n_buckets.bit_length() - 1)
-        self._paths = [self.directory / f"{prefix}-{i:05d}" for i in range(n_buckets)]
-        self._files = [open(p, "wb", buffering=_BUFFER) for p in self._paths]
+        self._files = [
+            open(self.directory / f"{prefix}-{i:05d}", "ab" if append else "wb", buffering=_BUFFER) for i in range(n)
+        ]
 
-    def bucket_of(self, key: int) -> int:
-        return key >> self._shift if self._shift < 64 else 0
-
-    def add(self, key: int, tiebreak: str, payload: bytes) -> None:
-        self._files[self.bucket_of(key)].write(b"%016x%s %s\n" % (key, tiebreak.encode(), payload))
-
-    def add_lines(self, bucket: int, lines: list[bytes]) -> None:
-        """Append lines already built as ``b"%016x<tiebreak> <payload>\\n"`` to ``bucket``
-        (``bucket_of(key)``), the fast path for producers in other processes."""
-        self._files[bucket].write(b"".join(lines))
+    def add_lines(self, index: int, lines: list[bytes]) -> None:
+        """Append ``lines`` (each ending in a newline) to bucket or partition ``index``."""
+        self._files[index].write(b"".join(lines))
 
     def close(self) -> None:
         for f in self._files:
             if not f.closed:
                 f.close()
 
-    def iter_sorted(self) -> Iterator[tuple[int, bytes, bytes]]:
-        """``(key, tiebreak, payload)`` in increasing order; one bucket in memory at a time."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.close()
-        return iter_sorted_buckets(self.directory, self.n_buckets, [self.prefix])
 
 
-def iter_sorted_buckets(directory: Path, n_buckets: int, prefixes: list[str]) -> Iterator[tuple[int, bytes, bytes]]:
-    """Merge the buckets written by several ``KeyedBuckets`` (one per prefix, e.g. one per
-    worker process) and yield ``(key, tiebreak, payload)`` in increasing order, deleting each
-    bucket's files once read."""
-    for lines in iter_sorted_bucket_lines(directory, n_buckets, prefixes):
-        for line in lines:
-            head, payload = line.split(b" ", 1)
-            yield int(head[:16], 16), head[16:], payload
+class KeyedBuckets(_Files):
+    """Lines ``b"%016x<fixed-width tiebreak><rest>\\n"`` by the top bits of their key: add each
+    to bucket ``key >> bucket_shift(n_buckets)``; read them back in order with ``iter_sorted_bucket_lines``."""
+
+    def __init__(self, directory: Path, n_buckets: int, prefix: str = "bucket", append: bool = False):
+        if n_buckets & (n_buckets - 1):
+            raise ValueError("n_buckets must be a power of two")
+        self.n_buckets = n_buckets
+        super().__init__(directory, n_buckets, prefix, append)
 
 
-def iter_sorted_bucket_lines(directory: Path, n_buckets: int, prefixes: list[str]) -> Iterator[list[bytes]]:
-    """Like ``iter_sorted_buckets`` but one sorted list of raw lines (``b"<key:016x><tiebreak>
-    <payload>"``, no newline) per bucket: the fast path for callers that parse lines themselves."""
+class Partitions(_Files):
+    """Lines ``key + b"\\t" + record + b"\\n"`` by ``partition_of(key, n_parts)``; neither part may
+    contain a newline and the key no tab (escape them, e.g. as JSON)."""
+
+    def __init__(self, directory: Path, n_parts: int, prefix: str = "part"):
+        self.n_parts = max(1, n_parts)
+        super().__init__(directory, self.n_parts, prefix)
+
+
+def iter_sorted_bucket_lines(
+    directory: Path, n_buckets: int, prefixes: list[str], keep: bool = False
+) -> Iterator[list[bytes]]:
+    """One sorted list of raw lines (no newline) per bucket, in bucket order, merged over the
+    ``KeyedBuckets`` written under ``prefixes`` (e.g. one per worker process). Each bucket's
+    files are deleted once read, unless ``keep`` (for a caller that reads them twice)."""
     for i in range(n_buckets):
         paths = [Path(directory) / f"{prefix}-{i:05d}" for prefix in prefixes]
-        lines = b"".join(p.read_bytes() for p in paths).split(b"\n")
+        lines = b"".join(p.read_bytes() for p in paths if p.exists()).split(b"\n")
         lines.pop()  # the empty string after the final newline
         lines.sort()
         yield lines
         del lines
-        for p in paths:
-            p.unlink()
+        if not keep:
+            for p in paths:
+                p.unlink(missing_ok=True)
 
 
-def partition_of(key: bytes, n_parts: int) -> int:
-    """The ``DuplicateFinder`` partition of ``key``."""
-    return zlib.crc32(key) % n_parts
-
-
-class DuplicateFinder:
-    """Find string keys that occur more than once, with flat memory.
-
-    ``add(key, record)`` stores ``record`` under ``key``; neither may contain a newline and the
-    key no tab (escape them, e.g. as JSON).
-    ``duplicates()`` yields ``(key, [record, ...])`` for keys seen at least twice, in the order
-    the records were added.
-    """
-
-    def __init__(self, directory: Path, n_parts: int, prefix: str = "dup"):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.n_parts = max(1, n_parts)
-        self.prefix = prefix
-        self._paths = [self.directory / f"{prefix}-{i:05d}" for i in range(self.n_parts)]
-        self._files = [open(p, "wb", buffering=_BUFFER) for p in self._paths]
-
-    def add(self, key: bytes, record: bytes) -> None:
-        self._files[zlib.crc32(key) % self.n_parts].write(key + b"\t" + record + b"\n")
-
-    def add_lines(self, part: int, lines: list[bytes]) -> None:
-        """Append lines already built as ``key + b"\\t" + record + b"\\n"`` to partition
-        ``part`` (``partition_of(key, n_parts)``), the fast path for batches."""
-        self._files[part].write(b"".join(lines))
-
-    def close(self) -> None:
-        for f in self._files:
-            if not f.closed:
-                f.close()
-
-    def duplicates(self) -> Iterator[tuple[bytes, list[bytes]]]:
-        self.close()
-        return find_duplicates(self.directory, self.n_parts, [self.prefix])
+def read_partition(directory: Path, index: int, prefix: str, delete: bool = True) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, record)`` of partition ``index`` written under ``prefix``, in writing order."""
+    path = Path(directory) / f"{prefix}-{index:05d}"
+    if not path.exists():
+        return
+    with open(path, "rb") as fh:
+        for line in fh:
+            key, record = line[:-1].split(b"\t", 1)
+            yield key, record
+    if delete:
+        path.unlink()
 
 
 def find_duplicates(directory: Path, n_parts: int, prefixes: list[str]) -> Iterator[tuple[bytes, list[bytes]]]:
-    """Keys seen more than once across the ``DuplicateFinder``s written under ``prefixes``
-    (same ``n_parts``), with their records in writing order (prefix by prefix); one partition
-    in memory at a time, its files deleted once read."""
+    """Keys seen more than once across the ``Partitions`` written under ``prefixes`` (same
+    ``n_parts``), with their records in writing order (prefix by prefix); one partition in
+    memory at a time, its files deleted once read."""
     for i in range(max(1, n_parts)):
         groups: dict[bytes, list[bytes]] = {}
-        paths = [Path(directory) / f"{prefix}-{i:05d}" for prefix in prefixes]
-        for path in paths:
-            with open(path, "rb") as fh:
-                for line in fh:
-                    key, record = line[:-1].split(b"\t", 1)
-                    found = groups.get(key)
-                    if found is None:
-                        groups[key] = [record]
-                    else:
-                        found.append(record)
+        for prefix in prefixes:
+            for key, record in read_partition(directory, i, prefix):
+                found = groups.get(key)
+                if found is None:
+                    groups[key] = [record]
+                else:
+                    found.append(record)
         for key, records in groups.items():
             if len(records) > 1:
                 yield key, records
         del groups
-        for path in paths:
-            path.unlink()

@@ -17,6 +17,9 @@ the data set (as it removes examples shorter than ``min_sample_len``, default 2)
 
 Without a tokenizer ``char_estimate`` gives a rough count (4 characters per token), always
 labelled as an estimate.
+
+``LengthReport`` is the report both ``prepare`` commands write (manifest / summary ``lengths``):
+``kind`` says whether the figures are ``tokens`` or an ``estimate``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from typing import Any
 
 IGNORE_INDEX = -100
 CHARS_PER_TOKEN = 4.0
+ESTIMATE_RULE = "characters / 4 + 2 (no --tokenizer given)"
+SIDES = ("train", "test")
+_TOKENIZE_BATCH = 256
+_OVER_IDS_SHOWN = 20
 PERCENTILES = (50, 90, 95, 99, 100)
 AXOLOTL_LONG_ROWS = (
     "Axolotl 0.19.0 drops them by default (excess_length_strategy unset = 'drop'); "
@@ -85,6 +92,89 @@ class LengthStats:
         return out
 
 
+class LengthReport:
+    """Lengths of the rows a ``prepare`` command writes, per split: exact token counts with a
+    tokenizer (batched), else the character estimate; the first ids longer than ``sequence_len``."""
+
+    def __init__(self, sequence_len: int, tokenizer: str | Path | None = None):
+        self.sequence_len = sequence_len
+        self.tokenizer_name = str(tokenizer) if tokenizer is not None else None
+        self._tok = AxolotlInstructionTokenizer(tokenizer, sequence_len) if tokenizer is not None else None
+        self.stats = {side: LengthStats() for side in SIDES}
+        self.over_ids: list[str] = []
+        self._pending: dict[str, list[tuple[str, str, str]]] = {side: [] for side in SIDES}
+        self.char_limit = (sequence_len - 2) * CHARS_PER_TOKEN  # more characters: over sequence_len
+
+    @property
+    def exact(self) -> bool:
+        return self._tok is not None
+
+    def add_text(self, side: str, row_id: str, prompt: str, response: str) -> None:
+        """One row as Axolotl builds it from ``prompt`` and ``response``."""
+        if self._tok is None:
+            self.add_chars(side, len(prompt) + len(response), row_id)
+            return
+        pending = self._pending[side]
+        pending.append((row_id, prompt, response))
+        if len(pending) >= _TOKENIZE_BATCH:
+            self._flush(side)
+
+    def add_chars(self, side: str, n_chars: int, row_id: str | None = None, count: int = 1) -> None:
+        """``count`` rows of ``n_chars`` characters (prompt + response), estimated; ``row_id`` of
+        one row, needed only when it is longer than ``sequence_len`` (more than ``char_limit`` characters)."""
+        n = char_estimate_from_count(n_chars)
+        self.stats[side].add(n, count)
+        if n > self.sequence_len and row_id is not None and len(self.over_ids) < _OVER_IDS_SHOWN:
+            self.over_ids.append(row_id)
+
+    def _flush(self, side: str) -> None:
+        pending = self._pending[side]
+        if not pending:
+            return
+        for (row_id, _, _), n in zip(pending, self._tok.lengths([(p, r) for _, p, r in pending])):
+            self.stats[side].add(n)
+            if n > self.sequence_len and len(self.over_ids) < _OVER_IDS_SHOWN:
+                self.over_ids.append(row_id)
+        pending.clear()
+
+    def to_json(self) -> dict[str, Any]:
+        """``kind``, the figures over all rows, the same per split, and the first long rows' ids."""
+        if self._tok is not None:
+            for side in SIDES:
+                self._flush(side)
+        total = LengthStats()
+        for stats in self.stats.values():
+            for length, count in stats.counts.items():
+                total.add(length, count)
+        return {
+            "kind": "tokens" if self.exact else "estimate",
+            "tokenizer": self.tokenizer_name,
+            "rule": "Axolotl 0.19.0 instruction tokenization" if self.exact else ESTIMATE_RULE,
+            "sequence_len": self.sequence_len,
+            **total.summary(self.sequence_len),
+            "by_split": {side: stats.summary(self.sequence_len) for side, stats in self.stats.items()},
+            "over_sequence_len_ids": list(self.over_ids),
+            "long_rows": AXOLOTL_LONG_ROWS,
+        }
+
+
+def format_lengths(report: dict[str, Any]) -> list[str]:
+    """The summary lines both ``prepare`` commands print about a ``LengthReport.to_json()``."""
+    if not report.get("n"):
+        return []
+    what = (
+        f"tokens ({report['tokenizer']})"
+        if report["kind"] == "tokens"
+        else "tokens, ESTIMATED from characters (pass --tokenizer for exact counts)"
+    )
+    over = report.get("over_sequence_len", 0)
+    return [
+        f"lengths     {what}: p50 {report['p50']:,}, p95 {report['p95']:,}, max {report['p100']:,}",
+        f"            {over:,} row(s) longer than sequence_len {report['sequence_len']:,}"
+        + (f": {AXOLOTL_LONG_ROWS}" if over else ""),
+    ]
+
+
 class AxolotlInstructionTokenizer:
     """Tokenizes (prompt, response) pairs as Axolotl's instruction strategies do.
 
@@ -99,8 +189,9 @@ class AxolotlInstructionTokenizer:
         self.sequence_len = sequence_len
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.sequence_len, padding=False,
-                             return_tensors=None)
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=self.sequence_len, padding=False, return_tensors=None
+        )
         return [list(ids) for ids in enc["input_ids"]]
 
     def tokenize_batch(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:

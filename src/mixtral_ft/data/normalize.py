@@ -92,9 +92,13 @@ def normalize_many(texts: Sequence[str]) -> list[str]:
     return [_normalize_whitespace(p) for p in parts]  # already NFC
 
 
-def join_snippets(snippets: Sequence[str], separator: str = DEFAULT_SNIPPET_SEPARATOR,
-                  numbered: bool = False, number_format: str = DEFAULT_NUMBER_FORMAT,
-                  normalized: bool = False) -> str:
+def join_snippets(
+    snippets: Sequence[str],
+    separator: str = DEFAULT_SNIPPET_SEPARATOR,
+    numbered: bool = False,
+    number_format: str = DEFAULT_NUMBER_FORMAT,
+    normalized: bool = False,
+) -> str:
     """Normalize each snippet (unless already ``normalized``), drop blank ones, and join them;
     with ``numbered`` each snippet is prefixed ``[1] ``, ``[2] ``... (numbers count the kept
     snippets)."""

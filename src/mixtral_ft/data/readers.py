@@ -156,21 +156,34 @@ def decode_item(display: str, kind: str, line: int, item: Any) -> RawRow:
             return RawRow(line, None, item.problem)
         if isinstance(item, dict):
             return RawRow(line, item)
-        return RawRow(line, None, Problem(display, line, None, f"expected a JSON object, got {type_name(item)}"),
-                      raw=orjson.dumps(item, default=str).decode())
+        return RawRow(
+            line,
+            None,
+            Problem(display, line, None, f"expected a JSON object, got {type_name(item)}"),
+            raw=orjson.dumps(item, default=str).decode(),
+        )
     try:
         obj = orjson.loads(item)
     except orjson.JSONDecodeError as e:
         try:
             text = item.decode("utf-8")
         except UnicodeDecodeError as ue:
-            return RawRow(line, None, _utf8_problem(display, line, item, ue),
-                          raw=item.decode("utf-8", "replace").rstrip("\r\n"))
-        return RawRow(line, None, Problem(display, line, None, f"invalid JSON: {e.msg} (column {e.pos + 1})"),
-                      raw=text.rstrip("\r\n"))
+            return RawRow(
+                line, None, _utf8_problem(display, line, item, ue), raw=item.decode("utf-8", "replace").rstrip("\r\n")
+            )
+        return RawRow(
+            line,
+            None,
+            Problem(display, line, None, f"invalid JSON: {e.msg} (column {e.pos + 1})"),
+            raw=text.rstrip("\r\n"),
+        )
     if not isinstance(obj, dict):
-        return RawRow(line, None, Problem(display, line, None, f"expected a JSON object, got {type_name(obj)}"),
-                      raw=item.decode("utf-8", "replace").rstrip("\r\n"))
+        return RawRow(
+            line,
+            None,
+            Problem(display, line, None, f"expected a JSON object, got {type_name(obj)}"),
+            raw=item.decode("utf-8", "replace").rstrip("\r\n"),
+        )
     return RawRow(line, obj)
 
 
@@ -198,15 +211,23 @@ def iter_chunks(spec: InputSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterat
 
 
 def _bom_problem(display: str) -> Problem:
-    return Problem(display, 1, None,
-                   "file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM "
-                   "(e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)")
+    return Problem(
+        display,
+        1,
+        None,
+        "file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM "
+        "(e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)",
+    )
 
 
 def crlf_problem(display: str, first_line: int, count: int) -> Problem:
     """The file-level problem for CRLF line ends (exported for readers of byte ranges)."""
-    return Problem(display, first_line, None,
-                   f"Windows line ending (CRLF) on {count} line(s), first here; convert to LF (e.g. dos2unix FILE)")
+    return Problem(
+        display,
+        first_line,
+        None,
+        f"Windows line ending (CRLF) on {count} line(s), first here; convert to LF (e.g. dos2unix FILE)",
+    )
 
 
 def _jsonl_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
@@ -221,8 +242,9 @@ def _jsonl_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
     yield last
 
 
-def iter_jsonl_range(spec: InputSpec, start: int, end: int | None,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[RawChunk]:
+def iter_jsonl_range(
+    spec: InputSpec, start: int, end: int | None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[RawChunk]:
     """Chunks of the JSONL lines in bytes ``[start, end)`` (both at line starts, see
     ``split_jsonl``); line numbers count from 1 at ``start``. The last chunk carries ``lines``
     (physical lines read) and ``crlf`` (first line, count) instead of a CRLF problem, so a
@@ -241,7 +263,7 @@ def iter_jsonl_range(spec: InputSpec, start: int, end: int | None,
             pos += len(line)
             if start == 0 and lineno == 1 and line.startswith(BOM):
                 chunk.problems.append(_bom_problem(display))
-                line = line[len(BOM):]
+                line = line[len(BOM) :]
             if line.endswith(b"\r\n"):
                 crlf_count += 1
                 crlf_first = crlf_first or lineno
@@ -281,7 +303,7 @@ def _json_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
     problems: list[Problem] = []
     if data.startswith(BOM):
         problems.append(_bom_problem(display))
-        data = data[len(BOM):]
+        data = data[len(BOM) :]
     if b"\r\n" in data:
         first = data.count(b"\n", 0, data.index(b"\r\n")) + 1
         problems.append(crlf_problem(display, first, data.count(b"\r\n")))
@@ -292,17 +314,28 @@ def _json_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
             data.decode("utf-8")
         except UnicodeDecodeError as ue:
             line = data.count(b"\n", 0, ue.start) + 1
-            problems.append(Problem(display, line, None, f"not valid UTF-8: byte 0x{data[ue.start:ue.start + 1].hex()}"))
+            problems.append(
+                Problem(display, line, None, f"not valid UTF-8: byte 0x{data[ue.start : ue.start + 1].hex()}")
+            )
             yield RawChunk("obj", problems=problems)
             return
-        hint = " (one object per line? name the file .jsonl or pass --format jsonl)" if "after document" in str(e).lower() or "trailing" in str(e).lower() else ""
+        hint = (
+            " (one object per line? name the file .jsonl or pass --format jsonl)"
+            if "after document" in str(e).lower() or "trailing" in str(e).lower()
+            else ""
+        )
         problems.append(Problem(display, e.lineno, None, f"invalid JSON: {e.msg} (column {e.colno}){hint}"))
         yield RawChunk("obj", problems=problems)
         return
     if not isinstance(doc, list):
-        problems.append(Problem(display, None, None,
-                                f"expected a JSON array of objects, got {type_name(doc)} "
-                                "(for one object per line use .jsonl)"))
+        problems.append(
+            Problem(
+                display,
+                None,
+                None,
+                f"expected a JSON array of objects, got {type_name(doc)} (for one object per line use .jsonl)",
+            )
+        )
         yield RawChunk("obj", problems=problems)
         return
     chunk = RawChunk("obj", problems=problems)
@@ -319,7 +352,7 @@ def _decoded_lines(fh, display: str, bad: dict[int, Problem], first_line_bom: li
     for lineno, raw in enumerate(fh, 1):
         if lineno == 1 and raw.startswith(BOM):
             first_line_bom.append(True)
-            raw = raw[len(BOM):]
+            raw = raw[len(BOM) :]
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -375,8 +408,14 @@ def _csv_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
             if bad_line is not None:
                 chunk.items.append((start, _ProblemItem(bad_line)))
             elif len(values) != len(header):
-                chunk.items.append((start, _ProblemItem(Problem(
-                    display, start, None, f"has {len(values)} field(s), the header has {len(header)}"))))
+                chunk.items.append(
+                    (
+                        start,
+                        _ProblemItem(
+                            Problem(display, start, None, f"has {len(values)} field(s), the header has {len(header)}")
+                        ),
+                    )
+                )
             else:
                 chunk.items.append((start, dict(zip(header, values))))
             if len(chunk.items) >= chunk_rows:

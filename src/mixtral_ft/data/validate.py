@@ -53,15 +53,35 @@ def get_path(obj: dict[str, Any], path: str) -> Any:
     return cur
 
 
-def is_missing(value: Any) -> bool:
-    return value is _MISSING
-
-
 MISSING = _MISSING
 
 
 def missing_message(spec: FieldSpec) -> str:
     return f"missing; use {spec.option} to map another column"
+
+
+def row_source(obj: dict[str, Any], column: str, tag: str | None, default: str) -> tuple[str, str | None]:
+    """A row's ``source``: the input's ``TAG=``, else the row's own ``column`` (a non-empty string;
+    ``""`` = never read), else ``default``. Returns ``(source, problem message or None)``."""
+    if tag is not None:
+        return tag, None
+    if column:
+        value = get_path(obj, column)
+        if value is not MISSING and value is not None:
+            if isinstance(value, str) and value.strip():
+                return value.strip(), None
+            return default, (
+                "expected a non-empty string; use --source-field to map another column or tag the input as TAG=PATH"
+            )
+    return default, None
+
+
+def row_group(obj: dict[str, Any], column: str) -> tuple[str | None, str | None]:
+    """The ``--group-by`` value of a row: ``(group, problem message or None)``."""
+    value = get_path(obj, column)
+    if value is MISSING or value is None:
+        return None, "missing; --group-by needs a group on every row"
+    return check_key(value)
 
 
 def check_text(value: Any) -> tuple[str | None, str | None]:

@@ -176,6 +176,8 @@ def build_tiny_mixtral(
 
 
 def default_corpus() -> Path | None:
-    """``data/sample_qa.jsonl`` of the mixft checkout, when present."""
-    path = Path(__file__).resolve().parents[3] / "data" / "sample_qa.jsonl"
+    """The bundled ``data/sample_qa.jsonl`` (package data), when present."""
+    from mixtral_ft.resources import data_dir
+
+    path = data_dir() / "sample_qa.jsonl"
     return path if path.exists() else None

@@ -22,8 +22,10 @@ _PLACEHOLDER_RE = re.compile(r"\{(context|question|response)\}")
 
 
 def default_template_path() -> Path:
-    """``configs/prompts/tc_v1.txt`` of this checkout."""
-    return Path(__file__).resolve().parents[3] / "configs" / "prompts" / f"{TEMPLATE_NAME}.txt"
+    """``prompts/tc_v1.txt`` of the configs folder (shipped, or ``MIXFT_CONFIGS_DIR``)."""
+    from mixtral_ft.resources import configs_dir
+
+    return configs_dir() / "prompts" / f"{TEMPLATE_NAME}.txt"
 
 
 def check_template(text: str, where: str = "template") -> str:
@@ -46,11 +48,15 @@ def _load(path: str, mtime_ns: int) -> str:
 
 def load_template(path: str | os.PathLike | None = None) -> str:
     """The template text (default: the shipped ``tc_v1``), checked for its placeholders."""
-    path = Path(path) if path is not None else default_template_path()
+    given = path is not None
+    path = Path(path) if given else default_template_path()
     try:
         return _load(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: TC prompt template not found") from None
+        hint = ""
+        if not given and os.environ.get("MIXFT_CONFIGS_DIR"):
+            hint = " (MIXFT_CONFIGS_DIR has no prompts/; `mixft config copy all DIR` copies every shipped file)"
+        raise ConfigError(f"{path}: TC prompt template not found{hint}") from None
 
 
 def template_sha256(template: str | None = None) -> str:
@@ -77,6 +83,9 @@ def render_tc_prompt(
     for name, value in (("question", question), ("response", response)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a string, got {type(value).__name__}")
-    values = {"context": join_context(context), "question": normalize_text(question),
-              "response": normalize_text(response)}
+    values = {
+        "context": join_context(context),
+        "question": normalize_text(question),
+        "response": normalize_text(response),
+    }
     return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)

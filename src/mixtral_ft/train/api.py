@@ -127,6 +127,7 @@ def _adapter_outputs(output_dir: Path) -> dict[str, dict[str, Any]]:
 def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainResult:
     """Preflight, write the run dir, launch Axolotl, record the outcome. Raises on a non-zero exit."""
     from mixtral_ft.train.runner import axolotl_env, run_streaming
+    from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_text
     from mixtral_ft.util.manifest import Manifest, read_manifest
@@ -155,15 +156,19 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
         settings={"task": req.task, "profile": req.profile, "base_model": the_plan.config.values.get("base_model"),
                   "overrides": list(req.overrides), "launch": dict(req.launch.__dict__), "probe": req.probe},
         inputs=_data_inputs(req.data_dir, counts),
-        extra={"config_sha256": attempt["config_sha256"], "attempts": attempts + [attempt]},
+        extra={"config_sha256": attempt["config_sha256"],
+               "tracking": tracking_record(the_plan.config.values),  # W&B / MLflow, when --set asks for them
+               "attempts": attempts + [attempt]},
     )
     manifest.started = previous.get("started") or attempt["started_at"]
     manifest.write(paths.manifest)
 
     log_offset = paths.log.stat().st_size if paths.log.exists() else 0
     started = time.monotonic()
-    rc = runner(the_plan.command, paths.log, env=axolotl_env(the_plan.config.values.get("base_model")))
+    values = the_plan.config.values
+    rc = runner(the_plan.command, paths.log, env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values)))
     wall = time.monotonic() - started
+    attempt["logged_to"] = run_locations(paths.log, log_offset)  # run URLs / offline runs the trackers printed
     summary = read_summary(paths.output)
     probe = _probe_summary(paths.output) if req.probe else None
     attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))

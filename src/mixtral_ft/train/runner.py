@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 
-def axolotl_env(base_model: str | None = None) -> dict[str, str]:
-    """Environment for every Axolotl process: telemetry off; offline when the model is local."""
+def axolotl_env(base_model: str | None = None, wandb: bool = False) -> dict[str, str]:
+    """Environment for every Axolotl process: telemetry off; W&B off unless the config asks for it
+    (``wandb``: ``--set wandb_project=...``, see ``train.tracking``); offline when the model is local."""
     env = dict(os.environ)
     env["AXOLOTL_DO_NOT_TRACK"] = "1"
     env["DO_NOT_TRACK"] = "1"
-    env.setdefault("WANDB_MODE", "disabled")
+    if not wandb:
+        env.setdefault("WANDB_MODE", "disabled")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if base_model and Path(base_model).is_dir():
         env["HF_HUB_OFFLINE"] = "1"  # nothing to download: fail fast instead of reaching the Hub

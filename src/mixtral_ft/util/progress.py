@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 def progress_enabled() -> bool:
@@ -15,15 +11,6 @@ def progress_enabled() -> bool:
     if forced is not None:
         return forced not in ("0", "false", "no", "")
     return sys.stderr.isatty()
-
-
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
-    """Wrap ``iterable`` in a tqdm bar when enabled; otherwise return it unchanged."""
-    if not progress_enabled():
-        return iter(iterable)
-    from tqdm import tqdm
-
-    return iter(tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False))
 
 
 class ProgressBar:

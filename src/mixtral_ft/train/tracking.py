@@ -1,0 +1,57 @@
+"""Experiment tracking (W&B, MLflow) through Axolotl's own keys, and telemetry kept off otherwise.
+
+Axolotl 0.19.0 logs to W&B when ``wandb_project`` is set and to MLflow when
+``mlflow_experiment_name`` is set: ``setup_wandb_env_vars`` / ``setup_mlflow_env_vars``
+(axolotl/utils/wandb_.py, axolotl/utils/mlflow_.py, called from axolotl/cli/config.py) copy every
+``wandb_*`` / ``mlflow_*`` key to the environment and set ``use_wandb`` / ``use_mlflow``, which
+add ``wandb`` / ``mlflow`` to the trainer's ``report_to`` (axolotl/core/builders/base.py). mixft
+passes these keys through ``--set`` like any other.
+
+mixft sets ``WANDB_MODE=disabled`` for Axolotl's processes unless the config asks for W&B (or
+the user's environment sets ``WANDB_MODE``), so nothing is sent by accident; Axolotl's own usage
+telemetry stays off in every case (``AXOLOTL_DO_NOT_TRACK=1``, ``train.runner.axolotl_env``).
+The run manifest records where the run was logged (``tracking_record``, plus the run URLs or
+offline run directories the trackers printed).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+WANDB_KEYS = ("wandb_project", "wandb_entity", "wandb_name", "wandb_run_id", "wandb_mode", "wandb_log_model")
+MLFLOW_KEYS = ("mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name", "hf_mlflow_log_artifacts")
+# Online, wandb and mlflow print "View run NAME at: URL"; offline, wandb prints "wandb sync RUN_DIR".
+_RUN_AT = re.compile(r"View run (?:\S+ )?at:? (\S+)|wandb sync (\S+)")
+
+
+def wandb_requested(values: dict[str, Any]) -> bool:
+    """Does the rendered config make Axolotl log to W&B?"""
+    return bool(values.get("wandb_project")) or values.get("use_wandb") is True
+
+
+def mlflow_requested(values: dict[str, Any]) -> bool:
+    """Does the rendered config make Axolotl log to MLflow?"""
+    return bool(values.get("mlflow_experiment_name")) or values.get("use_mlflow") is True
+
+
+def tracking_record(values: dict[str, Any]) -> dict[str, Any]:
+    """Where the run is logged, from the rendered config: ``{"wandb": {...} | None, "mlflow": {...} | None}``."""
+    return {
+        "wandb": {k: values[k] for k in WANDB_KEYS if values.get(k) is not None} if wandb_requested(values) else None,
+        "mlflow": {k: values[k] for k in MLFLOW_KEYS if values.get(k) is not None}
+        if mlflow_requested(values)
+        else None,
+    }
+
+
+def run_locations(log: Path, offset: int = 0) -> list[str]:
+    """Where the trackers said this attempt was logged (run URLs, or an offline W&B run directory),
+    from its part of the log (from byte ``offset``)."""
+    if not log.exists():
+        return []
+    with open(log, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode("utf-8", "replace")
+    return list(dict.fromkeys(url or run_dir for url, run_dir in _RUN_AT.findall(text)))
