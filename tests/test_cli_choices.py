@@ -132,7 +132,7 @@ def test_prepare_rg_default_split_is_the_report_s(tmp_path, capsys):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert main(["prepare", "rg", str(src), "--out", str(tmp_path / "out")]) == 0
     assert "test size fraction 0.125" in capsys.readouterr().out
-    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["summary"]
     assert (counts["train"], counts["test"]) == (2100, 300)
 
 

@@ -180,7 +180,7 @@ def test_pipeline_cpu_commands_on_the_bundled_data(wheel_venv, repo_root):
         "prepared-rg",
     )
     assert "Prepared RG data" in rg.stdout
-    counts = json.loads((work / "prepared-rg" / "manifest.json").read_text())["counts"]
+    counts = json.loads((work / "prepared-rg" / "manifest.json").read_text())["summary"]
     assert counts["train"] + counts["test"] == 324 and counts["test"] > 0
 
     render = run(
