@@ -95,7 +95,7 @@ def test_eval_rg_writes_results_and_report(files, capsys):
     assert by_source["web"]["hallucination_rate"]["value"] == 0.0
     assert r["mistake_types"] == [{"type": "Evident Conflict", "items": 3, "share_of_parsed": 3 / 9}]
     md = (out / "report.md").read_text()
-    assert "| hallucination rate | 33.3%" in md and "## By source" in md and "never counted as clean" in md
+    assert "| hallucination rate (as judged) | 33.3%" in md and "Intervals: 95% Wilson score." in md and "## By source" in md and "never counted as clean" in md
 
 
 def test_count_relevance_applies_to_every_input(files):
@@ -229,7 +229,7 @@ def test_existing_out_needs_force(files, capsys):
     assert main(["eval", "rg", "--verdicts", str(checker), "--out", str(out), "--force", "--by", "model"]) == 0
     assert list(results(out)["breakdown"]) == ["model"]
     assert main(["eval", "rg", "--verdicts", str(checker), "--by", "modle"]) == 2
-    assert "Did you mean 'model'" in capsys.readouterr().err
+    assert "Invalid value for '--by': 'modle' is not one of 'source', 'model'" in capsys.readouterr().err
 
 
 def test_eval_refuses_judgements_whose_request_failed(tmp_path, capsys):

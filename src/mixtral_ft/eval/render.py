@@ -34,7 +34,9 @@ def intervals_sentence(estimates: Iterable[tuple[str, dict[str, Any] | None]]) -
     for name, est in estimates:
         ci = (est or {}).get("ci")
         if ci:
-            by_method.setdefault((ci["method"], ci["confidence"]), []).append(name)
+            names = by_method.setdefault((ci["method"], ci["confidence"]), [])
+            if name.replace("_", " ") not in names:
+                names.append(name.replace("_", " "))
     if not by_method:
         return "No intervals (no metric is defined)."
     if len(by_method) == 1:
@@ -79,7 +81,8 @@ def signed_points(est: dict[str, Any] | None) -> str:
     return text
 
 
-def correction_text(corrected: dict[str, Any] | None, checker_eval: dict[str, Any] | None) -> str:
+def correction_text(corrected: dict[str, Any] | None, checker_eval: dict[str, Any] | None,
+                    with_judge: bool = True) -> str:
     """The corrected rate and the judge error it rests on, or why there is none:
     ``3.9% [1.2%, 7.7%] (judge sensitivity 9/10, specificity 280/290)`` /
     ``not identifiable: the checker's recall is 0/10``."""
@@ -87,8 +90,10 @@ def correction_text(corrected: dict[str, Any] | None, checker_eval: dict[str, An
         return "not corrected (no --checker-eval: the judge's error was not measured)"
     if not corrected or corrected.get("value") is None:
         return (corrected or {}).get("note") or "n/a"
-    se, sp = checker_eval["sensitivity"], checker_eval["specificity"]
     text = est_text({k: v for k, v in corrected.items() if k != "note"})
+    if not with_judge:
+        return text
+    se, sp = checker_eval["sensitivity"], checker_eval["specificity"]
     return (f"{text} (judge sensitivity {se['numerator']}/{se['denominator']}, "
             f"specificity {sp['numerator']}/{sp['denominator']})")
 

@@ -155,7 +155,7 @@ def _markdown(body: dict, count_relevance: bool, confidence: float) -> str:
         for r in rows_:
             row = [r[g], r["items"], r["unparsed"], r["hallucinated"], est_text(r["hallucination_rate"])]
             if checker is not None:
-                row.append(correction_text(r["hallucination_rate_corrected"], checker))
+                row.append(correction_text(r["hallucination_rate_corrected"], checker, with_judge=False))
             table.append(row)
         parts += ["", f"## By {g}", "", markdown_table(headers, table)]
     if body["mistake_types"]:
