@@ -282,7 +282,7 @@ def test_every_eval_command_captions_the_interval_it_computed(files, interval):
 
 
 def test_unknown_interval_or_policy_is_refused_with_the_choices(files, capsys):
-    tmp, gold, checker = files
+    _tmp, gold, checker = files
     assert main(["eval", "rg", "--verdicts", str(checker), "--interval", "wald"]) == 2
     assert "'wald' is not one of 'wilson', 'clopper-pearson'" in capsys.readouterr().err
     assert main(["eval", "pipeline", "--gold", str(gold), "--checker", str(checker), "--unparsed", "drop"]) == 2

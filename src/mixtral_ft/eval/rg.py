@@ -171,14 +171,13 @@ def _checker_paragraph(checker: dict) -> str:
     se, sp, j = checker["sensitivity"], checker["specificity"], checker["youden_j"]
     j_text = ("undefined" if j.get("value") is None else
               f"{j['value']:.3f} [{j['ci']['low']:.3f}, {j['ci']['high']:.3f}]")
-    lines = [
+    lines = [(
         f"The rate above is what the judge flagged. The judge's error was measured by `eval tc` "
         f"(`{checker['path']}`, {checker['label']}) over its parsed verdicts on gold: sensitivity "
         f"{est_text(se)}, specificity {est_text(sp)}, sensitivity + specificity - 1 = {j_text}. "
         "Corrected rate: Rogan-Gladen, (flag rate + specificity - 1) / (sensitivity + specificity - 1), "
         "clipped to [0, 1], with an interval that carries the uncertainty of the flag rate, the "
-        "sensitivity and the specificity.",
-    ]
+        "sensitivity and the specificity.")]
     if not checker["identifiable"]:
         lines.append(f"Not identifiable: {checker['not_identifiable_reason']}; the judged rate then says what "
                      "the judge can see, not how often responses hallucinate.")

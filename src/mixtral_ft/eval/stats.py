@@ -37,7 +37,7 @@ reproducible to the bit and stays honest in degenerate tables (nothing flagged, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
