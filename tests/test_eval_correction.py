@@ -128,9 +128,10 @@ def test_a_blind_checker_makes_the_rate_not_identifiable_never_a_number(tmp_path
     ((5, 5, 12, 12), "no better than chance"),  # Se 0.5 + Sp 0.5 - 1 = 0
     ((6, 4, 10, 14), "not clearly above 0"),  # J = 0.6 + 0.583 - 1 = 0.18, interval reaches below 0
     ((0, 0, 3, 21), "no hallucinated gold item"),
+    ((0, 0, 0, 0, 10), "every one of the checker's 10 outputs on the gold set is unparsed"),
 ])
 def test_other_unidentifiable_judges_say_why(tmp_path, cells, reason):
-    tc = checker_eval(tmp_path, *cells)
+    tc = checker_eval(tmp_path, *cells[:4], unparsed_pos=cells[4] if len(cells) > 4 else 0)
     v = verdicts(tmp_path, "ft", [True] * 5 + [False] * 20)
     out = tmp_path / "rg"
     assert main(["eval", "rg", "--verdicts", str(v), "--checker-eval", str(tc), "--out", str(out)]) == 0

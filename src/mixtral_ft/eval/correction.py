@@ -167,6 +167,10 @@ class CheckerEval:
     def negatives(self) -> int:
         return self.fp + self.tn
 
+    @property
+    def unparsed(self) -> int:
+        return self.unparsed_pos + self.unparsed_neg
+
     def sensitivity(self, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE) -> Estimate:
         return rate(self.tp, self.positives, method, confidence, "no hallucinated gold item with a parsed verdict")
 
