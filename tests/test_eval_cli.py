@@ -95,7 +95,8 @@ def test_eval_rg_writes_results_and_report(files, capsys):
     assert by_source["web"]["hallucination_rate"]["value"] == 0.0
     assert r["mistake_types"] == [{"type": "Evident Conflict", "items": 3, "share_of_parsed": 3 / 9}]
     md = (out / "report.md").read_text()
-    assert "| hallucination rate (as judged) | 33.3%" in md and "Intervals: 95% Wilson score." in md and "## By source" in md and "never counted as clean" in md
+    assert "| hallucination rate (as judged) | 33.3%" in md and "Intervals: 95% Wilson score." in md
+    assert "## By source" in md and "never counted as clean" in md
 
 
 def test_count_relevance_applies_to_every_input(files):

@@ -270,10 +270,15 @@ def test_the_report_shows_judge_error_and_corrected_rates(tmp_path, capsys):
                  "--out", str(tmp_path / "rg-blind")]) == 0
     assert main(["eval", "rg", "--verdicts", str(ft), "--label", "ft (no checker eval)",
                  "--out", str(tmp_path / "rg-plain")]) == 0
+    raw = verdicts(tmp_path, "raw", [True] * 60 + [False] * 140)
+    assert main(["eval", "compare", str(raw), str(ft), "--checker-eval", str(tc), "--label", "raw vs ft",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["eval", "compare", str(raw), str(ft), "--label", "raw vs ft (plain)",
+                 "--out", str(tmp_path / "cmp-plain")]) == 0
     capsys.readouterr()
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "rg-ft"), str(tmp_path / "rg-blind"), str(tmp_path / "rg-plain"),
-                 str(tc), "--out", str(out)]) == 0
+                 str(tc), str(tmp_path / "cmp"), str(tmp_path / "cmp-plain"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "not identifiable: the checker's recall is 0/10" in printed and "not corrected" in printed
     md = (out / "report.md").read_text()
@@ -283,5 +288,8 @@ def test_the_report_shows_judge_error_and_corrected_rates(tmp_path, capsys):
     assert "| ft (no checker eval) | 22.5% [17.3%, 28.8%] (45/200) | not corrected (no --checker-eval" in md
     assert "| ft | 200 | 0 | 22.5% [17.3%, 28.8%] (45/200) | 80.0% [62.7%, 90.5%] (24/30) | 90.0% [" in md
     assert "Lang-Reiczigel adjusted Wald" in md
+    assert "| comparison | judge sensitivity | judge specificity | A corrected | B corrected | B - A corrected |" in md
+    assert "| raw vs ft | 80.0% [62.7%, 90.5%] (24/30) | 90.0% [80.8%, 95.1%] (63/70) | 28.6% [" in md
+    assert "| raw vs ft (plain) | not measured | not measured | not corrected" in md
     assert math.isclose(json.loads((out / "report.json").read_text())["summary"][0]["hallucination_rate_corrected"][
         "value"], (0.225 + 0.9 - 1) / 0.7)

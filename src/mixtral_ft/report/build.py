@@ -204,20 +204,30 @@ def build_document(evals: list[EvalRun], runs: list[TrainRun], out: Path,
         for e in comps:
             r, m = e.results, e.results["metrics"]
             o = r["outcome"]
-            if o == "accuracy":
-                corrected = "— (against gold)"
-            else:
-                ce = r.get("checker_eval")
-                corrected = (signed_points(m["difference_b_minus_a_corrected"]) if ce
-                             else correction_text(None, None))
             rows.append([names[id(e)], o.replace("_", " "), r["counts"]["items"],
                          est_text(m[f"{o}_a"]), est_text(m[f"{o}_b"]), signed_points(m["difference_b_minus_a"]),
-                         corrected,
                          f"{r['mcnemar']['p_value_exact']:.3g}" if r.get("mcnemar") else "n/a"])
         blocks.append(Block("p", intervals_sentence([(k, e.results["metrics"].get(k)) for e in comps for k in (
-            "difference_b_minus_a", "difference_b_minus_a_corrected")])))
+            "difference_b_minus_a", "accuracy_a", "accuracy_b", "hallucination_rate_a", "hallucination_rate_b")])))
         blocks.append(Block("table", headers=["comparison", "outcome", "items", "A", "B", "B - A [CI]",
-                                              "B - A corrected for the judge", "McNemar p"], rows=rows))
+                                              "McNemar p"], rows=rows))
+        judged = [e for e in comps if e.results["outcome"] == "hallucination_rate"]
+        if judged:
+            rows = []
+            for e in judged:
+                m, ce = e.results["metrics"], e.results.get("checker_eval")
+                rows.append([names[id(e)],
+                             est_text(ce["sensitivity"]) if ce else "not measured",
+                             est_text(ce["specificity"]) if ce else "not measured",
+                             correction_text(m.get("hallucination_rate_corrected_a"), ce, with_judge=False),
+                             correction_text(m.get("hallucination_rate_corrected_b"), ce, with_judge=False),
+                             signed_points(m["difference_b_minus_a_corrected"]) if ce else correction_text(None, None)])
+            blocks.append(Block("p", "Judged hallucination rates corrected for the judge's error (`--checker-eval`). "
+                                + intervals_sentence([(k, e.results["metrics"].get(k)) for e in judged for k in (
+                                    "hallucination_rate_corrected_a", "hallucination_rate_corrected_b",
+                                    "difference_b_minus_a_corrected")])))
+            blocks.append(Block("table", headers=["comparison", "judge sensitivity", "judge specificity",
+                                                  "A corrected", "B corrected", "B - A corrected"], rows=rows))
 
     if runs:
         with_loss = [(r.label, r.train_loss, r.eval_loss) for r in runs if r.train_loss or r.eval_loss]
