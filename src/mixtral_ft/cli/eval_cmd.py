@@ -8,18 +8,22 @@ from typing import Optional
 
 import typer
 
-from mixtral_ft.eval.stats import INTERVAL_METHODS  # light: math and statistics only
 
-# Fixed choices as Enums so that --help lists them and the parser rejects anything else.
-IntervalMethod = Enum("IntervalMethod", {m.replace("-", "_"): m for m in INTERVAL_METHODS}, type=str)
+# Fixed choices as Enums so that --help lists them and the parser rejects anything else; their
+# values are the library's names (tests/test_eval_cli.py checks they stay equal).
 
 
-class UnparsedPolicy(str, Enum):
+class IntervalMethod(str, Enum):  # eval.stats.INTERVAL_METHODS
+    wilson = "wilson"
+    clopper_pearson = "clopper-pearson"
+
+
+class UnparsedPolicy(str, Enum):  # eval.pipeline.UNPARSED_POLICIES
     reject = "reject"
     accept = "accept"
 
 
-class GroupField(str, Enum):
+class GroupField(str, Enum):  # eval.rg.GROUP_FIELDS
     source = "source"
     model = "model"
 
