@@ -273,9 +273,8 @@ def corrected_difference(n11: int, n10: int, n01: int, n00: int, checker: Checke
     if n == 0:
         return Estimate(None, None, note="undefined: no item is parsed in both files")
     j, reason = checker.youden(method, confidence)
-    if reason is not None:
+    if reason is not None or j.value is None or j.interval is None:
         return Estimate(None, None, note=f"not identifiable: {reason}")
-    assert j.value is not None and j.interval is not None
     diff = (n01 - n10) / n
     diff_ci = newcombe_paired_interval(n11, n01, n10, n00, confidence)  # B first: B - A
     ratio = mover_ratio_interval(diff, diff_ci, j.value, j.interval, "mover-r")
