@@ -39,7 +39,8 @@ def test_a_failed_input_keeps_its_file_and_line(tmp_path):
     def bad():
         raise InputError([Problem("judgements/raw.jsonl", 7, "verdict", "no label")])
 
-    with pytest.raises(DemoStageError, match=r"'judge_raw' \(judge\) failed: .*judgements/raw.jsonl:7: verdict: no label"):
+    message = r"'judge_raw' \(judge\) failed: .*judgements/raw.jsonl:7: verdict: no label"
+    with pytest.raises(DemoStageError, match=message):
         run_stages([("judge_raw", "judge", bad)], state, lambda _: None)
 
 

@@ -71,7 +71,8 @@ def test_f1_and_balanced_accuracy_intervals_follow_the_chosen_method(method):
     assert m["f1"].interval.low == pytest.approx(2 * j.low / (1 + j.low))
     assert m["f1"].interval.low < m["f1"].value < m["f1"].interval.high
     assert m["balanced_accuracy"].interval.low < m["balanced_accuracy"].value < m["balanced_accuracy"].interval.high
-    assert m["f1"].interval.method == f"jaccard-{method}" and m["balanced_accuracy"].interval.method == f"mover-{method}"
+    assert m["f1"].interval.method == f"jaccard-{method}"
+    assert m["balanced_accuracy"].interval.method == f"mover-{method}"
 
 
 def test_all_positive_gold_and_flag_everything():

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 
-
 class DemoModel(str, Enum):  # --help lists the choices; demo.SCALES has one entry per value (a test checks)
     smollm2 = "smollm2"
     tiny = "tiny"

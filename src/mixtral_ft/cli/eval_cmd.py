@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-
 # Fixed choices as Enums so that --help lists them and the parser rejects anything else; their
 # values are the library's names (tests/test_eval_cli.py checks they stay equal).
 

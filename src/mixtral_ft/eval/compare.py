@@ -111,8 +111,10 @@ def evaluate_compare(
     ]
     if checker is not None:
         ce = body["checker_eval"]
-        corrected = [(f"A ({name_a}) corrected for the judge", correction_text(m["hallucination_rate_corrected_a"], ce)),
-                     (f"B ({name_b}) corrected for the judge", correction_text(m["hallucination_rate_corrected_b"], ce)),
+        corrected = [(f"A ({name_a}) corrected for the judge",
+                      correction_text(m["hallucination_rate_corrected_a"], ce)),
+                     (f"B ({name_b}) corrected for the judge",
+                      correction_text(m["hallucination_rate_corrected_b"], ce)),
                      ("difference B - A corrected for the judge", signed_points(m["difference_b_minus_a_corrected"]))]
         summary += corrected
         rows += [list(r) for r in corrected]
