@@ -34,7 +34,10 @@ def test_enums_agree_with_the_library():
     from mixtral_ft.backends import available_backends
     from mixtral_ft.backends.openai import MODES
     from mixtral_ft.data.readers import FORMATS
+    from mixtral_ft.demo import SCALES
     from mixtral_ft.eval.pipeline import UNPARSED_POLICIES
+    from mixtral_ft.eval.rg import GROUP_FIELDS
+    from mixtral_ft.eval.stats import INTERVAL_METHODS
     from mixtral_ft.generate.prompts import PROMPT_STYLES
     from mixtral_ft.tc.judge import JUDGE_PROMPT_STYLES
     from mixtral_ft.tc.prepare_tc import CORRECTIONS, INPUT_FORMATS
@@ -48,6 +51,9 @@ def test_enums_agree_with_the_library():
     assert values(_choices.GeneratePrompt) == list(PROMPT_STYLES)
     assert values(_choices.JudgePrompt) == list(JUDGE_PROMPT_STYLES)
     assert values(_choices.Unparsed) == list(UNPARSED_POLICIES)
+    assert values(_choices.IntervalMethod) == list(INTERVAL_METHODS)
+    assert values(_choices.GroupField) == list(GROUP_FIELDS)
+    assert values(_choices.DemoModel) == list(SCALES)
 
 
 @pytest.mark.parametrize(

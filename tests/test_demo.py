@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.demo]
 
 STAGES = ["model", "prepare_rg", "train_rg", "generate_raw", "generate_ft", "prepare_tc", "train_tc",
           "judge_tc_raw", "judge_tc_ft", "judge_raw", "judge_ft", "eval", "report"]
+EVALS = ["compare-rg", "compare-tc", "pipeline", "rg-fine-tuned", "rg-raw", "tc-fine-tuned-checker", "tc-raw-checker"]
 
 
 def _mixft(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -46,17 +47,35 @@ def test_demo_runs_every_stage_and_ends_with_the_report(demo_run):
         assert {r["id"] for r in judged} == {r["id"] for r in rows}
     tc_test = (out / "tc-data" / "test.jsonl").read_text().splitlines()
     assert len((out / "judgements" / "tc-test-fine-tuned-checker.jsonl").read_text().splitlines()) == len(tc_test)
-    evals = sorted(p.name for p in (out / "eval").iterdir())
-    assert {"tc-raw-checker", "tc-fine-tuned-checker", "pipeline"} <= set(evals)
-    for name in evals:
+    # Every eval, none skipped: a failed eval fails the demo instead of being left out.
+    assert sorted(p.name for p in (out / "eval").iterdir()) == EVALS
+    assert sorted(state["stages"]["eval"]["written"]) == EVALS and "skipped" not in state["stages"]["eval"]
+    kinds = {}
+    for name in EVALS:
         results = json.loads((out / "eval" / name / "results.json").read_text())
-        assert results["schema"] == "mixft.eval/1"
+        assert results["schema"] == "mixft.eval/1" and (out / "eval" / name / "report.md").exists()
+        kinds[name] = results
+    # The judged RG rates carry the trained checker's measured error (same judge), never a bare rate.
+    for name in ("rg-raw", "rg-fine-tuned", "compare-rg"):
+        ce = kinds[name]["checker_eval"]
+        assert ce["path"] == str(out / "eval" / "tc-fine-tuned-checker" / "results.json")
+    corrected = kinds["rg-fine-tuned"]["metrics"]["hallucination_rate_corrected"]
+    assert corrected["value"] is not None or corrected["note"].startswith(("not identifiable: ", "undefined: "))
+    report = out / "report"
+    for name in ("report.md", "report.html", "report.json", "loss_curves.png", "tc_accuracy.png"):
+        assert (report / name).stat().st_size > 0, name
 
 
 def test_demo_report_says_it_shows_mechanics_not_quality(demo_run):
     out, _ = demo_run
     text = (out / "report" / "report.md").read_text()
     assert "show the mechanics, not the quality" in text or "says nothing about the quality" in text
+    assert "Not measured" not in text  # nothing was skipped
+    # Every judged rate says what the judge can see: corrected, or why it cannot be.
+    assert "| Corrected for the judge's error |" in text
+    rg_rows = [line for line in text.splitlines() if line.startswith(("| raw model |", "| fine-tuned model |"))]
+    assert len(rg_rows) >= 2 and all("not corrected" not in row for row in rg_rows)
+    assert all(("not identifiable" in row or "undefined" in row or "judge sensitivity" in row) for row in rg_rows)
     assert "## Training" in text and (out / "report" / "loss_curves.png").stat().st_size > 1000
     assert (out / "report" / "report.html").exists()
 
@@ -75,8 +94,8 @@ def test_demo_refuses_other_settings_in_the_same_directory(demo_run):
     assert "holds a demo run with other settings; use --force to start over" in proc.stderr
 
 
-def test_unknown_demo_model_is_a_one_line_error(tmp_path):
+def test_unknown_demo_model_is_refused_with_the_choices(tmp_path):
     proc = _mixft("demo", "--model", "smol", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: Unknown demo model 'smol'. Did you mean 'smollm2'? Available: smollm2, tiny"
+    assert "Invalid value for '--model': 'smol' is not one of 'smollm2', 'tiny'" in proc.stderr
     assert not (tmp_path / "x").exists()

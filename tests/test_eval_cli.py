@@ -95,7 +95,8 @@ def test_eval_rg_writes_results_and_report(files, capsys):
     assert by_source["web"]["hallucination_rate"]["value"] == 0.0
     assert r["mistake_types"] == [{"type": "Evident Conflict", "items": 3, "share_of_parsed": 3 / 9}]
     md = (out / "report.md").read_text()
-    assert "| hallucination rate | 33.3%" in md and "## By source" in md and "never counted as clean" in md
+    assert "| hallucination rate (as judged) | 33.3%" in md and "Intervals: 95% Wilson score." in md
+    assert "## By source" in md and "never counted as clean" in md
 
 
 def test_count_relevance_applies_to_every_input(files):
@@ -229,7 +230,7 @@ def test_existing_out_needs_force(files, capsys):
     assert main(["eval", "rg", "--verdicts", str(checker), "--out", str(out), "--force", "--by", "model"]) == 0
     assert list(results(out)["breakdown"]) == ["model"]
     assert main(["eval", "rg", "--verdicts", str(checker), "--by", "modle"]) == 2
-    assert "Did you mean 'model'" in capsys.readouterr().err
+    assert "Invalid value for '--by': 'modle' is not one of 'source', 'model'" in capsys.readouterr().err
 
 
 def test_eval_refuses_judgements_whose_request_failed(tmp_path, capsys):
@@ -245,3 +246,70 @@ def test_eval_refuses_judgements_whose_request_failed(tmp_path, capsys):
     assert main(["eval", "rg", "--verdicts", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:1: error: the request for this item failed (HTTP 503 after 5 attempts)" in err
+
+
+CAPTIONS = {"wilson": "Wilson score", "clopper-pearson": "Clopper-Pearson exact"}
+
+
+@pytest.mark.parametrize("interval", ["wilson", "clopper-pearson"])
+def test_every_eval_command_captions_the_interval_it_computed(files, interval):
+    """report.md names the method stored in results.json, for each --interval (never a fixed caption)."""
+    from mixtral_ft.eval.stats import proportion_interval
+
+    tmp, gold, checker = files
+    runs = {
+        "rg": ["eval", "rg", "--verdicts", str(checker)],
+        "tc": ["eval", "tc", "--pred", str(checker), "--gold", str(gold)],
+        "pipeline": ["eval", "pipeline", "--gold", str(gold), "--checker", str(checker)],
+        "compare": ["eval", "compare", str(gold), str(checker)],
+    }
+    other = CAPTIONS["clopper-pearson" if interval == "wilson" else "wilson"]
+    for kind, argv in runs.items():
+        out = tmp / f"{kind}-{interval}"
+        assert main([*argv, "--interval", interval, "--out", str(out)]) == 0
+        r = results(out)
+        assert r["options"]["interval"] == interval
+        md = (out / "report.md").read_text()
+        assert CAPTIONS[interval] in md, kind
+        assert other not in md, kind
+        proportions = [m for k, m in r["metrics"].items() if m.get("denominator") and not k.startswith("difference")]
+        for m in proportions:
+            assert m["ci"]["method"] == interval
+            ci = proportion_interval(m["numerator"], m["denominator"], interval)
+            assert (m["ci"]["low"], m["ci"]["high"]) == (ci.low, ci.high)
+    tc = results(tmp / f"tc-{interval}")["metrics"]
+    assert tc["f1"]["ci"]["method"] == f"jaccard-{interval}"
+    assert tc["balanced_accuracy"]["ci"]["method"] == f"mover-{interval}"
+
+
+def test_unknown_interval_or_policy_is_refused_with_the_choices(files, capsys):
+    _tmp, gold, checker = files
+    assert main(["eval", "rg", "--verdicts", str(checker), "--interval", "wald"]) == 2
+    assert "'wald' is not one of 'wilson', 'clopper-pearson'" in capsys.readouterr().err
+    assert main(["eval", "pipeline", "--gold", str(gold), "--checker", str(checker), "--unparsed", "drop"]) == 2
+    assert "'drop' is not one of 'reject', 'accept'" in capsys.readouterr().err
+
+
+def test_cli_choices_are_the_librarys_names():
+    from mixtral_ft.cli._choices import GroupField, IntervalMethod, Unparsed as UnparsedPolicy
+    from mixtral_ft.eval.pipeline import UNPARSED_POLICIES
+    from mixtral_ft.eval.rg import GROUP_FIELDS
+    from mixtral_ft.eval.stats import INTERVAL_METHODS
+
+    assert [m.value for m in IntervalMethod] == list(INTERVAL_METHODS)
+    assert [m.value for m in UnparsedPolicy] == list(UNPARSED_POLICIES)
+    assert [m.value for m in GroupField] == list(GROUP_FIELDS)
+
+
+def test_help_lists_the_fixed_choices():
+    from typer.testing import CliRunner
+
+    from mixtral_ft.cli.main import app
+
+    runner = CliRunner()
+    for argv, shown in ((["eval", "rg", "--help"], ["wilson", "clopper-pearson", "source", "model"]),
+                        (["eval", "pipeline", "--help"], ["reject", "accept", "wilson"]),
+                        (["demo", "--help"], ["smollm2", "tiny"])):
+        text = runner.invoke(app, argv, terminal_width=200, env={"COLUMNS": "200"}).output
+        for choice in shown:
+            assert choice in text, (argv, choice)

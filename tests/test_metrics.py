@@ -15,7 +15,7 @@ from mixtral_ft.eval.metrics import (
     rate,
     risk_coverage,
 )
-from mixtral_ft.eval.stats import EmptyInputError, wilson_interval
+from mixtral_ft.eval.stats import EmptyInputError, proportion_interval, wilson_interval
 
 
 def test_hand_computed_confusion_matrix_and_metrics():
@@ -35,7 +35,44 @@ def test_hand_computed_confusion_matrix_and_metrics():
     assert (m["precision"].numerator, m["precision"].denominator) == (2, 3)
     w = wilson_interval(4, 8)
     assert (m["accuracy"].interval.low, m["accuracy"].interval.high) == (w.low, w.high)
-    assert m["f1"].interval.method.startswith("percentile-bootstrap")
+    assert m["f1"].interval.method == "jaccard-wilson"
+    assert m["balanced_accuracy"].interval.method == "mover-wilson"
+
+
+def test_a_checker_that_flags_nothing_keeps_honest_intervals():
+    """The demo's blind checker: 10 hallucinated and 24 clean gold items, nothing flagged. F1 is 0 and
+    balanced accuracy 0.5, but with intervals as wide as 10 positives allow (no [0, 0] / [0.5, 0.5])."""
+    cm = confusion_matrix([True] * 10 + [False] * 24, [False] * 34)
+    m = classification_metrics(cm)
+    recall_high = wilson_interval(0, 10).high
+    assert m["f1"].value == 0.0 and m["f1"].interval.low == 0.0
+    assert m["f1"].interval.high == pytest.approx(2 * recall_high / (1 + recall_high))  # J = TP/(TP+FP+FN) = 0/10
+    assert m["f1"].interval.high > 0.4
+    ba = m["balanced_accuracy"]
+    assert ba.value == 0.5
+    spec = wilson_interval(24, 24)
+    assert ba.interval.low == pytest.approx(0.5 - (1 - spec.low) / 2)  # only specificity can pull it down
+    assert ba.interval.high == pytest.approx(0.5 + recall_high / 2)  # only recall can push it up
+    assert ba.interval.low < 0.45 and ba.interval.high > 0.6
+
+
+def test_every_prediction_unparsed_is_not_a_degenerate_interval_either():
+    cm = confusion_matrix([True] * 10 + [False] * 24, [None] * 34)
+    m = classification_metrics(cm)
+    assert m["f1"].value == 0.0 and m["f1"].interval.high > 0.4
+    assert m["balanced_accuracy"].value == 0.0 and m["balanced_accuracy"].interval.high > 0.1
+
+
+@pytest.mark.parametrize("method", ["wilson", "clopper-pearson"])
+def test_f1_and_balanced_accuracy_intervals_follow_the_chosen_method(method):
+    cm = ConfusionMatrix(tp=8, fn=2, fp=3, tn=21)
+    m = classification_metrics(cm, method=method)
+    j = proportion_interval(8, 13, method)
+    assert m["f1"].interval.low == pytest.approx(2 * j.low / (1 + j.low))
+    assert m["f1"].interval.low < m["f1"].value < m["f1"].interval.high
+    assert m["balanced_accuracy"].interval.low < m["balanced_accuracy"].value < m["balanced_accuracy"].interval.high
+    assert m["f1"].interval.method == f"jaccard-{method}"
+    assert m["balanced_accuracy"].interval.method == f"mover-{method}"
 
 
 def test_all_positive_gold_and_flag_everything():

@@ -58,9 +58,11 @@ def test_report_from_eval_dirs_and_train_run(tmp_path, capsys):
         w, h = png_size(out / name)
         assert w >= 600 and h >= 200, name
     md = (out / "report.md").read_text()
-    assert "| Model | Hallucination rate | TC accuracy | Net hallucination rate (at rejection rate) |" in md
+    assert ("| Model | Hallucination rate (as judged) | Corrected for the judge's error | TC accuracy | "
+            "Net hallucination rate (at rejection rate) |") in md
     # hallucination 2/20, TC accuracy: gold i0-i2, flags i0,i1,i7 -> 18/20; net: i2 accepted -> 1/20 at 3/20
-    assert "| ft | 10.0% [2.8%, 30.1%] (2/20) | 90.0% [69.9%, 97.2%] (18/20) | 5.0% " in md
+    assert ("| ft | 10.0% [2.8%, 30.1%] (2/20) | not corrected (no --checker-eval: the judge's error was not "
+            "measured) | 90.0% [69.9%, 97.2%] (18/20) | 5.0% ") in md
     assert "at 15.0% rejection |" in md
     assert "![loss_curves.png](loss_curves.png)" in md and "## Paired comparisons" in md
     assert "checkpoint-10" in md and "| run-rg | 10 | 0.2000 | 0.2200 |" in md

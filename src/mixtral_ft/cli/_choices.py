@@ -76,3 +76,24 @@ class Unparsed(StrEnum):
 
     reject = "reject"
     accept = "accept"
+
+
+class IntervalMethod(StrEnum):
+    """Interval for proportions (``eval.stats.INTERVAL_METHODS``)."""
+
+    wilson = "wilson"
+    clopper_pearson = "clopper-pearson"
+
+
+class GroupField(StrEnum):
+    """Breakdowns of ``eval rg --by`` (``eval.rg.GROUP_FIELDS``)."""
+
+    source = "source"
+    model = "model"
+
+
+class DemoModel(StrEnum):
+    """Which model ``mixft demo`` runs: a real 135M instruct model, or a random tiny Mixtral."""
+
+    smollm2 = "smollm2"
+    tiny = "tiny"

@@ -7,13 +7,16 @@ from pathlib import Path
 import typer
 
 
+from mixtral_ft.cli._choices import DemoModel  # demo.SCALES has one entry per value (a test checks)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the root app."""
 
     @app.command("demo")
     def demo(
-        model: str = typer.Option("smollm2", "--model", help="smollm2 (a real 135M instruct model, the default) "
-                                  "or tiny (a random tiny Mixtral: faster, meaningless outputs)."),
+        model: DemoModel = typer.Option("smollm2", "--model", help="smollm2: a real 135M instruct model; "
+                                        "tiny: a random tiny Mixtral (faster, meaningless outputs)."),
         out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Where every stage writes."),
         force: bool = typer.Option(False, "--force", help="Start over instead of continuing an earlier demo run."),
     ) -> None:
@@ -23,6 +26,6 @@ def register(app: typer.Typer) -> None:
         from mixtral_ft.demo import DemoOptions, env_for_cpu_demo, run_demo
 
         env_for_cpu_demo()
-        result = run_demo(DemoOptions(model=model, out=out, force=force, log=info))
+        result = run_demo(DemoOptions(model=model.value, out=out, force=force, log=info))
         echo(f"demo finished in {result.wall_s / 60:.1f} min; everything is in {result.out}/")
         echo(f"report: {result.report} (also report.html beside it)")

@@ -18,23 +18,28 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Markdown + HTML report with plots: loss curves, hallucination rates, risk-coverage, summary table."""
         from mixtral_ft.cli._common import echo, info
-        from mixtral_ft.eval.render import text_table
+        from mixtral_ft.eval.render import est_text, text_table
         from mixtral_ft.report.build import build_report
 
+        def value(est: dict | None) -> str:
+            return est_text({"value": est.get("value")}) if est and est.get("value") is not None else "—"
+
+        def corrected(r: dict) -> str:
+            if "hallucination_rate" not in r:
+                return "—"
+            if r.get("checker_eval") is None:
+                return "not corrected"
+            est = r.get("hallucination_rate_corrected") or {}
+            return value(est) if est.get("value") is not None else str(est.get("note") or "n/a")
+
         data = build_report(run_dirs, out, force=force)
-        rows = [("model", "hallucination rate", "TC accuracy", "net hallucination")]
+        rows = [("model", "hallucination rate", "corrected for the judge", "TC accuracy", "net hallucination")]
         for r in data["summary"]:
-            rows.append((r["model"],
-                         _pct(r.get("hallucination_rate")), _pct(r.get("tc_accuracy")),
-                         f"{_pct(r.get('net_hallucination_rate'))} at {_pct(r.get('rejection_rate'))} rejection"
+            rows.append((r["model"], value(r.get("hallucination_rate")), corrected(r), value(r.get("tc_accuracy")),
+                         f"{value(r.get('net_hallucination_rate'))} at {value(r.get('rejection_rate'))} rejection"
                          if "net_hallucination_rate" in r else "—"))
         if len(rows) > 1:
             echo(text_table(rows))
         echo(f"report: {out / 'report.md'} ({len(data['evals'])} eval result(s), {len(data['runs'])} training run(s))")
         info(f"files: {', '.join(data['files'])}")
 
-
-def _pct(est: dict | None) -> str:
-    if not est or est.get("value") is None:
-        return "—"
-    return f"{100 * est['value']:.1f}%"

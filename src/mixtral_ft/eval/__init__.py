@@ -2,5 +2,7 @@
 
 ``stats`` (intervals, paired tests), ``metrics`` (rates, confusion matrix, risk-coverage),
 ``items`` (reading per-item files), one module per ``mixft eval`` command (``rg``, ``tc``,
-``pipeline``, ``compare``) and ``result`` (results.json + report.md).
+``pipeline``, ``compare``), ``correction`` (judged rates corrected for the judge's measured error,
+``--checker-eval``), ``render`` (percentages, tables, captions from stored methods) and
+``result`` (results.json + report.md).
 """

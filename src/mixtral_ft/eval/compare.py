@@ -6,17 +6,27 @@ analysis and counted. With ``gold`` the outcome is "judged correctly" (A and B a
 checkers' predictions); an unparsed prediction counts as wrong, as in ``eval tc``.
 
 Difference = rate(B) - rate(A), with Newcombe's paired interval and McNemar's test
-(exact binomial p-value; the continuity-corrected chi-square beside it).
+(exact binomial p-value; the continuity-corrected chi-square beside it). When no item is parsed
+in both files, the rates and the difference are undefined (value None with a note) and there
+is no test: nothing is compared, and nothing is made up.
+
+With ``checker`` (an ``eval tc`` result of the judge of A and B), each rate and the difference
+are also corrected for the judge's error (correction.py).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mixtral_ft.errors import UsageError
 from mixtral_ft.eval.items import ItemFile, match_ids
-from mixtral_ft.eval.metrics import rate
-from mixtral_ft.eval.render import est_text, markdown_table, pct
+from mixtral_ft.eval.metrics import Estimate, rate
+from mixtral_ft.eval.render import correction_text, est_text, intervals_sentence, markdown_table, pct, signed_points
 from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE, mcnemar, newcombe_paired_interval
+
+if TYPE_CHECKING:
+    from mixtral_ft.eval.correction import CheckerEval
 
 
 def paired_outcomes(a: ItemFile, b: ItemFile, gold: ItemFile | None) -> tuple[list[str], list[bool], list[bool], int]:
@@ -42,10 +52,16 @@ def evaluate_compare(
     confidence: float = DEFAULT_CONFIDENCE,
     label: str | None = None,
     names: tuple[str, str] | None = None,
+    checker: CheckerEval | None = None,
 ) -> EvalResult:
+    from mixtral_ft.eval.correction import corrected_difference, corrected_rate
+
+    if checker is not None:
+        if gold is not None:
+            raise UsageError("--checker-eval corrects judged hallucination rates; with --gold the outcome is "
+                             "the checkers' accuracy against gold, which needs no correction")
+        checker.check_applies_to([a, b], count_relevance)
     ids, out_a, out_b, excluded = paired_outcomes(a, b, gold)
-    if not ids:
-        raise UsageError(f"no item is parsed in both {a.path} and {b.path}: nothing to compare")
     name_a, name_b = names or (a.path.stem, b.path.stem)
     n = len(ids)
     n11 = sum(x and y for x, y in zip(out_a, out_b))
@@ -53,44 +69,69 @@ def evaluate_compare(
     n01 = sum(y and not x for x, y in zip(out_a, out_b))
     n00 = n - n11 - n10 - n01
     outcome = "accuracy" if gold is not None else "hallucination_rate"
-    ra = rate(n11 + n10, n, method, confidence)
-    rb = rate(n11 + n01, n, method, confidence)
-    # Newcombe's interval is for p_first - p_second; put B first so the difference is B - A.
-    diff_ci = newcombe_paired_interval(n11, n01, n10, n00, confidence)
-    test = mcnemar(n10, n01)
+    nothing = "no item is parsed in both files"
+    ra = rate(n11 + n10, n, method, confidence, nothing)
+    rb = rate(n11 + n01, n, method, confidence, nothing)
+    if n:
+        # Newcombe's interval is for p_first - p_second; put B first so the difference is B - A.
+        diff = Estimate((n01 - n10) / n, newcombe_paired_interval(n11, n01, n10, n00, confidence))
+        test = mcnemar(n10, n01)
+    else:
+        diff, test = Estimate(None, None, note=f"undefined: {nothing}"), None
+    metrics = {f"{outcome}_a": ra, f"{outcome}_b": rb, "difference_b_minus_a": diff}
+    if checker is not None:
+        metrics["hallucination_rate_corrected_a"] = corrected_rate(n11 + n10, n, checker, method, confidence, nothing)
+        metrics["hallucination_rate_corrected_b"] = corrected_rate(n11 + n01, n, checker, method, confidence, nothing)
+        metrics["difference_b_minus_a_corrected"] = corrected_difference(n11, n10, n01, n00, checker, method,
+                                                                         confidence)
     body = {
         "outcome": outcome,
         "names": {"a": name_a, "b": name_b},
         "counts": {"items": n, "excluded_unparsed": excluded, "both": n11, "a_only": n10, "b_only": n01,
                    "neither": n00},
-        "metrics": {
-            f"{outcome}_a": ra.to_dict(),
-            f"{outcome}_b": rb.to_dict(),
-            "difference_b_minus_a": {"value": (n01 - n10) / n, "ci": diff_ci.to_dict()},
-        },
-        "mcnemar": test.to_dict(),
+        "metrics": {k: v.to_dict() for k, v in metrics.items()},
+        "mcnemar": test.to_dict() if test else None,
     }
+    if checker is not None:
+        body["checker_eval"] = checker.to_dict(method, confidence)
     m = body["metrics"]
     word = "accuracy" if gold is not None else "hallucination rate"
     pos = "correct" if gold is not None else "hallucinated"
-    d = m["difference_b_minus_a"]
-    diff_text = (f"{100 * d['value']:+.1f} points [{100 * d['ci']['low']:+.1f}, {100 * d['ci']['high']:+.1f}]")
+    diff_text = signed_points(m["difference_b_minus_a"])
+    p_text = f"{test.p_exact:.4g}" if test else "n/a (nothing to test)"
     summary = [("items (paired)", str(n)), (f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])),
                (f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])), ("difference B - A", diff_text),
-               ("McNemar exact p", f"{test.p_exact:.4g}"), ("excluded (unparsed)", str(excluded))]
+               ("McNemar exact p", p_text), ("excluded (unparsed)", str(excluded))]
+    rows = [
+        [f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])],
+        [f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])],
+        ["difference B - A", diff_text],
+        ["McNemar exact p-value", p_text],
+        ["McNemar chi-square (cc), p", f"{test.chi2:.3f}, {test.p_chi2:.4g}" if test else "n/a"],
+    ]
+    if checker is not None:
+        ce = body["checker_eval"]
+        corrected = [(f"A ({name_a}) corrected for the judge",
+                      correction_text(m["hallucination_rate_corrected_a"], ce)),
+                     (f"B ({name_b}) corrected for the judge",
+                      correction_text(m["hallucination_rate_corrected_b"], ce)),
+                     ("difference B - A corrected for the judge", signed_points(m["difference_b_minus_a_corrected"]))]
+        summary += corrected
+        rows += [list(r) for r in corrected]
     cond = ("Outcome: judged correctly against gold (unparsed predictions count as wrong)." if gold is not None
             else "Outcome: hallucinated. Items unparsed in either file are left out of the paired analysis.")
-    md = "\n".join([
-        cond + " Difference B - A with Newcombe's paired 95% interval (method 10); McNemar's test on the "
-        "discordant pairs (exact binomial p; continuity-corrected chi-square beside it).",
+    parts = [
+        cond + " Difference B - A; McNemar's test on the discordant pairs (exact binomial p; "
+        "continuity-corrected chi-square beside it). " + intervals_sentence(m.items()),
         "",
-        markdown_table(["", "value [95% CI]"], [
-            [f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])],
-            [f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])],
-            ["difference B - A", diff_text],
-            ["McNemar exact p-value", f"{test.p_exact:.4g}"],
-            ["McNemar chi-square (cc), p", f"{test.chi2:.3f}, {test.p_chi2:.4g}"],
-        ]),
+        markdown_table(["", "value [CI]"], rows),
+    ]
+    if checker is not None:
+        parts += ["", "The corrected difference is (flag rate B - flag rate A) / (sensitivity + specificity - 1) of "
+                  f"the judge measured in `{checker.path}`; its interval combines Newcombe's paired interval of the "
+                  "flag-rate difference (the same items in A and B) with the interval of sensitivity + specificity "
+                  "- 1 (independent gold items). Assumption: " + body["checker_eval"]["assumption"] + "."]
+    parts += [
         "",
         "## Paired table",
         "",
@@ -99,7 +140,9 @@ def evaluate_compare(
         "",
         f"Items compared: {n}; left out (unparsed in A or B): {excluded}; "
         f"A {pct(ra.value)} vs B {pct(rb.value)}.",
-    ])
+    ]
     inputs = {"a": a, "b": b} | ({"gold": gold} if gold is not None else {})
     options = {"count_relevance": count_relevance, "interval": method, "confidence": confidence}
-    return EvalResult("compare", label or f"{name_a} vs {name_b}", inputs, options, body, summary, md)
+    if checker is not None:
+        options["checker_eval"] = str(checker.path)
+    return EvalResult("compare", label or f"{name_a} vs {name_b}", inputs, options, body, summary, "\n".join(parts))

@@ -9,6 +9,18 @@ column of the confusion matrix. They count as *wrong* for every metric whose den
 a gold class (accuracy, recall, specificity, balanced accuracy, F1's false negatives), and
 are not flags for precision (they are not predicted positives). ``accuracy_parsed`` gives
 accuracy over parsed predictions only, next to ``parse_failure_rate``.
+
+F1 and balanced accuracy are not single proportions. Their intervals are closed forms built
+from proportion intervals, so they stay honest in degenerate tables (a checker that flags
+nothing has F1 0 with an upper limit well above 0, not ``[0, 0]``):
+
+- F1 = 2J / (1 + J) with J = TP / (TP + FP + FN), the Jaccard index (Hand, Christen & Kirielle
+  (2021), "F*: an interpretable transformation of the F-measure", Mach Learn 110:451-456).
+  Given the TP + FP + FN items that are not true negatives, TP is binomial with probability J,
+  so the interval of J (Wilson or Clopper-Pearson) maps to one of F1 through the increasing
+  function 2J / (1 + J).
+- Balanced accuracy = (recall + specificity) / 2, two independent proportions (one per gold
+  class): MOVER interval of a sum (Zou & Donner 2008), halved.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ from mixtral_ft.eval.stats import (
     DEFAULT_CONFIDENCE,
     EmptyInputError,
     Interval,
-    bootstrap_interval,
+    mover_sum,
     proportion_interval,
 )
 
@@ -123,21 +135,6 @@ def confusion_matrix(gold: Sequence[bool], pred: Sequence[bool | None]) -> Confu
     return ConfusionMatrix(*c)
 
 
-# Point statistics on cell counts (used directly and inside the bootstrap).
-def _f1(c: Sequence[int]) -> float | None:
-    tp, fn, fp, _tn, up, _un = c
-    denom = 2 * tp + fp + fn + up
-    return None if denom == 0 else 2 * tp / denom
-
-
-def _balanced_accuracy(c: Sequence[int]) -> float | None:
-    tp, fn, fp, tn, up, un = c
-    pos, neg = tp + fn + up, fp + tn + un
-    if pos == 0 or neg == 0:
-        return None
-    return (tp / pos + tn / neg) / 2
-
-
 def _accuracy(cm: ConfusionMatrix, method: str, confidence: float) -> Estimate:
     return rate(cm.tp + cm.tn, cm.n, method, confidence)
 
@@ -159,17 +156,23 @@ def _specificity(cm: ConfusionMatrix, method: str, confidence: float) -> Estimat
 
 
 def _f1_estimate(cm: ConfusionMatrix, method: str, confidence: float) -> Estimate:
-    value = _f1(cm.cells())
-    if value is None:
+    tp, fn, fp, _tn, up, _un = cm.cells()
+    not_tn = tp + fp + fn + up  # F1's false negatives include unparsed positives
+    if not_tn == 0:
         return Estimate(None, None, note="undefined: no hallucinated items in gold and nothing flagged")
-    return Estimate(value, bootstrap_interval(cm.cells(), _f1, confidence))
+    j = proportion_interval(tp, not_tn, method, confidence)
+    interval = Interval(2 * j.low / (1 + j.low), 2 * j.high / (1 + j.high), f"jaccard-{method}", confidence)
+    return Estimate(2 * tp / (tp + not_tn), interval)
 
 
 def _balanced_accuracy_estimate(cm: ConfusionMatrix, method: str, confidence: float) -> Estimate:
-    value = _balanced_accuracy(cm.cells())
-    if value is None:
+    if cm.positives == 0 or cm.negatives == 0:
         return Estimate(None, None, note="undefined: gold has only one class")
-    return Estimate(value, bootstrap_interval(cm.cells(), _balanced_accuracy, confidence))
+    recall, specificity = cm.tp / cm.positives, cm.tn / cm.negatives
+    s = mover_sum(recall, proportion_interval(cm.tp, cm.positives, method, confidence),
+                  specificity, proportion_interval(cm.tn, cm.negatives, method, confidence), f"mover-{method}")
+    return Estimate((recall + specificity) / 2,
+                    Interval(max(0.0, s.low / 2), min(1.0, s.high / 2), s.method, confidence))
 
 
 def _flag_rate(cm: ConfusionMatrix, method: str, confidence: float) -> Estimate:

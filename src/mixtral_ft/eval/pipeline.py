@@ -15,7 +15,7 @@ from __future__ import annotations
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.eval.items import ItemFile, match_ids
 from mixtral_ft.eval.metrics import rate, risk_coverage
-from mixtral_ft.eval.render import est_text, markdown_table, pct
+from mixtral_ft.eval.render import ci_level, est_text, intervals_sentence, markdown_table, pct
 from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
 from mixtral_ft.eval.tc import default_label
@@ -84,9 +84,10 @@ def evaluate_pipeline(
     decision = "the checker's verdicts" if threshold is None else f"score >= {threshold}"
     parts = [
         f"Rejected: flagged by {decision}; unparsed checker outputs are {unparsed}ed. "
-        "Hallucinated: from the gold file. Intervals: 95% Wilson score.",
+        "Hallucinated: from the gold file. " + intervals_sentence(m.items()),
         "",
-        markdown_table(["metric", "value [95% CI] (k/n)"], [[k.replace("_", " "), est_text(m[k])] for k in m]),
+        markdown_table(["metric", f"value [{ci_level(confidence)} CI] (k/n)"],
+                       [[k.replace("_", " "), est_text(m[k])] for k in m]),
     ]
     if rc_rows:
         parts += ["", "## Risk-coverage", "",

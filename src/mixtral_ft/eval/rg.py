@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.eval.items import Item, ItemFile, mistake_type_counts
 from mixtral_ft.eval.metrics import count_rate, rate
-from mixtral_ft.eval.render import est_text, markdown_table
+from mixtral_ft.eval.render import ci_level, correction_text, est_text, intervals_sentence, markdown_table
 from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
+
+if TYPE_CHECKING:
+    from mixtral_ft.eval.correction import CheckerEval
 
 GROUP_FIELDS = ("source", "model")
 
@@ -20,8 +24,12 @@ def default_label(f: ItemFile) -> str:
     return models.pop() if len(models) == 1 else Path(f.path).stem
 
 
-def group_rows(items: list[Item], by: str, method: str, confidence: float) -> list[dict]:
-    """One row per value of ``by`` (items without it grouped under '(none)'), sorted by name."""
+def group_rows(items: list[Item], by: str, method: str, confidence: float,
+               checker: CheckerEval | None = None) -> list[dict]:
+    """One row per value of ``by`` (items without it grouped under '(none)'), sorted by name;
+    with ``checker``, each row's rate corrected for the judge's error beside it."""
+    from mixtral_ft.eval.correction import corrected_rate
+
     groups: dict[str, list[Item]] = defaultdict(list)
     for it in items:
         groups[getattr(it, by) or "(none)"].append(it)
@@ -30,9 +38,12 @@ def group_rows(items: list[Item], by: str, method: str, confidence: float) -> li
         members = groups[name]
         parsed = [it for it in members if it.parsed]
         k = sum(it.hallucinated for it in parsed)
-        rows.append({by: name, "items": len(members), "parsed": len(parsed), "unparsed": len(members) - len(parsed),
-                     "hallucinated": k,
-                     "hallucination_rate": rate(k, len(parsed), method, confidence, "every item is unparsed").to_dict()})
+        row = {by: name, "items": len(members), "parsed": len(parsed), "unparsed": len(members) - len(parsed),
+               "hallucinated": k,
+               "hallucination_rate": rate(k, len(parsed), method, confidence, "every item is unparsed").to_dict()}
+        if checker is not None:
+            row["hallucination_rate_corrected"] = corrected_rate(k, len(parsed), checker, method, confidence).to_dict()
+        rows.append(row)
     return rows
 
 
@@ -43,8 +54,16 @@ def evaluate_rg(
     method: str = "wilson",
     confidence: float = DEFAULT_CONFIDENCE,
     label: str | None = None,
+    checker: CheckerEval | None = None,
 ) -> EvalResult:
-    """Hallucination rate over parsed items, with relevance, unparsed and breakdowns beside it."""
+    """Hallucination rate over parsed items, with relevance, unparsed and breakdowns beside it.
+
+    ``checker``: an ``eval tc`` result of the same judge; adds ``hallucination_rate_corrected``
+    (correction.py) and the judge's measured error (``checker_eval``)."""
+    from mixtral_ft.eval.correction import corrected_rate
+
+    if checker is not None:
+        checker.check_applies_to([verdicts], count_relevance)
     for b in by or []:
         if b not in GROUP_FIELDS:
             raise UsageError(suggest(b, GROUP_FIELDS, "--by field"))
@@ -62,9 +81,11 @@ def evaluate_rg(
         "unparsed_rate": rate(unparsed, n, method, confidence),
         "hallucination_rate_if_unparsed_hallucinated": rate(hall + unparsed, n, method, confidence),
     }
+    if checker is not None:
+        metrics["hallucination_rate_corrected"] = corrected_rate(hall, len(parsed), checker, method, confidence)
     if by is None:
         by = [g for g in GROUP_FIELDS if any(getattr(it, g) for it in items)]
-    breakdown = {g: group_rows(items, g, method, confidence) for g in by}
+    breakdown = {g: group_rows(items, g, method, confidence, checker) for g in by}
     types = mistake_type_counts(parsed)
     type_rows = [{"type": t, "items": c, "share_of_parsed": c / len(parsed) if parsed else None}
                  for t, c in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -74,15 +95,22 @@ def evaluate_rg(
               "label_sources": dict(sorted(_label_sources(items).items()))}
     body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()},
             "breakdown": breakdown, "mistake_types": type_rows}
+    if checker is not None:
+        body["checker_eval"] = checker.to_dict(method, confidence)
     label = label or default_label(verdicts)
-    md = _markdown(body, count_relevance)
-    summary = [("items", str(n)), ("hallucination rate", est_text(body["metrics"]["hallucination_rate"])),
-               ("relevance mistakes", est_text(body["metrics"]["relevance_mistake_rate"])),
-               ("unparsed", f"{unparsed} ({est_text(body['metrics']['unparsed_rate'])})")]
+    md = _markdown(body, count_relevance, confidence)
+    summary = [("items", str(n)), ("hallucination rate", est_text(body["metrics"]["hallucination_rate"]))]
+    if checker is not None:
+        summary.append(("  corrected for the judge", correction_text(body["metrics"]["hallucination_rate_corrected"],
+                                                                     body["checker_eval"])))
+    summary += [("relevance mistakes", est_text(body["metrics"]["relevance_mistake_rate"])),
+                ("unparsed", f"{unparsed} ({est_text(body['metrics']['unparsed_rate'])})")]
     for g, rows in breakdown.items():
         for r in rows:
             summary.append((f"  {g}={r[g]}", est_text(r["hallucination_rate"])))
     options = {"count_relevance": count_relevance, "by": by, "interval": method, "confidence": confidence}
+    if checker is not None:
+        options["checker_eval"] = str(checker.path)
     return EvalResult("rg", label, {"verdicts": verdicts}, options, body, summary, md)
 
 
@@ -93,32 +121,65 @@ def _label_sources(items: list[Item]) -> dict[str, int]:
     return out
 
 
-def _markdown(body: dict, count_relevance: bool) -> str:
+def _markdown(body: dict, count_relevance: bool, confidence: float) -> str:
     m, c = body["metrics"], body["counts"]
     rule = "groundedness or relevance mistake" if count_relevance else "groundedness mistake"
+    rows = [["hallucination rate (as judged)", est_text(m["hallucination_rate"])]]
+    checker = body.get("checker_eval")
+    if checker is not None:
+        rows.append(["hallucination rate corrected for the judge's error",
+                     correction_text(m["hallucination_rate_corrected"], checker)])
+    rows += [
+        ["groundedness mistake rate", est_text(m["groundedness_mistake_rate"])],
+        ["relevance mistake rate", est_text(m["relevance_mistake_rate"])],
+        ["unparsed", est_text(m["unparsed_rate"])],
+        ["hallucination rate if every unparsed item were hallucinated",
+         est_text(m["hallucination_rate_if_unparsed_hallucinated"])],
+    ]
     parts = [
         f"Hallucinated ⇔ {rule}. Rates are over parsed items; unparsed items are reported "
-        "separately and never counted as clean. Intervals: 95% Wilson score.",
+        "separately and never counted as clean. " + intervals_sentence(m.items()),
         "",
-        markdown_table(["metric", "value [95% CI] (k/n)"], [
-            ["hallucination rate", est_text(m["hallucination_rate"])],
-            ["groundedness mistake rate", est_text(m["groundedness_mistake_rate"])],
-            ["relevance mistake rate", est_text(m["relevance_mistake_rate"])],
-            ["unparsed", est_text(m["unparsed_rate"])],
-            ["hallucination rate if every unparsed item were hallucinated",
-             est_text(m["hallucination_rate_if_unparsed_hallucinated"])],
-        ]),
+        markdown_table(["metric", f"value [{ci_level(confidence)} CI] (k/n)"], rows),
         "",
         f"Items: {c['items']}; parsed: {c['parsed']}; hallucinated: {c['hallucinated']}; "
         f"clean: {c['clean']}; unparsed: {c['unparsed']}.",
     ]
-    for g, rows in body["breakdown"].items():
-        parts += ["", f"## By {g}", "", markdown_table(
-            [g, "items", "unparsed", "hallucinated", "rate [95% CI]"],
-            [[r[g], r["items"], r["unparsed"], r["hallucinated"], est_text(r["hallucination_rate"])] for r in rows])]
+    if checker is not None:
+        parts += ["", "## The judge's own error", "", _checker_paragraph(checker)]
+    for g, rows_ in body["breakdown"].items():
+        headers = [g, "items", "unparsed", "hallucinated", f"rate [{ci_level(confidence)} CI]"]
+        if checker is not None:
+            headers.append("corrected for the judge")
+        table = []
+        for r in rows_:
+            row = [r[g], r["items"], r["unparsed"], r["hallucinated"], est_text(r["hallucination_rate"])]
+            if checker is not None:
+                row.append(correction_text(r["hallucination_rate_corrected"], checker, with_judge=False))
+            table.append(row)
+        parts += ["", f"## By {g}", "", markdown_table(headers, table)]
     if body["mistake_types"]:
         parts += ["", "## By mistake type", "", "Items with at least one mistake of the type.", "",
                   markdown_table(["type", "items", "share of parsed items"],
                                  [[r["type"], r["items"], est_text({"value": r["share_of_parsed"]})]
                                   for r in body["mistake_types"]])]
     return "\n".join(parts)
+
+
+def _checker_paragraph(checker: dict) -> str:
+    """What the correction rests on: the judge's measured sensitivity and specificity, and the assumption."""
+    se, sp, j = checker["sensitivity"], checker["specificity"], checker["youden_j"]
+    j_text = ("undefined" if j.get("value") is None else
+              f"{j['value']:.3f} [{j['ci']['low']:.3f}, {j['ci']['high']:.3f}]")
+    lines = [(
+        f"The rate above is what the judge flagged. The judge's error was measured by `eval tc` "
+        f"(`{checker['path']}`, {checker['label']}) over its parsed verdicts on gold: sensitivity "
+        f"{est_text(se)}, specificity {est_text(sp)}, sensitivity + specificity - 1 = {j_text}. "
+        "Corrected rate: Rogan-Gladen, (flag rate + specificity - 1) / (sensitivity + specificity - 1), "
+        "clipped to [0, 1], with an interval that carries the uncertainty of the flag rate, the "
+        "sensitivity and the specificity.")]
+    if not checker["identifiable"]:
+        lines.append(f"Not identifiable: {checker['not_identifiable_reason']}; the judged rate then says what "
+                     "the judge can see, not how often responses hallucinate.")
+    lines.append(f"Assumption: {checker['assumption']}.")
+    return " ".join(lines)

@@ -17,15 +17,27 @@ Methods (all two-sided, default 95%):
   R. G. Newcombe (1998), "Improved confidence intervals for the difference between binomial
   proportions based on paired data", Stat Med 17:2635-2650; as in Fagerland, Lydersen & Laake
   (2017), "Statistical Analysis of Contingency Tables", ch. 8).
-- Percentile bootstrap (Efron & Tibshirani 1993) for statistics that are not a single
-  proportion (F1, balanced accuracy), with a fixed seed so results are reproducible.
+- Difference of two independent proportions: Newcombe's hybrid score interval ("method 10" of
+  R. G. Newcombe (1998), "Interval estimation for the difference between independent proportions:
+  comparison of eleven methods", Stat Med 17:873-890). It is the MOVER construction (Zou & Donner
+  (2008), "Construction of confidence limits about effect measures: a general approach", Stat Med
+  27:1693-1702) applied to two single-proportion intervals; the same construction gives the
+  interval of a sum (balanced accuracy) and, for a ratio of two independent estimates, MOVER-R
+  (R. G. Newcombe (2016), "MOVER-R confidence intervals for ratios and products of two
+  independently estimated quantities", Stat Methods Med Res 25:1774-1778).
+- Prevalence corrected for a classifier's estimated sensitivity and specificity (Rogan & Gladen
+  (1978), Am J Epidemiol 107:71-76) with the adjusted-Wald interval of Z. Lang & J. Reiczigel
+  (2014), "Confidence limits for prevalence of disease adjusted for estimated sensitivity and
+  specificity", Prev Vet Med 113:13-22; see ``lang_reiczigel_interval``.
+
+No statistic here is bootstrapped: every interval is a closed form of the counts, so it is
+reproducible to the bit and stays honest in degenerate tables (nothing flagged, one class only).
 """
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -229,51 +241,114 @@ def newcombe_paired_interval(
     return Interval(max(-1.0, low), min(1.0, high), "newcombe-paired", confidence)
 
 
-# ---------------------------------------------------------------------------- bootstrap
-
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
+# ---------------------------------------------------------------------------- MOVER: sums, differences, ratios
 
 
-def bootstrap_interval(
-    cell_counts: Sequence[int],
-    statistic: Callable[[Sequence[int]], float | None],
-    confidence: float = DEFAULT_CONFIDENCE,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> Interval | None:
-    """Percentile bootstrap over items described by their cell of a contingency table.
+def mover_difference(est1: float, ci1: Interval, est2: float, ci2: Interval, method: str) -> Interval:
+    """Interval of ``est1 - est2`` for two independent estimates from their own intervals (MOVER).
 
-    Each resample draws N items with replacement (a multinomial over the cells) and
-    recomputes ``statistic`` from the resampled cell counts. Resamples where the statistic
-    is undefined are skipped; if more than 5% are, no interval is returned.
+    Zou & Donner (2008): L = d - sqrt((e1 - l1)^2 + (u2 - e2)^2), U = d + sqrt((u1 - e1)^2 + (e2 - l2)^2).
+    With two Wilson intervals this is Newcombe's (1998) method 10 for independent proportions.
+    """
+    d = est1 - est2
+    low = d - math.sqrt((est1 - ci1.low) ** 2 + (ci2.high - est2) ** 2)
+    high = d + math.sqrt((ci1.high - est1) ** 2 + (est2 - ci2.low) ** 2)
+    return Interval(low, high, method, ci1.confidence)
+
+
+def mover_sum(est1: float, ci1: Interval, est2: float, ci2: Interval, method: str) -> Interval:
+    """Interval of ``est1 + est2`` for two independent estimates (MOVER, Zou & Donner 2008)."""
+    s = est1 + est2
+    low = s - math.sqrt((est1 - ci1.low) ** 2 + (est2 - ci2.low) ** 2)
+    high = s + math.sqrt((ci1.high - est1) ** 2 + (ci2.high - est2) ** 2)
+    return Interval(low, high, method, ci1.confidence)
+
+
+def independent_difference_interval(k1: int, n1: int, k2: int, n2: int, method: str = "wilson",
+                                    confidence: float = DEFAULT_CONFIDENCE) -> Interval:
+    """Interval of ``k1/n1 - k2/n2`` for independent samples: MOVER on two single-proportion intervals
+    (Newcombe's 1998 "method 10" when ``method`` is wilson)."""
+    a = proportion_interval(k1, n1, method, confidence)
+    b = proportion_interval(k2, n2, method, confidence)
+    return mover_difference(k1 / n1, a, k2 / n2, b, f"mover-{method}")
+
+
+def mover_ratio_interval(est1: float, ci1: Interval, est2: float, ci2: Interval, method: str = "mover-r",
+                         ) -> Interval | None:
+    """Interval of ``est1 / est2`` for two independent estimates (MOVER-R, Newcombe 2016).
+
+    The limits are the ratios r at which the MOVER interval of ``est1 - r * est2`` has 0 as an end;
+    the denominator's interval must exclude 0 (``ci2.low > 0``), otherwise the ratio is unbounded
+    and None is returned. The two equations are solved by bisection: which end of the
+    denominator's interval enters depends on the sign of r, and both MOVER ends are strictly
+    decreasing in r on the side where they are solved, so each has one root.
+    """
+    if est2 <= 0 or ci2.low <= 0:
+        return None
+
+    def lower_of_difference(r: float) -> float:  # lower MOVER end of est1 - r * est2
+        upper_of_product = r * (ci2.high if r >= 0 else ci2.low)
+        return est1 - r * est2 - math.sqrt((est1 - ci1.low) ** 2 + (upper_of_product - r * est2) ** 2)
+
+    def upper_of_difference(r: float) -> float:  # upper MOVER end of est1 - r * est2
+        lower_of_product = r * (ci2.low if r >= 0 else ci2.high)
+        return est1 - r * est2 + math.sqrt((ci1.high - est1) ** 2 + (r * est2 - lower_of_product) ** 2)
+
+    ratio = est1 / est2
+    step = 1.0
+    while lower_of_difference(ratio - step) <= 0:
+        step *= 2
+    low = _bisect(lambda r: -lower_of_difference(r), ratio - step, ratio, 200)
+    step = 1.0
+    while upper_of_difference(ratio + step) >= 0:
+        step *= 2
+    high = _bisect(lambda r: -upper_of_difference(r), ratio, ratio + step, 200)
+    return Interval(low, high, method, ci1.confidence)
+
+
+# ---------------------------------------------------------------------------- prevalence under misclassification
+
+
+def rogan_gladen(observed: float, sensitivity: float, specificity: float) -> float | None:
+    """Rogan & Gladen (1978): (observed + specificity - 1) / (sensitivity + specificity - 1), unclipped;
+    None when sensitivity + specificity - 1 <= 0 (the classifier is no better than chance)."""
+    youden = sensitivity + specificity - 1
+    if youden <= 0:
+        return None
+    return (observed + specificity - 1) / youden
+
+
+def lang_reiczigel_interval(x: float, n: float, se_k: float, se_n: float, sp_k: float, sp_n: float,
+                            confidence: float = DEFAULT_CONFIDENCE) -> Interval | None:
+    """Interval for the prevalence behind ``x`` positives of ``n``, corrected for a classifier whose
+    sensitivity (``se_k`` of ``se_n`` true positives flagged) and specificity (``sp_k`` of ``sp_n``
+    true negatives not flagged) are themselves estimated from independent samples.
+
+    Lang & Reiczigel (2014), Prev Vet Med 113:13-22, eqs. 6-7 and 15-17: an Agresti-Coull style
+    adjustment (z^2/2 successes of z^2 added to the observed rate, 1 of 2 added to sensitivity and
+    specificity), the Rogan-Gladen variance of all three binomials from the adjusted values (eq. 4,
+    with (1 - P)^2 where the paper misprints (1 + P)^2), and a shift of the centre (eq. 17).
+    Clipped to [0, 1]. None when the adjusted sensitivity + specificity - 1 is not positive.
+    Counts may be fractional (published examples give rates, not counts).
     """
     _check_confidence(confidence)
-    n = sum(cell_counts)
-    if n == 0:
-        raise EmptyInputError("cannot bootstrap a statistic over 0 items")
-    rng = random.Random(seed)
-    cells = range(len(cell_counts))
-    values: list[float] = []
-    for _ in range(resamples):
-        draw = rng.choices(cells, weights=cell_counts, k=n)
-        counts = [0] * len(cell_counts)
-        for cell in draw:
-            counts[cell] += 1
-        value = statistic(counts)
-        if value is not None:
-            values.append(value)
-    if len(values) < 0.95 * resamples:
+    if n <= 0 or se_n <= 0 or sp_n <= 0:
+        raise EmptyInputError("the corrected prevalence needs items, gold positives and gold negatives")
+    z = z_value(confidence)
+    z2 = z * z
+    n_ = n + z2
+    p_ = (x + z2 / 2) / n_
+    se_n_, sp_n_ = se_n + 2, sp_n + 2
+    se_ = (se_k + 1) / se_n_
+    sp_ = (sp_k + 1) / sp_n_
+    youden = se_ + sp_ - 1
+    if youden <= 0:
         return None
-    values.sort()
-    alpha = 1 - confidence
-    return Interval(_quantile(values, alpha / 2), _quantile(values, 1 - alpha / 2),
-                    f"percentile-bootstrap(resamples={resamples},seed={seed})", confidence)
-
-
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default, 'type 7')."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+    prev = (p_ + sp_ - 1) / youden
+    shift = 2 * z2 * (prev * se_ * (1 - se_) / se_n_ - (1 - prev) * sp_ * (1 - sp_) / sp_n_)
+    var = (p_ * (1 - p_) / n_ + prev ** 2 * se_ * (1 - se_) / se_n_
+           + (1 - prev) ** 2 * sp_ * (1 - sp_) / sp_n_) / youden ** 2
+    half = z * math.sqrt(var)
+    low = min(1.0, max(0.0, prev + shift - half))
+    high = min(1.0, max(0.0, prev + shift + half))
+    return Interval(low, high, "lang-reiczigel", confidence)

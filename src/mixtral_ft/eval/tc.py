@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mixtral_ft.eval.items import ItemFile, match_ids
 from mixtral_ft.eval.metrics import CLASSIFICATION_METRICS, classification_metrics, confusion_matrix
-from mixtral_ft.eval.render import est_text, markdown_table
+from mixtral_ft.eval.render import ci_level, est_text, intervals_sentence, markdown_table
 from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
 
@@ -24,7 +24,13 @@ def evaluate_tc(
     confidence: float = DEFAULT_CONFIDENCE,
     label: str | None = None,
 ) -> EvalResult:
-    """Accuracy, precision/recall/F1 for 'hallucinated', balanced accuracy, confusion matrix."""
+    """Accuracy, precision/recall/F1 for 'hallucinated', balanced accuracy, confusion matrix.
+
+    Records which judge made the predictions (``checker``: backend, model, adapter, prompt hash,
+    and from the judge's manifest the adapter's weight hash and prompt style) so that
+    ``eval rg --checker-eval`` can refuse to correct rates judged by another judge."""
+    from mixtral_ft.eval.correction import judge_identity
+
     ids = match_ids(gold, pred, "gold", "predictions")
     g, p = gold.by_id(), pred.by_id()
     cm = confusion_matrix([g[i].hallucinated for i in ids], [p[i].hallucinated for i in ids])
@@ -36,15 +42,19 @@ def evaluate_tc(
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
         "definitions": {k: CLASSIFICATION_METRICS[k].description for k in metrics},
     }
+    identity, why = judge_identity(pred)
+    body["checker"] = identity
+    if why:
+        body["checker_note"] = why
     m = body["metrics"]
     summary = [("items", str(cm.n))] + [(k.replace("_", " "), est_text(m[k])) for k in (
         "accuracy", "precision", "recall", "f1", "balanced_accuracy", "parse_failure_rate")]
     md = "\n".join([
         "Positive class: hallucinated. Unparsed predictions count as wrong for accuracy, recall and "
         "specificity (they are a third column of the confusion matrix) and are not flags for precision. "
-        "Intervals: 95% Wilson score for proportions; percentile bootstrap for F1 and balanced accuracy.",
+        + intervals_sentence(m.items()),
         "",
-        markdown_table(["metric", "value [95% CI] (k/n)", "definition"],
+        markdown_table(["metric", f"value [{ci_level(confidence)} CI] (k/n)", "definition"],
                        [[k, est_text(m[k]), body["definitions"][k]] for k in m]),
         "",
         "## Confusion matrix",

@@ -4,6 +4,11 @@ The summary table has the reference report's columns: model, hallucination rate 
 truth-checker accuracy (``eval tc``), and net hallucination rate at the checker's rejection
 rate (``eval pipeline``). Results are joined into rows by their ``label`` (``--label`` at eval
 time), so label the RG, TC and pipeline evaluations of one system alike.
+
+Every judged rate (``eval rg``, ``eval compare`` without gold) is shown with the judge's measured
+sensitivity and specificity and the rate corrected for them (``--checker-eval``), or says why
+there is no correction: not identifiable (with the reason), or no checker eval given. Captions
+and plot titles name the interval methods stored in the results, never a fixed text.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.eval.render import est_text, markdown_table, pct
+from mixtral_ft.eval.render import (
+    ci_level,
+    correction_text,
+    est_text,
+    intervals_sentence,
+    markdown_table,
+    pct,
+    signed_points,
+)
 from mixtral_ft.report import plots
 from mixtral_ft.report.sources import EvalRun, TrainRun, discover
 
@@ -47,6 +60,8 @@ def summary_rows(evals: list[EvalRun]) -> list[dict[str, Any]]:
         m = e.results["metrics"]
         if e.kind == "rg":
             row["hallucination_rate"] = m["hallucination_rate"]
+            row["hallucination_rate_corrected"] = m.get("hallucination_rate_corrected")
+            row["checker_eval"] = e.results.get("checker_eval")
         elif e.kind == "tc":
             row["tc_accuracy"] = m["accuracy"]
         else:
@@ -54,6 +69,19 @@ def summary_rows(evals: list[EvalRun]) -> list[dict[str, Any]]:
             row["net_hallucination_rate"] = m["net_hallucination_rate_all"]
             row["net_hallucination_rate_accepted"] = m["net_hallucination_rate_accepted"]
     return list(rows.values())
+
+
+def _methods_title(what: str, estimates: list[dict | None]) -> str:
+    """A plot title naming the interval methods actually stored: ``Hallucination rate (95% intervals: wilson)``."""
+    methods: list[str] = []
+    levels: set[str] = set()
+    for est in estimates:
+        ci = (est or {}).get("ci")
+        if ci:
+            levels.add(ci_level(ci["confidence"]))
+            if ci["method"] not in methods:
+                methods.append(ci["method"])
+    return f"{what} ({', '.join(sorted(levels))} intervals: {', '.join(methods)})" if methods else what
 
 
 def _ci_row(name: str, est: dict) -> tuple[str, float, float, float] | None:
@@ -69,13 +97,24 @@ def build_document(evals: list[EvalRun], runs: list[TrainRun], out: Path,
     names = _unique_labels(evals)
     summary = summary_rows(evals)
     if summary:
+        shown: list[tuple[str, dict | None]] = []
+        for r in summary:
+            shown += [("hallucination rate", r.get("hallucination_rate")),
+                      ("corrected hallucination rate", r.get("hallucination_rate_corrected")),
+                      ("TC accuracy", r.get("tc_accuracy")),
+                      ("net hallucination rate", r.get("net_hallucination_rate"))]
         blocks.append(Block("h2", "Summary"))
-        blocks.append(Block("p", "Hallucination rate from `mixft eval rg`; TC accuracy from `mixft eval tc`; "
-                                 "net hallucination rate (hallucinated and accepted, over all responses) at the "
-                                 "rejection rate of `mixft eval pipeline`. 95% intervals in brackets."))
-        blocks.append(Block("table", headers=["Model", "Hallucination rate", "TC accuracy",
+        blocks.append(Block("p", "Hallucination rate from `mixft eval rg`: the share of responses the judge flagged; "
+                                 "beside it the rate corrected for the judge's own error, measured on gold by "
+                                 "`mixft eval tc` (`--checker-eval`). TC accuracy from `mixft eval tc`; net "
+                                 "hallucination rate (hallucinated and accepted, over all responses) at the rejection "
+                                 "rate of `mixft eval pipeline`. " + intervals_sentence(shown)))
+        blocks.append(Block("table", headers=["Model", "Hallucination rate (as judged)",
+                                              "Corrected for the judge's error", "TC accuracy",
                                               "Net hallucination rate (at rejection rate)"], rows=[
             [r["model"], est_text(r.get("hallucination_rate")) if "hallucination_rate" in r else "—",
+             correction_text(r.get("hallucination_rate_corrected"), r.get("checker_eval"))
+             if "hallucination_rate" in r else "—",
              est_text(r.get("tc_accuracy")) if "tc_accuracy" in r else "—",
              (f"{est_text(r['net_hallucination_rate'])} at {pct(r['rejection_rate']['value'])} rejection"
               if "net_hallucination_rate" in r else "—")]
@@ -83,41 +122,68 @@ def build_document(evals: list[EvalRun], runs: list[TrainRun], out: Path,
 
     rg = [e for e in evals if e.kind == "rg"]
     if rg:
-        bars = []
+        bars, shown_estimates = [], []
         for e in rg:
-            row = _ci_row(names[id(e)], e.results["metrics"]["hallucination_rate"])
-            if row:
-                bars.append(row)
+            m = e.results["metrics"]
+            for name, est in ((names[id(e)], m["hallucination_rate"]),
+                              (f"{names[id(e)]} (corrected)", m.get("hallucination_rate_corrected"))):
+                row = _ci_row(name, est) if est else None
+                if row:
+                    bars.append(row)
+                    shown_estimates.append(est)
             models = e.results.get("breakdown", {}).get("model", [])
             if len(models) > 1:
                 for r in models:
                     sub = _ci_row(f"{names[id(e)]} / {r['model']}", r["hallucination_rate"])
                     if sub:
                         bars.append(sub)
+                        shown_estimates.append(r["hallucination_rate"])
+        blocks.append(Block("h2", "Hallucination rates"))
         if bars:
-            plots.rates_with_errors(bars, "Hallucination rate (95% Wilson interval)", "hallucination rate (%)",
-                                    out / "hallucination_rates.png")
-            blocks += [Block("h2", "Hallucination rates"),
-                       Block("img", "hallucination_rates.png"),
-                       Block("table", headers=["result", "items", "unparsed", "hallucination rate [95% CI]"], rows=[
-                           [names[id(e)], e.results["counts"]["items"], e.results["counts"]["unparsed"],
-                            est_text(e.results["metrics"]["hallucination_rate"])] for e in rg])]
+            plots.rates_with_errors(bars, _methods_title("Hallucination rate", shown_estimates),
+                                    "hallucination rate (%)", out / "hallucination_rates.png")
+            blocks.append(Block("img", "hallucination_rates.png"))
+        blocks.append(Block("p", "As judged: the share of parsed responses the judge flagged. Judge sensitivity "
+                                 "and specificity: measured on gold by the `eval tc` given with `--checker-eval`, "
+                                 "over the judge's parsed verdicts. Corrected: Rogan-Gladen, with an interval that "
+                                 "carries the uncertainty of all three. " + intervals_sentence(
+                                     [(k, e.results["metrics"].get(k)) for e in rg
+                                      for k in ("hallucination_rate", "hallucination_rate_corrected")])))
+        rows = []
+        for e in rg:
+            ce = e.results.get("checker_eval")
+            rows.append([names[id(e)], e.results["counts"]["items"], e.results["counts"]["unparsed"],
+                         est_text(e.results["metrics"]["hallucination_rate"]),
+                         est_text(ce["sensitivity"]) if ce else "not measured",
+                         est_text(ce["specificity"]) if ce else "not measured",
+                         correction_text(e.results["metrics"].get("hallucination_rate_corrected"), ce)])
+        blocks.append(Block("table", headers=["result", "items", "unparsed", "hallucination rate (as judged)",
+                                              "judge sensitivity", "judge specificity",
+                                              "corrected for the judge's error"], rows=rows))
 
     tc = [e for e in evals if e.kind == "tc"]
     if tc:
+        blocks.append(Block("h2", "Truth-checker"))
+        accuracies = [e.results["metrics"]["accuracy"] for e in tc]
         bars = [r for r in (_ci_row(names[id(e)], e.results["metrics"]["accuracy"]) for e in tc) if r]
         if bars:
-            plots.rates_with_errors(bars, "Truth-checker accuracy (95% Wilson interval)", "accuracy (%)",
+            plots.rates_with_errors(bars, _methods_title("Truth-checker accuracy", accuracies), "accuracy (%)",
                                     out / "tc_accuracy.png")
-            blocks += [Block("h2", "Truth-checker"), Block("img", "tc_accuracy.png")]
-        blocks.append(Block("table", headers=["checker", "items", "accuracy", "precision", "recall", "F1",
-                                              "parse failures"], rows=[
-            [names[id(e)], e.results["counts"]["items"]] + [est_text(e.results["metrics"][k]) for k in (
-                "accuracy", "precision", "recall", "f1", "parse_failure_rate")] for e in tc]))
+            blocks.append(Block("img", "tc_accuracy.png"))
+        keys = ("accuracy", "precision", "recall", "specificity", "f1", "parse_failure_rate")
+        blocks.append(Block("p", intervals_sentence([(k, e.results["metrics"].get(k)) for e in tc for k in keys])))
+        blocks.append(Block("table", headers=["checker", "items", "accuracy", "precision", "recall (sensitivity)",
+                                              "specificity", "F1", "parse failures"], rows=[
+            [names[id(e)], e.results["counts"]["items"]] + [est_text(e.results["metrics"].get(k)) for k in keys]
+            for e in tc]))
 
     pipes = [e for e in evals if e.kind == "pipeline"]
     if pipes:
         blocks.append(Block("h2", "Pipeline: rejecting what the checker flags"))
+        blocks.append(Block("p", "Hallucinated: from gold labels, so no correction applies. " + intervals_sentence(
+            [(k, e.results["metrics"].get(k)) for e in pipes for k in (
+                "base_hallucination_rate", "rejection_rate", "net_hallucination_rate_all",
+                "net_hallucination_rate_accepted")])))
         blocks.append(Block("table", headers=["checker", "items", "base rate", "rejection rate",
                                               "net (all responses)", "net (accepted)"], rows=[
             [names[id(e)], e.results["counts"]["items"]] + [est_text(e.results["metrics"][k]) for k in (
@@ -138,13 +204,30 @@ def build_document(evals: list[EvalRun], runs: list[TrainRun], out: Path,
         for e in comps:
             r, m = e.results, e.results["metrics"]
             o = r["outcome"]
-            d = m["difference_b_minus_a"]
             rows.append([names[id(e)], o.replace("_", " "), r["counts"]["items"],
-                         est_text(m[f"{o}_a"]), est_text(m[f"{o}_b"]),
-                         f"{100 * d['value']:+.1f} pts [{100 * d['ci']['low']:+.1f}, {100 * d['ci']['high']:+.1f}]",
-                         f"{r['mcnemar']['p_value_exact']:.3g}"])
-        blocks.append(Block("table", headers=["comparison", "outcome", "items", "A", "B", "B - A [95% CI]",
+                         est_text(m[f"{o}_a"]), est_text(m[f"{o}_b"]), signed_points(m["difference_b_minus_a"]),
+                         f"{r['mcnemar']['p_value_exact']:.3g}" if r.get("mcnemar") else "n/a"])
+        blocks.append(Block("p", intervals_sentence([(k, e.results["metrics"].get(k)) for e in comps for k in (
+            "difference_b_minus_a", "accuracy_a", "accuracy_b", "hallucination_rate_a", "hallucination_rate_b")])))
+        blocks.append(Block("table", headers=["comparison", "outcome", "items", "A", "B", "B - A [CI]",
                                               "McNemar p"], rows=rows))
+        judged = [e for e in comps if e.results["outcome"] == "hallucination_rate"]
+        if judged:
+            rows = []
+            for e in judged:
+                m, ce = e.results["metrics"], e.results.get("checker_eval")
+                rows.append([names[id(e)],
+                             est_text(ce["sensitivity"]) if ce else "not measured",
+                             est_text(ce["specificity"]) if ce else "not measured",
+                             correction_text(m.get("hallucination_rate_corrected_a"), ce, with_judge=False),
+                             correction_text(m.get("hallucination_rate_corrected_b"), ce, with_judge=False),
+                             signed_points(m["difference_b_minus_a_corrected"]) if ce else correction_text(None, None)])
+            blocks.append(Block("p", "Judged hallucination rates corrected for the judge's error (`--checker-eval`). "
+                                + intervals_sentence([(k, e.results["metrics"].get(k)) for e in judged for k in (
+                                    "hallucination_rate_corrected_a", "hallucination_rate_corrected_b",
+                                    "difference_b_minus_a_corrected")])))
+            blocks.append(Block("table", headers=["comparison", "judge sensitivity", "judge specificity",
+                                                  "A corrected", "B corrected", "B - A corrected"], rows=rows))
 
     if runs:
         with_loss = [(r.label, r.train_loss, r.eval_loss) for r in runs if r.train_loss or r.eval_loss]
