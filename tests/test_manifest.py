@@ -89,3 +89,20 @@ def test_read_manifest_missing_or_corrupt(tmp_path):
     (tmp_path / "bad.json").write_text('{"kind": "judge",')
     with pytest.raises(ManifestError, match="bad.json: corrupt manifest: invalid JSON at line 1"):
         read_manifest(tmp_path / "bad.json")
+
+
+def test_eval_and_report_write_the_same_manifest_type(tmp_path, repo_root):
+    """``eval`` and ``report`` dirs carry the common Manifest beside their own files."""
+    labeled = repo_root / "data" / "sample_tc_responses.jsonl"
+    ev = tmp_path / "eval-rg"
+    assert main(["eval", "rg", "--verdicts", str(labeled), "--out", str(ev)]) == 0
+    m = json.loads((ev / "manifest.json").read_text())
+    _check_common(m, "eval")
+    assert m["settings"]["eval"] == "rg" and m["inputs"][0]["sha256"] == _sha(labeled)
+    assert m["outputs"]["results.json"]["sha256"] == _sha(ev / "results.json")
+    report = tmp_path / "report"
+    assert main(["report", str(ev), "--out", str(report)]) == 0
+    m = json.loads((report / "manifest.json").read_text())
+    _check_common(m, "report")
+    assert m["inputs"][0]["sha256"] == _sha(ev / "results.json")
+    assert m["outputs"]["report.html"]["sha256"] == _sha(report / "report.html")

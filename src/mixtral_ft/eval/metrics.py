@@ -105,10 +105,6 @@ class ConfusionMatrix:
     def cells(self) -> list[int]:
         return [self.tp, self.fn, self.fp, self.tn, self.unparsed_pos, self.unparsed_neg]
 
-    @classmethod
-    def from_cells(cls, cells: Sequence[int]) -> ConfusionMatrix:
-        return cls(*cells)
-
     def to_dict(self) -> dict:
         return {
             "gold_hallucinated": {"flagged": self.tp, "not_flagged": self.fn, "unparsed": self.unparsed_pos},

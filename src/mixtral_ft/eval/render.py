@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mixtral_ft.util.fmt import pct  # noqa: F401  (re-exported: eval and report modules import it from here)
+
 # What each stored interval method is, for captions (results.json stores the key, never the caption).
 INTERVAL_CAPTIONS = {
     "wilson": "Wilson score",
@@ -52,8 +54,6 @@ def ci_level(confidence: float) -> str:
     return f"{100 * confidence:g}%"
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def est_text(est: dict[str, Any] | None, digits: int = 1) -> str:
@@ -75,9 +75,9 @@ def signed_points(est: dict[str, Any] | None) -> str:
     if not est or est.get("value") is None:
         note = (est or {}).get("note")
         return f"n/a ({note})" if note else "n/a"
-    text = f"{100 * est['value']:+.1f} points"
+    text = pct(est["value"], signed=True, unit=" points")
     if est.get("ci"):
-        text += f" [{100 * est['ci']['low']:+.1f}, {100 * est['ci']['high']:+.1f}]"
+        text += f" [{pct(est['ci']['low'], signed=True, unit='')}, {pct(est['ci']['high'], signed=True, unit='')}]"
     return text
 
 
@@ -96,14 +96,6 @@ def correction_text(corrected: dict[str, Any] | None, checker_eval: dict[str, An
     se, sp = checker_eval["sensitivity"], checker_eval["specificity"]
     return (f"{text} (judge sensitivity {se['numerator']}/{se['denominator']}, "
             f"specificity {sp['numerator']}/{sp['denominator']})")
-
-
-def half_width_points(est: dict[str, Any] | None) -> float | None:
-    """The larger half-width of the interval, in percentage points."""
-    if not est or not est.get("ci") or est.get("value") is None:
-        return None
-    ci = est["ci"]
-    return 100 * max(est["value"] - ci["low"], ci["high"] - est["value"])
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -84,4 +84,24 @@ def write_result(result: EvalResult, out: str | os.PathLike, force: bool = False
     with staged_dir(Path(out), force=force) as stage:
         (stage / "results.json").write_text(text, encoding="utf-8")
         (stage / "report.md").write_text(md, encoding="utf-8")
+        eval_manifest(result, results, stage).write(stage / "manifest.json")
     return results
+
+
+def eval_manifest(result: EvalResult, results: dict[str, Any], stage: Path):
+    """The common ``Manifest`` (kind ``eval``) of an eval directory: the per-item files it read,
+    the files it wrote, and the options that decided them. ``results.json`` keeps its own copy
+    of the provenance for readers of that one file."""
+    from mixtral_ft.data.manifest import output_entries
+    from mixtral_ft.util.manifest import Manifest, file_entry
+
+    inputs = [file_entry(f.path, rows=len(f.items), sha256=f.sha256, role=role) for role, f in result.inputs.items()]
+    return Manifest(
+        kind="eval",
+        settings={"eval": result.kind, "label": result.label, "options": result.options},
+        inputs=inputs,
+        outputs=output_entries(stage, {"results.json": None, "report.md": None}),
+        summary=dict(result.summary),
+        command=results["command"],
+        extra={"judges": results["judges"]},
+    )

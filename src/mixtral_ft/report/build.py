@@ -304,4 +304,21 @@ def build_report(inputs: list[Path], out: str | os.PathLike, force: bool = False
         data |= {"created": now_iso(), "command": command_line(), "environment": environment(),
                  "files": sorted(p.name for p in stage.iterdir()) + ["report.json"]}
         (stage / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _report_manifest(evals, runs, stage, data).write(stage / "manifest.json")
     return data
+
+
+def _report_manifest(evals, runs, stage: Path, data: dict):
+    """The common ``Manifest`` (kind ``report``): every eval result and training run the report
+    read (with SHA-256s), and every file it wrote."""
+    from mixtral_ft.data.manifest import output_entries
+    from mixtral_ft.util.manifest import Manifest, file_entry
+
+    inputs = [file_entry(Path(e.path) / "results.json", role="eval") for e in evals]
+    for r in runs:
+        if r.trainer_state:
+            inputs.append(file_entry(r.trainer_state, role="trainer_state"))
+    files = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != "manifest.json")
+    return Manifest(kind="report", settings={"inputs": [i["path"] for i in inputs]}, inputs=inputs,
+                    outputs=output_entries(stage, dict.fromkeys(files)), command=data["command"],
+                    summary={"evals": len(evals), "runs": len(runs)})
