@@ -105,6 +105,14 @@ def preflight(req: TrainRequest) -> dict[str, int]:
     return counts
 
 
+def preflight_config(values: dict[str, Any]) -> None:
+    """Checks that need the rendered config: the packages it asks for import (before the model loads)."""
+    from mixtral_ft.train import preflight as pf
+
+    pf.check_deepspeed(values)
+    pf.check_flash_attn(values)
+
+
 def _data_record(data_dir: Path, counts: dict[str, int]) -> dict[str, Any]:
     from mixtral_ft.util.hashing import sha256_file
 
@@ -125,6 +133,7 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     runner = runner or run_streaming
     counts = preflight(req)
     the_plan = plan(req)
+    preflight_config(the_plan.config.values)
     paths = RunPaths(req.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
 
