@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from mixtral_ft.train.gpucheck import (
-    LIMIT_BYTES, MIB, SUMMARY_SCHEMA, WHEEL_PACKAGES, bench_problems, gpu_test_files, parse_junit,
-    pip_download_command, travel_bytes, validate_summary, wheel_name, wheelhouse_report,
+    LIMIT_BYTES,
+    MIB,
+    SUMMARY_SCHEMA,
+    WHEEL_PACKAGES,
+    bench_problems,
+    gpu_test_files,
+    parse_junit,
+    pip_download_command,
+    travel_bytes,
+    validate_summary,
+    wheel_name,
+    wheelhouse_report,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +34,8 @@ MEASURED = {"bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl": 43_139_553
 
 
 def _script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def test_pip_download_fetches_binary_wheels_for_the_machine_without_dependencies(tmp_path):
@@ -62,8 +73,8 @@ def test_the_measured_wheelhouse_fits_and_axolotl_would_not():
     with_axolotl = dict(MEASURED, **{"axolotl-and-its-imports.whl": int(54.4 * MIB)})
     over = wheelhouse_report(with_axolotl, tree_bytes=1_500_000)
     assert not over["fits"] and over["total_mib"] > 100
-    assert over["problems"] == [f"wheels {over['wheels_mib']:.1f} MiB + working tree 1.4 MiB = "
-                                f"{over['total_mib']:.1f} MiB, over the 64 MiB a device call carries"]
+    assert over["problems"] == [(f"wheels {over['wheels_mib']:.1f} MiB + working tree 1.4 MiB = "
+                                 f"{over['total_mib']:.1f} MiB, over the 64 MiB a device call carries")]
 
 
 def test_wheelhouse_refuses_two_versions_and_names_a_missing_wheel():
@@ -77,7 +88,7 @@ def test_wheelhouse_refuses_two_versions_and_names_a_missing_wheel():
 
 
 def test_travel_bytes_counts_what_a_device_call_sends(tmp_path):
-    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
     run("init", "-q")
     (tmp_path / ".gitignore").write_text(".whl/\n")
     (tmp_path / "tracked.txt").write_text("x" * 100)
@@ -102,7 +113,7 @@ def test_junit_counts_and_reasons_from_a_real_pytest_run(tmp_path):
         "def test_skip_too():\n    pytest.skip('no CUDA device')\n")
     xml = tmp_path / "out.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                    str(tmp_path / "test_sample.py")], capture_output=True, cwd=tmp_path, timeout=120)
+                    str(tmp_path / "test_sample.py")], capture_output=True, cwd=tmp_path, timeout=120, check=False)
     r = parse_junit(xml)
     assert (r["tests"], r["passed"], r["failed"], r["skipped"], r["errors"]) == (4, 1, 1, 2, 0)
     assert r["skipped_reasons"] == {"no CUDA device": 2}

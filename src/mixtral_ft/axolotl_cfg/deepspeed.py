@@ -34,7 +34,7 @@ def zero_stage(deepspeed: str | dict[str, Any]) -> int | None:
     """The ``zero_optimization.stage`` of a DeepSpeed config given as a JSON path or a mapping.
 
     The same reading Axolotl does (``utils/trainer.py``). Raises ``ValueError`` with a one-line
-    reason when the file is missing or is not a JSON object.
+    reason when the file is missing or unreadable, ``TypeError`` when it is not a JSON object.
     """
     if isinstance(deepspeed, dict):
         data: Any = deepspeed
@@ -47,7 +47,7 @@ def zero_stage(deepspeed: str | dict[str, Any]) -> int | None:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{deepspeed}: not a readable DeepSpeed JSON file ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{deepspeed}: a DeepSpeed config must be a JSON object")
+        raise TypeError(f"{deepspeed}: a DeepSpeed config must be a JSON object")
     zero = data.get("zero_optimization") or {}
     stage = zero.get("stage") if isinstance(zero, dict) else None
     return int(stage) if isinstance(stage, (int, str)) and str(stage).isdigit() else None
@@ -59,7 +59,7 @@ def check_deepspeed(deepspeed: str | dict[str, Any] | None) -> list[str]:
         return []
     try:
         stage = zero_stage(deepspeed)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         return [f"deepspeed: {e}"]
     if stage == 3:
         where = "the inline config" if isinstance(deepspeed, dict) else Path(deepspeed).name

@@ -117,7 +117,7 @@ def _import_error(module: str) -> str | None:
 
     try:
         importlib.import_module(module)
-    except Exception as exc:  # ImportError, OSError from a compiled extension, ...
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError from a compiled extension, ...
         text = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
     return None

@@ -96,10 +96,9 @@ def attention_available(device: str) -> str:
     if device.startswith("cuda"):
         try:
             import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except Exception:  # absent, or built for another torch
-            pass
+        except Exception:  # noqa: BLE001 - absent, or built for another torch (an undefined symbol)
+            return "sdpa"
+        return "flash_attention_2"
     return "sdpa"
 
 
