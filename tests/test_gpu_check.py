@@ -196,7 +196,7 @@ def test_the_whole_check_runs_on_cpu_with_the_tiny_model(tmp_path):
     assert {k: v["status"] for k, v in summary["stages"].items()} == {"tests": "ok", "bench": "ok"}
     tests = summary["tests"]
     assert tests["failed"] == tests["errors"] == 0 and tests["skipped"] == tests["tests"] >= 4
-    assert set(tests["skipped_reasons"]) == {"no CUDA device"}
+    assert "no CUDA device" in tests["skipped_reasons"]
     rows = summary["bench"]["rows"]
     assert [(r["case"], r["layers"], r["ok"]) for r in rows] == [("rg/a100-80gb", 1, True), ("rg/a100-80gb", 2, True)]
     for r in rows:

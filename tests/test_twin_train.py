@@ -81,7 +81,6 @@ def twin(request, tiny_mixtral_dir, tmp_path_factory):
     task, profile = request.param
     work = tmp_path_factory.mktemp(f"twin-{task}-{profile}")
     load = load_twin(_rendered(task, profile, base_model=str(tiny_mixtral_dir), run_dir=work), work)
-    load.task, load.profile = task, profile
     yield load
     del load.model
 
