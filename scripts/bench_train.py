@@ -12,6 +12,11 @@ the experts were quantized and flash attention was used. A straight line per pro
 32 layers (Mixtral-8x7B). Writes OUT/results.json, OUT/results.md and OUT/manifest.json; prints
 the table. A run that fails (e.g. out of memory) is a row in the table, not the end of the bench.
 
+The GPU profiles ask for attn_implementation: flash_attention_2, so `mixft train` refuses to start
+without an importable flash-attn (docs/training.md, "Flash attention"); --set attn_implementation=sdpa
+measures without it. Without Axolotl (a lent GPU machine), `make gpu-check` runs the reduced form,
+mixtral_ft.train.stepbench.
+
 Disk: a full-width model takes ~3.4 GB + 2.8 GB per layer while it is measured (deleted after,
 unless --keep-models). Building one draws random weights on the GPU when there is one.
 

@@ -26,7 +26,7 @@ def _gpu_probe(**model_overrides) -> dict:
               "memory": {"cuda_peak_allocated_gib": 5.0 + i, "cuda_peak_reserved_gib": 6.0 + i, "rss_peak_gib": 9.0}}
              for i in range(4)]
     return {"schema": "mixft-probe/v1", "device": {"type": "cuda", "name": "NVIDIA H100"},
-            "config": {"quantize_moe_experts": True, "flash_attention": True, "load_in_4bit": True,
+            "config": {"quantize_moe_experts": True, "attn_implementation": "flash_attention_2", "load_in_4bit": True,
                        "gradient_checkpointing": True},
             "model": model, "memory_after_load": {"cuda_allocated_gib": 2.5, "rss_peak_gib": 8.0},
             "train_begin": {"t": 100.0, "step": 0, "tokens": {}}, "steps": steps, "finished": True, "errors": []}
@@ -51,11 +51,46 @@ def test_settings_that_did_not_take_effect_are_warned():
                              gradient_checkpointing=False))
     text = "\n".join(s.warnings)
     assert "quantize_moe_experts is set but no expert tensor was quantized" in text
-    assert "flash_attention is set but the model runs 'sdpa' attention" in text
+    assert "attn_implementation flash_attention_2 was asked for but the model runs 'sdpa' attention" in text
     assert "gradient_checkpointing is set" in text
     lines = format_lines(s)
     assert any(line.startswith("warning: quantize_moe_experts") for line in lines)
     assert "GPU peak allocated 8.00 GiB (reserved 9.00 GiB)" in lines[0]
+
+
+def test_flash_attention_warning_fires_from_the_config_axolotl_validated():
+    """The plugin records the config after Axolotl's validation, which rewrites flash_attention to
+    attn_implementation and drops it; reading flash_attention there could never warn."""
+    pytest.importorskip("axolotl")
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+    from mixtral_ft.axolotl_cfg.validate import _quiet
+    from mixtral_ft.train.probe import probe_config
+
+    for override in ((), ("attn_implementation=null", "flash_attention=true")):  # the current key, the deprecated one
+        values = render(RenderRequest("rg", REPO / "tests" / "golden", "a100-80gb", REPO / "runs" / "x",
+                                      overrides=override)).values
+        with _quiet():
+            validated = validate_config(DictDefault(values))
+        assert "flash_attention" not in validated
+        probe = _gpu_probe(attn_implementation="sdpa")
+        probe["config"] = probe_config(validated)
+        assert probe["config"]["attn_implementation"] == "flash_attention_2"
+        warnings = summarize(probe).warnings
+        assert warnings == ["attn_implementation flash_attention_2 was asked for but the model runs 'sdpa' attention"]
+        probe["model"]["attn_implementation"] = "flash_attention_2"
+        assert summarize(probe).warnings == []
+
+
+def test_probe_files_from_before_attn_implementation_still_warn():
+    probe = _gpu_probe(attn_implementation="sdpa")
+    probe["config"] = {"flash_attention": True}
+    assert summarize(probe).warnings == [
+        "attn_implementation flash_attention_2 was asked for but the model runs 'sdpa' attention"]
+    probe["model"]["attn_implementation"] = "kernels-community/flash-attn2"  # the hub kernel is flash attention too
+    assert summarize(probe).warnings == []
 
 
 def test_a_run_that_died_while_loading_says_so():

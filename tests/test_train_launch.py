@@ -171,3 +171,95 @@ def test_summary_reads_newest_trainer_state(tmp_path):
     assert newest_checkpoint(out).name == "checkpoint-4"
     s = read_summary(out)
     assert (s.global_step, s.train_loss, s.eval_loss, s.adapter_dir) == (4, 2.5, 2.6, str(out))
+
+
+# --- preflight checks that need the rendered config: flash-attn, DeepSpeed, per-GPU memory ---------------
+
+def _values(profile: str, task: str = "rg", *overrides: str) -> dict:
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+
+    return render(RenderRequest(task, Path("/data"), profile, Path("/runs/x"), overrides=overrides)).values
+
+
+def test_flash_attention_without_flash_attn_fails_preflight_in_one_line():
+    import importlib.util
+
+    from mixtral_ft.errors import MissingDependencyError
+    from mixtral_ft.train.preflight import check_flash_attn
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    for values in (_values("a100-80gb"), _values("h100-80gb", "tc"), _values("cpu", "rg", "flash_attention=true",
+                                                                                 "attn_implementation=null")):
+        with pytest.raises(MissingDependencyError) as e:
+            check_flash_attn(values)
+        msg = str(e.value)
+        assert "\n" not in msg and e.value.exit_code == 3
+        assert msg.startswith("attn_implementation: flash_attention_2 needs flash-attn, but `import flash_attn` "
+                              "failed (ModuleNotFoundError: No module named 'flash_attn')")
+        assert "pip install flash-attn==2.8.3 --no-build-isolation" in msg and "--set attn_implementation=sdpa" in msg
+    check_flash_attn(_values("cpu"))  # sdpa needs nothing
+    check_flash_attn(_values("a100-80gb", "rg", "attn_implementation=sdpa"))
+
+
+def test_deepspeed_config_without_deepspeed_fails_preflight_with_the_install_command():
+    import importlib.util
+
+    from mixtral_ft.errors import MissingDependencyError
+    from mixtral_ft.train.preflight import check_deepspeed
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed here")
+    with pytest.raises(MissingDependencyError) as e:
+        check_deepspeed(_values("multi-gpu", "tc"))
+    msg = str(e.value)
+    assert "\n" not in msg and "`import deepspeed` failed (ModuleNotFoundError: No module named 'deepspeed')" in msg
+    assert msg.endswith("install it: pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: "
+                        "deepspeed>=0.18.6,<0.19)")
+    check_deepspeed(_values("a100-80gb"))  # no DeepSpeed asked, nothing to import
+
+
+def test_deepspeed_extra_is_axolotls_own():
+    """Our extra installs Axolotl's, so the DeepSpeed pin is the one Axolotl 0.19.0 declares."""
+    import importlib.metadata
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert extras["deepspeed"] == ["axolotl[deepspeed]==0.19.0"]
+    try:
+        requires = importlib.metadata.requires("axolotl") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("axolotl not installed")
+    assert 'deepspeed<0.19.0,>=0.18.6; extra == "deepspeed"' in requires
+
+
+def test_multi_gpu_cards_need_what_one_80gb_card_needs():
+    from mixtral_ft.train.preflight import PROFILE_MIN_GPU_GIB
+
+    assert PROFILE_MIN_GPU_GIB["multi-gpu"] == PROFILE_MIN_GPU_GIB["a100-80gb"] == 70.0
+    for task in ("rg", "tc"):  # and the same per-card micro batch
+        multi, single = _values("multi-gpu", task), _values("a100-80gb", task)
+        assert (multi["micro_batch_size"], multi["gradient_accumulation_steps"]) == (
+            single["micro_batch_size"], single["gradient_accumulation_steps"])
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("attn_implementation=flash_attention_2", "needs flash-attn, but `import flash_attn` failed"),
+    ("deepspeed=${configs_dir}/deepspeed/zero2.json", "`import deepspeed` failed"),
+])
+def test_cli_train_refuses_a_missing_package_before_anything_is_written(setting, expected, tmp_path, capsys):
+    import importlib.util
+
+    module = "flash_attn" if "flash" in setting else "deepspeed"
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here")
+    data = write_split(tmp_path / "data", rg_rows("train", 2), rg_rows("test", 1))
+    run_dir = tmp_path / "run"
+    # The cpu profile skips the GPU check, so this reaches the config checks on a CPU machine.
+    rc = main(["train", "rg", "--data", str(data), "--profile", "cpu", "--run-dir", str(run_dir), "--set", setting])
+    assert rc == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("run directory:") and len(err) == 2  # the announcement, then the one-line error
+    assert err[1].startswith("error: ") and expected in err[1]
+    assert not run_dir.exists()

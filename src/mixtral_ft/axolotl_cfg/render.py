@@ -215,6 +215,30 @@ def _unknown(key: str, choices: frozenset[str], what: str) -> str:
     return f"unknown {what} '{key}' (Axolotl would silently ignore it).{did_you_mean(key, choices)}"
 
 
+# A profile's ``tasks:`` section: per-task values (for example a smaller micro batch for TC's
+# 8192-token sequences) laid over the profile's own lines for that task only. mixft consumes it.
+PROFILE_TASKS_KEY = "tasks"
+
+
+def split_profile(profile: dict[str, Any], task: str, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A profile's common values and the values of its ``tasks: {task: ...}`` entry for ``task``."""
+    common = {k: v for k, v in profile.items() if k != PROFILE_TASKS_KEY}
+    tasks = profile.get(PROFILE_TASKS_KEY) or {}
+    if not isinstance(tasks, dict) or any(not isinstance(v, dict) for v in tasks.values()):
+        raise ConfigError(f"{path}: {PROFILE_TASKS_KEY}: expected a mapping of task name to Axolotl keys")
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ConfigError(f"{path}: {PROFILE_TASKS_KEY}.{unknown[0]}: {suggest(unknown[0], TASKS, 'task')}")
+    return common, dict(tasks.get(task) or {})
+
+
+def refused_settings(values: dict[str, Any]) -> list[str]:
+    """Settings mixft refuses although Axolotl would accept them, one line each with the reason."""
+    from mixtral_ft.axolotl_cfg.deepspeed import check_deepspeed
+
+    return check_deepspeed(values.get("deepspeed"))
+
+
 def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
     """Merge the layers for ``req``; raise ``ConfigError`` listing every problem found."""
     cfg_dir = cfg_dir or configs_dir()
@@ -230,7 +254,10 @@ def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     _merge(values, _load_yaml(base_path), "base", sources)
-    _merge(values, _load_yaml(cfg_dir / "profiles" / f"{req.profile}.yml"), f"profile:{req.profile}", sources)
+    profile_path = cfg_dir / "profiles" / f"{req.profile}.yml"
+    profile, per_task = split_profile(_load_yaml(profile_path), req.task, profile_path)
+    _merge(values, profile, f"profile:{req.profile}", sources)
+    _merge(values, per_task, f"profile:{req.profile}/{req.task}", sources)
     if req.base_model:
         _merge(values, {"base_model": req.base_model}, "--base-model", sources)
     for key, value in req.extra:
@@ -247,6 +274,7 @@ def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
     }
     values = _substitute(values, variables, "", errors)
     errors += check_keys(values)
+    errors += refused_settings(values)
     if errors:
         raise ConfigError(errors)
     return RenderedConfig(values=values, sources=sources)

@@ -104,6 +104,14 @@ def preflight(req: TrainRequest) -> dict[str, int]:
     return counts
 
 
+def preflight_config(values: dict[str, Any]) -> None:
+    """Checks that need the rendered config: the packages it asks for import (before the model loads)."""
+    from mixtral_ft.train import preflight as pf
+
+    pf.check_deepspeed(values)
+    pf.check_flash_attn(values)
+
+
 def _data_inputs(data_dir: Path, counts: dict[str, int]) -> list[dict[str, Any]]:
     """Manifest entries for the prepared split (and its own manifest) the run trains on."""
     from mixtral_ft.util.manifest import file_entry
@@ -136,6 +144,7 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     runner = runner or run_streaming
     counts = preflight(req)
     the_plan = plan(req)
+    preflight_config(the_plan.config.values)
     paths = RunPaths(req.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
 

@@ -10,8 +10,16 @@ from mixtral_ft.errors import InputError, MissingDependencyError, PreflightError
 # Fields each dataset type reads (docs/formats.md §1 and §4).
 REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "completion")}
 
-# Smallest per-GPU memory (GiB as torch reports it) each GPU profile is sized for.
-PROFILE_MIN_GPU_GIB = {"a100-80gb": 70.0, "h100-80gb": 70.0, "a100-40gb": 37.0, "multi-gpu": 37.0}
+# Smallest per-GPU memory (GiB as torch reports it) each GPU profile is sized for. ZeRO-2 shards
+# optimizer state and gradients but not the frozen 4-bit weights, so a multi-gpu card needs what
+# the single-GPU 80 GB run needs (docs/training.md, "Micro batch per task and profile").
+PROFILE_MIN_GPU_GIB = {"a100-80gb": 70.0, "h100-80gb": 70.0, "a100-40gb": 37.0, "multi-gpu": 70.0}
+
+# What to install when a config needs a package that is missing (docs/training.md).
+DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: deepspeed>=0.18.6,<0.19)"
+FLASH_ATTN_INSTALL = "pip install flash-attn==2.8.3 --no-build-isolation (docs/training.md, \"Flash attention\")"
+# attn_implementation values served by the flash-attn package (transformers' flash_attention_2 path).
+FLASH_ATTN_IMPLS = ("flash_attention_2",)
 
 # Free disk wanted under the run dir: QLoRA checkpoints (adapter + optimizer state) x save_total_limit.
 MIN_FREE_DISK_GIB = {"cpu": 0.2}
@@ -72,7 +80,10 @@ def check_gpus(profile: str, gpus: int) -> None:
     for i in range(gpus):
         total = torch.cuda.get_device_properties(i).total_memory / 2**30
         if total < need:
-            smaller = " (try --profile a100-40gb)" if need > 40 else ""
+            if profile == "multi-gpu":
+                smaller = " (ZeRO-2 keeps the whole 4-bit model on every GPU; see docs/training.md, \"Multi-GPU\")"
+            else:
+                smaller = " (try --profile a100-40gb)" if need > 40 else ""
             raise PreflightError(
                 f"GPU {i} has {total:.0f} GiB; profile '{profile}' is sized for {need:.0f} GiB or more{smaller}"
             )
@@ -94,3 +105,54 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
             raise UsageError(f"{run_dir}: no run to resume (no axolotl.yml); drop --resume to start a new run")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir}: run directory exists; use --resume to continue it or choose another --run-dir")
+
+
+def _import_error(module: str) -> str | None:
+    """Why ``import module`` fails (its last line), or None when it imports.
+
+    A real import, not a lookup: a flash-attn or DeepSpeed build made for another torch is
+    installed but fails to import (an undefined symbol), and that is the usual failure.
+    """
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError from a compiled extension, ...
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+    return None
+
+
+def check_deepspeed(values: dict) -> None:
+    """A config that names a DeepSpeed JSON needs ``import deepspeed`` to work (an extra of Axolotl's)."""
+    if not values.get("deepspeed"):
+        return
+    why = _import_error("deepspeed")
+    if why:
+        raise MissingDependencyError(f"the config uses DeepSpeed (deepspeed: {values['deepspeed']}) but "
+                                     f"`import deepspeed` failed ({why}); install it: {DEEPSPEED_INSTALL}")
+
+
+def requested_attention(values: dict) -> str | None:
+    """The attention implementation a config asks for, reading the deprecated flags as Axolotl does."""
+    if values.get("attn_implementation"):
+        return str(values["attn_implementation"])
+    if values.get("flash_attention"):  # Axolotl rewrites it (utils/schemas/config.py, normalize_attn_implementation)
+        return "flash_attention_2"
+    return None
+
+
+def check_flash_attn(values: dict) -> None:
+    """``attn_implementation: flash_attention_2`` needs an importable flash-attn, checked before the model loads.
+
+    Without it transformers falls back to a kernel from the Hugging Face Hub, which fails offline
+    (``modeling_flash_attention_utils.py``, ``_lazy_imports``) after Axolotl has prepared the data.
+    """
+    attn = requested_attention(values)
+    if attn not in FLASH_ATTN_IMPLS:
+        return
+    why = _import_error("flash_attn")
+    if why:
+        raise MissingDependencyError(f"attn_implementation: {attn} needs flash-attn, but `import flash_attn` "
+                                     f"failed ({why}); install it: {FLASH_ATTN_INSTALL}, or run with "
+                                     "--set attn_implementation=sdpa")

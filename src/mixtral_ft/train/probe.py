@@ -201,6 +201,22 @@ class ProbeCallback(TrainerCallback):
         self.probe.guard("train end", record)
 
 
+# The settings whose effect the probe checks, read from the config Axolotl validated. Validation
+# rewrites the deprecated flash_attention/sdp_attention flags to attn_implementation and drops them
+# (utils/schemas/config.py, normalize_attn_implementation), so only attn_implementation is read.
+PROBE_CONFIG_KEYS = (
+    "base_model", "adapter", "load_in_4bit", "quantize_moe_experts", "attn_implementation",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "sequence_len", "sample_packing",
+    "pad_to_sequence_len", "micro_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optimizer",
+    "deepspeed",
+)
+
+
+def probe_config(cfg) -> dict[str, Any]:
+    """What the run asked for, as the probe records it (``cfg``: Axolotl's validated config)."""
+    return {k: cfg.get(k) for k in PROBE_CONFIG_KEYS}
+
+
 class ProbePlugin(BasePlugin):
     def __init__(self):
         super().__init__()
@@ -211,11 +227,7 @@ class ProbePlugin(BasePlugin):
             return None
         if self.probe is None:
             self.probe = Probe(Path(cfg.output_dir) / PROBE_FILE)
-            self.probe.data["config"] = {k: cfg.get(k) for k in (
-                "base_model", "adapter", "load_in_4bit", "quantize_moe_experts", "flash_attention",
-                "sdp_attention", "gradient_checkpointing", "sequence_len", "sample_packing", "pad_to_sequence_len",
-                "micro_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optimizer")}
-            self.probe.data["config"]["attn_implementation"] = cfg.get("attn_implementation")
+            self.probe.data["config"] = probe_config(cfg)
         return self.probe
 
     def post_model_load(self, cfg, model):

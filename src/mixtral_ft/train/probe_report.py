@@ -77,7 +77,7 @@ def summarize(probe: dict[str, Any], warmup_steps: int = 1) -> ProbeSummary:
         reserved = None
         after_load = load_mem.get("rss_peak_gib")
     attn = model.get("attn_implementation")
-    flash = attn.startswith("flash_attention") if isinstance(attn, str) else None
+    flash = is_flash_attention(attn) if isinstance(attn, str) else None
     summary = ProbeSummary(
         device=device,
         layers=model.get("num_hidden_layers"),
@@ -100,6 +100,19 @@ def summarize(probe: dict[str, Any], warmup_steps: int = 1) -> ProbeSummary:
     return summary
 
 
+def is_flash_attention(attn: str) -> bool:
+    """flash-attn in any form: ``flash_attention_2``/``_3`` or a hub kernel such as ``kernels-community/flash-attn2``."""
+    return attn.startswith("flash_attention") or "flash-attn" in attn
+
+
+def asked_attention(cfg: dict[str, Any]) -> str | None:
+    """The attention a probed run asked for: ``attn_implementation``, or the deprecated ``flash_attention``
+    flag that probe files written before mixft recorded attn_implementation carry."""
+    if cfg.get("attn_implementation"):
+        return str(cfg["attn_implementation"])
+    return "flash_attention_2" if cfg.get("flash_attention") else None
+
+
 def check(probe: dict[str, Any], s: ProbeSummary) -> list[str]:
     """Settings that were asked for but did not take effect, as one-line messages."""
     cfg = probe.get("config") or {}
@@ -116,8 +129,9 @@ def check(probe: dict[str, Any], s: ProbeSummary) -> list[str]:
     elif s.experts_unquantized and cfg.get("load_in_4bit"):
         out.append(f"load_in_4bit without quantize_moe_experts: {s.experts_unquantized} fused expert "
                    "tensor(s) stay in 16-bit (transformers v5 experts are not nn.Linear)")
-    if cfg.get("flash_attention") and not s.flash_attention_in_effect:
-        out.append(f"flash_attention is set but the model runs '{s.attn_implementation}' attention")
+    asked = asked_attention(cfg)
+    if asked and is_flash_attention(asked) and not s.flash_attention_in_effect:
+        out.append(f"attn_implementation {asked} was asked for but the model runs '{s.attn_implementation}' attention")
     if cfg.get("load_in_4bit") and s.linear_4bit_modules == 0:
         out.append("load_in_4bit is set but no bitsandbytes 4-bit linear was found")
     if cfg.get("gradient_checkpointing") and not (probe.get("model") or {}).get("gradient_checkpointing"):

@@ -1,0 +1,67 @@
+"""Which DeepSpeed configs mixft accepts: ZeRO-2 yes, ZeRO-3 no (read in Axolotl 0.19.0 / transformers 5.16.1).
+
+ZeRO-3 cannot train the shipped Mixtral configs, for two reasons found in the installed source
+(docs/training.md, "Multi-GPU", gives file and line):
+
+- Axolotl reads the ZeRO stage from the JSON (``utils/trainer.py``, ``setup_deepspeed_env``) and,
+  at stage 3, loads the model without a ``device_map`` (``loaders/model.py``,
+  ``_set_device_map_config`` and ``_configure_zero3_memory_efficient_loading``). Its on-load expert
+  quantization only touches tensors already on CUDA (``monkeypatch/moe_quant.py``), so
+  ``quantize_moe_experts`` does nothing and Mixtral's experts stay bf16 (~90 GB).
+- With sample packing, ``patch_for_multipack`` calls ``patch_mixtral_moe_forward_zero3``
+  (``monkeypatch/multipack.py``), which imports ``MixtralBlockSparseTop2MLP`` from
+  transformers' Mixtral module; transformers 5 has no such class, so the run dies with an
+  ImportError before training.
+
+mixft therefore refuses a stage-3 config when it renders one, with the reason and the alternative.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ZERO3_REFUSAL = (
+    "ZeRO stage 3 is not supported for these runs: under ZeRO-3 Axolotl 0.19 loads the model without a "
+    "device_map, so quantize_moe_experts never quantizes the experts (Mixtral's stay bf16, ~90 GB), and its "
+    "Mixtral sample-packing patch imports MixtralBlockSparseTop2MLP, which transformers 5 removed; "
+    "use --profile multi-gpu (ZeRO-2: each GPU holds the 4-bit model, ~23 GiB)"
+)
+
+
+def zero_stage(deepspeed: str | dict[str, Any]) -> int | None:
+    """The ``zero_optimization.stage`` of a DeepSpeed config given as a JSON path or a mapping.
+
+    The same reading Axolotl does (``utils/trainer.py``). Raises ``ValueError`` with a one-line
+    reason when the file is missing or unreadable, ``TypeError`` when it is not a JSON object.
+    """
+    if isinstance(deepspeed, dict):
+        data: Any = deepspeed
+    else:
+        path = Path(deepspeed)
+        if not path.is_file():
+            raise ValueError(f"{deepspeed}: DeepSpeed config not found (mixft ships configs/deepspeed/zero2.json)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{deepspeed}: not a readable DeepSpeed JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise TypeError(f"{deepspeed}: a DeepSpeed config must be a JSON object")
+    zero = data.get("zero_optimization") or {}
+    stage = zero.get("stage") if isinstance(zero, dict) else None
+    return int(stage) if isinstance(stage, (int, str)) and str(stage).isdigit() else None
+
+
+def check_deepspeed(deepspeed: str | dict[str, Any] | None) -> list[str]:
+    """Problems with the ``deepspeed:`` value of a rendered config, one line each (``deepspeed: ...``)."""
+    if not deepspeed:
+        return []
+    try:
+        stage = zero_stage(deepspeed)
+    except (ValueError, TypeError) as e:
+        return [f"deepspeed: {e}"]
+    if stage == 3:
+        where = "the inline config" if isinstance(deepspeed, dict) else Path(deepspeed).name
+        return [f"deepspeed: {where} is ZeRO-3. {ZERO3_REFUSAL}"]
+    return []
