@@ -74,7 +74,8 @@ def test_report_settings_present():
         assert v["adapter"] == "qlora" and v["load_in_4bit"] is True and v["quantize_moe_experts"] is True
         assert v["sample_packing"] is True and v["train_on_inputs"] is False
         assert v["num_epochs"] == 5 and v["micro_batch_size"] == 4
-        assert v["model_config"] == {"output_router_logits": True}
+        assert v["model_config"] == {"output_router_logits": True, "router_aux_loss_coef": 0.02}
+        assert v["gradient_checkpointing_kwargs"] == {"use_reentrant": False}  # keeps the aux loss's gradient
     assert rg["sequence_len"] == 4096 and tc["sequence_len"] == 8192
     assert rg["datasets"][0] == {"path": "/data/prepared/train.jsonl", "ds_type": "json", "type": "context_qa.load_v2"}
     assert rg["test_datasets"][0]["path"] == "/data/prepared/test.jsonl"
@@ -98,7 +99,7 @@ def test_overrides_are_yaml_typed_dotted_and_null_removes():
         "learning_rate=1e-4", "model_config.output_router_logits=false", "datasets.0.ds_type=jsonl",
         "lora_target_modules=[q_proj, v_proj]", "max_steps=null", "special_tokens={pad_token: '<pad>'}"))).values
     assert v["learning_rate"] == 1e-4
-    assert v["model_config"] == {"output_router_logits": False}
+    assert v["model_config"] == {"output_router_logits": False, "router_aux_loss_coef": 0.02}
     assert v["datasets"][0]["ds_type"] == "jsonl" and v["datasets"][0]["type"] == "context_qa.load_v2"
     assert v["lora_target_modules"] == ["q_proj", "v_proj"]
     assert "max_steps" not in v
