@@ -95,7 +95,7 @@ def test_cpu_profile_turns_off_gpu_only_features():
 
 
 def test_overrides_are_yaml_typed_dotted_and_null_removes():
-    v = render(RenderRequest("rg", DATA, "cpu", RUN, base_model="/models/tiny", overrides=(
+    v = render(RenderRequest("rg", DATA, "cpu", RUN, base_model="/models/Mixtral-8x7B-v0.1", overrides=(
         "learning_rate=1e-4", "model_config.output_router_logits=false", "datasets.0.ds_type=jsonl",
         "lora_target_modules=[q_proj, v_proj]", "max_steps=null", "special_tokens={pad_token: '<pad>'}"))).values
     assert v["learning_rate"] == 1e-4
@@ -104,7 +104,7 @@ def test_overrides_are_yaml_typed_dotted_and_null_removes():
     assert v["lora_target_modules"] == ["q_proj", "v_proj"]
     assert "max_steps" not in v
     assert v["special_tokens"] == {"pad_token": "<pad>"}
-    assert v["base_model"] == "/models/tiny"
+    assert v["base_model"] == "/models/Mixtral-8x7B-v0.1"
 
 
 def test_unknown_keys_rejected_with_suggestions_all_at_once():
@@ -176,7 +176,7 @@ def test_cli_render_bad_key_is_one_clear_error(tmp_path, capsys):
 
 def test_cli_show_marks_where_values_came_from(tmp_path, capsys):
     rc = main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "a100-40gb", "--no-validate",
-               "--set", "learning_rate=0.0001", "--base-model", "/models/x"])
+               "--set", "learning_rate=0.0001", "--base-model", "/models/Mixtral-8x7B-v0.1"])
     assert rc == 0
     lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))}
     assert lines["micro_batch_size"].endswith("# profile:a100-40gb")
