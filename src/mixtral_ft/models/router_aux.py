@@ -25,10 +25,10 @@ MODES: dict[str, dict | None] = {
 }
 
 SAMPLE_TEXTS = (
-    "Context: The museum opens at 9 am and closes at 5 pm.\nQuestion: When does the museum open?\n"
-    "Answer: The museum opens at 9 am.",
-    "Context: Refunds are possible within 30 days with a receipt.\nQuestion: How long is the refund window?\n"
-    "Answer: Refunds are possible within 30 days.",
+    ("Context: The museum opens at 9 am and closes at 5 pm.\nQuestion: When does the museum open?\n"
+     "Answer: The museum opens at 9 am."),
+    ("Context: Refunds are possible within 30 days with a receipt.\nQuestion: How long is the refund window?\n"
+     "Answer: Refunds are possible within 30 days."),
 )
 
 

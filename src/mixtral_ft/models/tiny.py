@@ -212,13 +212,13 @@ def dense_config(spec: TinyDenseSpec, tokenizer):
     if spec.arch not in DENSE_ARCHS:
         raise ValueError(f"unknown dense architecture {spec.arch!r}; choose from {', '.join(DENSE_ARCHS)}")
     config_cls = CONFIG_MAPPING[spec.arch]
-    kwargs = dict(
-        vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads, max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, dtype="float32",
-    )
+    kwargs = {
+        "vocab_size": len(tokenizer), "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers, "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads, "max_position_embeddings": spec.max_position_embeddings,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False, "dtype": "float32",
+    }
     if "head_dim" in {f.name for f in dataclasses.fields(config_cls)}:
         kwargs["head_dim"] = spec.hidden_size // spec.num_attention_heads  # Qwen3's default is 128
     return config_cls(**kwargs)
