@@ -221,3 +221,12 @@ def test_family_table_matches_the_transformers_model_classes(family):
         assert any(p.endswith("mlp.experts.gate_up_proj") for p in params)
     else:
         assert set(DENSE_MLP) <= linear
+
+
+def test_router_aux_loss_coef_is_a_float_or_an_error():
+    """transformers' strict MixtralConfig rejects an int coefficient, but only after Axolotl has started."""
+    v = render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("model_config.router_aux_loss_coef=1",))).values
+    assert v["model_config"]["router_aux_loss_coef"] == 1.0 and isinstance(v["model_config"]["router_aux_loss_coef"], float)
+    with pytest.raises(ConfigError, match=r"model_config.router_aux_loss_coef: expected a number >= 0 such as 0.02, "
+                                          r"got 'high'"):
+        render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("model_config.router_aux_loss_coef=high",)))

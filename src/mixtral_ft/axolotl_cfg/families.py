@@ -180,6 +180,14 @@ def apply_family(values: dict[str, Any], sources: dict[str, str], errors: list[s
             values[key] = value
             sources[key] = LAYER
     notes = [f"model family: {decision.describe()}"]
+    present, coef = _get(values, "model_config.router_aux_loss_coef")
+    if present and family.moe:
+        if isinstance(coef, bool) or not isinstance(coef, (int, float)) or coef < 0:
+            errors.append(f"model_config.router_aux_loss_coef: expected a number >= 0 such as 0.02, got {coef!r}")
+        elif isinstance(coef, int):
+            # YAML reads "1" as an int, which transformers' strict config rejects only once training has
+            # started (StrictDataclassFieldValidationError); the user means the number.
+            values["model_config"]["router_aux_loss_coef"] = float(coef)
     if not family.moe:
         removed = []
         for path in MOE_ONLY_KEYS:
