@@ -230,3 +230,9 @@ def test_router_aux_loss_coef_is_a_float_or_an_error():
     with pytest.raises(ConfigError, match=r"model_config.router_aux_loss_coef: expected a number >= 0 such as 0.02, "
                                           r"got 'high'"):
         render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("model_config.router_aux_loss_coef=high",)))
+
+
+def test_tiny_dense_builders_cover_every_dense_family():
+    from mixtral_ft.models.tiny import DENSE_ARCHS
+
+    assert set(DENSE_ARCHS) == {t for f in FAMILIES if not f.moe for t in f.model_types}

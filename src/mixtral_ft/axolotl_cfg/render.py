@@ -2,8 +2,9 @@
 
 Layers are deep-merged (mappings merge, everything else replaces); ``null`` in a later layer
 removes the key. The base model's family then adapts the result (``families.py``: LoRA targets,
-MoE-only keys) as a "model-family" layer that sits right after the base config. Every leaf remembers which layer set it, for ``mixft config show``. Unknown
-keys are refused with a suggestion, since Axolotl would silently ignore them.
+MoE-only keys) as a "model-family" layer that sits right after the base config. Every leaf
+remembers which layer set it, for ``mixft config show``. Unknown keys are refused with a
+suggestion, since Axolotl would silently ignore them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 It has Mixtral's architecture (sparse MoE blocks, top-2 routing, grouped-query attention,
 fused 3-D expert parameters on transformers v5) at a size that trains in seconds on a CPU,
 so every Axolotl code path mixft uses can be exercised in CI. Same arguments, same bytes.
+``build_tiny_dense`` does the same for the dense families mixft renders configs for (Llama,
+Mistral, Qwen2, Qwen3 layouts), with the same tokenizer.
 """
 
 from __future__ import annotations
