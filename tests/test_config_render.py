@@ -159,7 +159,8 @@ def test_report_settings_present():
         assert v["adapter"] == "qlora" and v["load_in_4bit"] is True and v["quantize_moe_experts"] is True
         assert v["sample_packing"] is True and v["train_on_inputs"] is False
         assert v["num_epochs"] == 5
-        assert v["model_config"] == {"output_router_logits": True}
+        assert v["model_config"] == {"output_router_logits": True, "router_aux_loss_coef": 0.02}
+        assert v["gradient_checkpointing_kwargs"] == {"use_reentrant": False}  # keeps the aux loss's gradient
     assert rg["sequence_len"] == 4096 and tc["sequence_len"] == 8192
     assert rg["micro_batch_size"] == 4  # the report's RG run; TC: 2 x 8192 is the same 16,384 tokens
     assert rg["datasets"][0] == {"path": "/data/prepared/train.jsonl", "ds_type": "json", "type": "context_qa.load_v2"}
@@ -185,16 +186,16 @@ def test_cpu_profile_turns_off_gpu_only_features():
 
 
 def test_overrides_are_yaml_typed_dotted_and_null_removes():
-    v = render(RenderRequest("rg", DATA, "cpu", RUN, base_model="/models/tiny", overrides=(
+    v = render(RenderRequest("rg", DATA, "cpu", RUN, base_model="/models/Mixtral-8x7B-v0.1", overrides=(
         "learning_rate=1e-4", "model_config.output_router_logits=false", "datasets.0.ds_type=jsonl",
         "lora_target_modules=[q_proj, v_proj]", "max_steps=null", "special_tokens={pad_token: '<pad>'}"))).values
     assert v["learning_rate"] == 1e-4
-    assert v["model_config"] == {"output_router_logits": False}
+    assert v["model_config"] == {"output_router_logits": False, "router_aux_loss_coef": 0.02}
     assert v["datasets"][0]["ds_type"] == "jsonl" and v["datasets"][0]["type"] == "context_qa.load_v2"
     assert v["lora_target_modules"] == ["q_proj", "v_proj"]
     assert "max_steps" not in v
     assert v["special_tokens"] == {"pad_token": "<pad>"}
-    assert v["base_model"] == "/models/tiny"
+    assert v["base_model"] == "/models/Mixtral-8x7B-v0.1"
 
 
 def test_unknown_keys_rejected_with_suggestions_all_at_once():
@@ -266,7 +267,7 @@ def test_cli_render_bad_key_is_one_clear_error(tmp_path, capsys):
 
 def test_cli_show_marks_where_values_came_from(tmp_path, capsys):
     rc = main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "a100-40gb", "--no-validate",
-               "--set", "learning_rate=0.0001", "--base-model", "/models/x"])
+               "--set", "learning_rate=0.0001", "--base-model", "/models/Mixtral-8x7B-v0.1"])
     assert rc == 0
     lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))}
     assert lines["micro_batch_size"].endswith("# profile:a100-40gb")

@@ -1,8 +1,10 @@
 """Render an Axolotl config: base (``configs/rg.yml``/``tc.yml``) + hardware profile + ``--set`` overrides.
 
 Layers are deep-merged (mappings merge, everything else replaces); ``null`` in a later layer
-removes the key. Every leaf remembers which layer set it, for ``mixft config show``. Unknown
-keys are refused with a suggestion, since Axolotl would silently ignore them.
+removes the key. The base model's family then adapts the result (``families.py``: LoRA targets,
+MoE-only keys) as a "model-family" layer that sits right after the base config. Every leaf
+remembers which layer set it, for ``mixft config show``. Unknown keys are refused with a
+suggestion, since Axolotl would silently ignore them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.axolotl_cfg.families import apply_family
 from mixtral_ft.errors import ConfigError, UsageError, did_you_mean, suggest
 
 TASKS = ("rg", "tc")
@@ -50,14 +53,14 @@ class RenderRequest:
 class RenderedConfig:
     values: dict[str, Any]
     sources: dict[str, str] = field(default_factory=dict)  # dotted key path -> layer name
+    notes: list[str] = field(default_factory=list)  # what the model-family layer decided (families.py)
 
     def to_yaml(self, header: str | None = None) -> str:
         import yaml
 
         body = yaml.safe_dump(self.values, sort_keys=False, allow_unicode=True, width=100)
-        if header:
-            body = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body
-        return body
+        lines = [*(header.splitlines() if header else []), *self.notes]
+        return "".join(f"# {line}\n" if line else "#\n" for line in lines) + body
 
     def source_of(self, key: str) -> str:
         """The layers that set ``key`` or anything inside it, in order of first appearance."""
@@ -79,6 +82,7 @@ class RenderedConfig:
             pad = " " * max(1, width + 40 - len(lines[0]))
             lines[0] = f"{lines[0]}{pad}# {self.source_of(key)}"
             out.extend(lines)
+        out.extend(f"# {note}" for note in self.notes)
         return "\n".join(out) + "\n"
 
 
@@ -267,6 +271,7 @@ def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
         _merge(values, _override_as_layer(parts, value, values), "override", sources)
 
     errors: list[str] = []
+    notes = apply_family(values, sources, errors)  # the "model-family" layer: targets, MoE-only keys
     variables = {
         "data_dir": str(Path(req.data_dir).resolve()),
         "run_dir": str(Path(req.run_dir).resolve()),
@@ -277,4 +282,4 @@ def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
     errors += refused_settings(values)
     if errors:
         raise ConfigError(errors)
-    return RenderedConfig(values=values, sources=sources)
+    return RenderedConfig(values=values, sources=sources, notes=notes)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
+
+from mixtral_ft.models.tiny import DENSE_ARCHS  # a constant; the module imports no torch at the top
 
 app = typer.Typer(help="Build or convert local models (tiny Mixtral, SmolLM2) with no network.", no_args_is_help=True)
 
@@ -65,3 +68,20 @@ def smollm2(
     from mixtral_ft.models.smollm2 import smollm2_dir
 
     echo(str(smollm2_dir(out, force=force)))
+
+
+@app.command("tiny-dense")
+def tiny_dense(
+    out: Path = typer.Option(..., "--out", "-o", help="Output model directory (created atomically)."),
+    arch: str = typer.Option("llama", "--arch", click_type=click.Choice(DENSE_ARCHS), help="Architecture."),
+    layers: int = typer.Option(2, "--layers", min=1, help="Decoder layers."),
+    seed: int = typer.Option(0, "--seed", help="Weight seed; same options give the same bytes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Build a tiny random dense model (Llama, Mistral, Qwen2 or Qwen3 layout) with the tiny Mixtral's tokenizer."""
+    from mixtral_ft.cli._common import echo
+    from mixtral_ft.models.tiny import TinyDenseSpec, build_tiny_dense, default_corpus
+
+    path = build_tiny_dense(out, TinyDenseSpec(arch=arch, num_hidden_layers=layers, seed=seed),
+                            sample_path=default_corpus(), force=force)
+    echo(str(path))

@@ -3,6 +3,8 @@
 It has Mixtral's architecture (sparse MoE blocks, top-2 routing, grouped-query attention,
 fused 3-D expert parameters on transformers v5) at a size that trains in seconds on a CPU,
 so every Axolotl code path mixft uses can be exercised in CI. Same arguments, same bytes.
+``build_tiny_dense`` does the same for the dense families mixft renders configs for (Llama,
+Mistral, Qwen2, Qwen3 layouts), with the same tokenizer.
 """
 
 from __future__ import annotations
@@ -155,15 +157,22 @@ def build_tiny_mixtral(
     ``init_device`` ("cuda") draws the random weights there: much faster for full-width models.
     Weights are identical for a given spec and device type, not across CPU and CUDA.
     """
-    import torch
     from transformers import MixtralForCausalLM
 
     tokenizer = train_tokenizer(corpus_lines(sample_path), spec.vocab_size)
-    config = mixtral_config(spec, tokenizer)
+    return _write_model(out, MixtralForCausalLM, mixtral_config(spec, tokenizer), tokenizer, spec, spec.seed,
+                        spec.dtype, sample_path, force, init_device)
+
+
+def _write_model(out, model_cls, config, tokenizer, spec, seed: int, dtype: str, sample_path, force: bool,
+                 init_device: str | None) -> Path:
+    """Random weights for ``config`` (seeded), saved with the tokenizer and ``mixft_tiny.json``, atomically."""
+    import torch
+
     with staged_dir(out, force=force) as stage:
-        torch.manual_seed(spec.seed)
+        torch.manual_seed(seed)
         with torch.device(init_device or "cpu"):
-            model = MixtralForCausalLM._from_config(config, dtype=getattr(torch, spec.dtype))
+            model = model_cls._from_config(config, dtype=getattr(torch, dtype))
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
@@ -173,6 +182,61 @@ def build_tiny_mixtral(
             encoding="utf-8",
         )
     return Path(out)
+
+
+# Dense decoder-only families mixft can render configs for (axolotl_cfg/families.py), as transformers model_types.
+DENSE_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+
+
+@dataclass(frozen=True)
+class TinyDenseSpec:
+    """A tiny dense model of one of :data:`DENSE_ARCHS`: same widths as the tiny Mixtral, one MLP per layer."""
+
+    arch: str = "llama"
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 8192
+    seed: int = 0
+
+
+def dense_config(spec: TinyDenseSpec, tokenizer):
+    """The transformers config of ``spec.arch`` (LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)."""
+    import dataclasses
+
+    from transformers import CONFIG_MAPPING
+
+    if spec.arch not in DENSE_ARCHS:
+        raise ValueError(f"unknown dense architecture {spec.arch!r}; choose from {', '.join(DENSE_ARCHS)}")
+    config_cls = CONFIG_MAPPING[spec.arch]
+    kwargs = {
+        "vocab_size": len(tokenizer), "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers, "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads, "max_position_embeddings": spec.max_position_embeddings,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False, "dtype": "float32",
+    }
+    if "head_dim" in {f.name for f in dataclasses.fields(config_cls)}:
+        kwargs["head_dim"] = spec.hidden_size // spec.num_attention_heads  # Qwen3's default is 128
+    return config_cls(**kwargs)
+
+
+def build_tiny_dense(
+    out: str | os.PathLike,
+    spec: TinyDenseSpec = TinyDenseSpec(),
+    sample_path: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a tiny random dense model (``spec.arch``) with the tiny Mixtral's tokenizer; deterministic, offline."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    tokenizer = train_tokenizer(corpus_lines(sample_path), spec.vocab_size)
+    config = dense_config(spec, tokenizer)
+    return _write_model(out, MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], config, tokenizer, spec, spec.seed,
+                        "float32", sample_path, force, None)
 
 
 def default_corpus() -> Path | None:
