@@ -37,7 +37,7 @@ DATA = Path("/data/prepared")  # rendering and loading never read the data files
 LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
-def _rendered(task: str, profile: str, base_model: str = "/models/tiny", run_dir: Path = Path("/runs/twin")) -> dict:
+def _rendered(task: str, profile: str, base_model: str = "mistralai/Mixtral-8x7B-Instruct-v0.1", run_dir: Path = Path("/runs/twin")) -> dict:
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
 
     return render(RenderRequest(task, DATA, profile, run_dir, base_model=base_model)).values
