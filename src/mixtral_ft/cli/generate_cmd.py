@@ -21,7 +21,7 @@ TimeoutOption = typer.Option(120.0, "--timeout", help="openai: seconds per reque
 MaxRetriesOption = typer.Option(4, "--max-retries", help="openai: retries per item on 429/5xx/timeouts/connection errors.")
 MaxRequestsOption = typer.Option(None, "--max-requests", help="openai: cap on HTTP requests in this run, retries included.")
 BatchSizeOption = typer.Option(8, "--batch-size", help="hf: prompts generated together (left-padded).")
-LoadIn4bitOption = typer.Option(False, "--load-in-4bit", help="hf: load the model in 4-bit NF4 (CUDA GPU only).")
+LoadIn4bitOption = typer.Option(False, "--load-in-4bit", help="hf: store the linears and the MoE experts in 4-bit NF4 (bitsandbytes; CUDA, or its CPU backend).")
 TemperatureOption = typer.Option(0.0, "--temperature", help="0 = greedy (default); > 0 samples.")
 TopPOption = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0).")
 SeedOption = typer.Option(42, "--seed", help="Seed for sampling (recorded).")

@@ -148,6 +148,7 @@ def _manifest(cfg, settings, identity, data_sha, n_rows, summary: dict | None, s
         "settings": settings,
         "settings_sha256": sha256_json(settings),
         "backend": identity,
+        "quantization": (identity or {}).get("quantization"),
         "data": {"path": str(cfg.data), "sha256": data_sha, "rows": n_rows, "limit": cfg.limit},
         "output": str(cfg.out),
         "summary": summary,

@@ -216,6 +216,7 @@ def judge(cfg: JudgeConfig, backend=None) -> JudgeSummary:
         return {
             "kind": "mixft-judge", "command": command_line(), "started": started, "updated": now_iso(),
             "settings": settings, "settings_sha256": sha256_json(settings), "backend": identity,
+            "quantization": (identity or {}).get("quantization"),
             "template": str(cfg.template) if cfg.template else "tc_v1 (shipped)",
             "responses": {"path": str(cfg.responses), "sha256": sha256_file(cfg.responses), "rows": len(rows),
                           "limit": cfg.limit},
