@@ -54,9 +54,11 @@ def plan_load(device: str, load_in_4bit: bool) -> LoadPlan:
       stay 16-bit and as the 4-bit compute dtype (the dtype Axolotl trains the GPU profiles in).
     - CPU: ``{"": "cpu"}``, float32 for both. The CPU training profile trains in float32
       (``bf16: false``), many CPUs have no native bf16 matmul (PyTorch emulates it, slowly), and
-      the tiny models the CPU runs are stored in float32. bitsandbytes' CPU backend dequantizes a
-      4-bit weight to the compute dtype before the matmul, float32 included
-      (``bitsandbytes/backends/cpu/ops.py``, ``dequantize_4bit``), so nothing is lost by it.
+      the tiny models the CPU runs are stored in float32. The 4-bit experts are dequantized to
+      float32 when read (``Bnb4bitParametrization``); the 4-bit linears compute in float32 too,
+      except on CPUs with AVX512-BF16, where bitsandbytes repacks them at the first no-grad
+      forward for a fused kernel that computes in bf16 whatever the compute dtype
+      (``bitsandbytes/nn/modules.py`` ``Linear4bit.forward``, ``backends/cpu/ops.py`` ``gemv_4bit``).
     """
     if device not in DEVICES:
         raise UsageError(f"Unknown device '{device}'. Available: {', '.join(DEVICES)}")
