@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fixtures_models import TC_PROMPT
+
 from mixtral_ft.cli.main import main
 
 pytestmark = pytest.mark.slow

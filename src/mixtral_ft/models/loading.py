@@ -103,7 +103,7 @@ def lora_modules(model) -> list[str]:
     names = []
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and not name.endswith(".base_layer"):
-            names.append(name[len(prefix):] if name.startswith(prefix) else name)
+            names.append(name.removeprefix(prefix))
     return sorted(names)
 
 
@@ -193,7 +193,7 @@ def check_adapter_applied(model, adapter_dir: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(weights), "pt") as fh:
-        saved = {k.removesuffix(".weight") for k in fh.keys() if ".lora_A." in k or ".lora_B." in k}
+        saved = {k.removesuffix(".weight") for k in fh.keys() if ".lora_A." in k or ".lora_B." in k}  # noqa: SIM118
     present = {n.replace(".default.", ".").removesuffix(".weight").removesuffix(".default")
                for n, _ in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
     missing = sorted(saved - present)
