@@ -102,8 +102,7 @@ def doc_commands() -> list[DocCommand]:
                 continue
             for n, raw in _logical_lines(lines):
                 text = raw.strip()
-                if text.startswith("$ "):
-                    text = text[2:]
+                text = text.removeprefix("$ ")
                 if not text or text.startswith("#"):
                     continue
                 try:
@@ -196,7 +195,7 @@ def _check_hf(cmd: DocCommand) -> str | None:
 
 def _make_targets() -> set[str]:
     text = (REPO / "Makefile").read_text(encoding="utf-8")
-    return {m.group(1) for m in re.finditer(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, re.M)}
+    return {m.group(1) for m in re.finditer(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, re.MULTILINE)}
 
 
 def _check_make(cmd: DocCommand) -> str | None:
