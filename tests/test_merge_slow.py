@@ -203,3 +203,18 @@ def test_merge_refuses_a_base_without_a_local_copy(tmp_path, capsys):
     assert run_mixft(["merge", str(run)]) == 2
     err = capsys.readouterr().err
     assert "no local copy" in err and "hf download mistralai/Mixtral-8x7B-Instruct-v0.1 --local-dir DIR" in err
+
+
+def test_bench_merge_script_runs_at_tiny_width(tmp_path):
+    """scripts/bench_merge.py (its numbers are in docs/training.md) still works: tiny widths, 1 layer."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_merge.py"), "--width", "tiny",
+                           "--layers", "1", "--experts", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [row] = json.loads((tmp_path / "results.json").read_text())
+    assert row["rc"] == 0 and row["merged_tensors"] == 16 and 0 < row["peak_rss_gib"] < 4
