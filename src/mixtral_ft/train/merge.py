@@ -254,8 +254,10 @@ def delta_part(target: Target, lora_a, lora_b, where: tuple[int, int, int] | Non
         pattern = "o r e, e r i -> e o i" if target.swapped else "o r e, e r i -> e i o"
         return torch.einsum(pattern, b, a) * target.scale
     e, r0, r1 = where
-    d = b[:, :, e] @ a[e] if target.swapped else (b[:, :, e] @ a[e]).T
-    d = d * target.scale
+    if target.swapped:  # [out, in] per expert: only the rows this tensor takes are computed
+        rows = b[:, :, e] if r1 == -1 else b[r0:r1, :, e]
+        return (rows @ a[e]) * target.scale
+    d = (b[:, :, e] @ a[e]).T * target.scale
     return d if r1 == -1 else d[r0:r1]
 
 
