@@ -27,8 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = {
-    "mixtral-8x7b": dict(hidden=4096, ffn=14336, experts=8, heads=32, kv_heads=8, vocab=32000),
-    "tiny": dict(hidden=64, ffn=128, experts=4, heads=4, kv_heads=2, vocab=1024),
+    "mixtral-8x7b": {"hidden": 4096, "ffn": 14336, "experts": 8, "heads": 32, "kv_heads": 8, "vocab": 32000},
+    "tiny": {"hidden": 64, "ffn": 128, "experts": 4, "heads": 4, "kv_heads": 2, "vocab": 1024},
 }
 
 
@@ -124,7 +124,7 @@ def measure(run: Path) -> dict:
             "print('PEAK_RSS_KB', hwm, file=sys.stderr); sys.exit(rc)")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code, "merge", str(run), "--force"], capture_output=True, text=True,
-                          env=env)
+                          env=env, check=False)
     wall = time.monotonic() - t0
     peak_kb = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")), None)
     return {"rc": proc.returncode, "wall_s": round(wall, 1), "peak_rss_gib": peak_kb and round(peak_kb / 2**20, 2),

@@ -45,3 +45,20 @@ def test_the_4bit_config_matches_the_plan():
     assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
     assert bnb.bnb_4bit_compute_dtype == torch.bfloat16
     assert plan_load("cpu", load_in_4bit=True).four_bit.bnb_config().bnb_4bit_compute_dtype == torch.float32
+
+
+def test_an_endpoint_run_records_no_quantization(tmp_path, capsys):
+    """The openai backend loads nothing in this process: the manifest's `quantization` is null."""
+    import json
+
+    from fixtures_serve import free_port
+
+    from mixtral_ft.cli.main import main
+
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps({"id": "q0", "context": "c", "question": "q"}) + "\n")
+    out = tmp_path / "gen.jsonl"
+    assert main(["generate", "--data", str(data), "--out", str(out), "-m", "m", "--backend", "openai",
+                 "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "0", "--timeout", "2"]) == 1
+    manifest = json.loads((tmp_path / "gen.jsonl.manifest.json").read_text())
+    assert "quantization" in manifest and manifest["quantization"] is None
