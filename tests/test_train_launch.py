@@ -14,7 +14,7 @@ import pytest
 from fixtures_models import rg_rows, tc_rows, write_split
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import InputError, PreflightError, UsageError
-from mixtral_ft.train.launch import LaunchOptions, build_launch_command, build_merge_command
+from mixtral_ft.train.launch import LaunchOptions, build_launch_command
 from mixtral_ft.train.preflight import check_data, check_gpus, check_run_dir
 from mixtral_ft.train.rundir import newest_checkpoint, read_summary
 from mixtral_ft.train.runner import axolotl_env, run_streaming
@@ -43,11 +43,6 @@ def test_multi_node_options_pass_through():
 def test_launch_rejects_zero_processes():
     with pytest.raises(ValueError):
         build_launch_command("c.yml", LaunchOptions(gpus=0))
-
-
-def test_merge_command():
-    assert build_merge_command("/r/axolotl.yml", "/r/output", python="py") == [
-        "py", "-m", "axolotl.cli.merge_lora", "/r/axolotl.yml", "--lora_model_dir=/r/output"]
 
 
 def test_axolotl_env_telemetry_off_and_offline_for_local_models(tmp_path):

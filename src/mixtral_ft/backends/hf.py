@@ -42,15 +42,6 @@ def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def adapter_kind(path: Path) -> str:
-    """'adapter' for a PEFT adapter directory, 'model' for a full (merged) model directory."""
-    if (path / "adapter_config.json").exists():
-        return "adapter"
-    if (path / "config.json").exists():
-        return "model"
-    raise UsageError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
-
-
 class _RecordLogprobs:
     """A logits processor that keeps, for every step and row, the log-probabilities of a few
     token ids (cheap enough to keep for every step; used to score verdict tokens)."""
@@ -81,7 +72,7 @@ class HFBackend:
         record_token_ids: list[int] | None = None,
     ):
         try:
-            import torch
+            import torch  # noqa: F401
             import transformers  # noqa: F401
         except ImportError as e:
             raise MissingDependencyError("the hf backend needs torch and transformers: pip install 'mixtral-ft[train]'") from e
@@ -92,57 +83,19 @@ class HFBackend:
         self.batch_size = batch_size
         self.load_in_4bit = load_in_4bit
         self.record_token_ids = record_token_ids
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if load_in_4bit and self.device != "cuda":
-            raise UsageError(
-                "--load-in-4bit needs a CUDA GPU (bitsandbytes 4-bit kernels) and none is available; "
-                "drop the flag to load the model unquantized on CPU"
-            )
         self._load()
 
     # ------------------------------------------------------------------ loading
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from mixtral_ft.models.loading import load_for_inference
 
-        adapter_dir = Path(self.adapter) if self.adapter else None
-        if adapter_dir is not None:
-            if not adapter_dir.is_dir():
-                raise UsageError(f"--adapter {adapter_dir}: directory not found")
-            if adapter_kind(adapter_dir) == "model":
-                raise UsageError(
-                    f"--adapter {adapter_dir}: holds a full (merged) model, not a LoRA adapter; pass it as --model"
-                )
-        # Axolotl saves the tokenizer it trained with beside the adapter; prefer it.
-        tok_source = (
-            adapter_dir if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").exists() else self.model_name
-        )
-        kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if self.device == "cuda" else torch.float32}
-        if self.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
-            kwargs["device_map"] = {"": 0}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(tok_source))
-            model = AutoModelForCausalLM.from_pretrained(self.model_name, **kwargs)
-        except OSError as e:
-            raise UsageError(f"--model {self.model_name}: cannot load the model: {e}".splitlines()[0]) from None
-        if adapter_dir is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter_dir))
-        if not self.load_in_4bit:
-            model.to(self.device)
-        model.eval()
-        self.model = model
-        gen_eos = model.generation_config.eos_token_id
+        loaded = load_for_inference(self.model_name, adapter=self.adapter, load_in_4bit=self.load_in_4bit)
+        self.model, self.tokenizer, self.plan = loaded.model, loaded.tokenizer, loaded.plan
+        self.device = loaded.plan.device
+        self.quantization = loaded.quantization
+        self.lora_modules = loaded.lora_modules
+        gen_eos = self.model.generation_config.eos_token_id
         eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -166,6 +119,10 @@ class HFBackend:
             "load_in_4bit": self.load_in_4bit,
             "device": self.device,
             "batch_size": self.batch_size,
+            "load": self.plan.to_dict(),
+            "quantization": self.quantization,
+            "lora_modules": len(self.lora_modules),
+            "lora_targets": sorted({name.rpartition(".")[2] for name in self.lora_modules}),
         }
 
     def encode(self, request: Request) -> list[int]:

@@ -34,7 +34,7 @@ BACKEND_FLAGS: list[tuple[str, Any, Any]] = [
     _flag("backend", str, "hf", "--backend",
           help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint)."),
     _flag("batch_size", int, 8, "--batch-size", help="hf: prompts generated together (left-padded)."),
-    _flag("load_in_4bit", bool, False, "--load-in-4bit", help="hf: load the model in 4-bit NF4 (CUDA GPU only)."),
+    _flag("load_in_4bit", bool, False, "--load-in-4bit", help="hf: store the linears and the MoE experts in 4-bit NF4 (bitsandbytes; CUDA, or its CPU backend)."),
     _flag("base_url", str | None, None, "--base-url",
           help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
     _flag("endpoint_mode", str, "completions", "--endpoint-mode",

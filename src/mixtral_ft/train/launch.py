@@ -49,8 +49,3 @@ def build_launch_command(config_path: str | Path, opts: LaunchOptions = LaunchOp
     cmd += ["-m", "axolotl.cli.train", config]
     return cmd
 
-
-def build_merge_command(config_path: str | Path, adapter_dir: str | Path, python: str | None = None) -> list[str]:
-    """Axolotl's merge-lora; it writes ``<output_dir>/merged``."""
-    python = python or sys.executable
-    return [python, "-m", "axolotl.cli.merge_lora", str(config_path), f"--lora_model_dir={adapter_dir}"]
