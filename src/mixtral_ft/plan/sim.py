@@ -256,3 +256,45 @@ def data_free_ops() -> Iterator[None]:
     finally:
         F.one_hot = original
         torch.bincount = original_bincount
+
+
+class SdpaMemoryModel(torch.autograd.Function):
+    """``scaled_dot_product_attention`` on a GPU, by its allocations: bf16/fp16 inputs without a
+    mask go to the flash backend, with a mask to the memory-efficient one; both keep the output
+    and a float32 log-sum-exp (B x heads x S) for backward, never the S x S scores. (The CPU
+    kernels differ, so the real CPU op would misstate GPU memory.)"""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+        lse = torch.empty(*q.shape[:-1], dtype=torch.float32, device=q.device)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.mask = mask
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        delta = torch.empty_like(lse)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        del delta
+        return dq, dk, dv, None
+
+
+@contextlib.contextmanager
+def sdpa_memory_model() -> Iterator[None]:
+    """Route ``torch.nn.functional.scaled_dot_product_attention`` through :class:`SdpaMemoryModel`."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
+            return SdpaMemoryModel.apply(query, key, value, attn_mask)
+        return torch.empty(*query.shape[:-1], value.shape[-1], dtype=query.dtype, device=query.device)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
