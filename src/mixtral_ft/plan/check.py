@@ -88,3 +88,43 @@ def check_inference_plan(plan, free_gib: float | None, what: str = "this run") -
     options.append("--backend openai with a server that has the memory (docs/inference.md)")
     options.append("--skip-plan-check to run anyway")
     raise PlanRefused(refusal_message(plan, free_gib, what, "fix: " + "; or ".join(options), INFERENCE_PART_LABELS))
+
+
+def preflight_training(config_values: dict, profile: str, gpus: int, world_size: int):
+    """``mixft train``'s memory check: on CUDA, plan the run for the least free memory among the
+    ``gpus`` local devices and raise :class:`PlanRefused` when it does not fit. Returns the plan
+    (for ``--probe`` to compare with what it measures), or None on the CPU profile / without CUDA."""
+    if profile == "cpu":
+        return None
+    free = [free_gpu_memory_gib(i) for i in range(gpus)]
+    if not free or free[0] is None:
+        return None
+    least = min(free)
+    from mixtral_ft.plan.training import plan_training
+
+    try:
+        plan = plan_training(config_values, None, least, gpus=world_size)
+    except MixftError as e:  # e.g. a Hub id whose config is not on this machine: no plan, no refusal
+        import logging
+
+        logging.getLogger(__name__).warning("mixft: no memory plan for this run (%s); launching without the check", e)
+        return None
+    check_training_plan(plan, least, profile)
+    return plan
+
+
+def planned_vs_measured(plan, measured_peak_gib: float | None, measured_reserved_gib: float | None) -> dict:
+    """What ``train --probe`` prints beside its measurement: the plan's allocator peak (the plan
+    without the CUDA context and allocator reserve, which ``max_memory_allocated`` does not see) and
+    the plan with the reserve (comparable to ``max_memory_reserved``), with the relative errors."""
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    allocated = plan.peak_gib - CUDA_CONTEXT_GIB - ALLOCATOR_RESERVE_GIB
+    reserved = plan.peak_gib - CUDA_CONTEXT_GIB
+
+    def err(measured, planned):
+        return None if not measured else round((planned - measured) / measured, 4)
+
+    return {"planned_allocated_gib": round(allocated, 2), "planned_reserved_gib": round(reserved, 2),
+            "error_allocated": err(measured_peak_gib, allocated), "error_reserved": err(measured_reserved_gib, reserved),
+            "peak_phase": plan.peak_phase}

@@ -112,8 +112,7 @@ def training_settings(setup) -> dict[str, Any]:
     """The settings of a :class:`TrainSetup` that change what one step holds (not its sizes)."""
     keep = ("adapter", "load_in_4bit", "load_in_8bit", "quantize_moe_experts", "lora", "compute_dtype",
             "mixed_precision", "embeddings_skip_upcast", "gradient_checkpointing", "use_reentrant",
-            "attn_implementation", "experts_implementation", "model_config_overrides", "deepspeed_stage",
-            "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel")
+            "attn_implementation", "experts_implementation", "model_config_overrides")
     d = setup.as_dict()
     return {k: d[k] for k in keep}
 
@@ -135,13 +134,16 @@ def _lora_targets(model, lora) -> list[str]:
     return sorted(names)
 
 
-def build_training_model(arch: ModelArch, setup, layers: int):
-    """The fake full-width model of ``setup`` with ``layers`` decoder layers, ready to train."""
+def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True):
+    """The full-width model of ``setup`` with ``layers`` decoder layers, ready to train: FakeTensors,
+    or with ``fake=False`` real tensors (for the tests that check the simulation against a real step)."""
+    import contextlib
+
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from mixtral_ft.plan.loadplan import training_decisions
-    from mixtral_ft.plan.model_build import build_meta_model, materialize_fake
+    from mixtral_ft.plan.model_build import build_meta_model, materialize
 
     decisions = training_decisions(setup)
     overrides = dict(setup.model_config_overrides)
@@ -162,7 +164,7 @@ def build_training_model(arch: ModelArch, setup, layers: int):
     if setup.lora is not None:
         # On the meta model, as Axolotl applies it to the loaded one: PEFT keeps meta adapters
         # where it creates them (fp32 nn.Linear) and only upcasts 16-bit ones, so the adapter
-        # dtype is PEFT's decision; materialize_fake then gives every tensor its storage.
+        # dtype is PEFT's decision; materialize then gives every tensor its storage.
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=setup.lora.r, lora_alpha=setup.lora.alpha, lora_dropout=setup.lora.dropout,
@@ -171,9 +173,10 @@ def build_training_model(arch: ModelArch, setup, layers: int):
                             modules_to_save=list(setup.lora.modules_to_save) or None,
                             bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    materialize_fake(model, decisions, fake)
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    materialize(model, decisions, mode)
     lora_params = [p for p in model.parameters() if p.requires_grad]
+    fake = mode if mode is not None else contextlib.nullcontext()
     model.train()
     return model, fake, lora_params, torch
 
@@ -263,6 +266,17 @@ def size_key(batch: int, seq: int) -> str:
     return f"{batch}x{seq}"
 
 
+_SIMULATORS: dict[str, TrainingSimulator] = {}
+
+
+def simulator_for(arch: ModelArch, setup) -> TrainingSimulator:
+    """One simulator per model and settings in this process (plans of several sizes share the build)."""
+    key = cache_key("train", arch, training_settings(setup))
+    if key not in _SIMULATORS:
+        _SIMULATORS[key] = TrainingSimulator(arch, setup)
+    return _SIMULATORS[key]
+
+
 class TrainingSimulator:
     """Fake models of one setup at 1 and 2 layers, built once, stepped at any size."""
 
@@ -302,7 +316,7 @@ def measure_training(arch: ModelArch, setup, sizes: list[tuple[int, int]], use_c
         "arch": arch.fingerprint(), "sizes": {}}
     missing = [s for s in sizes if size_key(*s) not in data["sizes"]]
     if missing or "lora" not in data:
-        sim = simulator or TrainingSimulator(arch, setup)
+        sim = simulator or simulator_for(arch, setup)
         with quiet():
             if "lora" not in data:
                 data["lora"] = sim.lora_parameters()

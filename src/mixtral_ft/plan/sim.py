@@ -226,13 +226,44 @@ def flash_attention_model(implementation: str = "flash_attention_2") -> Iterator
             setattr(fa, n, v)
 
 
+class GroupedMmFallbackMemoryModel(torch.autograd.Function):
+    """transformers' ``grouped_mm_fallback`` (``integrations/moe.py``) by its allocations: the output,
+    input and weight saved; backward allocates ``zeros_like`` for both gradients."""
+
+    @staticmethod
+    def forward(ctx, input, weight, offs):
+        ctx.save_for_backward(input, weight)
+        return torch.zeros(input.size(0), weight.size(2), dtype=input.dtype, device=input.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, weight = ctx.saved_tensors
+        return torch.zeros_like(input), torch.zeros_like(weight), None
+
+
 @contextlib.contextmanager
 def data_free_ops() -> Iterator[None]:
     """Ops whose eager kernels read values to size or check their output (``one_hot`` runs
     ``bincount``-style checks), replaced for the simulation by ones with the same allocations:
     ``one_hot(x, C)`` is an int64 tensor of ``x.shape + (C,)`` filled by a scatter, and
-    ``bincount(x, minlength=m)`` (the router loss, values below m) an int64 scatter-add."""
+    ``bincount(x, minlength=m)`` (the router loss, values below m) an int64 scatter-add.
+    ``torch.nn.functional.grouped_mm``'s fake kernel accepts bf16 only, and transformers' fallback
+    for other dtypes reads the group offsets in backward, so float32/float16 experts go through
+    :class:`GroupedMmFallbackMemoryModel`, the fallback's allocations without its loop."""
     import torch.nn.functional as F
+
+    try:
+        import transformers.integrations.moe as moe
+    except ImportError:
+        moe = None
+    original_gmm = getattr(moe, "_grouped_mm", None)
+    if original_gmm is not None:
+        def grouped_mm(input, weight, offs):
+            if weight.dtype == torch.bfloat16:
+                return original_gmm(input, weight, offs)
+            return GroupedMmFallbackMemoryModel.apply(input.to(weight.dtype), weight, offs)
+
+        moe._grouped_mm = grouped_mm
 
     original = F.one_hot
     original_bincount = torch.bincount
@@ -256,6 +287,8 @@ def data_free_ops() -> Iterator[None]:
     finally:
         F.one_hot = original
         torch.bincount = original_bincount
+        if original_gmm is not None:
+            moe._grouped_mm = original_gmm
 
 
 class SdpaMemoryModel(torch.autograd.Function):
