@@ -91,9 +91,15 @@ def test_activation_count_equals_a_real_tiny_training_step(mode, tiny_mixtral_di
         assert planned["bytes"] > 10 * batch * seq * hidden * 4
 
 
-@pytest.mark.parametrize("mode", ["reentrant", "none"])
-def test_depth_extrapolation_equals_a_deeper_step(mode):
-    """Peaks at 5 layers from the 2- and 3-layer runs equal a 5-layer run (training and prefill)."""
+@pytest.mark.parametrize("mode,skip_upcast", [("reentrant", False), ("reentrant", True), ("none", False)])
+def test_depth_extrapolation_equals_a_deeper_step(mode, skip_upcast):
+    """Peaks at 5 layers from the 2- and 3-layer runs equal a 5-layer run (training and prefill).
+
+    With bf16 embeddings (``embeddings_skip_upcast``) layer 0 keeps a bf16 input and the others
+    float32 ones: the peak moves from layer 0's backward at 2-3 layers to the last layer's at 5,
+    which is why both are extrapolated."""
+    from dataclasses import replace
+
     from mixtral_ft.plan.measure import (
         SIM_LAYERS,
         TrainingSimulator,
@@ -103,15 +109,17 @@ def test_depth_extrapolation_equals_a_deeper_step(mode):
         simulate_prefill,
     )
 
-    arch = load_arch(tiny_mixtral_config())
-    setup = _setup(mode, "flash_attention_2", qlora=True)
-    planned = at_depth(TrainingSimulator(arch, setup).run(2, 48), 5)
-    deep = _step(arch, setup, 5, True)
+    arch = load_arch(dict(tiny_mixtral_config(), hidden_size=128, num_attention_heads=8))
+    setup = replace(_setup(mode, "flash_attention_2", qlora=True), embeddings_skip_upcast=skip_upcast)
+    planned = at_depth(TrainingSimulator(arch, setup).run(2, 256), 5)
+    deep = _step(arch, setup, 5, True, 2, 256)
     for phase, tags in planned.items():
         assert sum(tags.values()) == deep["peaks"][phase]["bytes"], phase
     runs = {}
     for layers in SIM_LAYERS + (5,):
         model, fake, torch = build_inference_model(arch, True, layers)
-        runs[layers] = simulate_prefill(model, fake, torch, arch.vocab_size, 3, 40, "sdpa")["peaks"]["prefill"]
-    split = depth_split(runs[SIM_LAYERS[0]]["by_tag"], runs[SIM_LAYERS[1]]["by_tag"], 5, ("activations", "logits", "dequant"))
-    assert sum(split.values()) == runs[5]["bytes"]
+        runs[layers] = simulate_prefill(model, fake, torch, arch.vocab_size, 3, 40, "sdpa")["peaks"]
+    for phase in ("forward_layer0", "forward"):
+        split = depth_split(runs[SIM_LAYERS[0]][phase]["by_tag"], runs[SIM_LAYERS[1]][phase]["by_tag"], 5,
+                            ("activations", "logits", "dequant"))
+        assert sum(split.values()) == runs[5][phase]["bytes"], phase

@@ -189,8 +189,12 @@ def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapte
     def compose(b: int) -> tuple[dict[str, float], str, dict[str, float]]:
         sim = measure_prefill(arch, load_in_4bit, b, width, use_cache=use_cache)["sizes"][size_key(b, width)]
         layers = arch.num_layers
-        at = depth_split(sim[LA]["peaks"]["prefill"]["by_tag"], sim[LB]["peaks"]["prefill"]["by_tag"], layers,
-                         ("activations", "logits", "dequant"))
+        at: dict[str, float] = {}
+        for phase in ("forward_layer0", "forward"):  # the first and the last layer (see measure.PHASES)
+            split = depth_split(sim[LA]["peaks"][phase]["by_tag"], sim[LB]["peaks"][phase]["by_tag"], layers,
+                                ("activations", "logits", "dequant"))
+            if sum(split.values()) > sum(at.values()):
+                at = split
         kv_prompt = _kv_bytes(arch, b, width)
         kv_full = _kv_bytes(arch, b, width + max_new_tokens)
         prefill = {"kv_cache": kv_prompt, "activations": max(0.0, at["activations"] - kv_prompt),

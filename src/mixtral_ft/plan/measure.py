@@ -32,10 +32,14 @@ from typing import Any
 
 from mixtral_ft.plan.arch import ModelArch
 
-METHOD_VERSION = 2
+METHOD_VERSION = 3
 SIM_LAYERS = (2, 3)  # depths simulated; further layers add what the third added
 LA, LB = (f"L{n}" for n in SIM_LAYERS)
-PHASES = ("forward", "head", "layers_backward")
+# Phases of a step whose peaks are extrapolated in depth. A decoder layer's peak is linear in its
+# index, so over the layers it is largest at the first or the last one: the forward of layer 0 and
+# of the last layer, the backward of the last layer (processed first) and of layer 0 (last).
+PHASES = ("forward_layer0", "forward", "head", "layers_backward", "layer0_backward")
+FORWARD_PHASES = ("start", "forward_layer0", "forward", "forward_mid")
 TRANSIENT_TAGS = ("activations", "logits", "dequant")
 _VERSIONED = ("torch", "transformers", "peft", "bitsandbytes")
 
@@ -201,6 +205,41 @@ def _inputs(torch, batch: int, seq: int, flash: bool) -> tuple[dict[str, Any], s
     return kwargs, storage_keys(v for v in kwargs.values() if hasattr(v, "untyped_storage"))
 
 
+def decoder_layers(model) -> list:
+    """The model's decoder layers (the ModuleList named ``layers``/``h``)."""
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h") and len(module):
+            return list(module)
+    return []
+
+
+def _layer_phase_hooks(model, tracker, backward: bool = True) -> list:
+    """Phase marks per decoder layer: its forward (layer 0, the last, the others), and the end of
+    its backward (a hook on the gradient of its input), which starts the next layer's backward."""
+    layers = decoder_layers(model)
+    last = len(layers) - 1
+    handles = []
+
+    def name_forward(j: int) -> str:
+        return "forward_layer0" if j == 0 else "forward" if j == last else "forward_mid"
+
+    def name_backward(j: int) -> str:
+        return "layer0_backward" if j == 0 else "layers_backward" if j == last else "layers_backward_mid"
+
+    for j, layer in enumerate(layers):
+        def pre(module, args, kwargs=None, j=j):
+            if tracker.phase in FORWARD_PHASES:
+                tracker.set_phase(name_forward(j))
+            x = args[0] if args else (kwargs or {}).get("hidden_states")
+            if backward and x is not None and x.requires_grad and j > 0:
+                x.register_hook(lambda g, j=j: tracker.set_phase(name_backward(j - 1)))
+
+        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+    return handles
+
+
 def _final_norm(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner = getattr(base, "model", base)
@@ -239,6 +278,7 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
             x.register_hook(lambda g: tracker.set_phase("layers_backward"))
 
     handles.append(norm.register_forward_pre_hook(at_head))
+    handles += _layer_phase_hooks(model, tracker)
     for p in lora_params:
         handles.append(p.register_post_accumulate_grad_hook(
             lambda p: tracker.retag({p.grad.untyped_storage()._cdata}, "grads")))
@@ -248,7 +288,7 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
                  else contextlib.nullcontext())
     try:
         with fake, flash_ctx, data_free_ops(), tracker, saved.recording():
-            tracker.set_phase("forward")
+            tracker.set_phase("forward_layer0")
             with autocast:
                 loss = model(**inputs).loss  # the Trainer keeps only the loss: logits are freed before backward
             loss.backward()
@@ -396,13 +436,16 @@ def simulate_prefill(model, fake, torch, vocab: int, batch: int, seq: int, attn:
     exclude = model_storage_keys(model) | {ids.untyped_storage()._cdata, mask.untyped_storage()._cdata}
     tracker = MemoryTracker(vocab, exclude)
     attn_ctx = sdpa_memory_model() if attn == "sdpa" else contextlib.nullcontext()
+    handles = _layer_phase_hooks(model, tracker, backward=False)
     with fake, attn_ctx, data_free_ops(), tracker, torch.no_grad():
-        tracker.set_phase("prefill")
+        tracker.set_phase("forward_layer0")
         out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         del out
         tracker.set_phase("after")
         del cache
+    for h in handles:
+        h.remove()
     return {"peaks": tracker.peaks}
 
 
