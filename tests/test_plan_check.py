@@ -4,12 +4,12 @@ planned-vs-measured line."""
 from __future__ import annotations
 
 import pytest
+from test_plan_golden import warm_cache  # noqa: F401  (fixture)
 
 from mixtral_ft.plan.check import PlanRefused, check_inference_plan, check_training_plan, planned_vs_measured
 from mixtral_ft.plan.gpus import GPUS
 from mixtral_ft.plan.inference import InferencePlan
 from mixtral_ft.plan.shipped import shipped_plan
-from test_plan_golden import warm_cache  # noqa: F401  (fixture)
 
 GIB = 2**30
 
@@ -43,9 +43,9 @@ def test_training_refusal_suggests_the_smaller_profile(warm_cache):  # noqa: F81
 def _inference_plan(**kw) -> InferencePlan:
     parts = {"weights_experts": 21.7 * GIB, "kv_cache": 6.0 * GIB, "activations": 2.0 * GIB,
              "dequant_buffers": 2.6 * GIB, "cuda_overhead": 1.6 * GIB}
-    base = dict(gpu=GPUS["a100-40gb"], model="m", load_in_4bit=True, batch_size=8, max_new_tokens=1024,
-                longest_prompt=6000, rows=300, parts=parts, peak_phase="decode", phases={}, tokens_per_s=50.0,
-                decode_step_s=0.16, prefill_s=1.0, hours=0.5, largest_batch_size=3)
+    base = {"gpu": GPUS["a100-40gb"], "model": "m", "load_in_4bit": True, "batch_size": 8, "max_new_tokens": 1024,
+            "longest_prompt": 6000, "rows": 300, "parts": parts, "peak_phase": "decode", "phases": {},
+            "tokens_per_s": 50.0, "decode_step_s": 0.16, "prefill_s": 1.0, "hours": 0.5, "largest_batch_size": 3}
     base.update(kw)
     return InferencePlan(**base)
 

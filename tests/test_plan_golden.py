@@ -120,7 +120,7 @@ def test_warm_plan_imports_no_torch(warm_cache):
     code = ("import sys, json; from mixtral_ft.cli.main import main; rc = main(['plan', 'rg', '--profile', "
             "'a100-80gb', '--json']); assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
     env = dict(os.environ, MIXFT_CACHE=str(warm_cache))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

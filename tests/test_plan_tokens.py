@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_plan_golden import warm_cache  # noqa: F401  (fixture)
 
 from mixtral_ft.plan.setup import setup_from_config
 from mixtral_ft.plan.tokens import DataTokens, batching, count_tokens, pack_first_fit
-from test_plan_golden import warm_cache  # noqa: F401  (fixture)
 
 
 def _data(lengths, seq=4096) -> DataTokens:

@@ -41,7 +41,20 @@ _EXPORTS = {
     "load_arch": "mixtral_ft.plan.arch",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "GPUS",
+    "Gpu",
+    "InferencePlan",
+    "PlanRefused",
+    "TrainingPlan",
+    "check_inference_plan",
+    "check_training_plan",
+    "gpu_by_name",
+    "load_arch",
+    "plan_inference",
+    "plan_training",
+    "report_calibration",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ counts a loaded model; ``tests/test_plan_weights.py`` checks the two agree on a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mixtral_ft.models.quant import FourBitSpec
 
@@ -63,7 +63,7 @@ class LoadDecisions:
     load_dtype: str  # the dtype from_pretrained loads in
     linear_4bit: bool  # nn.Linear -> bitsandbytes Linear4bit (transformers' rule)
     experts_4bit: bool  # fused 3-D expert tensors -> 4-bit (quant.is_fused_expert)
-    spec: FourBitSpec = FourBitSpec()
+    spec: FourBitSpec = field(default_factory=FourBitSpec)
     linear_storage: str = "uint8"  # bnb_4bit_quant_storage of the linears
     experts_storage: str = "uint8"  # replace_parameter_4bit's default
     upcast_norms_router_embeddings: bool = False  # Axolotl's _convert_embedding_modules_dtype

@@ -132,8 +132,8 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
     """
     import contextlib
 
-    import torch
     import bitsandbytes.functional as bf
+    import torch
     from bitsandbytes.nn.parametrize import replace_parameter_4bit
 
     lin4 = _linear4bit_class()

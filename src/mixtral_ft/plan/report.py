@@ -29,43 +29,47 @@ def training_lines(plan) -> list[str]:
 
     s = plan.setup
     d = plan.to_dict()
-    lines = [f"plan: {s.base_model} ({plan.arch_source}), {s.adapter or 'full'} "
-             f"{'4-bit ' if s.load_in_4bit else ''}on {plan.gpus} x {plan.gpu.label}",
-             f"  micro batch {s.micro_batch_size} x sequence {s.sequence_len} = {s.tokens_per_micro_batch:,} token slots; "
-             f"gradient accumulation {s.gradient_accumulation_steps}; checkpointing {s.checkpointing_mode}; "
-             f"attention {s.attn_implementation}; optimizer {s.optimizer}",
-             "", f"peak GPU memory per device (phase: {plan.peak_phase.replace('_', ' ')}):"]
+    head = (f"plan: {s.base_model} ({plan.arch_source}), {s.adapter or 'full'} "
+            f"{'4-bit ' if s.load_in_4bit else ''}on {plan.gpus} x {plan.gpu.label}")
+    shape = (f"  micro batch {s.micro_batch_size} x sequence {s.sequence_len} = {s.tokens_per_micro_batch:,} token "
+             f"slots; gradient accumulation {s.gradient_accumulation_steps}; checkpointing {s.checkpointing_mode}; "
+             f"attention {s.attn_implementation}; optimizer {s.optimizer}")
+    lines = [head, shape, "", f"peak GPU memory per device (phase: {plan.peak_phase.replace('_', ' ')}):"]
     lines += parts_table(plan.parts, PART_LABELS)
     phases = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in d["phases_gib"].items())
-    lines += [f"  transient per phase (GiB): {phases}",
-              f"  activations kept per layer: {plan.activation_bytes_per_token_per_layer:,.0f} bytes/token "
-              f"({s.checkpointing_mode} checkpointing); LoRA: {plan.lora_parameters:,} {plan.lora_dtype} parameters; "
-              f"optimizer: {plan.optimizer_note}",
-              "", _verdict(plan)]
+    kept = (f"  activations kept per layer: {plan.activation_bytes_per_token_per_layer:,.0f} bytes/token "
+            f"({s.checkpointing_mode} checkpointing); LoRA: {plan.lora_parameters:,} {plan.lora_dtype} parameters; "
+            f"optimizer: {plan.optimizer_note}")
+    lines += [f"  transient per phase (GiB): {phases}", kept, "", _verdict(plan)]
     if not plan.fits:
         lines.append(f"  largest micro batch that fits at sequence {s.sequence_len}: "
                      f"{plan.largest_micro_batch if plan.largest_micro_batch else 'none'}")
         lines.append(f"  longest sequence that fits at micro batch {s.micro_batch_size}: "
                      f"{plan.longest_sequence if plan.longest_sequence else 'none'}")
     if plan.time is not None:
-        t, data, b = plan.time, plan.data, plan.batching
-        lines += ["", f"time on {plan.gpus} x {plan.gpu.name}: {t['hours']:.1f} h for {t['total_steps']:,} steps "
-                      f"({t['steps_per_epoch']:,} per epoch x {s.num_epochs:g} epochs"
-                      + (f", max_steps {s.max_steps}" if s.max_steps else "") + ")",
-                  f"  data: {data['kept_rows']:,} rows, {data['tokens']:,} tokens ({data['method']}); "
-                  f"{b['method']}, packing efficiency {b['packing_efficiency']:.1%}",
-                  f"  step: {t['token_slots_per_step']:,} token slots, {t['tflop_per_step']:,.1f} TFLOP "
-                  f"(forward {t['flops_split']['forward']:,.1f}, backward {t['flops_split']['backward']:,.1f}, "
-                  f"recompute {t['flops_split']['recompute']:,.1f}) + {t['dequant_gb_per_step']:,.1f} GB dequantized "
-                  f"= {t['step_s']:.2f} s ({t['token_slots_per_s']:,.0f} token slots/s)",
-                  f"  MFU {t['mfu']:.1%}, calibrated on the report's RG {t['mfu_basis']['points']['rg']['hours']} h "
-                  f"(MFU {t['mfu_basis']['points']['rg']['mfu']:.1%}) and TC {t['mfu_basis']['points']['tc']['hours']} h "
-                  f"(MFU {t['mfu_basis']['points']['tc']['mfu']:.1%}) on one A100-80GB; assumed report data: "
-                  f"RG {t['mfu_basis']['points']['rg']['rows']:,} rows x {t['mfu_basis']['points']['rg']['assumed_mean_tokens']:,} "
-                  f"tokens, TC {t['mfu_basis']['points']['tc']['rows']:,} x {t['mfu_basis']['points']['tc']['assumed_mean_tokens']:,}"]
+        lines += ["", *_time_lines(plan)]
     for note in plan.notes:
         lines.append(f"note: {note}")
     return lines
+
+
+def _time_lines(plan) -> list[str]:
+    s, t, data, b = plan.setup, plan.time, plan.data, plan.batching
+    rg, tc = t["mfu_basis"]["points"]["rg"], t["mfu_basis"]["points"]["tc"]
+    steps = (f"time on {plan.gpus} x {plan.gpu.name}: {t['hours']:.1f} h for {t['total_steps']:,} steps "
+             f"({t['steps_per_epoch']:,} per epoch x {s.num_epochs:g} epochs"
+             + (f", max_steps {s.max_steps}" if s.max_steps else "") + ")")
+    tokens = (f"  data: {data['kept_rows']:,} rows, {data['tokens']:,} tokens ({data['method']}); "
+              f"{b['method']}, packing efficiency {b['packing_efficiency']:.1%}")
+    flops = t["flops_split"]
+    step = (f"  step: {t['token_slots_per_step']:,} token slots, {t['tflop_per_step']:,.1f} TFLOP "
+            f"(forward {flops['forward']:,.1f}, backward {flops['backward']:,.1f}, recompute {flops['recompute']:,.1f})"
+            f" + {t['dequant_gb_per_step']:,.1f} GB dequantized = {t['step_s']:.2f} s "
+            f"({t['token_slots_per_s']:,.0f} token slots/s)")
+    mfu = (f"  MFU {t['mfu']:.1%}, calibrated on the report's RG {rg['hours']} h (MFU {rg['mfu']:.1%}) and TC "
+           f"{tc['hours']} h (MFU {tc['mfu']:.1%}) on one A100-80GB; assumed report data: RG {rg['rows']:,} rows x "
+           f"{rg['assumed_mean_tokens']:,} tokens, TC {tc['rows']:,} x {tc['assumed_mean_tokens']:,}")
+    return [steps, tokens, step, mfu]
 
 
 def inference_lines(plan) -> list[str]:

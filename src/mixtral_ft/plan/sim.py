@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -164,7 +165,7 @@ class FlashAttnMemoryModel(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse, cu_q, cu_k, rng = ctx.saved_tensors
+        q, k, v, _out, _lse, _cu_q, _cu_k, _rng = ctx.saved_tensors
         dout = dout.contiguous()
         total_q, heads, head = q.shape
         total_k, heads_k = k.shape[0], k.shape[1]
@@ -253,7 +254,7 @@ def data_free_ops() -> Iterator[None]:
     import torch.nn.functional as F
 
     try:
-        import transformers.integrations.moe as moe
+        from transformers.integrations import moe
     except ImportError:
         moe = None
     original_gmm = getattr(moe, "_grouped_mm", None)
@@ -307,7 +308,7 @@ class SdpaMemoryModel(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, _out, lse = ctx.saved_tensors
         delta = torch.empty_like(lse)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         del delta
