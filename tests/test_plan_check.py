@@ -66,10 +66,16 @@ def test_inference_refusal_message():
     check_inference_plan(plan, 40.0)
 
 
-def test_train_preflight_skips_the_cpu_profile():
-    from mixtral_ft.plan.check import preflight_training
+def test_preflights_without_cuda_plan_nothing():
+    from mixtral_ft.plan.check import preflight_inference, preflight_training
 
-    assert preflight_training({"base_model": "x"}, "cpu", 1, 1) is None
+    assert preflight_training({"base_model": "x"}, "cpu", 1, 1) is None  # the cpu profile is never checked
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert preflight_training({"base_model": "x"}, "a100-80gb", 1, 1) is None
+    assert preflight_inference("x", adapter=None, load_in_4bit=True, batch_size=8, max_new_tokens=8,
+                               prompt_lengths=[10]) is None
 
 
 def test_probe_prints_planned_beside_measured(warm_cache):  # noqa: F811

@@ -16,7 +16,9 @@ are cached reads JSON only):
   prompt_lengths=None) -> InferencePlan``: weights, KV cache at the longest batch, logits,
   prefill activations, overhead; fits or not; decode tokens/s (memory-bandwidth bound).
 - ``check_training_plan(plan, free_gib)`` / ``check_inference_plan(plan, free_gib)``: raise
-  ``PlanRefused`` (exit 2) with the parts table and the fix when the peak exceeds free memory.
+  ``PlanRefused`` (exit 2) with the parts table and the fix when the peak exceeds free memory;
+  ``preflight_training(...)`` / ``preflight_inference(...)`` do the whole check on a CUDA machine
+  (free memory, plan, refusal) and return None elsewhere.
 - ``GPUS``, ``gpu_by_name``: the GPU table with its sources.
 
 How each number is obtained, the constants and their bounds: docs/planning.md.
@@ -34,6 +36,8 @@ _EXPORTS = {
     "InferencePlan": "mixtral_ft.plan.inference",
     "check_training_plan": "mixtral_ft.plan.check",
     "check_inference_plan": "mixtral_ft.plan.check",
+    "preflight_inference": "mixtral_ft.plan.check",
+    "preflight_training": "mixtral_ft.plan.check",
     "PlanRefused": "mixtral_ft.plan.check",
     "GPUS": "mixtral_ft.plan.gpus",
     "Gpu": "mixtral_ft.plan.gpus",
@@ -53,6 +57,8 @@ __all__ = [
     "load_arch",
     "plan_inference",
     "plan_training",
+    "preflight_inference",
+    "preflight_training",
     "report_calibration",
 ]
 

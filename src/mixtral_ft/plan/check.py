@@ -128,3 +128,25 @@ def planned_vs_measured(plan, measured_peak_gib: float | None, measured_reserved
     return {"planned_allocated_gib": round(allocated, 2), "planned_reserved_gib": round(reserved, 2),
             "error_allocated": err(measured_peak_gib, allocated), "error_reserved": err(measured_reserved_gib, reserved),
             "peak_phase": plan.peak_phase}
+
+
+def preflight_inference(model: str, *, adapter: str | None, load_in_4bit: bool, batch_size: int,
+                        max_new_tokens: int, prompt_lengths: list[int], what: str = "this run"):
+    """``generate``/``judge`` (hf backend) on CUDA: plan for the free memory of device 0 and raise
+    :class:`PlanRefused` when the run does not fit. Returns the plan, or None without CUDA or
+    when the model's config is not on this machine (then the run goes ahead unchecked)."""
+    free = free_gpu_memory_gib(0)
+    if free is None:
+        return None
+    from mixtral_ft.plan.inference import plan_inference
+
+    try:
+        plan = plan_inference(model, free, adapter=adapter, load_in_4bit=load_in_4bit, batch_size=batch_size,
+                              max_new_tokens=max_new_tokens, prompt_lengths=prompt_lengths)
+    except MixftError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("mixft: no memory plan for this run (%s); running without the check", e)
+        return None
+    check_inference_plan(plan, free, what)
+    return plan
