@@ -93,7 +93,8 @@ def test_cli_text_names_every_part_and_the_verdict(warm_cache, capsys):
 
     assert main(["plan", "tc", "--profile", "a100-40gb"]) == 0
     out = capsys.readouterr().out
-    for label in ("weights: experts", "weights: attention", "weights: embeddings + output head", "LoRA parameters",
+    for label in ("weights: experts (nf4)", "weights: attention (nf4)", "weights: embeddings + output head (float32)",
+                  "LoRA parameters",
                   "LoRA gradients", "optimizer state", "activations", "logits and loss", "dequantization buffers",
                   "CUDA context + allocator"):
         assert label in out

@@ -88,6 +88,7 @@ class InferencePlan:
     hours: float | None
     largest_batch_size: int | None = None
     notes: list[str] = field(default_factory=list)
+    weight_dtypes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def peak_gib(self) -> float:
@@ -235,7 +236,8 @@ def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapte
     plan = InferencePlan(gpu=the_gpu, model=str(model), load_in_4bit=load_in_4bit, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, longest_prompt=width, rows=len(prompt_lengths),
                          parts=parts, peak_phase=peak, phases=phases, tokens_per_s=batch / step_s,
-                         decode_step_s=step_s, prefill_s=prefill_s, hours=hours, notes=notes)
+                         decode_step_s=step_s, prefill_s=prefill_s, hours=hours, notes=notes,
+                         weight_dtypes=weights["dtypes"])
     if search and not plan.fits and batch > 1:
         from mixtral_ft.plan.training import _largest
 

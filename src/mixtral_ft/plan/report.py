@@ -17,6 +17,16 @@ def parts_table(parts: dict[str, float], labels: dict[str, str], total_label: st
     return lines
 
 
+def weight_labels(labels: dict[str, str], weights: dict[str, Any]) -> dict[str, str]:
+    """Part labels with the stored dtype of each weight part (``nf4`` for 4-bit)."""
+    out = dict(labels)
+    for part, dtypes in (weights.get("dtypes") or {}).items():
+        key = f"weights_{part}"
+        if key in out:
+            out[key] = f"{out[key]} ({', '.join(dtypes)})"
+    return out
+
+
 def _verdict(plan) -> str:
     if plan.fits:
         return f"fits: {plan.peak_gib:.1f} of {plan.gpu.memory_gib:.1f} GiB, margin {plan.margin_gib:.1f} GiB"
@@ -35,7 +45,7 @@ def training_lines(plan) -> list[str]:
              f"slots; gradient accumulation {s.gradient_accumulation_steps}; checkpointing {s.checkpointing_mode}; "
              f"attention {s.attn_implementation}; optimizer {s.optimizer}")
     lines = [head, shape, "", f"peak GPU memory per device (phase: {plan.peak_phase.replace('_', ' ')}):"]
-    lines += parts_table(plan.parts, PART_LABELS)
+    lines += parts_table(plan.parts, weight_labels(PART_LABELS, plan.weights))
     phases = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in d["phases_gib"].items())
     kept = (f"  activations kept per layer: {plan.activation_bytes_per_token_per_layer:,.0f} bytes/token "
             f"({s.checkpointing_mode} checkpointing); LoRA: {plan.lora_parameters:,} {plan.lora_dtype} parameters; "
@@ -79,7 +89,7 @@ def inference_lines(plan) -> list[str]:
              f"  batch {plan.batch_size} (first batch: longest prompt {plan.longest_prompt:,} tokens) + "
              f"{plan.max_new_tokens} new tokens" + (f"; {plan.rows:,} rows" if plan.rows else ""),
              "", f"peak GPU memory (phase: {plan.peak_phase}):"]
-    lines += parts_table(plan.parts, INFERENCE_PART_LABELS)
+    lines += parts_table(plan.parts, weight_labels(INFERENCE_PART_LABELS, {"dtypes": plan.weight_dtypes}))
     lines += ["", _verdict(plan)]
     if not plan.fits and plan.largest_batch_size:
         lines.append(f"  largest --batch-size that fits: {plan.largest_batch_size}")
