@@ -65,3 +65,20 @@ def test_check_inference_plan_refuses(tiny_mixtral_dir, tmp_path, monkeypatch):
     check_inference_plan(plan, 80.0)
     with pytest.raises(PlanRefused, match="needs .* GiB per GPU by plan, but the GPU has 0.1 GiB free"):
         check_inference_plan(plan, 0.1)
+
+
+def test_request_lengths_equal_the_file_lengths(tiny_mixtral_dir, tc_data_dir, tmp_path, monkeypatch):
+    """What generate/judge would pass to preflight_inference equals what `mixft plan judge` counts."""
+    from mixtral_ft.backends.base import Request
+    from mixtral_ft.plan.prompts import prompt_lengths, request_lengths
+    from mixtral_ft.tc.prompt import render_tc_prompt
+    from mixtral_ft.util.jsonl import read_jsonl
+
+    monkeypatch.setenv("MIXFT_CACHE", str(tmp_path / "cache"))
+    path = tc_data_dir / "test.jsonl"
+    requests = [Request(r["id"], prompt=render_tc_prompt(r["context"], r["question"], r["response"]))
+                for r in read_jsonl(path)]
+    chat = [Request(r.key, messages=({"role": "user", "content": r.prompt},)) for r in requests]
+    model = str(tiny_mixtral_dir)
+    assert request_lengths(requests, model, None) == prompt_lengths("judge", path, model, None, "tc")
+    assert request_lengths(chat, model, None) == prompt_lengths("judge", path, model, None, "chat")

@@ -39,7 +39,7 @@ app = typer.Typer(
 app.add_typer(prepare_cmd.app, name="prepare")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(train_cmd.app, name="train")
-app.add_typer(plan_cmd.app, name="plan")
+plan_cmd.register(app)
 merge_cmd.register(app)
 app.add_typer(models_cmd.app, name="models")
 judge_cmd.register(app)

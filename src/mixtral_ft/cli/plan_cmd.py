@@ -10,6 +10,13 @@ import typer
 app = typer.Typer(help="Peak GPU memory (with its parts) and hours of a run, before a GPU-hour is spent.",
                   no_args_is_help=True)
 
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `plan` group to the root app."""
+    root.add_typer(app, name="plan")
+
+
 GpuOption = typer.Option(None, "--gpu", help="GPU from the table: a100-40gb, a100-80gb, h100-80gb, h200, l40s, "
                          "rtx-4090, a10g (default: the profile's card, else a100-80gb).")
 GpuMemoryOption = typer.Option(None, "--gpu-memory", help="Plan for a GPU with this much memory (GiB) instead.")

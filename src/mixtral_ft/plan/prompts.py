@@ -70,6 +70,13 @@ def prompt_lengths(kind: str, path: Path, model: str, adapter: str | None, promp
     if cached is not None:
         return cached["lengths"], cached["method"]
     texts = _texts(kind, path, prompt_style, template)
+    lengths, method = _lengths(texts, tok_dir)
+    measure._write_cache(key, {"lengths": lengths, "method": method})
+    return lengths, method
+
+
+def _lengths(texts: list[tuple[str | None, list | None]], tok_dir: Path | None) -> tuple[list[int], str]:
+    """Token counts of (raw prompt, chat messages) pairs, as the hf backend tokenizes them."""
     if tok_dir is not None:
         from mixtral_ft.data.lengths import load_tokenizer
 
@@ -79,14 +86,16 @@ def prompt_lengths(kind: str, path: Path, model: str, adapter: str | None, promp
             if raw is not None:
                 lengths.append(len(tok(raw, add_special_tokens=True)["input_ids"]))
             else:
-                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
                 lengths.append(len(tok(text, add_special_tokens=False)["input_ids"]))
-        method = f"tokenizer ({tok_dir})"
-    else:
-        from mixtral_ft.data.lengths import char_estimate_from_count
+        return lengths, f"tokenizer ({tok_dir})"
+    from mixtral_ft.data.lengths import char_estimate_from_count
 
-        lengths = [char_estimate_from_count(len(raw) if raw is not None else sum(len(m["content"]) for m in messages) + 20)
-                   for raw, messages in texts]
-        method = "estimate (4 characters per token)"
-    measure._write_cache(key, {"lengths": lengths, "method": method})
-    return lengths, method
+    return ([char_estimate_from_count(len(raw) if raw is not None else sum(len(m["content"]) for m in messages) + 20)
+             for raw, messages in texts], "estimate (4 characters per token)")
+
+
+def request_lengths(requests, model: str, adapter: str | None) -> tuple[list[int], str]:
+    """Token counts of the runner's ``Request`` objects (``prompt`` or ``messages``), for
+    :func:`mixtral_ft.plan.check.preflight_inference` inside ``generate``/``judge``."""
+    return _lengths([(r.prompt, r.messages) for r in requests], tokenizer_source(model, adapter))
