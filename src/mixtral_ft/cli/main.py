@@ -17,13 +17,14 @@ from mixtral_ft.cli import (
     judge_cmd,
     merge_cmd,
     models_cmd,
+    plan_cmd,
     prepare_cmd,
     report_cmd,
     train_cmd,
 )
 
 # The order of the pipeline, which `mixft --help` lists the commands in (others follow).
-PIPELINE_ORDER = ("prepare", "config", "train", "merge", "models", "generate", "judge", "eval", "report", "demo")
+PIPELINE_ORDER = ("prepare", "config", "plan", "train", "merge", "models", "generate", "judge", "eval", "report", "demo")
 
 
 class _PipelineOrder(TyperGroup):
@@ -52,6 +53,7 @@ for _module in (
     prepare_cmd,
     config_cmd,
     train_cmd,
+    plan_cmd,
     merge_cmd,
     models_cmd,
     generate_cmd,

@@ -37,6 +37,7 @@ def _train(
     main_process_ip: str | None,
     main_process_port: int | None,
     probe: bool = False,
+    skip_plan_check: bool = False,
 ) -> None:
     import shlex
     import time
@@ -60,6 +61,7 @@ def _train(
         overrides=tuple(overrides),
         resume=resume,
         probe=probe,
+        skip_plan_check=skip_plan_check,
         launch=LaunchOptions(
             gpus=gpus,
             num_machines=num_machines,
@@ -124,6 +126,11 @@ def _make(task: str):
             help="Record what took effect (attention, 4-bit experts), "
             "peak memory and tokens/s per step in output/mixft_probe.json; print a summary.",
         ),
+        skip_plan_check: bool = typer.Option(
+            False,
+            "--skip-plan-check",
+            help="Launch even when `mixft plan` says the run needs more GPU memory than is free.",
+        ),
     ) -> None:
         _train(
             task,
@@ -140,6 +147,7 @@ def _make(task: str):
             main_process_ip,
             main_process_port,
             probe,
+            skip_plan_check,
         )
 
     command.__doc__ = _TASK_HELP[task]

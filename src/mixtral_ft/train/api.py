@@ -24,6 +24,7 @@ class TrainRequest:
     launch: LaunchOptions = field(default_factory=LaunchOptions)
     resume: bool = False
     probe: bool = False  # add mixft's probe plugin: what took effect, memory and throughput per step
+    skip_plan_check: bool = False  # launch even when the memory plan says the run does not fit (mixft plan)
 
 
 @dataclass
@@ -145,6 +146,11 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     counts = preflight(req)
     the_plan = plan(req)
     preflight_config(the_plan.config.values)
+    memory_plan = None
+    if not req.skip_plan_check:
+        from mixtral_ft.plan.check import preflight_training
+
+        memory_plan = preflight_training(the_plan.config.values, req.profile, req.launch.gpus, req.launch.world_size)
     paths = RunPaths(req.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
 
@@ -180,6 +186,10 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     attempt["logged_to"] = run_locations(paths.log, log_offset)  # run URLs / offline runs the trackers printed
     summary = read_summary(paths.output)
     probe = _probe_summary(paths.output) if req.probe else None
+    if probe is not None and memory_plan is not None and probe.device == "cuda":
+        from mixtral_ft.plan.check import planned_vs_measured
+
+        probe.planned = planned_vs_measured(memory_plan, probe.peak_gib, probe.peak_reserved_gib)
     attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
     manifest.summary = summary.as_dict()
     manifest.outputs = _adapter_outputs(paths.output)
