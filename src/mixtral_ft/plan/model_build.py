@@ -1,0 +1,177 @@
+"""The real model class of the base model, built without weights, with the loader's decisions.
+
+:func:`build_meta_model` builds ``AutoModelForCausalLM.from_config`` on the meta device (no
+memory, no download) and swaps ``nn.Linear`` for bitsandbytes ``Linear4bit`` with
+transformers' own ``replace_with_bnb_linear`` and ``get_modules_to_not_convert``: the same calls
+``from_pretrained`` makes with a ``BitsAndBytesConfig``. :func:`inventory` lists every tensor the
+loaded model will hold, with its stored bytes under :class:`LoadDecisions`.
+
+:func:`materialize_fake` turns the meta model into one made of ``FakeTensor``s on the CPU (shapes,
+dtypes and storages, no data), quantizing with bitsandbytes' own ops (their fake kernels), so the
+memory simulator (:mod:`mixtral_ft.plan.sim`) runs the real forward and backward on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mixtral_ft.models.quant import is_fused_expert
+from mixtral_ft.plan.arch import ModelArch, to_transformers_config
+from mixtral_ft.plan.loadplan import DTYPE_BYTES, LoadDecisions, nf4_stored_bytes
+
+PARTS = ("experts", "attention", "mlp", "embeddings_head", "other")
+
+
+def part_of(name: str) -> str:
+    """Which part of the model a tensor belongs to (for the plan's table)."""
+    low = name.lower()
+    if "expert" in low:
+        return "experts"
+    if ".self_attn." in low or ".attention." in low or ".attn." in low:
+        return "attention"
+    if any(k in low for k in ("embed_tokens", "lm_head", "wte", "embed_out", "word_embeddings")):
+        return "embeddings_head"
+    if ".mlp." in low or ".feed_forward." in low:
+        if low.endswith(".gate.weight") or ".router" in low:
+            return "other"
+        return "mlp"
+    return "other"
+
+
+@dataclass
+class TensorRecord:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # stored dtype ("nf4" for 4-bit)
+    part: str
+    quantized: bool
+    bytes: int
+    is_buffer: bool = False
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def build_meta_model(arch: ModelArch, decisions: LoadDecisions, overrides: dict[str, Any] | None = None,
+                     attn_implementation: str = "eager"):
+    """The model on the meta device with the loader's ``Linear4bit`` swap applied (imports torch)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = to_transformers_config(arch, overrides)
+    dtype = getattr(torch, decisions.load_dtype)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    if decisions.linear_4bit:
+        from transformers import BitsAndBytesConfig
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+        from transformers.quantizers.base import HfQuantizer
+
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=decisions.spec.quant_type,
+            bnb_4bit_use_double_quant=decisions.spec.double_quant, bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=getattr(torch, decisions.linear_storage),
+            llm_int8_skip_modules=list(decisions.skip_modules) or None,
+        )
+        skip = HfQuantizer.get_modules_to_not_convert(model, bnb.llm_int8_skip_modules, model._keep_in_fp32_modules)
+        model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=bnb)
+        model.is_loaded_in_4bit = True  # what from_pretrained sets; PEFT picks its 4-bit LoRA layer by it
+    return model
+
+
+def _linear4bit_class():
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return None
+    return bnb.nn.Linear4bit
+
+
+def inventory(model, decisions: LoadDecisions) -> list[TensorRecord]:
+    """Every parameter and buffer of a meta model built by :func:`build_meta_model`, as stored."""
+    lin4 = _linear4bit_class()
+    spec = decisions.spec
+    records: list[TensorRecord] = []
+    four_bit_weights: dict[str, tuple[int, int]] = {}
+    for mod_name, module in model.named_modules():
+        if lin4 is not None and isinstance(module, lin4):
+            four_bit_weights[f"{mod_name}.weight"] = (module.out_features, module.in_features)
+    for name, p in model.named_parameters():
+        shape = tuple(p.shape)
+        if name in four_bit_weights:
+            shape = four_bit_weights[name]
+            n = shape[0] * shape[1]
+            nbytes = nf4_stored_bytes(n, spec.blocksize, spec.double_quant, DTYPE_BYTES[decisions.linear_storage])
+            records.append(TensorRecord(name, shape, spec.quant_type, part_of(name), True, nbytes))
+            continue
+        if decisions.experts_4bit and is_fused_expert(name, p.ndim):
+            nbytes = nf4_stored_bytes(p.numel(), spec.blocksize, spec.double_quant, DTYPE_BYTES[decisions.experts_storage])
+            records.append(TensorRecord(name, shape, spec.quant_type, part_of(name), True, nbytes))
+            continue
+        dtype = decisions.stored_dtype(name, _dtype_name(p.dtype))
+        records.append(TensorRecord(name, shape, dtype, part_of(name), False, p.numel() * DTYPE_BYTES[dtype]))
+    for name, b in model.named_buffers():
+        dtype = _dtype_name(b.dtype)
+        records.append(TensorRecord(name, tuple(b.shape), dtype, part_of(name), False,
+                                    b.numel() * b.element_size(), is_buffer=True))
+    return records
+
+
+def materialize_fake(model, decisions: LoadDecisions, fake_mode):
+    """Replace every meta tensor of ``model`` by a CPU ``FakeTensor`` as the loader would store it.
+
+    Linear4bit weights are quantized by ``bitsandbytes.functional.quantize_4bit`` (its fake
+    kernel gives the real packed/absmax shapes) and kept as plain parameters carrying their
+    ``quant_state`` (a ``Params4bit`` cannot wrap a FakeTensor); fused experts go through
+    bitsandbytes' ``replace_parameter_4bit`` exactly as the on-load hooks call it.
+    """
+    import torch
+    import bitsandbytes.functional as bf
+    from bitsandbytes.nn.parametrize import replace_parameter_4bit
+
+    lin4 = _linear4bit_class()
+    spec = decisions.spec
+    bf.quantize_blockwise(torch.ones(NESTED_WARMUP))  # builds the dynamic code map outside fake mode
+    load_dtype = getattr(torch, decisions.load_dtype)
+    with fake_mode:
+        for mod_name, module in list(model.named_modules()):
+            for pname, p in list(module.named_parameters(recurse=False)):
+                full = f"{mod_name}.{pname}" if mod_name else pname
+                if lin4 is not None and isinstance(module, lin4) and pname == "weight":
+                    dense = torch.empty(module.out_features, module.in_features, dtype=load_dtype)
+                    packed, state = bf.quantize_4bit(
+                        dense, blocksize=spec.blocksize, compress_statistics=spec.double_quant,
+                        quant_type=spec.quant_type, quant_storage=getattr(torch, decisions.linear_storage))
+                    new = torch.nn.Parameter(packed, requires_grad=False)
+                    new.quant_state = state
+                    new.quant_type = spec.quant_type
+                    new.blocksize = spec.blocksize
+                    new.compress_statistics = spec.double_quant
+                    new.quant_storage = getattr(torch, decisions.linear_storage)
+                    new.bnb_quantized = True
+                    new.module = module
+                    module._parameters[pname] = new
+                    continue
+                if decisions.experts_4bit and is_fused_expert(full, p.ndim):
+                    module._parameters[pname] = torch.nn.Parameter(torch.empty(p.shape, dtype=load_dtype),
+                                                                   requires_grad=False)
+                    replace_parameter_4bit(module, pname, compress_statistics=spec.double_quant,
+                                           quant_type=spec.quant_type)
+                    continue
+                dtype = getattr(torch, decisions.stored_dtype(full, _dtype_name(p.dtype)))
+                module._parameters[pname] = torch.nn.Parameter(torch.empty(p.shape, dtype=dtype),
+                                                               requires_grad=p.requires_grad)
+                if p.requires_grad:
+                    module._parameters[pname].requires_grad_(True)
+            for bname, b in list(module.named_buffers(recurse=False)):
+                module._buffers[bname] = torch.zeros(b.shape, dtype=b.dtype)
+    for module in model.modules():
+        if lin4 is not None and isinstance(module, lin4):
+            module.compute_dtype = load_dtype
+            module.compute_type_is_set = True
+    return model
+
+
+NESTED_WARMUP = 256

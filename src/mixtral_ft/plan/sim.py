@@ -1,0 +1,258 @@
+"""Run the real forward and backward on tensors without data, and count the bytes they hold.
+
+The model (real class, real PEFT LoRA, real bitsandbytes 4-bit storage; :mod:`model_build`) is
+made of ``FakeTensor``s on the CPU: every op computes shapes, dtypes and storages, not values,
+so a full-width Mixtral layer at 16K tokens costs milliseconds. Two instruments watch it:
+
+- :class:`MemoryTracker`, a ``TorchDispatchMode``, sees every storage an op allocates and, through
+  a weak-reference finalizer, when it is freed: the live bytes and their peak per phase, exactly
+  as the CUDA caching allocator would count "allocated" bytes (no block rounding, no cache);
+- ``torch.autograd.graph.saved_tensors_hooks`` records every tensor autograd saves for backward
+  (deduplicated by storage, parameters excluded): the activations each layer keeps.
+
+CPU autocast (bf16) stands in for the CUDA autocast of a bf16 run: both cast ``linear``/``matmul``
+/``bmm``/attention to bf16, and the ops the two lists treat differently are ones this code already
+runs in float32 (RMSNorm statistics, the router softmax, the loss). Flash-attention kernels cannot
+run on a CPU: :class:`FlashAttnMemoryModel` allocates and saves exactly what flash-attn 2.8's
+``flash_attn_varlen_func`` does (``flash_attn/flash_attn_interface.py``; ``csrc/flash_attn/
+flash_api.cpp`` ``mha_varlen_fwd``/``mha_varlen_bwd``) and is put where transformers' flash path
+calls the kernel, so everything around it (the layout copies, the dtype casts) is the real code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+TAGS = ("activations", "logits", "dequant", "grads")
+
+
+class MemoryTracker(TorchDispatchMode):
+    """Live bytes of every storage created while active, by tag, with the peak per phase."""
+
+    def __init__(self, vocab_size: int, exclude: set[int] | None = None):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.exclude = exclude or set()  # storage keys that exist already (parameters, inputs)
+        self.live: dict[int, tuple[int, str]] = {}
+        self.by_tag: dict[str, int] = defaultdict(int)
+        self.current = 0
+        self.phase = "start"
+        self.peaks: dict[str, dict[str, Any]] = {}
+
+    def _free(self, key: int) -> None:
+        entry = self.live.pop(key, None)
+        if entry is not None:
+            self.current -= entry[0]
+            self.by_tag[entry[1]] -= entry[0]
+
+    def _tag(self, func, t: torch.Tensor) -> str:
+        name = str(func)
+        if "dequantize" in name:
+            return "dequant"
+        if t.dim() and t.shape[-1] == self.vocab_size:
+            return "logits"
+        return "activations"
+
+    def _track(self, func, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key in self.live or key in self.exclude:
+            return
+        n = storage.nbytes()
+        tag = self._tag(func, t)
+        self.live[key] = (n, tag)
+        self.current += n
+        self.by_tag[tag] += n
+        weakref.finalize(storage, self._free, key)
+        peak = self.peaks.get(self.phase)
+        if peak is None or self.current > peak["bytes"]:
+            self.peaks[self.phase] = {"bytes": self.current, "by_tag": dict(self.by_tag)}
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        self.peaks.setdefault(phase, {"bytes": self.current, "by_tag": dict(self.by_tag)})
+
+    def retag(self, keys: set[int], tag: str) -> None:
+        """Re-label live storages (e.g. the LoRA gradients, known only once they exist)."""
+        for key in keys:
+            if key in self.live:
+                n, old = self.live[key]
+                self.live[key] = (n, tag)
+                self.by_tag[old] -= n
+                self.by_tag[tag] += n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tree_map_only(torch.Tensor, lambda t: self._track(func, t), out)
+        return out
+
+
+@dataclass
+class SavedTensors:
+    """Storages autograd saved for backward while recording (parameters excluded)."""
+
+    exclude: set[int]
+    saved: dict[int, int] = field(default_factory=dict)
+
+    def pack(self, t: torch.Tensor):
+        storage = t.untyped_storage()
+        key = storage._cdata
+        if key not in self.exclude and key not in self.saved:
+            self.saved[key] = storage.nbytes()
+        return t
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.saved.values())
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[SavedTensors]:
+        with torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t):
+            yield self
+
+
+def storage_keys(tensors) -> set[int]:
+    return {t.untyped_storage()._cdata for t in tensors}
+
+
+def model_storage_keys(model) -> set[int]:
+    keys = storage_keys(p for p in model.parameters())
+    keys |= storage_keys(b for b in model.buffers())
+    for module in model.modules():
+        for plist in (getattr(module, "parametrizations", None) or {}).values():
+            keys |= storage_keys(plist.parameters())
+        for p in module.parameters(recurse=False):
+            state = getattr(p, "quant_state", None)
+            while state is not None:
+                for attr in ("absmax", "code", "offset"):
+                    t = getattr(state, attr, None)
+                    if isinstance(t, torch.Tensor):
+                        keys.add(t.untyped_storage()._cdata)
+                state = getattr(state, "state2", None)
+    return keys
+
+
+# ----------------------------------------------------------------------------- flash attention
+
+
+def _round_multiple(x: int, m: int) -> int:
+    return (x + m - 1) // m * m
+
+
+class FlashAttnMemoryModel(torch.autograd.Function):
+    """flash-attn 2.8's varlen function, by its allocations: forward allocates ``out`` (like q) and
+    the float32 ``softmax_lse`` (heads x total_q) and saves q, k, v, out, lse, the cu_seqlens and
+    the rng state; backward allocates dq, dk, dv, ``softmax_d`` and ``dq_accum`` (float32) and,
+    for grouped-query attention, dk/dv expanded to all query heads before summing them."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k):
+        out = torch.empty_like(q)
+        lse = torch.empty(q.shape[1], q.shape[0], dtype=torch.float32, device=q.device)
+        rng = torch.empty(2, dtype=torch.int64, device=q.device)
+        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, rng)
+        ctx.batch = cu_q.shape[0] - 1
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, cu_q, cu_k, rng = ctx.saved_tensors
+        dout = dout.contiguous()
+        total_q, heads, head = q.shape
+        total_k, heads_k = k.shape[0], k.shape[1]
+        batch = ctx.batch
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        softmax_d = torch.empty(heads, total_q + 128 * batch, dtype=torch.float32, device=q.device)
+        dq_accum = torch.empty(total_q + 128 * batch, heads, _round_multiple(head, 32) if head <= 192 else 256,
+                               dtype=torch.float32, device=q.device)
+        if heads_k != heads:
+            dk_exp = torch.empty(total_k, heads, head, dtype=q.dtype, device=q.device)
+            dv_exp = torch.empty(total_k, heads, v.shape[2], dtype=q.dtype, device=q.device)
+            dk = dk_exp.reshape(total_k, heads_k, heads // heads_k, head).sum(2).to(q.dtype)
+            dv = dv_exp.reshape(total_k, heads_k, heads // heads_k, v.shape[2]).sum(2).to(q.dtype)
+            del dk_exp, dv_exp
+        del softmax_d, dq_accum
+        return dq, dk, dv, None, None, None, None
+
+
+def _maybe_contiguous(x):
+    return x.contiguous() if x is not None and x.stride(-1) != 1 else x
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                           deterministic=False, return_attn_probs=False, block_table=None):
+    """Signature of flash_attn.flash_attn_varlen_func (transformers introspects it)."""
+    q, k, v = (_maybe_contiguous(x) for x in (q, k, v))
+    return FlashAttnMemoryModel.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    b, s = q.shape[0], q.shape[1]
+    cu = torch.zeros(b + 1, dtype=torch.int32, device=q.device)
+    out = flash_attn_varlen_func(q.reshape(b * s, *q.shape[2:]), k.reshape(b * k.shape[1], *k.shape[2:]),
+                                 v.reshape(b * v.shape[1], *v.shape[2:]), cu, cu, s, k.shape[1])
+    return out.view(b, s, *out.shape[1:])
+
+
+@contextlib.contextmanager
+def flash_attention_model(implementation: str = "flash_attention_2") -> Iterator[None]:
+    """Make transformers' flash path call :class:`FlashAttnMemoryModel` for ``implementation``."""
+    import transformers.modeling_flash_attention_utils as fa
+
+    names = ("_loaded_implementation", "_flash_fn", "_flash_varlen_fn", "_flash_with_kvcache_fn", "_pad_fn",
+             "_unpad_fn", "_process_flash_kwargs_fn")
+    saved = {n: getattr(fa, n, None) for n in names}
+    fa._loaded_implementation = implementation
+    fa._flash_fn = flash_attn_func
+    fa._flash_varlen_fn = flash_attn_varlen_func
+    fa._flash_with_kvcache_fn = None
+    fa._pad_fn = fa._pad_input
+    fa._unpad_fn = fa._unpad_input
+    fa._process_flash_kwargs_fn = fa._lazy_define_process_function(flash_attn_varlen_func)
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            setattr(fa, n, v)
+
+
+@contextlib.contextmanager
+def data_free_ops() -> Iterator[None]:
+    """Ops whose eager kernels read values to size or check their output (``one_hot`` runs
+    ``bincount``-style checks), replaced for the simulation by ones with the same allocations:
+    ``one_hot(x, C)`` is an int64 tensor of ``x.shape + (C,)`` filled by a scatter, and
+    ``bincount(x, minlength=m)`` (the router loss, values below m) an int64 scatter-add."""
+    import torch.nn.functional as F
+
+    original = F.one_hot
+    original_bincount = torch.bincount
+
+    def bincount(x, weights=None, minlength=0):
+        if not minlength:
+            raise ValueError("the planner's bincount needs minlength")
+        src = torch.ones_like(x) if weights is None else weights
+        return torch.zeros(minlength, dtype=src.dtype, device=x.device).scatter_add_(0, x, src)
+
+    def one_hot(x, num_classes=-1):
+        if num_classes < 0:
+            raise ValueError("the planner's one_hot needs num_classes")
+        out = torch.zeros(*x.shape, num_classes, dtype=torch.int64, device=x.device)
+        return out.scatter_(-1, x.unsqueeze(-1), 1)
+
+    F.one_hot = one_hot
+    torch.bincount = bincount
+    try:
+        yield
+    finally:
+        F.one_hot = original
+        torch.bincount = original_bincount

@@ -1,0 +1,110 @@
+"""Step time and hours: FLOPs (recompute included) at a stated, calibrated MFU, plus the
+memory-bound dequantization of 4-bit weights.
+
+FLOPs of one micro batch of ``T`` token slots (``P``: matmul parameters one token goes through,
+experts scaled by top-k / experts, output head apart; ``A``: attention FLOPs):
+
+- forward: ``2*T*(P_layers + P_head) + A_fwd`` with ``A_fwd = 4 * heads * head_dim * sum(len^2)/2``
+  over the packed sequences (causal: half the score matrix; QK^T and AV, two FLOPs per MAC);
+- backward: with frozen base weights (LoRA/QLoRA) only input gradients are computed through the
+  base matmuls: ``2*T*(P_layers + P_head)`` more; a full fine-tune would add the weight gradients
+  (another ``2*T*P``). The LoRA factors' own FLOPs are below 1% and left out. Attention backward
+  is 2.5x its forward (FlashAttention-2 recomputes the scores: 5 matmuls instead of 2);
+- recompute: gradient checkpointing runs each decoder layer's forward again in backward:
+  ``2*T*P_layers + A_fwd``.
+
+Time per micro batch = FLOPs / (peak bf16 TFLOPs * MFU) + dequantization bytes / (bandwidth * 0.7):
+each 4-bit expert tensor is dequantized to bf16 in every forward pass of its layer (once per
+forward, once more per recompute), reading 0.5 and writing 2 bytes per value.
+
+The MFU is one number, calibrated on the reference report's two runs on one A100-80GB (RG 6.5 h,
+TC 14 h, 5 epochs, micro batch 4, packing): :data:`REPORT_RUNS` states the token counts assumed
+for its data, which is not available (2,100 RG training rows; ~4,100 TC rows), and
+:func:`calibrate_mfu` shows the arithmetic. The same MFU is assumed on every GPU of the table:
+newer GPUs usually reach a lower MFU with these kernels, so their hours are optimistic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+BANDWIDTH_EFFICIENCY = 0.7  # fraction of peak memory bandwidth an elementwise dequant kernel reaches
+FLASH_BWD_FACTOR = 2.5
+
+# The reference report's runs (one A100-80GB, 5 epochs, micro batch 4, sample packing, Mixtral-8x7B
+# QLoRA, flash attention, gradient checkpointing). Its data is not public: the row counts are the
+# report's (2,100 RG training rows; 2,100 RG answers + ~2,000 GPT-3.5 answers for TC), the mean
+# lengths are assumptions: RG rows are knowledge-base context + question + answer, "the majority"
+# under 4,096 tokens; TC rows carry the same context and question plus the response, the TC
+# instructions and the verdict JSON (~600 tokens more).
+REPORT_RUNS = {
+    "rg": {"hours": 6.5, "rows": 2100, "mean_tokens": 2000, "sequence_len": 4096, "epochs": 5},
+    "tc": {"hours": 14.0, "rows": 4100, "mean_tokens": 2600, "sequence_len": 8192, "epochs": 5},
+}
+REPORT_GPU = "a100-80gb"
+REPORT_MICRO_BATCH = 4
+REPORT_PACKING_EFFICIENCY = 0.97  # first-fit packing of ~2k-token rows into 16K/32K bins
+
+
+@dataclass
+class StepCost:
+    flops: float
+    dequant_bytes: float
+    parts: dict[str, float]
+
+    def seconds(self, tflops: float, bandwidth_gbs: float, mfu: float) -> float:
+        return self.flops / (tflops * 1e12 * mfu) + self.dequant_bytes / (bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
+
+
+def micro_batch_cost(weights: dict[str, Any], arch_dims: dict[str, int], token_slots: float, attention_pairs: float,
+                     checkpointing: bool, frozen_base: bool = True) -> StepCost:
+    """FLOPs and dequantization bytes of one micro batch (see module docstring).
+
+    ``attention_pairs`` is the sum of squared sequence lengths in the micro batch."""
+    matmul = weights["matmul_params"]
+    experts, top_k = weights["experts"], weights["top_k"]
+    p_layers = matmul["dense"] + matmul["experts"] * top_k / experts
+    p_head = matmul["head"]
+    a_fwd = 4 * arch_dims["heads"] * arch_dims["head_dim"] * attention_pairs / 2 * arch_dims["layers"]
+    fwd = 2 * token_slots * (p_layers + p_head) + a_fwd
+    bwd = 2 * token_slots * (p_layers + p_head) * (1 if frozen_base else 2) + FLASH_BWD_FACTOR * a_fwd
+    rec = (2 * token_slots * p_layers + a_fwd) if checkpointing else 0.0
+    deq_el = weights["dequant_elements"]
+    passes = 2 if checkpointing else 1
+    dequant = 2.5 * (deq_el["experts"] * passes + deq_el["linear"])  # linears: one dequant in backward
+    return StepCost(fwd + bwd + rec, dequant, {"forward": fwd, "backward": bwd, "recompute": rec})
+
+
+def arch_dims(arch) -> dict[str, int]:
+    return {"heads": int(arch.get("num_attention_heads")), "head_dim": arch.head_dim, "layers": arch.num_layers}
+
+
+def report_micro_batches(run: dict[str, Any]) -> tuple[int, float]:
+    """(micro batches per epoch, sum of squared lengths per micro batch) for a report run."""
+    capacity = REPORT_MICRO_BATCH * run["sequence_len"]
+    tokens = run["rows"] * run["mean_tokens"]
+    n = max(1, round(tokens / (capacity * REPORT_PACKING_EFFICIENCY)))
+    pairs = run["rows"] * run["mean_tokens"] ** 2 / n
+    return n, pairs
+
+
+def calibrate_mfu(weights: dict[str, Any], arch, gpus: dict) -> dict[str, Any]:
+    """The MFU that reproduces each report run's hours; the plan uses their mean."""
+    gpu = gpus[REPORT_GPU]
+    dims = arch_dims(arch)
+    points = {}
+    for task, run in REPORT_RUNS.items():
+        n, pairs = report_micro_batches(run)
+        cost = micro_batch_cost(weights, dims, REPORT_MICRO_BATCH * run["sequence_len"], pairs, checkpointing=True)
+        seconds = run["hours"] * 3600 / run["epochs"] / n
+        dequant_s = cost.dequant_bytes / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
+        mfu = cost.flops / ((seconds - dequant_s) * gpu.bf16_tflops * 1e12)
+        points[task] = {"hours": run["hours"], "rows": run["rows"], "assumed_mean_tokens": run["mean_tokens"],
+                        "sequence_len": run["sequence_len"], "epochs": run["epochs"], "micro_batches_per_epoch": n,
+                        "step_s": round(seconds, 2), "tflop_per_step": round(cost.flops / 1e12, 1),
+                        "mfu": round(mfu, 4)}
+    mean = sum(p["mfu"] for p in points.values()) / len(points)
+    return {"mfu": round(mean, 4), "gpu": REPORT_GPU, "points": points,
+            "basis": "the reference report's RG 6.5 h and TC 14 h on one A100-80GB (5 epochs, micro batch 4); "
+                     "its data is not public, so the token counts are assumptions (rows x mean tokens above)"}

@@ -1,0 +1,212 @@
+"""Token counts of a prepared training split, and how Axolotl batches them.
+
+Every row of ``DATA/train.jsonl`` is tokenized as Axolotl 0.19.0 builds it
+(:class:`mixtral_ft.data.lengths.AxolotlInstructionTokenizer`: ``context_qa.load_v2`` for RG, the
+``prompt``/``completion`` type for TC) with the base model's tokenizer when the base model is a
+local directory; otherwise 4 characters per token, labelled as an estimate. Rows longer than
+``sequence_len`` are dropped (``excess_length_strategy: drop``, Axolotl's default) or cut
+(``truncate``).
+
+Batching follows Axolotl's trainer:
+
+- with ``sample_packing`` and an attention that supports packing (flash), one micro batch is one
+  bin of ``micro_batch_size * sequence_len`` tokens (``multipack_real_batches`` false,
+  ``axolotl/core/trainers/base.py`` ~155-164), filled first-fit in the sampler's shuffled order
+  (``pack_group`` in ``axolotl/utils/samplers/multipack.py``; at most 200 rows per bin), last
+  incomplete batch dropped;
+- without packing, ``micro_batch_size`` rows per micro batch, padded to ``sequence_len`` with
+  ``pad_to_sequence_len`` or else to the longest row of the batch.
+
+Counts are cached by the file's SHA-256, the tokenizer and the sequence length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixtral_ft.errors import UsageError
+
+PACK_SEED = 42  # Axolotl's default seed; the shuffled order only moves the bin count by a few
+MAX_ROWS_PER_BIN = 200  # sample_packing_bin_size default (axolotl/utils/schemas/config.py ~706)
+
+
+@dataclass
+class DataTokens:
+    """Per-row token lengths of a training split (after Axolotl's length filter)."""
+
+    path: str
+    rows: int
+    lengths: list[int]
+    dropped: int  # rows longer than sequence_len that Axolotl drops
+    truncated: int
+    method: str  # "tokenizer" or "estimate (4 characters per token)"
+    tokenizer: str | None
+    sequence_len: int
+    trained_tokens: int | None = None  # tokens with a label, when tokenized
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+    def as_dict(self) -> dict[str, Any]:
+        n = len(self.lengths)
+        srt = sorted(self.lengths)
+        return {"path": self.path, "rows": self.rows, "kept_rows": n, "dropped_rows": self.dropped,
+                "truncated_rows": self.truncated, "tokens": self.tokens,
+                "mean_tokens": round(self.tokens / n, 1) if n else 0,
+                "p50_tokens": srt[n // 2] if n else 0, "max_tokens": srt[-1] if n else 0,
+                "method": self.method, "tokenizer": self.tokenizer, "sequence_len": self.sequence_len,
+                "notes": self.notes}
+
+
+def _pairs(task: str, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
+
+    if task == "rg":
+        return [(context_qa_v2_prompt(str(r.get("context", "")), str(r.get("question", ""))),
+                 context_qa_v2_response(str(r.get("answer", "")))) for r in rows]
+    return [(str(r.get("prompt", "")), str(r.get("completion", ""))) for r in rows]
+
+
+def tokenizer_dir(base_model: str) -> Path | None:
+    """The base model's local directory when it holds a tokenizer."""
+    path = Path(str(base_model)).expanduser()
+    if path.is_dir() and any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        return path
+    return None
+
+
+def count_tokens(task: str, data_dir: Path, base_model: str, sequence_len: int,
+                 excess_length_strategy: str = "drop", use_cache: bool = True) -> DataTokens:
+    """Token lengths of ``data_dir/train.jsonl`` as Axolotl will see them."""
+    from mixtral_ft.data.lengths import char_estimate
+    from mixtral_ft.plan import measure
+    from mixtral_ft.util.hashing import sha256_file
+
+    path = Path(data_dir) / "train.jsonl"
+    if not path.exists():
+        raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl")
+    tok_dir = tokenizer_dir(base_model)
+    key = "tokens-" + measure.hashlib.sha256(json.dumps(
+        [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len],
+        sort_keys=True).encode()).hexdigest()[:24]
+    raw = measure._read_cache(key) if use_cache else None
+    if raw is None:
+        from mixtral_ft.util.jsonl import read_jsonl
+
+        rows = list(read_jsonl(path))
+        pairs = _pairs(task, rows)
+        trained = None
+        if tok_dir is not None:
+            from mixtral_ft.data.lengths import AxolotlInstructionTokenizer
+
+            # Tokenize untruncated so over-long rows show their real length.
+            tok = AxolotlInstructionTokenizer(tok_dir, 10**9)
+            lengths, trained = [], 0
+            for i in range(0, len(pairs), 256):
+                for ids, labels in tok.tokenize_batch(pairs[i:i + 256]):
+                    lengths.append(len(ids))
+                    trained += sum(1 for x in labels if x != -100)
+            method = "tokenizer"
+        else:
+            lengths = [char_estimate(p, r) for p, r in pairs]
+            method = "estimate (4 characters per token)"
+        raw = {"lengths": lengths, "method": method, "tokenizer": str(tok_dir) if tok_dir else None,
+               "trained_tokens": trained}
+        measure._write_cache(key, raw)
+    lengths = raw["lengths"]
+    kept, dropped, truncated = [], 0, 0
+    for n in lengths:
+        if n > sequence_len:
+            if excess_length_strategy == "truncate":
+                kept.append(sequence_len)
+                truncated += 1
+            else:
+                dropped += 1
+            continue
+        if n >= 2:  # min_sample_len default 2
+            kept.append(n)
+    notes = []
+    if raw["method"] != "tokenizer":
+        notes.append(f"token counts are an estimate (4 characters per token): {base_model} is not a local "
+                     "directory with a tokenizer")
+    if dropped:
+        notes.append(f"{dropped} row(s) longer than {sequence_len} tokens are dropped by Axolotl")
+    return DataTokens(path=str(path), rows=len(lengths), lengths=kept, dropped=dropped, truncated=truncated,
+                      method=raw["method"], tokenizer=raw["tokenizer"], sequence_len=sequence_len,
+                      trained_tokens=raw.get("trained_tokens"), notes=notes)
+
+
+def pack_first_fit(lengths: list[int], capacity: int, seed: int = PACK_SEED) -> list[list[int]]:
+    """Bins of total length <= ``capacity``: first fit in a seeded shuffled order (Axolotl's
+    ``pack_group`` over a random sampler; at most :data:`MAX_ROWS_PER_BIN` rows per bin)."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    space: list[int] = []
+    bins: list[list[int]] = []
+    # Bins with room for at least the shortest row, scanned in creation order (first fit).
+    for idx in order:
+        size = lengths[idx]
+        for b, free in enumerate(space):
+            if free >= size and len(bins[b]) < MAX_ROWS_PER_BIN:
+                space[b] -= size
+                bins[b].append(size)
+                break
+        else:
+            space.append(capacity - size)
+            bins.append([size])
+    return bins
+
+
+@dataclass
+class Batching:
+    micro_batches_per_epoch: int  # per rank
+    token_slots_per_micro_batch: int  # positions computed, padding included
+    tokens_per_epoch: int  # real tokens
+    sequences_per_micro_batch: float
+    attention_pairs_per_epoch: float  # sum over sequences of len^2 (for attention FLOPs)
+    packing_efficiency: float
+    method: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def batching(data: DataTokens, setup) -> Batching:
+    """How many micro batches one epoch is, and what each one computes."""
+    lengths = data.lengths
+    world = setup.world_size
+    if setup.sample_packing and setup.attention_kind == "flash":
+        capacity = setup.micro_batch_size * setup.sequence_len
+        sample = lengths
+        scale = 1.0
+        if len(lengths) > 20000:  # first fit is quadratic in pure Python: pack a seeded sample, scale up
+            rng = random.Random(PACK_SEED)
+            sample = rng.sample(lengths, 20000)
+            scale = len(lengths) / 20000
+        bins = pack_first_fit(sample, capacity)
+        n_bins = int(len(bins) * scale)
+        per_rank = n_bins // world  # drop_last across ranks
+        used = sum(sample) * scale
+        return Batching(per_rank, capacity, data.tokens, len(lengths) / max(n_bins, 1),
+                        float(sum(x * x for x in lengths)), used / max(n_bins * capacity, 1),
+                        "first-fit packing into micro_batch_size x sequence_len bins"
+                        + (" (a 20,000-row sample, scaled)" if scale != 1.0 else ""))
+    b = setup.micro_batch_size
+    order = list(range(len(lengths)))
+    random.Random(PACK_SEED).shuffle(order)
+    batches = [order[i:i + b] for i in range(0, len(order), b)]
+    if setup.pad_to_sequence_len:
+        slots = b * setup.sequence_len
+    else:
+        slots = int(sum(max(lengths[i] for i in bt) * b for bt in batches) / max(len(batches), 1))
+    per_rank = math.ceil(len(batches) / world)
+    return Batching(per_rank, slots, data.tokens, float(b), float(sum(x * x for x in lengths)),
+                    data.tokens / max(len(batches) * slots, 1),
+                    "padded batches" + (" to sequence_len" if setup.pad_to_sequence_len else " to the longest row"))

@@ -1,0 +1,383 @@
+"""The training plan: peak GPU memory per device with its parts, whether it fits, and the hours.
+
+Peak = persistent state + the largest transient of one training step + a stated overhead:
+
+- persistent: the weights as loaded (:mod:`weights`), the trainable LoRA parameters, their
+  gradients (counted whole for the whole step: with gradient accumulation they live across
+  micro batches) and the optimizer state (:func:`optimizer_bytes`);
+- transient: per phase of the step (forward; output head + loss; decoder layers' recompute and
+  backward), the live bytes of the simulated step (:mod:`measure`) split into activations,
+  logits/loss and dequantization buffers; the peak phase counts;
+- overhead: :data:`CUDA_CONTEXT_GIB` + :data:`ALLOCATOR_RESERVE_GIB` (what the simulator cannot
+  see; docs/planning.md says how each is bounded).
+
+ZeRO-2 (the multi-gpu profile) shards gradients and optimizer state over the ranks and leaves
+every rank a full copy of the frozen weights; ZeRO-3 would shard the weights too, but mixft
+refuses it for Mixtral (issue 10 item 2), so the plan keeps them whole and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mixtral_ft.plan.gpus import GPUS, Gpu, gpu_by_name
+
+GIB = 2**30
+CUDA_CONTEXT_GIB = 0.6  # CUDA context, cuBLAS/cuDNN handles and loaded kernels (see docs/planning.md)
+ALLOCATOR_RESERVE_GIB = 1.0  # caching-allocator rounding and fragmentation at the peak
+BNB_8BIT_BLOCK = 256
+BNB_MIN_8BIT_SIZE = 4096
+
+PART_LABELS = {
+    "weights_experts": "weights: experts",
+    "weights_attention": "weights: attention",
+    "weights_mlp": "weights: dense MLP",
+    "weights_embeddings_head": "weights: embeddings + output head",
+    "weights_other": "weights: other (norms, router)",
+    "lora_params": "LoRA parameters",
+    "lora_grads": "LoRA gradients",
+    "optimizer_state": "optimizer state",
+    "activations": "activations",
+    "logits_loss": "logits and loss",
+    "dequant_buffers": "dequantization buffers",
+    "cuda_overhead": "CUDA context + allocator",
+}
+
+
+def optimizer_bytes(optimizer: str, numels: list[int], param_bytes: int) -> tuple[int, str]:
+    """State bytes of ``optimizer`` for tensors of ``numels`` elements, and how they were counted."""
+    name = optimizer.lower()
+    if "8bit" in name and ("adam" in name or "lion" in name):
+        states = 1 if "lion" in name else 2
+        total = 0
+        for n in numels:
+            if n < BNB_MIN_8BIT_SIZE:
+                total += states * 4 * n
+            else:
+                blocks = -(-n // BNB_8BIT_BLOCK)
+                total += states * (n + 4 * blocks)
+        return total, (f"bitsandbytes 8-bit blockwise: {states} uint8 state(s) + float32 absmax per 256 values "
+                       f"(float32 states below {BNB_MIN_8BIT_SIZE} values)")
+    if "sgd" in name:
+        return 0, "SGD without momentum state"
+    if "lion" in name:
+        return sum(numels) * param_bytes, "Lion: 1 state in the parameter dtype"
+    if "adafactor" in name:
+        return sum(numels) * 4 // 8, "Adafactor: factored second moment (rough: 0.5 byte per value)"
+    return 2 * sum(numels) * param_bytes, "AdamW: 2 states in the parameter dtype"
+
+
+@dataclass
+class TrainingPlan:
+    """``to_dict()`` is the ``--json`` output: ``peak_gib``, ``gpu_memory_gib``, ``fits``, ``parts`` (GiB), ``hours``."""
+
+    gpu: Gpu
+    gpus: int
+    setup: Any
+    arch_name: str
+    arch_source: str
+    parts: dict[str, float]  # bytes
+    peak_phase: str
+    phases: dict[str, float]  # transient bytes per phase at full depth
+    lora_parameters: int
+    lora_dtype: str
+    optimizer_note: str
+    activation_bytes_per_token_per_layer: float
+    saved_bytes_per_layer: float
+    measurement: dict[str, Any]
+    weights: dict[str, Any]
+    largest_micro_batch: int | None = None
+    longest_sequence: int | None = None
+    data: dict[str, Any] | None = None
+    batching: dict[str, Any] | None = None
+    time: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_bytes(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_gib <= self.gpu.memory_gib
+
+    @property
+    def margin_gib(self) -> float:
+        return self.gpu.memory_gib - self.peak_gib
+
+    @property
+    def hours(self) -> float | None:
+        return None if self.time is None else self.time.get("hours")
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.setup
+        return {
+            "kind": "mixft-plan-train",
+            "peak_gib": round(self.peak_gib, 2),
+            "gpu_memory_gib": round(self.gpu.memory_gib, 2),
+            "fits": self.fits,
+            "margin_gib": round(self.margin_gib, 2),
+            "parts": {k: round(v / GIB, 3) for k, v in self.parts.items()},
+            "peak_phase": self.peak_phase,
+            "phases_gib": {k: round(v / GIB, 3) for k, v in self.phases.items()},
+            "hours": None if self.hours is None else round(self.hours, 2),
+            "gpu": self.gpu.as_dict(),
+            "gpus": self.gpus,
+            "model": {"base_model": s.base_model, "source": self.arch_source},
+            "config": {"micro_batch_size": s.micro_batch_size, "sequence_len": s.sequence_len,
+                       "gradient_accumulation_steps": s.gradient_accumulation_steps, "num_epochs": s.num_epochs,
+                       "max_steps": s.max_steps, "adapter": s.adapter, "load_in_4bit": s.load_in_4bit,
+                       "quantize_moe_experts": s.quantize_moe_experts, "optimizer": s.optimizer,
+                       "gradient_checkpointing": s.checkpointing_mode, "attention": s.attn_implementation,
+                       "sample_packing": s.sample_packing, "compute_dtype": s.compute_dtype,
+                       "deepspeed_stage": s.deepspeed_stage},
+            "lora": {"parameters": self.lora_parameters, "dtype": self.lora_dtype},
+            "optimizer_state": self.optimizer_note,
+            "activation_bytes_per_token_per_layer": round(self.activation_bytes_per_token_per_layer, 1),
+            "largest_micro_batch": self.largest_micro_batch,
+            "longest_sequence": self.longest_sequence,
+            "weights": {"total_gib": round(self.weights["total"] / GIB, 3), "tensors": self.weights["tensors"],
+                        "tensors_4bit": self.weights["tensors_4bit"], "dtypes": self.weights["dtypes"]},
+            "data": self.data,
+            "batching": self.batching,
+            "time": self.time,
+            "constants": {"cuda_context_gib": CUDA_CONTEXT_GIB, "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB},
+            "measurement": {"cache_key": self.measurement.get("cache", {}).get("key"),
+                            "measured_now": self.measurement.get("cache", {}).get("measured", []),
+                            "versions": self.measurement.get("versions")},
+            "notes": self.notes,
+        }
+
+
+def _resolve_gpu(gpu: Gpu | str | float | None) -> Gpu:
+    from mixtral_ft.plan.gpus import custom_gpu
+
+    if isinstance(gpu, Gpu):
+        return gpu
+    if isinstance(gpu, (int, float)):
+        return custom_gpu(float(gpu))
+    return gpu_by_name(gpu or "a100-80gb")
+
+
+def _config_values(config) -> dict[str, Any]:
+    values = config if isinstance(config, dict) else getattr(config, "values", None)
+    if not isinstance(values, dict):
+        raise TypeError("config must be a RenderedConfig or a dict of Axolotl keys")
+    return values
+
+
+class _Planner:
+    """Memory arithmetic for one setup; sizes can vary (the micro batch / sequence searches)."""
+
+    def __init__(self, arch, setup, use_cache: bool):
+        from mixtral_ft.plan.loadplan import training_decisions
+        from mixtral_ft.plan.weights import weight_summary
+
+        self.arch, self.setup, self.use_cache = arch, setup, use_cache
+        self.decisions = training_decisions(setup)
+        self.weights = weight_summary(arch, self.decisions, setup.model_config_overrides, use_cache=use_cache)
+        self._sim = None
+        self.measured: dict[str, Any] = {}
+
+    def simulator(self):
+        from mixtral_ft.plan.measure import TrainingSimulator
+
+        if self._sim is None:
+            self._sim = TrainingSimulator(self.arch, self.setup)
+        return self._sim
+
+    def measurement(self, batch: int, seq: int) -> dict[str, Any]:
+        from mixtral_ft.plan.measure import measure_training, size_key
+
+        data = measure_training(self.arch, self.setup, [(batch, seq)], use_cache=self.use_cache,
+                                simulator=self._sim if self._sim is not None else _LazySimulator(self))
+        self.measured = data
+        return data["sizes"][size_key(batch, seq)] | {"_lora": data["lora"]}
+
+    def parts(self, batch: int, seq: int) -> tuple[dict[str, float], str, dict[str, float], dict[str, Any]]:
+        from mixtral_ft.plan.loadplan import DTYPE_BYTES
+        from mixtral_ft.plan.measure import at_depth
+
+        entry = self.measurement(batch, seq)
+        layers = self.arch.num_layers
+        w = self.weights["parts"]
+        parts: dict[str, float] = {f"weights_{k}": float(v) for k, v in w.items() if v}
+        setup = self.setup
+        world = setup.world_size if setup.deepspeed_stage in (1, 2, 3) else 1
+        lora = entry["_lora"]
+        pbytes = DTYPE_BYTES.get(lora["dtype"], 4)
+        numels = _at_depth_list(lora["L1"], lora["L2"], layers)
+        n_lora = sum(numels)
+        parts["lora_params"] = float(n_lora * pbytes)
+        parts["lora_grads"] = float(n_lora * pbytes) / (world if setup.deepspeed_stage in (2, 3) else 1)
+        opt, note = optimizer_bytes(setup.optimizer, numels, pbytes)
+        parts["optimizer_state"] = float(opt) / world
+        phases = at_depth(entry, layers)
+        totals = {ph: sum(v for tag, v in tags.items() if tag != "grads") for ph, tags in phases.items()}
+        peak_phase = max(totals, key=totals.get)
+        tags = phases[peak_phase]
+        parts["activations"] = max(0.0, tags["activations"])
+        parts["logits_loss"] = max(0.0, tags["logits"])
+        parts["dequant_buffers"] = max(0.0, tags["dequant"])
+        parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
+        extra = {"n_lora": n_lora, "lora_dtype": lora["dtype"], "optimizer_note": note, "entry": entry}
+        return parts, peak_phase, totals, extra
+
+    def peak_gib(self, batch: int, seq: int) -> float:
+        return sum(self.parts(batch, seq)[0].values()) / GIB
+
+
+class _LazySimulator:
+    """Builds the fake models only if a size is missing from the cache."""
+
+    def __init__(self, planner: _Planner):
+        self.planner = planner
+
+    def __getattr__(self, name):
+        return getattr(self.planner.simulator(), name)
+
+
+def _at_depth_list(one: list[int], two: list[int], layers: int) -> list[int]:
+    """Tensor sizes at ``layers`` layers: the 1-layer list plus ``layers - 1`` copies of what the second added."""
+    from collections import Counter
+
+    extra = Counter(two) - Counter(one)
+    out = list(one)
+    for n, c in extra.items():
+        out += [n] * c * (layers - 1)
+    return out
+
+
+def _largest(fits, lo: int, hi: int) -> int | None:
+    """Largest x in [lo, hi] with fits(x) (fits is monotone decreasing); None if not even lo."""
+    if not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def plan_training(config, data_dir: str | Path | None = None, gpu: Gpu | str | float | None = "a100-80gb", *,
+                  task: str | None = None, gpus: int = 1, model=None, use_cache: bool = True,
+                  search: bool = True) -> TrainingPlan:
+    """Plan a training run: peak memory per GPU, its parts, fits or not, and (with data) hours.
+
+    ``config``: the rendered Axolotl config (``RenderedConfig`` or its ``values`` dict, e.g. from
+    ``mixtral_ft.axolotl_cfg.render.render``). ``data_dir``: the prepared split (``train.jsonl``);
+    ``None`` skips the hours. ``gpu``: a name of :data:`mixtral_ft.plan.gpus.GPUS`, a ``Gpu`` or a
+    memory size in GiB. ``task``: ``rg``/``tc`` (how rows are tokenized; guessed from the dataset
+    type when omitted). ``gpus``: processes (ZeRO shards gradients and optimizer state over them).
+    ``model``: the architecture instead of the config's ``base_model`` (a model directory, a
+    config.json path, a dict or a ``transformers`` config; dense models work as well as MoE).
+    ``search``: when the plan does not fit, find the largest micro batch and the longest sequence
+    that do (more measurements on a cold cache).
+    """
+    from mixtral_ft.plan.arch import load_arch
+    from mixtral_ft.plan.setup import setup_from_config
+
+    values = _config_values(config)
+    setup = setup_from_config(values, world_size=gpus, on_gpu=True)
+    arch = load_arch(model if model is not None else setup.base_model)
+    the_gpu = _resolve_gpu(gpu)
+    planner = _Planner(arch, setup, use_cache)
+    parts, peak_phase, phases, extra = planner.parts(setup.micro_batch_size, setup.sequence_len)
+    entry = extra["entry"]
+    from mixtral_ft.plan.measure import saved_per_layer
+
+    saved = saved_per_layer(entry)
+    tokens = setup.tokens_per_micro_batch
+    notes = []
+    if setup.deepspeed_stage == 3:
+        notes.append("ZeRO-3 would shard the weights over the GPUs; mixft refuses it for Mixtral, and the plan "
+                     "keeps a full copy of the weights per GPU")
+    if setup.attention_kind == "flash":
+        notes.append("flash attention is simulated by its memory contract (flash-attn 2.8 varlen: saves q, k, v, "
+                     "out and the float32 log-sum-exp; backward adds float32 dq accumulators)")
+    plan = TrainingPlan(
+        gpu=the_gpu, gpus=gpus, setup=setup, arch_name=arch.name, arch_source=arch.source, parts=parts,
+        peak_phase=peak_phase, phases=phases, lora_parameters=extra["n_lora"], lora_dtype=extra["lora_dtype"],
+        optimizer_note=extra["optimizer_note"],
+        activation_bytes_per_token_per_layer=saved["bytes"] / tokens if tokens else 0.0,
+        saved_bytes_per_layer=saved["bytes"], measurement=planner.measured, weights=planner.weights, notes=notes,
+    )
+    if search and not plan.fits:
+        limit = the_gpu.memory_gib
+        plan.largest_micro_batch = _largest(lambda b: planner.peak_gib(b, setup.sequence_len) <= limit,
+                                            1, max(1, setup.micro_batch_size - 1))
+        step = 256
+        best = _largest(lambda k: planner.peak_gib(setup.micro_batch_size, k * step) <= limit,
+                        1, max(1, (setup.sequence_len - 1) // step))
+        plan.longest_sequence = best * step if best else None
+    if data_dir is not None:
+        _add_time(plan, arch, setup, Path(data_dir), task or _guess_task(values), planner.weights)
+    return plan
+
+
+def _guess_task(values: dict[str, Any]) -> str:
+    ds = (values.get("datasets") or [{}])[0]
+    return "rg" if isinstance(ds, dict) and ds.get("type") == "context_qa.load_v2" else "tc"
+
+
+def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weights: dict[str, Any]) -> None:
+    from mixtral_ft.plan.timing import arch_dims, micro_batch_cost
+    from mixtral_ft.plan.tokens import batching, count_tokens
+
+    data = count_tokens(task, data_dir, setup.base_model, setup.sequence_len, setup.excess_length_strategy)
+    b = batching(data, setup)
+    calib = report_calibration()
+    mfu = calib["mfu"]
+    pairs_per_micro = b.attention_pairs_per_epoch / max(b.micro_batches_per_epoch * setup.world_size, 1)
+    cost = micro_batch_cost(weights, arch_dims(arch), b.token_slots_per_micro_batch, pairs_per_micro,
+                            checkpointing=setup.checkpointing_mode != "none", frozen_base=bool(setup.adapter))
+    micro_s = cost.seconds(plan.gpu.bf16_tflops, plan.gpu.bandwidth_gbs, mfu)
+    accum = setup.gradient_accumulation_steps
+    steps_per_epoch = b.micro_batches_per_epoch // accum
+    if setup.max_steps:
+        total_steps = setup.max_steps
+    else:
+        total_steps = int(steps_per_epoch * setup.num_epochs)
+    step_s = micro_s * accum
+    hours = total_steps * step_s / 3600
+    tokens_per_step = b.token_slots_per_micro_batch * accum * setup.world_size
+    plan.data = data.as_dict()
+    plan.batching = b.as_dict()
+    plan.time = {
+        "hours": hours,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "step_s": round(step_s, 3),
+        "token_slots_per_step": tokens_per_step,
+        "token_slots_per_s": round(tokens_per_step / step_s, 1) if step_s else None,
+        "tflop_per_step": round(cost.flops * accum / 1e12, 2),
+        "flops_split": {k: round(v * accum / 1e12, 2) for k, v in cost.parts.items()},
+        "dequant_gb_per_step": round(cost.dequant_bytes * accum / 1e9, 1),
+        "mfu": mfu,
+        "mfu_basis": calib,
+    }
+    if steps_per_epoch == 0:
+        plan.notes.append("the training split fills less than one optimizer step: Axolotl would train nothing")
+    plan.notes += data.notes
+
+
+def report_calibration(use_cache: bool = True) -> dict[str, Any]:
+    """The MFU calibrated on the reference report (Mixtral-8x7B QLoRA, the shipped RG config's settings)."""
+    from mixtral_ft.plan.arch import load_arch
+    from mixtral_ft.plan.loadplan import training_decisions
+    from mixtral_ft.plan.setup import TrainSetup
+    from mixtral_ft.plan.timing import calibrate_mfu
+    from mixtral_ft.plan.weights import weight_summary
+
+    arch = load_arch("mistralai/Mixtral-8x7B-Instruct-v0.1")
+    setup = TrainSetup(base_model=arch.name, adapter="qlora", load_in_4bit=True, quantize_moe_experts=True)
+    weights = weight_summary(arch, training_decisions(setup), {}, use_cache=use_cache)
+    return calibrate_mfu(weights, arch, GPUS)
