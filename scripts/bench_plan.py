@@ -223,3 +223,228 @@ def write_model_configs(models: dict[str, Any], directory: Path) -> dict[str, Pa
         path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         paths[name] = path
     return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# planning and comparing
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One point: what was measured, what the plan says, and how they compare."""
+
+    id: str
+    source: str
+    url: str
+    kind: str
+    fully_known: bool
+    reference: bool
+    model: str
+    tokens: int
+    gpu: str | None
+    gpu_memory_gib: float | None
+    measured_gib: float | None
+    metric: str | None
+    measured_fits: bool | None
+    planned_gib: float | None = None
+    planned_fits: bool | None = None
+    parts_gib: dict[str, float] = field(default_factory=dict)
+    peak_phase: str | None = None
+    not_planned: str | None = None  # why the planner was not asked (a setting mixft does not run)
+    planner_error: str | None = None  # the planner failed on a point it should plan
+
+    @property
+    def error_pct(self) -> float | None:
+        if self.measured_gib is None or self.planned_gib is None:
+            return None
+        return 100.0 * (self.planned_gib - self.measured_gib) / self.measured_gib
+
+    @property
+    def verdict(self) -> str:
+        """``right``/``wrong`` when the source says whether it fit on a named card; ``n/a`` otherwise."""
+        if self.measured_fits is None or self.planned_fits is None:
+            return "n/a"
+        return "right" if self.measured_fits == self.planned_fits else "wrong"
+
+    @property
+    def in_median(self) -> bool:
+        """Counted in the headline error: a fully known measured peak that was planned."""
+        return self.fully_known and self.kind == "measured" and self.error_pct is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
+                   in_median=self.in_median)
+        return out
+
+
+def new_row(point: dict[str, Any], models: dict[str, Any]) -> Row:
+    m = point["measured"]
+    return Row(id=point["id"], source=point["source"]["title"], url=point["source"]["url"], kind=point["kind"],
+               fully_known=point["fully_known"], reference=bool(point.get("reference")), model=point["model"],
+               tokens=int(point["train"]["tokens_per_micro_batch"]), gpu=m.get("gpu"),
+               gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
+               measured_fits=m.get("fits"))
+
+
+def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True):
+    """The planner's TrainingPlan for one point (on the card the source used; 80 GiB when it names none)."""
+    from mixtral_ft.plan.training import plan_training
+
+    gpu = point["measured"].get("gpu_memory_gib") or 80.0
+    return plan_training(axolotl_config(point, config_json), gpu=float(gpu), gpus=world_size(point),
+                         use_cache=use_cache, search=False)
+
+
+def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True,
+               say=lambda msg: None) -> list[Row]:
+    """Plan every point (or those in ``only``); a point the planner fails on is a row with the error."""
+    from mixtral_ft.errors import MixftError
+
+    configs = write_model_configs(data["models"], work / "models")
+    rows = []
+    points = [p for p in data["points"] if not only or p["id"] in only]
+    for i, point in enumerate(points, 1):
+        row = new_row(point, data["models"])
+        kind = point["train"]["parallel"]["kind"]
+        if kind in NOT_PLANNED_PARALLEL:
+            row.not_planned = PARALLEL[kind]
+        else:
+            say(f"[{i}/{len(points)}] {point['id']}")
+            try:
+                plan = plan_point(point, configs[point["model"]], use_cache=use_cache)
+            except MixftError as exc:
+                row.planner_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a planner bug is a row of the table and makes the bench exit 1
+                row.planner_error = f"{type(exc).__name__}: {exc}"
+            else:
+                row.planned_gib = plan.peak_gib
+                row.planned_fits = plan.fits if row.gpu_memory_gib is not None else None
+                row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
+                row.peak_phase = plan.peak_phase
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[Row]) -> dict[str, Any]:
+    """The headline numbers, each with what it was computed over."""
+    median_rows = [r for r in rows if r.in_median]
+    errors = [abs(r.error_pct) for r in median_rows]
+    verdicts = [r for r in rows if r.verdict != "n/a"]
+    wrong = [r.id for r in verdicts if r.verdict == "wrong"]
+    signed = [r.error_pct for r in median_rows]
+    return {
+        "points": len(rows),
+        "planned": sum(r.planned_gib is not None for r in rows),
+        "not_planned": {r.id: r.not_planned for r in rows if r.not_planned},
+        "planner_errors": {r.id: r.planner_error for r in rows if r.planner_error},
+        "fully_known_measured": len(median_rows),
+        "median_abs_error_pct": round(statistics.median(errors), 1) if errors else None,
+        "median_signed_error_pct": round(statistics.median(signed), 1) if signed else None,
+        "max_abs_error_pct": round(max(errors), 1) if errors else None,
+        "within_target": sum(e <= TARGET_ERROR_PCT for e in errors),
+        "target_error_pct": TARGET_ERROR_PCT,
+        "verdicts": len(verdicts),
+        "verdicts_right": len(verdicts) - len(wrong),
+        "verdicts_wrong": wrong,
+        "targets_met": bool(errors) and all(e <= TARGET_ERROR_PCT for e in errors) and not wrong,
+    }
+
+
+def _fmt(x: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}{suffix}"
+
+
+def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
+    lines = [
+        "| point | kind | known | tokens | measured GiB | planned GiB | error | GPU GiB | fits (source / plan) | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        planned = _fmt(r.planned_gib, 2) if r.planned_gib is not None else (
+            "not planned" if r.not_planned else "planner error")
+        fits = "–" if r.measured_fits is None else ("fits" if r.measured_fits else "OOM")
+        pfits = "–" if r.planned_fits is None else ("fits" if r.planned_fits else "OOM")
+        name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
+        lines.append(f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
+                     f"| {r.tokens:,} | {_fmt(r.measured_gib, 2)} | {planned} | {_fmt(r.error_pct, 1, '%')} "
+                     f"| {_fmt(r.gpu_memory_gib, 1)} | {fits} / {pfits} | {r.verdict} |")
+    s = summary
+    lines += [
+        "",
+        f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
+        f"{_fmt(s['median_abs_error_pct'], 1, '%')} (signed median {_fmt(s['median_signed_error_pct'], 1, '%')}, "
+        f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); within {s['target_error_pct']:g}%: "
+        f"{s['within_target']} of {s['fully_known_measured']}.",
+        f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
+        f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}.",
+        f"- Not planned: {', '.join(f'{k} ({v})' for k, v in s['not_planned'].items()) or 'none'}.",
+        f"- Planner errors: {', '.join(s['planner_errors']) or 'none'}.",
+        f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
+        f"{'met' if s['targets_met'] else 'not met'}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--points", type=Path, default=POINTS, help="the points file (default scripts/plan_points.yaml)")
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-plan", help="where results.* and manifest.json go")
+    ap.add_argument("--only", default="", help="comma-separated point ids to plan (default: all)")
+    ap.add_argument("--no-cache", action="store_true", help="re-measure every architecture instead of using the plan cache")
+    ap.add_argument("--check", action="store_true", help="only check the points file and print a summary of it")
+    args = ap.parse_args(argv)
+
+    try:
+        data = load_points(args.points)
+    except PointsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    points = data["points"]
+    if args.check:
+        kinds = {k: sum(p["kind"] == k for p in points) for k in KINDS}
+        print(f"{args.points}: {len(points)} points ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
+              f"{sum(p['fully_known'] for p in points)} fully known, {len(data['models'])} models")
+        return 0
+    only = {x for x in args.only.split(",") if x}
+    unknown = only - {p["id"] for p in points}
+    if unknown:
+        ap.error(f"unknown point id(s): {', '.join(sorted(unknown))}")
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mixtral_ft.util.atomic import atomic_write_text
+    from mixtral_ft.util.hashing import sha256_file
+    from mixtral_ft.util.provenance import command_line, environment, now_iso, set_command_line, write_manifest
+
+    set_command_line([sys.executable, *sys.argv] if argv is None else ["bench_plan.py", *argv])
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = now_iso()
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        rows = run_points(data, Path(tmp), only=only or None, use_cache=not args.no_cache,
+                          say=lambda msg: print(msg, file=sys.stderr, flush=True))
+    summary = summarize(rows)
+    table = render_markdown(rows, summary)
+    from mixtral_ft.plan.measure import METHOD_VERSION, cache_dir
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    record = {
+        "kind": "mixft-bench-plan", "started_at": started, "ended_at": now_iso(), "command": command_line(),
+        "points_file": {"path": str(args.points), "sha256": sha256_file(args.points)},
+        "options": {"only": sorted(only), "use_cache": not args.no_cache},
+        "planner": {"method_version": METHOD_VERSION, "cache_dir": str(cache_dir()),
+                    "cuda_context_gib": CUDA_CONTEXT_GIB, "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB},
+        "environment": environment(),
+        "summary": summary,
+        "rows": [r.as_dict() for r in rows],
+    }
+    atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "results.md", table)
+    write_manifest(out / "manifest.json", {k: record[k] for k in ("kind", "started_at", "ended_at", "command", "points_file",
+                                                                   "options", "planner", "environment")})
+    print(table)
+    return 1 if summary["planner_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
