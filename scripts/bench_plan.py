@@ -128,6 +128,12 @@ def validate(data: Any) -> list[str]:
         for key in assumed:
             if key not in train:
                 problems.append(f"{where}: assumed: {key!r} is not a key of train")
+        plan_as = point.get("plan_as")
+        if plan_as is not None and not isinstance(plan_as, dict):
+            problems.append(f"{where}: plan_as: a mapping of Axolotl keys laid over train")
+        elif plan_as and set(plan_as) & set(EXTRA_TRAIN_KEYS):
+            problems.append(f"{where}: plan_as: changes {', '.join(sorted(set(plan_as) & set(EXTRA_TRAIN_KEYS)))},"
+                            " which are the source's facts")
     return problems
 
 
@@ -202,8 +208,14 @@ def load_points(path: Path = POINTS) -> dict[str, Any]:
 
 
 def axolotl_config(point: dict[str, Any], config_json: Path) -> dict[str, Any]:
-    """The point's ``train`` block as the Axolotl config the planner reads (``base_model`` = the config file)."""
+    """The Axolotl config the planner reads: ``train`` with ``plan_as`` laid over it (a null removes a key),
+    without the file's own keys, and ``base_model`` = the model's config.json."""
     cfg = {k: v for k, v in point["train"].items() if k not in EXTRA_TRAIN_KEYS}
+    for key, value in (point.get("plan_as") or {}).items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
     cfg["base_model"] = str(config_json)
     return cfg
 
