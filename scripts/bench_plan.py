@@ -338,11 +338,44 @@ def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, u
     return rows
 
 
+SHIPPED = (("a100-80gb", "reference-mixtral-rg-a100-80"), ("a100-40gb", "reference-mixtral-rg-a100-40-claim"))
+
+
+def shipped_rows(data: dict[str, Any], use_cache: bool = True, say=lambda msg: None) -> list[Row]:
+    """mixft's own RG config on the report's cards, beside the report's numbers.
+
+    The report's run most likely trained LoRA on the experts too (its points say why); mixft's shipped
+    RG config trains attention only. These rows plan the shipped config (``render`` of configs/rg.yml +
+    the profile) on the same card and compare it with the same published number; they are not in the median.
+    """
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+    from mixtral_ft.plan.training import plan_training
+
+    by_id = {p["id"]: p for p in data["points"]}
+    rows = []
+    for profile, ref_id in SHIPPED:
+        ref = by_id[ref_id]
+        say(f"[shipped] rg --profile {profile}")
+        values = render(RenderRequest(task="rg", data_dir=Path("data-dir"), profile=profile,
+                                      run_dir=Path("run-dir"))).values
+        m = ref["measured"]
+        row = Row(id=f"mixft-rg-{profile}", source=f"mixft configs/rg.yml + profile {profile}, against {ref_id}",
+                  url=ref["source"]["url"], kind="shipped", fully_known=False, reference=True, model=ref["model"],
+                  tokens=int(values["micro_batch_size"]) * int(values["sequence_len"]), gpu=m.get("gpu"),
+                  gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
+                  measured_fits=m.get("fits"))
+        plan = plan_training(values, gpu=float(m["gpu_memory_gib"]), use_cache=use_cache, search=False)
+        row.planned_gib, row.planned_fits, row.peak_phase = plan.peak_gib, plan.fits, plan.peak_phase
+        row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
+        rows.append(row)
+    return rows
+
+
 def summarize(rows: list[Row]) -> dict[str, Any]:
     """The headline numbers, each with what it was computed over."""
     median_rows = [r for r in rows if r.in_median]
     errors = [abs(r.error_pct) for r in median_rows]
-    verdicts = [r for r in rows if r.verdict != "n/a"]
+    verdicts = [r for r in rows if r.verdict != "n/a" and r.kind != "shipped"]
     wrong = [r.id for r in verdicts if r.verdict == "wrong"]
     signed = [r.error_pct for r in median_rows]
     return {
@@ -405,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated point ids to plan (default: all)")
     ap.add_argument("--no-cache", action="store_true", help="re-measure every architecture instead of using the plan cache")
     ap.add_argument("--check", action="store_true", help="only check the points file and print a summary of it")
+    # --only leaves out the two rows of mixft's shipped RG config (they need no point; see shipped_rows)
     args = ap.parse_args(argv)
 
     try:
@@ -433,8 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = now_iso()
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
-        rows = run_points(data, Path(tmp), only=only or None, use_cache=not args.no_cache,
-                          say=lambda msg: print(msg, file=sys.stderr, flush=True))
+        say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+        rows = run_points(data, Path(tmp), only=only or None, use_cache=not args.no_cache, say=say)
+    if not only:
+        rows += shipped_rows(data, use_cache=not args.no_cache, say=say)
     summary = summarize(rows)
     table = render_markdown(rows, summary)
     from mixtral_ft.plan.measure import METHOD_VERSION, cache_dir
