@@ -128,6 +128,39 @@ def test_model_configs_are_written_for_the_planner(tmp_path, raw):
     assert _bench().world_size(point) == 2
 
 
+def _row(**kw):
+    base = dict(id="p", source="s", url="https://x", kind="measured", fully_known=True, reference=False, model="m",
+                tokens=1024, gpu="g", gpu_memory_gib=24.0, measured_gib=20.0, metric="max_memory_reserved",
+                measured_fits=True)
+    base.update(kw)
+    return _bench().Row(**base)
+
+
+def test_rows_compare_peak_and_verdict():
+    r = _row(planned_gib=23.0, planned_fits=True)
+    assert r.error_pct == pytest.approx(15.0) and r.verdict == "right" and r.in_median
+    assert _row(planned_gib=25.0, planned_fits=False).verdict == "wrong"
+    assert _row(measured_fits=None, planned_gib=21.0, planned_fits=True).verdict == "n/a"
+    assert not _row(kind="claim", planned_gib=21.0).in_median
+    assert not _row(fully_known=False, planned_gib=21.0).in_median
+    assert _row(planned_gib=None, not_planned="FSDP").error_pct is None
+
+
+def test_summary_takes_the_median_over_fully_known_measured_points_only():
+    rows = [_row(id="a", planned_gib=22.0, planned_fits=True),   # +10%
+            _row(id="b", planned_gib=16.0, planned_fits=True),   # -20%
+            _row(id="c", planned_gib=21.0, planned_fits=True),   # +5%
+            _row(id="d", kind="claim", planned_gib=60.0, planned_fits=False),  # wrong verdict, not in the median
+            _row(id="e", planned_gib=None, not_planned="FSDP")]
+    s = _bench().summarize(rows)
+    assert s["fully_known_measured"] == 3 and s["median_abs_error_pct"] == 10.0
+    assert s["within_target"] == 2 and s["verdicts_wrong"] == ["d"] and not s["targets_met"]
+    assert s["not_planned"] == {"e": "FSDP"}
+    assert _bench().summarize(rows[:1] + rows[2:3])["targets_met"]
+    table = _bench().render_markdown(rows, s)
+    assert "median absolute error 10.0%" in table and "not planned" in table and "| [d](https://x) | claim |" in table
+
+
 @pytest.mark.slow
 def test_model_configs_build_the_real_classes_with_the_recorded_size(raw):
     torch = pytest.importorskip("torch")
@@ -140,3 +173,34 @@ def test_model_configs_build_the_real_classes_with_the_recorded_size(raw):
             built = AutoModelForCausalLM.from_config(config)
         billions = sum(p.numel() for p in built.parameters()) / 1e9
         assert billions == pytest.approx(model["params_b"], abs=0.001), name
+
+
+@pytest.mark.slow
+def test_bench_plan_runs_end_to_end_on_two_points(tmp_path):
+    """The script plans two published points from a cold cache and writes the table, results and manifest."""
+    import json
+    import os
+    import subprocess
+
+    ids = "axolotl-openllama3b-qlora,fsdp-qlora-llama2-7b-qlora-ddp-bs8"
+    env = dict(os.environ, MIXFT_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_plan.py"), "--only", ids,
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = {r["id"]: r for r in results["rows"]}
+    assert set(rows) == set(ids.split(","))
+    for r in rows.values():
+        assert r["planned_gib"] > 0 and r["planner_error"] is None
+        assert r["parts_gib"]["activations"] > 0 and r["parts_gib"]["lora_params"] > 0
+        assert r["error_pct"] == pytest.approx(100 * (r["planned_gib"] - r["measured_gib"]) / r["measured_gib"], abs=0.05)
+    fsdp = rows["fsdp-qlora-llama2-7b-qlora-ddp-bs8"]
+    assert fsdp["verdict"] in ("right", "wrong") and fsdp["in_median"]
+    assert rows["axolotl-openllama3b-qlora"]["verdict"] == "n/a"  # the source names no card
+    summary = results["summary"]
+    assert summary["fully_known_measured"] == 2 and summary["median_abs_error_pct"] is not None
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| point | kind |" in table and "median absolute error" in table
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["points_file"]["sha256"] and manifest["environment"]["packages"]
+    assert "--only" in manifest["command"]
