@@ -220,8 +220,11 @@ def _unknown(key: str, choices: frozenset[str], what: str) -> str:
     return f"unknown {what} '{key}' (Axolotl would silently ignore it).{hint}"
 
 
-def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
-    """Merge the layers for ``req``; raise ``ConfigError`` listing every problem found."""
+def render(req: RenderRequest, cfg_dir: Path | None = None, keys=None) -> RenderedConfig:
+    """Merge the layers for ``req``; raise ``ConfigError`` listing every problem found.
+
+    ``keys``: the known Axolotl keys to check against (default: the installed schema, which
+    imports Axolotl; ``mixft plan`` passes the checked-in snapshot to stay fast)."""
     cfg_dir = cfg_dir or configs_dir()
     if req.task not in TASKS:
         raise UsageError(suggest(req.task, TASKS, "task"))
@@ -251,7 +254,7 @@ def render(req: RenderRequest, cfg_dir: Path | None = None) -> RenderedConfig:
         "configs_dir": str(cfg_dir.resolve()),
     }
     values = _substitute(values, variables, "", errors)
-    errors += check_keys(values)
+    errors += check_keys(values, keys)
     if errors:
         raise ConfigError(errors)
     return RenderedConfig(values=values, sources=sources)

@@ -16,6 +16,7 @@ from mixtral_ft.cli import (
     judge_cmd,
     merge_cmd,
     models_cmd,
+    plan_cmd,
     prepare_cmd,
     report_cmd,
     train_cmd,
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(prepare_cmd.app, name="prepare")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(train_cmd.app, name="train")
+app.add_typer(plan_cmd.app, name="plan")
 merge_cmd.register(app)
 app.add_typer(models_cmd.app, name="models")
 judge_cmd.register(app)

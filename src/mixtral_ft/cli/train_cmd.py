@@ -17,7 +17,8 @@ _TASK_HELP = {
 
 def _train(task: str, data: Path, profile: str, base_model: Optional[str], overrides: list[str], gpus: int,
            run_dir: Optional[Path], dry_run: bool, resume: bool, num_machines: int, machine_rank: int,
-           main_process_ip: Optional[str], main_process_port: Optional[int], probe: bool = False) -> None:
+           main_process_ip: Optional[str], main_process_port: Optional[int], probe: bool = False,
+           skip_plan_check: bool = False) -> None:
     import shlex
     import time
 
@@ -33,7 +34,7 @@ def _train(task: str, data: Path, profile: str, base_model: Optional[str], overr
         run_dir = Path("runs") / f"{task}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     req = TrainRequest(
         task=task, data_dir=data, profile=profile, run_dir=run_dir, base_model=base_model,
-        overrides=tuple(overrides), resume=resume, probe=probe,
+        overrides=tuple(overrides), resume=resume, probe=probe, skip_plan_check=skip_plan_check,
         launch=LaunchOptions(gpus=gpus, num_machines=num_machines, machine_rank=machine_rank,
                              main_process_ip=main_process_ip, main_process_port=main_process_port),
     )
@@ -77,9 +78,11 @@ def _make(task: str):
         main_process_port: Optional[int] = typer.Option(None, "--main-process-port", help="Multi-node: port of rank 0."),
         probe: bool = typer.Option(False, "--probe", help="Record what took effect (attention, 4-bit experts), "
                                    "peak memory and tokens/s per step in output/mixft_probe.json; print a summary."),
+        skip_plan_check: bool = typer.Option(False, "--skip-plan-check", help="Launch even when `mixft plan` says the "
+                                             "run needs more GPU memory than is free."),
     ) -> None:
         _train(task, data, profile, base_model, overrides, gpus, run_dir, dry_run, resume,
-               num_machines, machine_rank, main_process_ip, main_process_port, probe)
+               num_machines, machine_rank, main_process_ip, main_process_port, probe, skip_plan_check)
 
     command.__doc__ = _TASK_HELP[task]
     return command

@@ -21,9 +21,11 @@ module's :data:`METHOD_VERSION`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +79,40 @@ def _write_cache(key: str, data: dict[str, Any]) -> None:
         pass  # a read-only cache only costs the next plan the measurement again
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the libraries' warnings while measuring (import chatter, the flash-attn dtype cast,
+    use_cache vs checkpointing): the plan states its own assumptions."""
+    import logging
+    import warnings
+
+    names = ("torch", "torchao", "bitsandbytes", "transformers", "peft", "accelerate")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        hf_logging = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, lvl in levels.items():
+            logging.getLogger(n).setLevel(lvl)
+        if hf_logging is not None:
+            hf_logging.set_verbosity(hf_level)
+
+
 def training_settings(setup) -> dict[str, Any]:
     """The settings of a :class:`TrainSetup` that change what one step holds (not its sizes)."""
     keep = ("adapter", "load_in_4bit", "load_in_8bit", "quantize_moe_experts", "lora", "compute_dtype",
             "mixed_precision", "embeddings_skip_upcast", "gradient_checkpointing", "use_reentrant",
-            "attn_implementation", "experts_implementation", "model_config_overrides", "deepspeed_stage",
-            "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel")
+            "attn_implementation", "experts_implementation", "model_config_overrides")
     d = setup.as_dict()
     return {k: d[k] for k in keep}
 
@@ -104,13 +134,16 @@ def _lora_targets(model, lora) -> list[str]:
     return sorted(names)
 
 
-def build_training_model(arch: ModelArch, setup, layers: int):
-    """The fake full-width model of ``setup`` with ``layers`` decoder layers, ready to train."""
+def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True):
+    """The full-width model of ``setup`` with ``layers`` decoder layers, ready to train: FakeTensors,
+    or with ``fake=False`` real tensors (for the tests that check the simulation against a real step)."""
+    import contextlib
+
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from mixtral_ft.plan.loadplan import training_decisions
-    from mixtral_ft.plan.model_build import build_meta_model, materialize_fake
+    from mixtral_ft.plan.model_build import build_meta_model, materialize
 
     decisions = training_decisions(setup)
     overrides = dict(setup.model_config_overrides)
@@ -131,7 +164,7 @@ def build_training_model(arch: ModelArch, setup, layers: int):
     if setup.lora is not None:
         # On the meta model, as Axolotl applies it to the loaded one: PEFT keeps meta adapters
         # where it creates them (fp32 nn.Linear) and only upcasts 16-bit ones, so the adapter
-        # dtype is PEFT's decision; materialize_fake then gives every tensor its storage.
+        # dtype is PEFT's decision; materialize then gives every tensor its storage.
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=setup.lora.r, lora_alpha=setup.lora.alpha, lora_dropout=setup.lora.dropout,
@@ -140,9 +173,10 @@ def build_training_model(arch: ModelArch, setup, layers: int):
                             modules_to_save=list(setup.lora.modules_to_save) or None,
                             bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, config)
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    materialize_fake(model, decisions, fake)
+    mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    materialize(model, decisions, mode)
     lora_params = [p for p in model.parameters() if p.requires_grad]
+    fake = mode if mode is not None else contextlib.nullcontext()
     model.train()
     return model, fake, lora_params, torch
 
@@ -175,7 +209,14 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
     """One training step on the fake model: peak bytes per phase and tag, and saved-tensor bytes."""
     import contextlib
 
-    from mixtral_ft.plan.sim import MemoryTracker, SavedTensors, data_free_ops, flash_attention_model, model_storage_keys
+    from mixtral_ft.plan.sim import (
+        MemoryTracker,
+        SavedTensors,
+        data_free_ops,
+        flash_attention_model,
+        model_storage_keys,
+        sdpa_memory_model,
+    )
 
     flash = setup.attention_kind == "flash"
     with fake:
@@ -201,7 +242,8 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
             lambda p: tracker.retag({p.grad.untyped_storage()._cdata}, "grads")))
     autocast = (torch.autocast("cpu", dtype=getattr(torch, setup.compute_dtype))
                 if setup.mixed_precision and setup.compute_dtype != "float32" else contextlib.nullcontext())
-    flash_ctx = flash_attention_model() if flash else contextlib.nullcontext()
+    flash_ctx = (flash_attention_model() if flash else sdpa_memory_model() if setup.attention_kind == "sdpa"
+                 else contextlib.nullcontext())
     try:
         with fake, flash_ctx, data_free_ops(), tracker, saved.recording():
             tracker.set_phase("forward")
@@ -222,6 +264,17 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
 
 def size_key(batch: int, seq: int) -> str:
     return f"{batch}x{seq}"
+
+
+_SIMULATORS: dict[str, TrainingSimulator] = {}
+
+
+def simulator_for(arch: ModelArch, setup) -> TrainingSimulator:
+    """One simulator per model and settings in this process (plans of several sizes share the build)."""
+    key = cache_key("train", arch, training_settings(setup))
+    if key not in _SIMULATORS:
+        _SIMULATORS[key] = TrainingSimulator(arch, setup)
+    return _SIMULATORS[key]
 
 
 class TrainingSimulator:
@@ -263,11 +316,12 @@ def measure_training(arch: ModelArch, setup, sizes: list[tuple[int, int]], use_c
         "arch": arch.fingerprint(), "sizes": {}}
     missing = [s for s in sizes if size_key(*s) not in data["sizes"]]
     if missing or "lora" not in data:
-        sim = simulator or TrainingSimulator(arch, setup)
-        if "lora" not in data:
-            data["lora"] = sim.lora_parameters()
-        for batch, seq in missing:
-            data["sizes"][size_key(batch, seq)] = sim.run(batch, seq)
+        sim = simulator or simulator_for(arch, setup)
+        with quiet():
+            if "lora" not in data:
+                data["lora"] = sim.lora_parameters()
+            for batch, seq in missing:
+                data["sizes"][size_key(batch, seq)] = sim.run(batch, seq)
         _write_cache(key, data)
     data["cache"] = {"key": key, "measured": [size_key(*s) for s in missing]}
     return data
@@ -290,3 +344,73 @@ def saved_per_layer(entry: dict[str, Any]) -> dict[str, float]:
     """Bytes autograd keeps per decoder layer until backward (the second layer's increment)."""
     one, two = entry["L1"]["saved_layers"], entry["L2"]["saved_layers"]
     return {k: two.get(k, 0) - one.get(k, 0) for k in ("bytes", "dequant")}
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def build_inference_model(arch: ModelArch, load_in_4bit: bool, layers: int, attn: str = "sdpa"):
+    """The fake full-width model as mixft's hf backend loads it (bf16, 4-bit with experts when asked)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from mixtral_ft.plan.loadplan import inference_decisions
+    from mixtral_ft.plan.model_build import build_meta_model, materialize_fake
+
+    decisions = inference_decisions(load_in_4bit)
+    model = build_meta_model(arch, decisions, {"num_hidden_layers": layers}, attn_implementation="eager")
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation_internal"):
+            cfg._attn_implementation_internal = attn
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    materialize_fake(model, decisions, fake)
+    model.eval()
+    return model, fake, torch
+
+
+def simulate_prefill(model, fake, torch, vocab: int, batch: int, seq: int, attn: str) -> dict[str, Any]:
+    """The prompt forward of ``generate``: left-padded batch with an attention mask, a fresh KV
+    cache, logits for the last position only (transformers' ``logits_to_keep=1``), no grad."""
+    import contextlib
+
+    from mixtral_ft.plan.sim import MemoryTracker, data_free_ops, model_storage_keys, sdpa_memory_model
+
+    with fake:
+        ids = torch.zeros(batch, seq, dtype=torch.long)
+        mask = torch.ones(batch, seq, dtype=torch.long)
+    exclude = model_storage_keys(model) | {ids.untyped_storage()._cdata, mask.untyped_storage()._cdata}
+    tracker = MemoryTracker(vocab, exclude)
+    attn_ctx = sdpa_memory_model() if attn == "sdpa" else contextlib.nullcontext()
+    with fake, attn_ctx, data_free_ops(), tracker, torch.no_grad():
+        tracker.set_phase("prefill")
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        del out
+        tracker.set_phase("after")
+        del cache
+    return {"peaks": tracker.peaks}
+
+
+def measure_prefill(arch: ModelArch, load_in_4bit: bool, batch: int, seq: int, use_cache: bool = True) -> dict[str, Any]:
+    """Prefill peak (per tag) at 1 and 2 layers for one batch shape, cached like training."""
+    settings = {"load_in_4bit": load_in_4bit, "attn": "sdpa"}
+    key = cache_key("prefill", arch, settings)
+    data = (_read_cache(key) if use_cache else None) or {
+        "method_version": METHOD_VERSION, "settings": settings, "versions": package_versions(),
+        "arch": arch.fingerprint(), "sizes": {}}
+    sk = size_key(batch, seq)
+    measured = []
+    if sk not in data["sizes"]:
+        entry = {}
+        with quiet():
+            for layers in SIM_LAYERS:
+                model, fake, torch = build_inference_model(arch, load_in_4bit, layers)
+                entry[f"L{layers}"] = simulate_prefill(model, fake, torch, arch.vocab_size, batch, seq, "sdpa")
+        data["sizes"][sk] = entry
+        measured.append(sk)
+        _write_cache(key, data)
+    data["cache"] = {"key": key, "measured": measured}
+    return data

@@ -6,9 +6,10 @@ transformers' own ``replace_with_bnb_linear`` and ``get_modules_to_not_convert``
 ``from_pretrained`` makes with a ``BitsAndBytesConfig``. :func:`inventory` lists every tensor the
 loaded model will hold, with its stored bytes under :class:`LoadDecisions`.
 
-:func:`materialize_fake` turns the meta model into one made of ``FakeTensor``s on the CPU (shapes,
+:func:`materialize` turns the meta model into one made of ``FakeTensor``s on the CPU (shapes,
 dtypes and storages, no data), quantizing with bitsandbytes' own ops (their fake kernels), so the
-memory simulator (:mod:`mixtral_ft.plan.sim`) runs the real forward and backward on it.
+memory simulator (:mod:`mixtral_ft.plan.sim`) runs the real forward and backward on it; or of
+real tensors, for the tests that check a simulated step against a real one.
 """
 
 from __future__ import annotations
@@ -119,14 +120,18 @@ def inventory(model, decisions: LoadDecisions) -> list[TensorRecord]:
     return records
 
 
-def materialize_fake(model, decisions: LoadDecisions, fake_mode):
-    """Replace every meta tensor of ``model`` by a CPU ``FakeTensor`` as the loader would store it.
+def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
+    """Replace every meta tensor of ``model`` by a CPU tensor stored as the loader would store it:
+    a ``FakeTensor`` (shape, dtype and storage, no data) under ``fake_mode``, or with ``fake_mode=None``
+    a real one (small random values), so the same model can be checked against a real run.
 
-    Linear4bit weights are quantized by ``bitsandbytes.functional.quantize_4bit`` (its fake
-    kernel gives the real packed/absmax shapes) and kept as plain parameters carrying their
-    ``quant_state`` (a ``Params4bit`` cannot wrap a FakeTensor); fused experts go through
-    bitsandbytes' ``replace_parameter_4bit`` exactly as the on-load hooks call it.
+    Linear4bit weights are quantized by ``bitsandbytes.functional.quantize_4bit`` (its fake kernel
+    gives the real packed/absmax shapes) and kept as plain parameters carrying their ``quant_state``
+    (a ``Params4bit`` cannot wrap a FakeTensor); fused experts go through bitsandbytes'
+    ``replace_parameter_4bit`` exactly as the on-load hooks call it.
     """
+    import contextlib
+
     import torch
     import bitsandbytes.functional as bf
     from bitsandbytes.nn.parametrize import replace_parameter_4bit
@@ -135,43 +140,54 @@ def materialize_fake(model, decisions: LoadDecisions, fake_mode):
     spec = decisions.spec
     bf.quantize_blockwise(torch.ones(NESTED_WARMUP))  # builds the dynamic code map outside fake mode
     load_dtype = getattr(torch, decisions.load_dtype)
-    with fake_mode:
+    gen = torch.Generator().manual_seed(seed)
+
+    def new(shape, dtype):
+        if fake_mode is not None:
+            return torch.empty(shape, dtype=dtype)
+        if dtype.is_floating_point:
+            return (torch.randn(shape, generator=gen) * 0.02).to(dtype)
+        return torch.zeros(shape, dtype=dtype)
+
+    with fake_mode if fake_mode is not None else contextlib.nullcontext():
         for mod_name, module in list(model.named_modules()):
             for pname, p in list(module.named_parameters(recurse=False)):
                 full = f"{mod_name}.{pname}" if mod_name else pname
                 if lin4 is not None and isinstance(module, lin4) and pname == "weight":
-                    dense = torch.empty(module.out_features, module.in_features, dtype=load_dtype)
+                    dense = new((module.out_features, module.in_features), load_dtype)
                     packed, state = bf.quantize_4bit(
                         dense, blocksize=spec.blocksize, compress_statistics=spec.double_quant,
                         quant_type=spec.quant_type, quant_storage=getattr(torch, decisions.linear_storage))
-                    new = torch.nn.Parameter(packed, requires_grad=False)
-                    new.quant_state = state
-                    new.quant_type = spec.quant_type
-                    new.blocksize = spec.blocksize
-                    new.compress_statistics = spec.double_quant
-                    new.quant_storage = getattr(torch, decisions.linear_storage)
-                    new.bnb_quantized = True
-                    new.module = module
-                    module._parameters[pname] = new
+                    param = torch.nn.Parameter(packed, requires_grad=False)
+                    param.quant_state = state
+                    param.quant_type = spec.quant_type
+                    param.blocksize = spec.blocksize
+                    param.compress_statistics = spec.double_quant
+                    param.quant_storage = getattr(torch, decisions.linear_storage)
+                    param.bnb_quantized = True
+                    param.module = module
+                    module._parameters[pname] = param
                     continue
                 if decisions.experts_4bit and is_fused_expert(full, p.ndim):
-                    module._parameters[pname] = torch.nn.Parameter(torch.empty(p.shape, dtype=load_dtype),
-                                                                   requires_grad=False)
+                    module._parameters[pname] = torch.nn.Parameter(new(p.shape, load_dtype), requires_grad=False)
                     replace_parameter_4bit(module, pname, compress_statistics=spec.double_quant,
                                            quant_type=spec.quant_type)
                     continue
                 dtype = getattr(torch, decisions.stored_dtype(full, _dtype_name(p.dtype)))
-                module._parameters[pname] = torch.nn.Parameter(torch.empty(p.shape, dtype=dtype),
-                                                               requires_grad=p.requires_grad)
-                if p.requires_grad:
-                    module._parameters[pname].requires_grad_(True)
+                module._parameters[pname] = torch.nn.Parameter(new(p.shape, dtype), requires_grad=p.requires_grad)
             for bname, b in list(module.named_buffers(recurse=False)):
+                # Values do not change memory; zeros keep a real run finite (rotary: cos 1, sin 0).
                 module._buffers[bname] = torch.zeros(b.shape, dtype=b.dtype)
     for module in model.modules():
         if lin4 is not None and isinstance(module, lin4):
             module.compute_dtype = load_dtype
             module.compute_type_is_set = True
     return model
+
+
+def materialize_fake(model, decisions: LoadDecisions, fake_mode):
+    """:func:`materialize` with FakeTensors."""
+    return materialize(model, decisions, fake_mode)
 
 
 NESTED_WARMUP = 256

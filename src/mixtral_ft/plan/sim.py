@@ -226,13 +226,44 @@ def flash_attention_model(implementation: str = "flash_attention_2") -> Iterator
             setattr(fa, n, v)
 
 
+class GroupedMmFallbackMemoryModel(torch.autograd.Function):
+    """transformers' ``grouped_mm_fallback`` (``integrations/moe.py``) by its allocations: the output,
+    input and weight saved; backward allocates ``zeros_like`` for both gradients."""
+
+    @staticmethod
+    def forward(ctx, input, weight, offs):
+        ctx.save_for_backward(input, weight)
+        return torch.zeros(input.size(0), weight.size(2), dtype=input.dtype, device=input.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, weight = ctx.saved_tensors
+        return torch.zeros_like(input), torch.zeros_like(weight), None
+
+
 @contextlib.contextmanager
 def data_free_ops() -> Iterator[None]:
     """Ops whose eager kernels read values to size or check their output (``one_hot`` runs
     ``bincount``-style checks), replaced for the simulation by ones with the same allocations:
     ``one_hot(x, C)`` is an int64 tensor of ``x.shape + (C,)`` filled by a scatter, and
-    ``bincount(x, minlength=m)`` (the router loss, values below m) an int64 scatter-add."""
+    ``bincount(x, minlength=m)`` (the router loss, values below m) an int64 scatter-add.
+    ``torch.nn.functional.grouped_mm``'s fake kernel accepts bf16 only, and transformers' fallback
+    for other dtypes reads the group offsets in backward, so float32/float16 experts go through
+    :class:`GroupedMmFallbackMemoryModel`, the fallback's allocations without its loop."""
     import torch.nn.functional as F
+
+    try:
+        import transformers.integrations.moe as moe
+    except ImportError:
+        moe = None
+    original_gmm = getattr(moe, "_grouped_mm", None)
+    if original_gmm is not None:
+        def grouped_mm(input, weight, offs):
+            if weight.dtype == torch.bfloat16:
+                return original_gmm(input, weight, offs)
+            return GroupedMmFallbackMemoryModel.apply(input.to(weight.dtype), weight, offs)
+
+        moe._grouped_mm = grouped_mm
 
     original = F.one_hot
     original_bincount = torch.bincount
@@ -256,3 +287,47 @@ def data_free_ops() -> Iterator[None]:
     finally:
         F.one_hot = original
         torch.bincount = original_bincount
+        if original_gmm is not None:
+            moe._grouped_mm = original_gmm
+
+
+class SdpaMemoryModel(torch.autograd.Function):
+    """``scaled_dot_product_attention`` on a GPU, by its allocations: bf16/fp16 inputs without a
+    mask go to the flash backend, with a mask to the memory-efficient one; both keep the output
+    and a float32 log-sum-exp (B x heads x S) for backward, never the S x S scores. (The CPU
+    kernels differ, so the real CPU op would misstate GPU memory.)"""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+        lse = torch.empty(*q.shape[:-1], dtype=torch.float32, device=q.device)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.mask = mask
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        delta = torch.empty_like(lse)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        del delta
+        return dq, dk, dv, None
+
+
+@contextlib.contextmanager
+def sdpa_memory_model() -> Iterator[None]:
+    """Route ``torch.nn.functional.scaled_dot_product_attention`` through :class:`SdpaMemoryModel`."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
+            return SdpaMemoryModel.apply(query, key, value, attn_mask)
+        return torch.empty(*query.shape[:-1], value.shape[-1], dtype=query.dtype, device=query.device)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original

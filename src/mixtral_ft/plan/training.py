@@ -186,10 +186,10 @@ class _Planner:
         self.measured: dict[str, Any] = {}
 
     def simulator(self):
-        from mixtral_ft.plan.measure import TrainingSimulator
+        from mixtral_ft.plan.measure import simulator_for
 
         if self._sim is None:
-            self._sim = TrainingSimulator(self.arch, self.setup)
+            self._sim = simulator_for(self.arch, self.setup)
         return self._sim
 
     def measurement(self, batch: int, seq: int) -> dict[str, Any]:

@@ -80,7 +80,8 @@ def weight_summary(arch: ModelArch, decisions: LoadDecisions, overrides: dict[st
             return cached
     from mixtral_ft.plan.model_build import build_meta_model, inventory
 
-    model = build_meta_model(arch, decisions, overrides)
+    with measure.quiet():
+        model = build_meta_model(arch, decisions, overrides)
     summary = summarize_inventory(inventory(model, decisions), arch)
     measure._write_cache(key, summary)
     return summary

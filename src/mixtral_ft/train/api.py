@@ -25,6 +25,7 @@ class TrainRequest:
     launch: LaunchOptions = field(default_factory=LaunchOptions)
     resume: bool = False
     probe: bool = False  # add mixft's probe plugin: what took effect, memory and throughput per step
+    skip_plan_check: bool = False  # launch even when the memory plan says the run does not fit (mixft plan)
 
 
 @dataclass
@@ -125,6 +126,11 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     runner = runner or run_streaming
     counts = preflight(req)
     the_plan = plan(req)
+    memory_plan = None
+    if not req.skip_plan_check:
+        from mixtral_ft.plan.check import preflight_training
+
+        memory_plan = preflight_training(the_plan.config.values, req.profile, req.launch.gpus, req.launch.world_size)
     paths = RunPaths(req.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
 
@@ -163,6 +169,10 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     wall = time.monotonic() - started
     summary = read_summary(paths.output)
     probe = _probe_summary(paths.output) if req.probe else None
+    if probe is not None and memory_plan is not None and probe.device == "cuda":
+        from mixtral_ft.plan.check import planned_vs_measured
+
+        probe.planned = planned_vs_measured(memory_plan, probe.peak_gib, probe.peak_reserved_gib)
     attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
     manifest["summary"] = summary.as_dict()
     if probe is not None:

@@ -34,6 +34,7 @@ class ProbeSummary:
     linear_4bit_modules: int = 0
     finished: bool = False
     warnings: list[str] = field(default_factory=list)
+    planned: dict[str, Any] | None = None  # mixft plan's prediction for this run (plan.check.planned_vs_measured)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,10 +132,14 @@ def format_lines(s: ProbeSummary) -> list[str]:
     """The lines `mixft train --probe` prints at the end of a run."""
     gib = lambda v: "n/a" if v is None else f"{v:.2f} GiB"  # noqa: E731
     rate = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
+    pct = lambda v: "n/a" if v is None else f"{v:+.1%}"  # noqa: E731
     what = "GPU peak allocated" if s.device == "cuda" else "peak RSS"
     lines = [f"memory: {what} {gib(s.peak_gib)}"
              + (f" (reserved {gib(s.peak_reserved_gib)})" if s.peak_reserved_gib else "")
              + f"; after loading {gib(s.after_load_gib)}",
+             *([f"memory planned: peak allocated {gib(s.planned['planned_allocated_gib'])} (error "
+                f"{pct(s.planned['error_allocated'])}), with allocator reserve {gib(s.planned['planned_reserved_gib'])} "
+                f"(vs reserved: {pct(s.planned['error_reserved'])})"] if s.planned else []),
              f"throughput: {rate(s.token_slots_per_s)} token slots/s, {rate(s.trainable_tokens_per_s)} trained "
              f"tokens/s over {s.measured_steps} step(s)"
              + (f", {s.step_s:.2f} s/step" if s.step_s is not None else ""),

@@ -1,0 +1,130 @@
+"""Refusing a run whose planned peak exceeds the GPU's free memory (``train``, ``generate``, ``judge``).
+
+The refusal is :class:`PlanRefused` (exit status 2): the peak, the free memory, the parts table
+and the fix. ``--skip-plan-check`` is the caller's way around it.
+"""
+
+from __future__ import annotations
+
+from mixtral_ft.errors import MixftError
+
+GIB = 2**30
+
+
+class PlanRefused(MixftError):
+    """The plan does not fit the GPU; the message carries the parts and the fix."""
+
+    exit_code = 2
+
+
+def free_gpu_memory_gib(device: int = 0) -> float | None:
+    """Free memory of CUDA device ``device`` (``torch.cuda.mem_get_info``), None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return free / GIB
+
+
+def _fix_training(plan, profile: str | None) -> str:
+    s = plan.setup
+    options = []
+    if profile not in (None, "a100-40gb") and plan.gpu.memory_gib >= 60:
+        options.append("a profile for a smaller card (--profile a100-40gb)")
+    if plan.largest_micro_batch:
+        accum = s.gradient_accumulation_steps * s.micro_batch_size // plan.largest_micro_batch
+        options.append(f"--set micro_batch_size={plan.largest_micro_batch} --set gradient_accumulation_steps={accum} "
+                       "(same effective batch)")
+    elif s.micro_batch_size > 1:
+        options.append("--set micro_batch_size=1 (and raise gradient_accumulation_steps to keep the effective batch)")
+    if plan.longest_sequence:
+        options.append(f"--set sequence_len={plan.longest_sequence} (rows longer than that are dropped)")
+    if s.checkpointing_mode == "none":
+        options.append("--set gradient_checkpointing=true")
+    options.append("--skip-plan-check to run anyway")
+    return "fix: " + "; or ".join(options)
+
+
+def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str, str]) -> str:
+    from mixtral_ft.plan.report import parts_table
+
+    head = (f"{what} needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has {free_gib:.1f} GiB free "
+            f"({plan.peak_gib - free_gib:.1f} GiB short):")
+    return "\n".join([head, *parts_table(plan.parts, labels), fix])
+
+
+def check_training_plan(plan, free_gib: float | None, profile: str | None = None) -> None:
+    """Raise :class:`PlanRefused` when ``plan`` (a :class:`TrainingPlan`) needs more than ``free_gib``.
+
+    The plan is evaluated against ``free_gib`` (not the table's card), so its micro-batch and
+    sequence searches are redone for that memory when the plan has none."""
+    from mixtral_ft.plan.training import PART_LABELS
+
+    if free_gib is None or plan.peak_gib <= free_gib:
+        return
+    raise PlanRefused(refusal_message(plan, free_gib, "this training run", _fix_training(plan, profile), PART_LABELS))
+
+
+def check_inference_plan(plan, free_gib: float | None, what: str = "this run") -> None:
+    """Raise :class:`PlanRefused` when ``plan`` (an :class:`InferencePlan`) needs more than ``free_gib``.
+
+    Call it after the model, adapter and prompts are known and before the model is loaded:
+    ``check_inference_plan(plan_inference(model, free_gib, adapter=..., load_in_4bit=...,
+    batch_size=..., max_new_tokens=..., prompt_lengths=...), free_gpu_memory_gib())``.
+    """
+    from mixtral_ft.plan.inference import INFERENCE_PART_LABELS
+
+    if free_gib is None or plan.peak_gib <= free_gib:
+        return
+    options = []
+    if plan.largest_batch_size:
+        options.append(f"--batch-size {plan.largest_batch_size}")
+    elif plan.batch_size > 1:
+        options.append("a smaller --batch-size")
+    if not plan.load_in_4bit:
+        options.append("--load-in-4bit")
+    options.append("a smaller --max-new-tokens")
+    options.append("--backend openai with a server that has the memory (docs/inference.md)")
+    options.append("--skip-plan-check to run anyway")
+    raise PlanRefused(refusal_message(plan, free_gib, what, "fix: " + "; or ".join(options), INFERENCE_PART_LABELS))
+
+
+def preflight_training(config_values: dict, profile: str, gpus: int, world_size: int):
+    """``mixft train``'s memory check: on CUDA, plan the run for the least free memory among the
+    ``gpus`` local devices and raise :class:`PlanRefused` when it does not fit. Returns the plan
+    (for ``--probe`` to compare with what it measures), or None on the CPU profile / without CUDA."""
+    if profile == "cpu":
+        return None
+    free = [free_gpu_memory_gib(i) for i in range(gpus)]
+    if not free or free[0] is None:
+        return None
+    least = min(free)
+    from mixtral_ft.plan.training import plan_training
+
+    try:
+        plan = plan_training(config_values, None, least, gpus=world_size)
+    except MixftError as e:  # e.g. a Hub id whose config is not on this machine: no plan, no refusal
+        import logging
+
+        logging.getLogger(__name__).warning("mixft: no memory plan for this run (%s); launching without the check", e)
+        return None
+    check_training_plan(plan, least, profile)
+    return plan
+
+
+def planned_vs_measured(plan, measured_peak_gib: float | None, measured_reserved_gib: float | None) -> dict:
+    """What ``train --probe`` prints beside its measurement: the plan's allocator peak (the plan
+    without the CUDA context and allocator reserve, which ``max_memory_allocated`` does not see) and
+    the plan with the reserve (comparable to ``max_memory_reserved``), with the relative errors."""
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    allocated = plan.peak_gib - CUDA_CONTEXT_GIB - ALLOCATOR_RESERVE_GIB
+    reserved = plan.peak_gib - CUDA_CONTEXT_GIB
+
+    def err(measured, planned):
+        return None if not measured else round((planned - measured) / measured, 4)
+
+    return {"planned_allocated_gib": round(allocated, 2), "planned_reserved_gib": round(reserved, 2),
+            "error_allocated": err(measured_peak_gib, allocated), "error_reserved": err(measured_reserved_gib, reserved),
+            "peak_phase": plan.peak_phase}

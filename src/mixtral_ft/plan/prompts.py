@@ -1,0 +1,92 @@
+"""Prompt lengths of a ``generate``/``judge`` input file, built as those commands build them.
+
+``generate``: each test row's ``context_qa.load_v2`` prompt (``--prompt rg``) or its chat turn
+(``--prompt chat``, rendered with the tokenizer's chat template); ``judge``: the TC prompt of
+each response (``tc/prompt.py``), or that prompt as one chat turn. Tokenized with the tokenizer
+the hf backend uses (the adapter's when it has one, else the model's) when it is a local
+directory; otherwise 4 characters per token, labelled as an estimate. Cached by file SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mixtral_ft.errors import InputError, Problem
+
+
+def _texts(kind: str, path: Path, prompt_style: str, template: Path | None) -> list[tuple[str | None, list | None]]:
+    """(raw prompt, chat messages) per row."""
+    from mixtral_ft.generate.prompts import chat_messages, rg_prompt
+    from mixtral_ft.util.jsonl import read_jsonl
+
+    out, problems = [], []
+    tc_template = None
+    if kind == "judge":
+        from mixtral_ft.tc.prompt import load_template, render_tc_prompt
+
+        tc_template = load_template(template)
+    for lineno, row in enumerate(read_jsonl(path), 1):
+        fields = ("context", "question") + (("response",) if kind == "judge" else ())
+        missing = [f for f in fields if row.get(f) is None]
+        if missing:
+            problems.append(Problem(str(path), lineno, missing[0], "missing (needed to build the prompt)"))
+            continue
+        if kind == "generate":
+            if prompt_style == "chat":
+                out.append((None, chat_messages(row["context"], row["question"])))
+            else:
+                out.append((rg_prompt(row["context"], row["question"]), None))
+        else:
+            text = render_tc_prompt(row["context"], row["question"], row["response"], tc_template)
+            out.append((None, [{"role": "user", "content": text}]) if prompt_style == "chat" else (text, None))
+    if problems:
+        raise InputError(problems)
+    if not out:
+        raise InputError([Problem(str(path), None, None, "no rows")])
+    return out
+
+
+def tokenizer_source(model: str, adapter: str | None) -> Path | None:
+    for cand in (adapter, model):
+        if cand and Path(cand).is_dir() and (Path(cand) / "tokenizer_config.json").exists():
+            return Path(cand)
+    return None
+
+
+def prompt_lengths(kind: str, path: Path, model: str, adapter: str | None, prompt_style: str,
+                   template: Path | None = None) -> tuple[list[int], str]:
+    """Token count of every prompt in ``path`` and how it was counted."""
+    from mixtral_ft.plan import measure
+    from mixtral_ft.util.hashing import sha256_file
+
+    tok_dir = tokenizer_source(model, adapter)
+    tpl = sha256_file(template) if template else None
+    key = "prompts-" + hashlib.sha256(json.dumps(
+        [sha256_file(path), kind, prompt_style, tpl, str(tok_dir.resolve()) if tok_dir else None]).encode()
+    ).hexdigest()[:24]
+    cached = measure._read_cache(key)
+    if cached is not None:
+        return cached["lengths"], cached["method"]
+    texts = _texts(kind, path, prompt_style, template)
+    if tok_dir is not None:
+        from mixtral_ft.data.lengths import load_tokenizer
+
+        tok = load_tokenizer(tok_dir)
+        lengths = []
+        for raw, messages in texts:
+            if raw is not None:
+                lengths.append(len(tok(raw, add_special_tokens=True)["input_ids"]))
+            else:
+                text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                lengths.append(len(tok(text, add_special_tokens=False)["input_ids"]))
+        method = f"tokenizer ({tok_dir})"
+    else:
+        from mixtral_ft.data.lengths import char_estimate_from_count
+
+        lengths = [char_estimate_from_count(len(raw) if raw is not None else sum(len(m["content"]) for m in messages) + 20)
+                   for raw, messages in texts]
+        method = "estimate (4 characters per token)"
+    measure._write_cache(key, {"lengths": lengths, "method": method})
+    return lengths, method

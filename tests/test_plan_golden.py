@@ -1,0 +1,141 @@
+"""Golden plans for every shipped (task, profile) pair, the `mixft plan` CLI and its warm-cache path.
+
+The fast tier plans from the measurements checked in under ``tests/golden/plans/cache`` (what a
+warm cache holds) and compares with ``tests/golden/plans/*.json``; the slow tier measures from an
+empty cache and must land on the same goldens. After an intended change (a profile, the planner,
+a library upgrade) regenerate both with::
+
+    MIXFT_UPDATE_GOLDEN=1 pytest tests/test_plan_golden.py -m slow -k fresh
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixtral_ft.plan.shipped import golden_view, shipped_pairs, shipped_plan
+
+GOLDEN = Path(__file__).parent / "golden" / "plans"
+CACHE = GOLDEN / "cache"
+UPDATE = os.environ.get("MIXFT_UPDATE_GOLDEN") == "1"
+PAIRS = shipped_pairs()
+MARGIN = 0.10  # a GPU pair must leave at least this share of the card free
+# Pairs the planner finds too big for their card today (issue 11 report; branch gpu-train owns the
+# profiles' micro batches). strict: once a profile fixes one, this test says to drop it from here.
+KNOWN_NOT_FITTING = {("tc", "a100-40gb"), ("rg", "multi-gpu"), ("tc", "multi-gpu")}
+
+
+@pytest.fixture
+def warm_cache(tmp_path, monkeypatch):
+    """$MIXFT_CACHE holding the checked-in measurements (a copy: plans may add entries)."""
+    if not CACHE.is_dir():
+        pytest.skip(f"{CACHE} missing; run the slow golden test with MIXFT_UPDATE_GOLDEN=1")
+    target = tmp_path / "mixft-cache"
+    shutil.copytree(CACHE, target / "plan")
+    monkeypatch.setenv("MIXFT_CACHE", str(target))
+    return target
+
+
+def _golden(task: str, profile: str) -> dict:
+    path = GOLDEN / f"{task}-{profile}.json"
+    assert path.exists(), f"{path} missing; run the slow golden test with MIXFT_UPDATE_GOLDEN=1"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _no_new_measurement(plan) -> None:
+    assert plan.measurement["cache"]["measured"] == [], "the checked-in cache lacks a measurement this plan needs"
+
+
+@pytest.mark.parametrize("task,profile", PAIRS)
+def test_plan_matches_golden(task, profile, warm_cache):
+    plan = shipped_plan(task, profile)
+    _no_new_measurement(plan)
+    assert json.loads(json.dumps(golden_view(plan))) == _golden(task, profile)
+
+
+@pytest.mark.parametrize("task,profile", [p for p in PAIRS if p[1] != "cpu"])
+def test_shipped_gpu_pair_fits_with_margin(task, profile, warm_cache):
+    d = _golden(task, profile)
+    ok = d["fits"] and d["margin_gib"] >= MARGIN * d["gpu_memory_gib"]
+    if (task, profile) in KNOWN_NOT_FITTING:
+        assert not ok, f"{task} on {profile} now fits: remove it from KNOWN_NOT_FITTING"
+        pytest.xfail(reason=f"{task} on {profile}: planned {d['peak_gib']} GiB of {d['gpu_memory_gib']} GiB")
+    assert ok, d["parts"]
+
+
+def test_rg_on_a100_80gb_is_near_the_report(warm_cache):
+    """The report: ~48 GB at micro batch 4 on one A100-80GB (read as 44.7-48 GiB: GB or GiB)."""
+    d = _golden("rg", "a100-80gb")
+    assert 40.0 <= d["peak_gib"] <= 50.0, d["parts"]
+
+
+def test_cli_json_fields(warm_cache, capsys):
+    from mixtral_ft.cli.main import main
+
+    assert main(["plan", "rg", "--profile", "a100-80gb", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("peak_gib", "gpu_memory_gib", "fits", "parts", "hours"):
+        assert key in d
+    assert abs(sum(d["parts"].values()) - d["peak_gib"]) < 0.02
+    assert d["hours"] is None  # no --data
+    assert d == json.loads(json.dumps(_golden("rg", "a100-80gb") | {"measurement": d["measurement"]}))
+
+
+def test_cli_text_names_every_part_and_the_verdict(warm_cache, capsys):
+    from mixtral_ft.cli.main import main
+
+    assert main(["plan", "tc", "--profile", "a100-40gb"]) == 0
+    out = capsys.readouterr().out
+    for label in ("weights: experts", "weights: attention", "weights: embeddings + output head", "LoRA parameters",
+                  "LoRA gradients", "optimizer state", "activations", "logits and loss", "dequantization buffers",
+                  "CUDA context + allocator"):
+        assert label in out
+    d = _golden("tc", "a100-40gb")
+    if not d["fits"]:
+        assert "DOES NOT FIT" in out
+        assert f"largest micro batch that fits at sequence 8192: {d['largest_micro_batch']}" in out
+
+
+def test_cli_gpu_options(warm_cache, capsys):
+    from mixtral_ft.cli.main import main
+
+    assert main(["plan", "rg", "--profile", "a100-80gb", "--gpu", "h200", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpu_memory_gib"] == pytest.approx(140.4, abs=0.1)
+    assert main(["plan", "rg", "--profile", "a100-80gb", "--gpu-memory", "24", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["gpu_memory_gib"] == 24 and d["fits"] is False
+    assert main(["plan", "rg", "--profile", "a100-80gb", "--gpu", "a100-8gb"]) == 2
+    assert "Did you mean 'a100-80gb'" in capsys.readouterr().err
+
+
+def test_warm_plan_imports_no_torch(warm_cache):
+    """On a warm cache a plan reads JSON only (docs/planning.md gives its time)."""
+    code = ("import sys, json; from mixtral_ft.cli.main import main; rc = main(['plan', 'rg', '--profile', "
+            "'a100-80gb', '--json']); assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    env = dict(os.environ, MIXFT_CACHE=str(warm_cache))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_fresh_measurement_matches_golden(tmp_path, monkeypatch):
+    """Measures every shipped pair from an empty cache (~2-4 minutes on 2 cores)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MIXFT_CACHE", str(cache))
+    views = {pair: golden_view(shipped_plan(*pair)) for pair in PAIRS}
+    if UPDATE:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for (task, profile), view in views.items():
+            (GOLDEN / f"{task}-{profile}.json").write_text(json.dumps(view, indent=1, sort_keys=True) + "\n",
+                                                         encoding="utf-8")
+        if CACHE.exists():
+            shutil.rmtree(CACHE)
+        shutil.copytree(cache / "plan", CACHE)
+    for (task, profile), view in views.items():
+        assert json.loads(json.dumps(view)) == _golden(task, profile), f"{task}-{profile}"
