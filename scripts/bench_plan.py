@@ -186,6 +186,9 @@ def _validate_measured(where: str, point: dict[str, Any], m: dict[str, Any]) -> 
             out.append(f"{where}: measured.metric: {m.get('metric')!r} is not one of {', '.join(METRICS)}")
     if fits is not None and not isinstance(m.get("gpu_memory_gib"), (int, float)):
         out.append(f"{where}: measured.gpu_memory_gib: a fits verdict needs the card's memory")
+    tput = m.get("throughput")
+    if tput is not None and (not isinstance(tput, dict) or not tput.get("tokens_per_s_per_gpu") or not tput.get("gpu_table")):
+        out.append(f"{where}: measured.throughput: needs tokens_per_s_per_gpu and gpu_table (a GPU of the planner's table)")
     if point.get("kind") == "boundary" and (peak is None or fits is not True):
         out.append(f"{where}: measured: a boundary point fits and its peak is the card's memory")
     if point.get("fully_known") and point.get("kind") == "measured" and peak is None and fits is None:
@@ -262,6 +265,9 @@ class Row:
     planned_fits: bool | None = None
     parts_gib: dict[str, float] = field(default_factory=dict)
     peak_phase: str | None = None
+    measured_tokens_per_s: float | None = None  # per GPU, where the source gives a throughput
+    planned_tokens_per_s: float | None = None
+    throughput_gpu: str | None = None  # the GPU of the planner's table the throughput is planned for
     not_planned: str | None = None  # why the planner was not asked (a setting mixft does not run)
     planner_error: str | None = None  # the planner failed on a point it should plan
 
@@ -270,6 +276,12 @@ class Row:
         if self.measured_gib is None or self.planned_gib is None:
             return None
         return 100.0 * (self.planned_gib - self.measured_gib) / self.measured_gib
+
+    @property
+    def throughput_error_pct(self) -> float | None:
+        if self.measured_tokens_per_s is None or self.planned_tokens_per_s is None:
+            return None
+        return 100.0 * (self.planned_tokens_per_s - self.measured_tokens_per_s) / self.measured_tokens_per_s
 
     @property
     def verdict(self) -> str:
@@ -286,13 +298,16 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
-                   in_median=self.in_median)
+                   in_median=self.in_median, throughput_error_pct=None if self.throughput_error_pct is None
+                   else round(self.throughput_error_pct, 1))
         return out
 
 
 def new_row(point: dict[str, Any], models: dict[str, Any]) -> Row:
     m = point["measured"]
-    return Row(id=point["id"], source=point["source"]["title"], url=point["source"]["url"], kind=point["kind"],
+    tput = m.get("throughput") or {}
+    return Row(measured_tokens_per_s=tput.get("tokens_per_s_per_gpu"), throughput_gpu=tput.get("gpu_table"),
+               id=point["id"], source=point["source"]["title"], url=point["source"]["url"], kind=point["kind"],
                fully_known=point["fully_known"], reference=bool(point.get("reference")), model=point["model"],
                tokens=int(point["train"]["tokens_per_micro_batch"]), gpu=m.get("gpu"),
                gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
@@ -306,6 +321,30 @@ def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True)
     gpu = point["measured"].get("gpu_memory_gib") or 80.0
     return plan_training(axolotl_config(point, config_json), gpu=float(gpu), gpus=world_size(point),
                          use_cache=use_cache, search=False)
+
+
+def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str, use_cache: bool = True) -> float:
+    """Token slots per second per GPU by the planner's time model (plan/timing.py): FLOPs with recompute at
+    the MFU calibrated on the reference report, plus the 4-bit dequantization traffic, on ``gpu_name``.
+
+    A point's rows are full length and not packed, so a micro batch's attention pairs are rows x length^2."""
+    from mixtral_ft.plan.arch import load_arch
+    from mixtral_ft.plan.gpus import gpu_by_name
+    from mixtral_ft.plan.loadplan import training_decisions
+    from mixtral_ft.plan.setup import setup_from_config
+    from mixtral_ft.plan.timing import arch_dims, micro_batch_cost
+    from mixtral_ft.plan.training import report_calibration
+    from mixtral_ft.plan.weights import weight_summary
+
+    setup = setup_from_config(axolotl_config(point, config_json), world_size=world_size(point))
+    arch = load_arch(setup.base_model)
+    weights = weight_summary(arch, training_decisions(setup), setup.model_config_overrides, use_cache=use_cache)
+    slots = setup.micro_batch_size * setup.sequence_len
+    pairs = setup.micro_batch_size * setup.sequence_len ** 2
+    cost = micro_batch_cost(weights, arch_dims(arch), slots, pairs, checkpointing=setup.checkpointing_mode != "none",
+                            frozen_base=bool(setup.adapter))
+    gpu = gpu_by_name(gpu_name)
+    return slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, report_calibration(use_cache)["mfu"])
 
 
 def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True,
@@ -334,6 +373,9 @@ def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, u
                 row.planned_fits = plan.fits if row.gpu_memory_gib is not None else None
                 row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
                 row.peak_phase = plan.peak_phase
+                if row.throughput_gpu:
+                    row.planned_tokens_per_s = planned_tokens_per_s(point, configs[point["model"]], row.throughput_gpu,
+                                                                    use_cache)
         rows.append(row)
     return rows
 
@@ -393,6 +435,9 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         "verdicts_right": len(verdicts) - len(wrong),
         "verdicts_wrong": wrong,
         "targets_met": bool(errors) and all(e <= TARGET_ERROR_PCT for e in errors) and not wrong,
+        "throughput": {r.id: {"measured": r.measured_tokens_per_s, "planned": round(r.planned_tokens_per_s, 1),
+                              "error_pct": round(r.throughput_error_pct, 1), "gpu": r.throughput_gpu}
+                       for r in rows if r.throughput_error_pct is not None},
     }
 
 
@@ -413,7 +458,7 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
         name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
         lines.append(f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
                      f"| {r.tokens:,} | {_fmt(r.measured_gib, 2)} | {planned} | {_fmt(r.error_pct, 1, '%')} "
-                     f"| {_fmt(r.gpu_memory_gib, 1)} | {fits} / {pfits} | {r.verdict} |")
+                     f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |")
     s = summary
     lines += [
         "",
@@ -428,6 +473,11 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
         f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
         f"{'met' if s['targets_met'] else 'not met'}.",
     ]
+    if s["throughput"]:
+        lines += ["", "Throughput (token slots per second per GPU; the plan's time model at its calibrated MFU):", "",
+                  "| point | GPU | measured | planned | error |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['gpu']} | {v['measured']:,.0f} | {v['planned']:,.0f} | {v['error_pct']:+.1f}% |"
+                  for k, v in s["throughput"].items()]
     return "\n".join(lines) + "\n"
 
 
