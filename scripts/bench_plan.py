@@ -269,18 +269,24 @@ class Row:
     planned_tokens_per_s: float | None = None
     throughput_gpu: str | None = None  # the GPU of the planner's table the throughput is planned for
     corrections: dict[str, float] = field(default_factory=dict)  # see diagnose(): GiB per known planner defect
+    counter_offset_gib: float = 0.0  # see counter_offset(): the plan's overhead the source's counter does not see
     not_planned: str | None = None  # why the planner was not asked (a setting mixft does not run)
     planner_error: str | None = None  # the planner failed on a point it should plan
 
     @property
+    def compared_gib(self) -> float | None:
+        """The plan on the source's counter: its peak less the overhead that counter does not include."""
+        return None if self.planned_gib is None else self.planned_gib + self.counter_offset_gib
+
+    @property
     def error_pct(self) -> float | None:
-        if self.measured_gib is None or self.planned_gib is None:
+        if self.measured_gib is None or self.compared_gib is None:
             return None
-        return 100.0 * (self.planned_gib - self.measured_gib) / self.measured_gib
+        return 100.0 * (self.compared_gib - self.measured_gib) / self.measured_gib
 
     @property
     def corrected_gib(self) -> float | None:
-        return None if self.planned_gib is None else self.planned_gib + sum(self.corrections.values())
+        return None if self.compared_gib is None else self.compared_gib + sum(self.corrections.values())
 
     @property
     def corrected_error_pct(self) -> float | None:
@@ -308,7 +314,8 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
+        out.update(compared_gib=self.compared_gib,
+                   error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
                    in_median=self.in_median, corrected_gib=self.corrected_gib,
                    corrected_error_pct=None if self.corrected_error_pct is None else round(self.corrected_error_pct, 1),
                    throughput_error_pct=None if self.throughput_error_pct is None
@@ -336,6 +343,23 @@ def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True)
                          use_cache=use_cache, search=False)
 
 
+def counter_offset(metric: str | None) -> float:
+    """GiB to take off the plan's peak so it reads on the counter the source used.
+
+    The plan's peak is what the device holds: it includes the CUDA context (``CUDA_CONTEXT_GIB``) and
+    the caching allocator's reserve (``ALLOCATOR_RESERVE_GIB``), as nvidia-smi would show.
+    ``torch.cuda.max_memory_reserved`` sees the allocator's reserve but not the context;
+    ``max_memory_allocated`` sees neither. Unstated counters, nvidia-smi, estimates and a card's
+    capacity are compared with the whole peak."""
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    if metric == "max_memory_allocated":
+        return -(CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB)
+    if metric == "max_memory_reserved":
+        return -CUDA_CONTEXT_GIB
+    return 0.0
+
+
 CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
 
 
@@ -346,15 +370,17 @@ def diagnose(point: dict[str, Any], parts_gib: dict[str, float]) -> dict[str, fl
 
     - ``embeddings_bf16``: Axolotl 0.19 casts embed_tokens/lm_head back to the training dtype after
       ``prepare_model_for_kbit_training`` for any LoRA/QLoRA adapter (``axolotl/loaders/model.py`` ~460-490,
-      ``should_convert``); the plan keeps them in float32 (half of that part is too much). Not for a
-      float32 run (no bf16/fp16), where they are float32 anyway;
+      ``should_convert``); the plan keeps them in float32 (half of that part is too much). Applied to
+      Axolotl points and to points stated to run in pure bf16 (``base_dtype: bfloat16``); other stacks
+      (PEFT's ``prepare_model_for_kbit_training`` alone) may well keep them in float32, so not there;
     - ``cut_cross_entropy``: the CCE plugin never materializes the logits; the plan has no such input;
     - ``int8_weights``: with ``load_in_8bit`` the linears are int8 (1 byte, plus a float32 scale per row),
       the plan counts them in float32 (3/4 of those parts is too much; the row scales are left in).
     """
     train = point["train"]
     out: dict[str, float] = {}
-    if (train.get("bf16") or train.get("fp16")) and parts_gib.get("weights_embeddings_head"):
+    axolotl_like = str(point.get("stack", "")).startswith("Axolotl") or train.get("base_dtype") == "bfloat16"
+    if axolotl_like and (train.get("bf16") or train.get("fp16")) and parts_gib.get("weights_embeddings_head"):
         out["embeddings_bf16"] = -parts_gib["weights_embeddings_head"] / 2
     if CCE_PLUGIN in (train.get("plugins") or []) and parts_gib.get("logits_loss"):
         out["cut_cross_entropy"] = -parts_gib["logits_loss"]
@@ -415,6 +441,7 @@ def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, u
                 row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
                 row.peak_phase = plan.peak_phase
                 row.corrections = diagnose(point, row.parts_gib)
+                row.counter_offset_gib = counter_offset(row.metric)
                 if row.throughput_gpu:
                     row.planned_tokens_per_s = planned_tokens_per_s(point, configs[point["model"]], row.throughput_gpu,
                                                                     use_cache)
@@ -496,17 +523,22 @@ def _fmt(x: float | None, digits: int = 1, suffix: str = "") -> str:
 
 def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
     lines = [
-        "| point | kind | known | tokens | measured GiB | planned GiB | error | GPU GiB | fits (source / plan) | verdict |",
+        "| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
+        "| fits (source / plan) | verdict |",
         "|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         planned = _fmt(r.planned_gib, 2) if r.planned_gib is not None else (
             "not planned" if r.not_planned else "planner error")
+        if r.planned_gib is not None and r.counter_offset_gib:
+            planned += f" ({_fmt(r.compared_gib, 2)})"
+        counter = {"max_memory_reserved": "reserved", "max_memory_allocated": "allocated", "capacity": "card",
+                   "estimate": "estimate", "nvidia-smi": "nvidia-smi"}.get(r.metric or "", "unstated")
         fits = "–" if r.measured_fits is None else ("fits" if r.measured_fits else "OOM")
         pfits = "–" if r.planned_fits is None else ("fits" if r.planned_fits else "OOM")
         name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
         lines.append(f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
-                     f"| {r.tokens:,} | {_fmt(r.measured_gib, 2)} | {planned} | {_fmt(r.error_pct, 1, '%')} "
+                     f"| {r.tokens:,} | {_fmt(r.measured_gib, 2)}{'' if r.measured_gib is None else f' ({counter})'} | {planned} | {_fmt(r.error_pct, 1, '%')} "
                      f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |")
     s = summary
     lines += [
@@ -526,13 +558,14 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
     if d["corrections_gib"]:
         lines += ["", "Diagnosis, not the plan: the same rows with the planner defects found here removed by "
                   "arithmetic on the plan's own parts (`diagnose()` in scripts/bench_plan.py):", "",
-                  "| point | known | measured GiB | planned GiB | corrections GiB | corrected GiB | error |",
+                  "| point | known | measured GiB | planned GiB (on its counter) | corrections GiB | corrected GiB "
+                  "| error |",
                   "|---|---|---:|---:|---|---:|---:|"]
         for r in rows:
             if r.corrections:
                 fixes = ", ".join(f"{k} {v:+.2f}" for k, v in r.corrections.items())
                 lines.append(f"| {r.id} | {'yes' if r.fully_known else 'no'} | {_fmt(r.measured_gib, 2)} "
-                             f"| {_fmt(r.planned_gib, 2)} | {fixes} | {_fmt(r.corrected_gib, 2)} "
+                             f"| {_fmt(r.compared_gib, 2)} | {fixes} | {_fmt(r.corrected_gib, 2)} "
                              f"| {_fmt(r.corrected_error_pct, 1, '%')} |")
         lines += ["", f"- With those corrections the median absolute error over the same fully known points is "
                   f"{_fmt(d['median_abs_error_pct'], 1, '%')}; within {s['target_error_pct']:g}%: "

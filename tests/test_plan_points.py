@@ -216,3 +216,14 @@ def test_diagnosis_applies_each_correction_only_where_its_defect_does(raw):
     assert _bench().diagnose(by_id["peft-readme-bloomz-7b1-lora-fp32"], parts) == {}  # a float32 run
     row = _row(planned_gib=30.0, corrections=cce)
     assert row.corrected_gib == 23.0 and row.corrected_error_pct == pytest.approx(15.0)
+
+
+def test_the_plan_is_read_on_the_counter_the_source_used():
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    offset = _bench().counter_offset
+    assert offset("max_memory_allocated") == -(CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB)
+    assert offset("max_memory_reserved") == -CUDA_CONTEXT_GIB
+    assert offset("unstated") == offset("nvidia-smi") == offset("capacity") == 0.0
+    row = _row(planned_gib=22.6, planned_fits=True, counter_offset_gib=-0.6)
+    assert row.compared_gib == pytest.approx(22.0) and row.error_pct == pytest.approx(10.0)
