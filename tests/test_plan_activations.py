@@ -46,7 +46,7 @@ def _step(arch, setup, layers: int, fake: bool, batch: int = 2, seq: int = 48):
 def test_fake_step_equals_real_step(mode, attn, qlora):
     arch = load_arch(tiny_mixtral_config())
     setup = _setup(mode, attn, qlora)
-    for layers in (1, 2):
+    for layers in (2, 3):
         fake, real = _step(arch, setup, layers, True), _step(arch, setup, layers, False)
         assert fake["saved_layers"] == real["saved_layers"]
         assert {p: v["bytes"] for p, v in fake["peaks"].items()} == {p: v["bytes"] for p, v in real["peaks"].items()}
@@ -68,7 +68,7 @@ def test_activation_count_equals_a_real_tiny_training_step(mode, tiny_mixtral_di
     planned = saved_per_layer(TrainingSimulator(arch, setup).run(batch, seq))
 
     saved = {}
-    for layers in (1, 2):
+    for layers in (2, 3):
         model = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir, dtype=torch.float32, attn_implementation="eager",
                                                      num_hidden_layers=layers, output_router_logits=True)
         model.requires_grad_(False)
@@ -83,9 +83,35 @@ def test_activation_count_equals_a_real_tiny_training_step(mode, tiny_mixtral_di
         r = simulate_training_step(model, contextlib.nullcontext(), lora_params, torch, setup, arch.vocab_size,
                                    batch, seq)
         saved[layers] = r["saved_layers"]["bytes"]
-    assert saved[2] - saved[1] == planned["bytes"]
+    assert saved[3] - saved[2] == planned["bytes"]
     hidden = arch.hidden_size
     if MODES[mode][0]:
         assert planned["bytes"] == batch * seq * hidden * 4  # checkpointing keeps each layer's float32 input
     else:
         assert planned["bytes"] > 10 * batch * seq * hidden * 4
+
+
+@pytest.mark.parametrize("mode", ["reentrant", "none"])
+def test_depth_extrapolation_equals_a_deeper_step(mode):
+    """Peaks at 5 layers from the 2- and 3-layer runs equal a 5-layer run (training and prefill)."""
+    from mixtral_ft.plan.measure import (
+        SIM_LAYERS,
+        TrainingSimulator,
+        at_depth,
+        build_inference_model,
+        depth_split,
+        simulate_prefill,
+    )
+
+    arch = load_arch(tiny_mixtral_config())
+    setup = _setup(mode, "flash_attention_2", qlora=True)
+    planned = at_depth(TrainingSimulator(arch, setup).run(2, 48), 5)
+    deep = _step(arch, setup, 5, True)
+    for phase, tags in planned.items():
+        assert sum(tags.values()) == deep["peaks"][phase]["bytes"], phase
+    runs = {}
+    for layers in SIM_LAYERS + (5,):
+        model, fake, torch = build_inference_model(arch, True, layers)
+        runs[layers] = simulate_prefill(model, fake, torch, arch.vocab_size, 3, 40, "sdpa")["peaks"]["prefill"]
+    split = depth_split(runs[SIM_LAYERS[0]]["by_tag"], runs[SIM_LAYERS[1]]["by_tag"], 5, ("activations", "logits", "dequant"))
+    assert sum(split.values()) == runs[5]["bytes"]

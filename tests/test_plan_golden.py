@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mixtral_ft.plan.shipped import golden_view, shipped_pairs, shipped_plan
+from mixtral_ft.plan.training import report_calibration
 
 GOLDEN = Path(__file__).parent / "golden" / "plans"
 CACHE = GOLDEN / "cache"
@@ -129,7 +130,12 @@ def test_fresh_measurement_matches_golden(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("MIXFT_CACHE", str(cache))
     views = {pair: golden_view(shipped_plan(*pair)) for pair in PAIRS}
+    inference = inference_golden_plan().to_dict()
+    calibration = report_calibration()
     if UPDATE:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / "inference-generate-4bit.json").write_text(json.dumps(inference, indent=1, sort_keys=True) + "\n",
+                                                             encoding="utf-8")
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for (task, profile), view in views.items():
             (GOLDEN / f"{task}-{profile}.json").write_text(json.dumps(view, indent=1, sort_keys=True) + "\n",
@@ -139,3 +145,23 @@ def test_fresh_measurement_matches_golden(tmp_path, monkeypatch):
         shutil.copytree(cache / "plan", CACHE)
     for (task, profile), view in views.items():
         assert json.loads(json.dumps(view)) == _golden(task, profile), f"{task}-{profile}"
+    assert json.loads(json.dumps(inference)) == json.loads((GOLDEN / "inference-generate-4bit.json").read_text())
+    assert 0.05 < calibration["mfu"] < 0.6
+
+
+def inference_golden_plan():
+    """generate with Mixtral-8x7B in 4-bit, batch 8 of 2,000-token prompts + 256 new tokens, on an A100-80GB."""
+    from mixtral_ft.plan.inference import plan_inference
+
+    return plan_inference("mistralai/Mixtral-8x7B-Instruct-v0.1", "a100-80gb", load_in_4bit=True, batch_size=8,
+                          max_new_tokens=256, prompt_lengths=[2000] * 8 + [1500] * 16)
+
+
+def test_inference_plan_matches_golden(warm_cache):
+    d = inference_golden_plan().to_dict()
+    assert d == json.loads((GOLDEN / "inference-generate-4bit.json").read_text())
+    # KV cache of the longest batch: 2 (K, V) x 32 layers x 8 rows x tokens x 8 heads x 128 x 2 bytes, with
+    # tokens = the 2,000-token prompts at the prefill peak, + 256 new tokens at the decode peak.
+    tokens = 2000 if d["peak_phase"] == "prefill" else 2256
+    assert d["parts"]["kv_cache"] == pytest.approx(2 * 32 * 8 * tokens * 8 * 128 * 2 / 2**30, abs=1e-3)
+    assert d["fits"] and d["tokens_per_s"] > 0 and d["hours"] > 0

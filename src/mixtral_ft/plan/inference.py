@@ -162,7 +162,7 @@ def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapte
     """
     from mixtral_ft.plan.arch import load_arch
     from mixtral_ft.plan.loadplan import inference_decisions
-    from mixtral_ft.plan.measure import measure_prefill, size_key
+    from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
     from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
     from mixtral_ft.plan.training import report_calibration
     from mixtral_ft.plan.weights import weight_summary
@@ -189,9 +189,8 @@ def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapte
     def compose(b: int) -> tuple[dict[str, float], str, dict[str, float]]:
         sim = measure_prefill(arch, load_in_4bit, b, width, use_cache=use_cache)["sizes"][size_key(b, width)]
         layers = arch.num_layers
-        one = sim["L1"]["peaks"]["prefill"]["by_tag"]
-        two = sim["L2"]["peaks"]["prefill"]["by_tag"]
-        at = {t: one.get(t, 0) + (layers - 1) * (two.get(t, 0) - one.get(t, 0)) for t in ("activations", "logits", "dequant")}
+        at = depth_split(sim[LA]["peaks"]["prefill"]["by_tag"], sim[LB]["peaks"]["prefill"]["by_tag"], layers,
+                         ("activations", "logits", "dequant"))
         kv_prompt = _kv_bytes(arch, b, width)
         kv_full = _kv_bytes(arch, b, width + max_new_tokens)
         prefill = {"kv_cache": kv_prompt, "activations": max(0.0, at["activations"] - kv_prompt),

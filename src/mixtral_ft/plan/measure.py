@@ -1,12 +1,13 @@
 """Measurements the planner cannot compute by formula, taken on the CPU in seconds, and cached.
 
 For a training setup (:class:`~mixtral_ft.plan.setup.TrainSetup`) the real model class is built
-at full width with 1 and 2 decoder layers (FakeTensors; :mod:`model_build`), with the loader's
+at full width with 2 and 3 decoder layers (FakeTensors; :mod:`model_build`), with the loader's
 4-bit storage, Axolotl's dtype casts, real PEFT LoRA, the configured gradient checkpointing and
 attention, and one training step (forward, loss, backward) is run at the planned micro batch and
 sequence length under :mod:`sim`'s instruments. A FakeTensor step costs the same at 512 or 16K
 tokens, so each size is simulated rather than extrapolated; only depth is extrapolated, linearly
-from 1 and 2 layers (every further layer keeps the same tensors as the second).
+from 2 and 3 layers (every further layer keeps the same tensors as the third; the first one is
+not a model for that, since what the embedding leaves alive is counted once).
 
 For each phase of the step (``forward``; ``head``: final norm, output head, loss and their
 backward; ``layers_backward``: recompute and backward of the decoder layers) the simulator
@@ -31,8 +32,9 @@ from typing import Any
 
 from mixtral_ft.plan.arch import ModelArch
 
-METHOD_VERSION = 1
-SIM_LAYERS = (1, 2)
+METHOD_VERSION = 2
+SIM_LAYERS = (2, 3)  # depths simulated; further layers add what the third added
+LA, LB = (f"L{n}" for n in SIM_LAYERS)
 PHASES = ("forward", "head", "layers_backward")
 TRANSIENT_TAGS = ("activations", "logits", "dequant")
 _VERSIONED = ("torch", "transformers", "peft", "bitsandbytes")
@@ -278,7 +280,7 @@ def simulator_for(arch: ModelArch, setup) -> TrainingSimulator:
 
 
 class TrainingSimulator:
-    """Fake models of one setup at 1 and 2 layers, built once, stepped at any size."""
+    """Fake models of one setup at the two simulated depths, built once, stepped at any size."""
 
     def __init__(self, arch: ModelArch, setup):
         self.arch = arch
@@ -291,10 +293,10 @@ class TrainingSimulator:
         return self._models[layers]
 
     def lora_parameters(self) -> dict[str, Any]:
-        """Element counts of every trainable tensor at 1 and 2 layers, and their dtype."""
-        one, two = self._model(1)[2], self._model(2)[2]
+        """Element counts of every trainable tensor at the two simulated depths, and their dtype."""
+        one, two = self._model(SIM_LAYERS[0])[2], self._model(SIM_LAYERS[1])[2]
         dtype = str(one[0].dtype).replace("torch.", "") if one else "float32"
-        return {"L1": [p.numel() for p in one], "L2": [p.numel() for p in two], "dtype": dtype}
+        return {LA: [p.numel() for p in one], LB: [p.numel() for p in two], "dtype": dtype}
 
     def run(self, batch: int, seq: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -307,7 +309,7 @@ class TrainingSimulator:
 
 def measure_training(arch: ModelArch, setup, sizes: list[tuple[int, int]], use_cache: bool = True,
                      simulator: TrainingSimulator | None = None) -> dict[str, Any]:
-    """Per-phase peaks at 1 and 2 layers for each (micro batch, sequence length) in ``sizes``, from
+    """Per-phase peaks at the two simulated depths for each (micro batch, sequence length) in ``sizes``, from
     the cache when measured before. Also the trainable (LoRA) parameter count and dtype."""
     settings = training_settings(setup)
     key = cache_key("train", arch, settings)
@@ -327,22 +329,32 @@ def measure_training(arch: ModelArch, setup, sizes: list[tuple[int, int]], use_c
     return data
 
 
-def at_depth(entry: dict[str, Any], layers: int) -> dict[str, dict[str, float]]:
-    """Per phase and tag, the bytes at ``layers`` layers: the 1-layer value plus ``layers - 1`` times
-    what the second layer added (every further layer keeps the same tensors as the second)."""
-    one, two = entry["L1"]["peaks"], entry["L2"]["peaks"]
-    out: dict[str, dict[str, float]] = {}
-    for phase in PHASES:
-        a = (one.get(phase) or {}).get("by_tag") or {}
-        b = (two.get(phase) or {}).get("by_tag") or {}
-        out[phase] = {tag: a.get(tag, 0) + (layers - 1) * (b.get(tag, 0) - a.get(tag, 0))
-                      for tag in TRANSIENT_TAGS + ("grads",)}
+def depth_split(first: dict[str, float], second: dict[str, float], layers: int,
+                tags: tuple[str, ...] = TRANSIENT_TAGS + ("grads",)) -> dict[str, float]:
+    """A phase's peak at ``layers`` layers, split by tag, from its peaks at the two simulated depths.
+
+    The total grows linearly: every further layer keeps what the third one added (its checkpointed
+    input, its KV cache, its router logits). The first layer is not a model for that (what the
+    embedding leaves alive is counted once), hence depths 2 and 3. The split is the deeper run's,
+    with the growth put on activations: logits and dequantization buffers are one layer's or the
+    head's, whatever the depth. (Extrapolating each tag separately would not do: the moment of the
+    peak, and so the split, can move between two runs.)"""
+    t1, t2 = sum(first.get(t, 0) for t in tags), sum(second.get(t, 0) for t in tags)
+    out = {t: float(second.get(t, 0)) for t in tags}
+    out["activations"] = out.get("activations", 0.0) + (layers - SIM_LAYERS[1]) * (t2 - t1)
     return out
 
 
+def at_depth(entry: dict[str, Any], layers: int) -> dict[str, dict[str, float]]:
+    """Per phase and tag, the bytes at ``layers`` layers (:func:`depth_split`)."""
+    one, two = entry[LA]["peaks"], entry[LB]["peaks"]
+    return {phase: depth_split((one.get(phase) or {}).get("by_tag") or {}, (two.get(phase) or {}).get("by_tag") or {},
+                               layers) for phase in PHASES}
+
+
 def saved_per_layer(entry: dict[str, Any]) -> dict[str, float]:
-    """Bytes autograd keeps per decoder layer until backward (the second layer's increment)."""
-    one, two = entry["L1"]["saved_layers"], entry["L2"]["saved_layers"]
+    """Bytes autograd keeps per decoder layer until backward (what the third layer added)."""
+    one, two = entry[LA]["saved_layers"], entry[LB]["saved_layers"]
     return {k: two.get(k, 0) - one.get(k, 0) for k in ("bytes", "dequant")}
 
 
@@ -395,7 +407,7 @@ def simulate_prefill(model, fake, torch, vocab: int, batch: int, seq: int, attn:
 
 
 def measure_prefill(arch: ModelArch, load_in_4bit: bool, batch: int, seq: int, use_cache: bool = True) -> dict[str, Any]:
-    """Prefill peak (per tag) at 1 and 2 layers for one batch shape, cached like training."""
+    """Prefill peak (per tag) at the two simulated depths for one batch shape, cached like training."""
     settings = {"load_in_4bit": load_in_4bit, "attn": "sdpa"}
     key = cache_key("prefill", arch, settings)
     data = (_read_cache(key) if use_cache else None) or {

@@ -182,6 +182,9 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
         if lin4 is not None and isinstance(module, lin4):
             module.compute_dtype = load_dtype
             module.compute_type_is_set = True
+            # bitsandbytes repacks 4-bit weights for AVX512 CPUs on the first inference forward
+            # (Linear4bit.forward, _convert_weight_packed_for_cpu); CUDA has no such step.
+            module.support_avx512bf16_for_cpu = False
     return model
 
 

@@ -11,9 +11,10 @@ Batching follows Axolotl's trainer:
 
 - with ``sample_packing`` and an attention that supports packing (flash), one micro batch is one
   bin of ``micro_batch_size * sequence_len`` tokens (``multipack_real_batches`` false,
-  ``axolotl/core/trainers/base.py`` ~155-164), filled first-fit in the sampler's shuffled order
-  (``pack_group`` in ``axolotl/utils/samplers/multipack.py``; at most 200 rows per bin), last
-  incomplete batch dropped;
+  ``axolotl/core/trainers/base.py`` ~155-164; ``core/builders/causal.py`` ~278-281), filled
+  first-fit in the sampler's shuffled order (``pack_group`` in ``axolotl/utils/samplers/
+  multipack.py``; at most 200 rows per bin); with other attention, ``micro_batch_size`` bins of
+  ``sequence_len`` tokens, the last incomplete batch dropped;
 - without packing, ``micro_batch_size`` rows per micro batch, padded to ``sequence_len`` with
   ``pad_to_sequence_len`` or else to the longest row of the batch.
 
@@ -182,8 +183,12 @@ def batching(data: DataTokens, setup) -> Batching:
     """How many micro batches one epoch is, and what each one computes."""
     lengths = data.lengths
     world = setup.world_size
-    if setup.sample_packing and setup.attention_kind == "flash":
-        capacity = setup.micro_batch_size * setup.sequence_len
+    if setup.sample_packing:
+        # With flash attention one micro batch is one bin of micro_batch_size x sequence_len tokens
+        # (multipack_real_batches off); otherwise micro_batch_size bins of sequence_len tokens, and
+        # the last incomplete batch of bins is dropped (drop_last=True).
+        real_batches = setup.attention_kind != "flash"
+        capacity = setup.sequence_len if real_batches else setup.micro_batch_size * setup.sequence_len
         sample = lengths
         scale = 1.0
         if len(lengths) > 20000:  # first fit is quadratic in pure Python: pack a seeded sample, scale up
@@ -192,11 +197,14 @@ def batching(data: DataTokens, setup) -> Batching:
             scale = len(lengths) / 20000
         bins = pack_first_fit(sample, capacity)
         n_bins = int(len(bins) * scale)
-        per_rank = n_bins // world  # drop_last across ranks
+        batches = n_bins // setup.micro_batch_size if real_batches else n_bins
+        per_rank = batches // world  # drop_last across ranks
+        slots = setup.micro_batch_size * setup.sequence_len
         used = sum(sample) * scale
-        return Batching(per_rank, capacity, data.tokens, len(lengths) / max(n_bins, 1),
+        return Batching(per_rank, slots, data.tokens, len(lengths) / max(batches, 1),
                         float(sum(x * x for x in lengths)), used / max(n_bins * capacity, 1),
-                        "first-fit packing into micro_batch_size x sequence_len bins"
+                        "first-fit packing into " + ("micro_batch_size bins of sequence_len" if real_batches
+                                                     else "micro_batch_size x sequence_len bins")
                         + (" (a 20,000-row sample, scaled)" if scale != 1.0 else ""))
     b = setup.micro_batch_size
     order = list(range(len(lengths)))

@@ -202,7 +202,7 @@ class _Planner:
 
     def parts(self, batch: int, seq: int) -> tuple[dict[str, float], str, dict[str, float], dict[str, Any]]:
         from mixtral_ft.plan.loadplan import DTYPE_BYTES
-        from mixtral_ft.plan.measure import at_depth
+        from mixtral_ft.plan.measure import LA, LB, at_depth
 
         entry = self.measurement(batch, seq)
         layers = self.arch.num_layers
@@ -212,7 +212,7 @@ class _Planner:
         world = setup.world_size if setup.deepspeed_stage in (1, 2, 3) else 1
         lora = entry["_lora"]
         pbytes = DTYPE_BYTES.get(lora["dtype"], 4)
-        numels = _at_depth_list(lora["L1"], lora["L2"], layers)
+        numels = _at_depth_list(lora[LA], lora[LB], layers)
         n_lora = sum(numels)
         parts["lora_params"] = float(n_lora * pbytes)
         parts["lora_grads"] = float(n_lora * pbytes) / (world if setup.deepspeed_stage in (2, 3) else 1)
@@ -243,14 +243,17 @@ class _LazySimulator:
         return getattr(self.planner.simulator(), name)
 
 
-def _at_depth_list(one: list[int], two: list[int], layers: int) -> list[int]:
-    """Tensor sizes at ``layers`` layers: the 1-layer list plus ``layers - 1`` copies of what the second added."""
+def _at_depth_list(first: list[int], second: list[int], layers: int) -> list[int]:
+    """Tensor sizes at ``layers`` layers: the deeper simulated list plus a copy of what its last layer
+    added for every further layer."""
     from collections import Counter
 
-    extra = Counter(two) - Counter(one)
-    out = list(one)
+    from mixtral_ft.plan.measure import SIM_LAYERS
+
+    extra = Counter(second) - Counter(first)
+    out = list(second)
     for n, c in extra.items():
-        out += [n] * c * (layers - 1)
+        out += [n] * c * (layers - SIM_LAYERS[1])
     return out
 
 
