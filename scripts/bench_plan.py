@@ -72,7 +72,7 @@ def _layers(config: dict[str, Any]) -> Any:
 def validate(data: Any) -> list[str]:
     """Every schema problem of a loaded points file, as ``point-id: field: what is wrong``."""
     problems: list[str] = []
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not isinstance(data.get("models"), dict):
+    if not (isinstance(data, dict) and isinstance(data.get("points"), list) and isinstance(data.get("models"), dict)):
         return ["top level: needs a `models:` mapping and a `points:` list"]
     models: dict[str, Any] = data["models"]
     for name, model in models.items():
@@ -187,8 +187,9 @@ def _validate_measured(where: str, point: dict[str, Any], m: dict[str, Any]) -> 
     if fits is not None and not isinstance(m.get("gpu_memory_gib"), (int, float)):
         out.append(f"{where}: measured.gpu_memory_gib: a fits verdict needs the card's memory")
     tput = m.get("throughput")
-    if tput is not None and (not isinstance(tput, dict) or not tput.get("tokens_per_s_per_gpu") or not tput.get("gpu_table")):
-        out.append(f"{where}: measured.throughput: needs tokens_per_s_per_gpu and gpu_table (a GPU of the planner's table)")
+    if tput is not None and not (isinstance(tput, dict) and tput.get("tokens_per_s_per_gpu") and tput.get("gpu_table")):
+        out.append(f"{where}: measured.throughput: needs tokens_per_s_per_gpu and gpu_table "
+                   "(a GPU of the planner's table)")
     if point.get("kind") == "boundary" and (peak is None or fits is not True):
         out.append(f"{where}: measured: a boundary point fits and its peak is the card's memory")
     if point.get("fully_known") and point.get("kind") == "measured" and peak is None and fits is None:
@@ -433,7 +434,7 @@ def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, u
                 plan = plan_point(point, configs[point["model"]], use_cache=use_cache)
             except MixftError as exc:
                 row.planner_error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a planner bug is a row of the table and makes the bench exit 1
+            except Exception as exc:  # noqa: BLE001 - a planner bug is a row of the table and makes the bench exit 1
                 row.planner_error = f"{type(exc).__name__}: {exc}"
             else:
                 row.planned_gib = plan.peak_gib
@@ -523,8 +524,8 @@ def _fmt(x: float | None, digits: int = 1, suffix: str = "") -> str:
 
 def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
     lines = [
-        "| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
-        "| fits (source / plan) | verdict |",
+        ("| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
+        "| fits (source / plan) | verdict |"),
         "|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
@@ -534,32 +535,33 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
             planned += f" ({_fmt(r.compared_gib, 2)})"
         counter = {"max_memory_reserved": "reserved", "max_memory_allocated": "allocated", "capacity": "card",
                    "estimate": "estimate", "nvidia-smi": "nvidia-smi"}.get(r.metric or "", "unstated")
+        measured = _fmt(r.measured_gib, 2) + ("" if r.measured_gib is None else f" ({counter})")
         fits = "–" if r.measured_fits is None else ("fits" if r.measured_fits else "OOM")
         pfits = "–" if r.planned_fits is None else ("fits" if r.planned_fits else "OOM")
         name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
         lines.append(f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
-                     f"| {r.tokens:,} | {_fmt(r.measured_gib, 2)}{'' if r.measured_gib is None else f' ({counter})'} | {planned} | {_fmt(r.error_pct, 1, '%')} "
+                     f"| {r.tokens:,} | {measured} | {planned} | {_fmt(r.error_pct, 1, '%')} "
                      f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |")
     s = summary
     lines += [
         "",
-        f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
+        (f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
         f"{_fmt(s['median_abs_error_pct'], 1, '%')} (signed median {_fmt(s['median_signed_error_pct'], 1, '%')}, "
         f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); within {s['target_error_pct']:g}%: "
-        f"{s['within_target']} of {s['fully_known_measured']}.",
-        f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
-        f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}.",
+        f"{s['within_target']} of {s['fully_known_measured']}."),
+        (f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
+        f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}."),
         f"- Not planned: {', '.join(f'{k} ({v})' for k, v in s['not_planned'].items()) or 'none'}.",
         f"- Planner errors: {', '.join(s['planner_errors']) or 'none'}.",
-        f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
-        f"{'met' if s['targets_met'] else 'not met'}.",
+        (f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
+        f"{'met' if s['targets_met'] else 'not met'}."),
     ]
     d = s["diagnosis"]
     if d["corrections_gib"]:
-        lines += ["", "Diagnosis, not the plan: the same rows with the planner defects found here removed by "
-                  "arithmetic on the plan's own parts (`diagnose()` in scripts/bench_plan.py):", "",
-                  "| point | known | measured GiB | planned GiB (on its counter) | corrections GiB | corrected GiB "
-                  "| error |",
+        lines += ["", ("Diagnosis, not the plan: the same rows with the planner defects found here removed by "
+                  "arithmetic on the plan's own parts (`diagnose()` in scripts/bench_plan.py):"), "",
+                  ("| point | known | measured GiB | planned GiB (on its counter) | corrections GiB | corrected GiB "
+                  "| error |"),
                   "|---|---|---:|---:|---|---:|---:|"]
         for r in rows:
             if r.corrections:
@@ -567,9 +569,9 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
                 lines.append(f"| {r.id} | {'yes' if r.fully_known else 'no'} | {_fmt(r.measured_gib, 2)} "
                              f"| {_fmt(r.compared_gib, 2)} | {fixes} | {_fmt(r.corrected_gib, 2)} "
                              f"| {_fmt(r.corrected_error_pct, 1, '%')} |")
-        lines += ["", f"- With those corrections the median absolute error over the same fully known points is "
+        lines += ["", (f"- With those corrections the median absolute error over the same fully known points is "
                   f"{_fmt(d['median_abs_error_pct'], 1, '%')}; within {s['target_error_pct']:g}%: "
-                  f"{d['within_target']} of {s['fully_known_measured']}."]
+                  f"{d['within_target']} of {s['fully_known_measured']}.")]
     if s["throughput"]:
         lines += ["", "Throughput (token slots per second per GPU; the plan's time model at its calibrated MFU):", "",
                   "| point | GPU | measured | planned | error |", "|---|---|---:|---:|---:|"]
@@ -581,9 +583,11 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=Path, default=POINTS, help="the points file (default scripts/plan_points.yaml)")
-    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-plan", help="where results.* and manifest.json go")
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-plan",
+                    help="where results.* and manifest.json go")
     ap.add_argument("--only", default="", help="comma-separated point ids to plan (default: all)")
-    ap.add_argument("--no-cache", action="store_true", help="re-measure every architecture instead of using the plan cache")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="re-measure every architecture instead of using the plan cache")
     ap.add_argument("--check", action="store_true", help="only check the points file and print a summary of it")
     # --only leaves out the two rows of mixft's shipped RG config (they need no point; see shipped_rows)
     args = ap.parse_args(argv)
@@ -613,8 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = now_iso()
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
-        say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
         rows = run_points(data, Path(tmp), only=only or None, use_cache=not args.no_cache, say=say)
     if not only:
         rows += shipped_rows(data, use_cache=not args.no_cache, say=say)
@@ -635,8 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "results.md", table)
-    write_manifest(out / "manifest.json", {k: record[k] for k in ("kind", "started_at", "ended_at", "command", "points_file",
-                                                                   "options", "planner", "environment")})
+    manifest_keys = ("kind", "started_at", "ended_at", "command", "points_file", "options", "planner", "environment")
+    write_manifest(out / "manifest.json", {k: record[k] for k in manifest_keys})
     print(table)
     return 1 if summary["planner_errors"] else 0
 
