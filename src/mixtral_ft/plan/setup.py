@@ -53,6 +53,7 @@ class TrainSetup:
     max_steps: int | None = None
     optimizer: str = "adamw_torch"
     deepspeed_stage: int | None = None
+    deepspeed_config: str | None = None  # the JSON file's path
     world_size: int = 1
     lora_qkv_kernel: bool = False
     lora_o_kernel: bool = False
@@ -184,6 +185,7 @@ def setup_from_config(cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = T
         max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else None,
         optimizer=str(cfg.get("optimizer") or "adamw_torch"),
         deepspeed_stage=_deepspeed_stage(cfg.get("deepspeed")),
+        deepspeed_config=str(cfg["deepspeed"]) if cfg.get("deepspeed") else None,
         world_size=max(1, int(world_size)),
         lora_qkv_kernel=_bool(cfg.get("lora_qkv_kernel")),
         lora_o_kernel=_bool(cfg.get("lora_o_kernel")),

@@ -18,6 +18,7 @@ refuses it for Mixtral (issue 10 item 2), so the plan keeps them whole and says 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,27 @@ PART_LABELS = {
     "activations": "activations",
     "logits_loss": "logits and loss",
     "dequant_buffers": "dequantization buffers",
+    "deepspeed_buffers": "DeepSpeed gradient buckets",
     "cuda_overhead": "CUDA context + allocator",
 }
+DEEPSPEED_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
+
+
+def deepspeed_bucket_bytes(config_path: str | None, stage: int | None, dtype_bytes: int = 2) -> float:
+    """ZeRO-1/2 with ``contiguous_gradients`` allocate a gradient bucket of ``reduce_bucket_size``
+    elements in the training dtype before every backward, and a second one with ``overlap_comm``
+    (``deepspeed/runtime/zero/stage_1_and_2.py``, ``backward``)."""
+    if stage not in (1, 2) or not config_path:
+        return 0.0
+    try:
+        zero = json.loads(Path(config_path).read_text(encoding="utf-8")).get("zero_optimization") or {}
+    except (OSError, ValueError):
+        zero = {}
+    if not zero.get("contiguous_gradients", True):
+        return 0.0
+    bucket = zero.get("reduce_bucket_size", DEEPSPEED_REDUCE_BUCKET)
+    bucket = DEEPSPEED_REDUCE_BUCKET if not isinstance(bucket, (int, float)) else bucket
+    return float(bucket) * dtype_bytes * (2 if zero.get("overlap_comm", False) else 1)
 
 
 def optimizer_bytes(optimizer: str, numels: list[int], param_bytes: int) -> tuple[int, str]:
@@ -123,10 +143,10 @@ class TrainingPlan:
             "gpu_memory_gib": round(self.gpu.memory_gib, 2),
             "fits": self.fits,
             "margin_gib": round(self.margin_gib, 2),
-            "parts": {k: round(v / GIB, 3) for k, v in self.parts.items()},
+            "parts": {k: round(v / GIB, 6) for k, v in self.parts.items()},
             "peak_phase": self.peak_phase,
             "phases_gib": {k: round(v / GIB, 3) for k, v in self.phases.items()},
-            "hours": None if self.hours is None else round(self.hours, 2),
+            "hours": None if self.hours is None else round(self.hours, 4),
             "gpu": self.gpu.as_dict(),
             "gpus": self.gpus,
             "model": {"base_model": s.base_model, "source": self.arch_source},
@@ -225,6 +245,10 @@ class _Planner:
         parts["activations"] = max(0.0, tags["activations"])
         parts["logits_loss"] = max(0.0, tags["logits"])
         parts["dequant_buffers"] = max(0.0, tags["dequant"])
+        buckets = deepspeed_bucket_bytes(setup.deepspeed_config, setup.deepspeed_stage,
+                                         DTYPE_BYTES.get(setup.compute_dtype, 2))
+        if buckets:
+            parts["deepspeed_buffers"] = buckets
         parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
         extra = {"n_lora": n_lora, "lora_dtype": lora["dtype"], "optimizer_note": note, "entry": entry}
         return parts, peak_phase, totals, extra
