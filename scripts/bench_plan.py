@@ -1,0 +1,651 @@
+"""Plan vs published measurements (issue 11, item 5; the table goes in docs/planning.md).
+
+Runs `mixft plan`'s library on every point of scripts/plan_points.yaml - LoRA/QLoRA peak GPU memory
+that others measured (or claimed) on Hugging Face / PEFT stacks - and compares:
+
+    .venv/bin/python scripts/bench_plan.py --out runs/bench-plan
+    .venv/bin/python scripts/bench_plan.py --only fsdp-qlora-llama2-7b-qlora-ddp-bs8,peft-readme-bloomz-7b1-lora-fp32
+
+For each point: the measured peak (GiB), the planned peak, the error in percent, the plan's fits
+verdict for the card the source used against what happened (right / wrong), and whether the number
+is a measurement, a boundary of a sweep or a claim. The summary is the median absolute error over
+the fully known measured points (the issue's target: within 15%, and the right verdict everywhere).
+A point the planner cannot plan (e.g. FSDP, which mixft does not run) is a row with the reason.
+
+Writes OUT/results.json, OUT/results.md and OUT/manifest.json (versions, the points file's hash, the
+command line); prints the table. The planner measures each new architecture once on the CPU and
+caches it ($MIXFT_CACHE/plan), so the first run takes minutes and later ones seconds.
+
+The points file alone can be checked without planning anything: --check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+POINTS = REPO / "scripts" / "plan_points.yaml"
+
+KINDS = ("measured", "boundary", "claim")
+METRICS = ("max_memory_allocated", "max_memory_reserved", "nvidia-smi", "unstated", "estimate", "capacity")
+UNITS = {"GiB": 1.0, "GB": 1.0, "MiB": 1 / 1024}  # "GB" readings of nvidia-smi/W&B are GiB (see the file header)
+PARALLEL = {
+    "single": "one GPU",
+    "ddp": "data parallel: a full replica per GPU",
+    "fsdp_no_shard": "FSDP NO_SHARD: a full replica per GPU, planned as data parallel",
+    "fsdp_full_shard": "FSDP FULL_SHARD: weights split over the GPUs; mixft runs no FSDP",
+    "fsdp_full_shard_cpu_offload": "FSDP with parameters offloaded to the CPU; mixft runs no FSDP",
+}
+NOT_PLANNED_PARALLEL = {"fsdp_full_shard", "fsdp_full_shard_cpu_offload"}
+# Keys in a point's `train` block that are not Axolotl's (the file header explains them).
+EXTRA_TRAIN_KEYS = ("tokens_per_micro_batch", "base_dtype", "lora_dtype", "parallel")
+ATTENTION_KEYS = ("flash_attention", "attn_implementation", "xformers_attention", "sdp_attention")
+MODEL_SHAPE_KEYS = ("model_type", "hidden_size", "vocab_size")
+TARGET_ERROR_PCT = 15.0
+
+
+class PointsError(Exception):
+    """The points file is malformed; ``problems`` lists every problem found."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# --------------------------------------------------------------------------------------------------
+# the points file
+# --------------------------------------------------------------------------------------------------
+
+def _layers(config: dict[str, Any]) -> Any:
+    return config.get("num_hidden_layers", config.get("n_layer"))
+
+
+def validate(data: Any) -> list[str]:
+    """Every schema problem of a loaded points file, as ``point-id: field: what is wrong``."""
+    problems: list[str] = []
+    if not (isinstance(data, dict) and isinstance(data.get("points"), list) and isinstance(data.get("models"), dict)):
+        return ["top level: needs a `models:` mapping and a `points:` list"]
+    models: dict[str, Any] = data["models"]
+    for name, model in models.items():
+        cfg = model.get("config") if isinstance(model, dict) else None
+        if not isinstance(cfg, dict):
+            problems.append(f"models.{name}: config: missing")
+            continue
+        for key in MODEL_SHAPE_KEYS:
+            if not cfg.get(key):
+                problems.append(f"models.{name}: config.{key}: missing")
+        if not _layers(cfg):
+            problems.append(f"models.{name}: config.num_hidden_layers: missing")
+        if not model.get("hf_id"):
+            problems.append(f"models.{name}: hf_id: missing")
+    seen: set[str] = set()
+    for i, point in enumerate(data["points"]):
+        pid = point.get("id") if isinstance(point, dict) else None
+        where = f"points[{i}]" if not pid else pid
+        if not isinstance(point, dict) or not pid:
+            problems.append(f"{where}: id: missing")
+            continue
+        if pid in seen:
+            problems.append(f"{where}: id: duplicate")
+        seen.add(pid)
+        src = point.get("source")
+        if not isinstance(src, dict) or not all(src.get(k) for k in ("title", "url", "where")):
+            problems.append(f"{where}: source: needs title, url and where")
+        if point.get("kind") not in KINDS:
+            problems.append(f"{where}: kind: {point.get('kind')!r} is not one of {', '.join(KINDS)}")
+        if not isinstance(point.get("fully_known"), bool):
+            problems.append(f"{where}: fully_known: must be true or false")
+        if point.get("model") not in models:
+            problems.append(f"{where}: model: {point.get('model')!r} is not under models:")
+        train = point.get("train")
+        if not isinstance(train, dict):
+            problems.append(f"{where}: train: missing")
+            continue
+        problems += _validate_train(where, train)
+        m = point.get("measured")
+        if not isinstance(m, dict):
+            problems.append(f"{where}: measured: missing")
+            continue
+        problems += _validate_measured(where, point, m)
+        assumed = point.get("assumed") or []
+        unknowns = point.get("unknowns")
+        if point.get("fully_known"):
+            if assumed:
+                problems.append(f"{where}: assumed: a fully known point assumes nothing ({', '.join(assumed)})")
+            if point.get("kind") == "boundary":
+                problems.append(f"{where}: fully_known: a boundary point's peak is the card, not a reading")
+        elif not unknowns:
+            problems.append(f"{where}: unknowns: a point that is not fully known says what is unknown")
+        for key in assumed:
+            if key not in train:
+                problems.append(f"{where}: assumed: {key!r} is not a key of train")
+        plan_as = point.get("plan_as")
+        if plan_as is not None and not isinstance(plan_as, dict):
+            problems.append(f"{where}: plan_as: a mapping of Axolotl keys laid over train")
+        elif plan_as and set(plan_as) & set(EXTRA_TRAIN_KEYS):
+            problems.append(f"{where}: plan_as: changes {', '.join(sorted(set(plan_as) & set(EXTRA_TRAIN_KEYS)))},"
+                            " which are the source's facts")
+    return problems
+
+
+def _validate_train(where: str, train: dict[str, Any]) -> list[str]:
+    out = []
+    for key in ("adapter", "lora_r", "sequence_len", "micro_batch_size", "tokens_per_micro_batch", "optimizer"):
+        if train.get(key) in (None, ""):
+            out.append(f"{where}: train.{key}: missing")
+    if train.get("adapter") not in ("lora", "qlora"):
+        out.append(f"{where}: train.adapter: {train.get('adapter')!r} is not lora or qlora")
+    if not (train.get("lora_target_modules") or train.get("lora_target_linear")):
+        out.append(f"{where}: train.lora_target_modules: none, and lora_target_linear is not set")
+    if "gradient_checkpointing" not in train:
+        out.append(f"{where}: train.gradient_checkpointing: missing (true or false)")
+    if not any(train.get(k) for k in ATTENTION_KEYS):
+        out.append(f"{where}: train: no attention kernel ({' / '.join(ATTENTION_KEYS)})")
+    if not (train.get("bf16") or train.get("fp16") or train.get("base_dtype")):
+        out.append(f"{where}: train: no precision (bf16, fp16 or base_dtype)")
+    if train.get("adapter") == "qlora" and not train.get("load_in_4bit"):
+        out.append(f"{where}: train.load_in_4bit: a qlora point loads in 4-bit")
+    par = train.get("parallel")
+    if not isinstance(par, dict) or par.get("kind") not in PARALLEL or not int(par.get("gpus") or 0) >= 1:
+        out.append(f"{where}: train.parallel: needs kind ({', '.join(PARALLEL)}) and gpus >= 1")
+    try:
+        slots = int(train["micro_batch_size"]) * int(train["sequence_len"])
+        if int(train["tokens_per_micro_batch"]) != slots:
+            out.append(f"{where}: train.tokens_per_micro_batch: {train['tokens_per_micro_batch']} is not "
+                       f"micro_batch_size x sequence_len = {slots} (the planner plans full rows)")
+    except (KeyError, TypeError, ValueError):
+        pass
+    return out
+
+
+def _validate_measured(where: str, point: dict[str, Any], m: dict[str, Any]) -> list[str]:
+    out = []
+    peak, fits = m.get("peak"), m.get("fits")
+    if peak is None and fits is None:
+        out.append(f"{where}: measured: neither a peak nor a fits verdict")
+    if fits not in (True, False, None):
+        out.append(f"{where}: measured.fits: true, false or null")
+    if peak is not None:
+        unit = m.get("unit")
+        if unit not in UNITS:
+            out.append(f"{where}: measured.unit: {unit!r} is not one of {', '.join(UNITS)}")
+        elif not isinstance(m.get("peak_gib"), (int, float)):
+            out.append(f"{where}: measured.peak_gib: missing")
+        elif abs(float(peak) * UNITS[unit] - float(m["peak_gib"])) > 0.01 and point.get("kind") != "boundary":
+            out.append(f"{where}: measured.peak_gib: {m['peak_gib']} is not {peak} {unit}")
+        if m.get("metric") not in METRICS:
+            out.append(f"{where}: measured.metric: {m.get('metric')!r} is not one of {', '.join(METRICS)}")
+    if fits is not None and not isinstance(m.get("gpu_memory_gib"), (int, float)):
+        out.append(f"{where}: measured.gpu_memory_gib: a fits verdict needs the card's memory")
+    tput = m.get("throughput")
+    if tput is not None and not (isinstance(tput, dict) and tput.get("tokens_per_s_per_gpu") and tput.get("gpu_table")):
+        out.append(f"{where}: measured.throughput: needs tokens_per_s_per_gpu and gpu_table "
+                   "(a GPU of the planner's table)")
+    if point.get("kind") == "boundary" and (peak is None or fits is not True):
+        out.append(f"{where}: measured: a boundary point fits and its peak is the card's memory")
+    if point.get("fully_known") and point.get("kind") == "measured" and peak is None and fits is None:
+        out.append(f"{where}: measured: a fully known measurement needs a peak or a verdict")
+    return out
+
+
+def load_points(path: Path = POINTS) -> dict[str, Any]:
+    """The points file, checked (raises :class:`PointsError` listing every problem)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise PointsError(Path(path), [f"cannot read: {e}"]) from None
+    problems = validate(data)
+    if problems:
+        raise PointsError(Path(path), problems)
+    return data
+
+
+def axolotl_config(point: dict[str, Any], config_json: Path) -> dict[str, Any]:
+    """The Axolotl config the planner reads: ``train`` with ``plan_as`` laid over it (a null removes a key),
+    without the file's own keys, and ``base_model`` = the model's config.json."""
+    cfg = {k: v for k, v in point["train"].items() if k not in EXTRA_TRAIN_KEYS}
+    for key, value in (point.get("plan_as") or {}).items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    cfg["base_model"] = str(config_json)
+    return cfg
+
+
+def world_size(point: dict[str, Any]) -> int:
+    return int(point["train"]["parallel"]["gpus"])
+
+
+def write_model_configs(models: dict[str, Any], directory: Path) -> dict[str, Path]:
+    """One ``config.json`` per model of the points file (what ``base_model`` points at)."""
+    paths = {}
+    for name, model in models.items():
+        path = directory / name / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = dict(model["config"])
+        cfg.setdefault("_name_or_path", model["hf_id"])
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        paths[name] = path
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# planning and comparing
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One point: what was measured, what the plan says, and how they compare."""
+
+    id: str
+    source: str
+    url: str
+    kind: str
+    fully_known: bool
+    reference: bool
+    model: str
+    tokens: int
+    gpu: str | None
+    gpu_memory_gib: float | None
+    measured_gib: float | None
+    metric: str | None
+    measured_fits: bool | None
+    planned_gib: float | None = None
+    planned_fits: bool | None = None
+    parts_gib: dict[str, float] = field(default_factory=dict)
+    peak_phase: str | None = None
+    measured_tokens_per_s: float | None = None  # per GPU, where the source gives a throughput
+    planned_tokens_per_s: float | None = None
+    throughput_gpu: str | None = None  # the GPU of the planner's table the throughput is planned for
+    corrections: dict[str, float] = field(default_factory=dict)  # see diagnose(): GiB per known planner defect
+    counter_offset_gib: float = 0.0  # see counter_offset(): the plan's overhead the source's counter does not see
+    not_planned: str | None = None  # why the planner was not asked (a setting mixft does not run)
+    planner_error: str | None = None  # the planner failed on a point it should plan
+
+    @property
+    def compared_gib(self) -> float | None:
+        """The plan on the source's counter: its peak less the overhead that counter does not include."""
+        return None if self.planned_gib is None else self.planned_gib + self.counter_offset_gib
+
+    @property
+    def error_pct(self) -> float | None:
+        if self.measured_gib is None or self.compared_gib is None:
+            return None
+        return 100.0 * (self.compared_gib - self.measured_gib) / self.measured_gib
+
+    @property
+    def corrected_gib(self) -> float | None:
+        return None if self.compared_gib is None else self.compared_gib + sum(self.corrections.values())
+
+    @property
+    def corrected_error_pct(self) -> float | None:
+        if self.measured_gib is None or self.corrected_gib is None:
+            return None
+        return 100.0 * (self.corrected_gib - self.measured_gib) / self.measured_gib
+
+    @property
+    def throughput_error_pct(self) -> float | None:
+        if self.measured_tokens_per_s is None or self.planned_tokens_per_s is None:
+            return None
+        return 100.0 * (self.planned_tokens_per_s - self.measured_tokens_per_s) / self.measured_tokens_per_s
+
+    @property
+    def verdict(self) -> str:
+        """``right``/``wrong`` when the source says whether it fit on a named card; ``n/a`` otherwise."""
+        if self.measured_fits is None or self.planned_fits is None:
+            return "n/a"
+        return "right" if self.measured_fits == self.planned_fits else "wrong"
+
+    @property
+    def in_median(self) -> bool:
+        """Counted in the headline error: a fully known measured peak that was planned."""
+        return self.fully_known and self.kind == "measured" and self.error_pct is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(compared_gib=self.compared_gib,
+                   error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
+                   in_median=self.in_median, corrected_gib=self.corrected_gib,
+                   corrected_error_pct=None if self.corrected_error_pct is None else round(self.corrected_error_pct, 1),
+                   throughput_error_pct=None if self.throughput_error_pct is None
+                   else round(self.throughput_error_pct, 1))
+        return out
+
+
+def new_row(point: dict[str, Any], models: dict[str, Any]) -> Row:
+    m = point["measured"]
+    tput = m.get("throughput") or {}
+    return Row(measured_tokens_per_s=tput.get("tokens_per_s_per_gpu"), throughput_gpu=tput.get("gpu_table"),
+               id=point["id"], source=point["source"]["title"], url=point["source"]["url"], kind=point["kind"],
+               fully_known=point["fully_known"], reference=bool(point.get("reference")), model=point["model"],
+               tokens=int(point["train"]["tokens_per_micro_batch"]), gpu=m.get("gpu"),
+               gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
+               measured_fits=m.get("fits"))
+
+
+def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True):
+    """The planner's TrainingPlan for one point (on the card the source used; 80 GiB when it names none)."""
+    from mixtral_ft.plan.training import plan_training
+
+    gpu = point["measured"].get("gpu_memory_gib") or 80.0
+    return plan_training(axolotl_config(point, config_json), gpu=float(gpu), gpus=world_size(point),
+                         use_cache=use_cache, search=False)
+
+
+def counter_offset(metric: str | None) -> float:
+    """GiB to take off the plan's peak so it reads on the counter the source used.
+
+    The plan's peak is what the device holds: it includes the CUDA context (``CUDA_CONTEXT_GIB``) and
+    the caching allocator's reserve (``ALLOCATOR_RESERVE_GIB``), as nvidia-smi would show.
+    ``torch.cuda.max_memory_reserved`` sees the allocator's reserve but not the context;
+    ``max_memory_allocated`` sees neither. Unstated counters, nvidia-smi, estimates and a card's
+    capacity are compared with the whole peak."""
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    if metric == "max_memory_allocated":
+        return -(CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB)
+    if metric == "max_memory_reserved":
+        return -CUDA_CONTEXT_GIB
+    return 0.0
+
+
+CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
+
+
+def diagnose(point: dict[str, Any], parts_gib: dict[str, float]) -> dict[str, float]:
+    """What the plan would be without three planner defects found by this bench, as GiB to add to its peak.
+
+    Computed from the plan's own parts, only where the defect applies; a diagnosis, not the plan:
+
+    - ``embeddings_bf16``: Axolotl 0.19 casts embed_tokens/lm_head back to the training dtype after
+      ``prepare_model_for_kbit_training`` for any LoRA/QLoRA adapter (``axolotl/loaders/model.py`` ~460-490,
+      ``should_convert``); the plan keeps them in float32 (half of that part is too much). Applied to
+      Axolotl points and to points stated to run in pure bf16 (``base_dtype: bfloat16``); other stacks
+      (PEFT's ``prepare_model_for_kbit_training`` alone) may well keep them in float32, so not there;
+    - ``cut_cross_entropy``: the CCE plugin never materializes the logits; the plan has no such input;
+    - ``int8_weights``: with ``load_in_8bit`` the linears are int8 (1 byte, plus a float32 scale per row),
+      the plan counts them in float32 (3/4 of those parts is too much; the row scales are left in).
+    """
+    train = point["train"]
+    out: dict[str, float] = {}
+    axolotl_like = str(point.get("stack", "")).startswith("Axolotl") or train.get("base_dtype") == "bfloat16"
+    if axolotl_like and (train.get("bf16") or train.get("fp16")) and parts_gib.get("weights_embeddings_head"):
+        out["embeddings_bf16"] = -parts_gib["weights_embeddings_head"] / 2
+    if CCE_PLUGIN in (train.get("plugins") or []) and parts_gib.get("logits_loss"):
+        out["cut_cross_entropy"] = -parts_gib["logits_loss"]
+    if train.get("load_in_8bit"):
+        linear = parts_gib.get("weights_attention", 0.0) + parts_gib.get("weights_mlp", 0.0)
+        out["int8_weights"] = -0.75 * linear
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str, use_cache: bool = True) -> float:
+    """Token slots per second per GPU by the planner's time model (plan/timing.py): FLOPs with recompute at
+    the MFU calibrated on the reference report, plus the 4-bit dequantization traffic, on ``gpu_name``.
+
+    A point's rows are full length and not packed, so a micro batch's attention pairs are rows x length^2."""
+    from mixtral_ft.plan.arch import load_arch
+    from mixtral_ft.plan.gpus import gpu_by_name
+    from mixtral_ft.plan.loadplan import training_decisions
+    from mixtral_ft.plan.setup import setup_from_config
+    from mixtral_ft.plan.timing import arch_dims, micro_batch_cost
+    from mixtral_ft.plan.training import report_calibration
+    from mixtral_ft.plan.weights import weight_summary
+
+    setup = setup_from_config(axolotl_config(point, config_json), world_size=world_size(point))
+    arch = load_arch(setup.base_model)
+    weights = weight_summary(arch, training_decisions(setup), setup.model_config_overrides, use_cache=use_cache)
+    slots = setup.micro_batch_size * setup.sequence_len
+    pairs = setup.micro_batch_size * setup.sequence_len ** 2
+    cost = micro_batch_cost(weights, arch_dims(arch), slots, pairs, checkpointing=setup.checkpointing_mode != "none",
+                            frozen_base=bool(setup.adapter))
+    gpu = gpu_by_name(gpu_name)
+    return slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, report_calibration(use_cache)["mfu"])
+
+
+def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True,
+               say=lambda msg: None) -> list[Row]:
+    """Plan every point (or those in ``only``); a point the planner fails on is a row with the error."""
+    from mixtral_ft.errors import MixftError
+
+    configs = write_model_configs(data["models"], work / "models")
+    rows = []
+    points = [p for p in data["points"] if not only or p["id"] in only]
+    for i, point in enumerate(points, 1):
+        row = new_row(point, data["models"])
+        kind = point["train"]["parallel"]["kind"]
+        if kind in NOT_PLANNED_PARALLEL:
+            row.not_planned = PARALLEL[kind]
+        else:
+            say(f"[{i}/{len(points)}] {point['id']}")
+            try:
+                plan = plan_point(point, configs[point["model"]], use_cache=use_cache)
+            except MixftError as exc:
+                row.planner_error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - a planner bug is a row of the table and makes the bench exit 1
+                row.planner_error = f"{type(exc).__name__}: {exc}"
+            else:
+                row.planned_gib = plan.peak_gib
+                row.planned_fits = plan.fits if row.gpu_memory_gib is not None else None
+                row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
+                row.peak_phase = plan.peak_phase
+                row.corrections = diagnose(point, row.parts_gib)
+                row.counter_offset_gib = counter_offset(row.metric)
+                if row.throughput_gpu:
+                    row.planned_tokens_per_s = planned_tokens_per_s(point, configs[point["model"]], row.throughput_gpu,
+                                                                    use_cache)
+        rows.append(row)
+    return rows
+
+
+SHIPPED = (("a100-80gb", "reference-mixtral-rg-a100-80"), ("a100-40gb", "reference-mixtral-rg-a100-40-claim"))
+
+
+def shipped_rows(data: dict[str, Any], use_cache: bool = True, say=lambda msg: None) -> list[Row]:
+    """mixft's own RG config on the report's cards, beside the report's numbers.
+
+    The report's run most likely trained LoRA on the experts too (its points say why); mixft's shipped
+    RG config trains attention only. These rows plan the shipped config (``render`` of configs/rg.yml +
+    the profile) on the same card and compare it with the same published number; they are not in the median.
+    """
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+    from mixtral_ft.plan.training import plan_training
+
+    by_id = {p["id"]: p for p in data["points"]}
+    rows = []
+    for profile, ref_id in SHIPPED:
+        ref = by_id[ref_id]
+        say(f"[shipped] rg --profile {profile}")
+        values = render(RenderRequest(task="rg", data_dir=Path("data-dir"), profile=profile,
+                                      run_dir=Path("run-dir"))).values
+        m = ref["measured"]
+        row = Row(id=f"mixft-rg-{profile}", source=f"mixft configs/rg.yml + profile {profile}, against {ref_id}",
+                  url=ref["source"]["url"], kind="shipped", fully_known=False, reference=True, model=ref["model"],
+                  tokens=int(values["micro_batch_size"]) * int(values["sequence_len"]), gpu=m.get("gpu"),
+                  gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
+                  measured_fits=m.get("fits"))
+        plan = plan_training(values, gpu=float(m["gpu_memory_gib"]), use_cache=use_cache, search=False)
+        row.planned_gib, row.planned_fits, row.peak_phase = plan.peak_gib, plan.fits, plan.peak_phase
+        row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[Row]) -> dict[str, Any]:
+    """The headline numbers, each with what it was computed over."""
+    median_rows = [r for r in rows if r.in_median]
+    errors = [abs(r.error_pct) for r in median_rows]
+    corrected = [abs(r.corrected_error_pct) for r in median_rows]
+    verdicts = [r for r in rows if r.verdict != "n/a" and r.kind != "shipped"]
+    wrong = [r.id for r in verdicts if r.verdict == "wrong"]
+    signed = [r.error_pct for r in median_rows]
+    return {
+        "points": len(rows),
+        "planned": sum(r.planned_gib is not None for r in rows),
+        "not_planned": {r.id: r.not_planned for r in rows if r.not_planned},
+        "planner_errors": {r.id: r.planner_error for r in rows if r.planner_error},
+        "fully_known_measured": len(median_rows),
+        "median_abs_error_pct": round(statistics.median(errors), 1) if errors else None,
+        "median_signed_error_pct": round(statistics.median(signed), 1) if signed else None,
+        "max_abs_error_pct": round(max(errors), 1) if errors else None,
+        "within_target": sum(e <= TARGET_ERROR_PCT for e in errors),
+        "target_error_pct": TARGET_ERROR_PCT,
+        "verdicts": len(verdicts),
+        "verdicts_right": len(verdicts) - len(wrong),
+        "verdicts_wrong": wrong,
+        "targets_met": bool(errors) and all(e <= TARGET_ERROR_PCT for e in errors) and not wrong,
+        "diagnosis": {
+            "what": "the plan with the three planner defects of diagnose() removed, from its own parts",
+            "median_abs_error_pct": round(statistics.median(corrected), 1) if corrected else None,
+            "within_target": sum(e <= TARGET_ERROR_PCT for e in corrected),
+            "corrections_gib": {r.id: r.corrections for r in rows if r.corrections},
+        },
+        "throughput": {r.id: {"measured": r.measured_tokens_per_s, "planned": round(r.planned_tokens_per_s, 1),
+                              "error_pct": round(r.throughput_error_pct, 1), "gpu": r.throughput_gpu}
+                       for r in rows if r.throughput_error_pct is not None},
+    }
+
+
+def _fmt(x: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}{suffix}"
+
+
+def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
+    lines = [
+        ("| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
+        "| fits (source / plan) | verdict |"),
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        planned = _fmt(r.planned_gib, 2) if r.planned_gib is not None else (
+            "not planned" if r.not_planned else "planner error")
+        if r.planned_gib is not None and r.counter_offset_gib:
+            planned += f" ({_fmt(r.compared_gib, 2)})"
+        counter = {"max_memory_reserved": "reserved", "max_memory_allocated": "allocated", "capacity": "card",
+                   "estimate": "estimate", "nvidia-smi": "nvidia-smi"}.get(r.metric or "", "unstated")
+        measured = _fmt(r.measured_gib, 2) + ("" if r.measured_gib is None else f" ({counter})")
+        fits = "–" if r.measured_fits is None else ("fits" if r.measured_fits else "OOM")
+        pfits = "–" if r.planned_fits is None else ("fits" if r.planned_fits else "OOM")
+        name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
+        lines.append(f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
+                     f"| {r.tokens:,} | {measured} | {planned} | {_fmt(r.error_pct, 1, '%')} "
+                     f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |")
+    s = summary
+    lines += [
+        "",
+        (f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
+        f"{_fmt(s['median_abs_error_pct'], 1, '%')} (signed median {_fmt(s['median_signed_error_pct'], 1, '%')}, "
+        f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); within {s['target_error_pct']:g}%: "
+        f"{s['within_target']} of {s['fully_known_measured']}."),
+        (f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
+        f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}."),
+        f"- Not planned: {', '.join(f'{k} ({v})' for k, v in s['not_planned'].items()) or 'none'}.",
+        f"- Planner errors: {', '.join(s['planner_errors']) or 'none'}.",
+        (f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
+        f"{'met' if s['targets_met'] else 'not met'}."),
+    ]
+    d = s["diagnosis"]
+    if d["corrections_gib"]:
+        lines += ["", ("Diagnosis, not the plan: the same rows with the planner defects found here removed by "
+                  "arithmetic on the plan's own parts (`diagnose()` in scripts/bench_plan.py):"), "",
+                  ("| point | known | measured GiB | planned GiB (on its counter) | corrections GiB | corrected GiB "
+                  "| error |"),
+                  "|---|---|---:|---:|---|---:|---:|"]
+        for r in rows:
+            if r.corrections:
+                fixes = ", ".join(f"{k} {v:+.2f}" for k, v in r.corrections.items())
+                lines.append(f"| {r.id} | {'yes' if r.fully_known else 'no'} | {_fmt(r.measured_gib, 2)} "
+                             f"| {_fmt(r.compared_gib, 2)} | {fixes} | {_fmt(r.corrected_gib, 2)} "
+                             f"| {_fmt(r.corrected_error_pct, 1, '%')} |")
+        lines += ["", (f"- With those corrections the median absolute error over the same fully known points is "
+                  f"{_fmt(d['median_abs_error_pct'], 1, '%')}; within {s['target_error_pct']:g}%: "
+                  f"{d['within_target']} of {s['fully_known_measured']}.")]
+    if s["throughput"]:
+        lines += ["", "Throughput (token slots per second per GPU; the plan's time model at its calibrated MFU):", "",
+                  "| point | GPU | measured | planned | error |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['gpu']} | {v['measured']:,.0f} | {v['planned']:,.0f} | {v['error_pct']:+.1f}% |"
+                  for k, v in s["throughput"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--points", type=Path, default=POINTS, help="the points file (default scripts/plan_points.yaml)")
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-plan",
+                    help="where results.* and manifest.json go")
+    ap.add_argument("--only", default="", help="comma-separated point ids to plan (default: all)")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="re-measure every architecture instead of using the plan cache")
+    ap.add_argument("--check", action="store_true", help="only check the points file and print a summary of it")
+    # --only leaves out the two rows of mixft's shipped RG config (they need no point; see shipped_rows)
+    args = ap.parse_args(argv)
+
+    try:
+        data = load_points(args.points)
+    except PointsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    points = data["points"]
+    if args.check:
+        kinds = {k: sum(p["kind"] == k for p in points) for k in KINDS}
+        print(f"{args.points}: {len(points)} points ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
+              f"{sum(p['fully_known'] for p in points)} fully known, {len(data['models'])} models")
+        return 0
+    only = {x for x in args.only.split(",") if x}
+    unknown = only - {p["id"] for p in points}
+    if unknown:
+        ap.error(f"unknown point id(s): {', '.join(sorted(unknown))}")
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mixtral_ft.util.atomic import atomic_write_text
+    from mixtral_ft.util.hashing import sha256_file
+    from mixtral_ft.util.provenance import command_line, environment, now_iso, set_command_line, write_manifest
+
+    set_command_line([sys.executable, *sys.argv] if argv is None else ["bench_plan.py", *argv])
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = now_iso()
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        rows = run_points(data, Path(tmp), only=only or None, use_cache=not args.no_cache, say=say)
+    if not only:
+        rows += shipped_rows(data, use_cache=not args.no_cache, say=say)
+    summary = summarize(rows)
+    table = render_markdown(rows, summary)
+    from mixtral_ft.plan.measure import METHOD_VERSION, cache_dir
+    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+
+    record = {
+        "kind": "mixft-bench-plan", "started_at": started, "ended_at": now_iso(), "command": command_line(),
+        "points_file": {"path": str(args.points), "sha256": sha256_file(args.points)},
+        "options": {"only": sorted(only), "use_cache": not args.no_cache},
+        "planner": {"method_version": METHOD_VERSION, "cache_dir": str(cache_dir()),
+                    "cuda_context_gib": CUDA_CONTEXT_GIB, "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB},
+        "environment": environment(),
+        "summary": summary,
+        "rows": [r.as_dict() for r in rows],
+    }
+    atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "results.md", table)
+    manifest_keys = ("kind", "started_at", "ended_at", "command", "points_file", "options", "planner", "environment")
+    write_manifest(out / "manifest.json", {k: record[k] for k in manifest_keys})
+    print(table)
+    return 1 if summary["planner_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
