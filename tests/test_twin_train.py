@@ -160,3 +160,21 @@ def test_the_twin_trains_lora_through_4bit_experts(twin):
     grads = {n: p.grad for n, p in twin.model.named_parameters() if ".lora_B." in n}
     assert len(grads) == 8 and all(g is not None and g.abs().sum() > 0 for g in grads.values())
     twin.model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.slow
+def test_router_aux_loss_reaches_lora_under_the_checkpointing_the_gpu_run_gets(twin):
+    """``output_router_logits`` with non-reentrant checkpointing (rg.yml/tc.yml): the aux loss is part
+    of the graph and its gradient reaches the LoRA tensors. Under Axolotl's default reentrant mode it
+    would be a constant (docs/training.md, "Router auxiliary loss"; scripts/measure_router_aux.py)."""
+    import torch
+
+    assert twin.gpu_values["model_config"]["output_router_logits"] is True
+    assert twin.gpu_values["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    ids = twin.tokenizer("Context: The museum opens at 9 am.\nQuestion: When?\n", return_tensors="pt")["input_ids"]
+    out = twin.forward(ids, labels=ids)
+    assert out.aux_loss is not None and out.aux_loss.grad_fn is not None
+    lora = [p for n, p in twin.model.named_parameters() if ".lora_A." in n or ".lora_B." in n]
+    grads = torch.autograd.grad(out.aux_loss, lora, allow_unused=True)
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+    twin.model.zero_grad(set_to_none=True)
