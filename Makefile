@@ -15,7 +15,7 @@ export DO_NOT_TRACK := 1
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
+.PHONY: install browser demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
 
 install: $(STAMP)
 
@@ -36,8 +36,19 @@ demo: $(STAMP)
 demo-tiny: $(STAMP)
 	$(BIN)/mixft demo --model tiny --out out/demo-tiny
 
+# The report's browser test (tests/test_report_browser.py) opens report.html in Debian's headless
+# Chromium. Installed here when missing and this is a Debian machine run as root; elsewhere that
+# one test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+	  || echo "note: could not install chromium; the browser test will skip"; \
+	else echo "note: chromium/chromedriver not found; the browser test will skip (apt-get install chromium chromium-driver)"; fi
+
 # CI's command: the fast tier and the slow tier (real Axolotl runs on CPU); never the gpu tier.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider
 
 test-fast: $(STAMP)
