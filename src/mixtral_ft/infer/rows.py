@@ -48,6 +48,15 @@ QUESTION = Field("question", lambda v: isinstance(v, str), "missing or not a str
 RESPONSE = Field("response", lambda v: isinstance(v, str), "missing or not a string", explain=_failed_generation)
 
 
+def row_input_sha256(row: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """The SHA-256 of what an output row was made from: the canonical JSON (sorted keys, no
+    spaces, UTF-8) of the input row, or of its ``keys`` only (a missing key counts as null).
+    Stamped in every output row as ``input_sha256``; resuming redoes a row whose input changed."""
+    from mixtral_ft.util.hashing import sha256_json
+
+    return sha256_json(row if keys is None else {k: row.get(k) for k in keys})
+
+
 @dataclass(frozen=True)
 class InputRows:
     """The rows a job will work on (after ``limit``) and how many the file holds."""
