@@ -76,7 +76,8 @@ class OpenAIBackend:
         if mode not in MODES:
             raise UsageError(f"Unknown endpoint mode '{mode}'. Available: {', '.join(MODES)}")
         if not base_url.startswith(("http://", "https://")):
-            raise UsageError(f"--base-url {base_url!r}: must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
+            raise UsageError(f"--base-url {_redact_url(base_url)!r}: must start with http:// or https:// "
+                             "(e.g. http://127.0.0.1:8000/v1)")
         if concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
         if timeout <= 0:

@@ -53,12 +53,14 @@ def check_mergeable(cfg: dict) -> None:
 
 
 def merge(run_dir: Path, out: Path | None = None, force: bool = False, runner=None) -> MergeResult:
-    """Write the merged model to ``out`` (default ``RUN_DIR/merged``) atomically."""
-    from mixtral_ft.train.launch import build_merge_command
+    """Write the merged model to ``out`` (default ``RUN_DIR/merged``) atomically.
+
+    Holds the run directory's lock (no ``train`` may write the adapter meanwhile) and ``out``'s."""
     from mixtral_ft.train.preflight import check_axolotl
-    from mixtral_ft.train.runner import axolotl_env, run_streaming
-    from mixtral_ft.util.atomic import check_output_dir
-    from mixtral_ft.util.manifest import Manifest, file_entry
+    from mixtral_ft.train.runner import run_streaming
+    from mixtral_ft.util.atomic import check_output_dir, guard_destination, remove_leftovers
+    from mixtral_ft.util.interrupt import keeping
+    from mixtral_ft.util.lock import output_lock
 
     runner = runner or run_streaming
     paths = RunPaths(Path(run_dir))
@@ -66,12 +68,30 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, runner=No
     if not (paths.output / "adapter_config.json").exists():
         raise UsageError(f"{paths.output}: no LoRA adapter (adapter_config.json); has the run finished?")
     out = Path(out) if out else paths.root / MERGED_NAME
+    base = Path(str(cfg.get("base_model", "")))
+    guard_destination(out, [paths.root, base if base.exists() else None])  # never the run or the base model
     check_output_dir(out, force)
     check_axolotl()
     check_mergeable(cfg)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    with output_lock(paths.root, "run directory"), output_lock(out, "merged model folder"), \
+            keeping(f"nothing was written to {out}; run the same command again"):
+        remove_leftovers(out)
+        check_output_dir(out, force)
+        return _merge_locked(paths, cfg, out, runner)
+
+
+def _merge_locked(paths: RunPaths, cfg: dict, out: Path, runner) -> MergeResult:
+    """``merge``'s work while it holds ``out``'s lock: Axolotl writes into a staging sibling
+    (named with this pid), which replaces ``out`` at the end and is removed on any failure."""
+    import os
+
+    from mixtral_ft.train.launch import build_merge_command
+    from mixtral_ft.train.runner import axolotl_env
+    from mixtral_ft.util.manifest import Manifest, file_entry
+
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
         cmd = build_merge_command(paths.config.resolve(), paths.output.resolve()) + [f"--output_dir={stage}"]
         started = time.monotonic()

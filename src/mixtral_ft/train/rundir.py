@@ -150,7 +150,8 @@ class RunStatus:
         if self.state is RunState.INTERRUPTED:
             return f"stopped before its first checkpoint ({last})"
         if self.state is RunState.RESUMABLE:
-            return f"has {self.checkpoint.name if self.checkpoint else '?'} (step {self.step} of {self.max_steps}; {last})"
+            name = self.checkpoint.name if self.checkpoint else "?"
+            return f"has {name} (step {self.step} of {self.max_steps}; {last})"
         if self.state is RunState.FINISHED:
             return (f"finished (step {self.step} of {self.max_steps}"
                     + (f"; adapter in {self.run_dir / OUTPUT_NAME}" if self.adapter else "") + ")")
