@@ -44,7 +44,7 @@ from mixtral_ft.data.validate import (
     DEFAULT_PROBLEM_CAP,
     MISSING,
     FieldSpec,
-    check_key,
+    check_id,
     check_text,
     check_text_or_list,
     get_path,
@@ -175,7 +175,7 @@ class RgRules:
             row_id = None
             raw_id = get_path(obj, id_spec.column)
             if raw_id is not MISSING:
-                row_id, err = check_key(raw_id)
+                row_id, err = check_id(raw_id)
                 if err:
                     problems.append(Problem(display, line, id_spec.label, err))
             group = None

@@ -184,7 +184,7 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
         except BaseException as e:
             # Stopped part-way: the manifest still says what the file holds now, and why it stopped.
             with shielded():
-                if opts.out.exists():
+                if opts.out.exists() or output.manifest_path.exists():
                     _set_extra(manifest, builder, identity)
                     with contextlib.suppress(Exception):
                         ended.append(_finish(opts, builder, manifest, output, inputs.rows, plan, stats,

@@ -1,7 +1,7 @@
 """Loading a job's input rows: every problem reported at once, before any request is sent.
 
-Each job names the fields it needs (``Field``); every row must also have a unique, non-empty
-string ``id`` (docs/formats.md: the join key across stages). Problems are reported as
+Each job names the fields it needs (``Field``); every row must also have a unique ``id`` that
+follows the id rules (``util.ids``; docs/formats.md: the join key across stages). Problems are reported as
 ``file:line: field: what is wrong``, with true line numbers (blank lines count).
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.util.ids import id_problem
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ def load_rows(path: Path, fields: Sequence[Field], limit: int | None = None) -> 
     seen: dict[str, int] = {}
     for lineno, row in iter_jsonl(path):
         key = row.get("id")
-        if not isinstance(key, str) or not key:
-            problems.append(Problem(name, lineno, "id", "missing or not a non-empty string"))
+        problem = id_problem(key)
+        if problem:
+            problems.append(Problem(name, lineno, "id", problem))
         elif key in seen:
             problems.append(Problem(name, lineno, "id", f"duplicate id {key!r} (first on line {seen[key]})"))
         else:

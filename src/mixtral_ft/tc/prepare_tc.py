@@ -54,6 +54,7 @@ from mixtral_ft.data.validate import (
     MISSING,
     FieldSpec,
     ProblemCollector,
+    check_id,
     check_key,
     check_text,
     check_text_or_list,
@@ -255,7 +256,7 @@ class TcRules:
         id_spec = specs["id"]
         raw_id = get_path(obj, id_spec.column)
         row_id, msg = (
-            check_key(raw_id) if raw_id is not MISSING and raw_id is not None else (None, missing_message(id_spec))
+            check_id(raw_id) if raw_id is not MISSING and raw_id is not None else (None, missing_message(id_spec))
         )
         if msg:
             bad(id_spec.label, msg)
@@ -376,7 +377,7 @@ def _read_judgements(paths: tuple[str, ...], work: Path, n_parts: int) -> list[s
                 if raw.obj is None:
                     problems.add(raw.problem)
                     continue
-                key, msg = check_key(raw.obj.get("id"))
+                key, msg = check_id(raw.obj.get("id"))
                 if msg:
                     problems.add(Problem(spec.display, raw.line, "id", msg))
                     continue
