@@ -132,6 +132,8 @@ class NoSpaceError(MixftError):
         free = f"{format_bytes(where[1])} free in {where[0]}" if where else "free space unknown"
         if needed:
             free += f", it needs {'more than' if at_least else 'about'} {format_bytes(needed)}"
+        else:
+            free += ", it needs more than that"
         super().__init__(f"no space left on device writing {path}: {free}; free some space or choose another "
                          f"location ({kept or 'nothing half-written was kept'})")
 

@@ -205,28 +205,32 @@ def staged_dir(out: str | os.PathLike, force: bool = False, inputs: Iterable[str
     existed = out.exists()
     kept = (f"{out} is unchanged (the new output was not finished); run the same command again" if existed
             else f"nothing was written to {out}; run the same command again")
-    with output_lock(out, "output folder"), keeping(kept):
-        remove_leftovers(out)
-        check_output_dir(out, force)  # again, now that we hold it
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
-        # mkdtemp makes the directory private (0700); the final output gets the usual umask mode.
-        os.chmod(stage, 0o777 & ~_umask())
-        try:
-            yield stage
-            with shielded():
-                if out.exists():
-                    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
-                    os.replace(out, trash / "old")
-                    os.replace(stage, out)
-                    shutil.rmtree(trash, ignore_errors=True)
-                else:
-                    os.replace(stage, out)
-        except BaseException as e:
-            full = NoSpaceError.matches(e) or isinstance(e, NoSpaceError)
-            with shielded():
-                written = _size(stage) if full else 0
-                shutil.rmtree(stage, ignore_errors=True)
-            if full:
-                raise NoSpaceError(out, needed=needed or written or None, at_least=needed is None,
-                                   kept=kept.split(";")[0]) from None
+    written = 0
+    try:
+        with output_lock(out, "output folder"), keeping(kept):
+            remove_leftovers(out)
+            check_output_dir(out, force)  # again, now that we hold it
+            stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+            # mkdtemp makes the directory private (0700); the final output gets the usual umask mode.
+            os.chmod(stage, 0o777 & ~_umask())
+            try:
+                yield stage
+                with shielded():
+                    if out.exists():
+                        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+                        os.replace(out, trash / "old")
+                        os.replace(stage, out)
+                        shutil.rmtree(trash, ignore_errors=True)
+                    else:
+                        os.replace(stage, out)
+            except BaseException as e:
+                with shielded():
+                    if NoSpaceError.matches(e) or isinstance(e, NoSpaceError):
+                        written = _size(stage)
+                    shutil.rmtree(stage, ignore_errors=True)
+                raise
+    except (OSError, NoSpaceError) as e:
+        if not (NoSpaceError.matches(e) or isinstance(e, NoSpaceError)):
             raise
+        raise NoSpaceError(out, needed=needed or written or None, at_least=needed is None,
+                           kept=kept.split(";")[0]) from None

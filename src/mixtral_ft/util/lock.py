@@ -67,6 +67,18 @@ class OutputLock:
         return self._fd is not None
 
     def acquire(self) -> None:
+        """Take the lock, or raise ``LockedError`` naming the holder (``NoSpaceError`` when even the
+        lock file cannot be written)."""
+        from mixtral_ft.errors import NoSpaceError
+
+        try:
+            self._acquire()
+        except OSError as e:
+            if NoSpaceError.matches(e):
+                raise NoSpaceError(self.target, kept="nothing was written") from None
+            raise
+
+    def _acquire(self) -> None:
         from mixtral_ft.util.provenance import command_line, now_iso
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +111,9 @@ class OutputLock:
             raise LockedError(f"{self.target}: could not take its lock {self.path}")
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line(), "started": now_iso()}
         data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        self._fd = fd  # held from here: release() removes the file even if the record cannot be written
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
-        self._fd = fd
 
     def release(self) -> None:
         if self._fd is None:
@@ -127,7 +139,11 @@ class OutputLock:
 def output_lock(target: str | os.PathLike, what: str = "output") -> Iterator[OutputLock]:
     """Hold ``target``'s lock for the block; a second holder gets ``LockedError`` at once."""
     lock = OutputLock(target, what)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except BaseException:
+        lock.release()
+        raise
     try:
         yield lock
     finally:

@@ -83,7 +83,10 @@ def set_command_line(argv: list[str]) -> None:
 
 def command_line() -> list[str]:
     """The mixft command as typed, secrets scrubbed (``scrub_argv``): what manifests record."""
-    argv = list(_ARGV) if _ARGV is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    name = Path(sys.argv[0]).name
+    if name in ("main.py", "__main__.py"):  # python -m mixtral_ft.cli.main: the same command as `mixft`
+        name = "mixft"
+    argv = list(_ARGV) if _ARGV is not None else [name, *sys.argv[1:]]
     return scrub_argv(argv)
 
 
