@@ -181,3 +181,27 @@ def kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    """Mount a real small tmpfs at ``path``; False where that is not permitted (not root, or a
+    container without mount rights)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return res.returncode == 0
+
+
+def unmount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(mnt: Path, leave: int) -> None:
+    """Fill the filesystem of ``mnt`` until about ``leave`` bytes are free."""
+    import shutil
+
+    free = shutil.disk_usage(mnt).free
+    if free > leave:
+        with open(mnt / "filler", "wb") as fh:
+            fh.write(b"\0" * (free - leave))

@@ -10,28 +10,28 @@ and generate/judge with a real model, are in ``test_reliability_slow.py``.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures_models import rg_rows, write_split
 from reliability_helpers import (
     alive,
     descendants,
+    fill,
     hold_lock,
     kill,
     leftovers,
     lock_held,
+    mount_tmpfs,
     run,
     silent_endpoint,
     start,
     stop,
+    unmount,
     wait_until,
     write_qa,
 )
-
-from fixtures_models import rg_rows, write_split
 
 BIG_ROWS = 100_000  # ~30 MB: the read pass runs for seconds, long enough to be stopped part-way
 
@@ -288,32 +288,15 @@ def test_resume_keeps_rows_made_from_the_same_input_and_redoes_the_changed(tmp_p
 # ------------------------------------------------------------------ 7. full disk
 
 
-def _tmpfs(path: Path, size: str) -> bool:
-    """Mount a real small tmpfs at ``path`` (needs root and mount rights: not in most CI containers)."""
-    path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    return res.returncode == 0
-
-
 @pytest.fixture()
 def small_fs(tmp_path):
     """A 2 MiB tmpfs, or a skip saying why (the injected-fault tests below always run)."""
     mnt = tmp_path / "small"
-    if os.geteuid() != 0 or not _tmpfs(mnt, "2m"):
+    if not mount_tmpfs(mnt, "2m"):
         pytest.skip("cannot mount a tmpfs here (not root, or mounts not permitted in this container); "
                     "the injected full-disk tests cover the same paths")
     yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def _fill(mnt: Path, leave: int) -> None:
-    """Fill ``mnt`` until about ``leave`` bytes are free."""
-    import shutil
-
-    free = shutil.disk_usage(mnt).free
-    if free > leave:
-        with open(mnt / "filler", "wb") as fh:
-            fh.write(b"\0" * (free - leave))
+    unmount(mnt)
 
 
 def _check_full_disk_message(res, where: Path) -> None:
@@ -336,7 +319,7 @@ def test_prepare_on_a_real_full_filesystem(tmp_path, small_fs):
 def test_eval_and_report_on_a_real_full_filesystem(tmp_path, small_fs):
     v = _verdicts(tmp_path / "v.jsonl")
     assert run(["eval", "rg", "--verdicts", v, "--label", "x", "--out", tmp_path / "ev"], tmp_path).returncode == 0
-    _fill(small_fs, 1024)
+    fill(small_fs, 1024)
     for args, out in ((["eval", "rg", "--verdicts", v, "--label", "x", "--out", small_fs / "e"], small_fs / "e"),
                       (["report", tmp_path / "ev", "--out", small_fs / "r"], small_fs / "r")):
         res = run(args, tmp_path)
