@@ -12,6 +12,7 @@ from mixtral_ft.errors import ExternalCommandError, UsageError
 from mixtral_ft.train.launch import LaunchOptions, build_launch_command
 from mixtral_ft.train.rundir import (
     RunPaths,
+    RunState,
     RunStatus,
     TrainSummary,
     asks_for_more,
@@ -206,6 +207,8 @@ def _kept(req: TrainRequest) -> str:
         return (f"machine rank {req.launch.machine_rank} stopped; machine rank 0 owns {req.run_dir} and its "
                 f"checkpoints; continue every machine with: {resume_command(req.run_dir)}")
     status = run_status(req.run_dir)
+    if status.state is RunState.NEW:
+        return f"nothing was kept in {req.run_dir}; run the same command again"
     if status.checkpoint is not None:
         return (f"run {req.run_dir} kept with {status.checkpoint.name} (step {status.step} of {status.max_steps}); "
                 f"continue with: {resume_command(req.run_dir)}")
