@@ -92,7 +92,7 @@ def build_inputs(root: Path, need_model: bool) -> Work:
     w.qa = write_qa(root / "qa.jsonl", 60_000)
     w.responses = root / "responses.jsonl"
     with open(w.responses, "w") as fh:
-        for i in range(40_000):
+        for i in range(120_000):
             fh.write(json.dumps({"id": f"r{i}", "context": f"Fact {i}: the shop opens at {i % 12} am.",
                                  "question": f"When does shop {i} open?", "response": f"At {i % 12} am.",
                                  "hallucinated": i % 4 == 0}) + "\n")

@@ -36,7 +36,7 @@ def mixft_env(extra: dict[str, str] | None = None, full_disk: tuple[Path, int] |
 
 
 def mixft_cmd(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "mixtral_ft.cli.main", *map(str, args)]
+    return [sys.executable, "-m", "mixtral_ft.cli", *map(str, args)]
 
 
 def start(args: list[str], cwd: Path, **env_kw) -> subprocess.Popen:
