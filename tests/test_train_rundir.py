@@ -198,3 +198,11 @@ def test_rank_1_resumes_from_the_shared_checkpoint_or_says_why_it_cannot(tmp_pat
     assert p0.resume_from == p1.resume_from == shared / "output" / "checkpoint-4"
     assert p1.config.values["resume_from_checkpoint"] == str((shared / "output" / "checkpoint-4").resolve())
     assert p1.command[-1].endswith("nodes/rank-1/axolotl.yml") and p0.command[-1].endswith("shared/axolotl.yml")
+
+
+def test_merge_refuses_a_run_that_is_not_finished(tmp_path, capsys):
+    """Axolotl saves a partly trained adapter on Ctrl-C: merging it would pass it off as the result."""
+    run_dir = _run(tmp_path / "run", [_attempt("interrupted by SIGINT", 130)], (2,), adapter=True)
+    rc, _, err = _mixft(["merge", run_dir], capsys)
+    assert rc == 2 and "has checkpoint-2 (step 2 of 4" in err and "its adapter is not the finished one" in err
+    assert not (run_dir / "merged").exists()

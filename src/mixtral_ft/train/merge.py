@@ -79,7 +79,19 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, runner=No
             keeping(f"nothing was written to {out}; run the same command again"):
         remove_leftovers(out)
         check_output_dir(out, force)
+        _check_finished(paths)
         return _merge_locked(paths, cfg, out, runner)
+
+
+def _check_finished(paths: RunPaths) -> None:
+    """Merge only a finished run: Axolotl pre-saves adapter_config.json at the start and saves a
+    partly trained adapter on Ctrl-C, so an adapter in output/ alone does not mean it is done."""
+    from mixtral_ft.train.rundir import RunState, run_status
+
+    status = run_status(paths.root)
+    if status.state is not RunState.FINISHED:
+        raise UsageError(f"{paths.root}: {status.describe()}; its adapter is not the finished one. Finish the run "
+                         f"first (`mixft train … --run-dir {paths.root} --resume`), then merge")
 
 
 def _merge_locked(paths: RunPaths, cfg: dict, out: Path, runner) -> MergeResult:
