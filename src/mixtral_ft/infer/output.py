@@ -78,10 +78,9 @@ class ResumableOutput:
         if self.path.is_dir():
             raise UsageError(f"--out {self.path}: is a directory; give a file path")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = OutputLock(self.path, "output file")
-        lock.acquire()
-        self._lock = lock
+        self._lock = OutputLock(self.path, "output file")
         try:
+            self._lock.acquire()
             self._take()
         except BaseException:
             self._release()

@@ -205,9 +205,14 @@ def staged_dir(out: str | os.PathLike, force: bool = False, inputs: Iterable[str
     existed = out.exists()
     kept = (f"{out} is unchanged (the new output was not finished); run the same command again" if existed
             else f"nothing was written to {out}; run the same command again")
+    renamed: list[bool] = []  # a signal held during the final rename arrives after it: the output is whole
+
+    def note() -> str:
+        return f"{out} was written completely just before the signal" if renamed else kept
+
     written = 0
     try:
-        with output_lock(out, "output folder"), keeping(kept):
+        with output_lock(out, "output folder"), keeping(note):
             remove_leftovers(out)
             check_output_dir(out, force)  # again, now that we hold it
             stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
@@ -223,6 +228,7 @@ def staged_dir(out: str | os.PathLike, force: bool = False, inputs: Iterable[str
                         shutil.rmtree(trash, ignore_errors=True)
                     else:
                         os.replace(stage, out)
+                    renamed.append(True)
             except BaseException as e:
                 with shielded():
                     if NoSpaceError.matches(e) or isinstance(e, NoSpaceError):
