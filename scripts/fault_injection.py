@@ -181,8 +181,13 @@ def _rows_at_least(path: Path, n: int) -> Callable[[], bool]:
 def prepare_points(kind: str):
     def points(case: Path, _proc, n: int):
         out = case / "out"
-        staging = lambda: any(case.glob(".out.staging-*"))  # noqa: E731
-        work_files = lambda: any(case.glob(".out.staging-*/.work/t0-bucket*"))  # noqa: E731
+
+        def staging() -> bool:
+            return any(case.glob(".out.staging-*"))
+
+        def work_files() -> bool:
+            return any(case.glob(".out.staging-*/.work/t0-bucket*"))
+
         base = [("just started", _after(0.3)), ("lock taken", lambda: lock_held(out)),
                 ("staging folder made", staging), ("read pass writing", work_files)]
         delays = [0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10]
@@ -238,8 +243,13 @@ def infer_check(total: int) -> Callable[[Path], list[str]]:
 def train_points(case: Path, _proc, n: int):
     run_dir = case / "run"
     log = run_dir / "train.log"
-    has = lambda text: (lambda: log.exists() and text in log.read_text(errors="replace"))  # noqa: E731
-    ck = lambda k: (run_dir / "output" / f"checkpoint-{k}" / "trainer_state.json").exists  # noqa: E731
+
+    def has(text: str) -> Callable[[], bool]:
+        return lambda: log.exists() and text in log.read_text(errors="replace")
+
+    def ck(k: int) -> Callable[[], bool]:
+        return (run_dir / "output" / f"checkpoint-{k}" / "trainer_state.json").exists
+
     base = [("lock taken", lambda: lock_held(run_dir)), ("Axolotl started", has("axolotl")),
             ("model loaded", has("Pre-saving")), ("trainer started", has("Starting trainer"))]
     base += [(f"checkpoint {k} saved", ck(k)) for k in range(1, 6)]
@@ -311,13 +321,22 @@ def kill_case(spec: Resumable, case: Path, point: str, ready: Callable[[], bool]
 
 def resumable_commands(w: Work) -> dict[str, Resumable]:
     ref = w.root / "reference"
-    gen_out = lambda c: c / "out.jsonl"  # noqa: E731
-    gen = lambda c: ["generate", "--model", w.tiny, "--data", w.gen_data, "--out", c / "out.jsonl",  # noqa: E731
-                     "--max-new-tokens", "8", "--batch-size", "1"]
-    jud = lambda c: ["judge", "--model", w.tiny, "--responses", w.gen_responses, "--out",  # noqa: E731
-                     c / "out.jsonl", "--max-new-tokens", "8", "--batch-size", "1", "--no-score"]
-    train = lambda c: ["train", "rg", "--data", w.rg_data, "--profile", "cpu", "--base-model", w.tiny,  # noqa: E731
-                       "--run-dir", c / "run", "--set", "save_steps=1", "--set", "max_steps=6"]
+
+    def gen_out(c: Path) -> Path:
+        return c / "out.jsonl"
+
+    def gen(c: Path) -> list:
+        return ["generate", "--model", w.tiny, "--data", w.gen_data, "--out", c / "out.jsonl",
+                "--max-new-tokens", "8", "--batch-size", "1"]
+
+    def jud(c: Path) -> list:
+        return ["judge", "--model", w.tiny, "--responses", w.gen_responses, "--out", c / "out.jsonl",
+                "--max-new-tokens", "8", "--batch-size", "1", "--no-score"]
+
+    def train(c: Path) -> list:
+        return ["train", "rg", "--data", w.rg_data, "--profile", "cpu", "--base-model", w.tiny,
+                "--run-dir", c / "run", "--set", "save_steps=1", "--set", "max_steps=6"]
+
     return {
         "prepare rg": Resumable("prepare rg", lambda c: ["prepare", "rg", w.qa, "--out", c / "out", "--workers", "2"],
                                 lambda c: c / "out", prepare_points("rg"),

@@ -90,7 +90,7 @@ class LockedError(MixftError):
     exit_code = 75  # EX_TEMPFAIL: try again once the other run has finished
 
 
-def format_bytes(n: int | float) -> str:
+def format_bytes(n: float) -> str:
     """``1536`` -> ``"1.5 KiB"`` (binary units, one decimal)."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

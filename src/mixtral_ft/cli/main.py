@@ -154,7 +154,7 @@ def entrypoint() -> None:
         # Cleanup has run; do not wait for worker threads still blocked on the network
         # (an endpoint request in flight) before the process ends.
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         os._exit(code)
     sys.exit(code)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
-from mixtral_ft.errors import UsageError
+from mixtral_ft.errors import MixftError, UsageError
 from mixtral_ft.infer.output import INPUT_SHA256, ResumableOutput, ResumePlan
 from mixtral_ft.infer.rows import Field, row_input_sha256
 from mixtral_ft.util.interrupt import keeping, shielded
@@ -186,7 +186,8 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
             with shielded():
                 if opts.out.exists() or output.manifest_path.exists():
                     _set_extra(manifest, builder, identity)
-                    with contextlib.suppress(Exception):
+                    # a full disk or an unreadable file must not hide why the run stopped
+                    with contextlib.suppress(OSError, MixftError):
                         ended.append(_finish(opts, builder, manifest, output, inputs.rows, plan, stats,
                                              stopped=_why(e)))
             raise

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from mixtral_ft.axolotl_cfg.render import RenderedConfig, RenderRequest, render
-from mixtral_ft.errors import ExternalCommandError, UsageError
+from mixtral_ft.errors import ExternalCommandError, MixftError, UsageError
 from mixtral_ft.train.launch import LaunchOptions, build_launch_command
 from mixtral_ft.train.rundir import (
     RunPaths,
@@ -299,11 +300,10 @@ def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) 
                            exit_status=e.exit_code if isinstance(e, Interrupted) else 130 if signal_name else None,
                            outcome=f"interrupted by {signal_name}" if signal_name else f"stopped: {type(e).__name__}")
             if owner:
-                try:
+                # a full disk or a torn trainer state must not hide the interruption itself
+                with contextlib.suppress(OSError, MixftError):
                     manifest.summary = read_summary(output).as_dict()
                     manifest.write(paths.manifest)
-                except Exception:  # the original interruption is what the user must see
-                    pass
         raise
     wall = time.monotonic() - started
     attempt["logged_to"] = run_locations(paths.log, log_offset)  # run URLs / offline runs the trackers printed

@@ -115,7 +115,7 @@ def keeping(note: str | Callable[[], str | None]) -> Iterator[None]:
         if e.kept is None:
             try:
                 e.kept = note() if callable(note) else note
-            except Exception as err:  # a note must never hide the interruption itself
+            except (OSError, ValueError, LookupError) as err:  # a note must never hide the interruption
                 e.kept = f"(could not tell what was kept: {err})"
         raise
 
