@@ -49,7 +49,6 @@ class Interrupted(BaseException):
 
 _shield_depth = 0
 _pending: int | None = None
-_installed = False
 
 
 def _handler(signum, _frame) -> None:
@@ -60,16 +59,11 @@ def _handler(signum, _frame) -> None:
     raise Interrupted(signum)
 
 
-def installed() -> bool:
-    """Whether a command runs under ``handle_signals`` (signals become ``Interrupted``)."""
-    return _installed
-
-
 @contextlib.contextmanager
 def handle_signals() -> Iterator[None]:
     """Turn SIGINT, SIGTERM and SIGHUP into ``Interrupted`` for the block (main thread only);
     the previous handlers come back afterwards (tests call ``main`` in-process)."""
-    global _installed, _pending
+    global _pending
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,11 +74,9 @@ def handle_signals() -> Iterator[None]:
             continue
         previous[sig] = old
         signal.signal(sig, _handler)
-    was, _installed = _installed, True
     try:
         yield
     finally:
-        _installed = was
         _pending = None
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
