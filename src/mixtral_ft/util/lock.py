@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,6 @@ class OutputLock:
         self.what = what
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> None:
         """Take the lock, or raise ``LockedError`` naming the holder (``NoSpaceError`` when even the
         lock file cannot be written)."""
@@ -95,8 +92,6 @@ class OutputLock:
                     info = read_holder(self.target)
                     if info:
                         break
-                    import time
-
                     time.sleep(0.05)
                 raise LockedError(f"{self.target}: in use by {_holder_text(info)}: another mixft run is writing "
                                   f"this {self.what}; wait for it to finish (or stop it), then run again") from None
