@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -304,8 +305,6 @@ def kill_case(spec: Resumable, case: Path, point: str, ready: Callable[[], bool]
     except AssertionError:
         result.why.append(f"orphans left running: {alive(kids)}")
         for pid in alive(kids):
-            import os
-
             os.kill(pid, signal.SIGKILL)
     again = run(spec.rerun(case), case, timeout=1800)
     if again.returncode != 0:
