@@ -112,6 +112,8 @@ def write_run(run: Path, base: Path, layers: int, w: dict, experts: bool, rank: 
               "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"] if experts else None}
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (run / "axolotl.yml").write_text(f"base_model: {base}\nadapter: qlora\nload_in_4bit: true\n")
+    # A run whose training finished (mixft merge merges only finished runs): its manifest's last attempt.
+    (run / "manifest.json").write_text('{"kind": "train", "attempts": [{"outcome": "finished", "exit_status": 0}]}\n')
 
 
 def measure(run: Path) -> dict:

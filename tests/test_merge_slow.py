@@ -52,6 +52,8 @@ def _fake_run(tmp_path, base_dir, adapter_dir):
     (run).mkdir()
     shutil.copytree(adapter_dir, run / "output")
     (run / "axolotl.yml").write_text(f"base_model: {base_dir}\nadapter: lora\n")
+    # A run whose training finished (mixft merge merges only finished runs): its manifest's last attempt.
+    (run / "manifest.json").write_text('{"kind": "train", "attempts": [{"outcome": "finished", "exit_status": 0}]}\n')
     return run
 
 
@@ -172,6 +174,8 @@ def _run_with_adapter_config(tmp_path, base_dir, **changes):
     (run / "output" / "adapter_config.json").write_text(json.dumps(cfg))
     (run / "output" / "adapter_model.safetensors").write_bytes(b"")
     (run / "axolotl.yml").write_text(f"base_model: {base_dir}\nadapter: lora\n")
+    # A run whose training finished (mixft merge merges only finished runs): its manifest's last attempt.
+    (run / "manifest.json").write_text('{"kind": "train", "attempts": [{"outcome": "finished", "exit_status": 0}]}\n')
     return run
 
 

@@ -172,6 +172,9 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         if not path.exists():
             raise UsageError(f"{path}: bundled demo data not found (run from a mixft checkout)")
     out = Path(opts.out)
+    from mixtral_ft.util.atomic import guard_destination
+
+    guard_destination(out, [opts.data_dir])  # --force never removes the working directory or the data
     if opts.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

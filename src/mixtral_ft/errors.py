@@ -6,8 +6,11 @@ Library code raises these; the CLI prints ``str(error)`` (and a traceback only w
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class MixftError(Exception):
@@ -79,6 +82,69 @@ class ExternalCommandError(MixftError):
     def __init__(self, message: str, returncode: int):
         self.exit_code = returncode if 0 < returncode < 256 else 1
         super().__init__(message)
+
+
+class LockedError(MixftError):
+    """Another process holds the output or run directory this command would write."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again once the other run has finished
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"`` (binary units, one decimal)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def free_space(path: str | os.PathLike) -> tuple[Path, int] | None:
+    """``(nearest existing folder, free bytes)`` for ``path``'s filesystem, or None if unknown."""
+    import shutil
+
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        probe = probe.parent
+    try:
+        return probe, shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+class NoSpaceError(MixftError):
+    """A write failed because its filesystem is full (ENOSPC) or the quota is spent (EDQUOT).
+
+    One line: the path, the free space there, the space needed when the writer can tell, and
+    what was kept (``nothing`` for the atomic writers: their temporary files are removed)."""
+
+    exit_code = 3
+    ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+    def __init__(self, path: str | os.PathLike, needed: int | None = None, at_least: bool = False,
+                 kept: str | None = None):
+        self.path = Path(path)
+        self.needed = needed
+        where = free_space(path)
+        free = f"{format_bytes(where[1])} free in {where[0]}" if where else "free space unknown"
+        if needed:
+            free += f", it needs {'more than' if at_least else 'about'} {format_bytes(needed)}"
+        else:
+            free += ", it needs more than that"
+        super().__init__(f"no space left on device writing {path}: {free}; free some space or choose another "
+                         f"location ({kept or 'nothing half-written was kept'})")
+
+    @classmethod
+    def matches(cls, error: BaseException) -> bool:
+        return isinstance(error, OSError) and error.errno in cls.ERRNOS
+
+    @classmethod
+    def from_oserror(cls, error: OSError, path: str | os.PathLike | None = None, needed: int | None = None,
+                     kept: str | None = None) -> NoSpaceError:
+        return cls(path or error.filename or "an output", needed, kept=kept)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -131,10 +131,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``key.sub=value`` -> (["key", "sub"], YAML-typed value). ``key=`` or ``key=null`` removes the key."""
     import yaml
 
+    from mixtral_ft.util.provenance import refuse_secret_setting
+
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise UsageError(f"--set {text!r}: expected key=value (for example --set micro_batch_size=2)")
+    refuse_secret_setting(key, raw)  # a secret here would be written to axolotl.yml and the manifest
     parts = key.split(".")
     if any(not p for p in parts):
         raise UsageError(f"--set {text!r}: empty part in dotted key {key!r}")

@@ -76,7 +76,8 @@ class OpenAIBackend:
         if mode not in MODES:
             raise UsageError(f"Unknown endpoint mode '{mode}'. Available: {', '.join(MODES)}")
         if not base_url.startswith(("http://", "https://")):
-            raise UsageError(f"--base-url {base_url!r}: must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
+            raise UsageError(f"--base-url {_redact_url(base_url)!r}: must start with http:// or https:// "
+                             "(e.g. http://127.0.0.1:8000/v1)")
         if concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
         if timeout <= 0:
@@ -213,28 +214,33 @@ class OpenAIBackend:
         seed_rng = random.Random(params.seed)
         pending = iter(requests)
         in_flight: set[Future] = set()
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="mixft-openai") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="mixft-openai")
+        finished = False
 
-            def submit_next() -> bool:
-                request = next(pending, None)
-                if request is None:
-                    return False
-                rng = random.Random(seed_rng.random())
-                in_flight.add(pool.submit(self.complete, request, params, rng))
-                return True
+        def submit_next() -> bool:
+            request = next(pending, None)
+            if request is None:
+                return False
+            rng = random.Random(seed_rng.random())
+            in_flight.add(pool.submit(self.complete, request, params, rng))
+            return True
 
+        try:
             while len(in_flight) < self.concurrency and submit_next():
                 pass
-            try:
-                while in_flight:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        in_flight.discard(future)
-                        yield future.result()
-                        submit_next()
-            finally:
-                for future in in_flight:
-                    future.cancel()
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    in_flight.discard(future)
+                    yield future.result()
+                    submit_next()
+            finished = True
+        finally:
+            for future in in_flight:
+                future.cancel()
+            # Stopped part-way (Ctrl-C, SIGTERM, a full disk): do not wait for requests in flight,
+            # which can take up to --timeout; their threads end with the process.
+            pool.shutdown(wait=finished, cancel_futures=True)
 
     def close(self) -> None:
         self._client.close()

@@ -44,6 +44,12 @@ class BackendOptions:
         if self.name == "openai":
             if not self.base_url:
                 raise UsageError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+            from mixtral_ft.util.provenance import query_secret, scrub_text
+
+            if query_secret(self.base_url):
+                raise UsageError(f"--base-url {scrub_text(self.base_url)}: a key in the URL query would be written to "
+                                 "manifests and logs; put it in an environment variable and name it with --api-key-env "
+                                 f"(now {self.api_key_env}): mixft sends it as the Authorization header")
             if self.load_in_4bit:
                 raise UsageError("--load-in-4bit is for the hf backend; quantize on the server instead")
             if self.adapter:

@@ -66,8 +66,12 @@ def render_cmd(
 ) -> None:
     """Write the merged Axolotl config (checked against Axolotl's schema) to --out."""
     from mixtral_ft.cli._common import echo, info
-    from mixtral_ft.util.atomic import atomic_write_text
+    from mixtral_ft.errors import UsageError
+    from mixtral_ft.util.atomic import atomic_write_text, guard_destination
 
+    guard_destination(out, [data / "train.jsonl", data / "test.jsonl"])
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; give the YAML file to write")
     rendered, validation = _render(task, data, profile, base_model, overrides, run_dir, not no_validate)
     header = (
         f"Rendered by mixft: config render {task.value} --profile {profile}"

@@ -35,9 +35,10 @@ def register(app: typer.Typer) -> None:
         cfg = GenerateConfig(data=data, out=out, backend=backend, prompt_style=prompt, params=params, limit=limit,
                              force=force)
         s = generate(cfg)
-        if s.skipped or s.retried:
+        if s.skipped or s.retried or s.changed:
             info(f"resumed: {s.skipped} of {s.total} rows were already done"
-                 + (f", {s.retried} failed row(s) retried" if s.retried else ""))
+                 + (f", {s.retried} failed row(s) retried" if s.retried else "")
+                 + (f", {s.changed} row(s) redone because their input changed" if s.changed else ""))
         if s.missing_prefix:
             info(f"note: {s.missing_prefix} response(s) did not start with 'Answer:' (kept whole; see answer_prefix)")
         echo(f"wrote {s.written} row(s) to {s.out} ({s.written - s.failed} ok, {s.failed} failed); "

@@ -40,9 +40,10 @@ def register(app: typer.Typer) -> None:
                           count_relevance=count_relevance, params=params, limit=limit, force=force,
                           score=not no_score)
         s = judge(cfg)
-        if s.skipped or s.retried:
+        if s.skipped or s.retried or s.changed:
             info(f"resumed: {s.skipped} of {s.total} ids were already judged"
-                 + (f", {s.retried} failed row(s) retried" if s.retried else ""))
+                 + (f", {s.retried} failed row(s) retried" if s.retried else "")
+                 + (f", {s.changed} row(s) redone because their input changed" if s.changed else ""))
         if s.score_off:
             info(f"note: no score (groundedness probability) in any row: {s.score_off}")
         echo(f"judged {s.judged} of {s.total} response(s) -> {s.out}: hallucinated {s.hallucinated}/"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -81,15 +82,44 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (tests call this directly)."""
-    from mixtral_ft.errors import MixftError
+    """Run the CLI; return the exit code (tests call this directly).
+
+    Exit codes: 0 success; 1 a failure (a child process, failed items); 2 bad input or usage;
+    3 the environment (a missing dependency, a preflight check, no space left on a device);
+    75 the output is in use by another mixft process; 128 + N stopped by signal N
+    (130 Ctrl-C/SIGINT, 143 SIGTERM, 129 SIGHUP), after one line saying what was kept.
+    """
+    from mixtral_ft.util.interrupt import Interrupted, handle_signals, shielded
 
     if argv is not None:  # called in-process (tests): manifests record this command, not sys.argv
         from mixtral_ft.util.provenance import set_command_line
 
         set_command_line(["mixft", *argv])
+    with handle_signals():
+        try:
+            return _run(argv)
+        except Interrupted as e:
+            with shielded():
+                return _interrupted(e.signal_name, e.exit_code, e.kept)
+
+
+_INTERRUPTED = False  # set when the last main() ended by a signal (entrypoint then exits at once)
+
+
+def _interrupted(name: str, code: int, kept: str | None) -> int:
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    typer.echo(f"interrupted ({name}): {kept or 'nothing was written'}", err=True)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
+    from mixtral_ft.errors import MixftError, NoSpaceError
+
+    global _INTERRUPTED
+    _INTERRUPTED = False
     try:
-        app(args=argv, standalone_mode=False, prog_name="mixft")
+        rv = app(args=argv, standalone_mode=False, prog_name="mixft")
     except MixftError as e:
         if os.environ.get("MIXFT_DEBUG") == "1":
             raise
@@ -100,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 130
-    except KeyboardInterrupt:
-        typer.echo("Interrupted.", err=True)
-        return 130
+    except KeyboardInterrupt:  # SIGINT where the handler is not installed (another thread)
+        return _interrupted("SIGINT", 130, None)
+    except OSError as e:
+        if NoSpaceError.matches(e) and os.environ.get("MIXFT_DEBUG") != "1":
+            err = NoSpaceError.from_oserror(e)
+            typer.echo(f"error: {err}", err=True)
+            return err.exit_code
+        raise
     except Exception as e:  # click usage errors arrive as click exceptions
         import click
 
@@ -110,11 +145,21 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
+    # Outside standalone mode click *returns* the code of an Exit (Typer turns a KeyboardInterrupt
+    # into Exit(130)): dropping it made an interrupted command exit 0.
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 def entrypoint() -> None:
-    sys.exit(main())
+    code = main()
+    if _INTERRUPTED:
+        # Cleanup has run; do not wait for worker threads still blocked on the network
+        # (an endpoint request in flight) before the process ends.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

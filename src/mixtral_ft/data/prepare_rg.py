@@ -44,7 +44,7 @@ from mixtral_ft.data.validate import (
     DEFAULT_PROBLEM_CAP,
     MISSING,
     FieldSpec,
-    check_key,
+    check_id,
     check_text,
     check_text_or_list,
     get_path,
@@ -54,7 +54,7 @@ from mixtral_ft.data.validate import (
 )
 from mixtral_ft.data.writepass import REJECTED, TEST, TRAIN, SplitWriter, iter_groups
 from mixtral_ft.errors import InputError, Problem, UsageError
-from mixtral_ft.util.atomic import check_output_dir, staged_dir
+from mixtral_ft.util.atomic import check_output_dir, guard_destination, staged_dir
 from mixtral_ft.util.progress import ProgressBar
 
 # len(context_qa_v2_prompt(c, q)) + len(context_qa_v2_response(a)) - len(c + q + a)
@@ -175,7 +175,7 @@ class RgRules:
             row_id = None
             raw_id = get_path(obj, id_spec.column)
             if raw_id is not MISSING:
-                row_id, err = check_key(raw_id)
+                row_id, err = check_id(raw_id)
                 if err:
                     problems.append(Problem(display, line, id_spec.label, err))
             group = None
@@ -439,7 +439,8 @@ def prepare_rg(opts: RgPrepareOptions) -> RgPrepareResult:
         raise UsageError("--sequence-len must be positive")
     if not opts.inputs:
         raise UsageError("give at least one INPUT file")
-    check_output_dir(opts.out, opts.force)  # before the slow parts
+    guard_destination(opts.out, [s.path for s in opts.inputs] + [opts.tokenizer])  # before the slow parts
+    check_output_dir(opts.out, opts.force)
     lengths = LengthReport(opts.sequence_len, opts.tokenizer)  # loads the tokenizer: fails early
 
     est = estimate_size(opts.inputs)
@@ -456,7 +457,9 @@ def prepare_rg(opts: RgPrepareOptions) -> RgPrepareResult:
         n_parts,
     )
     timer = _PhaseTimer()
-    with staged_dir(opts.out, force=opts.force) as stage:
+    # peak space: the work buckets plus the output, each about the size of the input (measured 1.5x)
+    inputs = [s.path for s in opts.inputs] + [opts.tokenizer]
+    with staged_dir(opts.out, force=opts.force, inputs=inputs, needed=2 * est) as stage:
         work = stage / ".work"
         work.mkdir()
         read = read_inputs(rules, opts.inputs, work, choose_workers(opts.workers, est), opts.max_problems)

@@ -109,8 +109,11 @@ _progress_counter = None  # a shared multiprocessing.Value in worker processes
 
 
 def _init_worker(counter) -> None:
+    from mixtral_ft.util.interrupt import worker_defaults
+
     global _progress_counter
     _progress_counter = counter
+    worker_defaults()  # Ctrl-C reaches the whole terminal group: the parent decides and stops the pool
 
 
 def _run_read_task(

@@ -119,6 +119,18 @@ def check_key(value: Any) -> tuple[str | None, str | None]:
     return None, f"expected a string or an integer, got {type_name(value)}"
 
 
+def check_id(value: Any) -> tuple[str | None, str | None]:
+    """A row id: ``check_key`` (a string or an integer, stripped), then the id rules of
+    ``mixtral_ft.util.ids`` (no control characters, separators or bidi controls; at most 256)."""
+    from mixtral_ft.util.ids import id_problem
+
+    key, err = check_key(value)
+    if err:
+        return None, err
+    problem = id_problem(key)
+    return (None, problem) if problem else (key, None)
+
+
 class ProblemCollector:
     """Collects problems: keeps the first ``cap`` for the message, counts all of them."""
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.util.hashing import canonical_json, sha256_file
+from mixtral_ft.util.ids import id_problem
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str
             problems.append(Problem(name, line, "id", f"expected a string, got {type(rid).__name__}"))
             continue
         rid = str(rid)
+        bad_id = id_problem(rid)  # the id rules of every stage (util.ids)
+        if bad_id:
+            problems.append(Problem(name, line, "id", bad_id))
+            continue
         if rid in seen:
             problems.append(Problem(name, line, "id", f"duplicate id {rid!r} (first on line {seen[rid]})"))
             continue

@@ -81,7 +81,8 @@ def write_result(result: EvalResult, out: str | os.PathLike, force: bool = False
     results = result.to_json(command)
     text = json.dumps(results, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
     md = render_markdown(result, results)
-    with staged_dir(Path(out), force=force) as stage:
+    inputs = [f.path for f in result.inputs.values()]  # --out may not replace what it was computed from
+    with staged_dir(Path(out), force=force, inputs=inputs, needed=len(text.encode()) + len(md.encode())) as stage:
         (stage / "results.json").write_text(text, encoding="utf-8")
         (stage / "report.md").write_text(md, encoding="utf-8")
         eval_manifest(result, results, stage).write(stage / "manifest.json")

@@ -45,6 +45,7 @@ class GenerateSummary:
     tokens_per_s: float
     missing_prefix: int  # responses in the output without the trained "Answer:" prefix
     first_error: str | None
+    changed: int = 0  # rows of an earlier run done again because their input row changed
 
 
 def make_request(row: dict[str, Any], style: str) -> Request:
@@ -90,6 +91,7 @@ class GenerateRows:
     kind = "generate"
     input_role = "data"
     fields = (CONTEXT, QUESTION)
+    input_keys = None  # every input field is copied into the output row: all of them count
 
     def __init__(self, cfg: GenerateConfig):
         if cfg.prompt_style not in PROMPT_STYLES:
@@ -132,5 +134,5 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None) -> GenerateSum
         out=r.out, total=r.total, skipped=r.skipped, retried=r.retried, written=r.stats.written,
         failed=r.stats.failed, new_tokens=r.stats.new_tokens, wall_s=r.stats.wall_s,
         tokens_per_s=r.stats.tokens_per_s, missing_prefix=r.summary["missing_prefix"],
-        first_error=r.stats.first_error,
+        first_error=r.stats.first_error, changed=r.changed,
     )

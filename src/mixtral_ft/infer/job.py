@@ -6,14 +6,19 @@ settings, the request for an input row, and the output row for a result. The run
 rest, in this order:
 
 1. load and check every input row (``rows.load_rows``), before any model is loaded;
-2. take the output (``ResumableOutput.open``) and find what is left (``ResumableOutput.resume``);
+2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
+   (``ResumableOutput.resume``: rows already done from the input rows as they are now);
 3. build the backend only if something is left, and write the manifest (``summary`` null);
-4. send the requests (the backend batches or fans them out) and append one row per result;
-5. read the output back and write the manifest with its summary and the output's SHA-256.
+4. send the requests (the backend batches or fans them out) and append one row per result,
+   stamped with the SHA-256 of the input row it was made from (``input_sha256``);
+5. read the output back and write the manifest with its summary and the output's SHA-256. This
+   also happens when the run is stopped part-way (a signal, a full disk, a backend error): the
+   manifest then describes the rows the file really holds, and ``summary.stopped`` says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +27,10 @@ from typing import Any, Protocol
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
-from mixtral_ft.errors import UsageError
-from mixtral_ft.infer.output import ResumableOutput, ResumePlan
-from mixtral_ft.infer.rows import Field
+from mixtral_ft.errors import MixftError, UsageError
+from mixtral_ft.infer.output import INPUT_SHA256, ResumableOutput, ResumePlan
+from mixtral_ft.infer.rows import Field, row_input_sha256
+from mixtral_ft.util.interrupt import keeping, shielded
 from mixtral_ft.util.manifest import Manifest
 
 
@@ -46,6 +52,8 @@ class RowBuilder(Protocol):
     kind: str  # the manifest kind and progress label: "generate" | "judge"
     input_role: str  # what the input file is, in the manifest: "data" | "responses"
     fields: Sequence[Field]  # input fields checked on every row (``id`` always is)
+    # The input keys an output row is made from (its ``input_sha256`` covers them); None = the whole row.
+    input_keys: Sequence[str] | None
 
     def settings(self) -> dict[str, Any]:
         """Settings of this job beyond the backend's and the decoding's; a resumed run must match them."""
@@ -92,11 +100,15 @@ class JobResult:
     retried: int  # rows of earlier runs that recorded a failure, sent again
     stats: RunStats
     summary: dict[str, Any]  # the builder's summary over the whole output
+    changed: int = 0  # rows of earlier runs whose input row changed since, done again
+    done: int = 0  # successful rows the file holds for this input's ids, after this run
+    stopped: str | None = None  # why the run ended early (SIGINT, no space, an error); None if it ran through
 
     def as_dict(self) -> dict[str, Any]:
         """The manifest's ``summary``: the run's counts, then the builder's."""
         return {
-            "total": self.total, "skipped": self.skipped, "retried": self.retried,
+            "total": self.total, "done": self.done, "skipped": self.skipped, "retried": self.retried,
+            "changed": self.changed, "stopped": self.stopped,
             "written": self.stats.written, "failed": self.stats.failed, "new_tokens": self.stats.new_tokens,
             "wall_s": round(self.stats.wall_s, 3), "tokens_per_s": round(self.stats.tokens_per_s, 2),
             "first_error": self.stats.first_error, **self.summary,
@@ -135,30 +147,82 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
     manifest = Manifest(kind=builder.kind, settings=job_settings(opts, builder),
                         inputs=[file_entry(opts.input, rows=inputs.rows_in_file, role=builder.input_role,
                                            limit=opts.limit)])
+    keys = builder.input_keys
+
+    def digest(row: dict[str, Any]) -> str:
+        return row_input_sha256(row, keys)
+
+    def stamped(row: dict[str, Any], result: Result) -> dict[str, Any]:
+        return {**builder.output_row(row, result), INPUT_SHA256: digest(row)}
+
+    ended: list[JobResult] = []
+
+    def kept() -> str:
+        if not ended:
+            return f"the complete rows already in {opts.out} are kept; run the same command again to continue"
+        r = ended[0]
+        return (f"{r.done} of {r.total} row(s) done in {opts.out} (manifest updated); run the same command again "
+                f"to do the other {r.total - r.done}")
+
     stats = RunStats()
-    with ResumableOutput(opts.out, manifest.settings_sha256, force=opts.force) as output:
-        plan = output.resume(inputs.rows)
+    with keeping(kept), ResumableOutput(opts.out, manifest.settings_sha256, force=opts.force,
+                                        inputs=[opts.input]) as output:
+        plan = output.resume(inputs.rows, digest)
         previous = output.previous or {}
         manifest.started = previous.get("started") or manifest.started
         identity = previous.get("backend")
-        if plan.pending:
-            backend = builder.prepare_backend(backend if backend is not None else opts.backend.create())
-            try:
-                identity = backend.identity()
+        running: Backend | None = None
+        try:
+            if plan.pending:
+                running = builder.prepare_backend(backend if backend is not None else opts.backend.create())
+                identity = running.identity()
                 _set_extra(manifest, builder, identity)
                 manifest.write(output.manifest_path)
                 by_id = {row["id"]: row for row in plan.pending}
-                stats = _drive(backend, [builder.request(r) for r in plan.pending], opts.params, output,
-                               lambda result: builder.output_row(by_id[result.key], result), builder.kind)
-            finally:
-                backend.close()
+                _drive(running, [builder.request(r) for r in plan.pending], opts.params, output,
+                       lambda result: stamped(by_id[result.key], result), builder.kind, stats)
+        except BaseException as e:
+            # Stopped part-way: the manifest still says what the file holds now, and why it stopped.
+            with shielded():
+                if opts.out.exists() or output.manifest_path.exists():
+                    _set_extra(manifest, builder, identity)
+                    # a full disk or an unreadable file must not hide why the run stopped
+                    with contextlib.suppress(OSError, MixftError):
+                        ended.append(_finish(opts, builder, manifest, output, inputs.rows, plan, stats,
+                                             stopped=_why(e)))
+            raise
+        finally:
+            if running is not None:
+                with shielded():
+                    running.close()
         _set_extra(manifest, builder, identity)
         return _finish(opts, builder, manifest, output, inputs.rows, plan, stats)
 
 
+def _why(error: BaseException) -> str:
+    """What stopped a run, for the manifest's ``summary.stopped``."""
+    from mixtral_ft.errors import NoSpaceError
+    from mixtral_ft.util.interrupt import Interrupted
+
+    if isinstance(error, Interrupted):
+        return error.signal_name
+    if isinstance(error, NoSpaceError) or NoSpaceError.matches(error):
+        return "no space left on device"
+    if isinstance(error, KeyboardInterrupt):
+        return "SIGINT"
+    return f"error: {type(error).__name__}"
+
+
 def _finish(opts: JobOptions, builder: RowBuilder, manifest: Manifest, output: ResumableOutput,
-            inputs: list[dict[str, Any]], plan: ResumePlan, stats: RunStats) -> JobResult:
-    """Read the output back, and write the manifest with what the file holds and the summary."""
+            inputs: list[dict[str, Any]], plan: ResumePlan, stats: RunStats, stopped: str | None = None) -> JobResult:
+    """Read the output back, and write the manifest with what the file holds and the summary.
+
+    ``outputs[FILE]`` records the file's SHA-256 and rows, and what they were made from:
+    ``rows_for_input`` successful rows for this input's ids, ``input_rows_sha256`` (the SHA-256
+    of the canonical JSON list of ``[id, input_sha256]`` of those rows, sorted by id) and
+    ``rows_other`` (rows for ids not in this input, e.g. beyond ``--limit``).
+    """
+    from mixtral_ft.util.hashing import sha256_json
     from mixtral_ft.util.manifest import file_entry
 
     output.close()
@@ -166,9 +230,13 @@ def _finish(opts: JobOptions, builder: RowBuilder, manifest: Manifest, output: R
     wanted = {row["id"] for row in inputs}
     done = [r for r in written if r.get("id") in wanted and r.get("error") is None]
     result = JobResult(out=opts.out, manifest=output.manifest_path, total=len(inputs), skipped=plan.done,
-                       retried=plan.retried, stats=stats, summary=builder.summary(done))
+                       retried=plan.retried, stats=stats, summary=builder.summary(done), changed=plan.changed,
+                       done=len(done), stopped=stopped)
     if opts.out.exists():
-        manifest.outputs = {opts.out.name: file_entry(opts.out, rows=len(written))}
+        pairs = sorted([r["id"], r.get(INPUT_SHA256)] for r in done)
+        manifest.outputs = {opts.out.name: file_entry(
+            opts.out, rows=len(written), rows_for_input=len(done), input_rows_sha256=sha256_json(pairs),
+            rows_other=sum(r.get("id") not in wanted for r in written))}
     manifest.summary = result.as_dict()
     manifest.write(output.manifest_path)
     return result
@@ -190,23 +258,25 @@ def _read_output(path: Path) -> list[dict[str, Any]]:
 
 
 def _drive(backend: Backend, requests: list[Request], params: GenerationParams, output: ResumableOutput,
-           make_row: Callable[[Result], dict[str, Any]], desc: str) -> RunStats:
-    """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result arrives."""
+           make_row: Callable[[Result], dict[str, Any]], desc: str, stats: RunStats) -> RunStats:
+    """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result
+    arrives, counting into ``stats`` (which keeps its counts when the run is stopped part-way)."""
     from mixtral_ft.util.progress import ProgressBar
 
-    stats = RunStats()
     t0 = time.perf_counter()
-    with ProgressBar(total=len(requests), desc=desc, unit="item") as bar:
-        for result in backend.run(requests, params):
-            output.append(make_row(result))
-            stats.written += 1
-            if result.ok:
-                stats.new_tokens += result.n_new_tokens or 0
-            else:
-                stats.failed += 1
-                stats.first_error = stats.first_error or f"{result.key}: {result.error}"
-            bar.update(1)
-            elapsed = time.perf_counter() - t0
-            bar.set_postfix(tok_s=f"{stats.new_tokens / elapsed:.1f}" if elapsed else "0", failed=stats.failed)
-    stats.wall_s = time.perf_counter() - t0
+    try:
+        with ProgressBar(total=len(requests), desc=desc, unit="item") as bar:
+            for result in backend.run(requests, params):
+                output.append(make_row(result))
+                stats.written += 1
+                if result.ok:
+                    stats.new_tokens += result.n_new_tokens or 0
+                else:
+                    stats.failed += 1
+                    stats.first_error = stats.first_error or f"{result.key}: {result.error}"
+                bar.update(1)
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(tok_s=f"{stats.new_tokens / elapsed:.1f}" if elapsed else "0", failed=stats.failed)
+    finally:
+        stats.wall_s = time.perf_counter() - t0
     return stats

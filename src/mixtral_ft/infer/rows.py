@@ -1,7 +1,7 @@
 """Loading a job's input rows: every problem reported at once, before any request is sent.
 
-Each job names the fields it needs (``Field``); every row must also have a unique, non-empty
-string ``id`` (docs/formats.md: the join key across stages). Problems are reported as
+Each job names the fields it needs (``Field``); every row must also have a unique ``id`` that
+follows the id rules (``util.ids``; docs/formats.md: the join key across stages). Problems are reported as
 ``file:line: field: what is wrong``, with true line numbers (blank lines count).
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.util.ids import id_problem
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ QUESTION = Field("question", lambda v: isinstance(v, str), "missing or not a str
 RESPONSE = Field("response", lambda v: isinstance(v, str), "missing or not a string", explain=_failed_generation)
 
 
+def row_input_sha256(row: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """The SHA-256 of what an output row was made from: the canonical JSON (sorted keys, no
+    spaces, UTF-8) of the input row, or of its ``keys`` only (a missing key counts as null).
+    Stamped in every output row as ``input_sha256``; resuming redoes a row whose input changed."""
+    from mixtral_ft.util.hashing import sha256_json
+
+    return sha256_json(row if keys is None else {k: row.get(k) for k in keys})
+
+
 @dataclass(frozen=True)
 class InputRows:
     """The rows a job will work on (after ``limit``) and how many the file holds."""
@@ -68,8 +78,9 @@ def load_rows(path: Path, fields: Sequence[Field], limit: int | None = None) -> 
     seen: dict[str, int] = {}
     for lineno, row in iter_jsonl(path):
         key = row.get("id")
-        if not isinstance(key, str) or not key:
-            problems.append(Problem(name, lineno, "id", "missing or not a non-empty string"))
+        problem = id_problem(key)
+        if problem:
+            problems.append(Problem(name, lineno, "id", problem))
         elif key in seen:
             problems.append(Problem(name, lineno, "id", f"duplicate id {key!r} (first on line {seen[key]})"))
         else:

@@ -297,7 +297,7 @@ def build_report(inputs: list[Path], out: str | os.PathLike, force: bool = False
     from mixtral_ft.util.provenance import command_line, environment, now_iso
 
     evals, runs = discover(list(inputs))
-    with staged_dir(Path(out), force=force) as stage:
+    with staged_dir(Path(out), force=force, inputs=inputs) as stage:  # never one of the folders it reads
         blocks, data = build_document(evals, runs, stage, note=note)
         (stage / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
         (stage / "report.html").write_text(to_html(blocks), encoding="utf-8")

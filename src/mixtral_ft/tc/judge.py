@@ -63,6 +63,7 @@ class JudgeSummary:
     tokens_per_s: float
     first_error: str | None
     score_off: str | None = None  # why no row has a score, when scoring was asked for but cannot be done
+    changed: int = 0  # rows of an earlier run judged again because their input row changed
 
     @property
     def hallucinated_share(self) -> float | None:
@@ -228,6 +229,8 @@ class JudgeRows:
     kind = "judge"
     input_role = "responses"
     fields = (CONTEXT, QUESTION, RESPONSE)
+    # what the prompt and the copied fields come from (a re-generated file's latencies do not count)
+    input_keys = ("id", "context", "question", "response", "source", "model", "group")
 
     def __init__(self, cfg: JudgeConfig, backend: Backend | None = None):
         from mixtral_ft.tc.prompt import load_template, template_sha256
@@ -300,5 +303,5 @@ def judge(cfg: JudgeConfig, backend: Backend | None = None) -> JudgeSummary:
         failed=r.stats.failed, judged=r.summary["judged"], parse_failures=r.summary["parse_failures"],
         hallucinated=r.summary["hallucinated"], new_tokens=r.stats.new_tokens, wall_s=r.stats.wall_s,
         tokens_per_s=r.stats.tokens_per_s, first_error=r.stats.first_error,
-        score_off=rows.score_off if cfg.score else None,
+        score_off=rows.score_off if cfg.score else None, changed=r.changed,
     )

@@ -54,6 +54,7 @@ from mixtral_ft.data.validate import (
     MISSING,
     FieldSpec,
     ProblemCollector,
+    check_id,
     check_key,
     check_text,
     check_text_or_list,
@@ -255,7 +256,7 @@ class TcRules:
         id_spec = specs["id"]
         raw_id = get_path(obj, id_spec.column)
         row_id, msg = (
-            check_key(raw_id) if raw_id is not MISSING and raw_id is not None else (None, missing_message(id_spec))
+            check_id(raw_id) if raw_id is not MISSING and raw_id is not None else (None, missing_message(id_spec))
         )
         if msg:
             bad(id_spec.label, msg)
@@ -376,7 +377,7 @@ def _read_judgements(paths: tuple[str, ...], work: Path, n_parts: int) -> list[s
                 if raw.obj is None:
                     problems.add(raw.problem)
                     continue
-                key, msg = check_key(raw.obj.get("id"))
+                key, msg = check_id(raw.obj.get("id"))
                 if msg:
                     problems.add(Problem(spec.display, raw.line, "id", msg))
                     continue
@@ -746,10 +747,11 @@ def _check_options(opts: PrepareTcOptions) -> None:
 def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
     """Run the whole ``prepare tc`` pipeline; raise ``MixftError`` on bad input, write nothing then."""
     from mixtral_ft.data.manifest import build_manifest, file_entry, output_entries, save
-    from mixtral_ft.util.atomic import check_output_dir, staged_dir
+    from mixtral_ft.util.atomic import check_output_dir, guard_destination, staged_dir
 
     _check_options(opts)
     test_size = parse_test_size(opts.test_size)
+    guard_destination(opts.out, _input_paths(opts))
     check_output_dir(opts.out, opts.force)
     template = load_template(opts.template)
     lengths = LengthReport(opts.sequence_len, opts.tokenizer)  # loads the tokenizer: fails early
@@ -773,7 +775,8 @@ def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
         n_parts,
     )
 
-    with staged_dir(opts.out, force=opts.force) as stage:
+    # peak space: work files plus the output, each about the size of the input and its verdicts
+    with staged_dir(opts.out, force=opts.force, inputs=_input_paths(opts), needed=2 * est) as stage:
         work = stage / ".work"
         work.mkdir()
         judgement_files = _read_judgements(opts.judgements, work, n_parts)
@@ -831,6 +834,12 @@ def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
         )
         save(stage, manifest)
     return PrepareTcResult(Path(opts.out), summary)
+
+
+def _input_paths(opts: PrepareTcOptions) -> list[Path | None]:
+    """Every file the command reads, which its ``--out`` may not replace."""
+    paths: list[Path | None] = [parse_input(a, "jsonl").path for a in [*opts.inputs, *opts.augment, *opts.judgements]]
+    return paths + [opts.template, opts.tokenizer]
 
 
 def _write_rejected(path: Path, read: ReadPass, joined: _Joined) -> int:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from mixtral_ft.axolotl_cfg.render import RenderedConfig, RenderRequest, render
-from mixtral_ft.errors import ExternalCommandError, UsageError
+from mixtral_ft.errors import ExternalCommandError, MixftError, UsageError
 from mixtral_ft.train.launch import LaunchOptions, build_launch_command
-from mixtral_ft.train.rundir import RunPaths, TrainSummary, newest_checkpoint, read_summary
+from mixtral_ft.train.rundir import (
+    RunPaths,
+    RunState,
+    RunStatus,
+    TrainSummary,
+    asks_for_more,
+    paths_for,
+    read_summary,
+    run_status,
+    start_decision,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,10 @@ class TrainPlan:
     config_yaml: str
     command: list[str]
     resume_from: Path | None
+    # start | restart (interrupted before any checkpoint: from step 0) | continue | extend (a finished
+    # run asked for more steps) | nothing (--resume on a finished run: no training)
+    action: str = "start"
+    status: RunStatus | None = None
 
 
 @dataclass
@@ -45,6 +60,7 @@ class TrainResult:
     wall_s: float
     summary: TrainSummary
     probe: Any = None  # a probe_report.ProbeSummary when the run was probed
+    already_finished: bool = False  # --resume on a finished run: nothing was trained
 
 
 def _with_probe(rendered: RenderedConfig) -> None:
@@ -59,21 +75,33 @@ def _with_probe(rendered: RenderedConfig) -> None:
 
 
 def plan(req: TrainRequest) -> TrainPlan:
-    """Render and validate the config and build the command; writes nothing."""
+    """Decide from the run's state, render and validate the config, build the command; writes nothing."""
     from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
 
-    paths = RunPaths(req.run_dir)
-    resume_from = None
-    extra: tuple[tuple[str, Any], ...] = ()
-    if req.resume:
-        resume_from = newest_checkpoint(paths.output)
-        if resume_from is None:
-            raise UsageError(f"{paths.output}: no checkpoint with trainer_state.json to resume from; start a new run")
-        extra = (("resume_from_checkpoint", str(resume_from.resolve())),)
-    rendered = render(RenderRequest(
-        task=req.task, data_dir=req.data_dir, profile=req.profile, run_dir=req.run_dir,
-        base_model=req.base_model, overrides=req.overrides, extra=extra,
-    ))
+    paths = paths_for(req.run_dir, req.launch.machine_rank)
+    decision = start_decision(req.run_dir, req.resume, req.launch.machine_rank)
+    action, resume_from = decision.action, decision.resume_from
+
+    def rendered_with(checkpoint: Path | None) -> RenderedConfig:
+        extra = (("resume_from_checkpoint", str(checkpoint.resolve())),) if checkpoint else ()
+        return render(RenderRequest(
+            task=req.task, data_dir=req.data_dir, profile=req.profile, run_dir=req.run_dir,
+            base_model=req.base_model, overrides=req.overrides, extra=extra,
+        ))
+
+    rendered = rendered_with(resume_from if action == "continue" else None)
+    if action == "finished":
+        status = decision.status
+        assert status is not None
+        if not asks_for_more(rendered.values, status):
+            action = "nothing"
+        elif status.checkpoint is None:
+            raise UsageError(f"{req.run_dir}: {status.describe()} and saved no checkpoint to extend it from; "
+                             "start a new run with another --run-dir")
+        else:
+            action = "extend"
+            rendered = rendered_with(status.checkpoint)
+    _check_output_dir(rendered, req.run_dir)
     if req.probe:
         _with_probe(rendered)
     validate_with_axolotl(rendered.values)
@@ -90,14 +118,26 @@ def plan(req: TrainRequest) -> TrainPlan:
         config=rendered,
         config_yaml=rendered.to_yaml(header),
         command=build_launch_command(paths.config.resolve(), req.launch),
-        resume_from=resume_from,
+        resume_from=resume_from if action in ("continue", "extend") else None,
+        action=action,
+        status=decision.status,
     )
+
+
+def _check_output_dir(rendered: RenderedConfig, run_dir: Path) -> None:
+    """``output_dir`` is the run's ``output/``: mixft finds checkpoints, the adapter and the run's
+    state there, so an override that points elsewhere is refused (use ``--run-dir``)."""
+    value = rendered.values.get("output_dir")
+    expected = (Path(run_dir) / "output").resolve()
+    if not value or Path(str(value)).expanduser().resolve() != expected:
+        raise UsageError(f"output_dir {value}: must be the run directory's output/ ({expected}), where mixft reads "
+                         "checkpoints and the adapter; choose the place with --run-dir instead of --set output_dir")
 
 
 def preflight(req: TrainRequest) -> dict[str, int]:
     from mixtral_ft.train import preflight as pf
 
-    pf.check_run_dir(req.run_dir, req.resume)
+    pf.check_run_dir(req.run_dir, req.resume, req.launch.machine_rank)
     pf.check_axolotl()
     counts = pf.check_data(req.task, req.data_dir)
     pf.check_gpus(req.profile, req.launch.gpus)
@@ -134,33 +174,115 @@ def _adapter_outputs(output_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainResult:
-    """Preflight, write the run dir, launch Axolotl, record the outcome. Raises on a non-zero exit."""
-    from mixtral_ft.train.runner import axolotl_env, run_streaming
+    """Preflight, write the run dir, launch Axolotl, record the outcome. Raises on a non-zero exit.
+
+    Machine rank 0 holds the run directory's lock (``util.lock``) from the state check to the
+    last manifest write; a second ``mixft train`` on the same run refuses, naming it. Other
+    machines of a multi-node run lock and write only ``RUN/nodes/rank-K/``. An interruption
+    (Ctrl-C, SIGTERM) stops Axolotl's process group, records the attempt and says how to resume."""
+    from mixtral_ft.train.runner import run_streaming
+    from mixtral_ft.util.atomic import guard_destination
+    from mixtral_ft.util.interrupt import keeping
+    from mixtral_ft.util.lock import output_lock
+
+    runner = runner or run_streaming
+    rank = req.launch.machine_rank
+    base = Path(req.base_model) if req.base_model and Path(req.base_model).exists() else None
+    guard_destination(req.run_dir, [req.data_dir, base], option="--run-dir")
+    paths = paths_for(req.run_dir, rank)
+    owned = req.run_dir if rank == 0 else paths.node_dir  # type: ignore[attr-defined]
+    Path(owned).parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(owned, "run directory" if rank == 0 else f"machine rank {rank}'s folder of this run"), \
+            keeping(lambda: _kept(req)):
+        return _run_locked(req, runner, paths)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues ``run_dir``: this one, with ``--run-dir`` and ``--resume``."""
+    import shlex
+
+    from mixtral_ft.util.provenance import command_line
+
+    argv = command_line()
+    if not any(a == "--run-dir" or a.startswith("--run-dir=") for a in argv):
+        argv += ["--run-dir", str(run_dir)]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(argv)
+
+
+def _kept(req: TrainRequest) -> str:
+    """What an interrupted ``mixft train`` keeps, and the command that goes on from there."""
+    if req.launch.machine_rank > 0:
+        return (f"machine rank {req.launch.machine_rank} stopped; machine rank 0 owns {req.run_dir} and its "
+                f"checkpoints; continue every machine with: {resume_command(req.run_dir)}")
+    status = run_status(req.run_dir)
+    if status.state is RunState.NEW:
+        return f"nothing was kept in {req.run_dir}; run the same command again"
+    if status.checkpoint is not None:
+        return (f"run {req.run_dir} kept with {status.checkpoint.name} (step {status.step} of {status.max_steps}); "
+                f"continue with: {resume_command(req.run_dir)}")
+    return f"run {req.run_dir} kept, no checkpoint saved yet; restart it with: {resume_command(req.run_dir)}"
+
+
+def _clear_dead_attempt(paths: RunPaths) -> None:
+    """Before restarting a run that saved no checkpoint: remove what its dead attempt left in
+    ``output/`` (pre-saved configs, maybe a partial adapter) and ``prepared/`` (maybe a torn
+    dataset cache); ``train.log`` and the manifest's attempts stay."""
+    import shutil
+
+    from mixtral_ft.util.interrupt import shielded
+
+    with shielded():
+        for d in (paths.output, paths.prepared):
+            if d.is_dir():
+                shutil.rmtree(d)
+
+
+def _outcome(rc: int, summary: TrainSummary) -> str:
+    if rc != 0:
+        return f"failed (exit status {rc})"
+    if not summary.global_step:
+        return "no step"
+    return "finished" if summary.adapter_dir else "no adapter"
+
+
+def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) -> TrainResult:
+    from mixtral_ft.train.runner import axolotl_env
     from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_text
+    from mixtral_ft.util.interrupt import Interrupted, shielded
     from mixtral_ft.util.manifest import Manifest, read_manifest
     from mixtral_ft.util.provenance import command_line, now_iso
 
-    runner = runner or run_streaming
     counts = preflight(req)
     the_plan = plan(req)
+    owner = req.launch.machine_rank == 0
+    output = RunPaths(req.run_dir).output
+    if the_plan.action == "nothing":
+        summary = read_summary(output)
+        return TrainResult(run_dir=paths.root, exit_status=0, wall_s=0.0, summary=summary, already_finished=True)
+    # What the rendered config needs, before anything is written or loaded: its packages, its GPU memory.
     preflight_config(the_plan.config.values)
     memory_plan = None
     if not req.skip_plan_check:
         from mixtral_ft.plan.check import preflight_training
 
         memory_plan = preflight_training(the_plan.config.values, req.profile, req.launch.gpus, req.launch.world_size)
-    paths = RunPaths(req.run_dir)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    if the_plan.action == "restart":
+        _clear_dead_attempt(paths)
+    paths.config.parent.mkdir(parents=True, exist_ok=True)
 
-    previous: dict[str, Any] = (read_manifest(paths.manifest) or {}) if req.resume else {}
+    previous: dict[str, Any] = (read_manifest(paths.manifest) or {}) if owner and req.resume else {}
     attempts = list(previous.get("attempts", []))
     atomic_write_text(paths.config, the_plan.config_yaml)
     attempt: dict[str, Any] = {
         "started_at": now_iso(),
         "ended_at": None,
         "exit_status": None,
+        "outcome": None,
+        "action": the_plan.action,
         "command": the_plan.command,
         "mixft_command_line": command_line(),
         "config_sha256": sha256_text(the_plan.config_yaml),
@@ -176,29 +298,48 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
                "attempts": attempts + [attempt]},
     )
     manifest.started = previous.get("started") or attempt["started_at"]
-    manifest.write(paths.manifest)
+    if owner:
+        manifest.write(paths.manifest)
 
     log_offset = paths.log.stat().st_size if paths.log.exists() else 0
     started = time.monotonic()
     values = the_plan.config.values
-    rc = runner(the_plan.command, paths.log, env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values)))
+    try:
+        rc = runner(the_plan.command, paths.log,
+                    env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values)))
+    except BaseException as e:
+        # Interrupted (or the log's disk filled): the runner stopped Axolotl's process group; record it.
+        with shielded():
+            signal_name = e.signal_name if isinstance(e, Interrupted) else "SIGINT" if isinstance(
+                e, KeyboardInterrupt) else None
+            attempt.update(ended_at=now_iso(), wall_s=round(time.monotonic() - started, 1),
+                           exit_status=e.exit_code if isinstance(e, Interrupted) else 130 if signal_name else None,
+                           outcome=f"interrupted by {signal_name}" if signal_name else f"stopped: {type(e).__name__}")
+            if owner:
+                # a full disk or a torn trainer state must not hide the interruption itself
+                with contextlib.suppress(OSError, MixftError):
+                    manifest.summary = read_summary(output).as_dict()
+                    manifest.write(paths.manifest)
+        raise
     wall = time.monotonic() - started
     attempt["logged_to"] = run_locations(paths.log, log_offset)  # run URLs / offline runs the trackers printed
-    summary = read_summary(paths.output)
-    probe = _probe_summary(paths.output) if req.probe else None
+    summary = read_summary(output)
+    probe = _probe_summary(output) if req.probe else None
     if probe is not None and memory_plan is not None and probe.device == "cuda":
         from mixtral_ft.plan.check import planned_vs_measured
 
         probe.planned = planned_vs_measured(memory_plan, probe.peak_gib, probe.peak_reserved_gib)
-    attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1))
+    attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1), outcome=_outcome(rc, summary))
     manifest.summary = summary.as_dict()
-    manifest.outputs = _adapter_outputs(paths.output)
+    manifest.outputs = _adapter_outputs(output)
     if probe is not None:
         manifest.extra["probe"] = probe.as_dict()
-    manifest.write(paths.manifest)
+    if owner:
+        manifest.write(paths.manifest)
     if rc != 0:
-        what = "interrupted" if rc == 130 else f"exited with status {rc}"
-        raise ExternalCommandError(f"Axolotl {what}; see {paths.log} (continue with --resume)", rc)
+        raise ExternalCommandError(f"Axolotl exited with status {rc}; see {paths.log} (continue with --resume)", rc)
+    if not owner:
+        return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
     if summary.global_step == 0 or _no_sample_logged(paths.log, log_offset):
         # Seen with sample packing: 12 short rows fill one packed sequence, less than a batch of
         # micro_batch_size, and Axolotl exits 0 having trained nothing.
@@ -208,6 +349,8 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
             f"batch of micro_batch_size {v.get('micro_batch_size')}"
             + (f" packed {v.get('sequence_len')}-token sequences" if v.get("sample_packing") else "")
             + "; add rows, or lower micro_batch_size or sequence_len (--set); see " + str(paths.log), 1)
+    if summary.adapter_dir is None:
+        raise ExternalCommandError(f"Axolotl exited 0 but wrote no adapter to {output}; see {paths.log}", 1)
     return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
 
 

@@ -353,8 +353,8 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
         from safetensors import safe_open
     except ImportError as e:
         raise MissingDependencyError("mixft merge needs torch, transformers, peft: pip install 'mixtral-ft[train]'") from e
-    from mixtral_ft.util.atomic import check_output_dir, staged_dir
-    from mixtral_ft.util.manifest import Manifest, file_entry
+    from mixtral_ft.util.atomic import check_output_dir, guard_destination
+    from mixtral_ft.util.lock import output_lock
 
     started = time.monotonic()
     paths = RunPaths(Path(run_dir))
@@ -375,6 +375,32 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
         raise PreflightError(
             f"base model {base_name} is stored in 4-bit; merging into it would round the merged weights to 4-bit. "
             "Merge against the full-precision base: --base-model DIR")
+    guard_destination(out, [paths.root, base_dir])  # never the run or the base model
+    # The run directory's lock: no `train` may write the adapter while it is read. `staged_dir` takes out's.
+    with output_lock(paths.root, "run directory"):
+        _check_finished(paths)
+        return _merge_locked(paths, out, force, base_name, base_dir, adapter_dir, weights, started)
+
+
+def _check_finished(paths: RunPaths) -> None:
+    """Merge only a finished run: Axolotl pre-saves adapter_config.json at the start and saves a
+    partly trained adapter on Ctrl-C, so an adapter in output/ alone does not mean it is done."""
+    from mixtral_ft.train.rundir import RunState, run_status
+
+    status = run_status(paths.root)
+    if status.state is not RunState.FINISHED:
+        raise UsageError(f"{paths.root}: {status.describe()}; its adapter is not the finished one. Finish the run "
+                         f"first (`mixft train … --run-dir {paths.root} --resume`), then merge")
+
+
+def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_dir: Path, adapter_dir: Path,
+                  weights: Path, started: float) -> MergeResult:
+    """``merge``'s work while it holds the run directory's lock."""
+    from safetensors import safe_open
+
+    from mixtral_ft.util.atomic import staged_dir
+    from mixtral_ft.util.manifest import Manifest, file_entry
+
     adapter_cfg = check_adapter_config(adapter_dir)
     shards, index = base_shards(base_dir)
     headers: dict[str, dict[str, Any]] = {}
@@ -417,7 +443,7 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
             per_tensor.setdefault(disk_name, []).append((t, lora_a, lora_b, where))
 
     try:
-        with staged_dir(out, force=force) as stage:
+        with staged_dir(out, force=force, inputs=[paths.root, base_dir], needed=need) as stage:
             shard_records = []
             for shard in shards:
                 raw, header = raw_headers[shard]

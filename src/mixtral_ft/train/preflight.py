@@ -99,12 +99,12 @@ def check_disk(run_dir: Path, profile: str) -> None:
         raise PreflightError(f"{probe}: {free:.1f} GiB free, checkpoints need about {need:.0f} GiB; free space or use --run-dir elsewhere")
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    if resume:
-        if not (run_dir / "axolotl.yml").exists():
-            raise UsageError(f"{run_dir}: no run to resume (no axolotl.yml); drop --resume to start a new run")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise UsageError(f"{run_dir}: run directory exists; use --resume to continue it or choose another --run-dir")
+def check_run_dir(run_dir: Path, resume: bool, machine_rank: int = 0) -> None:
+    """Refuse a run directory this command may not use, from the run's state (``train.rundir``:
+    new, interrupted before its first checkpoint, resumable, finished), with the way on."""
+    from mixtral_ft.train.rundir import start_decision
+
+    start_decision(run_dir, resume, machine_rank)
 
 
 def _import_error(module: str) -> str | None:

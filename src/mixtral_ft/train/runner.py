@@ -1,7 +1,19 @@
-"""Run a subprocess, stream its output to the terminal (stderr) and a log file, forward Ctrl-C."""
+"""Run a subprocess, stream its output to the terminal (stderr) and a log file, and never leave it
+running when mixft stops.
+
+- The child runs in its own process group (its own session: the terminal's Ctrl-C reaches
+  mixft only, which decides). When mixft is interrupted (Ctrl-C, SIGTERM, SIGHUP:
+  ``util.interrupt``) or fails while streaming (e.g. a full disk for the log), the whole group
+  gets the same signal (SIGTERM for SIGHUP), then SIGTERM and SIGKILL if it has not exited after
+  ``grace_s`` seconds; a second interruption kills it at once. Then the interruption goes on up.
+- On Linux the child also asks the kernel for SIGTERM when mixft dies without running any code
+  (``kill -9``): ``prctl(PR_SET_PDEATHSIG)``, set by a few lines of Python that then ``exec`` the
+  command (so no ``preexec_fn`` runs in a forked copy of a threaded process).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,47 +35,85 @@ def axolotl_env(base_model: str | None = None, wandb: bool = False) -> dict[str,
     return env
 
 
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n    sys.exit(143)  # mixft died before prctl\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def guarded_command(cmd: list[str]) -> list[str]:
+    """``cmd`` behind the die-with-mixft guard on Linux (``prctl(PR_SET_PDEATHSIG, SIGTERM)``); as is elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
+
+
 def run_streaming(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
                   cwd: Path | None = None, echo: bool = True, grace_s: float = 60.0) -> int:
     """Run ``cmd``; copy its output to ``log_path`` (appended) and to stderr; return its exit status.
 
-    On Ctrl-C the child's process group gets SIGINT (Axolotl/HF Trainer stop cleanly), then
-    SIGTERM and SIGKILL if it has not exited after ``grace_s`` seconds; the return value is 130.
+    An interruption (``KeyboardInterrupt``, ``util.interrupt.Interrupted``) or any other error
+    while it runs stops the child's process group (see the module docstring), writes the end to
+    the log, and is raised again once the child is gone.
     """
+    from mixtral_ft.util.interrupt import Interrupted
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                start_new_session=True)
-        interrupted = False
+        proc = subprocess.Popen(guarded_command(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                cwd=cwd, start_new_session=True)
         try:
             _pump(proc, log, echo)
-        except KeyboardInterrupt:
-            interrupted = True
-            _stop(proc, grace_s)
+        except BaseException as e:
+            sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT if isinstance(e, KeyboardInterrupt) \
+                else signal.SIGTERM
+            if sig == signal.SIGHUP:
+                sig = signal.SIGTERM
             try:
-                _pump(proc, log, echo)
-            except KeyboardInterrupt:
+                _stop(proc, log, echo, grace_s, sig)
+            except BaseException:  # a second interruption: no more waiting
+                _kill(proc)
+            rc = proc.wait()
+            _signal_group(proc, signal.SIGKILL)  # anything of its group still alive (workers) goes too
+            with contextlib.suppress(OSError):
+                log.write(f"\n[mixft] exit status {rc} (stopped: {type(e).__name__} {e})\n".encode())
+            raise
+        finally:
+            if proc.poll() is None:
                 _kill(proc)
         rc = proc.wait()
-        log.write(f"\n[mixft] exit status {rc}{' (interrupted)' if interrupted else ''}\n".encode())
-    return 130 if interrupted else rc
+        log.write(f"\n[mixft] exit status {rc}\n".encode())
+    return rc
 
 
-def _pump(proc: subprocess.Popen, log, echo: bool) -> None:
+def _pump(proc: subprocess.Popen, log, echo: bool, deadline: float | None = None) -> None:
+    """Copy the child's output until it closes (or until ``deadline``, a ``time.monotonic`` value)."""
+    import select
+    import time
+
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     out = sys.stderr.buffer if echo else None
     while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return
         chunk = os.read(fd, 65536)
         if not chunk:
             break
         log.write(chunk)
         log.flush()
         if out is not None:
-            out.write(chunk)
-            out.flush()
+            try:
+                out.write(chunk)
+                out.flush()
+            except OSError:  # the terminal went away (SIGHUP): the log still gets everything
+                out = None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -73,10 +123,16 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    _signal_group(proc, signal.SIGINT)
+def _stop(proc: subprocess.Popen, log, echo: bool, grace_s: float, sig: int = signal.SIGINT) -> None:
+    """Send ``sig`` to the child's group and keep copying its output (so it never blocks on a full
+    pipe) for up to ``grace_s`` seconds; then SIGTERM, then SIGKILL."""
+    import time
+
+    _signal_group(proc, sig)
+    with contextlib.suppress(OSError):
+        _pump(proc, log, echo, deadline=time.monotonic() + grace_s)
     try:
-        proc.wait(timeout=grace_s)
+        proc.wait(timeout=1)
     except subprocess.TimeoutExpired:
         _signal_group(proc, signal.SIGTERM)
         try:

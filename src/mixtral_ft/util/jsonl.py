@@ -87,11 +87,13 @@ def dumps_line(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def append_jsonl(fh, obj: Any) -> None:
-    """Append one record and make it durable before returning (resumable outputs)."""
-    fh.write(dumps_line(obj))
+def append_jsonl(fh, obj: Any) -> int:
+    """Append one record and make it durable before returning (resumable outputs); return its length."""
+    line = dumps_line(obj)
+    fh.write(line)
     fh.flush()
     os.fsync(fh.fileno())
+    return len(line)
 
 
 def truncate_torn_tail(path: str | os.PathLike) -> None:

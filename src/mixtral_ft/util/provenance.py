@@ -83,7 +83,10 @@ def set_command_line(argv: list[str]) -> None:
 
 def command_line() -> list[str]:
     """The mixft command as typed, secrets scrubbed (``scrub_argv``): what manifests record."""
-    argv = list(_ARGV) if _ARGV is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    name = Path(sys.argv[0]).name
+    if name in ("main.py", "__main__.py"):  # python -m mixtral_ft.cli.main: the same command as `mixft`
+        name = "mixft"
+    argv = list(_ARGV) if _ARGV is not None else [name, *sys.argv[1:]]
     return scrub_argv(argv)
 
 
@@ -99,16 +102,70 @@ def scrub_text(text: str) -> str:
     return _URL_SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 
+def secret_name(name: str) -> bool:
+    """Does an option or config key name a secret (``--api-key``, ``comet_api_key``, ``hub.token``)?
+    ``--api-key-env`` names a variable and is not one."""
+    words = [w for w in re.split(r"[-_.]+", name.lower().lstrip("-")) if w]
+    if words and words[-1] == "env":
+        return False
+    joined = {a + b for a, b in itertools.pairwise(words)}
+    return bool(_SECRET_WORDS & (set(words) | joined))
+
+
+def query_secret(text: str) -> str | None:
+    """The name of a secret-looking URL query parameter in ``text`` (``api_key``), or None."""
+    m = _URL_SECRET_PARAM.search(text)
+    return m.group(1).lstrip("?&").rstrip("=") if m else None
+
+
+def url_secret(text: str) -> str | None:
+    """What secret a URL (or any text) carries: ``"credentials (user:password@)"``, ``"a secret in
+    its query (api_key=)"``, or None."""
+    if _URL_USERINFO.search(text):
+        return "credentials (user:password@)"
+    name = query_secret(text)
+    return f"a secret in its query ({name}=)" if name else None
+
+
+# Where each tool reads its secret from, for the advice when one is given on the command line.
+SECRET_ENV_HINTS = {
+    "comet": "COMET_API_KEY", "wandb": "WANDB_API_KEY", "mlflow": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD",
+    "hub": "HF_TOKEN", "hf": "HF_TOKEN",
+}
+
+
+def refuse_secret_setting(key: str, value_text: str) -> None:
+    """Refuse a ``--set KEY=VALUE`` that would write a secret into ``axolotl.yml`` and the manifest:
+    a key that names one (``comet_api_key``), or a value whose URL carries credentials."""
+    from mixtral_ft.errors import UsageError
+
+    hint = next((v for k, v in SECRET_ENV_HINTS.items() if key.lower().startswith(k)), None)
+    where = f"the environment variable the tool reads ({hint})" if hint else "the environment variable the tool reads"
+    if secret_name(key):
+        raise UsageError(f"--set {key}=***: a secret given with --set would be written to axolotl.yml, the run's "
+                         f"manifest and its log; put it in {where} instead")
+    carried = url_secret(value_text)
+    if carried:
+        raise UsageError(f"--set {key}={scrub_text(value_text)}: the URL carries {carried}, which would be written "
+                         f"to axolotl.yml, the run's manifest and its log; put the credentials in {where} instead")
+
+
+def scrub_record(obj: Any) -> Any:
+    """``obj`` (JSON-like) with every string passed through ``scrub_text``: what a record may hold."""
+    if isinstance(obj, str):
+        return scrub_text(obj)
+    if isinstance(obj, dict):
+        return {k: scrub_record(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_record(v) for v in obj]
+    return obj
+
+
 def scrub_argv(argv: list[str]) -> list[str]:
     """A command line safe to write down: URL credentials removed from every argument, and the
     value of any option or ``--set KEY=VALUE`` whose name says secret (token, password, api key)
     replaced by ``***``. An API key belongs in an environment variable (``--api-key-env``)."""
-    def secret(name: str) -> bool:
-        words = [w for w in re.split(r"[-_.]+", name.lower().lstrip("-")) if w]
-        if words and words[-1] == "env":  # --api-key-env names a variable, it does not hold the key
-            return False
-        joined = {a + b for a, b in itertools.pairwise(words)}
-        return bool(_SECRET_WORDS & (set(words) | joined))
+    secret = secret_name
 
     out: list[str] = []
     hide_next = False
@@ -132,6 +189,7 @@ def scrub_argv(argv: list[str]) -> list[str]:
 
 
 def write_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write a JSON record (a manifest's dict, a state file) as indented, key-sorted JSON, atomically.
-    Stages write their manifest through ``mixtral_ft.util.manifest.Manifest.write``."""
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    """Write a JSON record (a manifest's dict, a state file) as indented, key-sorted JSON, atomically,
+    with URL credentials and secret-looking URL parameters scrubbed from every string
+    (``scrub_record``). Stages write their manifest through ``mixtral_ft.util.manifest.Manifest.write``."""
+    atomic_write_text(path, json.dumps(scrub_record(manifest), indent=2, sort_keys=True, ensure_ascii=False) + "\n")

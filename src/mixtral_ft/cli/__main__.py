@@ -1,0 +1,5 @@
+"""``python -m mixtral_ft.cli``: the ``mixft`` executable (``cli.entry``)."""
+
+from mixtral_ft.cli.entry import entrypoint
+
+entrypoint()
