@@ -406,7 +406,8 @@ def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str
 
     setup = setup_from_config(axolotl_config(point, config_json), world_size=world_size(point))
     arch = load_arch(setup.base_model)
-    weights = weight_summary(arch, training_decisions(setup), setup.model_config_overrides, use_cache=use_cache)
+    weights = weight_summary(arch, training_decisions(setup, arch.model_type), setup.model_config_overrides,
+                             use_cache=use_cache)
     slots = setup.micro_batch_size * setup.sequence_len
     pairs = setup.micro_batch_size * setup.sequence_len ** 2
     cost = micro_batch_cost(weights, arch_dims(arch), slots, pairs, checkpointing=setup.checkpointing_mode != "none",
