@@ -137,8 +137,6 @@ def test_stored_dtypes_equal_axolotls_loader(tiny_mixtral_dir, tmp_path):
     """Every unquantized tensor of the tiny Mixtral loaded by Axolotl 0.19's own ModelLoader (the CPU twin of the
     shipped RG config on an A100-80GB: QLoRA, 4-bit experts) has the dtype the planner's decisions give it."""
     pytest.importorskip("axolotl")
-    import torch
-
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
     from mixtral_ft.train.twin import load_twin
 
