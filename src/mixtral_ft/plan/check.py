@@ -76,8 +76,8 @@ def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str
 def check_training_plan(plan, free_gib: float | None, profile: str | None = None) -> None:
     """Raise :class:`PlanRefused` when ``plan`` (a :class:`TrainingPlan`) needs more than ``free_gib``.
 
-    The plan is evaluated against ``free_gib`` (not the table's card), so its micro-batch and
-    sequence searches are redone for that memory when the plan has none."""
+    The fix names the plan's own largest micro batch and longest sequence, found for the memory it
+    was planned for: plan it for ``free_gib`` (as :func:`preflight_training` does) to have them fit it."""
     from mixtral_ft.plan.training import PART_LABELS
 
     if free_gib is None or plan.peak_gib <= free_gib:
