@@ -269,7 +269,6 @@ class Row:
     measured_tokens_per_s: float | None = None  # per GPU, where the source gives a throughput
     planned_tokens_per_s: float | None = None
     throughput_gpu: str | None = None  # the GPU of the planner's table the throughput is planned for
-    corrections: dict[str, float] = field(default_factory=dict)  # see diagnose(): GiB per known planner defect
     counter_offset_gib: float = 0.0  # see counter_offset(): the plan's overhead the source's counter does not see
     not_planned: str | None = None  # why the planner was not asked (a setting mixft does not run)
     planner_error: str | None = None  # the planner failed on a point it should plan
@@ -284,16 +283,6 @@ class Row:
         if self.measured_gib is None or self.compared_gib is None:
             return None
         return 100.0 * (self.compared_gib - self.measured_gib) / self.measured_gib
-
-    @property
-    def corrected_gib(self) -> float | None:
-        return None if self.compared_gib is None else self.compared_gib + sum(self.corrections.values())
-
-    @property
-    def corrected_error_pct(self) -> float | None:
-        if self.measured_gib is None or self.corrected_gib is None:
-            return None
-        return 100.0 * (self.corrected_gib - self.measured_gib) / self.measured_gib
 
     @property
     def throughput_error_pct(self) -> float | None:
@@ -317,8 +306,7 @@ class Row:
         out = asdict(self)
         out.update(compared_gib=self.compared_gib,
                    error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
-                   in_median=self.in_median, corrected_gib=self.corrected_gib,
-                   corrected_error_pct=None if self.corrected_error_pct is None else round(self.corrected_error_pct, 1),
+                   in_median=self.in_median,
                    throughput_error_pct=None if self.throughput_error_pct is None
                    else round(self.throughput_error_pct, 1))
         return out
@@ -361,39 +349,10 @@ def counter_offset(metric: str | None) -> float:
     return 0.0
 
 
-CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
-
-
-def diagnose(point: dict[str, Any], parts_gib: dict[str, float]) -> dict[str, float]:
-    """What the plan would be without three planner defects found by this bench, as GiB to add to its peak.
-
-    Computed from the plan's own parts, only where the defect applies; a diagnosis, not the plan:
-
-    - ``embeddings_bf16``: Axolotl 0.19 casts embed_tokens/lm_head back to the training dtype after
-      ``prepare_model_for_kbit_training`` for any LoRA/QLoRA adapter (``axolotl/loaders/model.py`` ~460-490,
-      ``should_convert``); the plan keeps them in float32 (half of that part is too much). Applied to
-      Axolotl points and to points stated to run in pure bf16 (``base_dtype: bfloat16``); other stacks
-      (PEFT's ``prepare_model_for_kbit_training`` alone) may well keep them in float32, so not there;
-    - ``cut_cross_entropy``: the CCE plugin never materializes the logits; the plan has no such input;
-    - ``int8_weights``: with ``load_in_8bit`` the linears are int8 (1 byte, plus a float32 scale per row),
-      the plan counts them in float32 (3/4 of those parts is too much; the row scales are left in).
-    """
-    train = point["train"]
-    out: dict[str, float] = {}
-    axolotl_like = str(point.get("stack", "")).startswith("Axolotl") or train.get("base_dtype") == "bfloat16"
-    if axolotl_like and (train.get("bf16") or train.get("fp16")) and parts_gib.get("weights_embeddings_head"):
-        out["embeddings_bf16"] = -parts_gib["weights_embeddings_head"] / 2
-    if CCE_PLUGIN in (train.get("plugins") or []) and parts_gib.get("logits_loss"):
-        out["cut_cross_entropy"] = -parts_gib["logits_loss"]
-    if train.get("load_in_8bit"):
-        linear = parts_gib.get("weights_attention", 0.0) + parts_gib.get("weights_mlp", 0.0)
-        out["int8_weights"] = -0.75 * linear
-    return {k: round(v, 3) for k, v in out.items()}
-
-
 def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str, use_cache: bool = True) -> float:
     """Token slots per second per GPU by the planner's time model (plan/timing.py): FLOPs with recompute at
-    the MFU calibrated on the reference report, plus the 4-bit dequantization traffic, on ``gpu_name``.
+    the MFU the plan uses for the model (MoE: calibrated on the reference report; dense: fitted on
+    LLaMA-Factory's A100 40GB runs, the fsdp_qlora runs held out), plus the 4-bit dequantization traffic.
 
     A point's rows are full length and not packed, so a micro batch's attention pairs are rows x length^2."""
     from mixtral_ft.plan.arch import load_arch
@@ -401,18 +360,20 @@ def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str
     from mixtral_ft.plan.loadplan import training_decisions
     from mixtral_ft.plan.setup import setup_from_config
     from mixtral_ft.plan.timing import arch_dims, micro_batch_cost
-    from mixtral_ft.plan.training import report_calibration
+    from mixtral_ft.plan.training import dense_calibration, report_calibration
     from mixtral_ft.plan.weights import weight_summary
 
     setup = setup_from_config(axolotl_config(point, config_json), world_size=world_size(point))
     arch = load_arch(setup.base_model)
-    weights = weight_summary(arch, training_decisions(setup), setup.model_config_overrides, use_cache=use_cache)
+    weights = weight_summary(arch, training_decisions(setup, arch.model_type), setup.model_config_overrides,
+                             use_cache=use_cache)
     slots = setup.micro_batch_size * setup.sequence_len
     pairs = setup.micro_batch_size * setup.sequence_len ** 2
     cost = micro_batch_cost(weights, arch_dims(arch), slots, pairs, checkpointing=setup.checkpointing_mode != "none",
                             frozen_base=bool(setup.adapter))
     gpu = gpu_by_name(gpu_name)
-    return slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, report_calibration(use_cache)["mfu"])
+    calibration = report_calibration(use_cache) if arch.is_moe else dense_calibration(use_cache)
+    return slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, calibration["mfu"])
 
 
 def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True,
@@ -441,7 +402,6 @@ def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, u
                 row.planned_fits = plan.fits if row.gpu_memory_gib is not None else None
                 row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
                 row.peak_phase = plan.peak_phase
-                row.corrections = diagnose(point, row.parts_gib)
                 row.counter_offset_gib = counter_offset(row.metric)
                 if row.throughput_gpu:
                     row.planned_tokens_per_s = planned_tokens_per_s(point, configs[point["model"]], row.throughput_gpu,
@@ -487,7 +447,6 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
     """The headline numbers, each with what it was computed over."""
     median_rows = [r for r in rows if r.in_median]
     errors = [abs(r.error_pct) for r in median_rows]
-    corrected = [abs(r.corrected_error_pct) for r in median_rows]
     verdicts = [r for r in rows if r.verdict != "n/a" and r.kind != "shipped"]
     wrong = [r.id for r in verdicts if r.verdict == "wrong"]
     signed = [r.error_pct for r in median_rows]
@@ -506,12 +465,6 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         "verdicts_right": len(verdicts) - len(wrong),
         "verdicts_wrong": wrong,
         "targets_met": bool(errors) and all(e <= TARGET_ERROR_PCT for e in errors) and not wrong,
-        "diagnosis": {
-            "what": "the plan with the three planner defects of diagnose() removed, from its own parts",
-            "median_abs_error_pct": round(statistics.median(corrected), 1) if corrected else None,
-            "within_target": sum(e <= TARGET_ERROR_PCT for e in corrected),
-            "corrections_gib": {r.id: r.corrections for r in rows if r.corrections},
-        },
         "throughput": {r.id: {"measured": r.measured_tokens_per_s, "planned": round(r.planned_tokens_per_s, 1),
                               "error_pct": round(r.throughput_error_pct, 1), "gpu": r.throughput_gpu}
                        for r in rows if r.throughput_error_pct is not None},
@@ -556,24 +509,10 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
         (f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
         f"{'met' if s['targets_met'] else 'not met'}."),
     ]
-    d = s["diagnosis"]
-    if d["corrections_gib"]:
-        lines += ["", ("Diagnosis, not the plan: the same rows with the planner defects found here removed by "
-                  "arithmetic on the plan's own parts (`diagnose()` in scripts/bench_plan.py):"), "",
-                  ("| point | known | measured GiB | planned GiB (on its counter) | corrections GiB | corrected GiB "
-                  "| error |"),
-                  "|---|---|---:|---:|---|---:|---:|"]
-        for r in rows:
-            if r.corrections:
-                fixes = ", ".join(f"{k} {v:+.2f}" for k, v in r.corrections.items())
-                lines.append(f"| {r.id} | {'yes' if r.fully_known else 'no'} | {_fmt(r.measured_gib, 2)} "
-                             f"| {_fmt(r.compared_gib, 2)} | {fixes} | {_fmt(r.corrected_gib, 2)} "
-                             f"| {_fmt(r.corrected_error_pct, 1, '%')} |")
-        lines += ["", (f"- With those corrections the median absolute error over the same fully known points is "
-                  f"{_fmt(d['median_abs_error_pct'], 1, '%')}; within {s['target_error_pct']:g}%: "
-                  f"{d['within_target']} of {s['fully_known_measured']}.")]
     if s["throughput"]:
-        lines += ["", "Throughput (token slots per second per GPU; the plan's time model at its calibrated MFU):", "",
+        lines += ["", ("Throughput (token slots per second per GPU; the plan's time model at the MFU it uses for the model: "
+                       "dense runs at the MFU fitted on the LLaMA-Factory rows, so those four are in-sample and the "
+                       "fsdp_qlora rows are held out):"), "",
                   "| point | GPU | measured | planned | error |", "|---|---|---:|---:|---:|"]
         lines += [f"| {k} | {v['gpu']} | {v['measured']:,.0f} | {v['planned']:,.0f} | {v['error_pct']:+.1f}% |"
                   for k, v in s["throughput"].items()]

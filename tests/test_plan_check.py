@@ -4,7 +4,7 @@ planned-vs-measured line."""
 from __future__ import annotations
 
 import pytest
-from test_plan_golden import warm_cache  # noqa: F401  (fixture)
+from test_plan_golden import refusal_plan, warm_cache  # noqa: F401  (fixture)
 
 from mixtral_ft.plan.check import PlanRefused, check_inference_plan, check_training_plan, planned_vs_measured
 from mixtral_ft.plan.gpus import GPUS
@@ -15,23 +15,27 @@ GIB = 2**30
 
 
 def test_training_refusal_message(warm_cache):  # noqa: F811
-    plan = shipped_plan("tc", "a100-40gb")  # 43 GiB planned at micro batch 2 x 8192
+    plan = refusal_plan()  # TC's 80 GB profile (2 x 8192 tokens) planned for a 36 GiB device: does not fit
+    free = 36.0
     with pytest.raises(PlanRefused) as err:
-        check_training_plan(plan, 38.0, profile="a100-40gb")
+        check_training_plan(plan, free, profile="a100-80gb")
     assert err.value.exit_code == 2
     text = str(err.value)
     lines = text.splitlines()
-    assert lines[0] == (f"this training run needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has 38.0 GiB "
-                        f"free ({plan.peak_gib - 38.0:.1f} GiB short):")
+    assert lines[0] == (f"this training run needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has 36.0 GiB "
+                        f"free ({plan.peak_gib - free:.1f} GiB short):")
     for label in ("weights: experts", "activations", "dequantization buffers", "CUDA context + allocator", "peak"):
         assert any(line.strip().startswith(label) for line in lines), label
     fix = lines[-1]
-    assert fix.startswith("fix: ")
+    assert fix.startswith("fix: a profile for a smaller card (--profile a100-40gb); ")  # 36 GiB: not an 80 GB card
     assert "--set micro_batch_size=1 --set gradient_accumulation_steps=4 (same effective batch)" in fix
     assert f"--set sequence_len={plan.longest_sequence}" in fix
     assert fix.endswith("--skip-plan-check to run anyway")
-    check_training_plan(plan, 60.0, profile="a100-40gb")  # enough memory: no error
+    check_training_plan(plan, 60.0, profile="a100-80gb")  # enough memory: no error
     check_training_plan(plan, None)  # no CUDA: nothing to check
+    with pytest.raises(PlanRefused) as smallest:  # already the 40 GB profile: no smaller one to suggest
+        check_training_plan(plan, free, profile="a100-40gb")
+    assert "--profile" not in str(smallest.value).splitlines()[-1]
 
 
 def test_training_refusal_suggests_the_smaller_profile(warm_cache):  # noqa: F811
@@ -92,3 +96,83 @@ def test_probe_prints_planned_beside_measured(warm_cache):  # noqa: F811
     assert line.startswith(f"memory planned: peak allocated {allocated:.2f} GiB (error {(allocated - 40) / 40:+.1%})")
     assert "vs reserved" in line
     assert s.as_dict()["planned"]["peak_phase"] == "layers_backward"
+
+
+# --- the inference runner's preflight (generate, judge; infer/job.py) --------------------------------------
+
+
+def _generate(model, data, out, *extra):
+    from mixtral_ft.cli.main import main
+
+    return main(["generate", "--data", str(data), "--out", str(out), "-m", str(model), "--max-new-tokens", "4",
+                 "--batch-size", "4", *extra])
+
+
+@pytest.mark.slow
+def test_generate_refuses_a_run_the_free_memory_cannot_hold(tiny_mixtral_dir, rg_data_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    """With a free-memory figure (what ``torch.cuda.mem_get_info`` gives on a GPU; ``$MIXFT_PLAN_FREE_GIB`` here)
+    the runner plans the hf run before loading the model and refuses it: exit 2, the parts and the fix, and
+    nothing written. ``--skip-plan-check`` runs it anyway; enough free memory passes the check."""
+    from mixtral_ft.plan.check import FREE_GIB_ENV
+
+    monkeypatch.setenv("MIXFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(FREE_GIB_ENV, "0.01")
+    out = tmp_path / "gen.jsonl"
+    assert _generate(tiny_mixtral_dir, rg_data_dir / "test.jsonl", out) == 2
+    err = capsys.readouterr().err
+    first = err.strip().splitlines()[0]
+    assert first.startswith("error: generate needs ") and "GiB per GPU by plan, but the GPU has 0.0 GiB free" in first
+    assert "KV cache" in err and "fix: " in err and "--skip-plan-check to run anyway" in err
+    assert not out.exists() and not (tmp_path / "gen.jsonl.manifest.json").exists()
+
+    assert _generate(tiny_mixtral_dir, rg_data_dir / "test.jsonl", out, "--skip-plan-check") == 0
+    assert len(out.read_text().splitlines()) == 4
+    monkeypatch.setenv(FREE_GIB_ENV, "100")
+    out2 = tmp_path / "gen2.jsonl"
+    assert _generate(tiny_mixtral_dir, rg_data_dir / "test.jsonl", out2) == 0  # planned, fits
+    assert len(out2.read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_judge_refuses_too(tiny_mixtral_dir, tc_data_dir, tmp_path, monkeypatch, capsys):
+    from mixtral_ft.cli.main import main
+    from mixtral_ft.plan.check import FREE_GIB_ENV
+
+    monkeypatch.setenv("MIXFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(FREE_GIB_ENV, "0.01")
+    out = tmp_path / "verdicts.jsonl"
+    assert main(["judge", "--responses", str(tc_data_dir / "test.jsonl"), "--out", str(out), "-m",
+                 str(tiny_mixtral_dir), "--max-new-tokens", "4"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[0].startswith("error: judge needs ")
+    assert not out.exists()
+
+
+def test_skip_plan_check_is_an_hf_option():
+    from mixtral_ft.backends.options import BackendOptions
+    from mixtral_ft.errors import UsageError
+
+    assert BackendOptions(model="m", skip_plan_check=True).skip_plan_check
+    with pytest.raises(UsageError, match="--skip-plan-check is for the hf backend"):
+        BackendOptions(name="openai", model="m", base_url="http://127.0.0.1:1/v1", skip_plan_check=True)
+
+
+def test_no_cuda_no_inference_plan(monkeypatch):
+    """On a CPU there is no GPU memory to check: the runner's preflight plans nothing."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    from mixtral_ft.backends.base import Request
+    from mixtral_ft.backends.options import BackendOptions
+    from mixtral_ft.plan.check import FREE_GIB_ENV, free_gpu_memory_gib, preflight_requests
+
+    monkeypatch.delenv(FREE_GIB_ENV, raising=False)
+    assert free_gpu_memory_gib() is None
+    assert preflight_requests(BackendOptions(model="no/such-model"), [Request("a", prompt="x")], 8, "generate") is None
+    monkeypatch.setenv(FREE_GIB_ENV, "12.5")
+    assert free_gpu_memory_gib() == 12.5
+    monkeypatch.setenv(FREE_GIB_ENV, "lots")
+    from mixtral_ft.errors import UsageError
+
+    with pytest.raises(UsageError, match="MIXFT_PLAN_FREE_GIB"):
+        free_gpu_memory_gib()

@@ -201,7 +201,6 @@ def test_bench_plan_runs_end_to_end_on_two_points(tmp_path):
     fsdp = rows["fsdp-qlora-llama2-7b-qlora-ddp-bs8"]
     assert fsdp["verdict"] in ("right", "wrong") and fsdp["in_median"]
     assert fsdp["counter_offset_gib"] < 0  # a reserved reading: the plan less the CUDA context
-    assert fsdp["corrections"]  # the diagnosis applies to a pure-bf16 run
     assert rows["axolotl-openllama3b-qlora"]["verdict"] == "n/a"  # the source names no card
     summary = results["summary"]
     assert summary["fully_known_measured"] == 2 and summary["median_abs_error_pct"] is not None
@@ -210,18 +209,6 @@ def test_bench_plan_runs_end_to_end_on_two_points(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["points_file"]["sha256"] and manifest["environment"]["packages"]
     assert "--only" in manifest["command"]
-
-
-def test_diagnosis_applies_each_correction_only_where_its_defect_does(raw):
-    by_id = {p["id"]: p for p in raw["points"]}
-    parts = {"weights_embeddings_head": 2.0, "logits_loss": 6.0, "weights_attention": 4.0, "weights_mlp": 8.0}
-    cce = _bench().diagnose(by_id["axolotl-ministral-8b-qlora"], parts)
-    assert cce == {"embeddings_bf16": -1.0, "cut_cross_entropy": -6.0}
-    int8 = _bench().diagnose(by_id["axolotl-llama2-7b-lora8bit-4090"], parts)
-    assert int8 == {"embeddings_bf16": -1.0, "int8_weights": -9.0}
-    assert _bench().diagnose(by_id["peft-readme-bloomz-7b1-lora-fp32"], parts) == {}  # a float32 run
-    row = _row(planned_gib=30.0, corrections=cce)
-    assert row.corrected_gib == 23.0 and row.corrected_error_pct == pytest.approx(15.0)
 
 
 def test_the_plan_is_read_on_the_counter_the_source_used():

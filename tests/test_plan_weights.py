@@ -63,17 +63,100 @@ def test_arch_sources(tmp_path):
 
 
 def test_axolotl_training_decisions():
-    """QLoRA: linears in 4-bit with bf16 storage, experts only with quantize_moe_experts, fp32 upcasts."""
+    """QLoRA: linears in 4-bit with bf16 storage, experts only with quantize_moe_experts; Axolotl's casts in order:
+    norms, router and embeddings to float32, PEFT's kbit cast, then norms and embeddings back to bf16."""
     s = setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True, "quantize_moe_experts": True,
                            "lora_target_modules": ["q_proj"], "bf16": True})
-    d = training_decisions(s)
+    d = training_decisions(s, "mixtral")
     assert d.linear_4bit and d.experts_4bit and d.linear_storage == "bfloat16" and not d.kbit_prepare_fp32
-    assert d.stored_dtype("model.layers.0.input_layernorm.weight", "bfloat16") == "float32"
-    assert d.stored_dtype("model.layers.0.mlp.gate.weight", "bfloat16") == "float32"
-    assert d.stored_dtype("lm_head.weight", "bfloat16") == "float32"
+    assert d.stored_dtype("model.layers.0.input_layernorm.weight", "bfloat16") == "bfloat16"
+    assert d.stored_dtype("model.norm.weight", "bfloat16") == "bfloat16"
+    assert d.stored_dtype("model.layers.0.mlp.gate.weight", "bfloat16") == "float32"  # the router: first cast only
+    assert d.stored_dtype("lm_head.weight", "bfloat16") == "bfloat16"
+    assert d.stored_dtype("model.embed_tokens.weight", "bfloat16") == "bfloat16"
     no_experts = training_decisions(setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True,
-                                                       "lora_target_modules": ["q_proj"]}))
-    assert not no_experts.experts_4bit and no_experts.kbit_prepare_fp32  # PEFT casts the 16-bit rest to fp32
+                                                       "lora_target_modules": ["q_proj"], "bf16": True}), "mixtral")
+    assert not no_experts.experts_4bit and no_experts.kbit_prepare_fp32  # PEFT casts the 16-bit rest to fp32 ...
+    assert no_experts.stored_dtype("model.layers.0.mlp.experts.gate_up_proj", "bfloat16") == "float32"
+    assert no_experts.stored_dtype("model.layers.0.post_attention_layernorm.weight", "bfloat16") == "bfloat16"  # ... then back
+    assert no_experts.stored_dtype("lm_head.weight", "bfloat16") == "bfloat16"
+    skip = training_decisions(setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True,
+                                                 "embeddings_skip_upcast": True, "lora_target_modules": ["q_proj"],
+                                                 "bf16": True}), "llama")
+    assert skip.stored_dtype("model.embed_tokens.weight", "bfloat16") == "float32"  # PEFT's cast, never cast back
+    neox = training_decisions(s, "gpt_neox")
+    assert neox.embedding_modules == ("embed_in", "embed_out")
+    assert neox.stored_dtype("gpt_neox.embed_in.weight", "bfloat16") == "bfloat16"
+
+
+LLAMA_2_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "tie_word_embeddings": False}
+
+
+def test_llama_qlora_embeddings_and_head_are_bf16():
+    """Llama-2-7B QLoRA: embed_tokens + lm_head = 2 x 32,000 x 4,096 values in bf16 (0.49 GiB), not float32."""
+    from mixtral_ft.plan.weights import weight_summary
+
+    s = setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True, "lora_target_linear": True,
+                           "bf16": True})
+    w = weight_summary(load_arch(LLAMA_2_7B), training_decisions(s, "llama"), use_cache=False)
+    assert w["parts"]["embeddings_head"] == 2 * 32000 * 4096 * 2
+    assert w["dtypes"]["embeddings_head"] == ["bfloat16"]
+
+
+def test_int8_weights_are_int8_with_row_scales():
+    """load_in_8bit: Linear8bitLt weights as bitsandbytes stores them (int8 + a float32 scale per output row),
+    checked against a real Int8Params quantized on the CPU; Llama-2-7B's linears come to 6.04 GiB, not float32."""
+    torch = pytest.importorskip("torch")
+    bnb = pytest.importorskip("bitsandbytes")
+    from mixtral_ft.plan.loadplan import int8_stored_bytes
+    from mixtral_ft.plan.weights import weight_summary
+
+    layer = bnb.nn.Linear8bitLt(96, 40, bias=False, has_fp16_weights=False)
+    layer.weight = bnb.nn.Int8Params(torch.randn(40, 96, dtype=torch.bfloat16), requires_grad=False,
+                                     has_fp16_weights=False)
+    layer = layer.to("cpu")  # quantizes, as .cuda() does on a GPU
+    w = layer.weight
+    assert w.dtype == torch.int8
+    assert int8_stored_bytes(40, 96) == w.numel() * w.element_size() + w.SCB.numel() * w.SCB.element_size()
+
+    s = setup_from_config({"base_model": "x", "adapter": "lora", "load_in_8bit": True, "lora_target_linear": True,
+                           "bf16": True})
+    d = training_decisions(s, "llama")
+    assert d.linear_8bit and not d.linear_4bit and d.kbit_prepare_fp32
+    summary = weight_summary(load_arch(LLAMA_2_7B), d, use_cache=False)
+    per_layer = [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)]
+    linear = 32 * sum(int8_stored_bytes(o, i) for o, i in per_layer)
+    assert summary["parts"]["attention"] + summary["parts"]["mlp"] == linear
+    assert summary["dtypes"]["attention"] == ["int8"] and summary["dtypes"]["mlp"] == ["int8"]
+    assert linear / 2**30 == pytest.approx(6.04, abs=0.01)
+
+
+@pytest.mark.slow
+def test_stored_dtypes_equal_axolotls_loader(tiny_mixtral_dir, tmp_path):
+    """Every unquantized tensor of the tiny Mixtral loaded by Axolotl 0.19's own ModelLoader (the CPU twin of the
+    shipped RG config on an A100-80GB: QLoRA, 4-bit experts) has the dtype the planner's decisions give it."""
+    pytest.importorskip("axolotl")
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+    from mixtral_ft.train.twin import load_twin
+
+    values = render(RenderRequest("rg", tmp_path / "data", "a100-80gb", tmp_path / "run",
+                                  base_model=str(tiny_mixtral_dir))).values
+    twin = load_twin(values, tmp_path / "twin")
+    decisions = training_decisions(setup_from_config(values), "mixtral")
+    checked = {}
+    for name, p in twin.model.get_base_model().named_parameters():
+        if "lora_" in name or not p.dtype.is_floating_point or type(p).__name__ == "Params4bit":
+            continue
+        if "parametrizations" in name:  # a 4-bit expert
+            continue
+        plain = name.replace(".base_layer", "")
+        checked[plain] = (str(p.dtype).replace("torch.", ""), decisions.stored_dtype(plain, "bfloat16"))
+    assert {n: real for n, (real, _) in checked.items()} == {n: planned for n, (_, planned) in checked.items()}
+    dtypes = {n: real for n, (real, _) in checked.items()}
+    assert dtypes["model.embed_tokens.weight"] == dtypes["lm_head.weight"] == dtypes["model.norm.weight"] == "bfloat16"
+    assert dtypes["model.layers.0.mlp.gate.weight"] == "float32"
+    del twin
 
 
 def _inventory_total(arch_dir, decisions):

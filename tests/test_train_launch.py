@@ -233,9 +233,9 @@ def test_deepspeed_extra_is_axolotls_own():
 
 
 def test_multi_gpu_cards_need_what_one_80gb_card_needs():
-    from mixtral_ft.train.preflight import PROFILE_MIN_GPU_GIB
+    from mixtral_ft.plan.gpus import gpu_for_profile
 
-    assert PROFILE_MIN_GPU_GIB["multi-gpu"] == PROFILE_MIN_GPU_GIB["a100-80gb"] == 70.0
+    assert gpu_for_profile("multi-gpu") == gpu_for_profile("a100-80gb")  # what the memory plan checks against
     for task in ("rg", "tc"):  # and the same per-card micro batch
         multi, single = _values("multi-gpu", task), _values("a100-80gb", task)
         assert (multi["micro_batch_size"], multi["gradient_accumulation_steps"]) == (

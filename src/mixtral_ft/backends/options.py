@@ -26,6 +26,7 @@ class BackendOptions:
     # hf
     batch_size: int = 8
     load_in_4bit: bool = False
+    skip_plan_check: bool = False  # run even when the memory plan says the GPU is too small (docs/planning.md)
     # openai
     base_url: str | None = None
     endpoint_mode: str = "completions"
@@ -55,6 +56,8 @@ class BackendOptions:
             if self.adapter:
                 raise UsageError("--adapter is for the hf backend; an endpoint serves its adapter under its own "
                                  "model name")
+            if self.skip_plan_check:
+                raise UsageError("--skip-plan-check is for the hf backend; nothing is planned for an endpoint")
             if self.endpoint_mode not in ENDPOINT_MODES:
                 raise UsageError(f"Unknown endpoint mode '{self.endpoint_mode}'. "
                                  f"Available: {', '.join(ENDPOINT_MODES)}")

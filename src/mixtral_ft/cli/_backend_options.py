@@ -35,6 +35,9 @@ BACKEND_FLAGS: list[tuple[str, Any, Any]] = [
           help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint)."),
     _flag("batch_size", int, 8, "--batch-size", help="hf: prompts generated together (left-padded)."),
     _flag("load_in_4bit", bool, False, "--load-in-4bit", help="hf: store the linears and the MoE experts in 4-bit NF4 (bitsandbytes; CUDA, or its CPU backend)."),
+    _flag("skip_plan_check", bool, False, "--skip-plan-check",
+          help="hf: run even when the memory plan says the model, batch and prompts do not fit the GPU's free "
+               "memory (docs/planning.md)."),
     _flag("base_url", str | None, None, "--base-url",
           help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
     _flag("endpoint_mode", str, "completions", "--endpoint-mode",
@@ -96,7 +99,7 @@ then the two panels.
                                       top_p=v["top_p"], seed=v["seed"], stop=tuple(v["stop"] or ()))
             backend = BackendOptions(
                 name=v["backend"], model=v["model"], adapter=v["adapter"], batch_size=v["batch_size"],
-                load_in_4bit=v["load_in_4bit"], base_url=v["base_url"], endpoint_mode=v["endpoint_mode"],
+                load_in_4bit=v["load_in_4bit"], skip_plan_check=v["skip_plan_check"], base_url=v["base_url"], endpoint_mode=v["endpoint_mode"],
                 api_key_env=v["api_key_env"], concurrency=v["concurrency"], timeout=v["timeout"],
                 max_retries=v["max_retries"], max_requests=v["max_requests"],
             )

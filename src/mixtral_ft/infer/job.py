@@ -170,6 +170,13 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
         plan = output.resume(inputs.rows, digest)
         previous = output.previous or {}
         manifest.started = previous.get("started") or manifest.started
+        if plan.pending and backend is None and opts.backend.name == "hf" and not opts.backend.skip_plan_check:
+            # GPU memory by plan, before the model loads: refuses (exit 2) a run that does not fit; nothing
+            # to check without CUDA (docs/planning.md, "Preflight").
+            from mixtral_ft.plan.check import preflight_requests
+
+            preflight_requests(opts.backend, [builder.request(r) for r in plan.pending], opts.params.max_new_tokens,
+                               builder.kind)
         identity = previous.get("backend")
         running: Backend | None = None
         try:

@@ -18,7 +18,9 @@ are cached reads JSON only):
 - ``check_training_plan(plan, free_gib)`` / ``check_inference_plan(plan, free_gib)``: raise
   ``PlanRefused`` (exit 2) with the parts table and the fix when the peak exceeds free memory;
   ``preflight_training(...)`` / ``preflight_inference(...)`` do the whole check on a CUDA machine
-  (free memory, plan, refusal) and return None elsewhere.
+  (free memory, plan, refusal) and return None elsewhere; ``preflight_requests(backend_options,
+  requests, max_new_tokens, what)`` is the inference runner's call (``infer/job.py``). The free
+  memory is ``torch.cuda.mem_get_info``'s, or ``$MIXFT_PLAN_FREE_GIB`` when set.
 - ``GPUS``, ``gpu_by_name``: the GPU table with its sources.
 
 How each number is obtained, the constants and their bounds: docs/planning.md.
@@ -38,6 +40,7 @@ _EXPORTS = {
     "check_inference_plan": "mixtral_ft.plan.check",
     "preflight_inference": "mixtral_ft.plan.check",
     "preflight_training": "mixtral_ft.plan.check",
+    "preflight_requests": "mixtral_ft.plan.check",
     "PlanRefused": "mixtral_ft.plan.check",
     "GPUS": "mixtral_ft.plan.gpus",
     "Gpu": "mixtral_ft.plan.gpus",
@@ -58,6 +61,7 @@ __all__ = [
     "plan_inference",
     "plan_training",
     "preflight_inference",
+    "preflight_requests",
     "preflight_training",
     "report_calibration",
 ]

@@ -51,6 +51,9 @@ MIXTRAL_8X7B_CONFIG: dict[str, Any] = {
     "use_cache": True,
     "vocab_size": 32000,
 }
+# Older config.json names of the keys the planner reads (transformers maps them with each config's attribute_map).
+KEY_ALIASES = {"num_hidden_layers": ("n_layer", "num_layers"), "hidden_size": ("n_embd", "d_model"),
+               "num_attention_heads": ("n_head", "num_heads"), "num_key_value_heads": ("num_kv_heads",)}
 BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
     "mistralai/Mixtral-8x7B-Instruct-v0.1": MIXTRAL_8X7B_CONFIG,
     "mistralai/Mixtral-8x7B-v0.1": MIXTRAL_8X7B_CONFIG,
@@ -78,6 +81,10 @@ class ModelArch:
         text = self.config.get("text_config")
         if key not in self.config and isinstance(text, dict):
             return text.get(key, default)
+        if key not in self.config:
+            for alias in KEY_ALIASES.get(key, ()):  # GPT-2-style names (Bloom, Falcon): the config's attribute_map
+                if alias in self.config:
+                    return self.config[alias]
         return self.config.get(key, default)
 
     @property

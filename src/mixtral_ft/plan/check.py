@@ -6,9 +6,15 @@ and the fix. ``--skip-plan-check`` is the caller's way around it.
 
 from __future__ import annotations
 
-from mixtral_ft.errors import MixftError
+import os
+
+from mixtral_ft.errors import MixftError, UsageError
 
 GIB = 2**30
+# Plan against this many GiB instead of the device's free memory. For testing the refusal path on a
+# machine without CUDA (tests/test_plan_check.py), and for a GPU shared with another process that will
+# grow; the device query is the only thing it replaces.
+FREE_GIB_ENV = "MIXFT_PLAN_FREE_GIB"
 
 
 class PlanRefused(MixftError):
@@ -18,7 +24,17 @@ class PlanRefused(MixftError):
 
 
 def free_gpu_memory_gib(device: int = 0) -> float | None:
-    """Free memory of CUDA device ``device`` (``torch.cuda.mem_get_info``), None without CUDA."""
+    """Free memory of CUDA device ``device`` (``torch.cuda.mem_get_info``), None without CUDA;
+    ``$MIXFT_PLAN_FREE_GIB`` when set (:data:`FREE_GIB_ENV`)."""
+    forced = os.environ.get(FREE_GIB_ENV)
+    if forced:
+        try:
+            value = float(forced)
+        except ValueError:
+            raise UsageError(f"${FREE_GIB_ENV}={forced!r}: not a number of GiB") from None
+        if value <= 0:
+            raise UsageError(f"${FREE_GIB_ENV}={forced!r}: must be positive")
+        return value
     import torch
 
     if not torch.cuda.is_available():
@@ -27,10 +43,13 @@ def free_gpu_memory_gib(device: int = 0) -> float | None:
     return free / GIB
 
 
-def _fix_training(plan, profile: str | None) -> str:
+def _fix_training(plan, profile: str | None, free_gib: float) -> str:
+    from mixtral_ft.plan.gpus import PROFILE_GPU, gpu_for_profile
+
     s = plan.setup
     options = []
-    if profile not in (None, "a100-40gb") and plan.gpu.memory_gib >= 60:
+    if profile in PROFILE_GPU and profile != "a100-40gb" and free_gib < gpu_for_profile(profile).memory_gib * 0.75:
+        # a card smaller than the one the profile is sized for
         options.append("a profile for a smaller card (--profile a100-40gb)")
     if plan.largest_micro_batch:
         accum = s.gradient_accumulation_steps * s.micro_batch_size // plan.largest_micro_batch
@@ -57,13 +76,14 @@ def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str
 def check_training_plan(plan, free_gib: float | None, profile: str | None = None) -> None:
     """Raise :class:`PlanRefused` when ``plan`` (a :class:`TrainingPlan`) needs more than ``free_gib``.
 
-    The plan is evaluated against ``free_gib`` (not the table's card), so its micro-batch and
-    sequence searches are redone for that memory when the plan has none."""
+    The fix names the plan's own largest micro batch and longest sequence, found for the memory it
+    was planned for: plan it for ``free_gib`` (as :func:`preflight_training` does) to have them fit it."""
     from mixtral_ft.plan.training import PART_LABELS
 
     if free_gib is None or plan.peak_gib <= free_gib:
         return
-    raise PlanRefused(refusal_message(plan, free_gib, "this training run", _fix_training(plan, profile), PART_LABELS))
+    raise PlanRefused(refusal_message(plan, free_gib, "this training run", _fix_training(plan, profile, free_gib),
+                                      PART_LABELS))
 
 
 def check_inference_plan(plan, free_gib: float | None, what: str = "this run") -> None:
@@ -150,3 +170,18 @@ def preflight_inference(model: str, *, adapter: str | None, load_in_4bit: bool, 
         return None
     check_inference_plan(plan, free, what)
     return plan
+
+
+def preflight_requests(backend, requests, max_new_tokens: int, what: str):
+    """The inference runner's check (``infer/job.py``): the hf backend's model, adapter, 4-bit and batch
+    size from ``backend`` (a :class:`~mixtral_ft.backends.options.BackendOptions`), prompt lengths of the
+    runner's ``requests`` tokenized as the backend will. Without CUDA (and without
+    ``$MIXFT_PLAN_FREE_GIB``) there is no GPU memory to check, and nothing is planned."""
+    if free_gpu_memory_gib(0) is None:
+        return None
+    from mixtral_ft.plan.prompts import request_lengths
+
+    lengths, _method = request_lengths(requests, backend.model, backend.adapter)
+    return preflight_inference(backend.model, adapter=backend.adapter, load_in_4bit=backend.load_in_4bit,
+                               batch_size=backend.batch_size, max_new_tokens=max_new_tokens, prompt_lengths=lengths,
+                               what=what)

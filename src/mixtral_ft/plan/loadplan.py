@@ -11,13 +11,25 @@ These are the loader's decisions, not a second opinion:
   quantization, ``bnb_4bit_quant_storage=bfloat16``: ``axolotl/loaders/model.py`` ~801-810) and
   :class:`mixtral_ft.models.quant.FourBitSpec` for inference (uint8 storage); the experts use
   ``replace_parameter_4bit`` defaults (uint8 storage, blocksize 64);
-- the dtype upcasts Axolotl applies after loading for training without FSDP
-  (``_convert_embedding_modules_dtype``, ``axolotl/loaders/model.py`` ~435-450 and ~1152-1170):
-  modules named ``*norm*`` and ``*.gate`` and the embeddings/head go to float32 (the embeddings
-  stay in the load dtype with ``load_in_4bit`` + ``embeddings_skip_upcast``);
-- PEFT's ``prepare_model_for_kbit_training`` (run by Axolotl for 4/8-bit adapters unless the MoE
-  experts were quantized on load, ``axolotl/loaders/model.py`` ~1138-1151) casts every remaining
-  16-bit parameter to float32 (``peft/utils/other.py`` ~198-202).
+- the dtype casts Axolotl 0.19 applies after loading for training without FSDP
+  (``ModelLoader._configure_embedding_dtypes``, ``axolotl/loaders/model.py`` ~435-490, with
+  ``_convert_embedding_modules_dtype`` ~1153-1175), in their order:
+
+  1. before PEFT's preparation: modules named ``*norm*`` and ``*.gate`` (the router) and the
+     embedding modules (``embed_tokens``/``lm_head``; ``loaders/utils.py``
+     ``get_linear_embedding_layers``) go to float32 (the embeddings stay as loaded with
+     ``load_in_4bit`` + ``embeddings_skip_upcast``);
+  2. PEFT's ``prepare_model_for_kbit_training`` (run for 4/8-bit adapters unless the MoE experts
+     were quantized on load, ``axolotl/loaders/model.py`` ~1116-1151) casts every remaining 16-bit
+     parameter to float32 (``peft/utils/other.py`` ~198-202; int8 and 4-bit weights are left alone);
+  3. for a LoRA/QLoRA adapter (``needs_fa2_dtype``), an attention kernel that needs the cast
+     (``attn_needs_dtype_cast``: not eager/sdpa) or Cut Cross Entropy, ``should_convert`` casts the
+     ``*norm*`` modules and the embedding modules back to the training dtype (``cfg.torch_dtype``).
+     So a QLoRA run trains with bf16 norms, embeddings and head, and a float32 router (cast in
+     step 1 only);
+- ``load_in_8bit``: transformers' ``replace_with_bnb_linear`` makes the linears bitsandbytes
+  ``Linear8bitLt`` (LLM.int8): an int8 weight (1 byte per value) and a float32 scale per output
+  row (``SCB``), as :func:`int8_stored_bytes` counts them.
 
 :func:`nf4_stored_bytes` is bitsandbytes' storage layout for one 4-bit tensor (packed data,
 absmax, nested absmax, code tables), counted exactly as :func:`mixtral_ft.models.quant.stored_bytes`
@@ -31,6 +43,10 @@ from dataclasses import dataclass, field
 from mixtral_ft.models.quant import FourBitSpec
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "uint8": 1, "int8": 1}
+# Axolotl's embedding modules per model type (axolotl/loaders/utils.py, get_linear_embedding_layers).
+EMBEDDING_MODULES = {"gpt_neox": ("embed_in", "embed_out"), "falcon": ("word_embeddings", "lm_head"),
+                     "nemotron_h": ("embeddings", "lm_head"), "bailing_hybrid": ("word_embeddings", "lm_head")}
+DEFAULT_EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 NESTED_BLOCKSIZE = 256  # quantize_blockwise of the absmax (bitsandbytes functional.quantize_4bit)
 DYNAMIC_CODE_BYTES = 256 * 4  # the 8-bit dynamic map of the nested absmax, float32
 NF4_CODE_BYTES = 16 * 4  # the 16-entry NF4 code book, float32
@@ -56,6 +72,17 @@ def nf4_stored_bytes(numel: int, blocksize: int = 64, double_quant: bool = True,
     return packed + stats + NF4_CODE_BYTES
 
 
+def int8_stored_bytes(out_features: int, in_features: int) -> int:
+    """Bytes of one ``Linear8bitLt`` weight after bitsandbytes quantizes it (``Int8Params._quantize``,
+    ``bitsandbytes/nn/modules.py``): the int8 matrix (``CB``, kept as the weight's data) and one
+    float32 absmax per output row (``SCB``)."""
+    return out_features * in_features + 4 * out_features
+
+
+def embedding_modules(model_type: str) -> tuple[str, ...]:
+    return EMBEDDING_MODULES.get(model_type, DEFAULT_EMBEDDING_MODULES)
+
+
 @dataclass(frozen=True)
 class LoadDecisions:
     """The loader's storage decisions for one model load."""
@@ -66,32 +93,39 @@ class LoadDecisions:
     spec: FourBitSpec = field(default_factory=FourBitSpec)
     linear_storage: str = "uint8"  # bnb_4bit_quant_storage of the linears
     experts_storage: str = "uint8"  # replace_parameter_4bit's default
-    upcast_norms_router_embeddings: bool = False  # Axolotl's _convert_embedding_modules_dtype
-    skip_embedding_upcast: bool = False
-    kbit_prepare_fp32: bool = False  # PEFT prepare_model_for_kbit_training's fp32 cast
+    linear_8bit: bool = False  # nn.Linear -> bitsandbytes Linear8bitLt (load_in_8bit)
+    upcast_norms_router_embeddings: bool = False  # Axolotl's first cast (step 1 of the module docstring)
+    skip_embedding_upcast: bool = False  # load_in_4bit + embeddings_skip_upcast: no embedding module is cast
+    kbit_prepare_fp32: bool = False  # PEFT prepare_model_for_kbit_training's fp32 cast (step 2)
+    recast_norms_embeddings: bool = False  # Axolotl's cast back to the training dtype (step 3)
+    embedding_modules: tuple[str, ...] = DEFAULT_EMBEDDING_MODULES
     skip_modules: tuple[str, ...] = ()  # llm_int8_skip_modules
 
     def stored_dtype(self, name: str, dtype: str) -> str:
-        """The dtype an unquantized tensor ends up in after the post-load casts."""
+        """The dtype an unquantized tensor ends up in after the post-load casts, applied in Axolotl's order."""
         if dtype not in ("bfloat16", "float16", "float32"):
             return dtype
-        if self.upcast_norms_router_embeddings:
-            module = name.rsplit(".", 1)[0] if "." in name else name
-            if "norm" in module or module.endswith(".gate"):
-                return "float32"
-            if not self.skip_embedding_upcast and any(k in module for k in ("embed_tokens", "lm_head")):
-                return "float32"
-        if self.kbit_prepare_fp32:
-            return "float32"
+        module = name.rsplit(".", 1)[0] if "." in name else name
+        norm = "norm" in module
+        embedding = not self.skip_embedding_upcast and any(k in module for k in self.embedding_modules)
+        if self.upcast_norms_router_embeddings and (norm or module.endswith(".gate") or embedding):
+            dtype = "float32"
+        if self.kbit_prepare_fp32 and dtype in ("bfloat16", "float16"):
+            dtype = "float32"
+        if self.recast_norms_embeddings and (norm or embedding):
+            dtype = self.load_dtype
         return dtype
 
 
-def training_decisions(setup) -> LoadDecisions:
-    """The decisions Axolotl 0.19.0 makes for a training config (:class:`TrainSetup`)."""
+def training_decisions(setup, model_type: str = "") -> LoadDecisions:
+    """The decisions Axolotl 0.19.0 makes for a training config (:class:`TrainSetup`) and model type."""
     q4 = setup.adapter == "qlora" and setup.load_in_4bit
+    q8 = bool(setup.adapter) and setup.load_in_8bit and not setup.load_in_4bit
     experts = q4 and setup.quantize_moe_experts
     spec = FourBitSpec(compute_dtype=setup.compute_dtype)
     zero3 = setup.deepspeed_stage == 3
+    lora = setup.adapter in ("lora", "qlora")
+    flash_cast = setup.attn_implementation not in ("eager", "sdpa")
     return LoadDecisions(
         load_dtype=setup.compute_dtype,
         linear_4bit=q4,
@@ -99,9 +133,12 @@ def training_decisions(setup) -> LoadDecisions:
         spec=spec,
         linear_storage="bfloat16" if q4 else "uint8",
         experts_storage="uint8",
-        upcast_norms_router_embeddings=not zero3,
+        linear_8bit=q8,
+        upcast_norms_router_embeddings=True,  # not under FSDP, which mixft does not run
         skip_embedding_upcast=setup.load_in_4bit and setup.embeddings_skip_upcast,
-        kbit_prepare_fp32=bool(setup.adapter) and (setup.load_in_4bit or setup.load_in_8bit) and not experts and not zero3,
+        kbit_prepare_fp32=bool(lora) and (setup.load_in_4bit or setup.load_in_8bit) and not experts and not zero3,
+        recast_norms_embeddings=lora or flash_cast or setup.cut_cross_entropy,
+        embedding_modules=embedding_modules(model_type),
     )
 
 

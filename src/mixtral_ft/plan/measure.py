@@ -32,7 +32,7 @@ from typing import Any
 
 from mixtral_ft.plan.arch import ModelArch
 
-METHOD_VERSION = 3
+METHOD_VERSION = 4
 SIM_LAYERS = (2, 3)  # depths simulated; further layers add what the third added
 LA, LB = (f"L{n}" for n in SIM_LAYERS)
 # Phases of a step whose peaks are extrapolated in depth. A decoder layer's peak is linear in its
@@ -118,7 +118,7 @@ def training_settings(setup) -> dict[str, Any]:
     """The settings of a :class:`TrainSetup` that change what one step holds (not its sizes)."""
     keep = ("adapter", "load_in_4bit", "load_in_8bit", "quantize_moe_experts", "lora", "compute_dtype",
             "mixed_precision", "embeddings_skip_upcast", "gradient_checkpointing", "use_reentrant",
-            "attn_implementation", "experts_implementation", "model_config_overrides")
+            "attn_implementation", "experts_implementation", "model_config_overrides", "cut_cross_entropy")
     d = setup.as_dict()
     return {k: d[k] for k in keep}
 
@@ -151,7 +151,7 @@ def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True)
     from mixtral_ft.plan.loadplan import training_decisions
     from mixtral_ft.plan.model_build import build_meta_model, materialize
 
-    decisions = training_decisions(setup)
+    decisions = training_decisions(setup, arch.model_type)
     overrides = dict(setup.model_config_overrides)
     overrides["num_hidden_layers"] = layers
     model = build_meta_model(arch, decisions, overrides, attn_implementation="eager")
@@ -240,21 +240,45 @@ def _layer_phase_hooks(model, tracker, backward: bool = True) -> list:
     return handles
 
 
-def _final_norm(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(base, "model", base)
-    return getattr(inner, "norm", None) or getattr(inner, "final_layernorm", None)
+FINAL_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "norm_f")
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _decoder(model):
+    """The decoder stack under the causal-LM head (``model.model``, ``transformer`` for GPT-2/Bloom ...)."""
+    base = _base(model)
+    inner = getattr(base, getattr(base, "base_model_prefix", "") or "model", None)
+    if inner is None:
+        inner = getattr(base, "model", None)
+    return base if inner is None else inner
+
+
+def _head_start(model):
+    """The module whose forward starts the head phase: the final norm (``model.norm``; ``transformer.ln_f``
+    for GPT-2/Bloom/Falcon; ``final_layernorm``/``final_layer_norm``/``norm_f`` elsewhere), else the
+    output embeddings (then the final norm's forward is counted in the last layer's phase)."""
+    inner = _decoder(model)
+    for name in FINAL_NORM_NAMES:
+        module = getattr(inner, name, None)
+        if module is not None:
+            return module
+    return _base(model).get_output_embeddings()
 
 
 def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, batch: int, seq: int) -> dict[str, Any]:
     """One training step on the fake model: peak bytes per phase and tag, and saved-tensor bytes."""
     import contextlib
 
+    from mixtral_ft.errors import UsageError
     from mixtral_ft.plan.sim import (
         MemoryTracker,
         SavedTensors,
         data_free_ops,
         flash_attention_model,
+        int8_matmul_model,
         model_storage_keys,
         sdpa_memory_model,
     )
@@ -266,7 +290,10 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
     tracker = MemoryTracker(vocab, exclude)
     saved = SavedTensors(exclude)
     layer_saved: dict[str, int] = {}
-    norm = _final_norm(model)
+    norm = _head_start(model)
+    if norm is None:
+        raise UsageError(f"{type(_base(model)).__name__}: the planner finds neither a final norm nor an output head "
+                         "to mark the head phase of the step; this model class is not planned")
     handles = []
 
     def at_head(module, args):
@@ -286,11 +313,15 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
                 if setup.mixed_precision and setup.compute_dtype != "float32" else contextlib.nullcontext())
     flash_ctx = (flash_attention_model() if flash else sdpa_memory_model() if setup.attention_kind == "sdpa"
                  else contextlib.nullcontext())
+    int8_ctx = int8_matmul_model() if setup.load_in_8bit and not setup.load_in_4bit else contextlib.nullcontext()
     try:
-        with fake, flash_ctx, data_free_ops(), tracker, saved.recording():
+        with fake, flash_ctx, int8_ctx, data_free_ops(), tracker, saved.recording():
             tracker.set_phase("forward_layer0")
             with autocast:
-                loss = model(**inputs).loss  # the Trainer keeps only the loss: logits are freed before backward
+                if setup.cut_cross_entropy:
+                    loss = _cce_loss(model, inputs)
+                else:
+                    loss = model(**inputs).loss  # the Trainer keeps only the loss: logits are freed before backward
             loss.backward()
             del loss
     finally:
@@ -299,6 +330,33 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
         for p in lora_params:
             p.grad = None
     return {"peaks": tracker.peaks, "saved_layers": layer_saved, "tokens": batch * seq, "batch": batch, "seq": seq}
+
+
+def _cce_loss(model, inputs: dict[str, Any]):
+    """The loss of Axolotl's Cut Cross Entropy patch (``cce_forward``): the decoder's last hidden states and
+    the head's weight go to CCE, with the router's auxiliary loss added as the model's forward adds it; the
+    head runs on the last position only (``logits_to_keep=1``: a few hundred KiB where the patched forward
+    computes none), so the logits are never materialized."""
+    from mixtral_ft.plan.sim import cut_cross_entropy
+
+    captured: dict[str, Any] = {}
+
+    def grab(module, args, output):
+        captured["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    handle = _decoder(model).register_forward_hook(grab)
+    kwargs = {k: v for k, v in inputs.items() if k != "labels"}
+    try:
+        out = model(**kwargs, logits_to_keep=1)
+    finally:
+        handle.remove()
+    base = _base(model)
+    loss = cut_cross_entropy(captured.pop("hidden"), base.get_output_embeddings().weight, inputs["labels"])
+    aux = getattr(out, "aux_loss", None)
+    if aux is not None:
+        loss = loss + getattr(base, "router_aux_loss_coef", 0.0) * aux
+    del out
+    return loss
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -19,7 +19,7 @@ from typing import Any
 
 from mixtral_ft.models.quant import is_fused_expert
 from mixtral_ft.plan.arch import ModelArch, to_transformers_config
-from mixtral_ft.plan.loadplan import DTYPE_BYTES, LoadDecisions, nf4_stored_bytes
+from mixtral_ft.plan.loadplan import DTYPE_BYTES, LoadDecisions, int8_stored_bytes, nf4_stored_bytes
 
 PARTS = ("experts", "attention", "mlp", "embeddings_head", "other")
 
@@ -29,7 +29,7 @@ def part_of(name: str) -> str:
     low = name.lower()
     if "expert" in low:
         return "experts"
-    if ".self_attn." in low or ".attention." in low or ".attn." in low:
+    if any(k in low for k in (".self_attn.", ".attention.", ".attn.", ".self_attention.")):
         return "attention"
     if any(k in low for k in ("embed_tokens", "lm_head", "wte", "embed_out", "word_embeddings")):
         return "embeddings_head"
@@ -65,20 +65,27 @@ def build_meta_model(arch: ModelArch, decisions: LoadDecisions, overrides: dict[
     dtype = getattr(torch, decisions.load_dtype)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
-    if decisions.linear_4bit:
+    if decisions.linear_4bit or decisions.linear_8bit:
         from transformers import BitsAndBytesConfig
         from transformers.integrations.bitsandbytes import replace_with_bnb_linear
         from transformers.quantizers.base import HfQuantizer
 
-        bnb = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=decisions.spec.quant_type,
-            bnb_4bit_use_double_quant=decisions.spec.double_quant, bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_quant_storage=getattr(torch, decisions.linear_storage),
-            llm_int8_skip_modules=list(decisions.skip_modules) or None,
-        )
+        if decisions.linear_8bit:  # transformers' defaults for load_in_8bit (threshold 6.0, int8 weights)
+            bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(decisions.skip_modules) or None)
+        else:
+            bnb = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=decisions.spec.quant_type,
+                bnb_4bit_use_double_quant=decisions.spec.double_quant, bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_quant_storage=getattr(torch, decisions.linear_storage),
+                llm_int8_skip_modules=list(decisions.skip_modules) or None,
+            )
         skip = HfQuantizer.get_modules_to_not_convert(model, bnb.llm_int8_skip_modules, model._keep_in_fp32_modules)
         model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=bnb)
-        model.is_loaded_in_4bit = True  # what from_pretrained sets; PEFT picks its 4-bit LoRA layer by it
+        # What from_pretrained sets; PEFT picks its 4-bit / 8-bit LoRA layer by it.
+        if decisions.linear_8bit:
+            model.is_loaded_in_8bit = True
+        else:
+            model.is_loaded_in_4bit = True
     return model
 
 
@@ -90,17 +97,32 @@ def _linear4bit_class():
     return bnb.nn.Linear4bit
 
 
+def _linear8bit_class():
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return None
+    return bnb.nn.Linear8bitLt
+
+
 def inventory(model, decisions: LoadDecisions) -> list[TensorRecord]:
     """Every parameter and buffer of a meta model built by :func:`build_meta_model`, as stored."""
-    lin4 = _linear4bit_class()
+    lin4, lin8 = _linear4bit_class(), _linear8bit_class()
     spec = decisions.spec
     records: list[TensorRecord] = []
     four_bit_weights: dict[str, tuple[int, int]] = {}
+    eight_bit_weights: dict[str, tuple[int, int]] = {}
     for mod_name, module in model.named_modules():
         if lin4 is not None and isinstance(module, lin4):
             four_bit_weights[f"{mod_name}.weight"] = (module.out_features, module.in_features)
+        elif lin8 is not None and isinstance(module, lin8):
+            eight_bit_weights[f"{mod_name}.weight"] = (module.out_features, module.in_features)
     for name, p in model.named_parameters():
         shape = tuple(p.shape)
+        if name in eight_bit_weights:
+            shape = eight_bit_weights[name]
+            records.append(TensorRecord(name, shape, "int8", part_of(name), True, int8_stored_bytes(*shape)))
+            continue
         if name in four_bit_weights:
             shape = four_bit_weights[name]
             n = shape[0] * shape[1]
@@ -136,7 +158,7 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
     import torch
     from bitsandbytes.nn.parametrize import replace_parameter_4bit
 
-    lin4 = _linear4bit_class()
+    lin4, lin8 = _linear4bit_class(), _linear8bit_class()
     spec = decisions.spec
     bf.quantize_blockwise(torch.ones(NESTED_WARMUP))  # builds the dynamic code map outside fake mode
     load_dtype = getattr(torch, decisions.load_dtype)
@@ -167,6 +189,19 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
                     param.bnb_quantized = True
                     param.module = module
                     module._parameters[pname] = param
+                    continue
+                if lin8 is not None and isinstance(module, lin8) and pname == "weight":
+                    # What Int8Params keeps after quantizing on the GPU: the int8 matrix as the weight's
+                    # data (also state.CB) and a float32 absmax per output row (SCB).
+                    cb = torch.zeros(module.out_features, module.in_features, dtype=torch.int8)
+                    if fake_mode is None:
+                        cb = torch.randint(-127, 128, cb.shape, generator=gen, dtype=torch.int8)
+                    param = torch.nn.Parameter(cb, requires_grad=False)
+                    param.CB, param.SCB = None, None  # Int8Params after init_8bit_state moved them to the state
+                    module._parameters[pname] = param
+                    module.state.CB = param.data
+                    module.state.SCB = new((module.out_features,), torch.float32).abs() + 1.0
+                    module.state.has_fp16_weights = False
                     continue
                 if decisions.experts_4bit and is_fused_expert(full, p.ndim):
                     module._parameters[pname] = torch.nn.Parameter(new(p.shape, load_dtype), requires_grad=False)

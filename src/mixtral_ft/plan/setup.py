@@ -11,6 +11,10 @@ from typing import Any
 
 from mixtral_ft.errors import ConfigError
 
+# Axolotl's Cut Cross Entropy plugin (axolotl/integrations/cut_cross_entropy): the loss from the
+# hidden states and the head's weight, chunk by chunk, without the logits tensor.
+CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
+
 # Attention implementations the planner knows, by the name transformers uses.
 FLASH_LIKE = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
 
@@ -59,6 +63,7 @@ class TrainSetup:
     lora_o_kernel: bool = False
     lora_mlp_kernel: bool = False
     excess_length_strategy: str = "drop"
+    cut_cross_entropy: bool = False  # the CCE plugin is loaded and cut_cross_entropy is not false
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -127,6 +132,15 @@ def _deepspeed_stage(value: Any) -> int | None:
     return 2
 
 
+def _cut_cross_entropy(cfg: dict[str, Any]) -> bool:
+    """Axolotl runs CCE when its plugin is listed under ``plugins``; the plugin's own key
+    ``cut_cross_entropy`` defaults to true (``integrations/cut_cross_entropy/args.py``, ``CutCrossEntropyArgs``)."""
+    plugins = cfg.get("plugins") or []
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    return CCE_PLUGIN in plugins and cfg.get("cut_cross_entropy") is not False
+
+
 def setup_from_config(cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = True) -> TrainSetup:
     """Read a rendered config (``RenderedConfig.values``). Raises ``ConfigError`` for what cannot be planned."""
     base = cfg.get("base_model")
@@ -191,4 +205,5 @@ def setup_from_config(cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = T
         lora_o_kernel=_bool(cfg.get("lora_o_kernel")),
         lora_mlp_kernel=_bool(cfg.get("lora_mlp_kernel")),
         excess_length_strategy=str(cfg.get("excess_length_strategy") or "drop"),
+        cut_cross_entropy=_cut_cross_entropy(cfg),
     )

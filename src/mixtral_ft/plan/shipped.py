@@ -15,8 +15,9 @@ DATA_PLACEHOLDER = Path("/data/prepared")
 RUN_PLACEHOLDER = Path("/runs/plan")
 
 
-def tiny_mixtral_config(spec: TinyMixtralSpec = TinyMixtralSpec()) -> dict:
+def tiny_mixtral_config(spec: TinyMixtralSpec | None = None) -> dict:
     """``config.json`` content of the default tiny Mixtral (vocabulary at its 1,024-token target)."""
+    spec = spec or TinyMixtralSpec()
     return {"model_type": "mixtral", "vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size,
             "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_hidden_layers,
             "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_key_value_heads,

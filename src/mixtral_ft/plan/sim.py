@@ -33,6 +33,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
 TAGS = ("activations", "logits", "dequant", "grads")
+_FORCED_TAG: list[str] = []  # the tag of every allocation inside ``tagged(...)`` (a stack)
+
+
+@contextlib.contextmanager
+def tagged(tag: str) -> Iterator[None]:
+    """Count the allocations made inside the block under ``tag`` (for memory models whose ops do not
+    say what they are, e.g. the int8 weight a backward dequantizes with an ordinary copy)."""
+    _FORCED_TAG.append(tag)
+    try:
+        yield
+    finally:
+        _FORCED_TAG.pop()
 
 
 class MemoryTracker(TorchDispatchMode):
@@ -55,6 +67,8 @@ class MemoryTracker(TorchDispatchMode):
             self.by_tag[entry[1]] -= entry[0]
 
     def _tag(self, func, t: torch.Tensor) -> str:
+        if _FORCED_TAG:
+            return _FORCED_TAG[-1]
         name = str(func)
         if "dequantize" in name:
             return "dequant"
@@ -128,6 +142,11 @@ def model_storage_keys(model) -> set[int]:
     keys = storage_keys(p for p in model.parameters())
     keys |= storage_keys(b for b in model.buffers())
     for module in model.modules():
+        state = getattr(module, "state", None)  # bitsandbytes Linear8bitLt: the int8 matrix and its row scales
+        for attr in ("CB", "SCB"):
+            t = getattr(state, attr, None)
+            if isinstance(t, torch.Tensor):
+                keys.add(t.untyped_storage()._cdata)
         for plist in (getattr(module, "parametrizations", None) or {}).values():
             keys |= storage_keys(plist.parameters())
         for p in module.parameters(recurse=False):
@@ -332,3 +351,105 @@ def sdpa_memory_model() -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = original
+
+
+# ----------------------------------------------------------------------------- LLM.int8 and Cut Cross Entropy
+
+
+class Int8MatmulMemoryModel(torch.autograd.Function):
+    """bitsandbytes' ``MatMul8bitLt`` (``load_in_8bit`` on CUDA, ``bitsandbytes/autograd/_functions.py``) by
+    its allocations, for a frozen int8 weight (LoRA): the forward casts the input to float16, quantizes it
+    (int8 copy, float32 row scales; with ``threshold`` > 0 the outlier test ``A.abs() >= threshold`` makes a
+    float16 and a bool temporary, ``backends/cuda/ops.py``), multiplies into an int32 result and dequantizes
+    it to the input dtype (``int8_scaled_mm``). It keeps the input for backward on ``ctx`` (not through
+    ``save_for_backward``), so non-reentrant checkpointing cannot drop it. The backward dequantizes the
+    whole weight to the input dtype (``state.CB.to(dtype_A, copy=True).mul_(...)``) and multiplies.
+    Outlier columns depend on the data; none are assumed (each would add one input column and one
+    weight column in 16 bits)."""
+
+    @staticmethod
+    def forward(ctx, A, B, bias, state):
+        shape = A.shape
+        a = A.reshape(-1, shape[-1])
+        a16 = a.to(torch.float16)
+        if state.threshold > 0.0:
+            outliers = a16.abs() >= state.threshold
+            del outliers
+        ca = torch.empty(a16.shape, dtype=torch.int8, device=A.device)
+        sca = torch.empty(a16.shape[0], dtype=torch.float32, device=A.device)
+        del a16
+        out_i32 = torch.empty(a.shape[0], state.CB.shape[0], dtype=torch.int32, device=A.device)
+        out = torch.empty(a.shape[0], state.CB.shape[0], dtype=A.dtype, device=A.device)
+        del out_i32, ca, sca
+        ctx.tensors = (A,)  # as MatMul8bitLt keeps it: on ctx
+        ctx.state = state
+        ctx.shape = shape
+        return out.reshape(*shape[:-1], state.CB.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (A,) = ctx.tensors
+        state = ctx.state
+        g = grad_output.reshape(-1, grad_output.shape[-1]).contiguous()
+        with tagged("dequant"):
+            cb = state.CB.to(A.dtype, copy=True).mul_(state.SCB.unsqueeze(1).mul(1.0 / 127.0))
+        grad_a = torch.matmul(g.to(A.dtype), cb).view(ctx.shape)
+        del cb
+        ctx.tensors = None
+        return grad_a, None, None, None
+
+
+@contextlib.contextmanager
+def int8_matmul_model() -> Iterator[None]:
+    """Route ``bitsandbytes.matmul`` (what ``Linear8bitLt.forward`` calls) through
+    :class:`Int8MatmulMemoryModel`; on a CPU bitsandbytes would take its CPU path (``MatMul8bitFp``)."""
+    import bitsandbytes as bnb
+
+    original = bnb.matmul
+
+    def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
+        if threshold > 0.0:
+            state.threshold = threshold
+        return Int8MatmulMemoryModel.apply(A, B, bias, state)
+
+    bnb.matmul = matmul
+    try:
+        yield
+    finally:
+        bnb.matmul = original
+
+
+class CutCrossEntropyMemoryModel(torch.autograd.Function):
+    """Axolotl's Cut Cross Entropy (``cut_cross_entropy.cce.LinearCrossEntropyFunction``, Axolotl's fork
+    ``axolotl-ai-cloud/ml-cross-entropy``) by its allocations: the forward computes the float32 log-sum-exp
+    per token and, for the gradient filter, the float32 average logit per vocabulary entry, plus the float32
+    target logit per token; it saves the hidden states, the head's weight, the log-sum-exp and the targets.
+    The backward allocates the hidden states' gradient (``zeros_like(e)``), the vocabulary ordering
+    (int32) and small int32 lock tables; the head's gradient only when the head trains. The logits
+    (tokens x vocabulary) are never materialized: the kernels work tile by tile."""
+
+    @staticmethod
+    def forward(ctx, e, c, targets):
+        lse = torch.empty(e.shape[0], dtype=torch.float32, device=e.device)
+        logit_avg = torch.empty(c.shape[0], dtype=torch.float32, device=e.device)
+        neg_dot = torch.empty(e.shape[0], dtype=torch.float32, device=e.device)
+        loss = (neg_dot + lse).mean()
+        del neg_dot
+        ctx.save_for_backward(e, c, lse, targets, logit_avg)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        e, c, _lse, _targets, logit_avg = ctx.saved_tensors
+        order = torch.empty(logit_avg.shape, dtype=torch.int32, device=e.device)
+        de = torch.zeros_like(e)
+        dc = torch.zeros_like(c) if ctx.needs_input_grad[1] else None
+        del order
+        return de, dc, None
+
+
+def cut_cross_entropy(hidden, weight, labels):
+    """The loss as Axolotl's CCE patch computes it: ``linear_cross_entropy(hidden, lm_head.weight, labels,
+    shift=1)`` on the flattened hidden states (``cut_cross_entropy/transformers/*.py`` ``cce_forward``)."""
+    e = hidden.reshape(-1, hidden.shape[-1]).contiguous()
+    return CutCrossEntropyMemoryModel.apply(e, weight, labels.reshape(-1))

@@ -17,11 +17,20 @@ Time per micro batch = FLOPs / (peak bf16 TFLOPs * MFU) + dequantization bytes /
 each 4-bit expert tensor is dequantized to bf16 in every forward pass of its layer (once per
 forward, once more per recompute), reading 0.5 and writing 2 bytes per value.
 
-The MFU is one number, calibrated on the reference report's two runs on one A100-80GB (RG 6.5 h,
-TC 14 h, 5 epochs, micro batch 4, packing): :data:`REPORT_RUNS` states the token counts assumed
-for its data, which is not available (2,100 RG training rows; ~4,100 TC rows), and
-:func:`calibrate_mfu` shows the arithmetic. The same MFU is assumed on every GPU of the table:
-newer GPUs usually reach a lower MFU with these kernels, so their hours are optimistic.
+Two MFUs, each calibrated on published runs and used for the models like them:
+
+- **MoE** (Mixtral): the reference report's two runs on one A100-80GB (RG 6.5 h, TC 14 h, 5 epochs,
+  micro batch 4, packing): :data:`REPORT_RUNS` states the token counts assumed for its data, which
+  is not available (2,100 RG training rows; ~4,100 TC rows), and :func:`calibrate_mfu` shows the
+  arithmetic. Grouped expert matmuls and per-expert dequantization keep it low.
+- **dense** (Llama, Mistral, Qwen ...): fitted on LLaMA-Factory's published QLoRA throughput of
+  Llama-2-7B on one A100 40GB (:data:`DENSE_FIT`, four lengths, 1K-32K) and checked on two runs of
+  another stack and card that are left out of the fit (:data:`DENSE_HELD_OUT`, fsdp_qlora on RTX 4090s);
+  :func:`calibrate_dense_mfu` reports the error on both. Dense models ran 1.2-2.6x faster than the
+  MoE MFU plans them.
+
+The same MFU is assumed on every GPU of the table: newer GPUs usually reach a lower MFU with these
+kernels, so their hours are optimistic.
 """
 
 from __future__ import annotations
@@ -74,6 +83,68 @@ def micro_batch_cost(weights: dict[str, Any], arch_dims: dict[str, int], token_s
     passes = 2 if checkpointing else 1
     dequant = 2.5 * (deq_el["experts"] * passes + deq_el["linear"])  # linears: one dequant in backward
     return StepCost(fwd + bwd + rec, dequant, {"forward": fwd, "backward": bwd, "recompute": rec})
+
+
+# Published throughput of dense LoRA/QLoRA runs of Llama-2-7B (hidden 4096, MLP 11008, 32 layers, vocabulary
+# 32,000), each a point of scripts/plan_points.yaml with its source; token slots per second per GPU, rows of
+# full length, no packing, gradient checkpointing.
+# Fit: LLaMA-Factory wiki "Performance comparison" (github.com/hiyouga/LLaMA-Factory/wiki/Performance-comparison,
+# second table, TGS row): QLoRA 4-bit, LoRA r=8 on every linear, FlashAttention-2, batch 1, one A100 40GB.
+DENSE_FIT = (
+    {"id": "llamafactory-llama2-7b-qlora-fa2-1024", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
+     "sequence_len": 1024, "tokens_per_s": 2295},
+    {"id": "llamafactory-llama2-7b-qlora-fa2-4096", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
+     "sequence_len": 4096, "tokens_per_s": 2926},
+    {"id": "llamafactory-llama2-7b-qlora-fa2-16384", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
+     "sequence_len": 16384, "tokens_per_s": 3542},
+    {"id": "llamafactory-llama2-7b-qlora-fa2-32768", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
+     "sequence_len": 32768, "tokens_per_s": 2216},
+)
+# Held out: Answer.AI fsdp_qlora benchmarks_03_2024.md (github.com/AnswerDotAI/fsdp_qlora), "dual 4090" table:
+# 1,024 rows x 2,048 tokens on 2x RTX 4090 in 450 s (QLoRA, batch 8) and 437 s (16-bit LoRA, batch 4), r=64.
+DENSE_HELD_OUT = (
+    {"id": "fsdp-qlora-llama2-7b-qlora-ddp-bs8", "gpu": "rtx-4090", "load_in_4bit": True, "micro_batch": 8,
+     "sequence_len": 2048, "tokens_per_s": 2330},
+    {"id": "fsdp-qlora-llama2-7b-lora-ddp-bs4", "gpu": "rtx-4090", "load_in_4bit": False, "micro_batch": 4,
+     "sequence_len": 2048, "tokens_per_s": 2400},
+)
+DENSE_MODEL = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+               "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+               "tie_word_embeddings": False, "_name_or_path": "Llama-2-7B"}
+
+
+def calibrate_dense_mfu(weights_for, arch, gpus: dict) -> dict[str, Any]:
+    """The dense MFU: the mean of the MFUs that reproduce each :data:`DENSE_FIT` run's throughput, and the
+    throughput it then plans for every fit and held-out run with its error. ``weights_for(load_in_4bit)``
+    gives the weight summary of :data:`DENSE_MODEL` as loaded for that run."""
+    dims = arch_dims(arch)
+
+    def cost_of(run):
+        slots = run["micro_batch"] * run["sequence_len"]
+        pairs = run["micro_batch"] * run["sequence_len"] ** 2
+        return slots, micro_batch_cost(weights_for(run["load_in_4bit"]), dims, slots, pairs, checkpointing=True)
+
+    implied = {}
+    for run in DENSE_FIT + DENSE_HELD_OUT:
+        gpu = gpus[run["gpu"]]
+        slots, cost = cost_of(run)
+        seconds = slots / run["tokens_per_s"]
+        dequant_s = cost.dequant_bytes / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
+        implied[run["id"]] = cost.flops / ((seconds - dequant_s) * gpu.bf16_tflops * 1e12)
+    mfu = round(sum(implied[r["id"]] for r in DENSE_FIT) / len(DENSE_FIT), 4)
+    points = {}
+    for group, runs in (("fit", DENSE_FIT), ("held_out", DENSE_HELD_OUT)):
+        for run in runs:
+            gpu = gpus[run["gpu"]]
+            slots, cost = cost_of(run)
+            planned = slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, mfu)
+            points[run["id"]] = {"group": group, "gpu": run["gpu"], "measured_tokens_per_s": run["tokens_per_s"],
+                                 "planned_tokens_per_s": round(planned, 1),
+                                 "error_pct": round(100 * (planned - run["tokens_per_s"]) / run["tokens_per_s"], 1),
+                                 "implied_mfu": round(implied[run["id"]], 4)}
+    return {"mfu": mfu, "points": points,
+            "basis": "mean MFU of LLaMA-Factory's Llama-2-7B QLoRA throughput on one A100 40GB (1K-32K tokens); "
+                     "fsdp_qlora's two RTX 4090 runs held out (scripts/plan_points.yaml has the sources)"}
 
 
 def arch_dims(arch) -> dict[str, int]:

@@ -200,7 +200,7 @@ class _Planner:
         from mixtral_ft.plan.weights import weight_summary
 
         self.arch, self.setup, self.use_cache = arch, setup, use_cache
-        self.decisions = training_decisions(setup)
+        self.decisions = training_decisions(setup, arch.model_type)
         self.weights = weight_summary(arch, self.decisions, setup.model_config_overrides, use_cache=use_cache)
         self._sim = None
         self.measured: dict[str, Any] = {}
@@ -361,7 +361,7 @@ def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weight
 
     data = count_tokens(task, data_dir, setup.base_model, setup.sequence_len, setup.excess_length_strategy)
     b = batching(data, setup)
-    calib = report_calibration()
+    calib = report_calibration() if arch.is_moe else dense_calibration()
     mfu = calib["mfu"]
     pairs_per_micro = b.attention_pairs_per_epoch / max(b.micro_batches_per_epoch * setup.world_size, 1)
     cost = micro_batch_cost(weights, arch_dims(arch), b.token_slots_per_micro_batch, pairs_per_micro,
@@ -389,6 +389,7 @@ def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weight
         "flops_split": {k: round(v * accum / 1e12, 2) for k, v in cost.parts.items()},
         "dequant_gb_per_step": round(cost.dequant_bytes * accum / 1e9, 1),
         "mfu": mfu,
+        "mfu_kind": "moe" if arch.is_moe else "dense",
         "mfu_basis": calib,
     }
     if steps_per_epoch == 0:
@@ -406,5 +407,23 @@ def report_calibration(use_cache: bool = True) -> dict[str, Any]:
 
     arch = load_arch("mistralai/Mixtral-8x7B-Instruct-v0.1")
     setup = TrainSetup(base_model=arch.name, adapter="qlora", load_in_4bit=True, quantize_moe_experts=True)
-    weights = weight_summary(arch, training_decisions(setup), {}, use_cache=use_cache)
+    weights = weight_summary(arch, training_decisions(setup, arch.model_type), {}, use_cache=use_cache)
     return calibrate_mfu(weights, arch, GPUS)
+
+
+def dense_calibration(use_cache: bool = True) -> dict[str, Any]:
+    """The MFU for dense models (:func:`mixtral_ft.plan.timing.calibrate_dense_mfu`): fitted on published
+    Llama-2-7B QLoRA throughput, with the error on held-out runs."""
+    from mixtral_ft.plan.arch import load_arch
+    from mixtral_ft.plan.loadplan import training_decisions
+    from mixtral_ft.plan.setup import TrainSetup
+    from mixtral_ft.plan.timing import DENSE_MODEL, calibrate_dense_mfu
+    from mixtral_ft.plan.weights import weight_summary
+
+    arch = load_arch(DENSE_MODEL)
+
+    def weights_for(load_in_4bit: bool) -> dict[str, Any]:
+        setup = TrainSetup(base_model=arch.name, adapter="qlora" if load_in_4bit else "lora", load_in_4bit=load_in_4bit)
+        return weight_summary(arch, training_decisions(setup, arch.model_type), {}, use_cache=use_cache)
+
+    return calibrate_dense_mfu(weights_for, arch, GPUS)

@@ -10,11 +10,6 @@ from mixtral_ft.errors import InputError, MissingDependencyError, PreflightError
 # Fields each dataset type reads (docs/formats.md §1 and §4).
 REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "completion")}
 
-# Smallest per-GPU memory (GiB as torch reports it) each GPU profile is sized for. ZeRO-2 shards
-# optimizer state and gradients but not the frozen 4-bit weights, so a multi-gpu card needs what
-# the single-GPU 80 GB run needs (docs/training.md, "Micro batch per task and profile").
-PROFILE_MIN_GPU_GIB = {"a100-80gb": 70.0, "h100-80gb": 70.0, "a100-40gb": 37.0, "multi-gpu": 70.0}
-
 # What to install when a config needs a package that is missing (docs/training.md).
 DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: deepspeed>=0.18.6,<0.19)"
 FLASH_ATTN_INSTALL = "pip install flash-attn==2.8.3 --no-build-isolation (docs/training.md, \"Flash attention\")"
@@ -63,7 +58,9 @@ def check_data(task: str, data_dir: Path, max_problems: int = 20) -> dict[str, i
 
 
 def check_gpus(profile: str, gpus: int) -> None:
-    """GPU profiles need ``gpus`` CUDA devices with the memory the profile is sized for."""
+    """GPU profiles need ``gpus`` CUDA devices. Whether the run fits their memory is the memory plan's
+    check (``mixtral_ft.plan.check.preflight_training``: the planned peak against each device's free
+    memory, with the parts and the fix), not a per-profile threshold here."""
     if profile == "cpu":
         return
     import torch
@@ -74,19 +71,6 @@ def check_gpus(profile: str, gpus: int) -> None:
             f"profile '{profile}' needs {gpus} CUDA GPU(s), found {found}; "
             "use --profile cpu with a tiny model for a CPU smoke run, or lower --gpus"
         )
-    need = PROFILE_MIN_GPU_GIB.get(profile)
-    if need is None:
-        return
-    for i in range(gpus):
-        total = torch.cuda.get_device_properties(i).total_memory / 2**30
-        if total < need:
-            if profile == "multi-gpu":
-                smaller = " (ZeRO-2 keeps the whole 4-bit model on every GPU; see docs/training.md, \"Multi-GPU\")"
-            else:
-                smaller = " (try --profile a100-40gb)" if need > 40 else ""
-            raise PreflightError(
-                f"GPU {i} has {total:.0f} GiB; profile '{profile}' is sized for {need:.0f} GiB or more{smaller}"
-            )
 
 
 def check_disk(run_dir: Path, profile: str) -> None:
