@@ -95,7 +95,10 @@ def test_resume_of_a_finished_run_says_so_and_trains_nothing(tmp_path, capsys):
     data = write_split(tmp_path / "data", rg_rows("train", 4), rg_rows("test", 2))
     run_dir = _run(tmp_path / "run", [_attempt("finished", 0)], (2, 4), adapter=True)
     before = (run_dir / "manifest.json").read_text()
-    rc, out, err = _mixft(["train", "rg", "--data", data, "--profile", "cpu", "--base-model", tmp_path,
+    base = tmp_path / "base"  # a model directory only as far as the family check reads it: no weights load
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
+    rc, out, err = _mixft(["train", "rg", "--data", data, "--profile", "cpu", "--base-model", base,
                            "--run-dir", run_dir, "--resume"], capsys)
     assert rc == 0, err
     assert f"run {run_dir} is already finished: step 4" in out and "nothing to do" in out
@@ -147,7 +150,9 @@ def _request(data: Path, run_dir: Path, rank: int, resume: bool = False):
     from mixtral_ft.train.api import TrainRequest
     from mixtral_ft.train.launch import LaunchOptions
 
+    # sdpa: this machine has no flash-attn, which preflight would (rightly) ask for
     return TrainRequest(task="rg", data_dir=data, profile="a100-80gb", run_dir=run_dir, resume=resume,
+                        overrides=("attn_implementation=sdpa",),
                         launch=LaunchOptions(gpus=1, num_machines=2, machine_rank=rank,
                                              main_process_ip="10.0.0.1", main_process_port=29500))
 

@@ -136,7 +136,7 @@ def test_the_wheel_carries_configs_prompt_and_sample_data(wheel_venv, repo_root)
         "configs/rg.yml",
         "configs/tc.yml",
         "configs/profiles/cpu.yml",
-        "configs/deepspeed/zero3.json",
+        "configs/deepspeed/zero2.json",
         "configs/prompts/tc_v1.txt",
         "data/sample_qa.jsonl",
         "data/sample_tc_responses.jsonl",
