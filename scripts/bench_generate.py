@@ -25,8 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # ServeProcess lives with the test fixtures
 
-WORDS = ("museum library station refund ticket cafe garden parking floor platform opening closing hours "
-         "price member card weekend holiday guide tour").split()
+WORDS = (
+    "museum library station refund ticket cafe garden parking floor platform opening closing hours "
+    "price member card weekend holiday guide tour"
+).split()
 
 
 def prompts(n: int) -> list[str]:
@@ -34,7 +36,9 @@ def prompts(n: int) -> list[str]:
 
     out = []
     for i in range(n):
-        ctx = " ".join(f"The {WORDS[(i + j) % len(WORDS)]} is open from {8 + (i + j) % 4} am." for j in range(6 + i % 5))
+        ctx = " ".join(
+            f"The {WORDS[(i + j) % len(WORDS)]} is open from {8 + (i + j) % 4} am." for j in range(6 + i % 5)
+        )
         out.append(rg_prompt(ctx, f"When is the {WORDS[i % len(WORDS)]} open?"))
     return out
 
@@ -47,8 +51,13 @@ def run_backend(backend, texts, params) -> dict:
     wall = time.perf_counter() - t0
     failed = [r for r in results if not r.ok]
     tokens = sum(r.n_new_tokens or 0 for r in results if r.ok)
-    return {"items": len(results), "failed": len(failed), "new_tokens": tokens, "wall_s": round(wall, 2),
-            "tokens_per_s": round(tokens / wall, 2)}
+    return {
+        "items": len(results),
+        "failed": len(failed),
+        "new_tokens": tokens,
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 2),
+    }
 
 
 def bench_hf(model: str, texts, params, batch: int) -> dict:
@@ -70,8 +79,11 @@ def bench_endpoint(model: str, texts, params, concurrency: int, continuous_batch
 
     from mixtral_ft.backends.openai import OpenAIBackend
 
-    server = ServeProcess(Path(model), continuous_batching=continuous_batching,
-                          log_path=Path(os.environ.get("TMPDIR", "/tmp")) / "mixft-bench-serve.log").start()
+    server = ServeProcess(
+        Path(model),
+        continuous_batching=continuous_batching,
+        log_path=Path(os.environ.get("TMPDIR", "/tmp")) / "mixft-bench-serve.log",
+    ).start()
     try:
         out = {}
         for c in (1, concurrency):
@@ -79,7 +91,9 @@ def bench_endpoint(model: str, texts, params, concurrency: int, continuous_batch
             out[f"concurrency_{c}"] = run_backend(backend, texts, params)
             print(f"openai cb={continuous_batching} concurrency={c}: {out[f'concurrency_{c}']}", file=sys.stderr)
             backend.close()
-        out["speedup"] = round(out[f"concurrency_{concurrency}"]["tokens_per_s"] / out["concurrency_1"]["tokens_per_s"], 2)
+        out["speedup"] = round(
+            out[f"concurrency_{concurrency}"]["tokens_per_s"] / out["concurrency_1"]["tokens_per_s"], 2
+        )
         return out
     finally:
         server.kill()
@@ -110,9 +124,14 @@ def main() -> int:
 
     texts = prompts(args.n)
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
-    report = {"model": args.model, "n_prompts": args.n, "max_new_tokens": args.max_new_tokens,
-              "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-              "environment": environment()}
+    report = {
+        "model": args.model,
+        "n_prompts": args.n,
+        "max_new_tokens": args.max_new_tokens,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "environment": environment(),
+    }
     if not args.skip_hf:
         report["hf"] = bench_hf(args.model, texts, params, args.batch_size)
     if not args.skip_endpoint:

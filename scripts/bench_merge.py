@@ -51,8 +51,10 @@ def write_base(out: Path, layers: int, w: dict) -> int:
         name = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
         p = f"model.layers.{i}"
         tensors = {
-            f"{p}.self_attn.q_proj.weight": rand(h, h), f"{p}.self_attn.k_proj.weight": rand(w["kv_heads"] * hd, h),
-            f"{p}.self_attn.v_proj.weight": rand(w["kv_heads"] * hd, h), f"{p}.self_attn.o_proj.weight": rand(h, h),
+            f"{p}.self_attn.q_proj.weight": rand(h, h),
+            f"{p}.self_attn.k_proj.weight": rand(w["kv_heads"] * hd, h),
+            f"{p}.self_attn.v_proj.weight": rand(w["kv_heads"] * hd, h),
+            f"{p}.self_attn.o_proj.weight": rand(h, h),
             f"{p}.block_sparse_moe.gate.weight": rand(e, h),
             f"{p}.input_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
             f"{p}.post_attention_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
@@ -66,19 +68,35 @@ def write_base(out: Path, layers: int, w: dict) -> int:
         weight_map.update({k: name for k in tensors})
         del tensors
     name = f"model-{n_shards:05d}-of-{n_shards:05d}.safetensors"
-    tensors = {"model.embed_tokens.weight": rand(w["vocab"], h), "lm_head.weight": rand(w["vocab"], h),
-               "model.norm.weight": torch.ones(h, dtype=torch.bfloat16)}
+    tensors = {
+        "model.embed_tokens.weight": rand(w["vocab"], h),
+        "lm_head.weight": rand(w["vocab"], h),
+        "model.norm.weight": torch.ones(h, dtype=torch.bfloat16),
+    }
     save_file(tensors, out / name, metadata={"format": "pt"})
     total += sum(t.numel() * 2 for t in tensors.values())
     weight_map.update({k: name for k in tensors})
     (out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n"
+    )
     config = {
-        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": h, "intermediate_size": f,
-        "num_hidden_layers": layers, "num_attention_heads": w["heads"], "num_key_value_heads": w["kv_heads"],
-        "num_local_experts": e, "num_experts_per_tok": 2, "vocab_size": w["vocab"], "max_position_embeddings": 32768,
-        "rms_norm_eps": 1e-5, "rope_theta": 1e6, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-        "bos_token_id": 1, "eos_token_id": 2,
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "hidden_size": h,
+        "intermediate_size": f,
+        "num_hidden_layers": layers,
+        "num_attention_heads": w["heads"],
+        "num_key_value_heads": w["kv_heads"],
+        "num_local_experts": e,
+        "num_experts_per_tok": 2,
+        "vocab_size": w["vocab"],
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1e6,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return total
@@ -107,9 +125,16 @@ def write_run(run: Path, base: Path, layers: int, w: dict, experts: bool, rank: 
             tensors[f"{k}.base_layer.lora_A.weight"] = torch.randn(rank * e, h, generator=gen) * 0.01
             tensors[f"{k}.base_layer.lora_B.weight"] = torch.randn(2 * f, rank * e, generator=gen) * 0.01
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, out / "adapter_model.safetensors")
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 16, "lora_dropout": 0.0, "bias": "none",
-              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "task_type": "CAUSAL_LM",
-              "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"] if experts else None}
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "task_type": "CAUSAL_LM",
+        "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"] if experts else None,
+    }
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (run / "axolotl.yml").write_text(f"base_model: {base}\nadapter: qlora\nload_in_4bit: true\n")
     # A run whose training finished (mixft merge merges only finished runs): its manifest's last attempt.
@@ -121,16 +146,24 @@ def measure(run: Path) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child forked from this
     # process (which held a shard while writing the base) would report this process's peak.
-    code = ("import sys; from mixtral_ft.cli.main import main; rc = main(sys.argv[1:]); "
-            "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
-            "print('PEAK_RSS_KB', hwm, file=sys.stderr); sys.exit(rc)")
+    code = (
+        "import sys; from mixtral_ft.cli.main import main; rc = main(sys.argv[1:]); "
+        "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+        "print('PEAK_RSS_KB', hwm, file=sys.stderr); sys.exit(rc)"
+    )
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code, "merge", str(run), "--force"], capture_output=True, text=True,
-                          env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "merge", str(run), "--force"], capture_output=True, text=True, env=env, check=False
+    )
     wall = time.monotonic() - t0
     peak_kb = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")), None)
-    return {"rc": proc.returncode, "wall_s": round(wall, 1), "peak_rss_gib": peak_kb and round(peak_kb / 2**20, 2),
-            "stdout": proc.stdout.strip(), "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+    return {
+        "rc": proc.returncode,
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": peak_kb and round(peak_kb / 2**20, 2),
+        "stdout": proc.stdout.strip(),
+        "stderr_tail": proc.stderr.strip().splitlines()[-3:],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         size = write_base(work / "base", layers, w)
         write_run(work / "run", work / "base", layers, w, args.experts)
-        row = {"layers": layers, "width": args.width, "experts_lora": args.experts,
-               "checkpoint_gib": round(size / 2**30, 2), "build_s": round(time.monotonic() - t0, 1)}
+        row = {
+            "layers": layers,
+            "width": args.width,
+            "experts_lora": args.experts,
+            "checkpoint_gib": round(size / 2**30, 2),
+            "build_s": round(time.monotonic() - t0, 1),
+        }
         row.update(measure(work / "run"))
         if row["rc"] == 0:
             manifest = json.loads((work / "run" / "merged" / "mixft_merge.json").read_text())

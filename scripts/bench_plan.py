@@ -65,6 +65,7 @@ class PointsError(Exception):
 # the points file
 # --------------------------------------------------------------------------------------------------
 
+
 def _layers(config: dict[str, Any]) -> Any:
     return config.get("num_hidden_layers", config.get("n_layer"))
 
@@ -132,8 +133,10 @@ def validate(data: Any) -> list[str]:
         if plan_as is not None and not isinstance(plan_as, dict):
             problems.append(f"{where}: plan_as: a mapping of Axolotl keys laid over train")
         elif plan_as and set(plan_as) & set(EXTRA_TRAIN_KEYS):
-            problems.append(f"{where}: plan_as: changes {', '.join(sorted(set(plan_as) & set(EXTRA_TRAIN_KEYS)))},"
-                            " which are the source's facts")
+            problems.append(
+                f"{where}: plan_as: changes {', '.join(sorted(set(plan_as) & set(EXTRA_TRAIN_KEYS)))},"
+                " which are the source's facts"
+            )
     return problems
 
 
@@ -160,8 +163,10 @@ def _validate_train(where: str, train: dict[str, Any]) -> list[str]:
     try:
         slots = int(train["micro_batch_size"]) * int(train["sequence_len"])
         if int(train["tokens_per_micro_batch"]) != slots:
-            out.append(f"{where}: train.tokens_per_micro_batch: {train['tokens_per_micro_batch']} is not "
-                       f"micro_batch_size x sequence_len = {slots} (the planner plans full rows)")
+            out.append(
+                f"{where}: train.tokens_per_micro_batch: {train['tokens_per_micro_batch']} is not "
+                f"micro_batch_size x sequence_len = {slots} (the planner plans full rows)"
+            )
     except (KeyError, TypeError, ValueError):
         pass
     return out
@@ -188,8 +193,9 @@ def _validate_measured(where: str, point: dict[str, Any], m: dict[str, Any]) -> 
         out.append(f"{where}: measured.gpu_memory_gib: a fits verdict needs the card's memory")
     tput = m.get("throughput")
     if tput is not None and not (isinstance(tput, dict) and tput.get("tokens_per_s_per_gpu") and tput.get("gpu_table")):
-        out.append(f"{where}: measured.throughput: needs tokens_per_s_per_gpu and gpu_table "
-                   "(a GPU of the planner's table)")
+        out.append(
+            f"{where}: measured.throughput: needs tokens_per_s_per_gpu and gpu_table (a GPU of the planner's table)"
+        )
     if point.get("kind") == "boundary" and (peak is None or fits is not True):
         out.append(f"{where}: measured: a boundary point fits and its peak is the card's memory")
     if point.get("fully_known") and point.get("kind") == "measured" and peak is None and fits is None:
@@ -244,6 +250,7 @@ def write_model_configs(models: dict[str, Any], directory: Path) -> dict[str, Pa
 # --------------------------------------------------------------------------------------------------
 # planning and comparing
 # --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -304,23 +311,36 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(compared_gib=self.compared_gib,
-                   error_pct=None if self.error_pct is None else round(self.error_pct, 1), verdict=self.verdict,
-                   in_median=self.in_median,
-                   throughput_error_pct=None if self.throughput_error_pct is None
-                   else round(self.throughput_error_pct, 1))
+        out.update(
+            compared_gib=self.compared_gib,
+            error_pct=None if self.error_pct is None else round(self.error_pct, 1),
+            verdict=self.verdict,
+            in_median=self.in_median,
+            throughput_error_pct=None if self.throughput_error_pct is None else round(self.throughput_error_pct, 1),
+        )
         return out
 
 
 def new_row(point: dict[str, Any], models: dict[str, Any]) -> Row:
     m = point["measured"]
     tput = m.get("throughput") or {}
-    return Row(measured_tokens_per_s=tput.get("tokens_per_s_per_gpu"), throughput_gpu=tput.get("gpu_table"),
-               id=point["id"], source=point["source"]["title"], url=point["source"]["url"], kind=point["kind"],
-               fully_known=point["fully_known"], reference=bool(point.get("reference")), model=point["model"],
-               tokens=int(point["train"]["tokens_per_micro_batch"]), gpu=m.get("gpu"),
-               gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
-               measured_fits=m.get("fits"))
+    return Row(
+        measured_tokens_per_s=tput.get("tokens_per_s_per_gpu"),
+        throughput_gpu=tput.get("gpu_table"),
+        id=point["id"],
+        source=point["source"]["title"],
+        url=point["source"]["url"],
+        kind=point["kind"],
+        fully_known=point["fully_known"],
+        reference=bool(point.get("reference")),
+        model=point["model"],
+        tokens=int(point["train"]["tokens_per_micro_batch"]),
+        gpu=m.get("gpu"),
+        gpu_memory_gib=m.get("gpu_memory_gib"),
+        measured_gib=m.get("peak_gib"),
+        metric=m.get("metric"),
+        measured_fits=m.get("fits"),
+    )
 
 
 def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True):
@@ -328,8 +348,9 @@ def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True)
     from mixtral_ft.plan.training import plan_training
 
     gpu = point["measured"].get("gpu_memory_gib") or 80.0
-    return plan_training(axolotl_config(point, config_json), gpu=float(gpu), gpus=world_size(point),
-                         use_cache=use_cache, search=False)
+    return plan_training(
+        axolotl_config(point, config_json), gpu=float(gpu), gpus=world_size(point), use_cache=use_cache, search=False
+    )
 
 
 def counter_offset(metric: str | None) -> float:
@@ -365,19 +386,27 @@ def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str
 
     setup = setup_from_config(axolotl_config(point, config_json), world_size=world_size(point))
     arch = load_arch(setup.base_model)
-    weights = weight_summary(arch, training_decisions(setup, arch.model_type), setup.model_config_overrides,
-                             use_cache=use_cache)
+    weights = weight_summary(
+        arch, training_decisions(setup, arch.model_type), setup.model_config_overrides, use_cache=use_cache
+    )
     slots = setup.micro_batch_size * setup.sequence_len
-    pairs = setup.micro_batch_size * setup.sequence_len ** 2
-    cost = micro_batch_cost(weights, arch_dims(arch), slots, pairs, checkpointing=setup.checkpointing_mode != "none",
-                            frozen_base=bool(setup.adapter))
+    pairs = setup.micro_batch_size * setup.sequence_len**2
+    cost = micro_batch_cost(
+        weights,
+        arch_dims(arch),
+        slots,
+        pairs,
+        checkpointing=setup.checkpointing_mode != "none",
+        frozen_base=bool(setup.adapter),
+    )
     gpu = gpu_by_name(gpu_name)
     calibration = report_calibration(use_cache) if arch.is_moe else dense_calibration(use_cache)
     return slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, calibration["mfu"])
 
 
-def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True,
-               say=lambda msg: None) -> list[Row]:
+def run_points(
+    data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True, say=lambda msg: None
+) -> list[Row]:
     """Plan every point (or those in ``only``); a point the planner fails on is a row with the error."""
     from mixtral_ft.errors import MixftError
 
@@ -404,8 +433,9 @@ def run_points(data: dict[str, Any], work: Path, only: set[str] | None = None, u
                 row.peak_phase = plan.peak_phase
                 row.counter_offset_gib = counter_offset(row.metric)
                 if row.throughput_gpu:
-                    row.planned_tokens_per_s = planned_tokens_per_s(point, configs[point["model"]], row.throughput_gpu,
-                                                                    use_cache)
+                    row.planned_tokens_per_s = planned_tokens_per_s(
+                        point, configs[point["model"]], row.throughput_gpu, use_cache
+                    )
         rows.append(row)
     return rows
 
@@ -428,14 +458,25 @@ def shipped_rows(data: dict[str, Any], use_cache: bool = True, say=lambda msg: N
     for profile, ref_id in SHIPPED:
         ref = by_id[ref_id]
         say(f"[shipped] rg --profile {profile}")
-        values = render(RenderRequest(task="rg", data_dir=Path("data-dir"), profile=profile,
-                                      run_dir=Path("run-dir"))).values
+        values = render(
+            RenderRequest(task="rg", data_dir=Path("data-dir"), profile=profile, run_dir=Path("run-dir"))
+        ).values
         m = ref["measured"]
-        row = Row(id=f"mixft-rg-{profile}", source=f"mixft configs/rg.yml + profile {profile}, against {ref_id}",
-                  url=ref["source"]["url"], kind="shipped", fully_known=False, reference=True, model=ref["model"],
-                  tokens=int(values["micro_batch_size"]) * int(values["sequence_len"]), gpu=m.get("gpu"),
-                  gpu_memory_gib=m.get("gpu_memory_gib"), measured_gib=m.get("peak_gib"), metric=m.get("metric"),
-                  measured_fits=m.get("fits"))
+        row = Row(
+            id=f"mixft-rg-{profile}",
+            source=f"mixft configs/rg.yml + profile {profile}, against {ref_id}",
+            url=ref["source"]["url"],
+            kind="shipped",
+            fully_known=False,
+            reference=True,
+            model=ref["model"],
+            tokens=int(values["micro_batch_size"]) * int(values["sequence_len"]),
+            gpu=m.get("gpu"),
+            gpu_memory_gib=m.get("gpu_memory_gib"),
+            measured_gib=m.get("peak_gib"),
+            metric=m.get("metric"),
+            measured_fits=m.get("fits"),
+        )
         plan = plan_training(values, gpu=float(m["gpu_memory_gib"]), use_cache=use_cache, search=False)
         row.planned_gib, row.planned_fits, row.peak_phase = plan.peak_gib, plan.fits, plan.peak_phase
         row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
@@ -465,9 +506,16 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         "verdicts_right": len(verdicts) - len(wrong),
         "verdicts_wrong": wrong,
         "targets_met": bool(errors) and all(e <= TARGET_ERROR_PCT for e in errors) and not wrong,
-        "throughput": {r.id: {"measured": r.measured_tokens_per_s, "planned": round(r.planned_tokens_per_s, 1),
-                              "error_pct": round(r.throughput_error_pct, 1), "gpu": r.throughput_gpu}
-                       for r in rows if r.throughput_error_pct is not None},
+        "throughput": {
+            r.id: {
+                "measured": r.measured_tokens_per_s,
+                "planned": round(r.planned_tokens_per_s, 1),
+                "error_pct": round(r.throughput_error_pct, 1),
+                "gpu": r.throughput_gpu,
+            }
+            for r in rows
+            if r.throughput_error_pct is not None
+        },
     }
 
 
@@ -477,56 +525,85 @@ def _fmt(x: float | None, digits: int = 1, suffix: str = "") -> str:
 
 def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
     lines = [
-        ("| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
-        "| fits (source / plan) | verdict |"),
+        (
+            "| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
+            "| fits (source / plan) | verdict |"
+        ),
         "|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
-        planned = _fmt(r.planned_gib, 2) if r.planned_gib is not None else (
-            "not planned" if r.not_planned else "planner error")
+        planned = (
+            _fmt(r.planned_gib, 2)
+            if r.planned_gib is not None
+            else ("not planned" if r.not_planned else "planner error")
+        )
         if r.planned_gib is not None and r.counter_offset_gib:
             planned += f" ({_fmt(r.compared_gib, 2)})"
-        counter = {"max_memory_reserved": "reserved", "max_memory_allocated": "allocated", "capacity": "card",
-                   "estimate": "estimate", "nvidia-smi": "nvidia-smi"}.get(r.metric or "", "unstated")
+        counter = {
+            "max_memory_reserved": "reserved",
+            "max_memory_allocated": "allocated",
+            "capacity": "card",
+            "estimate": "estimate",
+            "nvidia-smi": "nvidia-smi",
+        }.get(r.metric or "", "unstated")
         measured = _fmt(r.measured_gib, 2) + ("" if r.measured_gib is None else f" ({counter})")
         fits = "–" if r.measured_fits is None else ("fits" if r.measured_fits else "OOM")
         pfits = "–" if r.planned_fits is None else ("fits" if r.planned_fits else "OOM")
         name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
-        lines.append(f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
-                     f"| {r.tokens:,} | {measured} | {planned} | {_fmt(r.error_pct, 1, '%')} "
-                     f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |")
+        lines.append(
+            f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
+            f"| {r.tokens:,} | {measured} | {planned} | {_fmt(r.error_pct, 1, '%')} "
+            f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |"
+        )
     s = summary
     lines += [
         "",
-        (f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
-        f"{_fmt(s['median_abs_error_pct'], 1, '%')} (signed median {_fmt(s['median_signed_error_pct'], 1, '%')}, "
-        f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); within {s['target_error_pct']:g}%: "
-        f"{s['within_target']} of {s['fully_known_measured']}."),
-        (f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
-        f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}."),
+        (
+            f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
+            f"{_fmt(s['median_abs_error_pct'], 1, '%')} (signed median {_fmt(s['median_signed_error_pct'], 1, '%')}, "
+            f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); within {s['target_error_pct']:g}%: "
+            f"{s['within_target']} of {s['fully_known_measured']}."
+        ),
+        (
+            f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
+            f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}."
+        ),
         f"- Not planned: {', '.join(f'{k} ({v})' for k, v in s['not_planned'].items()) or 'none'}.",
         f"- Planner errors: {', '.join(s['planner_errors']) or 'none'}.",
-        (f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
-        f"{'met' if s['targets_met'] else 'not met'}."),
+        (
+            f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
+            f"{'met' if s['targets_met'] else 'not met'}."
+        ),
     ]
     if s["throughput"]:
-        lines += ["", ("Throughput (token slots per second per GPU; the plan's time model at the MFU it uses for the model: "
-                       "dense runs at the MFU fitted on the LLaMA-Factory rows, so those four are in-sample and the "
-                       "fsdp_qlora rows are held out):"), "",
-                  "| point | GPU | measured | planned | error |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {k} | {v['gpu']} | {v['measured']:,.0f} | {v['planned']:,.0f} | {v['error_pct']:+.1f}% |"
-                  for k, v in s["throughput"].items()]
+        lines += [
+            "",
+            (
+                "Throughput (token slots per second per GPU; the plan's time model at the MFU it uses for the model: "
+                "dense runs at the MFU fitted on the LLaMA-Factory rows, so those four are in-sample and the "
+                "fsdp_qlora rows are held out):"
+            ),
+            "",
+            "| point | GPU | measured | planned | error |",
+            "|---|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {k} | {v['gpu']} | {v['measured']:,.0f} | {v['planned']:,.0f} | {v['error_pct']:+.1f}% |"
+            for k, v in s["throughput"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=Path, default=POINTS, help="the points file (default scripts/plan_points.yaml)")
-    ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-plan",
-                    help="where results.* and manifest.json go")
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "out" / "bench-plan", help="where results.* and manifest.json go"
+    )
     ap.add_argument("--only", default="", help="comma-separated point ids to plan (default: all)")
-    ap.add_argument("--no-cache", action="store_true",
-                    help="re-measure every architecture instead of using the plan cache")
+    ap.add_argument(
+        "--no-cache", action="store_true", help="re-measure every architecture instead of using the plan cache"
+    )
     ap.add_argument("--check", action="store_true", help="only check the points file and print a summary of it")
     # --only leaves out the two rows of mixft's shipped RG config (they need no point; see shipped_rows)
     args = ap.parse_args(argv)
@@ -539,8 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     points = data["points"]
     if args.check:
         kinds = {k: sum(p["kind"] == k for p in points) for k in KINDS}
-        print(f"{args.points}: {len(points)} points ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
-              f"{sum(p['fully_known'] for p in points)} fully known, {len(data['models'])} models")
+        print(
+            f"{args.points}: {len(points)} points ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
+            f"{sum(p['fully_known'] for p in points)} fully known, {len(data['models'])} models"
+        )
         return 0
     only = {x for x in args.only.split(",") if x}
     unknown = only - {p["id"] for p in points}
@@ -556,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = now_iso()
+
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
@@ -569,11 +649,18 @@ def main(argv: list[str] | None = None) -> int:
     from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
 
     record = {
-        "kind": "mixft-bench-plan", "started_at": started, "ended_at": now_iso(), "command": command_line(),
+        "kind": "mixft-bench-plan",
+        "started_at": started,
+        "ended_at": now_iso(),
+        "command": command_line(),
         "points_file": {"path": str(args.points), "sha256": sha256_file(args.points)},
         "options": {"only": sorted(only), "use_cache": not args.no_cache},
-        "planner": {"method_version": METHOD_VERSION, "cache_dir": str(cache_dir()),
-                    "cuda_context_gib": CUDA_CONTEXT_GIB, "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB},
+        "planner": {
+            "method_version": METHOD_VERSION,
+            "cache_dir": str(cache_dir()),
+            "cuda_context_gib": CUDA_CONTEXT_GIB,
+            "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB,
+        },
         "environment": environment(),
         "summary": summary,
         "rows": [r.as_dict() for r in rows],

@@ -24,9 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("the account password reset billing invoice plan upgrade router firmware cable signal "
-         "warranty refund shipping order tracking login two-factor device café résumé naïve "
-         "setting profile export report dashboard sync backup restore license seat admin").split()
+WORDS = (
+    "the account password reset billing invoice plan upgrade router firmware cable signal "
+    "warranty refund shipping order tracking login two-factor device café résumé naïve "
+    "setting profile export report dashboard sync backup restore license seat admin"
+).split()
 
 
 def _sentence(rng: random.Random, n: int) -> str:
@@ -74,8 +76,11 @@ def run_prepare(mixft: str, raw: Path, out: Path, extra: list[str]) -> dict:
     (the largest of mixft and its worker processes) and CPU time is this run's alone."""
     cmd = [mixft, "prepare", "rg", str(raw), "--out", str(out), "--test-size", "0.1", *extra]
     env = dict(os.environ, MIXFT_TIMING="1", MIXFT_PROGRESS="0")
-    res = json.loads(subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True,
-                                    env=env, check=True).stdout)
+    res = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
     if res["rc"] != 0:
         sys.exit(f"prepare rg failed ({res['rc']}):\n{res['stderr']}")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -112,11 +117,13 @@ def main() -> None:
             size = generate(raw, rows)
             gen = time.perf_counter() - t0
             r = run_prepare(mixft, raw, scratch / f"out-{rows}", ["--workers", str(args.workers)])
-            print(f"{r['read']:>9,} rows  {size / r['read'] / 1024:.2f} KiB/row  {size / 2**20:,.0f} MiB  "
-                  f"prepare {r['wall_s']:.1f} s = {r['read'] / r['wall_s']:,.0f} rows/s  "
-                  f"peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB  CPU {r['cpu_s']:.1f} s "
-                  f"({r['cpu_s'] / r['read'] * 1e6:.0f} us/row)  [{r['phases']}]  (generated in {gen:.0f} s)",
-                  flush=True)
+            print(
+                f"{r['read']:>9,} rows  {size / r['read'] / 1024:.2f} KiB/row  {size / 2**20:,.0f} MiB  "
+                f"prepare {r['wall_s']:.1f} s = {r['read'] / r['wall_s']:,.0f} rows/s  "
+                f"peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB  CPU {r['cpu_s']:.1f} s "
+                f"({r['cpu_s'] / r['read'] * 1e6:.0f} us/row)  [{r['phases']}]  (generated in {gen:.0f} s)",
+                flush=True,
+            )
             raw.unlink()
             shutil.rmtree(scratch / f"out-{rows}")
     finally:

@@ -50,8 +50,11 @@ def _tokens_per_step(profile: str, out: Path, overrides: tuple[str, ...]) -> int
     """Sequence positions one optimizer step consumes under ``profile`` (RG config, with --set)."""
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
 
-    v = render(RenderRequest(task="rg", data_dir=out / "data", profile=profile, run_dir=out / "runs" / "x",
-                             overrides=overrides)).values
+    v = render(
+        RenderRequest(
+            task="rg", data_dir=out / "data", profile=profile, run_dir=out / "runs" / "x", overrides=overrides
+        )
+    ).values
     return int(v["micro_batch_size"]) * int(v.get("gradient_accumulation_steps") or 1) * int(v["sequence_len"])
 
 
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="h100-80gb", help="comma-separated hardware profiles (configs/profiles)")
     ap.add_argument("--layers", type=_ints, default=(1, 2, 4), help="comma-separated layer counts (default 1,2,4)")
-    ap.add_argument("--width", choices=("full", "tiny"), default="full", help="Mixtral-8x7B widths or the tiny test model")
+    ap.add_argument(
+        "--width", choices=("full", "tiny"), default="full", help="Mixtral-8x7B widths or the tiny test model"
+    )
     ap.add_argument("--steps", type=int, default=8, help="measured optimizer steps per run")
     ap.add_argument("--warmup", type=int, default=2, help="steps run first and not measured")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra Axolotl override key=value")
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     import torch
 
-    from mixtral_ft.axolotl_cfg.render import profile_names, configs_dir
+    from mixtral_ft.axolotl_cfg.render import configs_dir, profile_names
     from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
     from mixtral_ft.data.readers import InputSpec
     from mixtral_ft.data.split import TestSize
@@ -92,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if gpu_profiles and not torch.cuda.is_available():
         ap.error(f"profile(s) {', '.join(gpu_profiles)} need a CUDA GPU; on CPU use --profile cpu --width tiny")
     if args.width == "full" and "cpu" in profiles:
-        ap.error("--width full on the cpu profile would need ~10 GB of RAM per layer and hours per step; use --width tiny")
+        ap.error(
+            "--width full on the cpu profile would need ~10 GB of RAM per layer and hours per step; use --width tiny"
+        )
 
     set_command_line([sys.executable, *sys.argv] if argv is None else ["bench_train.py", *argv])
     out: Path = args.out
@@ -110,12 +117,25 @@ def main(argv: list[str] | None = None) -> int:
         src = out / "bench_qa.jsonl"
         atomic_write_text(src, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"preparing {len(rows)} benchmark rows ({min_chars:,} characters or more) -> {data_dir}", file=sys.stderr)
-        prepare_rg(RgPrepareOptions(inputs=[InputSpec(path=src, format="jsonl")], out=data_dir,
-                                    test_size=TestSize(count=2), force=True))  # the runs do not evaluate
+        prepare_rg(
+            RgPrepareOptions(
+                inputs=[InputSpec(path=src, format="jsonl")], out=data_dir, test_size=TestSize(count=2), force=True
+            )
+        )  # the runs do not evaluate
         atomic_write_text(stamp, json.dumps({"min_chars": min_chars, "rows": len(rows)}) + "\n")
-    opts = BenchOptions(layers=args.layers, profiles=profiles, out=out, width=args.width, steps=args.steps,
-                        warmup=args.warmup, overrides=tuple(args.overrides), keep_models=args.keep_models,
-                        corpus=corpus, verbose=args.verbose, init_device="cuda" if torch.cuda.is_available() else None)
+    opts = BenchOptions(
+        layers=args.layers,
+        profiles=profiles,
+        out=out,
+        width=args.width,
+        steps=args.steps,
+        warmup=args.warmup,
+        overrides=tuple(args.overrides),
+        keep_models=args.keep_models,
+        corpus=corpus,
+        verbose=args.verbose,
+        init_device="cuda" if torch.cuda.is_available() else None,
+    )
     started = now_iso()
     try:
         results = run_bench(opts, data_dir, say=lambda m: print(m, file=sys.stderr, flush=True))
@@ -123,14 +143,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table = render_table(results["rows"], results["fits"])
-    record = {"kind": "mixft-bench-train", "started_at": started, "ended_at": now_iso(),
-              "options": {"layers": list(args.layers), "profiles": list(profiles), "width": args.width,
-                          "steps": args.steps, "warmup": args.warmup, "overrides": list(args.overrides)},
-              "environment": environment(), **results}
+    record = {
+        "kind": "mixft-bench-train",
+        "started_at": started,
+        "ended_at": now_iso(),
+        "options": {
+            "layers": list(args.layers),
+            "profiles": list(profiles),
+            "width": args.width,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "overrides": list(args.overrides),
+        },
+        "environment": environment(),
+        **results,
+    }
     atomic_write_text(out / "results.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "results.md", table)
-    write_manifest(out / "manifest.json", {k: record[k] for k in ("kind", "started_at", "ended_at", "options",
-                                                                   "environment")})
+    write_manifest(
+        out / "manifest.json", {k: record[k] for k in ("kind", "started_at", "ended_at", "options", "environment")}
+    )
     print(table)
     return 0 if all(r["ok"] for r in results["rows"]) else 1
 

@@ -83,8 +83,12 @@ def load_articles(kb_dir: Path) -> list[Article]:
             except json.JSONDecodeError as e:
                 raise SourceError(f"{path.name}:{e.lineno}: invalid JSON: {e.msg}") from None
         missing = [key for key in ("id", "title", "category", "snippets") if key not in raw]
-        missing += [f"qa[{i}].{key}" for i, item in enumerate(raw.get("qa", []), 1)
-                    for key in ("q", "a", "ctx", "src") if key not in item]
+        missing += [
+            f"qa[{i}].{key}"
+            for i, item in enumerate(raw.get("qa", []), 1)
+            for key in ("q", "a", "ctx", "src")
+            if key not in item
+        ]
         if missing:
             raise SourceError(f"{path.name}: missing field(s): {', '.join(missing)}")
         articles.append(
@@ -100,7 +104,9 @@ def load_articles(kb_dir: Path) -> list[Article]:
     return articles
 
 
-def _resolve_context(refs: list[Any], article: Article, by_id: dict[str, Article], where: str, problems: list[str]) -> list[str]:
+def _resolve_context(
+    refs: list[Any], article: Article, by_id: dict[str, Article], where: str, problems: list[str]
+) -> list[str]:
     """Snippet references -> snippet texts. An int is a 1-based snippet of the same article;
     ``"other-article#N"`` is snippet N of another article (a distractor or a cross-reference)."""
     context = []
@@ -298,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as e:
         print(f"error: invalid sources:\n{e}", file=sys.stderr)
         return 2
-    print(f"wrote {counts['articles']} articles, {counts['qa']} Q&A rows, {counts['responses']} labeled responses to {args.out}")
+    print(
+        f"wrote {counts['articles']} articles, {counts['qa']} Q&A rows, {counts['responses']} labeled responses to {args.out}"
+    )
     if args.stats:
         _, qa_rows, tc_rows = build_rows(load_articles(args.kb))
         print(json.dumps(summary(qa_rows, tc_rows), indent=2))

@@ -94,21 +94,40 @@ def build_inputs(root: Path, need_model: bool) -> Work:
     w.responses = root / "responses.jsonl"
     with open(w.responses, "w") as fh:
         for i in range(120_000):
-            fh.write(json.dumps({"id": f"r{i}", "context": f"Fact {i}: the shop opens at {i % 12} am.",
-                                 "question": f"When does shop {i} open?", "response": f"At {i % 12} am.",
-                                 "hallucinated": i % 4 == 0}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"r{i}",
+                        "context": f"Fact {i}: the shop opens at {i % 12} am.",
+                        "question": f"When does shop {i} open?",
+                        "response": f"At {i % 12} am.",
+                        "hallucinated": i % 4 == 0,
+                    }
+                )
+                + "\n"
+            )
     w.rg_data = write_split(root / "rg-data", rg_rows("train", 12), rg_rows("test", 4))
     w.gen_data = root / "gen-data.jsonl"
     with open(w.gen_data, "w") as fh:
         for i in range(12):
-            fh.write(json.dumps({"id": f"q{i}", "context": f"The museum opens at {i} am.",
-                                 "question": f"When does museum {i} open?", "answer": f"{i} am"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"q{i}",
+                        "context": f"The museum opens at {i} am.",
+                        "question": f"When does museum {i} open?",
+                        "answer": f"{i} am",
+                    }
+                )
+                + "\n"
+            )
     w.verdicts = root / "verdicts.jsonl"
     w.gold = root / "gold.jsonl"
     with open(w.verdicts, "w") as fv, open(w.gold, "w") as fg:
         for i in range(200):
-            fv.write(json.dumps({"id": f"q{i}", "model": "m", "hallucinated": i % 5 == 0,
-                                 "score": (i % 10) / 10}) + "\n")
+            fv.write(
+                json.dumps({"id": f"q{i}", "model": "m", "hallucinated": i % 5 == 0, "score": (i % 10) / 10}) + "\n"
+            )
             fg.write(json.dumps({"id": f"q{i}", "model": "m", "hallucinated": i % 4 == 0}) + "\n")
     if need_model:
         w.tiny = root / "tiny"
@@ -124,8 +143,9 @@ def build_inputs(root: Path, need_model: bool) -> Work:
 def _leftovers(path: Path) -> list[str]:
     if not path.parent.is_dir():
         return []
-    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")
-                  and not p.name.endswith(".lock"))
+    return sorted(
+        p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.") and not p.name.endswith(".lock")
+    )
 
 
 def _jsonl_ids(path: Path) -> list[str]:
@@ -189,11 +209,16 @@ def prepare_points(kind: str):
         def work_files() -> bool:
             return any(case.glob(".out.staging-*/.work/t0-bucket*"))
 
-        base = [("just started", _after(0.3)), ("lock taken", lambda: lock_held(out)),
-                ("staging folder made", staging), ("read pass writing", work_files)]
+        base = [
+            ("just started", _after(0.3)),
+            ("lock taken", lambda: lock_held(out)),
+            ("staging folder made", staging),
+            ("read pass writing", work_files),
+        ]
         delays = [0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10]
         base += [(f"{d:g} s into the staging", _when_then(staging, d)) for d in delays]
         return base[:n]
+
     return points
 
 
@@ -205,14 +230,18 @@ def prepare_check(reference: Path) -> Callable[[Path], list[str]]:
             if not (out / name).exists() or (out / name).read_bytes() != (reference / name).read_bytes():
                 problems.append(f"{name} differs from an uninterrupted run")
         return problems
+
     return check
 
 
 def infer_points(case: Path, _proc, n: int):
     out = case / "out.jsonl"
     manifest = case / "out.jsonl.manifest.json"
-    base = [("just started", _after(0.5)), ("lock taken", lambda: lock_held(case / "out.jsonl")),
-            ("model loaded (manifest written)", manifest.exists)]
+    base = [
+        ("just started", _after(0.5)),
+        ("lock taken", lambda: lock_held(case / "out.jsonl")),
+        ("model loaded (manifest written)", manifest.exists),
+    ]
     base += [(f"{k} row(s) written", _rows_at_least(out, k)) for k in range(1, 12)]
     return base[:n]
 
@@ -238,6 +267,7 @@ def infer_check(total: int) -> Callable[[Path], list[str]]:
         if entry.get("input_rows_sha256") != sha256_json(made):
             problems.append("input_rows_sha256 does not match the rows")
         return problems
+
     return check
 
 
@@ -251,8 +281,12 @@ def train_points(case: Path, _proc, n: int):
     def ck(k: int) -> Callable[[], bool]:
         return (run_dir / "output" / f"checkpoint-{k}" / "trainer_state.json").exists
 
-    base = [("lock taken", lambda: lock_held(run_dir)), ("Axolotl started", has("axolotl")),
-            ("model loaded", has("Pre-saving")), ("trainer started", has("Starting trainer"))]
+    base = [
+        ("lock taken", lambda: lock_held(run_dir)),
+        ("Axolotl started", has("axolotl")),
+        ("model loaded", has("Pre-saving")),
+        ("trainer started", has("Starting trainer")),
+    ]
     base += [(f"checkpoint {k} saved", ck(k)) for k in range(1, 6)]
     base += [("0.3 s after checkpoint 5", _when_then(ck(5), 0.3))]
     return base[:n]
@@ -270,10 +304,12 @@ def train_check(case: Path) -> list[str]:
 def train_rerun(train: Callable[[Path], list]) -> Callable[[Path], list]:
     """After a kill: ``--resume`` (docs/training.md, run states), or the same command when the
     kill came before the run wrote anything (state ``new``)."""
+
     def argv(case: Path) -> list:
         from mixtral_ft.train.rundir import RunState, run_status
 
         return train(case) + ([] if run_status(case / "run").state is RunState.NEW else ["--resume"])
+
     return argv
 
 
@@ -325,26 +361,71 @@ def resumable_commands(w: Work) -> dict[str, Resumable]:
         return c / "out.jsonl"
 
     def gen(c: Path) -> list:
-        return ["generate", "--model", w.tiny, "--data", w.gen_data, "--out", c / "out.jsonl",
-                "--max-new-tokens", "8", "--batch-size", "1"]
+        return [
+            "generate",
+            "--model",
+            w.tiny,
+            "--data",
+            w.gen_data,
+            "--out",
+            c / "out.jsonl",
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            "1",
+        ]
 
     def jud(c: Path) -> list:
-        return ["judge", "--model", w.tiny, "--responses", w.gen_responses, "--out", c / "out.jsonl",
-                "--max-new-tokens", "8", "--batch-size", "1", "--no-score"]
+        return [
+            "judge",
+            "--model",
+            w.tiny,
+            "--responses",
+            w.gen_responses,
+            "--out",
+            c / "out.jsonl",
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            "1",
+            "--no-score",
+        ]
 
     def train(c: Path) -> list:
-        return ["train", "rg", "--data", w.rg_data, "--profile", "cpu", "--base-model", w.tiny,
-                "--run-dir", c / "run", "--set", "save_steps=1", "--set", "max_steps=6"]
+        return [
+            "train",
+            "rg",
+            "--data",
+            w.rg_data,
+            "--profile",
+            "cpu",
+            "--base-model",
+            w.tiny,
+            "--run-dir",
+            c / "run",
+            "--set",
+            "save_steps=1",
+            "--set",
+            "max_steps=6",
+        ]
 
     return {
-        "prepare rg": Resumable("prepare rg", lambda c: ["prepare", "rg", w.qa, "--out", c / "out", "--workers", "2"],
-                                lambda c: c / "out", prepare_points("rg"),
-                                lambda c: ["prepare", "rg", w.qa, "--out", c / "out", "--workers", "2"],
-                                prepare_check(ref / "rg")),
-        "prepare tc": Resumable("prepare tc", lambda c: ["prepare", "tc", w.responses, "--out", c / "out"],
-                                lambda c: c / "out", prepare_points("tc"),
-                                lambda c: ["prepare", "tc", w.responses, "--out", c / "out"],
-                                prepare_check(ref / "tc")),
+        "prepare rg": Resumable(
+            "prepare rg",
+            lambda c: ["prepare", "rg", w.qa, "--out", c / "out", "--workers", "2"],
+            lambda c: c / "out",
+            prepare_points("rg"),
+            lambda c: ["prepare", "rg", w.qa, "--out", c / "out", "--workers", "2"],
+            prepare_check(ref / "rg"),
+        ),
+        "prepare tc": Resumable(
+            "prepare tc",
+            lambda c: ["prepare", "tc", w.responses, "--out", c / "out"],
+            lambda c: c / "out",
+            prepare_points("tc"),
+            lambda c: ["prepare", "tc", w.responses, "--out", c / "out"],
+            prepare_check(ref / "tc"),
+        ),
         "generate": Resumable("generate", gen, gen_out, infer_points, gen, infer_check(12)),
         "judge": Resumable("judge", jud, gen_out, infer_points, jud, infer_check(12)),
         "train": Resumable("train", train, lambda c: c / "run", train_points, train_rerun(train), train_check),
@@ -372,8 +453,10 @@ def kill_matrix(w: Work, names: list[str], points: int, log) -> list[Case]:
             point, ready = kill_points[i]
             case = kill_case(spec, case_dir, point, ready, SIGNALS[i % 3])
             cases.append(case)
-            log(f"{'held' if case.held else 'FELL SHORT'}  {name:10s} {case.point:45s} {case.seconds:6.1f} s  "
-                + "; ".join(case.why))
+            log(
+                f"{'held' if case.held else 'FELL SHORT'}  {name:10s} {case.point:45s} {case.seconds:6.1f} s  "
+                + "; ".join(case.why)
+            )
             shutil.rmtree(case_dir, ignore_errors=True)
     return cases
 
@@ -383,6 +466,7 @@ def kill_matrix(w: Work, names: list[str], points: int, log) -> list[Case]:
 
 def race_commands(w: Work, run_dir: Path | None) -> dict[str, tuple[Callable[[Path], list], Callable[[Path], bool]]]:
     """name -> (case folder -> argv writing ``case/out``, case folder -> is the output whole)."""
+
     def dir_ok(*names: str) -> Callable[[Path], bool]:
         return lambda c: all((c / "out" / n).is_file() and (c / "out" / n).stat().st_size > 0 for n in names)
 
@@ -393,43 +477,130 @@ def race_commands(w: Work, run_dir: Path | None) -> dict[str, tuple[Callable[[Pa
             except (OSError, AssertionError, ValueError):
                 return False
             return len(ids) == total == len(set(ids))
+
         return ok
 
     small_qa = w.root / "race-qa.jsonl"
     if not small_qa.exists():
         write_qa(small_qa, 5000)
     races = {
-        "prepare rg": (lambda c: ["prepare", "rg", small_qa, "--out", c / "out", "--force"],
-                       dir_ok("train.jsonl", "test.jsonl", "manifest.json")),
-        "prepare tc": (lambda c: ["prepare", "tc", w.responses, "--out", c / "out", "--force"],
-                       dir_ok("train.jsonl", "test.jsonl", "manifest.json")),
-        "eval rg": (lambda c: ["eval", "rg", "--verdicts", w.verdicts, "--label", "x", "--out", c / "out", "--force"],
-                    dir_ok("results.json", "report.md")),
-        "eval tc": (lambda c: ["eval", "tc", "--pred", w.verdicts, "--gold", w.gold, "--label", "x", "--out",
-                               c / "out", "--force"], dir_ok("results.json", "report.md")),
-        "eval pipeline": (lambda c: ["eval", "pipeline", "--gold", w.gold, "--checker", w.verdicts, "--label", "x",
-                                     "--out", c / "out", "--force"], dir_ok("results.json", "report.md")),
-        "eval compare": (lambda c: ["eval", "compare", w.gold, w.verdicts, "--out", c / "out", "--force"],
-                         dir_ok("results.json", "report.md")),
-        "report": (lambda c: ["report", w.root / "race-eval", "--out", c / "out", "--force"],
-                   dir_ok("report.md", "report.html", "report.json")),
-        "config render": (lambda c: ["config", "render", "rg", "--data", w.rg_data, "--profile", "cpu", "--out",
-                                     c / "out"], lambda c: (c / "out").is_file() and "base_model" in
-                          (c / "out").read_text()),
+        "prepare rg": (
+            lambda c: ["prepare", "rg", small_qa, "--out", c / "out", "--force"],
+            dir_ok("train.jsonl", "test.jsonl", "manifest.json"),
+        ),
+        "prepare tc": (
+            lambda c: ["prepare", "tc", w.responses, "--out", c / "out", "--force"],
+            dir_ok("train.jsonl", "test.jsonl", "manifest.json"),
+        ),
+        "eval rg": (
+            lambda c: ["eval", "rg", "--verdicts", w.verdicts, "--label", "x", "--out", c / "out", "--force"],
+            dir_ok("results.json", "report.md"),
+        ),
+        "eval tc": (
+            lambda c: [
+                "eval",
+                "tc",
+                "--pred",
+                w.verdicts,
+                "--gold",
+                w.gold,
+                "--label",
+                "x",
+                "--out",
+                c / "out",
+                "--force",
+            ],
+            dir_ok("results.json", "report.md"),
+        ),
+        "eval pipeline": (
+            lambda c: [
+                "eval",
+                "pipeline",
+                "--gold",
+                w.gold,
+                "--checker",
+                w.verdicts,
+                "--label",
+                "x",
+                "--out",
+                c / "out",
+                "--force",
+            ],
+            dir_ok("results.json", "report.md"),
+        ),
+        "eval compare": (
+            lambda c: ["eval", "compare", w.gold, w.verdicts, "--out", c / "out", "--force"],
+            dir_ok("results.json", "report.md"),
+        ),
+        "report": (
+            lambda c: ["report", w.root / "race-eval", "--out", c / "out", "--force"],
+            dir_ok("report.md", "report.html", "report.json"),
+        ),
+        "config render": (
+            lambda c: ["config", "render", "rg", "--data", w.rg_data, "--profile", "cpu", "--out", c / "out"],
+            lambda c: (c / "out").is_file() and "base_model" in (c / "out").read_text(),
+        ),
     }
     if w.tiny != Path():
         races |= {
-            "models tiny-mixtral": (lambda c: ["models", "tiny-mixtral", "--out", c / "out", "--force"],
-                                    dir_ok("config.json", "tokenizer.json")),
-            "generate": (lambda c: ["generate", "--model", w.tiny, "--data", w.gen_data, "--out", c / "out.jsonl",
-                                    "--max-new-tokens", "4", "--batch-size", "4"], jsonl_ok(12)),
-            "judge": (lambda c: ["judge", "--model", w.tiny, "--responses", w.gen_responses, "--out",
-                                 c / "out.jsonl", "--max-new-tokens", "4", "--batch-size", "4", "--no-score"],
-                      jsonl_ok(12)),
-            "train": (lambda c: ["train", "rg", "--data", w.rg_data, "--profile", "cpu", "--base-model", w.tiny,
-                                 "--run-dir", c / "out", "--set", "max_steps=2", "--set", "save_steps=2",
-                                 "--set", "eval_steps=2"],
-                      lambda c: (c / "out" / "output" / "adapter_model.safetensors").exists()),
+            "models tiny-mixtral": (
+                lambda c: ["models", "tiny-mixtral", "--out", c / "out", "--force"],
+                dir_ok("config.json", "tokenizer.json"),
+            ),
+            "generate": (
+                lambda c: [
+                    "generate",
+                    "--model",
+                    w.tiny,
+                    "--data",
+                    w.gen_data,
+                    "--out",
+                    c / "out.jsonl",
+                    "--max-new-tokens",
+                    "4",
+                    "--batch-size",
+                    "4",
+                ],
+                jsonl_ok(12),
+            ),
+            "judge": (
+                lambda c: [
+                    "judge",
+                    "--model",
+                    w.tiny,
+                    "--responses",
+                    w.gen_responses,
+                    "--out",
+                    c / "out.jsonl",
+                    "--max-new-tokens",
+                    "4",
+                    "--batch-size",
+                    "4",
+                    "--no-score",
+                ],
+                jsonl_ok(12),
+            ),
+            "train": (
+                lambda c: [
+                    "train",
+                    "rg",
+                    "--data",
+                    w.rg_data,
+                    "--profile",
+                    "cpu",
+                    "--base-model",
+                    w.tiny,
+                    "--run-dir",
+                    c / "out",
+                    "--set",
+                    "max_steps=2",
+                    "--set",
+                    "save_steps=2",
+                    "--set",
+                    "eval_steps=2",
+                ],
+                lambda c: (c / "out" / "output" / "adapter_model.safetensors").exists(),
+            ),
         }
     if run_dir is not None:
         races["merge"] = (lambda c: ["merge", run_dir, "--out", c / "out", "--force"], dir_ok("config.json"))
@@ -470,8 +641,10 @@ def race_matrix(w: Work, names: list[str] | None, run_dir: Path | None, log) -> 
         case_dir = w.root / "race" / name.replace(" ", "-")
         case = race_case(name, argv, ok, case_dir)
         cases.append(case)
-        log(f"{'held' if case.held else 'FELL SHORT'}  race {name:20s} {case.point:30s} {case.seconds:6.1f} s  "
-            + "; ".join(case.why))
+        log(
+            f"{'held' if case.held else 'FELL SHORT'}  race {name:20s} {case.point:30s} {case.seconds:6.1f} s  "
+            + "; ".join(case.why)
+        )
         shutil.rmtree(case_dir, ignore_errors=True)
     return cases
 
@@ -504,8 +677,11 @@ def main(argv: list[str] | None = None) -> int:
     only = {x.strip().replace("-", " ") for x in args.only.split(",") if x.strip()}
     kill_names = [n for n in ("prepare rg", "prepare tc", "generate", "judge", "train") if not only or n in only]
     race_names = None if not only or "race" in only else sorted(only)
-    need_model = any(n in kill_names for n in ("generate", "judge", "train")) or race_names is None \
+    need_model = (
+        any(n in kill_names for n in ("generate", "judge", "train"))
+        or race_names is None
         or any(n in (race_names or []) for n in ("generate", "judge", "train", "merge", "models tiny-mixtral"))
+    )
     root = args.work or Path(tempfile.mkdtemp(prefix="mixft-faults-"))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -525,8 +701,27 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = None
     if need_model and (race_names is None or "merge" in race_names):
         run_dir = root / "merge-run"
-        res = run(["train", "rg", "--data", w.rg_data, "--profile", "cpu", "--base-model", w.tiny, "--run-dir",
-                   run_dir, "--set", "max_steps=2", "--set", "save_steps=2", "--set", "eval_steps=2"], root)
+        res = run(
+            [
+                "train",
+                "rg",
+                "--data",
+                w.rg_data,
+                "--profile",
+                "cpu",
+                "--base-model",
+                w.tiny,
+                "--run-dir",
+                run_dir,
+                "--set",
+                "max_steps=2",
+                "--set",
+                "save_steps=2",
+                "--set",
+                "eval_steps=2",
+            ],
+            root,
+        )
         run_dir = run_dir if res.returncode == 0 else None
     if race_names is None or race_names:
         cases += race_matrix(w, race_names, run_dir, log)

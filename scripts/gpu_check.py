@@ -63,12 +63,20 @@ def parser() -> argparse.ArgumentParser:
     wh.add_argument("--check-only", action="store_true", help="only measure what is in --dir")
     run = sub.add_parser("run", help="on the GPU machine: gpu tests + step benchmark -> OUT/gpu_check.json")
     run.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "out" / "gpu-check"))
-    run.add_argument("--work", type=Path, default=Path("/tmp/mixft-gpu-check"),
-                     help="models and scratch (GBs at full width; never under --out, which travels back)")
+    run.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/mixft-gpu-check"),
+        help="models and scratch (GBs at full width; never under --out, which travels back)",
+    )
     run.add_argument("--layers", type=_ints, default=(1, 2))
     run.add_argument("--width", choices=("full", "tiny"), default="full")
-    run.add_argument("--cases", type=_cases, default=DEFAULT_CASES,
-                     help="comma-separated TASK/PROFILE pairs (default: the four distinct micro batch shapes)")
+    run.add_argument(
+        "--cases",
+        type=_cases,
+        default=DEFAULT_CASES,
+        help="comma-separated TASK/PROFILE pairs (default: the four distinct micro batch shapes)",
+    )
     run.add_argument("--set", dest="overrides", action="append", default=[], help="override for every case key=value")
     run.add_argument("--steps", type=int, default=3)
     run.add_argument("--warmup", type=int, default=1)
@@ -99,8 +107,9 @@ def wheelhouse(args) -> int:
         for stale in args.dir.glob("*.whl"):  # another version of a package would stop the install there
             if wheel_name(stale.name) not in wanted or f"-{wanted[wheel_name(stale.name)]}-" not in stale.name:
                 stale.unlink()
-        proc = subprocess.run(pip_download_command(args.dir, pins, python=sys.executable), text=True,
-                              capture_output=True, check=False)
+        proc = subprocess.run(
+            pip_download_command(args.dir, pins, python=sys.executable), text=True, capture_output=True, check=False
+        )
         if proc.returncode != 0:
             print(f"error: pip download failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
             return 1
@@ -109,8 +118,10 @@ def wheelhouse(args) -> int:
     atomic_write_text(args.dir / "wheelhouse.json", json.dumps(report, indent=2) + "\n")
     for w in report["wheels"]:
         print(f"{w['mib']:8.2f} MiB  {w['file']}")
-    print(f"wheels {report['wheels_mib']} MiB + working tree {report['tree_mib']} MiB = {report['total_mib']} MiB "
-          f"of {report['limit_mib']} MiB ({'fits' if report['fits'] else 'does NOT fit'})")
+    print(
+        f"wheels {report['wheels_mib']} MiB + working tree {report['tree_mib']} MiB = {report['total_mib']} MiB "
+        f"of {report['limit_mib']} MiB ({'fits' if report['fits'] else 'does NOT fit'})"
+    )
     for p in report["problems"]:
         print(f"error: {p}", file=sys.stderr)
     return 0 if report["fits"] else 1
@@ -132,8 +143,12 @@ def environment_record() -> dict:
     env["cuda"] = torch.version.cuda
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env["device"] = {"name": props.name, "total_gib": round(props.total_memory / 2**30, 2),
-                         "capability": f"{props.major}.{props.minor}", "count": torch.cuda.device_count()}
+        env["device"] = {
+            "name": props.name,
+            "total_gib": round(props.total_memory / 2**30, 2),
+            "capability": f"{props.major}.{props.minor}",
+            "count": torch.cuda.device_count(),
+        }
     else:
         env["device"] = None
     try:
@@ -149,20 +164,45 @@ def run_tests(out: Path, timeout_s: float) -> dict:
 
     files = gpu_test_files(REPO / "tests")
     junit = out / "gpu-tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-q", "-rs",
-           f"--junitxml={junit}", *map(str, files)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src")])))
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rs",
+        f"--junitxml={junit}",
+        *map(str, files),
+    ]
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        AXOLOTL_DO_NOT_TRACK="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src")])),
+    )
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
         status, text = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
-        status, text = "timeout", (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) \
-            else (exc.stdout or "")
+        status, text = (
+            "timeout",
+            (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or ""),
+        )
     (out / "gpu-tests.log").write_text(text[-200_000:], encoding="utf-8")
-    result = {"files": [str(f.relative_to(REPO)) for f in files], "exit_status": status,
-              "wall_s": round(time.monotonic() - t0, 1), "passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    result = {
+        "files": [str(f.relative_to(REPO)) for f in files],
+        "exit_status": status,
+        "wall_s": round(time.monotonic() - t0, 1),
+        "passed": 0,
+        "failed": 0,
+        "errors": 0,
+        "skipped": 0,
+    }
     if junit.exists():
         result.update(parse_junit(junit))
     elif status == "timeout":
@@ -181,8 +221,10 @@ def run(args) -> int:
     from mixtral_ft.util.provenance import now_iso
 
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print("error: no CUDA device; this check is for a lent GPU machine (--allow-cpu runs it on CPU, tiny "
-              "width only)", file=sys.stderr)
+        print(
+            "error: no CUDA device; this check is for a lent GPU machine (--allow-cpu runs it on CPU, tiny width only)",
+            file=sys.stderr,
+        )
         return 2
     if args.width == "full" and not torch.cuda.is_available():
         print("error: --width full needs a CUDA device; use --width tiny on CPU", file=sys.stderr)
@@ -194,12 +236,27 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    summary: dict = {"schema": SUMMARY_SCHEMA, "started_at": now_iso(), "ended_at": None, "wall_s": None,
-                     "environment": environment_record(), "tests": None, "bench": None, "ok": False,
-                     "problems": [], "stages": {}, "options": {
-                         "layers": list(args.layers), "width": args.width, "cases": [c.name for c in cases],
-                         "overrides": list(args.overrides), "steps": args.steps, "warmup": args.warmup,
-                         "budget_s": args.budget_s}}
+    summary: dict = {
+        "schema": SUMMARY_SCHEMA,
+        "started_at": now_iso(),
+        "ended_at": None,
+        "wall_s": None,
+        "environment": environment_record(),
+        "tests": None,
+        "bench": None,
+        "ok": False,
+        "problems": [],
+        "stages": {},
+        "options": {
+            "layers": list(args.layers),
+            "width": args.width,
+            "cases": [c.name for c in cases],
+            "overrides": list(args.overrides),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "budget_s": args.budget_s,
+        },
+    }
     path = args.out / "gpu_check.json"
 
     def flush() -> None:
@@ -219,8 +276,11 @@ def run(args) -> int:
             fn(left)
             summary["stages"][name] = {"status": "ok", "wall_s": round(time.monotonic() - t0, 1)}
         except Exception as exc:  # noqa: BLE001 - record it and go on: the next stage still measures
-            summary["stages"][name] = {"status": "failed", "wall_s": round(time.monotonic() - t0, 1),
-                                       "error": f"{type(exc).__name__}: {exc}"[:500]}
+            summary["stages"][name] = {
+                "status": "failed",
+                "wall_s": round(time.monotonic() - t0, 1),
+                "error": f"{type(exc).__name__}: {exc}"[:500],
+            }
             summary["problems"].append(f"{name}: {type(exc).__name__}: {exc}"[:500])
         flush()
 
@@ -232,10 +292,18 @@ def run(args) -> int:
             summary["problems"].append(f"gpu tests: pytest exit status {t['exit_status']} (see gpu-tests.log)")
 
     def bench(left: float) -> None:
-        results = run_stepbench(StepBenchOptions(layers=args.layers, cases=cases, out=args.work, width=args.width,
-                                                 device="cuda" if torch.cuda.is_available() else "cpu",
-                                                 steps=args.steps, warmup=args.warmup),
-                                say=lambda m: print(m, file=sys.stderr, flush=True))
+        results = run_stepbench(
+            StepBenchOptions(
+                layers=args.layers,
+                cases=cases,
+                out=args.work,
+                width=args.width,
+                device="cuda" if torch.cuda.is_available() else "cpu",
+                steps=args.steps,
+                warmup=args.warmup,
+            ),
+            say=lambda m: print(m, file=sys.stderr, flush=True),
+        )
         summary["bench"] = results
         summary["problems"] += bench_problems(results)
         atomic_write_text(args.out / "bench.md", render_table(results["rows"], results["fits"]))
@@ -243,8 +311,9 @@ def run(args) -> int:
     stage("tests", args.skip_tests, tests)
     stage("bench", args.skip_bench, bench)
     summary["ended_at"] = now_iso()
-    summary["ok"] = not summary["problems"] and all(s["status"] in ("ok", "skipped")
-                                                   for s in summary["stages"].values())
+    summary["ok"] = not summary["problems"] and all(
+        s["status"] in ("ok", "skipped") for s in summary["stages"].values()
+    )
     flush()
     print(json.dumps({k: summary[k] for k in ("ok", "problems", "wall_s")}, indent=1))
     print(f"summary: {path}")

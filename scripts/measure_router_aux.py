@@ -38,18 +38,33 @@ def main(argv: list[str] | None = None) -> int:
             from mixtral_ft.models.tiny import build_tiny_mixtral, default_corpus
 
             model = build_tiny_mixtral(Path(tmp) / "tiny-mixtral", sample_path=default_corpus())
-        values = render(RenderRequest(task=args.task, data_dir=Path(tmp), profile=args.profile, run_dir=Path(tmp),
-                                      base_model=str(model))).values
+        values = render(
+            RenderRequest(
+                task=args.task, data_dir=Path(tmp), profile=args.profile, run_dir=Path(tmp), base_model=str(model)
+            )
+        ).values
         lora, coef = setup_from_config(values)
         m = measure(model, coef, lora)
-    print(f"model: {m.model if args.model else 'tiny random Mixtral (built)'}; LoRA r={lora.r} alpha={lora.alpha} "
-          f"on {','.join(lora.target_modules)}; router_aux_loss_coef={coef} ({args.task} + {args.profile}); "
-          f"{m.tokens} tokens")
+    print(
+        f"model: {m.model if args.model else 'tiny random Mixtral (built)'}; LoRA r={lora.r} alpha={lora.alpha} "
+        f"on {','.join(lora.target_modules)}; router_aux_loss_coef={coef} ({args.task} + {args.profile}); "
+        f"{m.tokens} tokens"
+    )
     print(m.table())
     if args.json:
-        args.json.write_text(json.dumps({"model": m.model, "lora": asdict(lora), "coef": coef, "tokens": m.tokens,
-                                         "results": [asdict(r) | {"logged_offset": r.logged_offset}
-                                                     for r in m.results]}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": m.model,
+                    "lora": asdict(lora),
+                    "coef": coef,
+                    "tokens": m.tokens,
+                    "results": [asdict(r) | {"logged_offset": r.logged_offset} for r in m.results],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -73,9 +73,12 @@ class Tally:
         self.width_sum += est.interval.high - est.interval.low
 
     def summary(self) -> dict:
-        return {"datasets": self.datasets, "identifiable": self.identifiable,
-                "coverage": self.covered / self.identifiable if self.identifiable else None,
-                "mean_width": self.width_sum / self.identifiable if self.identifiable else None}
+        return {
+            "datasets": self.datasets,
+            "identifiable": self.identifiable,
+            "coverage": self.covered / self.identifiable if self.identifiable else None,
+            "mean_width": self.width_sum / self.identifiable if self.identifiable else None,
+        }
 
 
 def simulate_rate(datasets: int, seed: int) -> dict:
@@ -134,26 +137,51 @@ def widths(seed: int = 1, repeats: int = 400) -> list[dict]:
             for _ in range(repeats):
                 flagged = _binomial(rng, 300, flag_rate)
                 tp, tn = _binomial(rng, pos, se), _binomial(rng, gold - pos, sp)
-                checker = CheckerEval(Path("simulated"), "", "", None, None, False, tp, pos - tp, gold - pos - tn, tn,
-                                      0, 0)
+                checker = CheckerEval(
+                    Path("simulated"), "", "", None, None, False, tp, pos - tp, gold - pos - tn, tn, 0, 0
+                )
                 est = corrected_rate(flagged, 300, checker)
                 if est.value is None:
                     unidentified += 1
                 else:
                     widths_.append(est.interval.high - est.interval.low)
-            rows.append({"sensitivity": se, "specificity": sp, "gold_items": gold,
-                         "mean_width": sum(widths_) / len(widths_) if widths_ else None,
-                         "not_identifiable": unidentified / repeats})
+            rows.append(
+                {
+                    "sensitivity": se,
+                    "specificity": sp,
+                    "gold_items": gold,
+                    "mean_width": sum(widths_) / len(widths_) if widths_ else None,
+                    "not_identifiable": unidentified / repeats,
+                }
+            )
         # An unlimited gold set (the judge's error known exactly): what the 300 responses alone allow.
-        huge = 10 ** 9
-        unlimited = [lang_reiczigel_interval(_binomial(rng, 300, flag_rate), 300, se * huge * 0.3, huge * 0.3,
-                                             sp * huge * 0.7, huge * 0.7) for _ in range(repeats)]
-        rows.append({"sensitivity": se, "specificity": sp, "gold_items": "unlimited",
-                     "mean_width": sum(ci.high - ci.low for ci in unlimited) / repeats, "not_identifiable": 0.0})
+        huge = 10**9
+        unlimited = [
+            lang_reiczigel_interval(
+                _binomial(rng, 300, flag_rate), 300, se * huge * 0.3, huge * 0.3, sp * huge * 0.7, huge * 0.7
+            )
+            for _ in range(repeats)
+        ]
+        rows.append(
+            {
+                "sensitivity": se,
+                "specificity": sp,
+                "gold_items": "unlimited",
+                "mean_width": sum(ci.high - ci.low for ci in unlimited) / repeats,
+                "not_identifiable": 0.0,
+            }
+        )
     # The same 300 responses labelled without error: the floor no gold set can beat.
     w = wilson_interval(15, 300)
-    rows.append({"sensitivity": 1.0, "specificity": 1.0, "gold_items": "perfect judge",
-                 "mean_width": w.high - w.low, "not_identifiable": 0.0})
+    rows.append(
+        {
+            "sensitivity": 1.0,
+            "specificity": 1.0,
+            "gold_items": "perfect judge",
+            "mean_width": w.high - w.low,
+            "not_identifiable": 0.0,
+        }
+    )
     return rows
 
 
@@ -164,22 +192,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--widths", action="store_true", help="also print interval width against gold-set size")
     ap.add_argument("--json", type=Path, help="write the figures to this file")
     args = ap.parse_args(argv)
-    out = {"ranges": RANGES, "seed": args.seed, "rate": simulate_rate(args.datasets, args.seed),
-           "difference": simulate_difference(args.datasets, args.seed + 1)}
+    out = {
+        "ranges": RANGES,
+        "seed": args.seed,
+        "rate": simulate_rate(args.datasets, args.seed),
+        "difference": simulate_difference(args.datasets, args.seed + 1),
+    }
     r, d = out["rate"]["overall"], out["difference"]["overall"]
-    print(f"corrected rate: {r['coverage']:.1%} of {r['identifiable']} identifiable data sets covered by the "
-          f"nominal 95% interval ({r['datasets'] - r['identifiable']} of {r['datasets']} not identifiable); "
-          f"mean width {r['mean_width']:.3f}")
+    print(
+        f"corrected rate: {r['coverage']:.1%} of {r['identifiable']} identifiable data sets covered by the "
+        f"nominal 95% interval ({r['datasets'] - r['identifiable']} of {r['datasets']} not identifiable); "
+        f"mean width {r['mean_width']:.3f}"
+    )
     for band, t in out["rate"]["by_true_rate"].items():
         print(f"  true rate {band:>6}: {t['coverage']:.1%} of {t['identifiable']}, mean width {t['mean_width']:.3f}")
-    print(f"corrected difference B - A: {d['coverage']:.1%} of {d['identifiable']} covered "
-          f"({d['datasets'] - d['identifiable']} not identifiable); mean width {d['mean_width']:.3f}")
+    print(
+        f"corrected difference B - A: {d['coverage']:.1%} of {d['identifiable']} covered "
+        f"({d['datasets'] - d['identifiable']} not identifiable); mean width {d['mean_width']:.3f}"
+    )
     if args.widths:
         out["widths"] = widths(args.seed)
         print("interval width vs gold-set size (300 responses, true rate 5%, gold 30% hallucinated):")
         for row in out["widths"]:
-            print(f"  Se {row['sensitivity']:.2f} Sp {row['specificity']:.2f}, gold {row['gold_items']!s:>13}: "
-                  f"mean width {100 * row['mean_width']:.1f} points, not identifiable {row['not_identifiable']:.1%}")
+            print(
+                f"  Se {row['sensitivity']:.2f} Sp {row['specificity']:.2f}, gold {row['gold_items']!s:>13}: "
+                f"mean width {100 * row['mean_width']:.1f} points, not identifiable {row['not_identifiable']:.1%}"
+            )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0

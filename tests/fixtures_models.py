@@ -32,12 +32,21 @@ TC_PROMPT = (
 
 _FACTS = [
     ("The museum opens at 9 am and closes at 5 pm.", "When does the museum open?", "The museum opens at 9 am."),
-    ("Refunds are possible within 30 days with a receipt.", "How long is the refund window?",
-     "Refunds are possible within 30 days."),
-    ("The library has 3 floors and a cafe on the ground floor.", "Where is the cafe?",
-     "The cafe is on the ground floor."),
-    ("The train to the airport leaves every 15 minutes from platform 2.", "How often does the airport train leave?",
-     "It leaves every 15 minutes."),
+    (
+        "Refunds are possible within 30 days with a receipt.",
+        "How long is the refund window?",
+        "Refunds are possible within 30 days.",
+    ),
+    (
+        "The library has 3 floors and a cafe on the ground floor.",
+        "Where is the cafe?",
+        "The cafe is on the ground floor.",
+    ),
+    (
+        "The train to the airport leaves every 15 minutes from platform 2.",
+        "How often does the airport train leave?",
+        "It leaves every 15 minutes.",
+    ),
 ]
 
 
@@ -46,8 +55,16 @@ def rg_rows(split: str, n: int) -> list[dict]:
     rows = []
     for i in range(n):
         context, question, answer = _FACTS[i % len(_FACTS)]
-        rows.append({"id": f"{split}-{i}", "source": "fixture", "group": f"g{i % len(_FACTS)}",
-                     "context": context, "question": question, "answer": answer})
+        rows.append(
+            {
+                "id": f"{split}-{i}",
+                "source": "fixture",
+                "group": f"g{i % len(_FACTS)}",
+                "context": context,
+                "question": question,
+                "answer": answer,
+            }
+        )
     return rows
 
 
@@ -57,19 +74,36 @@ def tc_rows(split: str, n: int) -> list[dict]:
     for i in range(n):
         context, question, answer = _FACTS[i % len(_FACTS)]
         bad = i % 2 == 1
-        response = answer.replace("9", "10").replace("30", "60").replace("ground", "top").replace("15", "40") \
-            if bad else answer
+        response = (
+            answer.replace("9", "10").replace("30", "60").replace("ground", "top").replace("15", "40")
+            if bad
+            else answer
+        )
         verdict = {
             "relevance": {"mistake": False, "explanation": "The response answers the question."},
-            "groundedness": {"mistake": bad, "mistakes": [
-                {"text": response, "type": "contradiction", "explanation": "The context says otherwise."}] if bad else []},
+            "groundedness": {
+                "mistake": bad,
+                "mistakes": [{"text": response, "type": "contradiction", "explanation": "The context says otherwise."}]
+                if bad
+                else [],
+            },
             "corrected_response": answer if bad else None,
         }
-        rows.append({"id": f"{split}-{i}", "source": "fixture", "model": "fixture", "group": f"g{i % len(_FACTS)}",
-                     "context": context, "question": question, "response": response, "verdict": verdict,
-                     "hallucinated": bad,
-                     "prompt": TC_PROMPT.format(context=context, question=question, response=response),
-                     "completion": json.dumps(verdict, sort_keys=True)})
+        rows.append(
+            {
+                "id": f"{split}-{i}",
+                "source": "fixture",
+                "model": "fixture",
+                "group": f"g{i % len(_FACTS)}",
+                "context": context,
+                "question": question,
+                "response": response,
+                "verdict": verdict,
+                "hallucinated": bad,
+                "prompt": TC_PROMPT.format(context=context, question=question, response=response),
+                "completion": json.dumps(verdict, sort_keys=True),
+            }
+        )
     return rows
 
 
@@ -110,8 +144,9 @@ def run_mixft(args: list[str]) -> int:
 
 
 def _train(task: str, data: Path, model: Path, run_dir: Path) -> Path:
-    rc = run_mixft(["train", task, "--data", str(data), "--profile", "cpu", "--base-model", str(model),
-                    "--run-dir", str(run_dir)])
+    rc = run_mixft(
+        ["train", task, "--data", str(data), "--profile", "cpu", "--base-model", str(model), "--run-dir", str(run_dir)]
+    )
     if rc != 0:
         log = run_dir / "train.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"

@@ -48,8 +48,9 @@ def smollm2_dir() -> Path:
 class ServeProcess:
     """``transformers serve MODEL --host 127.0.0.1 --port P`` as a child process group."""
 
-    def __init__(self, model_dir: Path, port: int | None = None, continuous_batching: bool = False,
-                 log_path: Path | None = None):
+    def __init__(
+        self, model_dir: Path, port: int | None = None, continuous_batching: bool = False, log_path: Path | None = None
+    ):
         self.model_dir = Path(model_dir)
         self.port = port or free_port()
         self.continuous_batching = continuous_batching
@@ -66,20 +67,37 @@ class ServeProcess:
 
     def command(self) -> list[str]:
         exe = VENV_BIN / "transformers"
-        cmd = [str(exe) if exe.exists() else shutil.which("transformers") or "transformers", "serve", str(self.model_dir),
-               "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu", "--log-level", "warning"]
+        cmd = [
+            str(exe) if exe.exists() else shutil.which("transformers") or "transformers",
+            "serve",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--device",
+            "cpu",
+            "--log-level",
+            "warning",
+        ]
         if self.continuous_batching:
             cmd.append("--continuous-batching")
         return cmd
 
-    def start(self, timeout: float = 120.0) -> "ServeProcess":
+    def start(self, timeout: float = 120.0) -> ServeProcess:
         import httpx
 
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
+        )
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -94,8 +112,9 @@ class ServeProcess:
             self.kill()
             raise RuntimeError(f"transformers serve did not come up in {timeout}s (log: {self.log_path})")
         # The model loads on the first request; do it now so tests time generation, not loading.
-        httpx.post(f"{self.base_url}/completions", json={"model": self.model, "prompt": "Hi", "max_tokens": 1},
-                   timeout=timeout).raise_for_status()
+        httpx.post(
+            f"{self.base_url}/completions", json={"model": self.model, "prompt": "Hi", "max_tokens": 1}, timeout=timeout
+        ).raise_for_status()
         return self
 
     def alive(self) -> bool:
@@ -107,7 +126,7 @@ class ServeProcess:
             self.proc.wait(timeout=30)
         self.proc = None
 
-    def ensure_up(self) -> "ServeProcess":
+    def ensure_up(self) -> ServeProcess:
         return self if self.alive() else self.start()
 
 
@@ -195,8 +214,10 @@ class FaultProxy:
                     n = self.requests
                 if self.fail_all or n <= self.fail_first:
                     body = b'{"error": "injected by FaultProxy"}'
-                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                    conn.sendall(
+                        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+                    )
                     return
                 if n <= self.delay_first:
                     time.sleep(self.delay_s)

@@ -29,8 +29,15 @@ def mixft_env(extra: dict[str, str] | None = None, full_disk: tuple[Path, int] |
         env["MIXFT_FAULT_FULL_DIR"] = str(full_disk[0])
         env["MIXFT_FAULT_FULL_BYTES"] = str(full_disk[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    env.update(MIXFT_PROGRESS="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1",
-               DO_NOT_TRACK="1", WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    env.update(
+        MIXFT_PROGRESS="0",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        AXOLOTL_DO_NOT_TRACK="1",
+        DO_NOT_TRACK="1",
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env.update(extra or {})
     return env
 
@@ -41,17 +48,20 @@ def mixft_cmd(args: list[str]) -> list[str]:
 
 def start(args: list[str], cwd: Path, **env_kw) -> subprocess.Popen:
     """``mixft ARGS`` as a child process (its own stdout/stderr pipes)."""
-    return subprocess.Popen(mixft_cmd(args), cwd=cwd, env=mixft_env(**env_kw), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        mixft_cmd(args), cwd=cwd, env=mixft_env(**env_kw), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run(args: list[str], cwd: Path, timeout: float = 600, **env_kw) -> subprocess.CompletedProcess:
-    return subprocess.run(mixft_cmd(args), cwd=cwd, env=mixft_env(**env_kw), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        mixft_cmd(args), cwd=cwd, env=mixft_env(**env_kw), capture_output=True, text=True, timeout=timeout
+    )
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 300, proc: subprocess.Popen | None = None,
-               what: str = "the condition") -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float = 300, proc: subprocess.Popen | None = None, what: str = "the condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -122,16 +132,26 @@ def alive(pids: list[int]) -> list[int]:
 
 def leftovers(out: Path) -> list[str]:
     """Hidden siblings an interrupted writer of ``out`` could leave (staging, trash, temp files)."""
-    return sorted(p.name for p in out.parent.iterdir()
-                  if p.name.startswith(f".{out.name}.") and not p.name.endswith(".lock"))
+    return sorted(
+        p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.") and not p.name.endswith(".lock")
+    )
 
 
 def write_qa(path: Path, n: int, start: int = 0) -> Path:
     """``n`` raw Q&A rows (about 300 bytes each) for ``prepare rg``."""
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(start, start + n):
-            fh.write(json.dumps({"id": f"q{i}", "question": f"What is item {i}?",
-                                 "context": f"Item {i} is described here. " * 8, "answer": f"It is item {i}."}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"q{i}",
+                        "question": f"What is item {i}?",
+                        "context": f"Item {i} is described here. " * 8,
+                        "answer": f"It is item {i}.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -169,10 +189,13 @@ def silent_endpoint() -> Iterator[str]:
 def hold_lock(target: Path, cwd: Path) -> subprocess.Popen:
     """A separate process that holds ``target``'s output lock (as a long run of another command
     would) until killed; returns once it holds it."""
-    code = ("import sys, time\nfrom mixtral_ft.util.lock import output_lock\n"
-            "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=cwd, env=mixft_env(),
-                            stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time\nfrom mixtral_ft.util.lock import output_lock\n"
+        "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(target)], cwd=cwd, env=mixft_env(), stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from fixtures_serve import FaultProxy, free_port
+
 from mixtral_ft.backends import available_backends, backend_factory, create_backend
 from mixtral_ft.backends.base import GenerationParams, Request
 from mixtral_ft.backends.openai import backoff_delay
@@ -46,8 +46,15 @@ def test_http_500_retries_are_bounded_and_failures_recorded(monkeypatch):
     proxy = FaultProxy(upstream_port=None)
     proxy.fail_all = True
     try:
-        backend = create_backend("openai", base_url=proxy.base_url, model="m", api_key_env="MY_KEY", concurrency=2,
-                                 max_retries=2, backoff_base=0.01)
+        backend = create_backend(
+            "openai",
+            base_url=proxy.base_url,
+            model="m",
+            api_key_env="MY_KEY",
+            concurrency=2,
+            max_retries=2,
+            backoff_base=0.01,
+        )
         reqs = [Request(f"id{i}", prompt="x") for i in range(3)]
         results = list(backend.run(reqs, GenerationParams(max_new_tokens=4)))
         backend.close()
@@ -64,8 +71,15 @@ def test_max_requests_caps_the_run_and_fails_the_rest():
     proxy = FaultProxy(upstream_port=None)
     proxy.fail_all = True
     try:
-        backend = create_backend("openai", base_url=proxy.base_url, model="m", concurrency=1, max_retries=5,
-                                 max_requests=4, backoff_base=0.01)
+        backend = create_backend(
+            "openai",
+            base_url=proxy.base_url,
+            model="m",
+            concurrency=1,
+            max_retries=5,
+            max_requests=4,
+            backoff_base=0.01,
+        )
         results = list(backend.run([Request(f"id{i}", prompt="x") for i in range(3)], GenerationParams()))
     finally:
         proxy.close()
@@ -75,8 +89,9 @@ def test_max_requests_caps_the_run_and_fails_the_rest():
 
 
 def test_connection_refused_is_retried_then_recorded():
-    backend = create_backend("openai", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=1,
-                             backoff_base=0.01, timeout=2)
+    backend = create_backend(
+        "openai", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=1, backoff_base=0.01, timeout=2
+    )
     (result,) = list(backend.run([Request("a", prompt="x")], GenerationParams()))
     assert not result.ok and "connection error" in result.error and "2 attempt" in result.error
     assert backend.retries == 1
@@ -88,8 +103,10 @@ def test_request_bodies():
     body = b.request_body(Request("a", prompt="P"), GenerationParams(max_new_tokens=7, stop=("\n\n",)))
     assert body == {"model": "m", "max_tokens": 7, "temperature": 0.0, "prompt": "P", "stop": ["\n\n"]}
     chat = create_backend("openai", base_url="http://127.0.0.1:1/v1", model="m", mode="chat")
-    body = chat.request_body(Request("a", messages=({"role": "user", "content": "hi"},)),
-                             GenerationParams(temperature=0.7, top_p=0.9, seed=3))
+    body = chat.request_body(
+        Request("a", messages=({"role": "user", "content": "hi"},)),
+        GenerationParams(temperature=0.7, top_p=0.9, seed=3),
+    )
     assert body["messages"] == [{"role": "user", "content": "hi"}] and body["seed"] == 3 and body["top_p"] == 0.9
     with pytest.raises(UsageError, match="chat"):
         b.request_body(Request("a", messages=({"role": "user", "content": "hi"},)), GenerationParams())

@@ -20,7 +20,8 @@ RUN = Path("/runs/run")
 
 def _rendered_yaml(task: str, profile: str) -> str:
     text = render(RenderRequest(task=task, data_dir=DATA, profile=profile, run_dir=RUN)).to_yaml(
-        f"golden: {task} + profile {profile}")
+        f"golden: {task} + profile {profile}"
+    )
     return text.replace(str(configs_dir().resolve()), "<configs>")
 
 
@@ -80,13 +81,39 @@ def test_zero3_is_refused_with_the_reason_and_the_alternative(task, tmp_path):
 
 def test_zero3_refusal_is_one_line_from_the_cli(tmp_path, capsys):
     out = tmp_path / "axolotl.yml"
-    rc = main(["config", "render", "tc", "--data", str(tmp_path), "--profile", "multi-gpu", "--out", str(out),
-               "--set", f"deepspeed={_zero3(tmp_path)}"])
+    rc = main(
+        [
+            "config",
+            "render",
+            "tc",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "multi-gpu",
+            "--out",
+            str(out),
+            "--set",
+            f"deepspeed={_zero3(tmp_path)}",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: deepspeed: zero3.json is ZeRO-3.") and not out.exists()
-    rc = main(["train", "rg", "--data", str(tmp_path), "--profile", "multi-gpu", "--gpus", "2", "--dry-run",
-               "--set", f"deepspeed={_zero3(tmp_path)}"])
+    rc = main(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "multi-gpu",
+            "--gpus",
+            "2",
+            "--dry-run",
+            "--set",
+            f"deepspeed={_zero3(tmp_path)}",
+        ]
+    )
     assert rc == 2 and "is ZeRO-3" in capsys.readouterr().err
 
 
@@ -95,7 +122,9 @@ def test_deepspeed_stage_2_accepted_and_a_missing_file_named(tmp_path):
 
     ok = tmp_path / "z2.json"
     ok.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    assert render(RenderRequest("rg", DATA, "multi-gpu", RUN, overrides=(f"deepspeed={ok}",))).values["deepspeed"] == str(ok)
+    assert render(RenderRequest("rg", DATA, "multi-gpu", RUN, overrides=(f"deepspeed={ok}",))).values[
+        "deepspeed"
+    ] == str(ok)
     with pytest.raises(ConfigError, match="nope.json: DeepSpeed config not found"):
         render(RenderRequest("rg", DATA, "multi-gpu", RUN, overrides=(f"deepspeed={tmp_path / 'nope.json'}",)))
 
@@ -127,7 +156,9 @@ def test_every_task_and_profile_has_a_micro_batch_sized_for_its_card(task, profi
 def test_per_task_profile_values_show_where_they_came_from(tmp_path, capsys):
     rc = main(["config", "show", "tc", "--data", str(tmp_path), "--profile", "a100-40gb", "--no-validate"])
     assert rc == 0
-    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))}
+    lines = {
+        line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))
+    }
     assert lines["micro_batch_size"].endswith("# profile:a100-40gb/tc")
     assert lines["gradient_accumulation_steps"].endswith("# profile:a100-40gb/tc")
     assert lines["bf16"].endswith("# profile:a100-40gb") and "tasks" not in lines
@@ -165,8 +196,12 @@ def test_report_settings_present():
     assert rg["micro_batch_size"] == 4  # the report's RG run; TC: 2 x 8192 is the same 16,384 tokens
     assert rg["datasets"][0] == {"path": "/data/prepared/train.jsonl", "ds_type": "json", "type": "context_qa.load_v2"}
     assert rg["test_datasets"][0]["path"] == "/data/prepared/test.jsonl"
-    assert tc["datasets"][0]["type"] == {"field_instruction": "prompt", "field_output": "completion",
-                                         "format": "{instruction}", "no_input_format": "{instruction}"}
+    assert tc["datasets"][0]["type"] == {
+        "field_instruction": "prompt",
+        "field_output": "completion",
+        "format": "{instruction}",
+        "no_input_format": "{instruction}",
+    }
     small = render(RenderRequest("rg", DATA, "a100-40gb", RUN)).values
     assert (small["micro_batch_size"], small["gradient_accumulation_steps"]) == (2, 2)
     for task in ("rg", "tc"):
@@ -177,8 +212,7 @@ def test_report_settings_present():
 
 def test_cpu_profile_turns_off_gpu_only_features():
     v = render(RenderRequest("rg", DATA, "cpu", RUN)).values
-    for key in ("bf16", "fp16", "tf32", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel",
-                "quantize_moe_experts"):
+    for key in ("bf16", "fp16", "tf32", "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "quantize_moe_experts"):
         assert v[key] is False, key
     assert v["attn_implementation"] == "sdpa"
     assert "evals_per_epoch" not in v and "saves_per_epoch" not in v  # removed by the profile's nulls
@@ -186,9 +220,23 @@ def test_cpu_profile_turns_off_gpu_only_features():
 
 
 def test_overrides_are_yaml_typed_dotted_and_null_removes():
-    v = render(RenderRequest("rg", DATA, "cpu", RUN, base_model="/models/Mixtral-8x7B-v0.1", overrides=(
-        "learning_rate=1e-4", "model_config.output_router_logits=false", "datasets.0.ds_type=jsonl",
-        "lora_target_modules=[q_proj, v_proj]", "max_steps=null", "special_tokens={pad_token: '<pad>'}"))).values
+    v = render(
+        RenderRequest(
+            "rg",
+            DATA,
+            "cpu",
+            RUN,
+            base_model="/models/Mixtral-8x7B-v0.1",
+            overrides=(
+                "learning_rate=1e-4",
+                "model_config.output_router_logits=false",
+                "datasets.0.ds_type=jsonl",
+                "lora_target_modules=[q_proj, v_proj]",
+                "max_steps=null",
+                "special_tokens={pad_token: '<pad>'}",
+            ),
+        )
+    ).values
     assert v["learning_rate"] == 1e-4
     assert v["model_config"] == {"output_router_logits": False, "router_aux_loss_coef": 0.02}
     assert v["datasets"][0]["ds_type"] == "jsonl" and v["datasets"][0]["type"] == "context_qa.load_v2"
@@ -243,8 +291,21 @@ def test_snapshot_of_known_keys_matches_installed_axolotl():
 
 def test_cli_render_writes_yaml(tmp_path, capsys):
     out = tmp_path / "axolotl.yml"
-    rc = main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "a100-40gb", "--out", str(out),
-               "--set", "num_epochs=3"])
+    rc = main(
+        [
+            "config",
+            "render",
+            "rg",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "a100-40gb",
+            "--out",
+            str(out),
+            "--set",
+            "num_epochs=3",
+        ]
+    )
     assert rc == 0
     text = out.read_text()
     assert text.startswith("# Rendered by mixft")
@@ -256,8 +317,21 @@ def test_cli_render_writes_yaml(tmp_path, capsys):
 
 def test_cli_render_bad_key_is_one_clear_error(tmp_path, capsys):
     out = tmp_path / "axolotl.yml"
-    rc = main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "cpu", "--out", str(out),
-               "--set", "micro_batch_sise=2"])
+    rc = main(
+        [
+            "config",
+            "render",
+            "rg",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "cpu",
+            "--out",
+            str(out),
+            "--set",
+            "micro_batch_sise=2",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error: micro_batch_sise: unknown Axolotl key") and "Did you mean 'micro_batch_size'?" in err
@@ -266,10 +340,26 @@ def test_cli_render_bad_key_is_one_clear_error(tmp_path, capsys):
 
 
 def test_cli_show_marks_where_values_came_from(tmp_path, capsys):
-    rc = main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "a100-40gb", "--no-validate",
-               "--set", "learning_rate=0.0001", "--base-model", "/models/Mixtral-8x7B-v0.1"])
+    rc = main(
+        [
+            "config",
+            "show",
+            "rg",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "a100-40gb",
+            "--no-validate",
+            "--set",
+            "learning_rate=0.0001",
+            "--base-model",
+            "/models/Mixtral-8x7B-v0.1",
+        ]
+    )
     assert rc == 0
-    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))}
+    lines = {
+        line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith((" ", "-"))
+    }
     assert lines["micro_batch_size"].endswith("# profile:a100-40gb")
     assert lines["learning_rate"].endswith("# override")
     assert lines["num_epochs"].endswith("# base")

@@ -77,5 +77,8 @@ def test_problem_collector_caps_then_counts():
     c.count_hidden(3)
     err = c.error()
     assert isinstance(err, InputError) and err.exit_code == 2
-    assert str(err).splitlines() == ["f.jsonl:1: question: missing", "f.jsonl:2: question: missing",
-                                     "... and 6 more problem(s)"]
+    assert str(err).splitlines() == [
+        "f.jsonl:1: question: missing",
+        "f.jsonl:2: question: missing",
+        "... and 6 more problem(s)",
+    ]

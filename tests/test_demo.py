@@ -12,8 +12,21 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.demo]
 
-STAGES = ["model", "prepare_rg", "train_rg", "generate_raw", "generate_ft", "prepare_tc", "train_tc",
-          "judge_tc_raw", "judge_tc_ft", "judge_raw", "judge_ft", "eval", "report"]
+STAGES = [
+    "model",
+    "prepare_rg",
+    "train_rg",
+    "generate_raw",
+    "generate_ft",
+    "prepare_tc",
+    "train_tc",
+    "judge_tc_raw",
+    "judge_tc_ft",
+    "judge_raw",
+    "judge_ft",
+    "eval",
+    "report",
+]
 EVALS = ["compare-rg", "compare-tc", "pipeline", "rg-fine-tuned", "rg-raw", "tc-fine-tuned-checker", "tc-raw-checker"]
 
 

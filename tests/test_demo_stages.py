@@ -16,9 +16,11 @@ def test_a_failed_stage_stops_the_demo_with_its_message(tmp_path):
         ran.append("eval")
         raise UsageError("no item is parsed in both files")
 
-    stages = [("prepare", "prepare rg", lambda: ran.append("prepare") or {"rows": 3}),
-              ("eval", "eval rg, eval tc", fail),
-              ("report", "report", lambda: ran.append("report") or {})]
+    stages = [
+        ("prepare", "prepare rg", lambda: ran.append("prepare") or {"rows": 3}),
+        ("eval", "eval rg, eval tc", fail),
+        ("report", "report", lambda: ran.append("report") or {}),
+    ]
     logged: list[str] = []
     with pytest.raises(DemoStageError) as err:
         run_stages(stages, state, logged.append)

@@ -15,17 +15,32 @@ JUDGE = {"backend": "openai", "model": "judge-x", "adapter": None, "prompt_sha25
 
 
 def verdict(halluc: bool, relevance: bool = False, kind: str = "Evident Conflict") -> dict:
-    return {"relevance": {"mistake": relevance, "explanation": ""},
-            "groundedness": {"mistake": halluc,
-                             "mistakes": [{"text": "x", "type": kind, "explanation": "y"}] if halluc else []},
-            "corrected_response": None}
+    return {
+        "relevance": {"mistake": relevance, "explanation": ""},
+        "groundedness": {
+            "mistake": halluc,
+            "mistakes": [{"text": "x", "type": kind, "explanation": "y"}] if halluc else [],
+        },
+        "corrected_response": None,
+    }
 
 
 def judgement(i: str, halluc: bool | None, score=None, model="m1", source="s1", relevance=False) -> dict:
     ok = halluc is not None
-    return {"id": i, "source": source, "model": model, "group": i, "verdict": verdict(halluc, relevance) if ok else None,
-            "parse_ok": ok, "parse_error": None if ok else "no JSON object in output", "raw": "...",
-            "hallucinated": halluc, "score": score, "latency_s": 0.1, "judge": JUDGE}
+    return {
+        "id": i,
+        "source": source,
+        "model": model,
+        "group": i,
+        "verdict": verdict(halluc, relevance) if ok else None,
+        "parse_ok": ok,
+        "parse_error": None if ok else "no JSON object in output",
+        "raw": "...",
+        "hallucinated": halluc,
+        "score": score,
+        "latency_s": 0.1,
+        "judge": JUDGE,
+    }
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -56,14 +71,28 @@ def load_flags(path: Path, count_relevance: bool = False) -> dict[str, bool | No
 def files(tmp_path):
     # 10 responses; gold: 4 hallucinated. Checker: 1 unparsed, scores everywhere it parsed.
     gold_flags = [True, True, True, True, False, False, False, False, False, False]
-    gold = write(tmp_path / "gold.jsonl", [
-        {"id": f"q{i}", "source": "kb", "model": "gen", "verdict": verdict(h, relevance=(i == 9)), "hallucinated": h}
-        for i, h in enumerate(gold_flags)])
+    gold = write(
+        tmp_path / "gold.jsonl",
+        [
+            {
+                "id": f"q{i}",
+                "source": "kb",
+                "model": "gen",
+                "verdict": verdict(h, relevance=(i == 9)),
+                "hallucinated": h,
+            }
+            for i, h in enumerate(gold_flags)
+        ],
+    )
     pred_flags = [True, True, False, None, True, False, False, False, False, False]
     scores = [0.9, 0.8, 0.3, None, 0.7, 0.2, 0.1, 0.15, 0.05, 0.25]
-    checker = write(tmp_path / "checker.jsonl", [
-        judgement(f"q{i}", h, s, model="gen", source="kb" if i < 6 else "web")
-        for i, (h, s) in enumerate(zip(pred_flags, scores))])
+    checker = write(
+        tmp_path / "checker.jsonl",
+        [
+            judgement(f"q{i}", h, s, model="gen", source="kb" if i < 6 else "web")
+            for i, (h, s) in enumerate(zip(pred_flags, scores))
+        ],
+    )
     return tmp_path, gold, checker
 
 
@@ -142,14 +171,17 @@ def test_mismatched_ids_are_an_error_naming_missing_ids(files, capsys):
 
 
 def test_bad_rows_are_reported_with_file_line_field(tmp_path, capsys):
-    bad = write(tmp_path / "bad.jsonl", [
-        {"id": "a", "hallucinated": "yes"},
-        {"id": "b", "verdict": {"groundedness": {"mistake": True}}},
-        {"id": "a", "hallucinated": True},
-        {"question": "no id"},
-        {"id": "c"},
-        {"id": "d", "hallucinated": True, "score": 1.5},
-    ])
+    bad = write(
+        tmp_path / "bad.jsonl",
+        [
+            {"id": "a", "hallucinated": "yes"},
+            {"id": "b", "verdict": {"groundedness": {"mistake": True}}},
+            {"id": "a", "hallucinated": True},
+            {"question": "no id"},
+            {"id": "c"},
+            {"id": "d", "hallucinated": True, "score": 1.5},
+        ],
+    )
     assert main(["eval", "rg", "--verdicts", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:1: hallucinated: expected true, false or null" in err
@@ -176,7 +208,10 @@ def test_eval_pipeline_and_risk_coverage(files):
     hall_acc = sum(g[i] for i in g if i not in rejected)
     m = r["metrics"]
     assert (m["rejection_rate"]["numerator"], m["rejection_rate"]["denominator"]) == (len(rejected), 10) == (4, 10)
-    assert (m["net_hallucination_rate_all"]["numerator"], m["net_hallucination_rate_all"]["denominator"]) == (hall_acc, 10)
+    assert (m["net_hallucination_rate_all"]["numerator"], m["net_hallucination_rate_all"]["denominator"]) == (
+        hall_acc,
+        10,
+    )
     assert m["net_hallucination_rate_accepted"]["denominator"] == 10 - len(rejected)
     assert hall_acc == 1  # q2: hallucinated, not flagged
     rc = r["risk_coverage"]
@@ -185,8 +220,25 @@ def test_eval_pipeline_and_risk_coverage(files):
     assert "## Risk-coverage" in (out / "report.md").read_text()
     # --unparsed accept and a score threshold
     out2 = tmp / "pipe2"
-    assert main(["eval", "pipeline", "--gold", str(gold), "--checker", str(checker), "--out", str(out2),
-                 "--unparsed", "accept", "--threshold", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "pipeline",
+                "--gold",
+                str(gold),
+                "--checker",
+                str(checker),
+                "--out",
+                str(out2),
+                "--unparsed",
+                "accept",
+                "--threshold",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     m2 = results(out2)["metrics"]
     assert m2["rejection_rate"]["numerator"] == 3
     assert m2["net_hallucination_rate_all"]["numerator"] == 2  # q2 and the unparsed q3 get through
@@ -238,9 +290,17 @@ def test_eval_refuses_judgements_whose_request_failed(tmp_path, capsys):
     path = tmp_path / "judged.jsonl"
     rows = [
         {"id": "a", "verdict": None, "parse_ok": False, "hallucinated": None, "error": "HTTP 503 after 5 attempts"},
-        {"id": "b", "verdict": {"relevance": {"mistake": False, "explanation": ""},
-                                "groundedness": {"mistake": False, "mistakes": []}, "corrected_response": None},
-         "parse_ok": True, "hallucinated": False, "error": None},
+        {
+            "id": "b",
+            "verdict": {
+                "relevance": {"mistake": False, "explanation": ""},
+                "groundedness": {"mistake": False, "mistakes": []},
+                "corrected_response": None,
+            },
+            "parse_ok": True,
+            "hallucinated": False,
+            "error": None,
+        },
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["eval", "rg", "--verdicts", str(path)]) == 2
@@ -291,7 +351,8 @@ def test_unknown_interval_or_policy_is_refused_with_the_choices(files, capsys):
 
 
 def test_cli_choices_are_the_librarys_names():
-    from mixtral_ft.cli._choices import GroupField, IntervalMethod, Unparsed as UnparsedPolicy
+    from mixtral_ft.cli._choices import GroupField, IntervalMethod
+    from mixtral_ft.cli._choices import Unparsed as UnparsedPolicy
     from mixtral_ft.eval.pipeline import UNPARSED_POLICIES
     from mixtral_ft.eval.rg import GROUP_FIELDS
     from mixtral_ft.eval.stats import INTERVAL_METHODS
@@ -307,9 +368,11 @@ def test_help_lists_the_fixed_choices():
     from mixtral_ft.cli.main import app
 
     runner = CliRunner()
-    for argv, shown in ((["eval", "rg", "--help"], ["wilson", "clopper-pearson", "source", "model"]),
-                        (["eval", "pipeline", "--help"], ["reject", "accept", "wilson"]),
-                        (["demo", "--help"], ["smollm2", "tiny"])):
+    for argv, shown in (
+        (["eval", "rg", "--help"], ["wilson", "clopper-pearson", "source", "model"]),
+        (["eval", "pipeline", "--help"], ["reject", "accept", "wilson"]),
+        (["demo", "--help"], ["smollm2", "tiny"]),
+    ):
         text = runner.invoke(app, argv, terminal_width=200, env={"COLUMNS": "200"}).output
         for choice in shown:
             assert choice in text, (argv, choice)

@@ -25,20 +25,44 @@ def write(path: Path, rows: list[dict]) -> Path:
 
 def judged(i: str, flag: bool | None, judge: dict = JUDGE, model: str = "gen") -> dict:
     ok = flag is not None
-    verdict = {"relevance": {"mistake": False, "explanation": ""},
-               "groundedness": {"mistake": bool(flag), "mistakes": [
-                   {"text": "x", "type": "Evident Conflict", "explanation": "y"}] if flag else []},
-               "corrected_response": None} if ok else None
-    return {"id": i, "model": model, "verdict": verdict, "parse_ok": ok, "hallucinated": flag, "judge": judge,
-            "error": None}
+    verdict = (
+        {
+            "relevance": {"mistake": False, "explanation": ""},
+            "groundedness": {
+                "mistake": bool(flag),
+                "mistakes": [{"text": "x", "type": "Evident Conflict", "explanation": "y"}] if flag else [],
+            },
+            "corrected_response": None,
+        }
+        if ok
+        else None
+    )
+    return {
+        "id": i,
+        "model": model,
+        "verdict": verdict,
+        "parse_ok": ok,
+        "hallucinated": flag,
+        "judge": judge,
+        "error": None,
+    }
 
 
 def results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def checker_eval(tmp: Path, tp: int, fn: int, fp: int, tn: int, judge: dict = JUDGE, name: str = "tc",
-                 unparsed_pos: int = 0, extra: list[str] = ()) -> Path:
+def checker_eval(
+    tmp: Path,
+    tp: int,
+    fn: int,
+    fp: int,
+    tn: int,
+    judge: dict = JUDGE,
+    name: str = "tc",
+    unparsed_pos: int = 0,
+    extra: list[str] = (),
+) -> Path:
     """An `eval tc` result dir for a judge with the given confusion matrix on gold."""
     gold, pred = [], []
     cells = [(True, True, tp), (True, False, fn), (False, True, fp), (False, False, tn), (True, None, unparsed_pos)]
@@ -56,8 +80,9 @@ def checker_eval(tmp: Path, tp: int, fn: int, fp: int, tn: int, judge: dict = JU
 
 
 def verdicts(tmp: Path, name: str, flags: list[bool | None], judge: dict = JUDGE) -> Path:
-    return write(tmp / f"{name}.jsonl", [judged(f"r{k}", f, judge, model="m1" if k % 2 else "m2")
-                                         for k, f in enumerate(flags)])
+    return write(
+        tmp / f"{name}.jsonl", [judged(f"r{k}", f, judge, model="m1" if k % 2 else "m2") for k, f in enumerate(flags)]
+    )
 
 
 def test_eval_tc_records_the_checker_identity(tmp_path):
@@ -70,8 +95,9 @@ def test_eval_tc_records_the_checker_identity(tmp_path):
 def test_eval_tc_takes_the_adapter_hash_and_prompt_style_from_the_judge_manifest(tmp_path):
     out = checker_eval(tmp_path, 24, 6, 7, 63)
     pred = tmp_path / "tc-pred.jsonl"
-    (tmp_path / "tc-pred.jsonl.manifest.json").write_text(json.dumps(
-        {"kind": "mixft-judge", "settings": {"adapter_sha256": "b" * 64, "prompt": "tc"}}))
+    (tmp_path / "tc-pred.jsonl.manifest.json").write_text(
+        json.dumps({"kind": "mixft-judge", "settings": {"adapter_sha256": "b" * 64, "prompt": "tc"}})
+    )
     gold = tmp_path / "tc-gold.jsonl"
     assert main(["eval", "tc", "--pred", str(pred), "--gold", str(gold), "--out", str(out), "--force"]) == 0
     assert results(out)["checker"] == JUDGE | {"adapter_sha256": "b" * 64, "prompt": "tc"}
@@ -119,17 +145,23 @@ def test_a_blind_checker_makes_the_rate_not_identifiable_never_a_number(tmp_path
     r = results(out)
     assert r["metrics"]["hallucination_rate"]["value"] == 0.0
     assert r["metrics"]["hallucination_rate_corrected"] == {
-        "value": None, "ci": None, "note": "not identifiable: the checker's recall is 0/10"}
+        "value": None,
+        "ci": None,
+        "note": "not identifiable: the checker's recall is 0/10",
+    }
     assert r["checker_eval"]["identifiable"] is False
     assert "not identifiable: the checker's recall is 0/10" in (out / "report.md").read_text()
 
 
-@pytest.mark.parametrize("cells,reason", [
-    ((5, 5, 12, 12), "no better than chance"),  # Se 0.5 + Sp 0.5 - 1 = 0
-    ((6, 4, 10, 14), "not clearly above 0"),  # J = 0.6 + 0.583 - 1 = 0.18, interval reaches below 0
-    ((0, 0, 3, 21), "no hallucinated gold item"),
-    ((0, 0, 0, 0, 10), "every one of the checker's 10 outputs on the gold set is unparsed"),
-])
+@pytest.mark.parametrize(
+    "cells,reason",
+    [
+        ((5, 5, 12, 12), "no better than chance"),  # Se 0.5 + Sp 0.5 - 1 = 0
+        ((6, 4, 10, 14), "not clearly above 0"),  # J = 0.6 + 0.583 - 1 = 0.18, interval reaches below 0
+        ((0, 0, 3, 21), "no hallucinated gold item"),
+        ((0, 0, 0, 0, 10), "every one of the checker's 10 outputs on the gold set is unparsed"),
+    ],
+)
 def test_other_unidentifiable_judges_say_why(tmp_path, cells, reason):
     tc = checker_eval(tmp_path, *cells[:4], unparsed_pos=cells[4] if len(cells) > 4 else 0)
     v = verdicts(tmp_path, "ft", [True] * 5 + [False] * 20)
@@ -153,8 +185,9 @@ def test_a_perfect_judge_leaves_the_rate_unchanged(tmp_path):
     assert ci["high"] - ci["low"] > m["hallucination_rate"]["ci"]["high"] - m["hallucination_rate"]["ci"]["low"]
 
 
-@pytest.mark.parametrize("field,value", [("model", "models/other"), ("adapter", "runs/tc2/output"),
-                                         ("prompt_sha256", "c" * 64)])
+@pytest.mark.parametrize(
+    "field,value", [("model", "models/other"), ("adapter", "runs/tc2/output"), ("prompt_sha256", "c" * 64)]
+)
 def test_a_different_judge_is_refused_naming_both(tmp_path, capsys, field, value):
     tc = checker_eval(tmp_path, 24, 6, 7, 63)
     v = verdicts(tmp_path, "ft", [True] * 5 + [False] * 20, judge=JUDGE | {field: value})
@@ -173,8 +206,22 @@ def test_the_adapter_hash_decides_when_both_sides_know_it(tmp_path, capsys):
     for name in ("tc-pred.jsonl", "same.jsonl", "other.jsonl"):
         digest = "d" * 64 if name == "other.jsonl" else "b" * 64
         (tmp_path / f"{name}.manifest.json").write_text(json.dumps({"settings": {"adapter_sha256": digest}}))
-    assert main(["eval", "tc", "--pred", str(tmp_path / "tc-pred.jsonl"), "--gold", str(tmp_path / "tc-gold.jsonl"),
-                 "--out", str(tc), "--force"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "tc",
+                "--pred",
+                str(tmp_path / "tc-pred.jsonl"),
+                "--gold",
+                str(tmp_path / "tc-gold.jsonl"),
+                "--out",
+                str(tc),
+                "--force",
+            ]
+        )
+        == 0
+    )
     moved = JUDGE | {"adapter": "/elsewhere/runs/tc/output"}  # the same weights, given by another path
     same = verdicts(tmp_path, "same", [True] * 5 + [False] * 20, judge=moved)
     assert main(["eval", "rg", "--verdicts", str(same), "--checker-eval", str(tc)]) == 0
@@ -254,8 +301,11 @@ def test_compare_with_nothing_parsed_in_both_is_undefined_not_an_error(tmp_path)
     assert main(["eval", "compare", str(a), str(b), "--out", str(out)]) == 0
     r = results(out)
     assert r["counts"]["items"] == 0 and r["counts"]["excluded_unparsed"] == 10
-    assert r["metrics"]["difference_b_minus_a"] == {"value": None, "ci": None,
-                                                    "note": "undefined: no item is parsed in both files"}
+    assert r["metrics"]["difference_b_minus_a"] == {
+        "value": None,
+        "ci": None,
+        "note": "undefined: no item is parsed in both files",
+    }
     assert r["mcnemar"] is None
     assert "n/a (undefined: no item is parsed in both files)" in (out / "report.md").read_text()
 
@@ -264,21 +314,97 @@ def test_the_report_shows_judge_error_and_corrected_rates(tmp_path, capsys):
     tc = checker_eval(tmp_path, 24, 6, 7, 63, extra=["--label", "judge"])
     blind = checker_eval(tmp_path, 0, 10, 0, 24, name="blind")
     ft = verdicts(tmp_path, "ft", [True] * 45 + [False] * 155)
-    assert main(["eval", "rg", "--verdicts", str(ft), "--checker-eval", str(tc), "--label", "ft",
-                 "--out", str(tmp_path / "rg-ft")]) == 0
-    assert main(["eval", "rg", "--verdicts", str(ft), "--checker-eval", str(blind), "--label", "ft (blind judge)",
-                 "--out", str(tmp_path / "rg-blind")]) == 0
-    assert main(["eval", "rg", "--verdicts", str(ft), "--label", "ft (no checker eval)",
-                 "--out", str(tmp_path / "rg-plain")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "rg",
+                "--verdicts",
+                str(ft),
+                "--checker-eval",
+                str(tc),
+                "--label",
+                "ft",
+                "--out",
+                str(tmp_path / "rg-ft"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "rg",
+                "--verdicts",
+                str(ft),
+                "--checker-eval",
+                str(blind),
+                "--label",
+                "ft (blind judge)",
+                "--out",
+                str(tmp_path / "rg-blind"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "rg",
+                "--verdicts",
+                str(ft),
+                "--label",
+                "ft (no checker eval)",
+                "--out",
+                str(tmp_path / "rg-plain"),
+            ]
+        )
+        == 0
+    )
     raw = verdicts(tmp_path, "raw", [True] * 60 + [False] * 140)
-    assert main(["eval", "compare", str(raw), str(ft), "--checker-eval", str(tc), "--label", "raw vs ft",
-                 "--out", str(tmp_path / "cmp")]) == 0
-    assert main(["eval", "compare", str(raw), str(ft), "--label", "raw vs ft (plain)",
-                 "--out", str(tmp_path / "cmp-plain")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "compare",
+                str(raw),
+                str(ft),
+                "--checker-eval",
+                str(tc),
+                "--label",
+                "raw vs ft",
+                "--out",
+                str(tmp_path / "cmp"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["eval", "compare", str(raw), str(ft), "--label", "raw vs ft (plain)", "--out", str(tmp_path / "cmp-plain")]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "report"
-    assert main(["report", str(tmp_path / "rg-ft"), str(tmp_path / "rg-blind"), str(tmp_path / "rg-plain"),
-                 str(tc), str(tmp_path / "cmp"), str(tmp_path / "cmp-plain"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "rg-ft"),
+                str(tmp_path / "rg-blind"),
+                str(tmp_path / "rg-plain"),
+                str(tc),
+                str(tmp_path / "cmp"),
+                str(tmp_path / "cmp-plain"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "not identifiable: the checker's recall is 0/10" in printed and "not corrected" in printed
     md = (out / "report.md").read_text()
@@ -291,5 +417,7 @@ def test_the_report_shows_judge_error_and_corrected_rates(tmp_path, capsys):
     assert "| comparison | judge sensitivity | judge specificity | A corrected | B corrected | B - A corrected |" in md
     assert "| raw vs ft | 80.0% [62.7%, 90.5%] (24/30) | 90.0% [80.8%, 95.1%] (63/70) | 28.6% [" in md
     assert "| raw vs ft (plain) | not measured | not measured | not corrected" in md
-    assert math.isclose(json.loads((out / "report.json").read_text())["summary"][0]["hallucination_rate_corrected"][
-        "value"], (0.225 + 0.9 - 1) / 0.7)
+    assert math.isclose(
+        json.loads((out / "report.json").read_text())["summary"][0]["hallucination_rate_corrected"]["value"],
+        (0.225 + 0.9 - 1) / 0.7,
+    )

@@ -10,8 +10,14 @@ import pytest
 from mixtral_ft.cli.main import main
 
 # From ../shared/datasets/ragtruth-qa/README.md.
-README_PER_MODEL = {"gpt-4-0613": (5, 138), "gpt-3.5-turbo-0613": (8, 133), "llama-2-7b-chat": (84, 139),
-                    "llama-2-13b-chat": (59, 139), "llama-2-70b-chat": (51, 137), "mistral-7B-instruct": (52, 131)}
+README_PER_MODEL = {
+    "gpt-4-0613": (5, 138),
+    "gpt-3.5-turbo-0613": (8, 133),
+    "llama-2-7b-chat": (84, 139),
+    "llama-2-13b-chat": (59, 139),
+    "llama-2-70b-chat": (51, 137),
+    "mistral-7B-instruct": (52, 131),
+}
 
 
 def ragtruth_items(path: Path, out: Path) -> Path:
@@ -20,8 +26,14 @@ def ragtruth_items(path: Path, out: Path) -> Path:
     for line in path.read_text(encoding="utf-8").splitlines():
         q = json.loads(line)
         for resp in q["responses"]:
-            rows.append({"id": f"{q['source_id']}-{resp['model']}", "source": "ragtruth", "model": resp["model"],
-                         "hallucinated": bool(resp["labels"])})
+            rows.append(
+                {
+                    "id": f"{q['source_id']}-{resp['model']}",
+                    "source": "ragtruth",
+                    "model": resp["model"],
+                    "hallucinated": bool(resp["labels"]),
+                }
+            )
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return out
 

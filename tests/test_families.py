@@ -42,8 +42,9 @@ def _has(values: dict, path: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("model_type,moe", [("mixtral", True), ("mistral", False), ("llama", False),
-                                            ("qwen2", False), ("qwen3", False)])
+@pytest.mark.parametrize(
+    "model_type,moe", [("mixtral", True), ("mistral", False), ("llama", False), ("qwen2", False), ("qwen3", False)]
+)
 def test_family_comes_from_config_json(tmp_path, model_type, moe):
     d = model_dir(tmp_path, model_type)
     decision = detect_family(str(d))
@@ -51,27 +52,30 @@ def test_family_comes_from_config_json(tmp_path, model_type, moe):
     assert decision.evidence == f"model_type '{model_type}' in {d / 'config.json'}"
 
 
-@pytest.mark.parametrize("name,family", [
-    ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral"),
-    ("mistralai/Mixtral-8x22B-v0.1", "mixtral"),
-    ("mistralai/Mistral-7B-Instruct-v0.3", "mistral"),
-    ("mistralai/Mistral-Nemo-Instruct-2407", "mistral"),
-    ("meta-llama/Llama-3.1-8B-Instruct", "llama"),
-    ("meta-llama/Meta-Llama-3-8B", "llama"),
-    ("meta-llama/Llama-2-7b-hf", "llama"),
-    ("Qwen/Qwen2.5-7B-Instruct", "qwen2"),
-    ("Qwen/Qwen2-7B", "qwen2"),
-    ("Qwen/Qwen3-8B", "qwen3"),
-    ("models/Mixtral-8x7B-Instruct-v0.1", "mixtral"),  # the README's local copy, rendered on another machine
-    # names whose model_type is not one of the families: refused rather than guessed
-    ("Qwen/Qwen3-30B-A3B", None),
-    ("Qwen/Qwen2-57B-A14B", None),
-    ("Qwen/Qwen2.5-VL-7B-Instruct", None),
-    ("meta-llama/Llama-3.2-11B-Vision-Instruct", None),
-    ("meta-llama/Llama-4-Scout-17B-16E", None),
-    ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", None),
-    ("google/gemma-2-9b", None),
-])
+@pytest.mark.parametrize(
+    "name,family",
+    [
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral"),
+        ("mistralai/Mixtral-8x22B-v0.1", "mixtral"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral"),
+        ("mistralai/Mistral-Nemo-Instruct-2407", "mistral"),
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama"),
+        ("meta-llama/Meta-Llama-3-8B", "llama"),
+        ("meta-llama/Llama-2-7b-hf", "llama"),
+        ("Qwen/Qwen2.5-7B-Instruct", "qwen2"),
+        ("Qwen/Qwen2-7B", "qwen2"),
+        ("Qwen/Qwen3-8B", "qwen3"),
+        ("models/Mixtral-8x7B-Instruct-v0.1", "mixtral"),  # the README's local copy, rendered on another machine
+        # names whose model_type is not one of the families: refused rather than guessed
+        ("Qwen/Qwen3-30B-A3B", None),
+        ("Qwen/Qwen2-57B-A14B", None),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", None),
+        ("meta-llama/Llama-3.2-11B-Vision-Instruct", None),
+        ("meta-llama/Llama-4-Scout-17B-16E", None),
+        ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", None),
+        ("google/gemma-2-9b", None),
+    ],
+)
 def test_hub_ids_assume_the_family_from_the_name_conservatively(name, family):
     if family is None:
         with pytest.raises(ConfigError, match=r"hf download .* --local-dir DIR"):
@@ -122,8 +126,9 @@ def test_dense_models_render_without_moe_keys_and_with_mlp_lora(tmp_path, task, 
     assert r.sources["lora_mlp_kernel"] == ("profile:cpu" if profile == "cpu" else "model-family")
     assert r.notes[0] == f"model family: {model_type} (dense; model_type '{model_type}' in {d / 'config.json'})"
     assert r.notes[1].startswith("removed for a dense model: ")
-    assert ("quantize_moe_experts (from profile:cpu)" if profile == "cpu" else
-            "quantize_moe_experts (from base)") in r.notes[1]
+    assert (
+        "quantize_moe_experts (from profile:cpu)" if profile == "cpu" else "quantize_moe_experts (from base)"
+    ) in r.notes[1]
     assert v["gradient_checkpointing_kwargs"] == {"use_reentrant": False}  # harmless without a router: kept
 
 
@@ -150,15 +155,33 @@ def test_a_local_mixtral_renders_like_the_shipped_hub_id(tmp_path, profile):
 
 def test_overrides_still_win_and_moe_keys_on_a_dense_model_are_refused(tmp_path):
     d = model_dir(tmp_path, "llama")
-    v = render(RenderRequest("rg", DATA, "a100-80gb", RUN, base_model=str(d),
-                             overrides=("lora_target_modules=[q_proj, v_proj]", "lora_mlp_kernel=false"))).values
+    v = render(
+        RenderRequest(
+            "rg",
+            DATA,
+            "a100-80gb",
+            RUN,
+            base_model=str(d),
+            overrides=("lora_target_modules=[q_proj, v_proj]", "lora_mlp_kernel=false"),
+        )
+    ).values
     assert v["lora_target_modules"] == ["q_proj", "v_proj"] and v["lora_mlp_kernel"] is False
     with pytest.raises(ConfigError) as e:
-        render(RenderRequest("rg", DATA, "a100-80gb", RUN, base_model=str(d),
-                             overrides=("quantize_moe_experts=true", "model_config.router_aux_loss_coef=0.01")))
+        render(
+            RenderRequest(
+                "rg",
+                DATA,
+                "a100-80gb",
+                RUN,
+                base_model=str(d),
+                overrides=("quantize_moe_experts=true", "model_config.router_aux_loss_coef=0.01"),
+            )
+        )
     assert e.value.errors == [
         f"{key}: only applies to mixture-of-experts models; the base model is llama (dense; model_type 'llama' "
-        f"in {d / 'config.json'})" for key in ("quantize_moe_experts", "model_config.router_aux_loss_coef")]
+        f"in {d / 'config.json'})"
+        for key in ("quantize_moe_experts", "model_config.router_aux_loss_coef")
+    ]
 
 
 def test_base_model_set_with_set_is_detected_too(tmp_path):
@@ -169,8 +192,20 @@ def test_base_model_set_with_set_is_detected_too(tmp_path):
 
 def test_show_and_the_rendered_file_say_what_the_family_decided(tmp_path, capsys):
     d = model_dir(tmp_path, "mistral")
-    rc = main(["config", "show", "rg", "--data", str(tmp_path), "--profile", "h100-80gb", "--no-validate",
-               "--base-model", str(d)])
+    rc = main(
+        [
+            "config",
+            "show",
+            "rg",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "h100-80gb",
+            "--no-validate",
+            "--base-model",
+            str(d),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out.splitlines()
     keyed = {line.split(":")[0]: line for line in out if not line.startswith((" ", "-", "#"))}
@@ -179,19 +214,51 @@ def test_show_and_the_rendered_file_say_what_the_family_decided(tmp_path, capsys
     assert keyed["lora_r"].endswith("# base")
     assert "quantize_moe_experts" not in keyed and "model_config" not in keyed
     assert out[-2] == f"# model family: mistral (dense; model_type 'mistral' in {d / 'config.json'})"
-    assert out[-1] == ("# removed for a dense model: quantize_moe_experts (from base), "
-                       "model_config.output_router_logits (from base), model_config.router_aux_loss_coef (from base)")
+    assert out[-1] == (
+        "# removed for a dense model: quantize_moe_experts (from base), "
+        "model_config.output_router_logits (from base), model_config.router_aux_loss_coef (from base)"
+    )
     target = tmp_path / "axolotl.yml"
-    assert main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "cpu", "--no-validate",
-                 "--base-model", str(d), "--out", str(target)]) == 0
+    assert (
+        main(
+            [
+                "config",
+                "render",
+                "rg",
+                "--data",
+                str(tmp_path),
+                "--profile",
+                "cpu",
+                "--no-validate",
+                "--base-model",
+                str(d),
+                "--out",
+                str(target),
+            ]
+        )
+        == 0
+    )
     assert "# model family: mistral (dense;" in target.read_text()
 
 
 def test_unknown_family_is_a_one_line_cli_error(tmp_path, capsys):
     d = model_dir(tmp_path, "phi3")
     out = tmp_path / "axolotl.yml"
-    rc = main(["config", "render", "rg", "--data", str(tmp_path), "--profile", "cpu", "--base-model", str(d),
-               "--out", str(out)])
+    rc = main(
+        [
+            "config",
+            "render",
+            "rg",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "cpu",
+            "--base-model",
+            str(d),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {d / 'config.json'}: model_type: 'phi3' is not a family mixft has configs for")
@@ -207,8 +274,14 @@ def test_family_table_matches_the_transformers_model_classes(family):
 
     fam = family_named(family)
     config_cls = CONFIG_MAPPING[fam.model_types[0]]
-    config = config_cls(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
-                        num_key_value_heads=2, vocab_size=128)
+    config = config_cls(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+    )
     with torch.device("meta"):
         model = MODEL_FOR_CAUSAL_LM_MAPPING[config_cls]._from_config(config)
     linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -226,9 +299,14 @@ def test_family_table_matches_the_transformers_model_classes(family):
 def test_router_aux_loss_coef_is_a_float_or_an_error():
     """transformers' strict MixtralConfig rejects an int coefficient, but only after Axolotl has started."""
     v = render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("model_config.router_aux_loss_coef=1",))).values
-    assert v["model_config"]["router_aux_loss_coef"] == 1.0 and isinstance(v["model_config"]["router_aux_loss_coef"], float)
-    with pytest.raises(ConfigError, match=r"model_config.router_aux_loss_coef: expected a number >= 0 such as 0.02, "
-                                          r"got 'high'"):
+    assert v["model_config"]["router_aux_loss_coef"] == 1.0 and isinstance(
+        v["model_config"]["router_aux_loss_coef"], float
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"model_config.router_aux_loss_coef: expected a number >= 0 such as 0.02, "
+        r"got 'high'",
+    ):
         render(RenderRequest("rg", DATA, "cpu", RUN, overrides=("model_config.router_aux_loss_coef=high",)))
 
 

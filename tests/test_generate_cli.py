@@ -23,14 +23,17 @@ def test_rg_prompt_is_context_qa_load_v2():
     assert msg["role"] == "user" and msg["content"].endswith("Context: C1\n\nQuestion: Q?")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Answer: Paris.", ("Paris.", True)),
-    (" Answer:Paris.\n", ("Paris.", True)),
-    ("Answer: \nLine one\nline two", ("Line one\nline two", True)),
-    ("Paris.", ("Paris.", False)),
-    ("The Answer: is Paris", ("The Answer: is Paris", False)),
-    ("", ("", False)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Answer: Paris.", ("Paris.", True)),
+        (" Answer:Paris.\n", ("Paris.", True)),
+        ("Answer: \nLine one\nline two", ("Line one\nline two", True)),
+        ("Paris.", ("Paris.", False)),
+        ("The Answer: is Paris", ("The Answer: is Paris", False)),
+        ("", ("", False)),
+    ],
+)
 def test_strip_answer_prefix(text, expected):
     assert strip_answer_prefix(text) == expected
 
@@ -67,8 +70,16 @@ def _open(out, settings_sha256, force=False):
 def test_resumable_output_skips_done_retries_failed_and_cuts_torn_tail(tmp_path):
     out = tmp_path / "gen.jsonl"
     manifest_path_for(out).write_text(json.dumps({"settings_sha256": "S"}))
-    _write(out, [{"id": "a", "error": None}, {"id": "b", "error": "HTTP 500"}, {"id": "c", "error": None},
-                 {"id": "a", "error": None}], tail='{"id": "d", "err')
+    _write(
+        out,
+        [
+            {"id": "a", "error": None},
+            {"id": "b", "error": "HTTP 500"},
+            {"id": "c", "error": None},
+            {"id": "a", "error": None},
+        ],
+        tail='{"id": "d", "err',
+    )
     inputs = [{"id": k} for k in "abcd"]
     with ResumableOutput(out, "S") as res:
         plan = res.resume(inputs)
@@ -112,8 +123,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "Unknown backend 'hff'. Did you mean 'hf'?" in capsys.readouterr().err
     assert main(["generate", "--data", str(data), "--out", str(out), "-m", "x", "--backend", "openai"]) == 2
     assert "--base-url" in capsys.readouterr().err
-    assert main(["generate", "--data", str(data), "--out", str(out), "-m", "x", "--backend", "openai",
-                 "--base-url", "http://127.0.0.1:9/v1"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "-m",
+                "x",
+                "--backend",
+                "openai",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{data}:2: id: duplicate id '1'" in err and f"{data}:2: context:" in err and f"{data}:2: question:" in err
     assert not out.exists()
@@ -129,8 +156,23 @@ def test_failed_endpoint_items_are_written_and_exit_nonzero(tmp_path, capsys, mo
     data = tmp_path / "test.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "context": "c", "question": "q"}) + "\n" for i in range(3)))
     out = tmp_path / "gen.jsonl"
-    args = ["generate", "--data", str(data), "--out", str(out), "-m", "m", "--backend", "openai",
-            "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "0", "--timeout", "2"]
+    args = [
+        "generate",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "-m",
+        "m",
+        "--backend",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{free_port()}/v1",
+        "--max-retries",
+        "0",
+        "--timeout",
+        "2",
+    ]
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "3 item(s) failed" in captured.err and "re-run" in captured.err
@@ -156,11 +198,24 @@ def test_generate_and_judge_share_one_backend_option_group():
     options = {}
     for name in ("generate", "judge"):
         cmd = root.commands[name]
-        options[name] = {p.name: (p.opts, p.default, p.help) for p in cmd.params
-                         if getattr(p, "rich_help_panel", None) in ("Model and backend", "Decoding")}
+        options[name] = {
+            p.name: (p.opts, p.default, p.help)
+            for p in cmd.params
+            if getattr(p, "rich_help_panel", None) in ("Model and backend", "Decoding")
+        }
     assert options["generate"].keys() == options["judge"].keys()
-    assert {"model", "adapter", "backend", "base_url", "endpoint_mode", "batch_size", "concurrency", "seed",
-            "stop", "max_new_tokens"} <= options["generate"].keys()
+    assert {
+        "model",
+        "adapter",
+        "backend",
+        "base_url",
+        "endpoint_mode",
+        "batch_size",
+        "concurrency",
+        "seed",
+        "stop",
+        "max_new_tokens",
+    } <= options["generate"].keys()
     for key in options["generate"]:
         if key != "max_new_tokens":
             assert options["generate"][key] == options["judge"][key], key

@@ -23,8 +23,11 @@ def test_prompt_ids_are_axolotls_masked_prefix(tiny_mixtral_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_mixtral_dir)
     strategy = ContextQaV2PromptTokenizingStrategy(ContextV2Prompter(), tok, False, 2048)
-    row = {"context": "The museum opens at 9 am.\n\nIt closes at 5 pm.", "question": "When does it open?",
-           "answer": "At 9 am."}
+    row = {
+        "context": "The museum opens at 9 am.\n\nIt closes at 5 pm.",
+        "question": "When does it open?",
+        "answer": "At 9 am.",
+    }
     trained = strategy.tokenize_prompt(row)
     n_prompt = sum(1 for label in trained["labels"] if label == -100)
     ours = prompt_token_ids(tok, rg_prompt(row["context"], row["question"]))
@@ -36,8 +39,21 @@ def test_prompt_ids_are_axolotls_masked_prefix(tiny_mixtral_dir):
 def test_generate_hf_with_trained_adapter(rg_lora_run, tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
     adapter = rg_lora_run / "output"
     out = tmp_path / "gen.jsonl"
-    args = ["generate", "--data", str(rg_data_dir / "test.jsonl"), "--out", str(out), "-m", str(tiny_mixtral_dir),
-            "--adapter", str(adapter), "--max-new-tokens", "12", "--batch-size", "4"]
+    args = [
+        "generate",
+        "--data",
+        str(rg_data_dir / "test.jsonl"),
+        "--out",
+        str(out),
+        "-m",
+        str(tiny_mixtral_dir),
+        "--adapter",
+        str(adapter),
+        "--max-new-tokens",
+        "12",
+        "--batch-size",
+        "4",
+    ]
     assert main(args) == 0
     assert "tokens/s" in capsys.readouterr().out
     rows = [json.loads(l) for l in out.read_text().splitlines()]
@@ -63,8 +79,31 @@ def test_generate_hf_with_trained_adapter(rg_lora_run, tiny_mixtral_dir, rg_data
 def test_generate_hf_sampling_and_stop_strings(tiny_mixtral_dir, rg_data_dir, tmp_path):
     out = [tmp_path / f"s{i}.jsonl" for i in range(2)]
     for path in out:
-        assert main(["generate", "--data", str(rg_data_dir / "test.jsonl"), "--out", str(path), "-m",
-                     str(tiny_mixtral_dir), "--max-new-tokens", "8", "--temperature", "0.9", "--top-p", "0.95",
-                     "--seed", "7", "--stop", "\n", "--limit", "2"]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    "--data",
+                    str(rg_data_dir / "test.jsonl"),
+                    "--out",
+                    str(path),
+                    "-m",
+                    str(tiny_mixtral_dir),
+                    "--max-new-tokens",
+                    "8",
+                    "--temperature",
+                    "0.9",
+                    "--top-p",
+                    "0.95",
+                    "--seed",
+                    "7",
+                    "--stop",
+                    "\n",
+                    "--limit",
+                    "2",
+                ]
+            )
+            == 0
+        )
     a, b = ([json.loads(l)["response"] for l in p.read_text().splitlines()] for p in out)
     assert a == b and all("\n" not in s for s in a)

@@ -5,17 +5,29 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fixtures_serve import fault_proxy, openai_server, smollm2_dir  # noqa: F401
+
 from mixtral_ft.cli.main import main
 
 pytestmark = pytest.mark.slow
 
 ROWS = [
-    {"id": "q1", "source": "s", "group": "g1", "context": "The Eiffel Tower is in Paris.",
-     "question": "Where is the Eiffel Tower?", "answer": "In Paris."},
-    {"id": "q2", "source": "s", "group": "g2", "context": "Water boils at 100 degrees Celsius at sea level.",
-     "question": "At what temperature does water boil?", "answer": "At 100 degrees Celsius."},
+    {
+        "id": "q1",
+        "source": "s",
+        "group": "g1",
+        "context": "The Eiffel Tower is in Paris.",
+        "question": "Where is the Eiffel Tower?",
+        "answer": "In Paris.",
+    },
+    {
+        "id": "q2",
+        "source": "s",
+        "group": "g2",
+        "context": "Water boils at 100 degrees Celsius at sea level.",
+        "question": "At what temperature does water boil?",
+        "answer": "At 100 degrees Celsius.",
+    },
 ]
 
 
@@ -33,8 +45,23 @@ def test_generate_openai_matches_hf_and_resumes(openai_server, fault_proxy, smol
     monkeypatch.setenv("OPENAI_API_KEY", "sk-generate-secret-42")
     data = _data(tmp_path)
     out = tmp_path / "gen.jsonl"
-    args = ["generate", "--data", str(data), "--out", str(out), "-m", openai_server.model, "--backend", "openai",
-            "--base-url", fault_proxy.base_url, "--max-new-tokens", "8", "--concurrency", "2"]
+    args = [
+        "generate",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "-m",
+        openai_server.model,
+        "--backend",
+        "openai",
+        "--base-url",
+        fault_proxy.base_url,
+        "--max-new-tokens",
+        "8",
+        "--concurrency",
+        "2",
+    ]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "wrote 2 row(s)" in stdout and "tokens/s" in stdout
@@ -56,8 +83,24 @@ def test_generate_openai_matches_hf_and_resumes(openai_server, fault_proxy, smol
 
     # The in-process backend, same model, same prompts, greedy: the same text.
     hf_out = tmp_path / "gen_hf.jsonl"
-    assert main(["generate", "--data", str(data), "--out", str(hf_out), "-m", str(smollm2_dir),
-                 "--max-new-tokens", "8", "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(data),
+                "--out",
+                str(hf_out),
+                "-m",
+                str(smollm2_dir),
+                "--max-new-tokens",
+                "8",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     by_id = {r["id"]: r for r in _rows(hf_out)}
     for r in rows:
         assert by_id[r["id"]]["response"] == r["response"]
@@ -67,9 +110,32 @@ def test_generate_openai_matches_hf_and_resumes(openai_server, fault_proxy, smol
 def test_generate_slow_responses_time_out_and_are_retried(openai_server, fault_proxy, tmp_path):
     fault_proxy.delay_first, fault_proxy.delay_s = 1, 20.0
     out = tmp_path / "gen.jsonl"
-    assert main(["generate", "--data", str(_data(tmp_path)), "--out", str(out), "-m", openai_server.model,
-                 "--backend", "openai", "--base-url", fault_proxy.base_url, "--max-new-tokens", "4",
-                 "--concurrency", "1", "--timeout", "10", "--max-retries", "2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(_data(tmp_path)),
+                "--out",
+                str(out),
+                "-m",
+                openai_server.model,
+                "--backend",
+                "openai",
+                "--base-url",
+                fault_proxy.base_url,
+                "--max-new-tokens",
+                "4",
+                "--concurrency",
+                "1",
+                "--timeout",
+                "10",
+                "--max-retries",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = _rows(out)
     assert len(rows) == 2 and all(r["error"] is None for r in rows)
     assert fault_proxy.requests == 3
@@ -78,8 +144,31 @@ def test_generate_slow_responses_time_out_and_are_retried(openai_server, fault_p
 
 def test_generate_chat_mode(openai_server, tmp_path):
     out = tmp_path / "gen.jsonl"
-    assert main(["generate", "--data", str(_data(tmp_path)), "--out", str(out), "-m", openai_server.model,
-                 "--backend", "openai", "--base-url", openai_server.ensure_up().base_url, "--endpoint-mode", "chat",
-                 "--prompt", "chat", "--max-new-tokens", "6", "--limit", "1"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(_data(tmp_path)),
+                "--out",
+                str(out),
+                "-m",
+                openai_server.model,
+                "--backend",
+                "openai",
+                "--base-url",
+                openai_server.ensure_up().base_url,
+                "--endpoint-mode",
+                "chat",
+                "--prompt",
+                "chat",
+                "--max-new-tokens",
+                "6",
+                "--limit",
+                "1",
+            ]
+        )
+        == 0
+    )
     (row,) = _rows(out)
     assert row["model"]["prompt"] == "chat" and row["answer_prefix"] is None and row["response"]

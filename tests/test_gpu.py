@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures_models import run_mixft
 
 pytestmark = pytest.mark.gpu
@@ -65,24 +64,53 @@ def test_axolotl_expert_hook_quantizes_on_cuda(gpu_profile, tiny_mixtral_dir):
     from mixtral_ft.models.quant import FourBitSpec, quantization_record
 
     moe_quant.patch_moe_quantization_on_load(DictDefault({"load_in_4bit": True}))
-    model = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir, quantization_config=FourBitSpec().bnb_config(),
-                                                 device_map={"": 0}, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_mixtral_dir, quantization_config=FourBitSpec().bnb_config(), device_map={"": 0}, dtype=torch.bfloat16
+    )
     assert moe_quant.get_moe_quantized_count() == 4
     assert quantization_record(model) == {"expert_tensors": 4, "expert_tensors_4bit": 4, "linear_4bit": 8}
 
 
-def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(gpu_profile, tiny_mixtral_dir, rg_data_dir,
-                                                                  tmp_path, capsys):
+def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(
+    gpu_profile, tiny_mixtral_dir, rg_data_dir, tmp_path, capsys
+):
     pytest.importorskip("axolotl")
     pytest.importorskip("flash_attn")  # the GPU profiles ask for flash_attention_2; preflight refuses without it
     run = tmp_path / "gpu-run"
-    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", gpu_profile,
-                    "--base-model", str(tiny_mixtral_dir), "--run-dir", str(run), "--probe",
-                    # 12 short rows: 256-token packs, one per batch, so every epoch has steps
-                    "--set", "max_steps=4", "--set", "num_epochs=10", "--set", "sequence_len=256",
-                    "--set", "micro_batch_size=1", "--set", "test_datasets=null",
-                    "--set", "evals_per_epoch=null", "--set", "saves_per_epoch=null",
-                    "--set", "loss_watchdog_threshold=null", "--set", "loss_watchdog_patience=null"])
+    rc = run_mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(rg_data_dir),
+            "--profile",
+            gpu_profile,
+            "--base-model",
+            str(tiny_mixtral_dir),
+            "--run-dir",
+            str(run),
+            "--probe",
+            # 12 short rows: 256-token packs, one per batch, so every epoch has steps
+            "--set",
+            "max_steps=4",
+            "--set",
+            "num_epochs=10",
+            "--set",
+            "sequence_len=256",
+            "--set",
+            "micro_batch_size=1",
+            "--set",
+            "test_datasets=null",
+            "--set",
+            "evals_per_epoch=null",
+            "--set",
+            "saves_per_epoch=null",
+            "--set",
+            "loss_watchdog_threshold=null",
+            "--set",
+            "loss_watchdog_patience=null",
+        ]
+    )
     assert rc == 0, (run / "train.log").read_text()[-4000:]  # needs flash-attn: the profile asks for flash_attention_2
     probe = json.loads((run / "output" / "mixft_probe.json").read_text())
     model = probe["model"]
@@ -98,9 +126,27 @@ def test_full_width_layers_memory_per_layer(gpu_profile, tmp_path):
     pytest.importorskip("axolotl")
     pytest.importorskip("flash_attn")
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_train.py"), "--width", "full",
-                           "--profile", gpu_profile, "--layers", "1,2", "--steps", "3", "--warmup", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_train.py"),
+            "--width",
+            "full",
+            "--profile",
+            gpu_profile,
+            "--layers",
+            "1,2",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     for r in results["rows"]:

@@ -29,13 +29,17 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 
 # Sizes measured on 2026-12-01 (pip download for cp312 manylinux x86_64): docs/training.md, "make gpu-check".
-MEASURED = {"bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl": 43_139_553,
-            "transformers-5.16.1-py3-none-any.whl": 12_080_592, "peft-0.20.0-py3-none-any.whl": 775_777}
+MEASURED = {
+    "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl": 43_139_553,
+    "transformers-5.16.1-py3-none-any.whl": 12_080_592,
+    "peft-0.20.0-py3-none-any.whl": 775_777,
+}
 
 
 def _script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_pip_download_fetches_binary_wheels_for_the_machine_without_dependencies(tmp_path):
@@ -73,14 +77,24 @@ def test_the_measured_wheelhouse_fits_and_axolotl_would_not():
     with_axolotl = dict(MEASURED, **{"axolotl-and-its-imports.whl": int(54.4 * MIB)})
     over = wheelhouse_report(with_axolotl, tree_bytes=1_500_000)
     assert not over["fits"] and over["total_mib"] > 100
-    assert over["problems"] == [(f"wheels {over['wheels_mib']:.1f} MiB + working tree 1.4 MiB = "
-                                 f"{over['total_mib']:.1f} MiB, over the 64 MiB a device call carries")]
+    assert over["problems"] == [
+        (
+            f"wheels {over['wheels_mib']:.1f} MiB + working tree 1.4 MiB = "
+            f"{over['total_mib']:.1f} MiB, over the 64 MiB a device call carries"
+        )
+    ]
 
 
 def test_wheelhouse_refuses_two_versions_and_names_a_missing_wheel():
-    report = wheelhouse_report({"peft-0.20.0-py3-none-any.whl": 10, "peft-0.19.1-py3-none-any.whl": 10,
-                                "jsonschema_specifications-2025.9.1-py3-none-any.whl": 1}, 0,
-                               expected=["peft", "bitsandbytes", "jsonschema-specifications"])
+    report = wheelhouse_report(
+        {
+            "peft-0.20.0-py3-none-any.whl": 10,
+            "peft-0.19.1-py3-none-any.whl": 10,
+            "jsonschema_specifications-2025.9.1-py3-none-any.whl": 1,
+        },
+        0,
+        expected=["peft", "bitsandbytes", "jsonschema-specifications"],
+    )
     assert report["problems"] == ["peft: more than one wheel; keep one version", "bitsandbytes: no wheel"]
     assert not report["fits"]
     assert wheel_name("rpds_py-2026.9.1-cp312-cp312-manylinux_2_17_x86_64.whl") == "rpds-py"
@@ -88,7 +102,9 @@ def test_wheelhouse_refuses_two_versions_and_names_a_missing_wheel():
 
 
 def test_travel_bytes_counts_what_a_device_call_sends(tmp_path):
-    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    def run(*a):
+        return subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
     run("init", "-q")
     (tmp_path / ".gitignore").write_text(".whl/\n")
     (tmp_path / "tracked.txt").write_text("x" * 100)
@@ -110,10 +126,25 @@ def test_junit_counts_and_reasons_from_a_real_pytest_run(tmp_path):
         "def test_ok():\n    assert True\n"
         "def test_bad():\n    assert 1 == 2, 'one is not two'\n"
         "def test_skip():\n    pytest.skip('no CUDA device')\n"
-        "def test_skip_too():\n    pytest.skip('no CUDA device')\n")
+        "def test_skip_too():\n    pytest.skip('no CUDA device')\n"
+    )
     xml = tmp_path / "out.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                    str(tmp_path / "test_sample.py")], capture_output=True, cwd=tmp_path, timeout=120, check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={xml}",
+            str(tmp_path / "test_sample.py"),
+        ],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
     r = parse_junit(xml)
     assert (r["tests"], r["passed"], r["failed"], r["skipped"], r["errors"]) == (4, 1, 1, 2, 0)
     assert r["skipped_reasons"] == {"no CUDA device": 2}
@@ -121,11 +152,30 @@ def test_junit_counts_and_reasons_from_a_real_pytest_run(tmp_path):
 
 
 def _summary(**kw) -> dict:
-    s = {"schema": SUMMARY_SCHEMA, "started_at": "t0", "ended_at": "t1", "wall_s": 1.0, "environment": {},
-         "tests": {"passed": 1, "failed": 0, "errors": 0, "skipped": 3, "exit_status": 0},
-         "bench": {"rows": [{"case": "rg/a100-80gb", "layers": 1, "ok": True, "peak_gib": 9.0,
-                             "micro_batch_size": 4, "sequence_len": 4096}], "fits": {}},
-         "ok": True, "problems": [], "stages": {"tests": {"status": "ok"}, "bench": {"status": "ok"}}}
+    s = {
+        "schema": SUMMARY_SCHEMA,
+        "started_at": "t0",
+        "ended_at": "t1",
+        "wall_s": 1.0,
+        "environment": {},
+        "tests": {"passed": 1, "failed": 0, "errors": 0, "skipped": 3, "exit_status": 0},
+        "bench": {
+            "rows": [
+                {
+                    "case": "rg/a100-80gb",
+                    "layers": 1,
+                    "ok": True,
+                    "peak_gib": 9.0,
+                    "micro_batch_size": 4,
+                    "sequence_len": 4096,
+                }
+            ],
+            "fits": {},
+        },
+        "ok": True,
+        "problems": [],
+        "stages": {"tests": {"status": "ok"}, "bench": {"status": "ok"}},
+    }
     s.update(kw)
     return s
 
@@ -135,32 +185,47 @@ def test_summary_schema():
     bad = _summary(ok="yes", stages={"tests": {"status": "done"}})
     del bad["environment"]
     bad["bench"]["rows"][0].pop("peak_gib")
-    assert validate_summary(bad) == ["environment: missing", "ok: expected <class 'bool'>, got str",
-                                     "bench.rows.0.peak_gib: missing",
-                                     "stages.tests: status must be ok, failed, skipped or running"]
+    assert validate_summary(bad) == [
+        "environment: missing",
+        "ok: expected <class 'bool'>, got str",
+        "bench.rows.0.peak_gib: missing",
+        "stages.tests: status must be ok, failed, skipped or running",
+    ]
     assert validate_summary(_summary(tests=None, bench=None)) == []  # stages that were skipped
 
 
 def test_bench_problems_name_failures_unquantized_experts_and_cards_too_small():
-    rows = [{"case": "tc/a100-40gb", "layers": 1, "ok": False, "error": "CUDA out of memory: tried to allocate"},
-            {"case": "rg/a100-80gb", "layers": 2, "ok": True, "quantization": {"expert_tensors": 4,
-                                                                               "expert_tensors_4bit": 0}}]
-    fits = {"rg/a100-80gb": {"peak_reserved_gib": {"at_layers": 32, "value_at": 46.0}},
-            "tc/a100-40gb": {"peak_gib": {"at_layers": 32, "value_at": 41.3}}}
+    rows = [
+        {"case": "tc/a100-40gb", "layers": 1, "ok": False, "error": "CUDA out of memory: tried to allocate"},
+        {
+            "case": "rg/a100-80gb",
+            "layers": 2,
+            "ok": True,
+            "quantization": {"expert_tensors": 4, "expert_tensors_4bit": 0},
+        },
+    ]
+    fits = {
+        "rg/a100-80gb": {"peak_reserved_gib": {"at_layers": 32, "value_at": 46.0}},
+        "tc/a100-40gb": {"peak_gib": {"at_layers": 32, "value_at": 41.3}},
+    }
     assert bench_problems({"rows": rows, "fits": fits}) == [
         "tc/a100-40gb at 1 layer(s): CUDA out of memory: tried to allocate",
         "rg/a100-80gb at 2 layer(s): 0 of 4 expert tensors in 4-bit",
-        "tc/a100-40gb: peak read at 32 layers is 41.3 GiB, over the 39.4 GiB of the card the profile is sized for"]
+        "tc/a100-40gb: peak read at 32 layers is 41.3 GiB, over the 39.4 GiB of the card the profile is sized for",
+    ]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--out", "OUT"], "no CUDA device; this check is for a lent GPU machine"),
-    (["run", "--allow-cpu", "--out", "OUT"], "--width full needs a CUDA device"),
-    (["run", "--allow-cpu", "--width", "tiny", "--cases", "rg/a100", "--out", "OUT"], "Unknown profile 'a100'"),
-    (["run", "--cases", "xx/a100-80gb", "--out", "OUT"], "expected TASK/PROFILE such as rg/a100-80gb"),
-    (["run", "--layers", "0", "--out", "OUT"], "layer counts must be positive integers"),
-    (["run", "--allow-cpu", "--width", "tiny", "--steps", "0", "--out", "OUT"], "--steps must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--out", "OUT"], "no CUDA device; this check is for a lent GPU machine"),
+        (["run", "--allow-cpu", "--out", "OUT"], "--width full needs a CUDA device"),
+        (["run", "--allow-cpu", "--width", "tiny", "--cases", "rg/a100", "--out", "OUT"], "Unknown profile 'a100'"),
+        (["run", "--cases", "xx/a100-80gb", "--out", "OUT"], "expected TASK/PROFILE such as rg/a100-80gb"),
+        (["run", "--layers", "0", "--out", "OUT"], "layer counts must be positive integers"),
+        (["run", "--allow-cpu", "--width", "tiny", "--steps", "0", "--out", "OUT"], "--steps must be at least 1"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(args, message, tmp_path):
     import torch
 
@@ -186,9 +251,27 @@ def test_the_whole_check_runs_on_cpu_with_the_tiny_model(tmp_path):
     """Every stage of `make gpu-check`, CPU-sized: the gpu tier (it skips here), then the step benchmark on the
     tiny Mixtral at 1 and 2 layers through mixft's 4-bit plan and peft, then the summary."""
     out, work = tmp_path / "out", tmp_path / "work"
-    proc = _script("run", "--allow-cpu", "--width", "tiny", "--layers", "1,2", "--cases", "rg/a100-80gb",
-                   "--set", "sequence_len=32", "--steps", "1", "--warmup", "0", "--out", str(out),
-                   "--work", str(work), timeout=1500)
+    proc = _script(
+        "run",
+        "--allow-cpu",
+        "--width",
+        "tiny",
+        "--layers",
+        "1,2",
+        "--cases",
+        "rg/a100-80gb",
+        "--set",
+        "sequence_len=32",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     assert validate_summary(summary) == []
@@ -200,8 +283,11 @@ def test_the_whole_check_runs_on_cpu_with_the_tiny_model(tmp_path):
     rows = summary["bench"]["rows"]
     assert [(r["case"], r["layers"], r["ok"]) for r in rows] == [("rg/a100-80gb", 1, True), ("rg/a100-80gb", 2, True)]
     for r in rows:
-        assert r["quantization"] == {"expert_tensors": 2 * r["layers"], "expert_tensors_4bit": 2 * r["layers"],
-                                     "linear_4bit": 4 * r["layers"]}
+        assert r["quantization"] == {
+            "expert_tensors": 2 * r["layers"],
+            "expert_tensors_4bit": 2 * r["layers"],
+            "linear_4bit": 4 * r["layers"],
+        }
         assert (r["micro_batch_size"], r["sequence_len"]) == (4, 32) and r["optimizer"] == "adamw_bnb_8bit"
         assert r["gradient_checkpointing_kwargs"] == {"use_reentrant": True} and r["step_s"] > 0
     assert summary["bench"]["fits"]["rg/a100-80gb"]["peak_gib"]["points"] == 2

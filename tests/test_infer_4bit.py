@@ -20,8 +20,25 @@ ALL_4BIT = {"expert_tensors": 4, "expert_tensors_4bit": 4, "linear_4bit": 8}
 
 def test_generate_load_in_4bit_with_adapter(rg_lora_run, tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
     out = tmp_path / "gen.jsonl"
-    assert main(["generate", "--data", str(rg_data_dir / "test.jsonl"), "--out", str(out), "-m", str(tiny_mixtral_dir),
-                 "--adapter", str(rg_lora_run / "output"), "--load-in-4bit", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(rg_data_dir / "test.jsonl"),
+                "--out",
+                str(out),
+                "-m",
+                str(tiny_mixtral_dir),
+                "--adapter",
+                str(rg_lora_run / "output"),
+                "--load-in-4bit",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert "tokens/s" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["error"] is None and 1 <= r["n_new_tokens"] <= 8 for r in rows)
@@ -37,9 +54,27 @@ def test_judge_load_in_4bit_with_adapter(tc_lora_run, tiny_mixtral_dir, tc_data_
     template = tmp_path / "tc_fixture.txt"
     template.write_text(TC_PROMPT)
     out = tmp_path / "j.jsonl"
-    assert main(["judge", "--responses", str(tc_data_dir / "test.jsonl"), "--out", str(out), "-m",
-                 str(tiny_mixtral_dir), "--adapter", str(tc_lora_run / "output"), "--template", str(template),
-                 "--load-in-4bit", "--max-new-tokens", "16"]) == 0
+    assert (
+        main(
+            [
+                "judge",
+                "--responses",
+                str(tc_data_dir / "test.jsonl"),
+                "--out",
+                str(out),
+                "-m",
+                str(tiny_mixtral_dir),
+                "--adapter",
+                str(tc_lora_run / "output"),
+                "--template",
+                str(template),
+                "--load-in-4bit",
+                "--max-new-tokens",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert "parse failures" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["error"] is None and isinstance(r["raw"], str) for r in rows)
@@ -55,8 +90,9 @@ def test_loaded_4bit_model_stores_experts_in_uint8_with_lora_on_attention(rg_lor
 
     from mixtral_ft.models.loading import load_for_inference
 
-    loaded = load_for_inference(str(tiny_mixtral_dir), adapter=str(rg_lora_run / "output"), load_in_4bit=True,
-                                device="cpu")
+    loaded = load_for_inference(
+        str(tiny_mixtral_dir), adapter=str(rg_lora_run / "output"), load_in_4bit=True, device="cpu"
+    )
     model = loaded.model
     assert loaded.quantization == ALL_4BIT
     # The fused experts: uint8 storage behind bitsandbytes' parametrization, 3-D when read.
@@ -91,12 +127,19 @@ def test_expert_lora_over_4bit_experts_equals_dequantized_base_plus_adapter(tiny
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                     target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+        init_lora_weights=False,
+    )
     get_peft_model(base, cfg).save_pretrained(tmp_path / "adapter")
 
-    loaded = load_for_inference(str(tiny_mixtral_dir), adapter=str(tmp_path / "adapter"), load_in_4bit=True,
-                                device="cpu")
+    loaded = load_for_inference(
+        str(tiny_mixtral_dir), adapter=str(tmp_path / "adapter"), load_in_4bit=True, device="cpu"
+    )
     assert loaded.quantization == {"expert_tensors": 4, "expert_tensors_4bit": 4, "linear_4bit": 8}
     assert "model.layers.0.mlp.experts" in loaded.lora_modules
 
@@ -145,8 +188,23 @@ def test_adapter_for_another_model_is_refused(tiny_mixtral_dir, tmp_path, capsys
     out = tmp_path / "gen.jsonl"
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "a", "context": "c", "question": "q"}) + "\n")
-    assert main(["generate", "--data", str(data), "--out", str(out), "-m", str(tiny_mixtral_dir),
-                 "--adapter", str(tmp_path / "adapter"), "--load-in-4bit"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "-m",
+                str(tiny_mixtral_dir),
+                "--adapter",
+                str(tmp_path / "adapter"),
+                "--load-in-4bit",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "LoRA tensor(s) found no module in the model" in err and "qq_proj" in err
     assert not out.exists()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fixtures_models import TC_PROMPT
+
 from mixtral_ft.cli.main import main
 
 pytestmark = pytest.mark.slow
@@ -24,8 +24,9 @@ def test_tc_prompt_ids_are_axolotls_masked_prefix(tiny_mixtral_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_mixtral_dir)
     prompt = render_tc_prompt("The museum opens at 9 am.", "When?", "At 10 am.")
-    ds_cfg = UserDefinedDatasetConfig(field_instruction="prompt", field_output="completion", format="{instruction}",
-                                      no_input_format="{instruction}")
+    ds_cfg = UserDefinedDatasetConfig(
+        field_instruction="prompt", field_output="completion", format="{instruction}", no_input_format="{instruction}"
+    )
     strategy = load(tok, DictDefault({"train_on_inputs": False, "sequence_len": 8192}), ds_cfg)
     trained = strategy.tokenize_prompt({"prompt": prompt, "completion": '{"relevance": {}}'})
     n_prompt = sum(1 for label in trained["labels"] if label == -100)
@@ -37,8 +38,21 @@ def test_judge_hf_with_trained_adapter(tc_lora_run, tiny_mixtral_dir, tc_data_di
     template = tmp_path / "tc_fixture.txt"
     template.write_text(TC_PROMPT)
     out = tmp_path / "j.jsonl"
-    args = ["judge", "--responses", str(tc_data_dir / "test.jsonl"), "--out", str(out), "-m", str(tiny_mixtral_dir),
-            "--adapter", str(tc_lora_run / "output"), "--template", str(template), "--max-new-tokens", "24"]
+    args = [
+        "judge",
+        "--responses",
+        str(tc_data_dir / "test.jsonl"),
+        "--out",
+        str(out),
+        "-m",
+        str(tiny_mixtral_dir),
+        "--adapter",
+        str(tc_lora_run / "output"),
+        "--template",
+        str(template),
+        "--max-new-tokens",
+        "24",
+    ]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "parse failures" in stdout and "hallucinated" in stdout

@@ -12,20 +12,35 @@ import threading
 import time
 
 import pytest
-
 from fixtures_serve import fault_proxy, openai_server, smollm2_dir  # noqa: F401
+
 from mixtral_ft.cli.main import main
 
 pytestmark = pytest.mark.slow
 
-CONTEXTS = ["The museum opens at 9 am.", "Refunds are possible within 30 days.", "The cafe is on the ground floor.",
-            "Trains leave every 15 minutes.", "The shop closes at 6 pm.", "Parking is free after 8 pm."]
+CONTEXTS = [
+    "The museum opens at 9 am.",
+    "Refunds are possible within 30 days.",
+    "The cafe is on the ground floor.",
+    "Trains leave every 15 minutes.",
+    "The shop closes at 6 pm.",
+    "Parking is free after 8 pm.",
+]
 
 
 def _responses(tmp_path, n):
     path = tmp_path / "responses.jsonl"
-    rows = [{"id": f"r{i}", "source": "test", "model": "gen", "context": CONTEXTS[i % 6], "question": "When?",
-             "response": "It opens at 10 am." if i % 2 else "As the context says."} for i in range(n)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "source": "test",
+            "model": "gen",
+            "context": CONTEXTS[i % 6],
+            "question": "When?",
+            "response": "It opens at 10 am." if i % 2 else "As the context says.",
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -35,8 +50,22 @@ def _lines(path):
 
 
 def _args(responses, out, base_url, model, *extra):
-    return ["judge", "--responses", str(responses), "--out", str(out), "-m", model, "--backend", "openai",
-            "--base-url", base_url, "--max-new-tokens", "6", *extra]
+    return [
+        "judge",
+        "--responses",
+        str(responses),
+        "--out",
+        str(out),
+        "-m",
+        model,
+        "--backend",
+        "openai",
+        "--base-url",
+        base_url,
+        "--max-new-tokens",
+        "6",
+        *extra,
+    ]
 
 
 def _wait_for_lines(path, n, timeout=180):
@@ -48,15 +77,38 @@ def _wait_for_lines(path, n, timeout=180):
 
 def test_judge_openai_rows_and_summary(openai_server, tmp_path, capsys):
     out = tmp_path / "j.jsonl"
-    assert main(_args(_responses(tmp_path, 3), out, openai_server.ensure_up().base_url, openai_server.model,
-                      "--concurrency", "3")) == 0
+    assert (
+        main(
+            _args(
+                _responses(tmp_path, 3),
+                out,
+                openai_server.ensure_up().base_url,
+                openai_server.model,
+                "--concurrency",
+                "3",
+            )
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "judged 3 of 3" in stdout and "parse failures" in stdout and "hallucinated" in stdout
     rows = [json.loads(l) for l in _lines(out)]
     assert sorted(r["id"] for r in rows) == ["r0", "r1", "r2"]
     for r in rows:
-        assert set(r) >= {"id", "source", "model", "group", "verdict", "parse_ok", "parse_error", "raw",
-                          "hallucinated", "score", "latency_s", "judge"}
+        assert set(r) >= {
+            "id",
+            "source",
+            "model",
+            "group",
+            "verdict",
+            "parse_ok",
+            "parse_error",
+            "raw",
+            "hallucinated",
+            "score",
+            "latency_s",
+            "judge",
+        }
         assert r["judge"]["backend"] == "openai" and len(r["judge"]["prompt_sha256"]) == 64
         assert isinstance(r["raw"], str) and r["error"] is None and r["score"] is None
         assert r["parse_ok"] == (r["verdict"] is not None) and (r["hallucinated"] is None) == (not r["parse_ok"])
@@ -67,8 +119,18 @@ def test_judge_openai_rows_and_summary(openai_server, tmp_path, capsys):
 def test_server_killed_mid_run_then_restarted(openai_server, tmp_path):
     responses = _responses(tmp_path, 6)
     out = tmp_path / "j.jsonl"
-    args = _args(responses, out, openai_server.ensure_up().base_url, openai_server.model,
-                 "--concurrency", "1", "--max-retries", "1", "--timeout", "20")
+    args = _args(
+        responses,
+        out,
+        openai_server.ensure_up().base_url,
+        openai_server.model,
+        "--concurrency",
+        "1",
+        "--max-retries",
+        "1",
+        "--timeout",
+        "20",
+    )
     first: dict = {}
     t = threading.Thread(target=lambda: first.setdefault("rc", main(args)))
     t.start()
@@ -95,8 +157,12 @@ def test_http_500_bounded_retries_then_recovery(openai_server, fault_proxy, tmp_
     responses = _responses(tmp_path, 2)
     out = tmp_path / "j.jsonl"
     fault_proxy.fail_first = 2
-    assert main(_args(responses, out, fault_proxy.base_url, openai_server.model, "--concurrency", "1",
-                      "--max-retries", "3")) == 0
+    assert (
+        main(
+            _args(responses, out, fault_proxy.base_url, openai_server.model, "--concurrency", "1", "--max-retries", "3")
+        )
+        == 0
+    )
     assert fault_proxy.requests == 4 and len(_lines(out)) == 2
 
     out2 = tmp_path / "j2.jsonl"
@@ -116,8 +182,12 @@ def test_client_killed_mid_run_loses_nothing(openai_server, tmp_path):
     out = tmp_path / "j.jsonl"
     args = _args(responses, out, openai_server.ensure_up().base_url, openai_server.model, "--concurrency", "1")
     code = "import sys; from mixtral_ft.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_lines(out, 2)
     finally:

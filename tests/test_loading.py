@@ -58,7 +58,27 @@ def test_an_endpoint_run_records_no_quantization(tmp_path, capsys):
     data = tmp_path / "test.jsonl"
     data.write_text(json.dumps({"id": "q0", "context": "c", "question": "q"}) + "\n")
     out = tmp_path / "gen.jsonl"
-    assert main(["generate", "--data", str(data), "--out", str(out), "-m", "m", "--backend", "openai",
-                 "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "0", "--timeout", "2"]) == 1
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "-m",
+                "m",
+                "--backend",
+                "openai",
+                "--base-url",
+                f"http://127.0.0.1:{free_port()}/v1",
+                "--max-retries",
+                "0",
+                "--timeout",
+                "2",
+            ]
+        )
+        == 1
+    )
     manifest = json.loads((tmp_path / "gen.jsonl.manifest.json").read_text())
     assert "quantization" in manifest and manifest["quantization"] is None

@@ -42,15 +42,40 @@ def test_prepare_generate_and_judge_write_the_same_manifest_type(tmp_path, repo_
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-written")
     gens = tmp_path / "gens.jsonl"
     url = f"http://alice:hunter2@127.0.0.1:{free_port()}/v1"
-    assert main(["generate", "--data", str(prepared / "test.jsonl"), "--out", str(gens), "-m", "m", "--backend",
-                 "openai", "--base-url", url, "--max-retries", "0", "--timeout", "2"]) == 1
+    assert (
+        main(
+            [
+                "generate",
+                "--data",
+                str(prepared / "test.jsonl"),
+                "--out",
+                str(gens),
+                "-m",
+                "m",
+                "--backend",
+                "openai",
+                "--base-url",
+                url,
+                "--max-retries",
+                "0",
+                "--timeout",
+                "2",
+            ]
+        )
+        == 1
+    )
     text = (tmp_path / "gens.jsonl.manifest.json").read_text()
     for secret in ("hunter2", "alice", "sk-never-written"):
         assert secret not in text + gens.read_text() + capsys.readouterr().err
     m = json.loads(text)
     _check_common(m, "generate")
-    assert m["inputs"][0] == {**m["inputs"][0], "path": str(prepared / "test.jsonl"), "rows": 3, "role": "data",
-                              "sha256": _sha(prepared / "test.jsonl")}
+    assert m["inputs"][0] == {
+        **m["inputs"][0],
+        "path": str(prepared / "test.jsonl"),
+        "rows": 3,
+        "role": "data",
+        "sha256": _sha(prepared / "test.jsonl"),
+    }
     assert m["outputs"]["gens.jsonl"]["sha256"] == _sha(gens) and m["outputs"]["gens.jsonl"]["rows"] == 3
     assert m["summary"]["failed"] == 3 and m["summary"]["total"] == 3 and "quantization" in m
 
@@ -58,21 +83,72 @@ def test_prepare_generate_and_judge_write_the_same_manifest_type(tmp_path, repo_
     responses = tmp_path / "responses.jsonl"
     responses.write_text(json.dumps({"id": "r1", "context": "c", "question": "q", "response": "r"}) + "\n")
     verdicts = tmp_path / "verdicts.jsonl"
-    assert main(["judge", "--responses", str(responses), "--out", str(verdicts), "-m", "m", "--backend", "openai",
-                 "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--max-retries", "0", "--timeout", "2"]) == 1
+    assert (
+        main(
+            [
+                "judge",
+                "--responses",
+                str(responses),
+                "--out",
+                str(verdicts),
+                "-m",
+                "m",
+                "--backend",
+                "openai",
+                "--base-url",
+                f"http://127.0.0.1:{free_port()}/v1",
+                "--max-retries",
+                "0",
+                "--timeout",
+                "2",
+            ]
+        )
+        == 1
+    )
     m = json.loads((tmp_path / "verdicts.jsonl.manifest.json").read_text())
     _check_common(m, "judge")
     assert m["summary"]["judged"] == 0 and m["summary"]["hallucinated_share"] is None
 
 
 def test_scrub_argv():
-    argv = ["mixft", "judge", "--base-url", "https://bob:pw@h/v1?token=t0k&x=1", "--api-key-env", "MY_KEY",
-            "--tokenizer", "tok", "--max-new-tokens", "8", "--set", "wandb_api_key=abc", "--hub-token", "hf_x",
-            "--password=p", "live=a.csv", "--base-url=http://u:p@x/v1"]
+    argv = [
+        "mixft",
+        "judge",
+        "--base-url",
+        "https://bob:pw@h/v1?token=t0k&x=1",
+        "--api-key-env",
+        "MY_KEY",
+        "--tokenizer",
+        "tok",
+        "--max-new-tokens",
+        "8",
+        "--set",
+        "wandb_api_key=abc",
+        "--hub-token",
+        "hf_x",
+        "--password=p",
+        "live=a.csv",
+        "--base-url=http://u:p@x/v1",
+    ]
     assert scrub_argv(argv) == [
-        "mixft", "judge", "--base-url", "https://***@h/v1?token=***&x=1", "--api-key-env", "MY_KEY",
-        "--tokenizer", "tok", "--max-new-tokens", "8", "--set", "wandb_api_key=***", "--hub-token", "***",
-        "--password=***", "live=a.csv", "--base-url=http://***@x/v1"]
+        "mixft",
+        "judge",
+        "--base-url",
+        "https://***@h/v1?token=***&x=1",
+        "--api-key-env",
+        "MY_KEY",
+        "--tokenizer",
+        "tok",
+        "--max-new-tokens",
+        "8",
+        "--set",
+        "wandb_api_key=***",
+        "--hub-token",
+        "***",
+        "--password=***",
+        "live=a.csv",
+        "--base-url=http://***@x/v1",
+    ]
 
 
 def test_extra_keys_never_shadow_common_ones(tmp_path):

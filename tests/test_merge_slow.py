@@ -93,8 +93,24 @@ def test_merge_equals_base_plus_adapter(rg_lora_run, tiny_mixtral_dir, tmp_path,
 @pytest.fixture(scope="module")
 def rg_qlora_run(tmp_path_factory, tiny_mixtral_dir, rg_data_dir):
     run = tmp_path_factory.mktemp("runs") / "rg-qlora"
-    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model", str(tiny_mixtral_dir),
-                    "--run-dir", str(run), "--set", "adapter=qlora", "--set", "load_in_4bit=true"])
+    rc = run_mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(rg_data_dir),
+            "--profile",
+            "cpu",
+            "--base-model",
+            str(tiny_mixtral_dir),
+            "--run-dir",
+            str(run),
+            "--set",
+            "adapter=qlora",
+            "--set",
+            "load_in_4bit=true",
+        ]
+    )
     assert rc == 0, (run / "train.log").read_text()[-3000:]
     return run
 
@@ -111,8 +127,14 @@ def test_merge_maps_expert_lora_to_mixtral_per_expert_tensors(tiny_mixtral_dir, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                     target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+        init_lora_weights=False,
+    )
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir), cfg).save_pretrained(tmp_path / "adapter")
     run = _fake_run(tmp_path, tiny_mixtral_dir, tmp_path / "adapter")
     _check_merge(run, tiny_mixtral_dir, capsys, changed=4 + 2 * 4 * 3)
@@ -130,15 +152,21 @@ def test_merge_of_a_sharded_bf16_base_rounds_once(tiny_mixtral_dir, tmp_path, ca
         if f.name.startswith("tokenizer") or f.name.endswith(".jinja"):
             shutil.copy(f, base_dir / f.name)
     assert len(list(base_dir.glob("*.safetensors"))) > 1
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
     get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), cfg).save_pretrained(
-        tmp_path / "adapter")
+        tmp_path / "adapter"
+    )
     run = _fake_run(tmp_path, base_dir, tmp_path / "adapter")
     assert run_mixft(["merge", str(run)]) == 0
     merged = run / "merged"
-    assert (merged / "model.safetensors.index.json").read_bytes() == (base_dir / "model.safetensors.index.json").read_bytes()
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
-                                           str(tmp_path / "adapter"))
+    assert (merged / "model.safetensors.index.json").read_bytes() == (
+        base_dir / "model.safetensors.index.json"
+    ).read_bytes()
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(tmp_path / "adapter")
+    )
     base_t, merged_t = _tensors(base_dir), _tensors(merged)
     changed = 0
     for name, module in peft_model.base_model.model.named_modules():
@@ -179,11 +207,14 @@ def _run_with_adapter_config(tmp_path, base_dir, **changes):
     return run
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"use_dora": True}, "use_dora is set (DoRA rescales"),
-    ({"modules_to_save": ["lm_head"]}, "modules_to_save is set"),
-    ({"peft_type": "IA3"}, "peft_type 'IA3'"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"use_dora": True}, "use_dora is set (DoRA rescales"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save is set"),
+        ({"peft_type": "IA3"}, "peft_type 'IA3'"),
+    ],
+)
 def test_merge_refuses_what_a_lora_delta_cannot_represent(tiny_mixtral_dir, tmp_path, capsys, change, needle):
     run = _run_with_adapter_config(tmp_path, tiny_mixtral_dir, **change)
     assert run_mixft(["merge", str(run)]) == 2
@@ -195,8 +226,11 @@ def test_merge_refuses_what_a_lora_delta_cannot_represent(tiny_mixtral_dir, tmp_
 def test_merge_refuses_a_prequantized_4bit_base(tmp_path, capsys):
     base = tmp_path / "base-bnb-4bit"
     base.mkdir()
-    (base / "config.json").write_text(json.dumps({"model_type": "mixtral", "quantization_config": {
-        "quant_method": "bitsandbytes", "load_in_4bit": True}}))
+    (base / "config.json").write_text(
+        json.dumps(
+            {"model_type": "mixtral", "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}
+        )
+    )
     run = _run_with_adapter_config(tmp_path, base)
     assert run_mixft(["merge", str(run)]) == 3
     assert "is stored in 4-bit; merging into it would round the merged weights to 4-bit" in capsys.readouterr().err
@@ -217,9 +251,23 @@ def test_bench_merge_script_runs_at_tiny_width(tmp_path):
 
     from conftest import REPO_ROOT
 
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench_merge.py"), "--width", "tiny",
-                           "--layers", "1", "--experts", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "bench_merge.py"),
+            "--width",
+            "tiny",
+            "--layers",
+            "1",
+            "--experts",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     [row] = json.loads((tmp_path / "results.json").read_text())
     assert row["rc"] == 0 and row["merged_tensors"] == 16 and 0 < row["peak_rss_gib"] < 4

@@ -22,7 +22,10 @@ def test_tiny_mixtral_is_a_loadable_mixtral_that_generates(tiny_mixtral_dir):
     assert tok.bos_token == "<s>" and tok.eos_token == "</s>" and tok.pad_token == "<pad>"
     ids = tok("Context: The museum opens at 9 am.\nQuestion: When?\n", return_tensors="pt")
     assert ids["input_ids"][0, 0].item() == tok.bos_token_id
-    assert tok.decode(ids["input_ids"][0], skip_special_tokens=True) == "Context: The museum opens at 9 am.\nQuestion: When?\n"
+    assert (
+        tok.decode(ids["input_ids"][0], skip_special_tokens=True)
+        == "Context: The museum opens at 9 am.\nQuestion: When?\n"
+    )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 5

@@ -28,10 +28,20 @@ LORA = LoraSpec(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "k_proj",
 
 def _setup(mode: str, attn: str = "eager", qlora: bool = False, dtype: str = "bfloat16", **kw) -> TrainSetup:
     checkpointing, reentrant = MODES[mode]
-    return TrainSetup(base_model="tiny", adapter="qlora" if qlora else "lora", load_in_4bit=qlora,
-                      quantize_moe_experts=qlora, lora=LORA, compute_dtype=dtype, mixed_precision=dtype != "float32",
-                      gradient_checkpointing=checkpointing, use_reentrant=reentrant, attn_implementation=attn,
-                      model_config_overrides={"output_router_logits": True}, **kw)
+    return TrainSetup(
+        base_model="tiny",
+        adapter="qlora" if qlora else "lora",
+        load_in_4bit=qlora,
+        quantize_moe_experts=qlora,
+        lora=LORA,
+        compute_dtype=dtype,
+        mixed_precision=dtype != "float32",
+        gradient_checkpointing=checkpointing,
+        use_reentrant=reentrant,
+        attn_implementation=attn,
+        model_config_overrides={"output_router_logits": True},
+        **kw,
+    )
 
 
 def _step(arch, setup, layers: int, fake: bool, batch: int = 2, seq: int = 48):
@@ -41,10 +51,18 @@ def _step(arch, setup, layers: int, fake: bool, batch: int = 2, seq: int = 48):
     return simulate_training_step(model, mode, lora_params, torch, setup, arch.vocab_size, batch, seq)
 
 
-@pytest.mark.parametrize("mode,attn,qlora,extra", [
-    ("none", "eager", False, {}), ("non-reentrant", "eager", False, {}), ("reentrant", "flash_attention_2", True, {}),
-    ("none", "sdpa", True, {}), ("reentrant", "eager", False, {"load_in_8bit": True}),
-    ("non-reentrant", "sdpa", True, {"cut_cross_entropy": True})], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "mode,attn,qlora,extra",
+    [
+        ("none", "eager", False, {}),
+        ("non-reentrant", "eager", False, {}),
+        ("reentrant", "flash_attention_2", True, {}),
+        ("none", "sdpa", True, {}),
+        ("reentrant", "eager", False, {"load_in_8bit": True}),
+        ("non-reentrant", "sdpa", True, {"cut_cross_entropy": True}),
+    ],
+    ids=lambda v: str(v),
+)
 def test_fake_step_equals_real_step(mode, attn, qlora, extra):
     arch = load_arch(tiny_mixtral_config())
     setup = _setup(mode, attn, qlora, **extra)
@@ -71,19 +89,33 @@ def test_activation_count_equals_a_real_tiny_training_step(mode, tiny_mixtral_di
 
     saved = {}
     for layers in (2, 3):
-        model = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir, dtype=torch.float32, attn_implementation="eager",
-                                                     num_hidden_layers=layers, output_router_logits=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_mixtral_dir,
+            dtype=torch.float32,
+            attn_implementation="eager",
+            num_hidden_layers=layers,
+            output_router_logits=True,
+        )
         model.requires_grad_(False)
         checkpointing, reentrant = MODES[mode]
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
             model.enable_input_require_grads()
-        model = get_peft_model(model, LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
-                                                 target_modules=list(LORA.target_modules), task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=LORA.r,
+                lora_alpha=LORA.alpha,
+                lora_dropout=LORA.dropout,
+                target_modules=list(LORA.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
         model.train()
         lora_params = [p for p in model.parameters() if p.requires_grad]
-        r = simulate_training_step(model, contextlib.nullcontext(), lora_params, torch, setup, arch.vocab_size,
-                                   batch, seq)
+        r = simulate_training_step(
+            model, contextlib.nullcontext(), lora_params, torch, setup, arch.vocab_size, batch, seq
+        )
         saved[layers] = r["saved_layers"]["bytes"]
     assert saved[3] - saved[2] == planned["bytes"]
     hidden = arch.hidden_size
@@ -121,16 +153,28 @@ def test_depth_extrapolation_equals_a_deeper_step(mode, skip_upcast):
         model, fake, torch = build_inference_model(arch, True, layers)
         runs[layers] = simulate_prefill(model, fake, torch, arch.vocab_size, 3, 40, "sdpa")["peaks"]
     for phase in ("forward_layer0", "forward"):
-        split = depth_split(runs[SIM_LAYERS[0]][phase]["by_tag"], runs[SIM_LAYERS[1]][phase]["by_tag"], 5,
-                            ("activations", "logits", "dequant"))
+        split = depth_split(
+            runs[SIM_LAYERS[0]][phase]["by_tag"],
+            runs[SIM_LAYERS[1]][phase]["by_tag"],
+            5,
+            ("activations", "logits", "dequant"),
+        )
         assert sum(split.values()) == runs[5][phase]["bytes"], phase
 
 
 def _dense(**kw) -> dict:
     """A small Llama-shaped config (full-width simulation stays cheap) with a large vocabulary."""
-    return {"model_type": "llama", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4,
-            "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 65536, "tie_word_embeddings": False,
-            **kw}
+    return {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "vocab_size": 65536,
+        "tie_word_embeddings": False,
+        **kw,
+    }
 
 
 def _plan(config: dict, model: dict):
@@ -139,9 +183,19 @@ def _plan(config: dict, model: dict):
     return plan_training(config, None, 80.0, model=model, use_cache=False, search=False)
 
 
-QLORA = {"base_model": "x", "adapter": "qlora", "load_in_4bit": True, "lora_r": 8, "lora_target_linear": True,
-         "sequence_len": 2048, "micro_batch_size": 2, "optimizer": "adamw_torch", "gradient_checkpointing": True,
-         "flash_attention": True, "bf16": True}
+QLORA = {
+    "base_model": "x",
+    "adapter": "qlora",
+    "load_in_4bit": True,
+    "lora_r": 8,
+    "lora_target_linear": True,
+    "sequence_len": 2048,
+    "micro_batch_size": 2,
+    "optimizer": "adamw_torch",
+    "gradient_checkpointing": True,
+    "flash_attention": True,
+    "bf16": True,
+}
 CCE = {"plugins": ["axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"]}
 
 
@@ -153,7 +207,9 @@ def test_cut_cross_entropy_never_holds_the_logits():
     assert plain.parts["logits_loss"] > 4096 * 65536 * 2
     assert cce.parts["logits_loss"] < 2 * 65536 * 4 * 2  # the one-position head output the simulation runs
     assert cce.phases["head"] < plain.phases["head"] / 4
-    assert _plan(QLORA | CCE | {"cut_cross_entropy": False}, _dense()).parts["logits_loss"] == plain.parts["logits_loss"]
+    assert (
+        _plan(QLORA | CCE | {"cut_cross_entropy": False}, _dense()).parts["logits_loss"] == plain.parts["logits_loss"]
+    )
 
 
 def test_int8_lora_plans_int8_weights_and_the_backward_dequantization():
@@ -171,9 +227,17 @@ def test_int8_lora_plans_int8_weights_and_the_backward_dequantization():
 def test_bloom_plans_with_its_final_norm():
     """Bloom's final norm is transformer.ln_f (not model.norm): the step is planned, attention counted as such."""
     bloom = {"model_type": "bloom", "hidden_size": 256, "n_layer": 4, "n_head": 4, "vocab_size": 4096}
-    cfg = {"base_model": "x", "adapter": "lora", "lora_r": 8, "lora_target_modules": ["query_key_value"],
-           "sequence_len": 512, "micro_batch_size": 1, "optimizer": "adamw_torch", "gradient_checkpointing": True,
-           "sdp_attention": True}
+    cfg = {
+        "base_model": "x",
+        "adapter": "lora",
+        "lora_r": 8,
+        "lora_target_modules": ["query_key_value"],
+        "sequence_len": 512,
+        "micro_batch_size": 1,
+        "optimizer": "adamw_torch",
+        "gradient_checkpointing": True,
+        "sdp_attention": True,
+    }
     plan = _plan(cfg, bloom)
     assert plan.parts["weights_attention"] > 0 and plan.lora_parameters > 0
     assert plan.phases["head"] > 0 and plan.peak_gib > 0

@@ -22,8 +22,10 @@ def test_training_refusal_message(warm_cache):  # noqa: F811
     assert err.value.exit_code == 2
     text = str(err.value)
     lines = text.splitlines()
-    assert lines[0] == (f"this training run needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has 36.0 GiB "
-                        f"free ({plan.peak_gib - free:.1f} GiB short):")
+    assert lines[0] == (
+        f"this training run needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has 36.0 GiB "
+        f"free ({plan.peak_gib - free:.1f} GiB short):"
+    )
     for label in ("weights: experts", "activations", "dequantization buffers", "CUDA context + allocator", "peak"):
         assert any(line.strip().startswith(label) for line in lines), label
     fix = lines[-1]
@@ -45,11 +47,30 @@ def test_training_refusal_suggests_the_smaller_profile(warm_cache):  # noqa: F81
 
 
 def _inference_plan(**kw) -> InferencePlan:
-    parts = {"weights_experts": 21.7 * GIB, "kv_cache": 6.0 * GIB, "activations": 2.0 * GIB,
-             "dequant_buffers": 2.6 * GIB, "cuda_overhead": 1.6 * GIB}
-    base = {"gpu": GPUS["a100-40gb"], "model": "m", "load_in_4bit": True, "batch_size": 8, "max_new_tokens": 1024,
-            "longest_prompt": 6000, "rows": 300, "parts": parts, "peak_phase": "decode", "phases": {},
-            "tokens_per_s": 50.0, "decode_step_s": 0.16, "prefill_s": 1.0, "hours": 0.5, "largest_batch_size": 3}
+    parts = {
+        "weights_experts": 21.7 * GIB,
+        "kv_cache": 6.0 * GIB,
+        "activations": 2.0 * GIB,
+        "dequant_buffers": 2.6 * GIB,
+        "cuda_overhead": 1.6 * GIB,
+    }
+    base = {
+        "gpu": GPUS["a100-40gb"],
+        "model": "m",
+        "load_in_4bit": True,
+        "batch_size": 8,
+        "max_new_tokens": 1024,
+        "longest_prompt": 6000,
+        "rows": 300,
+        "parts": parts,
+        "peak_phase": "decode",
+        "phases": {},
+        "tokens_per_s": 50.0,
+        "decode_step_s": 0.16,
+        "prefill_s": 1.0,
+        "hours": 0.5,
+        "largest_batch_size": 3,
+    }
     base.update(kw)
     return InferencePlan(**base)
 
@@ -62,8 +83,10 @@ def test_inference_refusal_message():
     assert err.value.exit_code == 2
     assert text.splitlines()[0].startswith("judge needs 33.9 GiB per GPU by plan, but the GPU has 30.0 GiB free")
     assert "KV cache" in text and "dequantization buffers" in text
-    assert text.splitlines()[-1] == ("fix: --batch-size 3; or a smaller --max-new-tokens; or --backend openai with a "
-                                     "server that has the memory (docs/inference.md); or --skip-plan-check to run anyway")
+    assert text.splitlines()[-1] == (
+        "fix: --batch-size 3; or a smaller --max-new-tokens; or --backend openai with a "
+        "server that has the memory (docs/inference.md); or --skip-plan-check to run anyway"
+    )
     bf16 = _inference_plan(load_in_4bit=False, largest_batch_size=None)
     with pytest.raises(PlanRefused, match="a smaller --batch-size; or --load-in-4bit"):
         check_inference_plan(bf16, 30.0)
@@ -78,16 +101,27 @@ def test_preflights_without_cuda_plan_nothing():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     assert preflight_training({"base_model": "x"}, "a100-80gb", 1, 1) is None
-    assert preflight_inference("x", adapter=None, load_in_4bit=True, batch_size=8, max_new_tokens=8,
-                               prompt_lengths=[10]) is None
+    assert (
+        preflight_inference("x", adapter=None, load_in_4bit=True, batch_size=8, max_new_tokens=8, prompt_lengths=[10])
+        is None
+    )
 
 
 def test_probe_prints_planned_beside_measured(warm_cache):  # noqa: F811
     from mixtral_ft.train.probe_report import ProbeSummary, format_lines
 
     plan = shipped_plan("rg", "a100-80gb")
-    s = ProbeSummary(device="cuda", layers=32, measured_steps=3, step_s=15.0, token_slots_per_s=1000.0,
-                     trainable_tokens_per_s=100.0, peak_gib=40.0, peak_reserved_gib=44.0, after_load_gib=23.0)
+    s = ProbeSummary(
+        device="cuda",
+        layers=32,
+        measured_steps=3,
+        step_s=15.0,
+        token_slots_per_s=1000.0,
+        trainable_tokens_per_s=100.0,
+        peak_gib=40.0,
+        peak_reserved_gib=44.0,
+        after_load_gib=23.0,
+    )
     s.planned = planned_vs_measured(plan, s.peak_gib, s.peak_reserved_gib)
     allocated = plan.peak_gib - 1.6
     assert s.planned["planned_allocated_gib"] == round(allocated, 2)
@@ -104,13 +138,28 @@ def test_probe_prints_planned_beside_measured(warm_cache):  # noqa: F811
 def _generate(model, data, out, *extra):
     from mixtral_ft.cli.main import main
 
-    return main(["generate", "--data", str(data), "--out", str(out), "-m", str(model), "--max-new-tokens", "4",
-                 "--batch-size", "4", *extra])
+    return main(
+        [
+            "generate",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "-m",
+            str(model),
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "4",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
-def test_generate_refuses_a_run_the_free_memory_cannot_hold(tiny_mixtral_dir, rg_data_dir, tmp_path, monkeypatch,
-                                                            capsys):
+def test_generate_refuses_a_run_the_free_memory_cannot_hold(
+    tiny_mixtral_dir, rg_data_dir, tmp_path, monkeypatch, capsys
+):
     """With a free-memory figure (what ``torch.cuda.mem_get_info`` gives on a GPU; ``$MIXFT_PLAN_FREE_GIB`` here)
     the runner plans the hf run before loading the model and refuses it: exit 2, the parts and the fix, and
     nothing written. ``--skip-plan-check`` runs it anyway; enough free memory passes the check."""
@@ -142,8 +191,22 @@ def test_judge_refuses_too(tiny_mixtral_dir, tc_data_dir, tmp_path, monkeypatch,
     monkeypatch.setenv("MIXFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(FREE_GIB_ENV, "0.01")
     out = tmp_path / "verdicts.jsonl"
-    assert main(["judge", "--responses", str(tc_data_dir / "test.jsonl"), "--out", str(out), "-m",
-                 str(tiny_mixtral_dir), "--max-new-tokens", "4"]) == 2
+    assert (
+        main(
+            [
+                "judge",
+                "--responses",
+                str(tc_data_dir / "test.jsonl"),
+                "--out",
+                str(out),
+                "-m",
+                str(tiny_mixtral_dir),
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip().splitlines()[0].startswith("error: judge needs ")
     assert not out.exists()
 

@@ -82,8 +82,10 @@ def refusal_plan():
     from mixtral_ft.plan.training import plan_training
 
     task, profile, gib = REFUSAL
-    rendered = render(RenderRequest(task=task, data_dir=DATA_PLACEHOLDER, profile=profile, run_dir=RUN_PLACEHOLDER),
-                      keys=snapshot_keys())
+    rendered = render(
+        RenderRequest(task=task, data_dir=DATA_PLACEHOLDER, profile=profile, run_dir=RUN_PLACEHOLDER),
+        keys=snapshot_keys(),
+    )
     return plan_training(rendered, None, gib, task=task)
 
 
@@ -115,10 +117,18 @@ def test_cli_text_names_every_part_and_the_verdict(warm_cache, capsys):
     task, profile, gib = REFUSAL
     assert main(["plan", task, "--profile", profile, "--gpu-memory", str(gib)]) == 0
     out = capsys.readouterr().out
-    for label in ("weights: experts (nf4)", "weights: attention (nf4)", "weights: embeddings + output head (bfloat16)",
-                  "LoRA parameters",
-                  "LoRA gradients", "optimizer state", "activations", "logits and loss", "dequantization buffers",
-                  "CUDA context + allocator"):
+    for label in (
+        "weights: experts (nf4)",
+        "weights: attention (nf4)",
+        "weights: embeddings + output head (bfloat16)",
+        "LoRA parameters",
+        "LoRA gradients",
+        "optimizer state",
+        "activations",
+        "logits and loss",
+        "dequantization buffers",
+        "CUDA context + allocator",
+    ):
         assert label in out
     plan = refusal_plan()
     assert not plan.fits and plan.largest_micro_batch == 1 and plan.longest_sequence
@@ -151,15 +161,20 @@ def test_gpu_table_is_what_pytorch_can_allocate():
         assert 0.3 < g.nvidia_smi_gib - g.memory_gib < 1.0, g.name
         assert "total capacity of" in g.source
     assert (GPUS["a100-80gb"].memory_gib, GPUS["a100-40gb"].memory_gib, GPUS["h100-80gb"].memory_gib) == (
-        79.15, 39.39, 79.19)
+        79.15,
+        39.39,
+        79.19,
+    )
     assert gpu_for_profile("multi-gpu") is GPUS["a100-80gb"]  # ZeRO-2 ranks hold the whole 4-bit model
     assert set(PROFILE_GPU) == {p for _, p in PAIRS if p != "cpu"}
 
 
 def test_warm_plan_imports_no_torch(warm_cache):
     """On a warm cache a plan reads JSON only (docs/planning.md gives its time)."""
-    code = ("import sys, json; from mixtral_ft.cli.main import main; rc = main(['plan', 'rg', '--profile', "
-            "'a100-80gb', '--json']); assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, json; from mixtral_ft.cli.main import main; rc = main(['plan', 'rg', '--profile', "
+        "'a100-80gb', '--json']); assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     env = dict(os.environ, MIXFT_CACHE=str(warm_cache))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -177,12 +192,14 @@ def test_fresh_measurement_matches_golden(tmp_path, monkeypatch):
     refusal = refusal_plan()  # and the sizes its searches measure
     if UPDATE:
         GOLDEN.mkdir(parents=True, exist_ok=True)
-        (GOLDEN / "inference-generate-4bit.json").write_text(json.dumps(inference, indent=1, sort_keys=True) + "\n",
-                                                             encoding="utf-8")
+        (GOLDEN / "inference-generate-4bit.json").write_text(
+            json.dumps(inference, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        )
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for (task, profile), view in views.items():
-            (GOLDEN / f"{task}-{profile}.json").write_text(json.dumps(view, indent=1, sort_keys=True) + "\n",
-                                                         encoding="utf-8")
+            (GOLDEN / f"{task}-{profile}.json").write_text(
+                json.dumps(view, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+            )
         if CACHE.exists():
             shutil.rmtree(CACHE)
         shutil.copytree(cache / "plan", CACHE)
@@ -197,8 +214,14 @@ def inference_golden_plan():
     """generate with Mixtral-8x7B in 4-bit, batch 8 of 2,000-token prompts + 256 new tokens, on an A100-80GB."""
     from mixtral_ft.plan.inference import plan_inference
 
-    return plan_inference("mistralai/Mixtral-8x7B-Instruct-v0.1", "a100-80gb", load_in_4bit=True, batch_size=8,
-                          max_new_tokens=256, prompt_lengths=[2000] * 8 + [1500] * 16)
+    return plan_inference(
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        "a100-80gb",
+        load_in_4bit=True,
+        batch_size=8,
+        max_new_tokens=256,
+        prompt_lengths=[2000] * 8 + [1500] * 16,
+    )
 
 
 def test_inference_plan_matches_golden(warm_cache):

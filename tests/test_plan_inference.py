@@ -18,23 +18,47 @@ def adapter_dir(tmp_path):
 
     out = tmp_path / "adapter"
     out.mkdir()
-    save_file({"a.lora_A.weight": torch.zeros(8, 64, dtype=torch.bfloat16),
-               "a.lora_B.weight": torch.zeros(64, 8, dtype=torch.bfloat16)}, out / "adapter_model.safetensors")
+    save_file(
+        {
+            "a.lora_A.weight": torch.zeros(8, 64, dtype=torch.bfloat16),
+            "a.lora_B.weight": torch.zeros(64, 8, dtype=torch.bfloat16),
+        },
+        out / "adapter_model.safetensors",
+    )
     (out / "adapter_config.json").write_text("{}")
     return out
 
 
-def test_plan_generate_and_judge(tiny_mixtral_dir, rg_data_dir, tc_data_dir, adapter_dir, tmp_path, monkeypatch,
-                                 capsys):
+def test_plan_generate_and_judge(
+    tiny_mixtral_dir, rg_data_dir, tc_data_dir, adapter_dir, tmp_path, monkeypatch, capsys
+):
     from mixtral_ft.cli.main import main
     from mixtral_ft.data.lengths import load_tokenizer
     from mixtral_ft.generate.prompts import rg_prompt
     from mixtral_ft.util.jsonl import read_jsonl
 
     monkeypatch.setenv("MIXFT_CACHE", str(tmp_path / "cache"))
-    assert main(["plan", "generate", "--model", str(tiny_mixtral_dir), "--adapter", str(adapter_dir), "--data",
-                 str(rg_data_dir / "test.jsonl"), "--batch-size", "3", "--max-new-tokens", "50", "--load-in-4bit",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "generate",
+                "--model",
+                str(tiny_mixtral_dir),
+                "--adapter",
+                str(adapter_dir),
+                "--data",
+                str(rg_data_dir / "test.jsonl"),
+                "--batch-size",
+                "3",
+                "--max-new-tokens",
+                "50",
+                "--load-in-4bit",
+                "--json",
+            ]
+        )
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     tok = load_tokenizer(tiny_mixtral_dir)
     rows = list(read_jsonl(rg_data_dir / "test.jsonl"))
@@ -46,14 +70,39 @@ def test_plan_generate_and_judge(tiny_mixtral_dir, rg_data_dir, tc_data_dir, ada
     assert d["parts"]["kv_cache"] == pytest.approx(2 * 2 * 3 * tokens * 2 * 16 * 2 / 2**30, abs=1e-6)
     assert d["fits"] and d["tokens_per_s"] > 0 and d["hours"] is not None
 
-    assert main(["plan", "judge", "--model", str(tiny_mixtral_dir), "--responses", str(tc_data_dir / "test.jsonl"),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "judge",
+                "--model",
+                str(tiny_mixtral_dir),
+                "--responses",
+                str(tc_data_dir / "test.jsonl"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     j = json.loads(capsys.readouterr().out)
     assert j["max_new_tokens"] == 1024 and j["load_in_4bit"] is False and j["longest_prompt"] > longest
 
     # A GPU of 1 MiB: the plan says it does not fit.
-    assert main(["plan", "generate", "--model", str(tiny_mixtral_dir), "--data", str(rg_data_dir / "test.jsonl"),
-                 "--gpu-memory", "0.001"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "generate",
+                "--model",
+                str(tiny_mixtral_dir),
+                "--data",
+                str(rg_data_dir / "test.jsonl"),
+                "--gpu-memory",
+                "0.001",
+            ]
+        )
+        == 0
+    )
     assert "DOES NOT FIT" in capsys.readouterr().out
 
 
@@ -76,8 +125,9 @@ def test_request_lengths_equal_the_file_lengths(tiny_mixtral_dir, tc_data_dir, t
 
     monkeypatch.setenv("MIXFT_CACHE", str(tmp_path / "cache"))
     path = tc_data_dir / "test.jsonl"
-    requests = [Request(r["id"], prompt=render_tc_prompt(r["context"], r["question"], r["response"]))
-                for r in read_jsonl(path)]
+    requests = [
+        Request(r["id"], prompt=render_tc_prompt(r["context"], r["question"], r["response"])) for r in read_jsonl(path)
+    ]
     chat = [Request(r.key, messages=({"role": "user", "content": r.prompt},)) for r in requests]
     model = str(tiny_mixtral_dir)
     assert request_lengths(requests, model, None) == prompt_lengths("judge", path, model, None, "tc")

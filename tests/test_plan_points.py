@@ -50,8 +50,10 @@ def test_points_cover_what_the_issue_asks(raw):
     assert any(models[p["model"]] == "mixtral" for p in points)
     assert sum(models[p["model"]] != "mixtral" for p in points) >= 10, "the plan must handle dense models"
     reference = [p for p in points if p.get("reference")]
-    assert any(p["measured"]["peak_gib"] == 48.0 and p["train"]["micro_batch_size"] == 4
-               and p["train"]["sequence_len"] == 4096 for p in reference), "the report's ~48 GB at 4 x 4096"
+    assert any(
+        p["measured"]["peak_gib"] == 48.0 and p["train"]["micro_batch_size"] == 4 and p["train"]["sequence_len"] == 4096
+        for p in reference
+    ), "the report's ~48 GB at 4 x 4096"
     assert {p["kind"] for p in points} == {"measured", "boundary", "claim"}
     assert any(p["measured"]["fits"] is False for p in points), "at least one out-of-memory verdict"
 
@@ -81,19 +83,22 @@ def _mutated(raw, index, edit):
     return _bench().validate(data)
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda p: p.pop("source"), "source: needs title, url and where"),
-    (lambda p: p["source"].pop("where"), "source: needs title, url and where"),
-    (lambda p: p.update(kind="rumour"), "kind: 'rumour' is not one of"),
-    (lambda p: p.update(model="gpt-5"), "model: 'gpt-5' is not under models:"),
-    (lambda p: p["train"].pop("optimizer"), "train.optimizer: missing"),
-    (lambda p: p["train"].update(tokens_per_micro_batch=1), "is not micro_batch_size x sequence_len"),
-    (lambda p: p["train"].update(parallel={"kind": "tensor"}), "train.parallel: needs kind"),
-    (lambda p: p["measured"].update(peak_gib=1.0), "measured.peak_gib: 1.0 is not"),
-    (lambda p: p["measured"].update(metric="vibes"), "measured.metric: 'vibes'"),
-    (lambda p: p["measured"].update(gpu_memory_gib=None), "a fits verdict needs the card's memory"),
-    (lambda p: p.update(assumed=["optimizer"]), "a fully known point assumes nothing"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda p: p.pop("source"), "source: needs title, url and where"),
+        (lambda p: p["source"].pop("where"), "source: needs title, url and where"),
+        (lambda p: p.update(kind="rumour"), "kind: 'rumour' is not one of"),
+        (lambda p: p.update(model="gpt-5"), "model: 'gpt-5' is not under models:"),
+        (lambda p: p["train"].pop("optimizer"), "train.optimizer: missing"),
+        (lambda p: p["train"].update(tokens_per_micro_batch=1), "is not micro_batch_size x sequence_len"),
+        (lambda p: p["train"].update(parallel={"kind": "tensor"}), "train.parallel: needs kind"),
+        (lambda p: p["measured"].update(peak_gib=1.0), "measured.peak_gib: 1.0 is not"),
+        (lambda p: p["measured"].update(metric="vibes"), "measured.metric: 'vibes'"),
+        (lambda p: p["measured"].update(gpu_memory_gib=None), "a fits verdict needs the card's memory"),
+        (lambda p: p.update(assumed=["optimizer"]), "a fully known point assumes nothing"),
+    ],
+)
 def test_the_checker_names_the_point_and_field(raw, edit, expected):
     index = next(i for i, p in enumerate(raw["points"]) if p["id"] == "fsdp-qlora-llama2-7b-qlora-ddp-bs8")
     problems = _mutated(raw, index, edit)
@@ -129,10 +134,21 @@ def test_model_configs_are_written_for_the_planner(tmp_path, raw):
 
 
 def _row(**kw):
-    base = {"id": "p", "source": "s", "url": "https://x", "kind": "measured", "fully_known": True, "reference": False,
-            "model": "m", "tokens": 1024, "gpu": "g", "gpu_memory_gib": 24.0, "measured_gib": 20.0,
-            "metric": "max_memory_reserved",
-                "measured_fits": True}
+    base = {
+        "id": "p",
+        "source": "s",
+        "url": "https://x",
+        "kind": "measured",
+        "fully_known": True,
+        "reference": False,
+        "model": "m",
+        "tokens": 1024,
+        "gpu": "g",
+        "gpu_memory_gib": 24.0,
+        "measured_gib": 20.0,
+        "metric": "max_memory_reserved",
+        "measured_fits": True,
+    }
     base.update(kw)
     return _bench().Row(**base)
 
@@ -148,11 +164,13 @@ def test_rows_compare_peak_and_verdict():
 
 
 def test_summary_takes_the_median_over_fully_known_measured_points_only():
-    rows = [_row(id="a", planned_gib=22.0, planned_fits=True),   # +10%
-            _row(id="b", planned_gib=16.0, planned_fits=True),   # -20%
-            _row(id="c", planned_gib=21.0, planned_fits=True),   # +5%
-            _row(id="d", kind="claim", planned_gib=60.0, planned_fits=False),  # wrong verdict, not in the median
-            _row(id="e", planned_gib=None, not_planned="FSDP")]
+    rows = [
+        _row(id="a", planned_gib=22.0, planned_fits=True),  # +10%
+        _row(id="b", planned_gib=16.0, planned_fits=True),  # -20%
+        _row(id="c", planned_gib=21.0, planned_fits=True),  # +5%
+        _row(id="d", kind="claim", planned_gib=60.0, planned_fits=False),  # wrong verdict, not in the median
+        _row(id="e", planned_gib=None, not_planned="FSDP"),
+    ]
     s = _bench().summarize(rows)
     assert s["fully_known_measured"] == 3 and s["median_abs_error_pct"] == 10.0
     assert s["within_target"] == 2 and s["verdicts_wrong"] == ["d"] and not s["targets_met"]
@@ -185,9 +203,14 @@ def test_bench_plan_runs_end_to_end_on_two_points(tmp_path):
 
     ids = "axolotl-openllama3b-qlora,fsdp-qlora-llama2-7b-qlora-ddp-bs8"
     env = dict(os.environ, MIXFT_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_plan.py"), "--only", ids,
-                           "--out", str(tmp_path / "out")],
-                          check=False, capture_output=True, text=True, env=env, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_plan.py"), "--only", ids, "--out", str(tmp_path / "out")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {r["id"]: r for r in results["rows"]}

@@ -12,8 +12,16 @@ from mixtral_ft.plan.tokens import DataTokens, batching, count_tokens, pack_firs
 
 
 def _data(lengths, seq=4096) -> DataTokens:
-    return DataTokens(path="x", rows=len(lengths), lengths=lengths, dropped=0, truncated=0, method="tokenizer",
-                      tokenizer=None, sequence_len=seq)
+    return DataTokens(
+        path="x",
+        rows=len(lengths),
+        lengths=lengths,
+        dropped=0,
+        truncated=0,
+        method="tokenizer",
+        tokenizer=None,
+        sequence_len=seq,
+    )
 
 
 def test_first_fit_packing_properties():
@@ -26,21 +34,45 @@ def test_first_fit_packing_properties():
 
 
 def test_batching_packed_and_padded():
-    packed = setup_from_config({"base_model": "x", "micro_batch_size": 4, "sequence_len": 4096, "sample_packing": True,
-                                "flash_attention": True, "gradient_accumulation_steps": 2})
+    packed = setup_from_config(
+        {
+            "base_model": "x",
+            "micro_batch_size": 4,
+            "sequence_len": 4096,
+            "sample_packing": True,
+            "flash_attention": True,
+            "gradient_accumulation_steps": 2,
+        }
+    )
     b = batching(_data([2000] * 2100), packed)
     assert b.token_slots_per_micro_batch == 4 * 4096
     assert b.micro_batches_per_epoch == 263  # eight 2,000-token rows per 16,384-token bin; the last holds four
     assert b.packing_efficiency == pytest.approx(2100 * 2000 / (263 * 16384), abs=1e-4)
-    real = setup_from_config({"base_model": "x", "micro_batch_size": 4, "sequence_len": 4096, "sample_packing": True,
-                              "sdp_attention": True})
+    real = setup_from_config(
+        {"base_model": "x", "micro_batch_size": 4, "sequence_len": 4096, "sample_packing": True, "sdp_attention": True}
+    )
     assert batching(_data([2000] * 2100), real).micro_batches_per_epoch == 1050 // 4  # 2 rows per bin, 4 bins
-    padded = setup_from_config({"base_model": "x", "micro_batch_size": 2, "sequence_len": 1024,
-                                "pad_to_sequence_len": True, "sdp_attention": True})
+    padded = setup_from_config(
+        {
+            "base_model": "x",
+            "micro_batch_size": 2,
+            "sequence_len": 1024,
+            "pad_to_sequence_len": True,
+            "sdp_attention": True,
+        }
+    )
     b = batching(_data([100] * 10, 1024), padded)
     assert b.micro_batches_per_epoch == 5 and b.token_slots_per_micro_batch == 2048
-    two = setup_from_config({"base_model": "x", "micro_batch_size": 4, "sequence_len": 4096, "sample_packing": True,
-                             "flash_attention": True}, world_size=2)
+    two = setup_from_config(
+        {
+            "base_model": "x",
+            "micro_batch_size": 4,
+            "sequence_len": 4096,
+            "sample_packing": True,
+            "flash_attention": True,
+        },
+        world_size=2,
+    )
     assert batching(_data([2000] * 2100), two).micro_batches_per_epoch == 263 // 2
 
 
@@ -60,8 +92,9 @@ def test_mfu_calibration_reproduces_the_report(warm_cache):  # noqa: F811
 
     c = report_calibration()
     points = c["points"]
-    assert set(points) == {"rg", "tc"} and c["mfu"] == pytest.approx((points["rg"]["mfu"] + points["tc"]["mfu"]) / 2,
-                                                                      abs=1e-4)
+    assert set(points) == {"rg", "tc"} and c["mfu"] == pytest.approx(
+        (points["rg"]["mfu"] + points["tc"]["mfu"]) / 2, abs=1e-4
+    )
     for p in points.values():
         # The mean MFU puts each report run within 15% of its hours.
         assert abs(p["mfu"] / c["mfu"] - 1) < 0.15
@@ -93,11 +126,29 @@ def test_plan_hours_from_data(warm_cache, rg_data_dir, capsys):  # noqa: F811
     t = d["time"]
     assert d["data"]["rows"] == 12 and d["data"]["method"].startswith("estimate")
     # 12 short rows fill one 16,384-token bin: one step per epoch.
-    assert t["steps_per_epoch"] == 1 and t["total_steps"] == 5 and d["hours"] == pytest.approx(5 * t["step_s"] / 3600, abs=0.01)
+    assert (
+        t["steps_per_epoch"] == 1
+        and t["total_steps"] == 5
+        and d["hours"] == pytest.approx(5 * t["step_s"] / 3600, abs=0.01)
+    )
     assert t["step_s"] > 0 and t["flops_split"]["recompute"] > 0 and t["mfu_basis"]["basis"]
     assert t["mfu_kind"] == "moe"
-    assert main(["plan", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model",
-                 "mistralai/Mixtral-8x7B-Instruct-v0.1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "rg",
+                "--data",
+                str(rg_data_dir),
+                "--profile",
+                "cpu",
+                "--base-model",
+                "mistralai/Mixtral-8x7B-Instruct-v0.1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     cpu = json.loads(capsys.readouterr().out)
     assert cpu["time"]["steps_per_epoch"] == 6 and cpu["time"]["total_steps"] == 4  # max_steps: 4
 
@@ -125,5 +176,7 @@ def test_count_tokens_with_the_tokenizer(rg_data_dir, tiny_mixtral_dir, tmp_path
 
     monkeypatch.setenv("MIXFT_CACHE", str(tmp_path))
     d = count_tokens("rg", rg_data_dir, str(tiny_mixtral_dir), 4096)
-    expected = AxolotlInstructionTokenizer(tiny_mixtral_dir, 4096).lengths(_pairs("rg", list(read_jsonl(rg_data_dir / "train.jsonl"))))
+    expected = AxolotlInstructionTokenizer(tiny_mixtral_dir, 4096).lengths(
+        _pairs("rg", list(read_jsonl(rg_data_dir / "train.jsonl")))
+    )
     assert d.method == "tokenizer" and d.lengths == expected and d.trained_tokens > 0

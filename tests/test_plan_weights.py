@@ -19,8 +19,9 @@ def test_nf4_formula_equals_bitsandbytes(shape, double_quant, storage):
     bf = pytest.importorskip("bitsandbytes.functional")
 
     weight = torch.randn(*shape, dtype=torch.bfloat16)
-    packed, state = bf.quantize_4bit(weight, blocksize=64, compress_statistics=double_quant, quant_type="nf4",
-                                     quant_storage=getattr(torch, storage))
+    packed, state = bf.quantize_4bit(
+        weight, blocksize=64, compress_statistics=double_quant, quant_type="nf4", quant_storage=getattr(torch, storage)
+    )
     real = packed.numel() * packed.element_size()
     for s in (state, state.state2):
         if s is None:
@@ -37,9 +38,20 @@ def test_default_mixtral_config_is_the_transformers_default():
     transformers = pytest.importorskip("transformers")
 
     default = transformers.MixtralConfig()
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "num_local_experts", "num_experts_per_tok", "sliding_window",
-                "tie_word_embeddings", "rms_norm_eps", "hidden_act"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "num_local_experts",
+        "num_experts_per_tok",
+        "sliding_window",
+        "tie_word_embeddings",
+        "rms_norm_eps",
+        "hidden_act",
+    ):
         assert getattr(default, key) == MIXTRAL_8X7B_CONFIG[key], key
     assert default.rope_parameters["rope_theta"] == MIXTRAL_8X7B_CONFIG["rope_theta"]
     # The two differences, neither of which changes a tensor:
@@ -65,8 +77,16 @@ def test_arch_sources(tmp_path):
 def test_axolotl_training_decisions():
     """QLoRA: linears in 4-bit with bf16 storage, experts only with quantize_moe_experts; Axolotl's casts in order:
     norms, router and embeddings to float32, PEFT's kbit cast, then norms and embeddings back to bf16."""
-    s = setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True, "quantize_moe_experts": True,
-                           "lora_target_modules": ["q_proj"], "bf16": True})
+    s = setup_from_config(
+        {
+            "base_model": "x",
+            "adapter": "qlora",
+            "load_in_4bit": True,
+            "quantize_moe_experts": True,
+            "lora_target_modules": ["q_proj"],
+            "bf16": True,
+        }
+    )
     d = training_decisions(s, "mixtral")
     assert d.linear_4bit and d.experts_4bit and d.linear_storage == "bfloat16" and not d.kbit_prepare_fp32
     assert d.stored_dtype("model.layers.0.input_layernorm.weight", "bfloat16") == "bfloat16"
@@ -74,31 +94,62 @@ def test_axolotl_training_decisions():
     assert d.stored_dtype("model.layers.0.mlp.gate.weight", "bfloat16") == "float32"  # the router: first cast only
     assert d.stored_dtype("lm_head.weight", "bfloat16") == "bfloat16"
     assert d.stored_dtype("model.embed_tokens.weight", "bfloat16") == "bfloat16"
-    no_experts = training_decisions(setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True,
-                                                       "lora_target_modules": ["q_proj"], "bf16": True}), "mixtral")
+    no_experts = training_decisions(
+        setup_from_config(
+            {
+                "base_model": "x",
+                "adapter": "qlora",
+                "load_in_4bit": True,
+                "lora_target_modules": ["q_proj"],
+                "bf16": True,
+            }
+        ),
+        "mixtral",
+    )
     assert not no_experts.experts_4bit and no_experts.kbit_prepare_fp32  # PEFT casts the 16-bit rest to fp32 ...
     assert no_experts.stored_dtype("model.layers.0.mlp.experts.gate_up_proj", "bfloat16") == "float32"
-    assert no_experts.stored_dtype("model.layers.0.post_attention_layernorm.weight", "bfloat16") == "bfloat16"  # ... then back
+    assert (
+        no_experts.stored_dtype("model.layers.0.post_attention_layernorm.weight", "bfloat16") == "bfloat16"
+    )  # ... then back
     assert no_experts.stored_dtype("lm_head.weight", "bfloat16") == "bfloat16"
-    skip = training_decisions(setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True,
-                                                 "embeddings_skip_upcast": True, "lora_target_modules": ["q_proj"],
-                                                 "bf16": True}), "llama")
+    skip = training_decisions(
+        setup_from_config(
+            {
+                "base_model": "x",
+                "adapter": "qlora",
+                "load_in_4bit": True,
+                "embeddings_skip_upcast": True,
+                "lora_target_modules": ["q_proj"],
+                "bf16": True,
+            }
+        ),
+        "llama",
+    )
     assert skip.stored_dtype("model.embed_tokens.weight", "bfloat16") == "float32"  # PEFT's cast, never cast back
     neox = training_decisions(s, "gpt_neox")
     assert neox.embedding_modules == ("embed_in", "embed_out")
     assert neox.stored_dtype("gpt_neox.embed_in.weight", "bfloat16") == "bfloat16"
 
 
-LLAMA_2_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-              "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "tie_word_embeddings": False}
+LLAMA_2_7B = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+}
 
 
 def test_llama_qlora_embeddings_and_head_are_bf16():
     """Llama-2-7B QLoRA: embed_tokens + lm_head = 2 x 32,000 x 4,096 values in bf16 (0.49 GiB), not float32."""
     from mixtral_ft.plan.weights import weight_summary
 
-    s = setup_from_config({"base_model": "x", "adapter": "qlora", "load_in_4bit": True, "lora_target_linear": True,
-                           "bf16": True})
+    s = setup_from_config(
+        {"base_model": "x", "adapter": "qlora", "load_in_4bit": True, "lora_target_linear": True, "bf16": True}
+    )
     w = weight_summary(load_arch(LLAMA_2_7B), training_decisions(s, "llama"), use_cache=False)
     assert w["parts"]["embeddings_head"] == 2 * 32000 * 4096 * 2
     assert w["dtypes"]["embeddings_head"] == ["bfloat16"]
@@ -113,15 +164,17 @@ def test_int8_weights_are_int8_with_row_scales():
     from mixtral_ft.plan.weights import weight_summary
 
     layer = bnb.nn.Linear8bitLt(96, 40, bias=False, has_fp16_weights=False)
-    layer.weight = bnb.nn.Int8Params(torch.randn(40, 96, dtype=torch.bfloat16), requires_grad=False,
-                                     has_fp16_weights=False)
+    layer.weight = bnb.nn.Int8Params(
+        torch.randn(40, 96, dtype=torch.bfloat16), requires_grad=False, has_fp16_weights=False
+    )
     layer = layer.to("cpu")  # quantizes, as .cuda() does on a GPU
     w = layer.weight
     assert w.dtype == torch.int8
     assert int8_stored_bytes(40, 96) == w.numel() * w.element_size() + w.SCB.numel() * w.SCB.element_size()
 
-    s = setup_from_config({"base_model": "x", "adapter": "lora", "load_in_8bit": True, "lora_target_linear": True,
-                           "bf16": True})
+    s = setup_from_config(
+        {"base_model": "x", "adapter": "lora", "load_in_8bit": True, "lora_target_linear": True, "bf16": True}
+    )
     d = training_decisions(s, "llama")
     assert d.linear_8bit and not d.linear_4bit and d.kbit_prepare_fp32
     summary = weight_summary(load_arch(LLAMA_2_7B), d, use_cache=False)
@@ -140,8 +193,9 @@ def test_stored_dtypes_equal_axolotls_loader(tiny_mixtral_dir, tmp_path):
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
     from mixtral_ft.train.twin import load_twin
 
-    values = render(RenderRequest("rg", tmp_path / "data", "a100-80gb", tmp_path / "run",
-                                  base_model=str(tiny_mixtral_dir))).values
+    values = render(
+        RenderRequest("rg", tmp_path / "data", "a100-80gb", tmp_path / "run", base_model=str(tiny_mixtral_dir))
+    ).values
     twin = load_twin(values, tmp_path / "twin")
     decisions = training_decisions(setup_from_config(values), "mixtral")
     checked = {}
@@ -176,15 +230,19 @@ def test_accounting_equals_the_tiny_mixtral_loaded_in_4bit(tiny_mixtral_dir):
 
     spec = FourBitSpec(compute_dtype="float32")
     with quantize_experts_on_load(spec):
-        model = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir, quantization_config=spec.bnb_config(),
-                                                     device_map="cpu", dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_mixtral_dir, quantization_config=spec.bnb_config(), device_map="cpu", dtype=torch.float32
+        )
     assert quantization_record(model)["expert_tensors_4bit"] == 4
     planned, records = _inventory_total(tiny_mixtral_dir, inference_decisions(True, dtype="float32"))
     assert planned == stored_bytes(model)["bytes"]
     assert sum(1 for r in records if r.quantized) == 4 + 8  # 4 fused expert tensors, 8 attention linears
     # Without the 4-bit plan the same accounting is the plain float32 model.
     plain = AutoModelForCausalLM.from_pretrained(tiny_mixtral_dir, dtype=torch.float32)
-    assert _inventory_total(tiny_mixtral_dir, inference_decisions(False, dtype="float32"))[0] == stored_bytes(plain)["bytes"]
+    assert (
+        _inventory_total(tiny_mixtral_dir, inference_decisions(False, dtype="float32"))[0]
+        == stored_bytes(plain)["bytes"]
+    )
 
 
 @pytest.mark.slow

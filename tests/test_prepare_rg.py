@@ -326,7 +326,9 @@ def test_ragtruth_nested_fields(ragtruth_path, tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "manifest.json").read_text())
-    assert m["summary"]["test"] == 20 and m["summary"]["train"] + 20 + m["summary"]["duplicates"] == m["summary"]["read"]
+    assert (
+        m["summary"]["test"] == 20 and m["summary"]["train"] + 20 + m["summary"]["duplicates"] == m["summary"]["read"]
+    )
     row = read_jsonl(out / "test.jsonl")[0]
     assert row["source"] == "ragtruth" and row["context"].startswith("passage 1:")
 

@@ -15,12 +15,24 @@ from mixtral_ft.data.readers import parse_input
 from mixtral_ft.data.split import TestSize
 
 ROWS = [
-    {"id": "a", "question": "When does the shop open?", "context": ["The shop opens at 9.", "It closes at 5 pm."],
-     "answer": "At 9 in the morning."},
-    {"id": "b", "question": "Refund  window?", "context": "Refunds within 30 days, “with receipt” — café.",
-     "answer": "30 days with a receipt."},
-    {"id": "c", "question": "Is there parking?", "context": ["Free parking behind the store.\n\nBikes welcome."],
-     "answer": "Yes, free parking behind the store."},
+    {
+        "id": "a",
+        "question": "When does the shop open?",
+        "context": ["The shop opens at 9.", "It closes at 5 pm."],
+        "answer": "At 9 in the morning.",
+    },
+    {
+        "id": "b",
+        "question": "Refund  window?",
+        "context": "Refunds within 30 days, “with receipt” — café.",
+        "answer": "30 days with a receipt.",
+    },
+    {
+        "id": "c",
+        "question": "Is there parking?",
+        "context": ["Free parking behind the store.\n\nBikes welcome."],
+        "answer": "Yes, free parking behind the store.",
+    },
 ]
 
 
@@ -49,9 +61,18 @@ def test_prepared_rows_tokenize_exactly_as_axolotl(tmp_path, tokenizer):
     tok, tok_path = tokenizer
     src = tmp_path / "raw.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
-    result = prepare_rg(RgPrepareOptions(inputs=[parse_input(str(src))], out=tmp_path / "out",
-                                         test_size=TestSize(count=1), tokenizer=tok_path, sequence_len=4096))
-    rows = [json.loads(x) for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()]
+    result = prepare_rg(
+        RgPrepareOptions(
+            inputs=[parse_input(str(src))],
+            out=tmp_path / "out",
+            test_size=TestSize(count=1),
+            tokenizer=tok_path,
+            sequence_len=4096,
+        )
+    )
+    rows = [
+        json.loads(x) for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()
+    ]
     strategy = _strategy(tok, 4096)
     ours = AxolotlInstructionTokenizer(tok, 4096)
     lengths = []

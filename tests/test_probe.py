@@ -17,19 +17,42 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _gpu_probe(**model_overrides) -> dict:
     """A probe record shaped like the plugin's on a CUDA run: 2 layers, 4 steps of 4 x 4096 slots."""
-    model = {"attn_implementation": "flash_attention_2", "gradient_checkpointing": True,
-             "quantized_expert_tensors": 4, "unquantized_expert_tensors": 0, "linear_4bit_modules": 8,
-             "num_hidden_layers": 2, "parameters": 3_100_000_000, "parameter_gib": {"experts": 1.3}}
+    model = {
+        "attn_implementation": "flash_attention_2",
+        "gradient_checkpointing": True,
+        "quantized_expert_tensors": 4,
+        "unquantized_expert_tensors": 0,
+        "linear_4bit_modules": 8,
+        "num_hidden_layers": 2,
+        "parameters": 3_100_000_000,
+        "parameter_gib": {"experts": 1.3},
+    }
     model.update(model_overrides)
-    steps = [{"step": i + 1, "t": 103.0 + 2.0 * (i + 1),
-              "tokens": {"total": 16384 * (i + 1), "trainable": 4000 * (i + 1)},
-              "memory": {"cuda_peak_allocated_gib": 5.0 + i, "cuda_peak_reserved_gib": 6.0 + i, "rss_peak_gib": 9.0}}
-             for i in range(4)]
-    return {"schema": "mixft-probe/v1", "device": {"type": "cuda", "name": "NVIDIA H100"},
-            "config": {"quantize_moe_experts": True, "attn_implementation": "flash_attention_2", "load_in_4bit": True,
-                       "gradient_checkpointing": True},
-            "model": model, "memory_after_load": {"cuda_allocated_gib": 2.5, "rss_peak_gib": 8.0},
-            "train_begin": {"t": 100.0, "step": 0, "tokens": {}}, "steps": steps, "finished": True, "errors": []}
+    steps = [
+        {
+            "step": i + 1,
+            "t": 103.0 + 2.0 * (i + 1),
+            "tokens": {"total": 16384 * (i + 1), "trainable": 4000 * (i + 1)},
+            "memory": {"cuda_peak_allocated_gib": 5.0 + i, "cuda_peak_reserved_gib": 6.0 + i, "rss_peak_gib": 9.0},
+        }
+        for i in range(4)
+    ]
+    return {
+        "schema": "mixft-probe/v1",
+        "device": {"type": "cuda", "name": "NVIDIA H100"},
+        "config": {
+            "quantize_moe_experts": True,
+            "attn_implementation": "flash_attention_2",
+            "load_in_4bit": True,
+            "gradient_checkpointing": True,
+        },
+        "model": model,
+        "memory_after_load": {"cuda_allocated_gib": 2.5, "rss_peak_gib": 8.0},
+        "train_begin": {"t": 100.0, "step": 0, "tokens": {}},
+        "steps": steps,
+        "finished": True,
+        "errors": [],
+    }
 
 
 def test_summary_measures_after_warmup_and_takes_cuda_peaks():
@@ -47,8 +70,14 @@ def test_summary_measures_after_warmup_and_takes_cuda_peaks():
 
 
 def test_settings_that_did_not_take_effect_are_warned():
-    s = summarize(_gpu_probe(attn_implementation="sdpa", quantized_expert_tensors=0, unquantized_expert_tensors=4,
-                             gradient_checkpointing=False))
+    s = summarize(
+        _gpu_probe(
+            attn_implementation="sdpa",
+            quantized_expert_tensors=0,
+            unquantized_expert_tensors=4,
+            gradient_checkpointing=False,
+        )
+    )
     text = "\n".join(s.warnings)
     assert "quantize_moe_experts is set but no expert tensor was quantized" in text
     assert "attn_implementation flash_attention_2 was asked for but the model runs 'sdpa' attention" in text
@@ -70,8 +99,9 @@ def test_flash_attention_warning_fires_from_the_config_axolotl_validated():
     from mixtral_ft.train.probe import probe_config
 
     for override in ((), ("attn_implementation=null", "flash_attention=true")):  # the current key, the deprecated one
-        values = render(RenderRequest("rg", REPO / "tests" / "golden", "a100-80gb", REPO / "runs" / "x",
-                                      overrides=override)).values
+        values = render(
+            RenderRequest("rg", REPO / "tests" / "golden", "a100-80gb", REPO / "runs" / "x", overrides=override)
+        ).values
         with _quiet():
             validated = validate_config(DictDefault(values))
         assert "flash_attention" not in validated
@@ -88,7 +118,8 @@ def test_probe_files_from_before_attn_implementation_still_warn():
     probe = _gpu_probe(attn_implementation="sdpa")
     probe["config"] = {"flash_attention": True}
     assert summarize(probe).warnings == [
-        "attn_implementation flash_attention_2 was asked for but the model runs 'sdpa' attention"]
+        "attn_implementation flash_attention_2 was asked for but the model runs 'sdpa' attention"
+    ]
     probe["model"]["attn_implementation"] = "kernels-community/flash-attn2"  # the hub kernel is flash attention too
     assert summarize(probe).warnings == []
 
@@ -111,10 +142,24 @@ def test_fit_is_exact_on_a_line_and_refuses_one_point():
 
 def test_fits_skip_failed_rows_and_extrapolate_throughput():
     rows = [
-        {"profile": "h100-80gb", "layers": 1, "ok": True, "peak_gib": 4.0, "peak_reserved_gib": 5.0,
-         "step_s": 1.0, "token_slots_per_s": 16384.0},
-        {"profile": "h100-80gb", "layers": 2, "ok": True, "peak_gib": 5.0, "peak_reserved_gib": 6.0,
-         "step_s": 1.5, "token_slots_per_s": 16384 / 1.5},
+        {
+            "profile": "h100-80gb",
+            "layers": 1,
+            "ok": True,
+            "peak_gib": 4.0,
+            "peak_reserved_gib": 5.0,
+            "step_s": 1.0,
+            "token_slots_per_s": 16384.0,
+        },
+        {
+            "profile": "h100-80gb",
+            "layers": 2,
+            "ok": True,
+            "peak_gib": 5.0,
+            "peak_reserved_gib": 6.0,
+            "step_s": 1.5,
+            "token_slots_per_s": 16384 / 1.5,
+        },
         {"profile": "h100-80gb", "layers": 4, "ok": False, "error": "CUDA out of memory"},
         {"profile": "a100-80gb", "layers": 1, "ok": True, "peak_gib": 4.0, "step_s": 1.2, "token_slots_per_s": 1.0},
     ]
@@ -146,8 +191,16 @@ def test_benchmark_settings_and_probe_pass_axolotl_validation(profile, tmp_path)
     from mixtral_ft.train.api import TrainRequest, plan
 
     data = REPO / "tests" / "golden"  # render and validation only read paths, never the files
-    p = plan(TrainRequest(task="rg", data_dir=data, profile=profile, run_dir=tmp_path / "run",
-                          overrides=bench_overrides(steps=8, warmup=2), probe=True))
+    p = plan(
+        TrainRequest(
+            task="rg",
+            data_dir=data,
+            profile=profile,
+            run_dir=tmp_path / "run",
+            overrides=bench_overrides(steps=8, warmup=2),
+            probe=True,
+        )
+    )
     v = p.config.values
     assert v["max_steps"] == 10 and v["save_strategy"] == "no" and "test_datasets" not in v
     assert v["plugins"] == [PROBE_PLUGIN]
@@ -158,8 +211,16 @@ def test_benchmark_settings_and_probe_pass_axolotl_validation(profile, tmp_path)
 def test_probe_plugin_is_kept_beside_a_users_plugins(tmp_path):
     from mixtral_ft.train.api import TrainRequest, plan
 
-    p = plan(TrainRequest(task="rg", data_dir=REPO / "tests" / "golden", profile="cpu", run_dir=tmp_path / "r",
-                          overrides=("plugins=[axolotl.integrations.liger.LigerPlugin]",), probe=True))
+    p = plan(
+        TrainRequest(
+            task="rg",
+            data_dir=REPO / "tests" / "golden",
+            profile="cpu",
+            run_dir=tmp_path / "r",
+            overrides=("plugins=[axolotl.integrations.liger.LigerPlugin]",),
+            probe=True,
+        )
+    )
     assert p.config.values["plugins"] == ["axolotl.integrations.liger.LigerPlugin", PROBE_PLUGIN]
 
 
@@ -191,10 +252,31 @@ def test_describe_model_counts_4bit_experts(tmp_path):
 @pytest.mark.slow
 def test_bench_script_on_cpu_measures_each_layer_count(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_train.py"), "--width", "tiny",
-                           "--profile", "cpu", "--layers", "1,2", "--steps", "3", "--warmup", "1",
-                           "--set", "adapter=qlora", "--set", "load_in_4bit=true", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_train.py"),
+            "--width",
+            "tiny",
+            "--profile",
+            "cpu",
+            "--layers",
+            "1,2",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--set",
+            "adapter=qlora",
+            "--set",
+            "load_in_4bit=true",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
@@ -219,8 +301,19 @@ def test_bench_script_refuses_gpu_profiles_without_cuda(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_train.py"), "--profile", "h100-80gb",
-                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_train.py"),
+            "--profile",
+            "h100-80gb",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "profile(s) h100-80gb need a CUDA GPU; on CPU use --profile cpu --width tiny" in proc.stderr
     assert not (tmp_path / "b").exists()

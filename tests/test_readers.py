@@ -49,7 +49,8 @@ def test_json_must_be_an_array_and_valid(tmp_path):
     p = tmp_path / "obj.json"
     p.write_text(json.dumps(ROWS[0]), encoding="utf-8")
     assert _rows(parse_input(str(p)))[1] == [
-        f"{p}: expected a JSON array of objects, got object (for one object per line use .jsonl)"]
+        f"{p}: expected a JSON array of objects, got object (for one object per line use .jsonl)"
+    ]
     p2 = tmp_path / "lines.json"
     p2.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps(ROWS[1]) + "\n", encoding="utf-8")
     (problem,) = _rows(parse_input(str(p2)))[1]
@@ -58,10 +59,7 @@ def test_json_must_be_an_array_and_valid(tmp_path):
 
 def test_csv_with_quoted_multiline_field_and_bad_field_count(tmp_path):
     p = tmp_path / "in.csv"
-    p.write_bytes(b'id,question,context,answer\r\n'
-                  b'a,Q1?,"line one\r\nline two",A1\r\n'
-                  b'b,Q2?,c2\r\n'
-                  b'c,Q3?,c3,A3\r\n')
+    p.write_bytes(b'id,question,context,answer\r\na,Q1?,"line one\r\nline two",A1\r\nb,Q2?,c2\r\nc,Q3?,c3,A3\r\n')
     rows, problems = _rows(parse_input(str(p)))
     assert rows[0] == (2, {"id": "a", "question": "Q1?", "context": "line one\r\nline two", "answer": "A1"})
     assert rows[2] == (5, {"id": "c", "question": "Q3?", "context": "c3", "answer": "A3"})
@@ -100,7 +98,7 @@ def test_unreadable_parquet_is_a_file_problem(tmp_path):
         (b'{"a": 1}\n{"a": 2}\r\n{"a": 3}\r\n', "{f}:2: Windows line ending (CRLF) on 2 line(s), first here"),
         (b'{"a": 1}\n{"a": "\xff"}\n', "{f}:2: not valid UTF-8: byte 0xff at byte 8 of the line"),
         (b'{"a": 1}\n{"a": 1,}\n', "{f}:2: invalid JSON:"),
-        (b'[1, 2]\n', "{f}:1: expected a JSON object, got array"),
+        (b"[1, 2]\n", "{f}:1: expected a JSON object, got array"),
     ],
     ids=["bom", "crlf", "undecodable", "invalid-json", "not-object"],
 )

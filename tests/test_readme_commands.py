@@ -34,7 +34,9 @@ EXTERNAL_TOOLS = {
     "curl": "apt-get install curl",
 }
 # Tools that no longer work in the pinned environment, and what replaces them.
-DEPRECATED_TOOLS = {"huggingface-cli": "hf (huggingface_hub 1.x: \"`huggingface-cli` is deprecated and no longer works\")"}
+DEPRECATED_TOOLS = {
+    "huggingface-cli": 'hf (huggingface_hub 1.x: "`huggingface-cli` is deprecated and no longer works")'
+}
 VENV_BIN = REPO / ".venv" / "bin"
 
 
@@ -89,8 +91,13 @@ _EXECUTABLE_PATH = re.compile(r"^(\./|\.venv/bin/|\.ci/|scripts/)\S+$")
 
 
 def _known_first_word(word: str) -> bool:
-    return (word in KNOWN_TOOLS or word in EXTERNAL_TOOLS or word in BUILTINS or word in DEPRECATED_TOOLS
-            or bool(_EXECUTABLE_PATH.match(word)))
+    return (
+        word in KNOWN_TOOLS
+        or word in EXTERNAL_TOOLS
+        or word in BUILTINS
+        or word in DEPRECATED_TOOLS
+        or bool(_EXECUTABLE_PATH.match(word))
+    )
 
 
 def doc_commands() -> list[DocCommand]:
@@ -274,8 +281,10 @@ def check(cmd: DocCommand) -> str | None:
         return cmd.fail(problem) if problem else None
     if tool in EXTERNAL_TOOLS:
         return None  # its install line is checked once, in test_external_tools_have_install_lines
-    return cmd.fail(f"unknown tool '{tool}': install it in the environment, or add it to EXTERNAL_TOOLS in "
-                    f"{Path(__file__).name} with the install line the docs give for it")
+    return cmd.fail(
+        f"unknown tool '{tool}': install it in the environment, or add it to EXTERNAL_TOOLS in "
+        f"{Path(__file__).name} with the install line the docs give for it"
+    )
 
 
 # ------------------------------------------------------------------ tests
@@ -296,24 +305,30 @@ def test_every_documented_command_parses_against_the_installed_tools():
 def test_external_tools_have_install_lines():
     text = "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
     used = {c.argv[0] for c in doc_commands()} & set(EXTERNAL_TOOLS)
-    missing = [f"{tool}: the docs never say `{EXTERNAL_TOOLS[tool]}`" for tool in sorted(used)
-               if EXTERNAL_TOOLS[tool] not in text]
+    missing = [
+        f"{tool}: the docs never say `{EXTERNAL_TOOLS[tool]}`"
+        for tool in sorted(used)
+        if EXTERNAL_TOOLS[tool] not in text
+    ]
     assert not missing, "\n".join(missing)
 
 
-@pytest.mark.parametrize("line,problem", [
-    ("mixft generate --modle m --data d --out o", "No such option '--modle'. Did you mean '--model'?"),
-    ("mixft generate --data d --out o", "Missing option '--model'"),
-    ("mixft trian rg", "has no subcommand 'trian'"),
-    ("mixft train rg --data DIR [--gpus N] [--nope X]", "has no option(s) --nope"),
-    ("make no-such-target", "no Makefile target(s) no-such-target"),
-    ("hf download repo --local-dir d --exclude a b", None),
-    ("hf dowload repo", "has no subcommand 'dowload'"),
-    ("frobnicate --now", "unknown tool 'frobnicate'"),
-    ("huggingface-cli login", "`huggingface-cli` is deprecated; use hf"),
-    ("OPENAI_API_KEY=x mixft generate --backend openai -m m --data d --out o ; make test", None),
-    ("pip install 'mixtral-ft[nosuchextra]'", "pyproject.toml has no extra(s) nosuchextra"),
-])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("mixft generate --modle m --data d --out o", "No such option '--modle'. Did you mean '--model'?"),
+        ("mixft generate --data d --out o", "Missing option '--model'"),
+        ("mixft trian rg", "has no subcommand 'trian'"),
+        ("mixft train rg --data DIR [--gpus N] [--nope X]", "has no option(s) --nope"),
+        ("make no-such-target", "no Makefile target(s) no-such-target"),
+        ("hf download repo --local-dir d --exclude a b", None),
+        ("hf dowload repo", "has no subcommand 'dowload'"),
+        ("frobnicate --now", "unknown tool 'frobnicate'"),
+        ("huggingface-cli login", "`huggingface-cli` is deprecated; use hf"),
+        ("OPENAI_API_KEY=x mixft generate --backend openai -m m --data d --out o ; make test", None),
+        ("pip install 'mixtral-ft[nosuchextra]'", "pyproject.toml has no extra(s) nosuchextra"),
+    ],
+)
 def test_the_checker_catches_what_it_should(tmp_path, monkeypatch, line, problem):
     doc = tmp_path / "README.md"
     doc.write_text(f"```bash\n{line}\n```\n")

@@ -61,8 +61,9 @@ def test_prepare_stopped_by_a_signal_exits_128_plus_n_and_leaves_nothing(tmp_pat
     workers = [pid for pid, _ in descendants(proc.pid)]
     rc, _out, err = stop(proc, sig)
     assert rc == code, err
-    assert err.strip().splitlines()[-1] == (f"interrupted ({signal.Signals(sig).name}): nothing was written to "
-                                            f"{out}; run the same command again")
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted ({signal.Signals(sig).name}): nothing was written to {out}; run the same command again"
+    )
     _no_traceback(err)
     assert not out.exists() and leftovers(out) == []
     wait_until(lambda: not alive(workers), timeout=10, what="the workers to exit")
@@ -86,13 +87,33 @@ def test_generate_stopped_while_waiting_on_an_endpoint(tmp_path):
     data.write_text("".join(json.dumps({"id": f"q{i}", "context": "c", "question": "q"}) + "\n" for i in range(3)))
     out = tmp_path / "gen.jsonl"
     with silent_endpoint() as url:
-        proc = start(["generate", "--data", data, "--out", out, "-m", "m", "--backend", "openai", "--base-url", url,
-                      "--timeout", "120", "--max-retries", "0"], tmp_path)
+        proc = start(
+            [
+                "generate",
+                "--data",
+                data,
+                "--out",
+                out,
+                "-m",
+                "m",
+                "--backend",
+                "openai",
+                "--base-url",
+                url,
+                "--timeout",
+                "120",
+                "--max-retries",
+                "0",
+            ],
+            tmp_path,
+        )
         wait_until(lambda: (out.parent / (out.name + ".manifest.json")).exists(), proc=proc, what="the manifest")
         rc, _, err = stop(proc, signal.SIGTERM, timeout=30)
     assert rc == 143, err
-    assert err.strip().splitlines()[-1] == (f"interrupted (SIGTERM): 0 of 3 row(s) done in {out} (manifest "
-                                            "updated); run the same command again to do the other 3")
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted (SIGTERM): 0 of 3 row(s) done in {out} (manifest "
+        "updated); run the same command again to do the other 3"
+    )
     manifest = json.loads((tmp_path / "gen.jsonl.manifest.json").read_text())
     assert manifest["summary"]["stopped"] == "SIGTERM" and manifest["summary"]["done"] == 0
     assert leftovers(out) == []
@@ -147,13 +168,29 @@ def test_two_prepare_runs_on_one_out(tmp_path, big_qa):
 def test_two_inference_runs_on_one_out(tmp_path, command):
     """The issue's case: two `generate` runs on one --out both exited 0 and wrote every id twice."""
     data = tmp_path / "rows.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "context": "c", "question": "q", "response": "r"}) + "\n"
-                            for i in range(3)))
+    data.write_text(
+        "".join(json.dumps({"id": f"q{i}", "context": "c", "question": "q", "response": "r"}) + "\n" for i in range(3))
+    )
     out = tmp_path / "out.jsonl"
     role = "--data" if command == "generate" else "--responses"
     with silent_endpoint() as url:
-        args = [command, role, data, "--out", out, "-m", "m", "--backend", "openai", "--base-url", url,
-                "--timeout", "120", "--max-retries", "0"]
+        args = [
+            command,
+            role,
+            data,
+            "--out",
+            out,
+            "-m",
+            "m",
+            "--backend",
+            "openai",
+            "--base-url",
+            url,
+            "--timeout",
+            "120",
+            "--max-retries",
+            "0",
+        ]
         first = start(args, tmp_path)
         wait_until(lambda: lock_held(out), proc=first, what="the first run's lock")
         second = run(args, tmp_path)
@@ -169,18 +206,41 @@ def _verdicts(path: Path, n: int = 6, model: str = "m1") -> Path:
     rows = []
     for i in range(n):
         h = i % 3 == 0
-        rows.append({"id": f"q{i}", "source": "s", "model": model, "parse_ok": True, "hallucinated": h,
-                     "verdict": {"relevance": {"mistake": False, "explanation": ""},
-                                 "groundedness": {"mistake": h, "mistakes": []}, "corrected_response": None}})
+        rows.append(
+            {
+                "id": f"q{i}",
+                "source": "s",
+                "model": model,
+                "parse_ok": True,
+                "hallucinated": h,
+                "verdict": {
+                    "relevance": {"mistake": False, "explanation": ""},
+                    "groundedness": {"mistake": h, "mistakes": []},
+                    "corrected_response": None,
+                },
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def _responses(path: Path, n: int = 40) -> Path:
     """Labeled responses for ``prepare tc`` (docs/formats.md §3)."""
-    path.write_text("".join(json.dumps({"id": f"r{i}", "context": f"Fact {i}.", "question": f"Q{i}?",
-                                        "response": f"Answer {i}.", "hallucinated": i % 3 == 0}) + "\n"
-                            for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"r{i}",
+                    "context": f"Fact {i}.",
+                    "question": f"Q{i}?",
+                    "response": f"Answer {i}.",
+                    "hallucinated": i % 3 == 0,
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -226,8 +286,10 @@ def test_out_equal_to_the_input_with_force_is_refused(tmp_path):
     data = tmp_path / "test.jsonl"
     data.write_text(json.dumps({"id": "a", "context": "c", "question": "q", "response": "r"}) + "\n")
     before = data.read_bytes()
-    for args in (["generate", "--data", data, "--out", data, "--force", "-m", "m"],
-                 ["judge", "--responses", data, "--out", tmp_path / "." / "test.jsonl", "--force", "-m", "m"]):
+    for args in (
+        ["generate", "--data", data, "--out", data, "--force", "-m", "m"],
+        ["judge", "--responses", data, "--out", tmp_path / "." / "test.jsonl", "--force", "-m", "m"],
+    ):
         res = run(args, tmp_path)
         assert res.returncode == 2 and "is the input" in res.stderr and "never deletes or overwrites" in res.stderr
         _no_traceback(res.stderr)
@@ -293,8 +355,10 @@ def small_fs(tmp_path):
     """A 2 MiB tmpfs, or a skip saying why (the injected-fault tests below always run)."""
     mnt = tmp_path / "small"
     if not mount_tmpfs(mnt, "2m"):
-        pytest.skip("cannot mount a tmpfs here (not root, or mounts not permitted in this container); "
-                    "the injected full-disk tests cover the same paths")
+        pytest.skip(
+            "cannot mount a tmpfs here (not root, or mounts not permitted in this container); "
+            "the injected full-disk tests cover the same paths"
+        )
     yield mnt
     unmount(mnt)
 
@@ -320,8 +384,10 @@ def test_eval_and_report_on_a_real_full_filesystem(tmp_path, small_fs):
     v = _verdicts(tmp_path / "v.jsonl")
     assert run(["eval", "rg", "--verdicts", v, "--label", "x", "--out", tmp_path / "ev"], tmp_path).returncode == 0
     fill(small_fs, 1024)
-    for args, out in ((["eval", "rg", "--verdicts", v, "--label", "x", "--out", small_fs / "e"], small_fs / "e"),
-                      (["report", tmp_path / "ev", "--out", small_fs / "r"], small_fs / "r")):
+    for args, out in (
+        (["eval", "rg", "--verdicts", v, "--label", "x", "--out", small_fs / "e"], small_fs / "e"),
+        (["report", tmp_path / "ev", "--out", small_fs / "r"], small_fs / "r"),
+    ):
         res = run(args, tmp_path)
         _check_full_disk_message(res, out)
         assert sorted(p.name for p in small_fs.iterdir()) == ["filler"]
@@ -337,18 +403,49 @@ def test_full_disk_injected_at_the_write_layer(tmp_path, case):
     if case == "report":
         assert run(["eval", "rg", "--verdicts", v, "--label", "x", "--out", tmp_path / "ev"], tmp_path).returncode == 0
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"id": f"q{i}", "context": "c", "question": "q", "response": "r"}) + "\n"
-                            for i in range(3)))
+    rows.write_text(
+        "".join(json.dumps({"id": f"q{i}", "context": "c", "question": "q", "response": "r"}) + "\n" for i in range(3))
+    )
     out = full / ("out.jsonl" if case in ("generate", "judge") else "out")
     args = {
         "prepare rg": ["prepare", "rg", write_qa(tmp_path / "qa.jsonl", 2000), "--out", out],
         "prepare tc": ["prepare", "tc", _responses(tmp_path / "r.jsonl"), "--out", out],
         "eval rg": ["eval", "rg", "--verdicts", v, "--label", "x", "--out", out],
         "report": ["report", tmp_path / "ev", "--out", out],
-        "generate": ["generate", "--data", rows, "--out", out, "-m", "m", "--backend", "openai", "--base-url",
-                     "http://127.0.0.1:9/v1", "--max-retries", "0", "--timeout", "5"],
-        "judge": ["judge", "--responses", rows, "--out", out, "-m", "m", "--backend", "openai", "--base-url",
-                  "http://127.0.0.1:9/v1", "--max-retries", "0", "--timeout", "5"],
+        "generate": [
+            "generate",
+            "--data",
+            rows,
+            "--out",
+            out,
+            "-m",
+            "m",
+            "--backend",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--max-retries",
+            "0",
+            "--timeout",
+            "5",
+        ],
+        "judge": [
+            "judge",
+            "--responses",
+            rows,
+            "--out",
+            out,
+            "-m",
+            "m",
+            "--backend",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--max-retries",
+            "0",
+            "--timeout",
+            "5",
+        ],
     }[case]
     resumable = case in ("generate", "judge")
     # the resumable file gets room for one row, so the second append fills the disk part-way
@@ -378,9 +475,27 @@ def test_credentials_never_reach_a_file_or_a_log(tmp_path):
     out = tmp_path / "gen.jsonl"
     with silent_endpoint() as url:
         secret_url = url.replace("http://", "http://alice:hunter2pw@")
-        proc = start(["generate", "--data", data, "--out", out, "-m", "m", "--backend", "openai", "--base-url",
-                      secret_url, "--timeout", "120", "--max-retries", "0"], tmp_path,
-                     extra={"OPENAI_API_KEY": "sk-live-0123456789"})
+        proc = start(
+            [
+                "generate",
+                "--data",
+                data,
+                "--out",
+                out,
+                "-m",
+                "m",
+                "--backend",
+                "openai",
+                "--base-url",
+                secret_url,
+                "--timeout",
+                "120",
+                "--max-retries",
+                "0",
+            ],
+            tmp_path,
+            extra={"OPENAI_API_KEY": "sk-live-0123456789"},
+        )
         wait_until(lambda: (tmp_path / "gen.jsonl.manifest.json").exists(), proc=proc, what="the manifest")
         from mixtral_ft.util.lock import lock_path
 
@@ -396,14 +511,44 @@ def test_credentials_never_reach_a_file_or_a_log(tmp_path):
 def test_a_key_in_a_url_query_or_in_set_is_refused_with_advice(tmp_path):
     data = tmp_path / "test.jsonl"
     data.write_text(json.dumps({"id": "a", "context": "c", "question": "q"}) + "\n")
-    res = run(["generate", "--data", data, "--out", tmp_path / "o.jsonl", "-m", "m", "--backend", "openai",
-               "--base-url", "https://api.example.com/v1?api_key=sk-query-secret"], tmp_path)
+    res = run(
+        [
+            "generate",
+            "--data",
+            data,
+            "--out",
+            tmp_path / "o.jsonl",
+            "-m",
+            "m",
+            "--backend",
+            "openai",
+            "--base-url",
+            "https://api.example.com/v1?api_key=sk-query-secret",
+        ],
+        tmp_path,
+    )
     assert res.returncode == 2 and "sk-query-secret" not in res.stderr
     assert "put it in an environment variable and name it with --api-key-env" in res.stderr
-    for setting, env in (("comet_api_key=abc123secret", "COMET_API_KEY"),
-                         ("mlflow_tracking_uri=http://bob:abc123secret@mlflow:5000", "MLFLOW_TRACKING_PASSWORD")):
-        res = run(["config", "render", "rg", "--data", tmp_path, "--profile", "cpu", "--set", setting,
-                   "--out", tmp_path / "cfg.yml"], tmp_path)
+    for setting, env in (
+        ("comet_api_key=abc123secret", "COMET_API_KEY"),
+        ("mlflow_tracking_uri=http://bob:abc123secret@mlflow:5000", "MLFLOW_TRACKING_PASSWORD"),
+    ):
+        res = run(
+            [
+                "config",
+                "render",
+                "rg",
+                "--data",
+                tmp_path,
+                "--profile",
+                "cpu",
+                "--set",
+                setting,
+                "--out",
+                tmp_path / "cfg.yml",
+            ],
+            tmp_path,
+        )
         assert res.returncode == 2 and env in res.stderr and "abc123secret" not in res.stderr
         assert not (tmp_path / "cfg.yml").exists()
 
@@ -414,16 +559,21 @@ def test_a_key_in_a_url_query_or_in_set_is_refused_with_advice(tmp_path):
 def test_ids_with_control_characters_are_refused_everywhere(tmp_path):
     bad = "q1\ninjected: line"
     qa = tmp_path / "qa.jsonl"
-    qa.write_text(json.dumps({"id": bad, "question": "q", "context": "c", "answer": "a"}) + "\n"
-                  + json.dumps({"id": "ok", "question": "q2", "context": "c", "answer": "a"}) + "\n")
+    qa.write_text(
+        json.dumps({"id": bad, "question": "q", "context": "c", "answer": "a"})
+        + "\n"
+        + json.dumps({"id": "ok", "question": "q2", "context": "c", "answer": "a"})
+        + "\n"
+    )
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": "a\tb", "context": "c", "question": "q", "response": "r"}) + "\n")
     verdicts = tmp_path / "v.jsonl"
     verdicts.write_text(json.dumps({"id": "x\u202eevil", "hallucinated": True}) + "\n")
-    for args, shown in ((["prepare", "rg", qa, "--out", tmp_path / "p"], '"q1\\ninjected: line"'),
-                        (["judge", "--responses", rows, "--out", tmp_path / "j.jsonl", "-m", "m"], '"a\\tb"'),
-                        (["eval", "rg", "--verdicts", verdicts, "--label", "x", "--out", tmp_path / "e"],
-                         '"x\\u202eevil"')):
+    for args, shown in (
+        (["prepare", "rg", qa, "--out", tmp_path / "p"], '"q1\\ninjected: line"'),
+        (["judge", "--responses", rows, "--out", tmp_path / "j.jsonl", "-m", "m"], '"a\\tb"'),
+        (["eval", "rg", "--verdicts", verdicts, "--label", "x", "--out", tmp_path / "e"], '"x\\u202eevil"'),
+    ):
         res = run(args, tmp_path)
         assert res.returncode == 2, res.stderr
         assert "an id may not contain control characters" in res.stderr and shown in res.stderr, res.stderr
@@ -433,12 +583,18 @@ def test_ids_with_control_characters_are_refused_everywhere(tmp_path):
 def test_ids_that_look_like_paths_or_markup_are_just_data(tmp_path):
     ids = ["../../etc/passwd", "a/b", "<script>alert(1)</script>", "x & y | z", "..", "/abs/path", "C:\\x", "é ü"]
     qa = tmp_path / "qa.jsonl"
-    qa.write_text("".join(json.dumps({"id": i, "question": f"q{n}", "context": "c", "answer": "a"}) + "\n"
-                          for n, i in enumerate(ids)))
+    qa.write_text(
+        "".join(
+            json.dumps({"id": i, "question": f"q{n}", "context": "c", "answer": "a"}) + "\n" for n, i in enumerate(ids)
+        )
+    )
     res = run(["prepare", "rg", qa, "--out", tmp_path / "p", "--test-size", "2"], tmp_path)
     assert res.returncode == 0, res.stderr
-    written = [json.loads(x)["id"] for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "p" / f).read_text()
-               .splitlines()]
+    written = [
+        json.loads(x)["id"]
+        for f in ("train.jsonl", "test.jsonl")
+        for x in (tmp_path / "p" / f).read_text().splitlines()
+    ]
     assert sorted(written) == sorted(ids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "qa.jsonl"]  # no file named after an id
     # the report escapes the text it shows (labels, names): HTML-escaped, and `|` in Markdown tables

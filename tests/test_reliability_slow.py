@@ -52,8 +52,18 @@ def test_training_run_states_with_real_axolotl(tiny_mixtral_dir, rg_data_dir, tm
     Between steps, a plain `train` on the run refuses with the way on; a second `train` on a
     running run refuses with its pid; no Axolotl process outlives the `mixft` that started it."""
     run_dir = tmp_path / "run"
-    base = ["train", "rg", "--data", rg_data_dir, "--profile", "cpu", "--base-model", tiny_mixtral_dir,
-            "--run-dir", run_dir]
+    base = [
+        "train",
+        "rg",
+        "--data",
+        rg_data_dir,
+        "--profile",
+        "cpu",
+        "--base-model",
+        tiny_mixtral_dir,
+        "--run-dir",
+        run_dir,
+    ]
 
     # 1. a new run, stopped with Ctrl-C while Axolotl loads (before any checkpoint)
     first = start(base, tmp_path)
@@ -65,8 +75,13 @@ def test_training_run_states_with_real_axolotl(tiny_mixtral_dir, rg_data_dir, tm
     assert children, "Axolotl runs as a child of mixft"
     rc, _, err = stop(first, signal.SIGINT)
     assert rc == 130, err[-3000:]
-    assert err.strip().splitlines()[-1].startswith(f"interrupted (SIGINT): run {run_dir} kept, no checkpoint saved "
-                                                   "yet; restart it with: mixft train rg")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"interrupted (SIGINT): run {run_dir} kept, no checkpoint saved yet; restart it with: mixft train rg"
+        )
+    )
     assert err.strip().splitlines()[-1].endswith(f"--run-dir {run_dir} --resume")
     wait_until(lambda: not alive(children), timeout=30, what="Axolotl to exit")
     assert _attempts(run_dir) == [("start", "interrupted by SIGINT")]
@@ -78,8 +93,9 @@ def test_training_run_states_with_real_axolotl(tiny_mixtral_dir, rg_data_dir, tm
 
     # 3. --resume restarts it from step 0; kill -9 mixft once a checkpoint is saved
     resumed = start([*base, "--resume"], tmp_path)
-    wait_until(lambda: (run_dir / "output" / "checkpoint-2" / "trainer_state.json").exists(), proc=resumed,
-               what="checkpoint-2")
+    wait_until(
+        lambda: (run_dir / "output" / "checkpoint-2" / "trainer_state.json").exists(), proc=resumed, what="checkpoint-2"
+    )
     children = _axolotl_children(resumed)
     kill(resumed)
     wait_until(lambda: not alive(children), timeout=30, what="Axolotl to die with mixft (PR_SET_PDEATHSIG)")
@@ -105,9 +121,20 @@ def test_training_run_states_with_real_axolotl(tiny_mixtral_dir, rg_data_dir, tm
 
 
 def _rows(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"q{i}", "context": f"The museum opens at {i} am.",
-                                        "question": f"When does museum {i} open?", "answer": f"{i} am"}) + "\n"
-                            for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "context": f"The museum opens at {i} am.",
+                    "question": f"When does museum {i} open?",
+                    "answer": f"{i} am",
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -129,8 +156,19 @@ def _check_manifest_describes_the_file(out: Path, data: Path, keys) -> dict:
 def test_generate_and_judge_stopped_resumed_and_rerun_over_changed_inputs(tiny_mixtral_dir, tmp_path):
     data = _rows(tmp_path / "test.jsonl", 8)
     gens = tmp_path / "gens.jsonl"
-    gen = ["generate", "--model", tiny_mixtral_dir, "--data", data, "--out", gens, "--max-new-tokens", "4",
-           "--batch-size", "1"]
+    gen = [
+        "generate",
+        "--model",
+        tiny_mixtral_dir,
+        "--data",
+        data,
+        "--out",
+        gens,
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "1",
+    ]
     # SIGTERM part-way: 143, the note says how many rows are kept, the manifest says so too
     proc = start(gen, tmp_path)
     wait_until(lambda: gens.exists() and len(gens.read_text().splitlines()) >= 2, proc=proc, what="two rows")
@@ -149,16 +187,30 @@ def test_generate_and_judge_stopped_resumed_and_rerun_over_changed_inputs(tiny_m
     rows[3] = json.dumps({**json.loads(rows[3]), "question": "When does the museum close?"})
     data.write_text("\n".join(rows) + "\n")
     res = run(gen, tmp_path)
-    assert res.returncode == 0 and "resumed: 7 of 8 rows were already done, 1 row(s) redone because their input " \
-        "changed" in res.stderr, res.stderr[-2000:]
+    assert (
+        res.returncode == 0
+        and "resumed: 7 of 8 rows were already done, 1 row(s) redone because their input changed" in res.stderr
+    ), res.stderr[-2000:]
     assert _ids(gens) == [f"q{i}" for i in range(8)]
     m = _check_manifest_describes_the_file(gens, data, None)
     assert m["summary"]["changed"] == 1 and m["inputs"][0]["sha256"] == sha256_file(data)
 
     # judge the answers; then one response changes: only its verdict is redone (latencies do not count)
     verdicts = tmp_path / "verdicts.jsonl"
-    jud = ["judge", "--model", tiny_mixtral_dir, "--responses", gens, "--out", verdicts, "--max-new-tokens", "4",
-           "--batch-size", "4", "--no-score"]
+    jud = [
+        "judge",
+        "--model",
+        tiny_mixtral_dir,
+        "--responses",
+        gens,
+        "--out",
+        verdicts,
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "4",
+        "--no-score",
+    ]
     assert run(jud, tmp_path).returncode == 0
     rows = [json.loads(line) for line in gens.read_text().splitlines()]
     rows[0]["response"] = "It opens at noon."
@@ -182,14 +234,27 @@ def test_generate_on_a_real_full_filesystem(tiny_mixtral_dir, tmp_path):
     only complete rows kept; with space again the same command finishes, every id once."""
     mnt = tmp_path / "small"
     if not mount_tmpfs(mnt, "256k"):
-        pytest.skip("cannot mount a tmpfs here (not root, or mounts not permitted); "
-                    "tests/test_reliability.py injects the same failure at the write layer")
+        pytest.skip(
+            "cannot mount a tmpfs here (not root, or mounts not permitted); "
+            "tests/test_reliability.py injects the same failure at the write layer"
+        )
     try:
         data = _rows(tmp_path / "test.jsonl", 24)
         out = mnt / "gens.jsonl"
         fill(mnt, 12 * 1024)  # room for the manifest and a few rows (tmpfs counts 4 KiB pages)
-        gen = ["generate", "--model", tiny_mixtral_dir, "--data", data, "--out", out, "--max-new-tokens", "48",
-               "--batch-size", "4"]
+        gen = [
+            "generate",
+            "--model",
+            tiny_mixtral_dir,
+            "--data",
+            data,
+            "--out",
+            out,
+            "--max-new-tokens",
+            "48",
+            "--batch-size",
+            "4",
+        ]
         res = run(gen, tmp_path)
         assert res.returncode == 3, res.stderr[-2000:]
         last = res.stderr.strip().splitlines()[-1]

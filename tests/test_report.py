@@ -35,16 +35,51 @@ def make_run_dir(root: Path) -> Path:
 
 def test_report_from_eval_dirs_and_train_run(tmp_path, capsys):
     gold = write(tmp_path / "gold.jsonl", [{"id": f"i{k}", "hallucinated": k < 3} for k in range(20)])
-    gen = write(tmp_path / "verdicts.jsonl",
-                [{"id": f"i{k}", "model": "ft", "hallucinated": k in (0, 5)} for k in range(20)])
-    checker = write(tmp_path / "checker.jsonl",
-                    [{"id": f"i{k}", "hallucinated": k in (0, 1, 7), "score": (0.9 if k in (0, 1, 7) else k / 40)}
-                     for k in range(20)])
+    gen = write(
+        tmp_path / "verdicts.jsonl", [{"id": f"i{k}", "model": "ft", "hallucinated": k in (0, 5)} for k in range(20)]
+    )
+    checker = write(
+        tmp_path / "checker.jsonl",
+        [
+            {"id": f"i{k}", "hallucinated": k in (0, 1, 7), "score": (0.9 if k in (0, 1, 7) else k / 40)}
+            for k in range(20)
+        ],
+    )
     assert main(["eval", "rg", "--verdicts", str(gen), "--out", str(tmp_path / "e_rg"), "--label", "ft"]) == 0
-    assert main(["eval", "tc", "--pred", str(checker), "--gold", str(gold), "--out", str(tmp_path / "e_tc"),
-                 "--label", "ft"]) == 0
-    assert main(["eval", "pipeline", "--gold", str(gold), "--checker", str(checker),
-                 "--out", str(tmp_path / "e_pipe"), "--label", "ft"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "tc",
+                "--pred",
+                str(checker),
+                "--gold",
+                str(gold),
+                "--out",
+                str(tmp_path / "e_tc"),
+                "--label",
+                "ft",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "pipeline",
+                "--gold",
+                str(gold),
+                "--checker",
+                str(checker),
+                "--out",
+                str(tmp_path / "e_pipe"),
+                "--label",
+                "ft",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "compare", str(gold), str(gen), "--out", str(tmp_path / "e_cmp")]) == 0
     run = make_run_dir(tmp_path)
     capsys.readouterr()
@@ -58,11 +93,15 @@ def test_report_from_eval_dirs_and_train_run(tmp_path, capsys):
         w, h = png_size(out / name)
         assert w >= 600 and h >= 200, name
     md = (out / "report.md").read_text()
-    assert ("| Model | Hallucination rate (as judged) | Corrected for the judge's error | TC accuracy | "
-            "Net hallucination rate (at rejection rate) |") in md
+    assert (
+        "| Model | Hallucination rate (as judged) | Corrected for the judge's error | TC accuracy | "
+        "Net hallucination rate (at rejection rate) |"
+    ) in md
     # hallucination 2/20, TC accuracy: gold i0-i2, flags i0,i1,i7 -> 18/20; net: i2 accepted -> 1/20 at 3/20
-    assert ("| ft | 10.0% [2.8%, 30.1%] (2/20) | not corrected (no --checker-eval: the judge's error was not "
-            "measured) | 90.0% [69.9%, 97.2%] (18/20) | 5.0% ") in md
+    assert (
+        "| ft | 10.0% [2.8%, 30.1%] (2/20) | not corrected (no --checker-eval: the judge's error was not "
+        "measured) | 90.0% [69.9%, 97.2%] (18/20) | 5.0% "
+    ) in md
     assert "at 15.0% rejection |" in md
     assert "![loss_curves.png](loss_curves.png)" in md and "## Paired comparisons" in md
     assert "checkpoint-10" in md and "| run-rg | 10 | 0.2000 | 0.2200 |" in md

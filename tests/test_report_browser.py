@@ -25,8 +25,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 pytestmark = [
     pytest.mark.skipif(webdriver is None, reason="selenium is not installed (pip install 'mixtral-ft[dev]')"),
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="no chromium/chromedriver on PATH (Debian: apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="no chromium/chromedriver on PATH (Debian: apt-get install chromium chromium-driver)",
+    ),
 ]
 
 
@@ -41,21 +43,68 @@ def report_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("browser")
     judge = {"backend": "hf", "model": "judge", "adapter": "tc", "prompt_sha256": "a" * 64}
     gold = write(tmp / "gold.jsonl", [{"id": f"i{k}", "hallucinated": k < 8} for k in range(40)])
-    checker = write(tmp / "checker.jsonl", [
-        {"id": f"i{k}", "hallucinated": k in (0, 1, 2, 3, 4, 5, 30), "score": 0.9 if k < 6 else k / 50,
-         "judge": judge} for k in range(40)])
-    answers = write(tmp / "answers.jsonl", [
-        {"id": f"a{k}", "model": "ft", "hallucinated": k % 7 == 0, "judge": judge} for k in range(60)])
-    raw = write(tmp / "raw.jsonl", [
-        {"id": f"a{k}", "model": "raw", "hallucinated": k % 4 == 0, "judge": judge} for k in range(60)])
-    assert main(["eval", "tc", "--pred", str(checker), "--gold", str(gold), "--out", str(tmp / "tc"),
-                 "--label", "ft"]) == 0
-    assert main(["eval", "rg", "--verdicts", str(answers), "--checker-eval", str(tmp / "tc"), "--label", "ft",
-                 "--out", str(tmp / "rg")]) == 0
-    assert main(["eval", "pipeline", "--gold", str(gold), "--checker", str(checker), "--label", "ft",
-                 "--out", str(tmp / "pipe")]) == 0
-    assert main(["eval", "compare", str(raw), str(answers), "--checker-eval", str(tmp / "tc"),
-                 "--out", str(tmp / "cmp")]) == 0
+    checker = write(
+        tmp / "checker.jsonl",
+        [
+            {
+                "id": f"i{k}",
+                "hallucinated": k in (0, 1, 2, 3, 4, 5, 30),
+                "score": 0.9 if k < 6 else k / 50,
+                "judge": judge,
+            }
+            for k in range(40)
+        ],
+    )
+    answers = write(
+        tmp / "answers.jsonl",
+        [{"id": f"a{k}", "model": "ft", "hallucinated": k % 7 == 0, "judge": judge} for k in range(60)],
+    )
+    raw = write(
+        tmp / "raw.jsonl",
+        [{"id": f"a{k}", "model": "raw", "hallucinated": k % 4 == 0, "judge": judge} for k in range(60)],
+    )
+    assert (
+        main(["eval", "tc", "--pred", str(checker), "--gold", str(gold), "--out", str(tmp / "tc"), "--label", "ft"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "rg",
+                "--verdicts",
+                str(answers),
+                "--checker-eval",
+                str(tmp / "tc"),
+                "--label",
+                "ft",
+                "--out",
+                str(tmp / "rg"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "pipeline",
+                "--gold",
+                str(gold),
+                "--checker",
+                str(checker),
+                "--label",
+                "ft",
+                "--out",
+                str(tmp / "pipe"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["eval", "compare", str(raw), str(answers), "--checker-eval", str(tmp / "tc"), "--out", str(tmp / "cmp")])
+        == 0
+    )
     run = tmp / "run"
     (run / "output").mkdir(parents=True)
     history = [{"step": s, "loss": 2.0 / s} for s in range(1, 6)] + [{"step": 5, "eval_loss": 0.5}]
@@ -69,9 +118,14 @@ def report_dir(tmp_path_factory) -> Path:
 def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--allow-file-access-from-files",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--allow-file-access-from-files",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
@@ -107,8 +161,13 @@ def test_report_html_opens_with_every_image_and_table(report_dir, browser):
     assert all(i["complete"] and i["width"] > 0 for i in page["images"]), page["images"]
     assert page["h2"][:2] == ["Summary", "Hallucination rates"] and "Paired comparisons" in page["h2"]
     headers = [t["headers"] for t in page["tables"]]
-    assert ["Model", "Hallucination rate (as judged)", "Corrected for the judge's error", "TC accuracy",
-            "Net hallucination rate (at rejection rate)"] in headers
+    assert [
+        "Model",
+        "Hallucination rate (as judged)",
+        "Corrected for the judge's error",
+        "TC accuracy",
+        "Net hallucination rate (at rejection rate)",
+    ] in headers
     assert all(t["rows"] >= 1 for t in page["tables"]) and len(page["tables"]) >= 6
 
 

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def _rendered(task: str, profile: str, model: Path, tmp_path: Path) -> dict:
-    return render(RenderRequest(task=task, data_dir=tmp_path, profile=profile, run_dir=tmp_path,
-                                base_model=str(model))).values
+    return render(
+        RenderRequest(task=task, data_dir=tmp_path, profile=profile, run_dir=tmp_path, base_model=str(model))
+    ).values
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,15 @@ SCRIPT = REPO / "scripts" / "build_sample_data.py"
 
 QA_FIELDS = {"id": str, "question": str, "context": list, "answer": str, "article_id": str, "source": str}
 TC_FIELDS = {
-    "id": str, "question_id": str, "group": str, "context": list, "question": str,
-    "response": str, "model": str, "source": str, "verdict": dict,
+    "id": str,
+    "question_id": str,
+    "group": str,
+    "context": list,
+    "question": str,
+    "response": str,
+    "model": str,
+    "source": str,
+    "verdict": dict,
 }
 MISTAKE_TYPES = {"Evident Conflict", "Subtle Conflict", "Evident Baseless Info", "Subtle Baseless Info"}
 # The range data/README.md states for the share of responses with a groundedness mistake.
@@ -155,7 +162,8 @@ def test_generator_reproduces_the_files_byte_for_byte(tmp_path):
     assert build.main(["--out", str(tmp_path)]) == 0
     for name in ("sample_kb.jsonl", "sample_qa.jsonl", "sample_tc_responses.jsonl"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), (
-            f"data/{name} is out of date: run python scripts/build_sample_data.py")
+            f"data/{name} is out of date: run python scripts/build_sample_data.py"
+        )
 
 
 def test_generator_rejects_a_mistake_span_not_in_the_response(tmp_path):
@@ -163,10 +171,25 @@ def test_generator_rejects_a_mistake_span_not_in_the_response(tmp_path):
     kb_dir = tmp_path / "kb"
     kb_dir.mkdir()
     article = {
-        "id": "a", "title": "A", "category": "C", "snippets": ["Plan X costs $5."],
-        "qa": [{"q": "How much is X?", "ctx": [1], "src": "synthetic", "a": "X costs $5.",
-                "r": [{"model": "weak-bot", "text": "X costs $7.",
-                       "mistakes": [{"text": "$9", "type": "EC", "fix": "$5", "why": "wrong price"}]}]}],
+        "id": "a",
+        "title": "A",
+        "category": "C",
+        "snippets": ["Plan X costs $5."],
+        "qa": [
+            {
+                "q": "How much is X?",
+                "ctx": [1],
+                "src": "synthetic",
+                "a": "X costs $5.",
+                "r": [
+                    {
+                        "model": "weak-bot",
+                        "text": "X costs $7.",
+                        "mistakes": [{"text": "$9", "type": "EC", "fix": "$5", "why": "wrong price"}],
+                    }
+                ],
+            }
+        ],
     }
     (kb_dir / "01-a.json").write_text(json.dumps(article), encoding="utf-8")
     out = tmp_path / "out"

@@ -90,7 +90,7 @@ def test_mcnemar_textbook_examples():
     # Agresti, Categorical Data Analysis (2002), Table 10.1 (presidential approval, n = 1600):
     # discordant 150 and 86; uncorrected z^2 = 17.36, continuity-corrected 63^2/236 = 16.82.
     stat, p = mcnemar_chi2(150, 86)
-    assert stat == pytest.approx(63 ** 2 / 236)
+    assert stat == pytest.approx(63**2 / 236)
     assert round(stat, 2) == 16.82
     assert p == pytest.approx(4.11e-5, rel=1e-2)
     # Wikipedia's McNemar example (b = 121, c = 59): corrected chi-square 20.67.
@@ -184,7 +184,7 @@ def test_a_perfect_judge_leaves_the_rate_unchanged():
     # Agresti-Coull interval of the observed rate (the paper's adjustment of the observed rate alone).
     for k, n in ((0, 50), (13, 300), (150, 300)):
         assert rogan_gladen(k / n, 1.0, 1.0) == pytest.approx(k / n)
-        ci = lang_reiczigel_interval(k, n, 10 ** 9, 10 ** 9, 10 ** 9, 10 ** 9)
+        ci = lang_reiczigel_interval(k, n, 10**9, 10**9, 10**9, 10**9)
         z = z_value()
         p = (k + z * z / 2) / (n + z * z)
         half = z * math.sqrt(p * (1 - p) / (n + z * z))
@@ -208,12 +208,15 @@ def _in_mover_ratio_set(r, e1, c1, e2, c2):
     return low <= 0 <= high
 
 
-@pytest.mark.parametrize("e1,c1,e2,c2", [
-    (0.05, Interval(-0.01, 0.11, "x"), 0.6, Interval(0.45, 0.72, "x")),
-    (-0.08, Interval(-0.15, -0.02, "x"), 0.3, Interval(0.12, 0.47, "x")),
-    (0.0, Interval(-0.04, 0.04, "x"), 0.9, Interval(0.85, 0.94, "x")),
-    (0.2, Interval(0.1, 0.3, "x"), 0.1, Interval(0.02, 0.35, "x")),  # wide denominator, u2 > 2 * e2
-])
+@pytest.mark.parametrize(
+    "e1,c1,e2,c2",
+    [
+        (0.05, Interval(-0.01, 0.11, "x"), 0.6, Interval(0.45, 0.72, "x")),
+        (-0.08, Interval(-0.15, -0.02, "x"), 0.3, Interval(0.12, 0.47, "x")),
+        (0.0, Interval(-0.04, 0.04, "x"), 0.9, Interval(0.85, 0.94, "x")),
+        (0.2, Interval(0.1, 0.3, "x"), 0.1, Interval(0.02, 0.35, "x")),  # wide denominator, u2 > 2 * e2
+    ],
+)
 def test_mover_ratio_interval_is_the_set_its_definition_gives(e1, c1, e2, c2):
     ci = mover_ratio_interval(e1, c1, e2, c2)
     assert ci.low < e1 / e2 < ci.high

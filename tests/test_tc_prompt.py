@@ -25,11 +25,20 @@ def test_shipped_template_is_pinned(repo_root):
 
 def test_render_layout_and_verdict_follows_directly():
     prompt = render_tc_prompt("The plan costs $15.", "How much is the plan?", "It costs $20.")
-    assert prompt.endswith("### Context\nThe plan costs $15.\n\n### Question\nHow much is the plan?\n\n"
-                           "### Response\nIt costs $20.\n\n### Verdict\n")
+    assert prompt.endswith(
+        "### Context\nThe plan costs $15.\n\n### Question\nHow much is the plan?\n\n"
+        "### Response\nIt costs $20.\n\n### Verdict\n"
+    )
     assert "{context}" not in prompt and "{question}" not in prompt and "{response}" not in prompt
-    for word in ("Relevance", "Groundedness", "Evident Conflict", "Subtle Conflict", "Evident Baseless Info",
-                 "Subtle Baseless Info", '"corrected_response"'):
+    for word in (
+        "Relevance",
+        "Groundedness",
+        "Evident Conflict",
+        "Subtle Conflict",
+        "Evident Baseless Info",
+        "Subtle Baseless Info",
+        '"corrected_response"',
+    ):
         assert word in prompt
 
 
@@ -52,7 +61,7 @@ def test_bad_context_type():
 
 def test_custom_template_checked(tmp_path):
     good = tmp_path / "t.txt"
-    good.write_text("C={context} Q={question} R={response} JSON: {\"a\": 1}\n", encoding="utf-8")
+    good.write_text('C={context} Q={question} R={response} JSON: {"a": 1}\n', encoding="utf-8")
     t = load_template(good)
     assert render_tc_prompt("c", "q", "r", template=t) == 'C=c Q=q R=r JSON: {"a": 1}\n'
     assert template_sha256(t) != TC_V1_SHA256

@@ -20,14 +20,27 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 def tiny_llama_dir(tmp_path_factory) -> Path:
     from mixtral_ft.models.tiny import TinyDenseSpec, build_tiny_dense, default_corpus
 
-    return build_tiny_dense(tmp_path_factory.mktemp("models") / "tiny-llama", TinyDenseSpec(arch="llama"),
-                            sample_path=default_corpus())
+    return build_tiny_dense(
+        tmp_path_factory.mktemp("models") / "tiny-llama", TinyDenseSpec(arch="llama"), sample_path=default_corpus()
+    )
 
 
 def test_train_rg_on_a_tiny_dense_llama(tiny_llama_dir, rg_data_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model", str(tiny_llama_dir),
-                    "--run-dir", str(run)])
+    rc = run_mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(rg_data_dir),
+            "--profile",
+            "cpu",
+            "--base-model",
+            str(tiny_llama_dir),
+            "--run-dir",
+            str(run),
+        ]
+    )
     assert rc == 0, (run / "train.log").read_text()[-3000:]
     assert "steps: 4" in capsys.readouterr().out
 
@@ -46,8 +59,11 @@ def test_train_rg_on_a_tiny_dense_llama(tiny_llama_dir, rg_data_dir, tmp_path, c
     with safe_open(str(run / "output" / "adapter_model.safetensors"), "pt") as f:
         names = list(f.keys())
     # "base_model.model.model.layers.0.mlp.gate_proj.lora_A.weight" -> "gate_proj@0"
-    trained = {k.split(".lora_A")[0].rsplit(".", 1)[-1] + f"@{k.split('layers.')[1].split('.')[0]}"
-               for k in names if ".lora_A" in k}
+    trained = {
+        k.split(".lora_A")[0].rsplit(".", 1)[-1] + f"@{k.split('layers.')[1].split('.')[0]}"
+        for k in names
+        if ".lora_A" in k
+    }
     assert trained == {f"{m}@{layer}" for m in ALL_LINEAR for layer in (0, 1)}  # every projection, both layers
     loaded = json.loads((run / "output" / "config.json").read_text())
     assert loaded["model_type"] == "llama" and "output_router_logits" not in loaded

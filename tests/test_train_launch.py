@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from fixtures_models import rg_rows, tc_rows, write_split
+
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import InputError, PreflightError, UsageError
 from mixtral_ft.train.launch import LaunchOptions, build_launch_command
@@ -26,14 +26,33 @@ def test_single_process_runs_axolotl_module_directly():
 
 def test_several_gpus_go_through_accelerate():
     cmd = build_launch_command(Path("/r/axolotl.yml"), LaunchOptions(gpus=4), python="py")
-    assert cmd == ["py", "-m", "accelerate.commands.launch", "--num_processes", "4", "--num_machines", "1",
-                   "--machine_rank", "0", "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "-m", "axolotl.cli.train", "/r/axolotl.yml"]
+    assert cmd == [
+        "py",
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "4",
+        "--num_machines",
+        "1",
+        "--machine_rank",
+        "0",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "axolotl.cli.train",
+        "/r/axolotl.yml",
+    ]
 
 
 def test_multi_node_options_pass_through():
-    cmd = build_launch_command("c.yml", LaunchOptions(gpus=8, num_machines=2, machine_rank=1,
-                                                       main_process_ip="10.0.0.1", main_process_port=29500), python="py")
+    cmd = build_launch_command(
+        "c.yml",
+        LaunchOptions(gpus=8, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1", main_process_port=29500),
+        python="py",
+    )
     joined = " ".join(cmd)
     assert "--num_processes 16 --num_machines 2 --machine_rank 1" in joined
     assert "--main_process_ip 10.0.0.1 --main_process_port 29500" in joined
@@ -54,8 +73,21 @@ def test_dry_run_prints_config_and_command_and_writes_nothing(tmp_path, capsys):
     data = write_split(tmp_path / "data", rg_rows("train", 2), rg_rows("test", 1))
     run_dir = tmp_path / "run"
     before = sorted(p.name for p in tmp_path.iterdir())
-    rc = main(["train", "rg", "--data", str(data), "--profile", "a100-80gb", "--run-dir", str(run_dir),
-               "--gpus", "2", "--dry-run"])
+    rc = main(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(data),
+            "--profile",
+            "a100-80gb",
+            "--run-dir",
+            str(run_dir),
+            "--gpus",
+            "2",
+            "--dry-run",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "quantize_moe_experts: true" in out and f"output_dir: {run_dir.resolve()}/output" in out
@@ -135,9 +167,11 @@ def test_runner_streams_to_log_and_returns_status(tmp_path, capfd):
 
 def test_runner_forwards_ctrl_c_to_the_child(tmp_path):
     log = tmp_path / "run.log"
-    code = ("import signal, sys, time\n"
-            "def stop(*a):\n    print('child got SIGINT, saving', flush=True); sys.exit(5)\n"
-            "signal.signal(signal.SIGINT, stop)\nprint('rea' + 'dy-now', flush=True)\ntime.sleep(30)\n")
+    code = (
+        "import signal, sys, time\n"
+        "def stop(*a):\n    print('child got SIGINT, saving', flush=True); sys.exit(5)\n"
+        "signal.signal(signal.SIGINT, stop)\nprint('rea' + 'dy-now', flush=True)\ntime.sleep(30)\n"
+    )
 
     def interrupt_when_ready():
         for _ in range(200):
@@ -158,10 +192,19 @@ def test_summary_reads_newest_trainer_state(tmp_path):
     for step, loss in ((2, 3.0), (4, 2.5)):
         ck = out / f"checkpoint-{step}"
         ck.mkdir(parents=True)
-        (ck / "trainer_state.json").write_text(json.dumps({
-            "global_step": step, "max_steps": 4,
-            "log_history": [{"loss": loss + 0.5, "step": step - 1}, {"eval_loss": loss + 0.1, "step": step},
-                            {"loss": loss, "step": step}]}))
+        (ck / "trainer_state.json").write_text(
+            json.dumps(
+                {
+                    "global_step": step,
+                    "max_steps": 4,
+                    "log_history": [
+                        {"loss": loss + 0.5, "step": step - 1},
+                        {"eval_loss": loss + 0.1, "step": step},
+                        {"loss": loss, "step": step},
+                    ],
+                }
+            )
+        )
     (out / "checkpoint-6").mkdir()  # being written: no trainer_state.json yet
     (out / "adapter_config.json").write_text("{}")  # Axolotl pre-saves it at the start: not an adapter yet
     assert newest_checkpoint(out).name == "checkpoint-4"
@@ -172,6 +215,7 @@ def test_summary_reads_newest_trainer_state(tmp_path):
 
 
 # --- preflight checks that need the rendered config: flash-attn, DeepSpeed, per-GPU memory ---------------
+
 
 def _values(profile: str, task: str = "rg", *overrides: str) -> dict:
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
@@ -187,14 +231,19 @@ def test_flash_attention_without_flash_attn_fails_preflight_in_one_line():
 
     if importlib.util.find_spec("flash_attn") is not None:
         pytest.skip("flash-attn is installed here")
-    for values in (_values("a100-80gb"), _values("h100-80gb", "tc"), _values("cpu", "rg", "flash_attention=true",
-                                                                                 "attn_implementation=null")):
+    for values in (
+        _values("a100-80gb"),
+        _values("h100-80gb", "tc"),
+        _values("cpu", "rg", "flash_attention=true", "attn_implementation=null"),
+    ):
         with pytest.raises(MissingDependencyError) as e:
             check_flash_attn(values)
         msg = str(e.value)
         assert "\n" not in msg and e.value.exit_code == 3
-        assert msg.startswith("attn_implementation: flash_attention_2 needs flash-attn, but `import flash_attn` "
-                              "failed (ModuleNotFoundError: No module named 'flash_attn')")
+        assert msg.startswith(
+            "attn_implementation: flash_attention_2 needs flash-attn, but `import flash_attn` "
+            "failed (ModuleNotFoundError: No module named 'flash_attn')"
+        )
         assert "pip install flash-attn==2.8.3 --no-build-isolation" in msg and "--set attn_implementation=sdpa" in msg
     check_flash_attn(_values("cpu"))  # sdpa needs nothing
     check_flash_attn(_values("a100-80gb", "rg", "attn_implementation=sdpa"))
@@ -212,8 +261,9 @@ def test_deepspeed_config_without_deepspeed_fails_preflight_with_the_install_com
         check_deepspeed(_values("multi-gpu", "tc"))
     msg = str(e.value)
     assert "\n" not in msg and "`import deepspeed` failed (ModuleNotFoundError: No module named 'deepspeed')" in msg
-    assert msg.endswith("install it: pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: "
-                        "deepspeed>=0.18.6,<0.19)")
+    assert msg.endswith(
+        "install it: pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: deepspeed>=0.18.6,<0.19)"
+    )
     check_deepspeed(_values("a100-80gb"))  # no DeepSpeed asked, nothing to import
 
 
@@ -223,7 +273,8 @@ def test_deepspeed_extra_is_axolotls_own():
     import tomllib
 
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]
+        "optional-dependencies"
+    ]
     assert extras["deepspeed"] == ["axolotl[deepspeed]==0.19.0"]
     try:
         requires = importlib.metadata.requires("axolotl") or []
@@ -239,13 +290,18 @@ def test_multi_gpu_cards_need_what_one_80gb_card_needs():
     for task in ("rg", "tc"):  # and the same per-card micro batch
         multi, single = _values("multi-gpu", task), _values("a100-80gb", task)
         assert (multi["micro_batch_size"], multi["gradient_accumulation_steps"]) == (
-            single["micro_batch_size"], single["gradient_accumulation_steps"])
+            single["micro_batch_size"],
+            single["gradient_accumulation_steps"],
+        )
 
 
-@pytest.mark.parametrize("setting, expected", [
-    ("attn_implementation=flash_attention_2", "needs flash-attn, but `import flash_attn` failed"),
-    ("deepspeed=${configs_dir}/deepspeed/zero2.json", "`import deepspeed` failed"),
-])
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("attn_implementation=flash_attention_2", "needs flash-attn, but `import flash_attn` failed"),
+        ("deepspeed=${configs_dir}/deepspeed/zero2.json", "`import deepspeed` failed"),
+    ],
+)
 def test_cli_train_refuses_a_missing_package_before_anything_is_written(setting, expected, tmp_path, capsys):
     import importlib.util
 

@@ -26,8 +26,9 @@ def _attempt(outcome: str | None, exit_status: int | None) -> dict:
     return {"outcome": outcome, "exit_status": exit_status, "started_at": "t"}
 
 
-def _run(root: Path, attempts: list[dict], checkpoints: tuple[int, ...] = (), max_steps: int = 4,
-         adapter: bool = False) -> Path:
+def _run(
+    root: Path, attempts: list[dict], checkpoints: tuple[int, ...] = (), max_steps: int = 4, adapter: bool = False
+) -> Path:
     (root / "output").mkdir(parents=True)
     (root / "axolotl.yml").write_text("output_dir: x\n")
     (root / "manifest.json").write_text(json.dumps({"attempts": attempts}))
@@ -35,34 +36,66 @@ def _run(root: Path, attempts: list[dict], checkpoints: tuple[int, ...] = (), ma
     for step in checkpoints:
         ck = root / "output" / f"checkpoint-{step}"
         ck.mkdir()
-        (ck / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": max_steps,
-                                                           "epoch": step / max_steps, "log_history": []}))
+        (ck / "trainer_state.json").write_text(
+            json.dumps({"global_step": step, "max_steps": max_steps, "epoch": step / max_steps, "log_history": []})
+        )
     if adapter:
         (root / "output" / "adapter_model.safetensors").write_bytes(b"w")
     return root
 
 
-@pytest.mark.parametrize("build, state, plain, resumed", [
-    (lambda p: p, RunState.NEW, "start", "no run to resume"),
-    (lambda p: (p.mkdir(), (p / "nodes" / "rank-1").mkdir(parents=True))[0] or p, RunState.NEW, "start",
-     "no run to resume"),
-    (lambda p: _run(p, [_attempt("interrupted by SIGINT", 130)]), RunState.INTERRUPTED,
-     "use --resume to restart it from step 0", "restart"),
-    (lambda p: _run(p, [_attempt(None, None)]), RunState.INTERRUPTED, "use --resume to restart it", "restart"),
-    (lambda p: _run(p, [_attempt("failed (exit status 1)", 1)]), RunState.INTERRUPTED, "use --resume", "restart"),
-    (lambda p: _run(p, [_attempt("interrupted by SIGTERM", 143)], (2,)), RunState.RESUMABLE,
-     "use --resume to continue it", "continue"),
-    # Axolotl saves the adapter on Ctrl-C: an adapter alone is not a finished run
-    (lambda p: _run(p, [_attempt("interrupted by SIGINT", 130)], (2,), adapter=True), RunState.RESUMABLE,
-     "use --resume to continue it", "continue"),
-    (lambda p: _run(p, [_attempt("finished", 0)], (2, 4), adapter=True), RunState.FINISHED,
-     "use --resume with a higher max_steps", "finished"),
-    # mixft killed after Axolotl's last save: the files say finished
-    (lambda p: _run(p, [_attempt(None, None)], (2, 4), adapter=True), RunState.FINISHED, "exists and finished",
-     "finished"),
-    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x"))[0] or p, RunState.FOREIGN,
-     "not a mixft run directory", "not a mixft run directory"),
-])
+@pytest.mark.parametrize(
+    "build, state, plain, resumed",
+    [
+        (lambda p: p, RunState.NEW, "start", "no run to resume"),
+        (
+            lambda p: (p.mkdir(), (p / "nodes" / "rank-1").mkdir(parents=True))[0] or p,
+            RunState.NEW,
+            "start",
+            "no run to resume",
+        ),
+        (
+            lambda p: _run(p, [_attempt("interrupted by SIGINT", 130)]),
+            RunState.INTERRUPTED,
+            "use --resume to restart it from step 0",
+            "restart",
+        ),
+        (lambda p: _run(p, [_attempt(None, None)]), RunState.INTERRUPTED, "use --resume to restart it", "restart"),
+        (lambda p: _run(p, [_attempt("failed (exit status 1)", 1)]), RunState.INTERRUPTED, "use --resume", "restart"),
+        (
+            lambda p: _run(p, [_attempt("interrupted by SIGTERM", 143)], (2,)),
+            RunState.RESUMABLE,
+            "use --resume to continue it",
+            "continue",
+        ),
+        # Axolotl saves the adapter on Ctrl-C: an adapter alone is not a finished run
+        (
+            lambda p: _run(p, [_attempt("interrupted by SIGINT", 130)], (2,), adapter=True),
+            RunState.RESUMABLE,
+            "use --resume to continue it",
+            "continue",
+        ),
+        (
+            lambda p: _run(p, [_attempt("finished", 0)], (2, 4), adapter=True),
+            RunState.FINISHED,
+            "use --resume with a higher max_steps",
+            "finished",
+        ),
+        # mixft killed after Axolotl's last save: the files say finished
+        (
+            lambda p: _run(p, [_attempt(None, None)], (2, 4), adapter=True),
+            RunState.FINISHED,
+            "exists and finished",
+            "finished",
+        ),
+        (
+            lambda p: (p.mkdir(), (p / "notes.txt").write_text("x"))[0] or p,
+            RunState.FOREIGN,
+            "not a mixft run directory",
+            "not a mixft run directory",
+        ),
+    ],
+)
 def test_each_state_and_what_train_does_in_it(tmp_path, build, state, plain, resumed):
     run_dir = build(tmp_path / "run")
     assert run_status(run_dir).state is state
@@ -98,8 +131,10 @@ def test_resume_of_a_finished_run_says_so_and_trains_nothing(tmp_path, capsys):
     base = tmp_path / "base"  # a model directory only as far as the family check reads it: no weights load
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
-    rc, out, err = _mixft(["train", "rg", "--data", data, "--profile", "cpu", "--base-model", base,
-                           "--run-dir", run_dir, "--resume"], capsys)
+    rc, out, err = _mixft(
+        ["train", "rg", "--data", data, "--profile", "cpu", "--base-model", base, "--run-dir", run_dir, "--resume"],
+        capsys,
+    )
     assert rc == 0, err
     assert f"run {run_dir} is already finished: step 4" in out and "nothing to do" in out
     assert (run_dir / "manifest.json").read_text() == before  # no attempt: Axolotl never started
@@ -108,33 +143,71 @@ def test_resume_of_a_finished_run_says_so_and_trains_nothing(tmp_path, capsys):
 def test_output_dir_outside_the_run_is_refused(tmp_path, capsys):
     """The issue: it trained into the other folder, then reported "adapter: not written, steps: None", exit 0."""
     data = write_split(tmp_path / "data", rg_rows("train", 4), rg_rows("test", 2))
-    rc, _, err = _mixft(["train", "rg", "--data", data, "--profile", "cpu", "--run-dir", tmp_path / "run",
-                         "--set", f"output_dir={tmp_path / 'elsewhere'}", "--dry-run"], capsys)
+    rc, _, err = _mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            data,
+            "--profile",
+            "cpu",
+            "--run-dir",
+            tmp_path / "run",
+            "--set",
+            f"output_dir={tmp_path / 'elsewhere'}",
+            "--dry-run",
+        ],
+        capsys,
+    )
     assert rc == 2 and "must be the run directory's output/" in err
     assert "--run-dir instead of --set output_dir" in err
-    rc, _, err = _mixft(["train", "rg", "--data", data, "--profile", "cpu", "--run-dir", tmp_path / "run",
-                         "--set", f"output_dir={tmp_path / 'run' / 'output'}", "--dry-run"], capsys)
+    rc, _, err = _mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            data,
+            "--profile",
+            "cpu",
+            "--run-dir",
+            tmp_path / "run",
+            "--set",
+            f"output_dir={tmp_path / 'run' / 'output'}",
+            "--dry-run",
+        ],
+        capsys,
+    )
     assert rc == 0, err
 
 
 # ------------------------------------------------------------------ multi-node (issue 10 item 7)
 
-MULTI = ["--profile", "a100-80gb", "--num-machines", "2", "--main-process-ip", "10.0.0.1",
-         "--main-process-port", "29500"]
+MULTI = [
+    "--profile",
+    "a100-80gb",
+    "--num-machines",
+    "2",
+    "--main-process-ip",
+    "10.0.0.1",
+    "--main-process-port",
+    "29500",
+]
 
 
 def test_rank_1_does_not_refuse_the_shared_run_dir_rank_0_has_filled(tmp_path, capsys):
     """The issue: every node ran the run-dir check, so with a shared run dir the second node refused."""
     data = write_split(tmp_path / "data", rg_rows("train", 4), rg_rows("test", 2))
     shared = _run(tmp_path / "shared", [_attempt(None, None)])  # rank 0 started a moment ago
-    rc, out, err = _mixft(["train", "rg", "--data", data, *MULTI, "--machine-rank", "1", "--run-dir", shared,
-                           "--dry-run"], capsys)
+    rc, out, err = _mixft(
+        ["train", "rg", "--data", data, *MULTI, "--machine-rank", "1", "--run-dir", shared, "--dry-run"], capsys
+    )
     assert rc == 0, err
     assert "--machine_rank 1" in out
     assert str((shared / "nodes" / "rank-1" / "axolotl.yml").resolve()) in out
     assert f"output_dir: {(shared / 'output').resolve()}" in out  # checkpoints land in the shared output/
-    rc, _, err = _mixft(["train", "rg", "--data", data, *MULTI, "--machine-rank", "0", "--run-dir", shared,
-                         "--dry-run"], capsys)
+    rc, _, err = _mixft(
+        ["train", "rg", "--data", data, *MULTI, "--machine-rank", "0", "--run-dir", shared, "--dry-run"], capsys
+    )
     assert rc == 2 and "use --resume" in err  # rank 0 owns the run and judges its state
 
 
@@ -151,10 +224,17 @@ def _request(data: Path, run_dir: Path, rank: int, resume: bool = False):
     from mixtral_ft.train.launch import LaunchOptions
 
     # sdpa: this machine has no flash-attn, which preflight would (rightly) ask for
-    return TrainRequest(task="rg", data_dir=data, profile="a100-80gb", run_dir=run_dir, resume=resume,
-                        overrides=("attn_implementation=sdpa",),
-                        launch=LaunchOptions(gpus=1, num_machines=2, machine_rank=rank,
-                                             main_process_ip="10.0.0.1", main_process_port=29500))
+    return TrainRequest(
+        task="rg",
+        data_dir=data,
+        profile="a100-80gb",
+        run_dir=run_dir,
+        resume=resume,
+        overrides=("attn_implementation=sdpa",),
+        launch=LaunchOptions(
+            gpus=1, num_machines=2, machine_rank=rank, main_process_ip="10.0.0.1", main_process_port=29500
+        ),
+    )
 
 
 def test_rank_1_writes_only_its_node_folder_while_rank_0_holds_the_run(tmp_path, no_gpu_check):
@@ -183,7 +263,7 @@ def test_rank_1_writes_only_its_node_folder_while_rank_0_holds_the_run(tmp_path,
             kill(node)
     finally:
         kill(rank0)
-    (cmd, log), = launched
+    ((cmd, log),) = launched
     node_dir = shared / "nodes" / "rank-1"
     assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[-1] == str((node_dir / "axolotl.yml").resolve())
     assert log == node_dir / "train.log"

@@ -8,14 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow
 
 
 def _state(run: Path) -> dict:
-    states = sorted((run / "output").glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    states = sorted(
+        (run / "output").glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])
+    )
     return json.loads(states[-1].read_text())
 
 
@@ -65,12 +66,19 @@ def test_rg_lora_run(rg_lora_run, tiny_mixtral_dir, rg_data_dir):
     assert len(inputs["train"]["sha256"]) == 64 and (inputs["train"]["rows"], inputs["test"]["rows"]) == (12, 4)
     assert manifest["kind"] == "train" and manifest["settings"]["task"] == "rg"
     assert manifest["summary"]["global_step"] == 4
-    assert manifest["outputs"]["output/adapter_model.safetensors"]["sha256"] == \
-        hashlib.sha256((run / "output" / "adapter_model.safetensors").read_bytes()).hexdigest()
+    assert (
+        manifest["outputs"]["output/adapter_model.safetensors"]["sha256"]
+        == hashlib.sha256((run / "output" / "adapter_model.safetensors").read_bytes()).hexdigest()
+    )
     assert "Model successfully saved" in (run / "train.log").read_text()
-    _check_masking(run, tiny_mixtral_dir, rg_data_dir, 12,
-                   lambda r: f"Context: {r['context']}\nQuestion: {r['question']}\n",
-                   lambda r: f"Answer: {r['answer']}")
+    _check_masking(
+        run,
+        tiny_mixtral_dir,
+        rg_data_dir,
+        12,
+        lambda r: f"Context: {r['context']}\nQuestion: {r['question']}\n",
+        lambda r: f"Answer: {r['answer']}",
+    )
 
 
 def test_tc_lora_run(tc_lora_run, tiny_mixtral_dir, tc_data_dir):
@@ -82,8 +90,23 @@ def test_tc_lora_run(tc_lora_run, tiny_mixtral_dir, tc_data_dir):
 def test_resume_continues_from_newest_checkpoint(rg_lora_run, tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(rg_lora_run, run)
-    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model",
-                    str(tiny_mixtral_dir), "--run-dir", str(run), "--resume", "--set", "max_steps=6"])
+    rc = run_mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(rg_data_dir),
+            "--profile",
+            "cpu",
+            "--base-model",
+            str(tiny_mixtral_dir),
+            "--run-dir",
+            str(run),
+            "--resume",
+            "--set",
+            "max_steps=6",
+        ]
+    )
     assert rc == 0
     assert "steps: 6" in capsys.readouterr().out
     state = _state(run)
@@ -98,9 +121,29 @@ def test_resume_continues_from_newest_checkpoint(rg_lora_run, tiny_mixtral_dir, 
 
 def test_qlora_4bit_on_cpu(tiny_mixtral_dir, rg_data_dir, tmp_path, capsys):
     run = tmp_path / "qlora"
-    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model", str(tiny_mixtral_dir),
-                    "--run-dir", str(run), "--set", "adapter=qlora", "--set", "load_in_4bit=true",
-                    "--set", "max_steps=2", "--set", "eval_steps=2", "--probe"])
+    rc = run_mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(rg_data_dir),
+            "--profile",
+            "cpu",
+            "--base-model",
+            str(tiny_mixtral_dir),
+            "--run-dir",
+            str(run),
+            "--set",
+            "adapter=qlora",
+            "--set",
+            "load_in_4bit=true",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "eval_steps=2",
+            "--probe",
+        ]
+    )
     assert rc == 0, (run / "train.log").read_text()[-3000:]
     # --probe: what took effect, read from the loaded model inside Axolotl's process.
     out = capsys.readouterr().out
@@ -121,12 +164,35 @@ def test_a_run_that_trains_no_step_is_an_error(tiny_mixtral_dir, rg_data_dir, tm
     """12 short rows packed into 1024-token sequences make no full batch of 4: Axolotl exits 0
     having trained nothing (transformers only logs it), and mixft says so instead of reporting success."""
     run = tmp_path / "empty"
-    rc = run_mixft(["train", "rg", "--data", str(rg_data_dir), "--profile", "cpu", "--base-model", str(tiny_mixtral_dir),
-                    "--run-dir", str(run), "--set", "sample_packing=true", "--set", "pad_to_sequence_len=true",
-                    "--set", "micro_batch_size=4", "--set", "test_datasets=null", "--set", "eval_steps=null"])
+    rc = run_mixft(
+        [
+            "train",
+            "rg",
+            "--data",
+            str(rg_data_dir),
+            "--profile",
+            "cpu",
+            "--base-model",
+            str(tiny_mixtral_dir),
+            "--run-dir",
+            str(run),
+            "--set",
+            "sample_packing=true",
+            "--set",
+            "pad_to_sequence_len=true",
+            "--set",
+            "micro_batch_size=4",
+            "--set",
+            "test_datasets=null",
+            "--set",
+            "eval_steps=null",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
-    assert ("Axolotl exited 0 but made no optimizer step: 12 training rows give no full batch of micro_batch_size 4 "
-            "packed 1024-token sequences") in err
+    assert (
+        "Axolotl exited 0 but made no optimizer step: 12 training rows give no full batch of micro_batch_size 4 "
+        "packed 1024-token sequences"
+    ) in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["attempts"][-1]["exit_status"] == 0 and not manifest["summary"]["global_step"]

@@ -13,8 +13,9 @@ from mixtral_ft.train.rundir import find_trainer_state, read_summary
 
 def _state(path, step, loss):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "trainer_state.json").write_text(json.dumps(
-        {"global_step": step, "max_steps": 8, "log_history": [{"step": step, "loss": loss}]}))
+    (path / "trainer_state.json").write_text(
+        json.dumps({"global_step": step, "max_steps": 8, "log_history": [{"step": step, "loss": loss}]})
+    )
 
 
 def test_train_and_report_read_the_same_state(tmp_path, monkeypatch):
@@ -45,6 +46,6 @@ def test_output_dir_named_by_the_config_and_ties(tmp_path, monkeypatch):
 
 def test_a_broken_state_names_its_file(tmp_path):
     (tmp_path / "output").mkdir()
-    (tmp_path / "output" / "trainer_state.json").write_text("{\"global_step\": 4, ")
+    (tmp_path / "output" / "trainer_state.json").write_text('{"global_step": 4, ')
     with pytest.raises(InputError, match="output/trainer_state.json: invalid JSON"):
         find_trainer_state(tmp_path)

@@ -37,13 +37,19 @@ DATA = Path("/data/prepared")  # rendering and loading never read the data files
 LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
-def _rendered(task: str, profile: str, base_model: str = "mistralai/Mixtral-8x7B-Instruct-v0.1", run_dir: Path = Path("/runs/twin")) -> dict:
+def _rendered(
+    task: str,
+    profile: str,
+    base_model: str = "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    run_dir: Path = Path("/runs/twin"),
+) -> dict:
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
 
     return render(RenderRequest(task, DATA, profile, run_dir, base_model=base_model)).values
 
 
 # --- the swap list: fast tier -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("profile", GPU_PROFILES)
@@ -52,8 +58,12 @@ def test_twin_swaps_only_what_a_cpu_cannot_run(task, profile):
     before = repr(gpu)
     twin, swaps = cpu_twin_config(gpu)
     assert repr(gpu) == before  # pure
-    expected = [("attn_implementation", "flash_attention_2", "sdpa"), ("device_map", None, "cpu"),
-                ("lora_qkv_kernel", True, False), ("lora_o_kernel", True, False)]
+    expected = [
+        ("attn_implementation", "flash_attention_2", "sdpa"),
+        ("device_map", None, "cpu"),
+        ("lora_qkv_kernel", True, False),
+        ("lora_o_kernel", True, False),
+    ]
     if profile == "multi-gpu":
         expected.append(("deepspeed", gpu["deepspeed"], None))
     assert [(s.key, s.gpu, s.cpu) for s in swaps] == expected
@@ -72,6 +82,7 @@ def test_cpu_profile_needs_no_swap_and_legacy_flash_flag_is_swapped():
 
 
 # --- Axolotl's loader on the twin: slow tier -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module", params=[(t, p) for p in GPU_PROFILES for t in TASKS], ids=lambda tp: f"{tp[0]}-{tp[1]}")
 def twin(request, tiny_mixtral_dir, tmp_path_factory):

@@ -63,7 +63,11 @@ def test_version_and_round_trip():
 
 
 def test_canonical_text_is_one_line_fixed_order_unicode_kept():
-    v = Verdict(Relevance(False, "Répond à la question."), Groundedness(True, (Mistake("“20 €”", "Subtle Conflict", "15 €"),)), None)
+    v = Verdict(
+        Relevance(False, "Répond à la question."),
+        Groundedness(True, (Mistake("“20 €”", "Subtle Conflict", "15 €"),)),
+        None,
+    )
     text = verdict_to_text(v)
     assert "\n" not in text and "Répond" in text and "\\u" not in text
     assert text.index('"relevance"') < text.index('"groundedness"') < text.index('"corrected_response"')
@@ -72,8 +76,12 @@ def test_canonical_text_is_one_line_fixed_order_unicode_kept():
 
 
 def test_canonical_text_validates_against_schema(schema):
-    cases = [clean_verdict(), clean_verdict("fixed"), verdict_from_dict(HALLU),
-             Verdict(Relevance(True, 'Off topic: "quotes" and \\ backslash'), Groundedness(True, ()), None)]
+    cases = [
+        clean_verdict(),
+        clean_verdict("fixed"),
+        verdict_from_dict(HALLU),
+        Verdict(Relevance(True, 'Off topic: "quotes" and \\ backslash'), Groundedness(True, ()), None),
+    ]
     for v in cases:
         assert schema_ok(schema, json.loads(verdict_to_text(v)))
 
@@ -154,8 +162,14 @@ VALID = [
     ("corrected on clean", {**CLEAN, "corrected_response": "Same answer."}),
     ("unknown mistake type", _with("groundedness.mistakes.0.type", "Outdated Info")),
     ("empty mistake explanation", _with("groundedness.mistakes.0.explanation", "")),
-    ("key order shuffled", {"corrected_response": None, "groundedness": {"mistakes": [], "mistake": False},
-                            "relevance": {"explanation": "x", "mistake": False}}),
+    (
+        "key order shuffled",
+        {
+            "corrected_response": None,
+            "groundedness": {"mistakes": [], "mistake": False},
+            "relevance": {"explanation": "x", "mistake": False},
+        },
+    ),
 ]
 
 
@@ -192,13 +206,28 @@ PRETTY = json.dumps(HALLU, indent=2)
         # the same verdict repeated (a model that echoes itself) is not ambiguous
         HALLU_TEXT + "\n\nFinal answer:\n" + PRETTY,
         # braces in the prose before the object do not confuse the scan
-        "I checked {the context} and {\"note\": 1} then:\n" + HALLU_TEXT,
+        'I checked {the context} and {"note": 1} then:\n' + HALLU_TEXT,
         # key order does not matter
-        json.dumps({"corrected_response": HALLU["corrected_response"], "groundedness": HALLU["groundedness"],
-                    "relevance": HALLU["relevance"]}),
+        json.dumps(
+            {
+                "corrected_response": HALLU["corrected_response"],
+                "groundedness": HALLU["groundedness"],
+                "relevance": HALLU["relevance"],
+            }
+        ),
     ],
-    ids=["bare", "whitespace", "fenced-json", "fenced-plain", "fence-with-prose", "inline-prose", "eos-suffix",
-         "repeated", "braces-in-prose", "key-order"],
+    ids=[
+        "bare",
+        "whitespace",
+        "fenced-json",
+        "fenced-plain",
+        "fence-with-prose",
+        "inline-prose",
+        "eos-suffix",
+        "repeated",
+        "braces-in-prose",
+        "key-order",
+    ],
 )
 def test_parser_accepts_real_looking_outputs(text):
     r = parse_verdict(text)
@@ -214,7 +243,11 @@ def test_parser_nested_quotes_braces_and_unicode():
         "type": "Evident Baseless Info",
         "explanation": 'Context has no "token"; see \\path\\ and {braces} and ``` fences',
     }
-    for text in (json.dumps(obj), json.dumps(obj, ensure_ascii=False), "```json\n" + json.dumps(obj, ensure_ascii=False, indent=1) + "\n```"):
+    for text in (
+        json.dumps(obj),
+        json.dumps(obj, ensure_ascii=False),
+        "```json\n" + json.dumps(obj, ensure_ascii=False, indent=1) + "\n```",
+    ):
         r = parse_verdict(text)
         assert r.ok, r.error
         assert r.verdict.groundedness.mistakes[0].text == 'He said "use {token} here" — 東京 🚀'
@@ -233,14 +266,31 @@ def test_parser_nested_quotes_braces_and_unicode():
         ("{'relevance': {'mistake': False}}", "truncated output or invalid JSON"),  # Python repr, not JSON
         (HALLU_TEXT.replace("true", "True"), "truncated output or invalid JSON"),
         (HALLU_TEXT.replace('"mistake": true', '"mistake": "yes"'), "groundedness.mistake: expected a boolean"),
-        (HALLU_TEXT.replace('"corrected_response"', '"corrected_response": null, "corrected_response"'),
-         "duplicate key 'corrected_response'"),
+        (
+            HALLU_TEXT.replace('"corrected_response"', '"corrected_response": null, "corrected_response"'),
+            "duplicate key 'corrected_response'",
+        ),
         (json.dumps(CLEAN) + "\n" + HALLU_TEXT, "2 different verdicts"),
-        (json.dumps({**CLEAN, "groundedness": {"mistake": False, "mistakes": HALLU["groundedness"]["mistakes"]}}),
-         "mistake is false but 1 mistake(s) are listed"),
+        (
+            json.dumps({**CLEAN, "groundedness": {"mistake": False, "mistakes": HALLU["groundedness"]["mistakes"]}}),
+            "mistake is false but 1 mistake(s) are listed",
+        ),
     ],
-    ids=["empty", "blank", "prose-only", "truncated-half", "truncated-pretty", "truncated-fenced", "fragment",
-         "python-repr", "python-bools", "string-bool", "duplicate-key", "two-verdicts", "contradiction"],
+    ids=[
+        "empty",
+        "blank",
+        "prose-only",
+        "truncated-half",
+        "truncated-pretty",
+        "truncated-fenced",
+        "fragment",
+        "python-repr",
+        "python-bools",
+        "string-bool",
+        "duplicate-key",
+        "two-verdicts",
+        "contradiction",
+    ],
 )
 def test_parser_failures_keep_raw_text(text, error):
     r = parse_verdict(text)

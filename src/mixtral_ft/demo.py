@@ -49,9 +49,9 @@ QUALITY_NOTE = (
     "(8.0% -> 4.5% hallucination, 62.5% -> 96.0% truth-checker accuracy). Intervals this wide are the "
     "honest reading of so few items. The hallucination rates are judged by the demo's own trained checker: "
     "beside each is the rate corrected for that checker's error, measured on the TC test split, or why it "
-    "cannot be corrected; a checker that never flags makes a judged 0.0% \"not identifiable\", not a clean "
+    'cannot be corrected; a checker that never flags makes a judged 0.0% "not identifiable", not a clean '
     "model. For the quality path, run the GPU commands in README.md "
-    "(\"On a GPU box\")."
+    '("On a GPU box").'
 )
 
 
@@ -76,14 +76,30 @@ class DemoScale:
 SCALES: dict[str, DemoScale] = {
     "smollm2": DemoScale(
         description="135M-parameter instruct model (SmolLM2-135M-Instruct)",
-        rg_test_size=40, tc_test_size=30, generate_limit=24, rg_steps=10, tc_steps=12,
-        rg_learning_rate=1e-3, tc_learning_rate=3e-3, tc_sequence_len=2048, generate_tokens=96, judge_tokens=128,
+        rg_test_size=40,
+        tc_test_size=30,
+        generate_limit=24,
+        rg_steps=10,
+        tc_steps=12,
+        rg_learning_rate=1e-3,
+        tc_learning_rate=3e-3,
+        tc_sequence_len=2048,
+        generate_tokens=96,
+        judge_tokens=128,
         batch_size=8,
     ),
     "tiny": DemoScale(
         description="tiny random Mixtral (2 layers, 4 experts; random weights)",
-        rg_test_size=40, tc_test_size=30, generate_limit=24, rg_steps=6, tc_steps=6,
-        rg_learning_rate=1e-3, tc_learning_rate=3e-3, tc_sequence_len=2048, generate_tokens=48, judge_tokens=64,
+        rg_test_size=40,
+        tc_test_size=30,
+        generate_limit=24,
+        rg_steps=6,
+        tc_steps=6,
+        rg_learning_rate=1e-3,
+        tc_learning_rate=3e-3,
+        tc_sequence_len=2048,
+        generate_tokens=48,
+        judge_tokens=64,
         batch_size=8,
     ),
 }
@@ -189,8 +205,9 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     return result
 
 
-def run_stages(stages: list[tuple[str, str, Callable[[], dict | None]]], state: _State,
-               log: Callable[[str], None]) -> None:
+def run_stages(
+    stages: list[tuple[str, str, Callable[[], dict | None]]], state: _State, log: Callable[[str], None]
+) -> None:
     """Run the stages not finished yet, in order; the first failure stops everything with its message."""
     for i, (name, title, fn) in enumerate(stages, 1):
         if state.done(name):
@@ -227,15 +244,23 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         return {"base_model": str(base_model_dir(opts.model, p["model"]))}
 
     def prepare_rg() -> dict:
-        from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg as run
+        from mixtral_ft.data.prepare_rg import RgPrepareOptions
+        from mixtral_ft.data.prepare_rg import prepare_rg as run
         from mixtral_ft.data.readers import InputSpec
         from mixtral_ft.data.split import TestSize
 
-        res = run(RgPrepareOptions(
-            inputs=[InputSpec(path=qa, format="jsonl")], out=p["rg_data"], group_by="article_id",
-            test_size=TestSize(count=scale.rg_test_size), seed=opts.seed, force=True, tokenizer=model(),
-            sequence_len=1024,
-        ))
+        res = run(
+            RgPrepareOptions(
+                inputs=[InputSpec(path=qa, format="jsonl")],
+                out=p["rg_data"],
+                group_by="article_id",
+                test_size=TestSize(count=scale.rg_test_size),
+                seed=opts.seed,
+                force=True,
+                tokenizer=model(),
+                sequence_len=1024,
+            )
+        )
         return {"train": res.counts.get("train"), "test": res.counts.get("test")}
 
     def train(task: str, data: Path, run_dir: Path, steps: int, lr: float, extra: tuple[str, ...] = ()) -> dict:
@@ -243,44 +268,81 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
 
         if run_dir.exists():  # an interrupted earlier attempt: start this stage again
             shutil.rmtree(run_dir)
-        res = run(TrainRequest(
-            task=task, data_dir=data, profile="cpu", run_dir=run_dir, base_model=str(model()),
-            overrides=(f"max_steps={steps}", f"learning_rate={lr}", f"seed={opts.seed}",
-                       f"eval_steps={steps}", f"save_steps={steps}", *extra),
-        ))
+        res = run(
+            TrainRequest(
+                task=task,
+                data_dir=data,
+                profile="cpu",
+                run_dir=run_dir,
+                base_model=str(model()),
+                overrides=(
+                    f"max_steps={steps}",
+                    f"learning_rate={lr}",
+                    f"seed={opts.seed}",
+                    f"eval_steps={steps}",
+                    f"save_steps={steps}",
+                    *extra,
+                ),
+            )
+        )
         s = res.summary
-        return {"steps": s.global_step, "train_loss": s.train_loss, "eval_loss": s.eval_loss,
-                "adapter": str(run_dir / "output")}
+        return {
+            "steps": s.global_step,
+            "train_loss": s.train_loss,
+            "eval_loss": s.eval_loss,
+            "adapter": str(run_dir / "output"),
+        }
 
     def generate(out: Path, adapter: Path | None, prompt: str) -> dict:
-        from mixtral_ft.generate.run import GenerateConfig, generate as run
+        from mixtral_ft.generate.run import GenerateConfig
+        from mixtral_ft.generate.run import generate as run
 
-        s = run(GenerateConfig(
-            data=p["rg_data"] / "test.jsonl", out=out, prompt_style=prompt,
-            backend=BackendOptions("hf", model=str(model()), adapter=str(adapter) if adapter else None,
-                                   batch_size=scale.batch_size),
-            params=GenerationParams(max_new_tokens=scale.generate_tokens, seed=opts.seed), limit=scale.generate_limit,
-        ))
+        s = run(
+            GenerateConfig(
+                data=p["rg_data"] / "test.jsonl",
+                out=out,
+                prompt_style=prompt,
+                backend=BackendOptions(
+                    "hf", model=str(model()), adapter=str(adapter) if adapter else None, batch_size=scale.batch_size
+                ),
+                params=GenerationParams(max_new_tokens=scale.generate_tokens, seed=opts.seed),
+                limit=scale.generate_limit,
+            )
+        )
         return {"rows": s.total, "failed": s.failed, "tokens_per_s": round(s.tokens_per_s, 1)}
 
     def prepare_tc() -> dict:
-        from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc as run
+        from mixtral_ft.tc.prepare_tc import PrepareTcOptions
+        from mixtral_ft.tc.prepare_tc import prepare_tc as run
 
-        res = run(PrepareTcOptions(
-            inputs=(str(responses),), out=p["tc_data"], group_by="group", test_size=str(scale.tc_test_size),
-            seed=opts.seed, force=True, tokenizer=str(model()), sequence_len=scale.tc_sequence_len,
-        ))
+        res = run(
+            PrepareTcOptions(
+                inputs=(str(responses),),
+                out=p["tc_data"],
+                group_by="group",
+                test_size=str(scale.tc_test_size),
+                seed=opts.seed,
+                force=True,
+                tokenizer=str(model()),
+                sequence_len=scale.tc_sequence_len,
+            )
+        )
         return {k: res.summary[k] for k in ("train", "test", "hallucinated")}
 
     def judge(responses_file: Path, out: Path, adapter: Path | None) -> dict:
-        from mixtral_ft.tc.judge import JudgeConfig, judge as run
+        from mixtral_ft.tc.judge import JudgeConfig
+        from mixtral_ft.tc.judge import judge as run
 
-        s = run(JudgeConfig(
-            responses=responses_file, out=out,
-            backend=BackendOptions("hf", model=str(model()), adapter=str(adapter) if adapter else None,
-                                   batch_size=scale.batch_size),
-            params=GenerationParams(max_new_tokens=scale.judge_tokens, seed=opts.seed),
-        ))
+        s = run(
+            JudgeConfig(
+                responses=responses_file,
+                out=out,
+                backend=BackendOptions(
+                    "hf", model=str(model()), adapter=str(adapter) if adapter else None, batch_size=scale.batch_size
+                ),
+                params=GenerationParams(max_new_tokens=scale.judge_tokens, seed=opts.seed),
+            )
+        )
         return {"judged": s.judged, "parse_failures": s.parse_failures, "hallucinated": s.hallucinated}
 
     tc_adapter = p["tc_run"] / "output"
@@ -289,33 +351,62 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
     return [
         ("model", f"base model: {scale.description}", base_model),
         ("prepare_rg", "prepare rg: bundled Q&A -> train/test (split by article)", prepare_rg),
-        ("train_rg", f"train rg: LoRA, profile cpu, {scale.rg_steps} steps",
-         lambda: train("rg", p["rg_data"], p["rg_run"], scale.rg_steps, scale.rg_learning_rate)),
-        ("generate_raw", f"generate: raw model ({raw_prompt} prompt) on {scale.generate_limit} test questions",
-         lambda: generate(p["gen_raw"], None, raw_prompt)),
-        ("generate_ft", f"generate: fine-tuned adapter on the same {scale.generate_limit} questions",
-         lambda: generate(p["gen_ft"], rg_adapter, "rg")),
+        (
+            "train_rg",
+            f"train rg: LoRA, profile cpu, {scale.rg_steps} steps",
+            lambda: train("rg", p["rg_data"], p["rg_run"], scale.rg_steps, scale.rg_learning_rate),
+        ),
+        (
+            "generate_raw",
+            f"generate: raw model ({raw_prompt} prompt) on {scale.generate_limit} test questions",
+            lambda: generate(p["gen_raw"], None, raw_prompt),
+        ),
+        (
+            "generate_ft",
+            f"generate: fine-tuned adapter on the same {scale.generate_limit} questions",
+            lambda: generate(p["gen_ft"], rg_adapter, "rg"),
+        ),
         ("prepare_tc", "prepare tc: bundled labeled responses -> train/test (split by article)", prepare_tc),
-        ("train_tc", f"train tc: LoRA, profile cpu, {scale.tc_steps} steps",
-         # No eval-loss pass for TC (Axolotl evaluates at the first and last step, which on a CPU costs
-         # more than the training): `eval tc` below measures the checker on the same test split.
-         lambda: train("tc", p["tc_data"], p["tc_run"], scale.tc_steps, scale.tc_learning_rate,
-                       (f"sequence_len={scale.tc_sequence_len}", "test_datasets=null"))),
-        ("judge_tc_raw", "judge: TC test split with the raw model as checker",
-         lambda: judge(p["tc_data"] / "test.jsonl", p["judge_tc_raw"], None)),
-        ("judge_tc_ft", "judge: TC test split with the trained checker",
-         lambda: judge(p["tc_data"] / "test.jsonl", p["judge_tc_ft"], tc_adapter)),
-        ("judge_raw", "judge: raw model's answers with the trained checker",
-         lambda: judge(p["gen_raw"], p["judge_raw"], tc_adapter)),
-        ("judge_ft", "judge: fine-tuned model's answers with the trained checker",
-         lambda: judge(p["gen_ft"], p["judge_ft"], tc_adapter)),
+        (
+            "train_tc",
+            f"train tc: LoRA, profile cpu, {scale.tc_steps} steps",
+            # No eval-loss pass for TC (Axolotl evaluates at the first and last step, which on a CPU costs
+            # more than the training): `eval tc` below measures the checker on the same test split.
+            lambda: train(
+                "tc",
+                p["tc_data"],
+                p["tc_run"],
+                scale.tc_steps,
+                scale.tc_learning_rate,
+                (f"sequence_len={scale.tc_sequence_len}", "test_datasets=null"),
+            ),
+        ),
+        (
+            "judge_tc_raw",
+            "judge: TC test split with the raw model as checker",
+            lambda: judge(p["tc_data"] / "test.jsonl", p["judge_tc_raw"], None),
+        ),
+        (
+            "judge_tc_ft",
+            "judge: TC test split with the trained checker",
+            lambda: judge(p["tc_data"] / "test.jsonl", p["judge_tc_ft"], tc_adapter),
+        ),
+        (
+            "judge_raw",
+            "judge: raw model's answers with the trained checker",
+            lambda: judge(p["gen_raw"], p["judge_raw"], tc_adapter),
+        ),
+        (
+            "judge_ft",
+            "judge: fine-tuned model's answers with the trained checker",
+            lambda: judge(p["gen_ft"], p["judge_ft"], tc_adapter),
+        ),
         ("eval", "eval rg, eval tc, eval pipeline, eval compare", lambda: _evaluate(p)),
         ("report", "report: Markdown + HTML with plots", lambda: _report(opts, scale, p)),
     ]
 
 
-EVALS = ("tc-raw-checker", "tc-fine-tuned-checker", "pipeline", "rg-raw", "rg-fine-tuned", "compare-rg",
-         "compare-tc")
+EVALS = ("tc-raw-checker", "tc-fine-tuned-checker", "pipeline", "rg-raw", "rg-fine-tuned", "compare-rg", "compare-tc")
 
 
 def _evaluate(p: dict[str, Path]) -> dict:
@@ -344,13 +435,23 @@ def _evaluate(p: dict[str, Path]) -> dict:
         "tc-fine-tuned-checker": lambda: evaluate_tc(ft_checker, gold, label="fine-tuned checker"),
         "pipeline": lambda: evaluate_pipeline(gold, ft_checker, label="fine-tuned checker"),
         "rg-raw": lambda: evaluate_rg(raw_answers, label="raw model", checker=CheckerEval.load(checker_dir)),
-        "rg-fine-tuned": lambda: evaluate_rg(ft_answers, label="fine-tuned model",
-                                             checker=CheckerEval.load(checker_dir)),
-        "compare-rg": lambda: evaluate_compare(raw_answers, ft_answers, label="raw vs fine-tuned model",
-                                               names=("raw model", "fine-tuned model"),
-                                               checker=CheckerEval.load(checker_dir)),
-        "compare-tc": lambda: evaluate_compare(raw_checker, ft_checker, gold=gold, label="raw vs fine-tuned checker",
-                                               names=("raw checker", "fine-tuned checker")),
+        "rg-fine-tuned": lambda: evaluate_rg(
+            ft_answers, label="fine-tuned model", checker=CheckerEval.load(checker_dir)
+        ),
+        "compare-rg": lambda: evaluate_compare(
+            raw_answers,
+            ft_answers,
+            label="raw vs fine-tuned model",
+            names=("raw model", "fine-tuned model"),
+            checker=CheckerEval.load(checker_dir),
+        ),
+        "compare-tc": lambda: evaluate_compare(
+            raw_checker,
+            ft_checker,
+            gold=gold,
+            label="raw vs fine-tuned checker",
+            names=("raw checker", "fine-tuned checker"),
+        ),
     }
     for name in EVALS:
         try:
@@ -365,8 +466,15 @@ def _report(opts: DemoOptions, scale: DemoScale, p: dict[str, Path]) -> dict:
     from mixtral_ft.report.build import build_report
 
     # The models' rows first in the summary, then the checkers'.
-    order = ("rg-raw", "rg-fine-tuned", "tc-raw-checker", "tc-fine-tuned-checker", "pipeline", "compare-rg",
-             "compare-tc")
+    order = (
+        "rg-raw",
+        "rg-fine-tuned",
+        "tc-raw-checker",
+        "tc-fine-tuned-checker",
+        "pipeline",
+        "compare-rg",
+        "compare-tc",
+    )
     inputs = [p["rg_run"], p["tc_run"]] + [p["eval"] / name for name in order]
     data = build_report(inputs, p["report"], force=True, note=QUALITY_NOTE.format(model=scale.description))
     return {"report": str(p["report"] / "report.md"), "files": len(data.get("files", []))}
@@ -374,7 +482,13 @@ def _report(opts: DemoOptions, scale: DemoScale, p: dict[str, Path]) -> dict:
 
 def env_for_cpu_demo() -> None:
     """The CPU profile's environment: offline, no telemetry (set before transformers is imported)."""
-    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                       "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
-                       "TOKENIZERS_PARALLELISM": "false"}.items():
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "1",
+        "WANDB_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         os.environ.setdefault(key, value)

@@ -124,8 +124,9 @@ class NoSpaceError(MixftError):
     exit_code = 3
     ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
-    def __init__(self, path: str | os.PathLike, needed: int | None = None, at_least: bool = False,
-                 kept: str | None = None):
+    def __init__(
+        self, path: str | os.PathLike, needed: int | None = None, at_least: bool = False, kept: str | None = None
+    ):
         self.path = Path(path)
         self.needed = needed
         where = free_space(path)
@@ -134,16 +135,19 @@ class NoSpaceError(MixftError):
             free += f", it needs {'more than' if at_least else 'about'} {format_bytes(needed)}"
         else:
             free += ", it needs more than that"
-        super().__init__(f"no space left on device writing {path}: {free}; free some space or choose another "
-                         f"location ({kept or 'nothing half-written was kept'})")
+        super().__init__(
+            f"no space left on device writing {path}: {free}; free some space or choose another "
+            f"location ({kept or 'nothing half-written was kept'})"
+        )
 
     @classmethod
     def matches(cls, error: BaseException) -> bool:
         return isinstance(error, OSError) and error.errno in cls.ERRNOS
 
     @classmethod
-    def from_oserror(cls, error: OSError, path: str | os.PathLike | None = None, needed: int | None = None,
-                     kept: str | None = None) -> NoSpaceError:
+    def from_oserror(
+        cls, error: OSError, path: str | os.PathLike | None = None, needed: int | None = None, kept: str | None = None
+    ) -> NoSpaceError:
         return cls(path or error.filename or "an output", needed, kept=kept)
 
 

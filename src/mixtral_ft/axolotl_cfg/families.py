@@ -116,8 +116,9 @@ def detect_family(base_model: str, base_model_config: str | None = None) -> Fami
             raise ConfigError(f"{cfg}: model_type: missing; cannot tell the model family")
         family = family_for_model_type(model_type)
         if family is None:
-            raise ConfigError(f"{cfg}: model_type: '{model_type}' is not a family mixft has configs for; "
-                              f"known: {_known()}")
+            raise ConfigError(
+                f"{cfg}: model_type: '{model_type}' is not a family mixft has configs for; known: {_known()}"
+            )
         return FamilyDecision(family, str(base_model), f"model_type '{model_type}' in {cfg}", assumed=False)
     if path.exists():
         raise ConfigError(f"{source}: base model is a file; pass a Hugging Face model directory or a Hub id")
@@ -125,14 +126,22 @@ def detect_family(base_model: str, base_model_config: str | None = None) -> Fami
     name = source.rstrip("/").rsplit("/", 1)[-1].lower()
     for family_name, pattern in NAME_PATTERNS:
         if pattern.search(name):
-            return FamilyDecision(family_named(family_name), str(base_model),
-                                  f"assumed from the name '{source}': no local config.json", assumed=True)
+            return FamilyDecision(
+                family_named(family_name),
+                str(base_model),
+                f"assumed from the name '{source}': no local config.json",
+                assumed=True,
+            )
     if source.startswith(("/", ".", "~")) or source.count("/") > 1:
-        raise ConfigError(f"base_model: {source}: no such directory, and its name does not tell the model "
-                          f"family; pass a Hugging Face model directory. Known families: {_known()}")
-    raise ConfigError(f"base_model: '{source}' is not a local model directory and its name does not tell the "
-                      f"model family; download it (hf download {source} --local-dir DIR) and pass "
-                      f"--base-model DIR. Known families: {_known()}")
+        raise ConfigError(
+            f"base_model: {source}: no such directory, and its name does not tell the model "
+            f"family; pass a Hugging Face model directory. Known families: {_known()}"
+        )
+    raise ConfigError(
+        f"base_model: '{source}' is not a local model directory and its name does not tell the "
+        f"model family; download it (hf download {source} --local-dir DIR) and pass "
+        f"--base-model DIR. Known families: {_known()}"
+    )
 
 
 def decisions(family: Family) -> dict[str, Any]:
@@ -196,8 +205,9 @@ def apply_family(values: dict[str, Any], sources: dict[str, str], errors: list[s
                 continue
             layer = sources.get(path, "?")
             if layer == "override":
-                errors.append(f"{path}: only applies to mixture-of-experts models; the base model is "
-                              f"{decision.describe()}")
+                errors.append(
+                    f"{path}: only applies to mixture-of-experts models; the base model is {decision.describe()}"
+                )
                 continue
             _pop(values, path)
             sources.pop(path, None)

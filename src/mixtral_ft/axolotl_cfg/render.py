@@ -158,7 +158,9 @@ def _override_as_layer(parts: list[str], value: Any, current: dict) -> dict:
     node = current.get(head)
     if isinstance(node, list):
         if not rest[0].isdigit() or int(rest[0]) >= len(node):
-            raise UsageError(f"--set {'.'.join(parts)}: '{head}' is a list of {len(node)}; use an index such as {head}.0.…")
+            raise UsageError(
+                f"--set {'.'.join(parts)}: '{head}' is a list of {len(node)}; use an index such as {head}.0.…"
+            )
         items = copy.deepcopy(node)
         idx = int(rest[0])
         if len(rest) == 1:
@@ -175,6 +177,7 @@ def _override_as_layer(parts: list[str], value: Any, current: dict) -> dict:
 
 def _substitute(value: Any, variables: dict[str, str], path: str, errors: list[str]) -> Any:
     if isinstance(value, str):
+
         def repl(m: re.Match) -> str:
             name = m.group(1)
             if name not in variables:

@@ -48,7 +48,9 @@ def validate_with_axolotl(values: dict[str, Any], required: bool = False) -> boo
         try:
             validate_config(DictDefault(copy.deepcopy(values)))
         except ValidationError as e:
-            raise ConfigError(["Axolotl rejected the config:"] + [f"  {line}" for line in _format_pydantic(e)]) from None
+            raise ConfigError(
+                ["Axolotl rejected the config:"] + [f"  {line}" for line in _format_pydantic(e)]
+            ) from None
         except (ValueError, TypeError, NotImplementedError, DeprecationWarning) as e:
             raise ConfigError(f"Axolotl rejected the config: {e}") from None
     return True

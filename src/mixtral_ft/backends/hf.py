@@ -75,7 +75,9 @@ class HFBackend:
             import torch  # noqa: F401
             import transformers  # noqa: F401
         except ImportError as e:
-            raise MissingDependencyError("the hf backend needs torch and transformers: pip install 'mixtral-ft[train]'") from e
+            raise MissingDependencyError(
+                "the hf backend needs torch and transformers: pip install 'mixtral-ft[train]'"
+            ) from e
         if batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
         self.model_name = model
@@ -148,8 +150,12 @@ class HFBackend:
         from transformers import LogitsProcessorList
 
         width = max(len(ids) for _, ids in batch)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for _, ids in batch], device=self.model.device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch], device=self.model.device)
+        input_ids = torch.tensor(
+            [[self.pad_id] * (width - len(ids)) + ids for _, ids in batch], device=self.model.device
+        )
+        attention = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch], device=self.model.device
+        )
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.pad_id,
@@ -191,8 +197,15 @@ class HFBackend:
                 extra["token_ids"] = kept
                 extra["logprobs"] = [step[row] for step in recorder.steps[: len(kept)]]
             results.append(
-                Result(request.key, text, n_prompt_tokens=len(ids), n_new_tokens=n_new,
-                       latency_s=round(latency, 4), finish_reason=finish, extra=extra)
+                Result(
+                    request.key,
+                    text,
+                    n_prompt_tokens=len(ids),
+                    n_new_tokens=n_new,
+                    latency_s=round(latency, 4),
+                    finish_reason=finish,
+                    extra=extra,
+                )
             )
         return results
 

@@ -76,8 +76,10 @@ class OpenAIBackend:
         if mode not in MODES:
             raise UsageError(f"Unknown endpoint mode '{mode}'. Available: {', '.join(MODES)}")
         if not base_url.startswith(("http://", "https://")):
-            raise UsageError(f"--base-url {_redact_url(base_url)!r}: must start with http:// or https:// "
-                             "(e.g. http://127.0.0.1:8000/v1)")
+            raise UsageError(
+                f"--base-url {_redact_url(base_url)!r}: must start with http:// or https:// "
+                "(e.g. http://127.0.0.1:8000/v1)"
+            )
         if concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
         if timeout <= 0:
@@ -126,14 +128,22 @@ class OpenAIBackend:
     # ------------------------------------------------------------------ one request
 
     def request_body(self, request: Request, params: GenerationParams) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens, "temperature": params.temperature}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+        }
         if self.mode == "completions":
             if request.prompt is None:
-                raise UsageError("the completions endpoint takes a text prompt; use --endpoint-mode chat for chat prompts")
+                raise UsageError(
+                    "the completions endpoint takes a text prompt; use --endpoint-mode chat for chat prompts"
+                )
             body["prompt"] = request.prompt
         else:
             body["messages"] = (
-                list(request.messages) if request.messages is not None else [{"role": "user", "content": request.prompt}]
+                list(request.messages)
+                if request.messages is not None
+                else [{"role": "user", "content": request.prompt}]
             )
         if not params.greedy:
             body.update(top_p=params.top_p, seed=params.seed)
@@ -158,7 +168,9 @@ class OpenAIBackend:
             if not isinstance(text, str):
                 raise TypeError("text is not a string")
         except (KeyError, IndexError, TypeError) as e:
-            return Result(key, None, latency_s=latency, error=self._scrub(f"malformed response ({e!r}): {str(data)[:200]}"))
+            return Result(
+                key, None, latency_s=latency, error=self._scrub(f"malformed response ({e!r}): {str(data)[:200]}")
+            )
         usage = data.get("usage") or {}
         return Result(
             key,
@@ -180,8 +192,12 @@ class OpenAIBackend:
         attempt = 0
         while True:
             if not self._take_budget():
-                return Result(request.key, None, latency_s=round(time.perf_counter() - t0, 4),
-                              error=f"request budget used up (--max-requests {self.max_requests})")
+                return Result(
+                    request.key,
+                    None,
+                    latency_s=round(time.perf_counter() - t0, 4),
+                    error=f"request budget used up (--max-requests {self.max_requests})",
+                )
             retry_after = None
             try:
                 resp = self._client.post(url, json=body)
@@ -200,8 +216,12 @@ class OpenAIBackend:
                 retryable = resp.status_code in RETRY_STATUS
                 retry_after = _retry_after(resp.headers)
             if not retryable or attempt >= self.max_retries:
-                return Result(request.key, None, latency_s=round(time.perf_counter() - t0, 4),
-                              error=self._scrub(f"{error} (after {attempt + 1} attempt(s))"))
+                return Result(
+                    request.key,
+                    None,
+                    latency_s=round(time.perf_counter() - t0, 4),
+                    error=self._scrub(f"{error} (after {attempt + 1} attempt(s))"),
+                )
             with self._lock:
                 self.retries += 1
             time.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_max, rng, retry_after))

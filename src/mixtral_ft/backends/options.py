@@ -48,19 +48,23 @@ class BackendOptions:
             from mixtral_ft.util.provenance import query_secret, scrub_text
 
             if query_secret(self.base_url):
-                raise UsageError(f"--base-url {scrub_text(self.base_url)}: a key in the URL query would be written to "
-                                 "manifests and logs; put it in an environment variable and name it with --api-key-env "
-                                 f"(now {self.api_key_env}): mixft sends it as the Authorization header")
+                raise UsageError(
+                    f"--base-url {scrub_text(self.base_url)}: a key in the URL query would be written to "
+                    "manifests and logs; put it in an environment variable and name it with --api-key-env "
+                    f"(now {self.api_key_env}): mixft sends it as the Authorization header"
+                )
             if self.load_in_4bit:
                 raise UsageError("--load-in-4bit is for the hf backend; quantize on the server instead")
             if self.adapter:
-                raise UsageError("--adapter is for the hf backend; an endpoint serves its adapter under its own "
-                                 "model name")
+                raise UsageError(
+                    "--adapter is for the hf backend; an endpoint serves its adapter under its own model name"
+                )
             if self.skip_plan_check:
                 raise UsageError("--skip-plan-check is for the hf backend; nothing is planned for an endpoint")
             if self.endpoint_mode not in ENDPOINT_MODES:
-                raise UsageError(f"Unknown endpoint mode '{self.endpoint_mode}'. "
-                                 f"Available: {', '.join(ENDPOINT_MODES)}")
+                raise UsageError(
+                    f"Unknown endpoint mode '{self.endpoint_mode}'. Available: {', '.join(ENDPOINT_MODES)}"
+                )
         elif self.base_url:
             raise UsageError(f"--base-url is for the openai backend (this is --backend {self.name})")
 
@@ -72,11 +76,22 @@ class BackendOptions:
     def constructor_options(self) -> dict[str, Any]:
         """Keyword options for the backend class (see its constructor)."""
         if self.name == "openai":
-            return {"base_url": self.base_url, "model": self.model, "mode": self.endpoint_mode,
-                    "api_key_env": self.api_key_env, "concurrency": self.concurrency, "timeout": self.timeout,
-                    "max_retries": self.max_retries, "max_requests": self.max_requests}
-        return {"model": self.model, "adapter": self.adapter, "batch_size": self.batch_size,
-                "load_in_4bit": self.load_in_4bit}
+            return {
+                "base_url": self.base_url,
+                "model": self.model,
+                "mode": self.endpoint_mode,
+                "api_key_env": self.api_key_env,
+                "concurrency": self.concurrency,
+                "timeout": self.timeout,
+                "max_retries": self.max_retries,
+                "max_requests": self.max_requests,
+            }
+        return {
+            "model": self.model,
+            "adapter": self.adapter,
+            "batch_size": self.batch_size,
+            "load_in_4bit": self.load_in_4bit,
+        }
 
     def create(self):
         """Build the backend (for hf: loads the model)."""

@@ -27,39 +27,85 @@ def _flag(name: str, kind: Any, default: Any, *decls: str, help: str, panel: str
 
 # (parameter name, type, typer option), in the order --help lists them.
 BACKEND_FLAGS: list[tuple[str, Any, Any]] = [
-    _flag("model", str, ..., "--model", "-m",
-          help="hf: base or merged model directory. openai: the served model name."),
-    _flag("adapter", str | None, None, "--adapter",
-          help="hf only: a PEFT/LoRA adapter directory (e.g. a `mixft train` output)."),
-    _flag("backend", str, "hf", "--backend",
-          help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint)."),
+    _flag(
+        "model", str, ..., "--model", "-m", help="hf: base or merged model directory. openai: the served model name."
+    ),
+    _flag(
+        "adapter",
+        str | None,
+        None,
+        "--adapter",
+        help="hf only: a PEFT/LoRA adapter directory (e.g. a `mixft train` output).",
+    ),
+    _flag(
+        "backend",
+        str,
+        "hf",
+        "--backend",
+        help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint).",
+    ),
     _flag("batch_size", int, 8, "--batch-size", help="hf: prompts generated together (left-padded)."),
-    _flag("load_in_4bit", bool, False, "--load-in-4bit", help="hf: store the linears and the MoE experts in 4-bit NF4 (bitsandbytes; CUDA, or its CPU backend)."),
-    _flag("skip_plan_check", bool, False, "--skip-plan-check",
-          help="hf: run even when the memory plan says the model, batch and prompts do not fit the GPU's free "
-               "memory (docs/planning.md)."),
-    _flag("base_url", str | None, None, "--base-url",
-          help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
-    _flag("endpoint_mode", str, "completions", "--endpoint-mode",
-          help="openai: completions (raw prompt, as trained) or chat."),
-    _flag("api_key_env", str, "OPENAI_API_KEY", "--api-key-env",
-          help="openai: environment variable holding the API key (never written anywhere)."),
+    _flag(
+        "load_in_4bit",
+        bool,
+        False,
+        "--load-in-4bit",
+        help="hf: store the linears and the MoE experts in 4-bit NF4 (bitsandbytes; CUDA, or its CPU backend).",
+    ),
+    _flag(
+        "skip_plan_check",
+        bool,
+        False,
+        "--skip-plan-check",
+        help="hf: run even when the memory plan says the model, batch and prompts do not fit the GPU's free "
+        "memory (docs/planning.md).",
+    ),
+    _flag("base_url", str | None, None, "--base-url", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
+    _flag(
+        "endpoint_mode",
+        str,
+        "completions",
+        "--endpoint-mode",
+        help="openai: completions (raw prompt, as trained) or chat.",
+    ),
+    _flag(
+        "api_key_env",
+        str,
+        "OPENAI_API_KEY",
+        "--api-key-env",
+        help="openai: environment variable holding the API key (never written anywhere).",
+    ),
     _flag("concurrency", int, 8, "--concurrency", help="openai: requests in flight at once."),
-    _flag("timeout", float, 120.0, "--timeout",
-          help="openai: seconds per request before it counts as failed (and is retried)."),
-    _flag("max_retries", int, 4, "--max-retries",
-          help="openai: retries per item on 429/5xx/timeouts/connection errors."),
-    _flag("max_requests", int | None, None, "--max-requests",
-          help="openai: cap on HTTP requests in this run, retries included."),
+    _flag(
+        "timeout",
+        float,
+        120.0,
+        "--timeout",
+        help="openai: seconds per request before it counts as failed (and is retried).",
+    ),
+    _flag(
+        "max_retries", int, 4, "--max-retries", help="openai: retries per item on 429/5xx/timeouts/connection errors."
+    ),
+    _flag(
+        "max_requests",
+        int | None,
+        None,
+        "--max-requests",
+        help="openai: cap on HTTP requests in this run, retries included.",
+    ),
 ]
 DECODING_FLAGS: list[tuple[str, Any, Any]] = [
-    _flag("temperature", float, 0.0, "--temperature", help="0 = greedy (default); > 0 samples.",
-          panel=DECODING_PANEL),
-    _flag("top_p", float, 1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0).",
-          panel=DECODING_PANEL),
+    _flag("temperature", float, 0.0, "--temperature", help="0 = greedy (default); > 0 samples.", panel=DECODING_PANEL),
+    _flag("top_p", float, 1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0).", panel=DECODING_PANEL),
     _flag("seed", int, 42, "--seed", help="Seed for sampling (recorded).", panel=DECODING_PANEL),
-    _flag("stop", list[str] | None, None, "--stop", help="Stop string (repeatable); generation also stops at EOS.",
-          panel=DECODING_PANEL),
+    _flag(
+        "stop",
+        list[str] | None,
+        None,
+        "--stop",
+        help="Stop string (repeatable); generation also stops at EOS.",
+        panel=DECODING_PANEL,
+    ),
 ]
 
 # Job flags with one meaning in every inference command.
@@ -73,21 +119,36 @@ Command = Callable[..., Any]
 def inference_options(max_new_tokens: int, what: str = "response") -> Callable[[Command], Command]:
     """Decorate a Typer command that takes ``backend: BackendOptions`` and ``params: GenerationParams``.
 
-    ``max_new_tokens`` is the command's default for ``--max-new-tokens`` (``what`` names the unit
-    in its help). The flags are added after the command's own, so ``--help`` lists its own first,
-then the two panels.
+        ``max_new_tokens`` is the command's default for ``--max-new-tokens`` (``what`` names the unit
+        in its help). The flags are added after the command's own, so ``--help`` lists its own first,
+    then the two panels.
     """
 
-    flags = [*BACKEND_FLAGS, _flag("max_new_tokens", int, max_new_tokens, "--max-new-tokens",
-                                   help=f"Most tokens generated per {what}.", panel=DECODING_PANEL), *DECODING_FLAGS]
+    flags = [
+        *BACKEND_FLAGS,
+        _flag(
+            "max_new_tokens",
+            int,
+            max_new_tokens,
+            "--max-new-tokens",
+            help=f"Most tokens generated per {what}.",
+            panel=DECODING_PANEL,
+        ),
+        *DECODING_FLAGS,
+    ]
     names = [name for name, _, _ in flags]
 
     def decorate(command: Command) -> Command:
         hints = typing.get_type_hints(command)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in inspect.signature(command).parameters.values() if p.name not in ("backend", "params")]
-        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-                 for name, kind, option in flags]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(command).parameters.values()
+            if p.name not in ("backend", "params")
+        ]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+            for name, kind, option in flags
+        ]
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
@@ -95,13 +156,27 @@ then the two panels.
             from mixtral_ft.backends.options import BackendOptions
 
             v = {name: kwargs.pop(name) for name in names}
-            params = GenerationParams(max_new_tokens=v["max_new_tokens"], temperature=v["temperature"],
-                                      top_p=v["top_p"], seed=v["seed"], stop=tuple(v["stop"] or ()))
+            params = GenerationParams(
+                max_new_tokens=v["max_new_tokens"],
+                temperature=v["temperature"],
+                top_p=v["top_p"],
+                seed=v["seed"],
+                stop=tuple(v["stop"] or ()),
+            )
             backend = BackendOptions(
-                name=v["backend"], model=v["model"], adapter=v["adapter"], batch_size=v["batch_size"],
-                load_in_4bit=v["load_in_4bit"], skip_plan_check=v["skip_plan_check"], base_url=v["base_url"], endpoint_mode=v["endpoint_mode"],
-                api_key_env=v["api_key_env"], concurrency=v["concurrency"], timeout=v["timeout"],
-                max_retries=v["max_retries"], max_requests=v["max_requests"],
+                name=v["backend"],
+                model=v["model"],
+                adapter=v["adapter"],
+                batch_size=v["batch_size"],
+                load_in_4bit=v["load_in_4bit"],
+                skip_plan_check=v["skip_plan_check"],
+                base_url=v["base_url"],
+                endpoint_mode=v["endpoint_mode"],
+                api_key_env=v["api_key_env"],
+                concurrency=v["concurrency"],
+                timeout=v["timeout"],
+                max_retries=v["max_retries"],
+                max_requests=v["max_requests"],
             )
             return command(**kwargs, backend=backend, params=params)
 

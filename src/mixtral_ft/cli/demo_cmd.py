@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-
 from mixtral_ft.cli._choices import DemoModel  # demo.SCALES has one entry per value (a test checks)
 
 
@@ -15,8 +14,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        model: DemoModel = typer.Option("smollm2", "--model", help="smollm2: a real 135M instruct model; "
-                                        "tiny: a random tiny Mixtral (faster, meaningless outputs)."),
+        model: DemoModel = typer.Option(
+            "smollm2",
+            "--model",
+            help="smollm2: a real 135M instruct model; tiny: a random tiny Mixtral (faster, meaningless outputs).",
+        ),
         out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Where every stage writes."),
         force: bool = typer.Option(False, "--force", help="Start over instead of continuing an earlier demo run."),
     ) -> None:

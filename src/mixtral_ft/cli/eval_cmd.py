@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mixtral_ft.cli._choices import GroupField, IntervalMethod, Unparsed
 
-app = typer.Typer(help="Hallucination rates, truth-checker accuracy and pipeline figures with intervals.", no_args_is_help=True)
+app = typer.Typer(
+    help="Hallucination rates, truth-checker accuracy and pipeline figures with intervals.", no_args_is_help=True
+)
 
 
 def register(root: typer.Typer) -> None:
@@ -19,16 +20,20 @@ def register(root: typer.Typer) -> None:
 
 _OUT = typer.Option(None, "--out", "-o", help="Write results.json and report.md to this directory (atomically).")
 _FORCE = typer.Option(False, "--force", help="Replace an existing --out directory.")
-_COUNT_RELEVANCE = typer.Option(False, "--count-relevance",
-                                help="Count relevance mistakes as hallucinations too (default: groundedness only).")
+_COUNT_RELEVANCE = typer.Option(
+    False, "--count-relevance", help="Count relevance mistakes as hallucinations too (default: groundedness only)."
+)
 _INTERVAL = typer.Option("wilson", "--interval", help="Interval method for proportions.")
 _LABEL = typer.Option(None, "--label", help="Name for this result in reports (default: model/judge name or file name).")
 _CHECKER_EVAL = typer.Option(
-    None, "--checker-eval", help="An `mixft eval tc --out` dir of the same judge (model, adapter, prompt): also "
-    "report the hallucination rate corrected for the judge's measured sensitivity and specificity.")
+    None,
+    "--checker-eval",
+    help="An `mixft eval tc --out` dir of the same judge (model, adapter, prompt): also "
+    "report the hallucination rate corrected for the judge's measured sensitivity and specificity.",
+)
 
 
-def _checker(path: Optional[Path]):
+def _checker(path: Path | None):
     if path is None:
         return None
     from mixtral_ft.eval.correction import CheckerEval
@@ -36,7 +41,7 @@ def _checker(path: Optional[Path]):
     return CheckerEval.load(path)
 
 
-def _finish(result, out: Optional[Path], force: bool) -> None:
+def _finish(result, out: Path | None, force: bool) -> None:
     from mixtral_ft.cli._common import echo, info
     from mixtral_ft.eval.render import text_table
 
@@ -52,16 +57,20 @@ def _finish(result, out: Optional[Path], force: bool) -> None:
 
 @app.command("rg")
 def rg(
-    verdicts: Path = typer.Option(..., "--verdicts", help="Per-item verdicts (mixft judge output, or rows with "
-                                  "'verdict' / 'hallucinated' / 'labels')."),
-    by: Optional[list[GroupField]] = typer.Option(None, "--by", help="Break down by this field (repeatable; "
-                                                  "default: both where present)."),
-    checker_eval: Optional[Path] = _CHECKER_EVAL,
-    out: Optional[Path] = _OUT,
+    verdicts: Path = typer.Option(
+        ...,
+        "--verdicts",
+        help="Per-item verdicts (mixft judge output, or rows with 'verdict' / 'hallucinated' / 'labels').",
+    ),
+    by: list[GroupField] | None = typer.Option(
+        None, "--by", help="Break down by this field (repeatable; default: both where present)."
+    ),
+    checker_eval: Path | None = _CHECKER_EVAL,
+    out: Path | None = _OUT,
     force: bool = _FORCE,
     count_relevance: bool = _COUNT_RELEVANCE,
     interval: IntervalMethod = _INTERVAL,
-    label: Optional[str] = _LABEL,
+    label: str | None = _LABEL,
 ) -> None:
     """Hallucination rate of a response generator, with a 95% interval and breakdowns."""
     from mixtral_ft.eval.items import load_items
@@ -69,19 +78,29 @@ def rg(
 
     checker = _checker(checker_eval)
     items = load_items(verdicts, count_relevance, role="verdicts")
-    _finish(evaluate_rg(items, by=[b.value for b in by] if by else None, count_relevance=count_relevance,
-                        method=interval.value, label=label, checker=checker), out, force)
+    _finish(
+        evaluate_rg(
+            items,
+            by=[b.value for b in by] if by else None,
+            count_relevance=count_relevance,
+            method=interval.value,
+            label=label,
+            checker=checker,
+        ),
+        out,
+        force,
+    )
 
 
 @app.command("tc")
 def tc(
     pred: Path = typer.Option(..., "--pred", help="The checker's per-item judgements (mixft judge output)."),
     gold: Path = typer.Option(..., "--gold", help="Gold labels over the same ids (e.g. prepare tc test.jsonl)."),
-    out: Optional[Path] = _OUT,
+    out: Path | None = _OUT,
     force: bool = _FORCE,
     count_relevance: bool = _COUNT_RELEVANCE,
     interval: IntervalMethod = _INTERVAL,
-    label: Optional[str] = _LABEL,
+    label: str | None = _LABEL,
 ) -> None:
     """Truth-checker accuracy, precision/recall/F1, balanced accuracy and confusion matrix."""
     from mixtral_ft.eval.items import load_items
@@ -96,15 +115,17 @@ def tc(
 def pipeline(
     gold: Path = typer.Option(..., "--gold", help="Which responses really are hallucinated (per-item file)."),
     checker: Path = typer.Option(..., "--checker", help="The checker's judgements over the same ids."),
-    unparsed: Unparsed = typer.Option("reject", "--unparsed", help="What the pipeline does when the "
-                                            "checker's output did not parse."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Reject when score >= this, instead of "
-                                              "using the checker's verdicts."),
-    out: Optional[Path] = _OUT,
+    unparsed: Unparsed = typer.Option(
+        "reject", "--unparsed", help="What the pipeline does when the checker's output did not parse."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Reject when score >= this, instead of using the checker's verdicts."
+    ),
+    out: Path | None = _OUT,
     force: bool = _FORCE,
     count_relevance: bool = _COUNT_RELEVANCE,
     interval: IntervalMethod = _INTERVAL,
-    label: Optional[str] = _LABEL,
+    label: str | None = _LABEL,
 ) -> None:
     """Rejection rate and net hallucination rate when flagged responses are rejected."""
     from mixtral_ft.eval.items import load_items
@@ -112,22 +133,34 @@ def pipeline(
 
     g = load_items(gold, count_relevance, role="gold")
     c = load_items(checker, count_relevance, role="checker")
-    _finish(evaluate_pipeline(g, c, unparsed=unparsed.value, threshold=threshold, count_relevance=count_relevance,
-                              method=interval.value, label=label), out, force)
+    _finish(
+        evaluate_pipeline(
+            g,
+            c,
+            unparsed=unparsed.value,
+            threshold=threshold,
+            count_relevance=count_relevance,
+            method=interval.value,
+            label=label,
+        ),
+        out,
+        force,
+    )
 
 
 @app.command("compare")
 def compare(
     a: Path = typer.Argument(..., help="Per-item file A (e.g. verdicts on the raw model's responses)."),
     b: Path = typer.Argument(..., help="Per-item file B over the same ids (e.g. the fine-tuned model's)."),
-    gold: Optional[Path] = typer.Option(None, "--gold", help="Compare two checkers' accuracy against these labels "
-                                        "instead of two hallucination rates."),
-    checker_eval: Optional[Path] = _CHECKER_EVAL,
-    out: Optional[Path] = _OUT,
+    gold: Path | None = typer.Option(
+        None, "--gold", help="Compare two checkers' accuracy against these labels instead of two hallucination rates."
+    ),
+    checker_eval: Path | None = _CHECKER_EVAL,
+    out: Path | None = _OUT,
     force: bool = _FORCE,
     count_relevance: bool = _COUNT_RELEVANCE,
     interval: IntervalMethod = _INTERVAL,
-    label: Optional[str] = _LABEL,
+    label: str | None = _LABEL,
 ) -> None:
     """Paired comparison of two systems on the same items: difference, 95% interval, McNemar p."""
     from mixtral_ft.eval.compare import evaluate_compare
@@ -137,5 +170,10 @@ def compare(
     fa = load_items(a, count_relevance, role="A")
     fb = load_items(b, count_relevance, role="B")
     fg = load_items(gold, count_relevance, role="gold") if gold is not None else None
-    _finish(evaluate_compare(fa, fb, fg, count_relevance=count_relevance, method=interval.value, label=label,
-                             checker=checker), out, force)
+    _finish(
+        evaluate_compare(
+            fa, fb, fg, count_relevance=count_relevance, method=interval.value, label=label, checker=checker
+        ),
+        out,
+        force,
+    )

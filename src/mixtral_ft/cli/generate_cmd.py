@@ -17,9 +17,15 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     @inference_options(max_new_tokens=256, what="response")
     def generate_command(
-        data: Path = typer.Option(..., "--data", help="Prepared RG split (JSONL, docs/formats.md §1), e.g. prepared/test.jsonl."),
+        data: Path = typer.Option(
+            ..., "--data", help="Prepared RG split (JSONL, docs/formats.md §1), e.g. prepared/test.jsonl."
+        ),
         out: Path = typer.Option(..., "--out", "-o", help="Generations file (JSONL); an existing one is resumed."),
-        prompt: str = typer.Option("rg", "--prompt", help="rg (the training prompt, for fine-tuned models) or chat (chat template + instruction, for raw instruct models)."),
+        prompt: str = typer.Option(
+            "rg",
+            "--prompt",
+            help="rg (the training prompt, for fine-tuned models) or chat (chat template + instruction, for raw instruct models).",
+        ),
         limit: int | None = LimitOption,
         force: bool = ResumeForceOption,
         *,
@@ -32,16 +38,23 @@ def register(app: typer.Typer) -> None:
         from mixtral_ft.generate.run import GenerateConfig, generate
 
         existing_file(data, "--data file")
-        cfg = GenerateConfig(data=data, out=out, backend=backend, prompt_style=prompt, params=params, limit=limit,
-                             force=force)
+        cfg = GenerateConfig(
+            data=data, out=out, backend=backend, prompt_style=prompt, params=params, limit=limit, force=force
+        )
         s = generate(cfg)
         if s.skipped or s.retried or s.changed:
-            info(f"resumed: {s.skipped} of {s.total} rows were already done"
-                 + (f", {s.retried} failed row(s) retried" if s.retried else "")
-                 + (f", {s.changed} row(s) redone because their input changed" if s.changed else ""))
+            info(
+                f"resumed: {s.skipped} of {s.total} rows were already done"
+                + (f", {s.retried} failed row(s) retried" if s.retried else "")
+                + (f", {s.changed} row(s) redone because their input changed" if s.changed else "")
+            )
         if s.missing_prefix:
             info(f"note: {s.missing_prefix} response(s) did not start with 'Answer:' (kept whole; see answer_prefix)")
-        echo(f"wrote {s.written} row(s) to {s.out} ({s.written - s.failed} ok, {s.failed} failed); "
-             f"{s.new_tokens} new tokens in {s.wall_s:.1f}s = {s.tokens_per_s:.1f} tokens/s")
+        echo(
+            f"wrote {s.written} row(s) to {s.out} ({s.written - s.failed} ok, {s.failed} failed); "
+            f"{s.new_tokens} new tokens in {s.wall_s:.1f}s = {s.tokens_per_s:.1f} tokens/s"
+        )
         if s.failed:
-            raise MixftError(f"{s.failed} item(s) failed (first: {s.first_error}); re-run the same command to retry them")
+            raise MixftError(
+                f"{s.failed} item(s) failed (first: {s.first_error}); re-run the same command to retry them"
+            )

@@ -25,7 +25,19 @@ from mixtral_ft.cli import (
 )
 
 # The order of the pipeline, which `mixft --help` lists the commands in (others follow).
-PIPELINE_ORDER = ("prepare", "config", "plan", "train", "merge", "models", "generate", "judge", "eval", "report", "demo")
+PIPELINE_ORDER = (
+    "prepare",
+    "config",
+    "plan",
+    "train",
+    "merge",
+    "models",
+    "generate",
+    "judge",
+    "eval",
+    "report",
+    "demo",
+)
 
 
 class _PipelineOrder(TyperGroup):

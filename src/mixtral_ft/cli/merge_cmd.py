@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,9 +13,10 @@ def register(app: typer.Typer) -> None:
     @app.command("merge")
     def merge_cmd(
         run_dir: Path = typer.Argument(..., help="A `mixft train` run directory."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Merged model directory (default RUN_DIR/merged)."),
-        base_model: Optional[str] = typer.Option(
-            None, "--base-model", help="Full-precision base model directory (default: the run's base_model)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Merged model directory (default RUN_DIR/merged)."),
+        base_model: str | None = typer.Option(
+            None, "--base-model", help="Full-precision base model directory (default: the run's base_model)."
+        ),
         force: bool = typer.Option(False, "--force", help="Replace an existing merged model."),
     ) -> None:
         """Merge the run's LoRA adapter into its base model (base + LoRA delta, shard by shard, nothing quantized)."""
@@ -24,5 +24,7 @@ def register(app: typer.Typer) -> None:
         from mixtral_ft.train.merge import merge
 
         result = merge(run_dir, out=out, force=force, base_model=base_model)
-        echo(f"merged model: {result.merged_dir}  ({result.merged_tensors} of {result.total_tensors} tensors "
-             f"changed, {result.wall_s:.0f} s)")
+        echo(
+            f"merged model: {result.merged_dir}  ({result.merged_tensors} of {result.total_tensors} tensors "
+            f"changed, {result.wall_s:.0f} s)"
+        )

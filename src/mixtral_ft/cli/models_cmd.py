@@ -82,6 +82,7 @@ def tiny_dense(
     from mixtral_ft.cli._common import echo
     from mixtral_ft.models.tiny import TinyDenseSpec, build_tiny_dense, default_corpus
 
-    path = build_tiny_dense(out, TinyDenseSpec(arch=arch, num_hidden_layers=layers, seed=seed),
-                            sample_path=default_corpus(), force=force)
+    path = build_tiny_dense(
+        out, TinyDenseSpec(arch=arch, num_hidden_layers=layers, seed=seed), sample_path=default_corpus(), force=force
+    )
     echo(str(path))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
+
 from mixtral_ft.cli._common import ProfileOption
 
-app = typer.Typer(help="Peak GPU memory (with its parts) and hours of a run, before a GPU-hour is spent.",
-                  no_args_is_help=True)
-
+app = typer.Typer(
+    help="Peak GPU memory (with its parts) and hours of a run, before a GPU-hour is spent.", no_args_is_help=True
+)
 
 
 def register(root: typer.Typer) -> None:
@@ -18,13 +18,19 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="plan")
 
 
-GpuOption = typer.Option(None, "--gpu", help="GPU from the table: a100-40gb, a100-80gb, h100-80gb, h200, l40s, "
-                         "rtx-4090, a10g (default: the profile's card, else a100-80gb).")
+GpuOption = typer.Option(
+    None,
+    "--gpu",
+    help="GPU from the table: a100-40gb, a100-80gb, h100-80gb, h200, l40s, "
+    "rtx-4090, a10g (default: the profile's card, else a100-80gb).",
+)
 GpuMemoryOption = typer.Option(None, "--gpu-memory", help="Plan for a GPU with this much memory (GiB) instead.")
-JsonOption = typer.Option(False, "--json", help="Print the plan as JSON (peak_gib, gpu_memory_gib, fits, parts, hours, ...).")
+JsonOption = typer.Option(
+    False, "--json", help="Print the plan as JSON (peak_gib, gpu_memory_gib, fits, parts, hours, ...)."
+)
 
 
-def _gpu(gpu: Optional[str], gpu_memory: Optional[float], default: str):
+def _gpu(gpu: str | None, gpu_memory: float | None, default: str):
     from mixtral_ft.errors import UsageError
     from mixtral_ft.plan.gpus import custom_gpu, gpu_by_name
 
@@ -47,8 +53,17 @@ def _print(plan, as_json: bool, lines) -> None:
             echo(line)
 
 
-def _plan_train(task: str, data: Optional[Path], profile: str, base_model: Optional[str], overrides: list[str],
-                gpus: int, gpu: Optional[str], gpu_memory: Optional[float], as_json: bool) -> None:
+def _plan_train(
+    task: str,
+    data: Path | None,
+    profile: str,
+    base_model: str | None,
+    overrides: list[str],
+    gpus: int,
+    gpu: str | None,
+    gpu_memory: float | None,
+    as_json: bool,
+) -> None:
     from mixtral_ft.axolotl_cfg.keys import snapshot_keys
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
     from mixtral_ft.cli._common import info
@@ -61,9 +76,17 @@ def _plan_train(task: str, data: Optional[Path], profile: str, base_model: Optio
 
         raise UsageError(f"{data}: data directory not found; create it with `mixft prepare {task}`")
     # The same layers `mixft train` renders (base -> profile -> --base-model -> --set).
-    rendered = render(RenderRequest(task=task, data_dir=data or Path("."), profile=profile, run_dir=Path("runs/plan"),
-                                    base_model=base_model, overrides=tuple(overrides)),
-                      keys=snapshot_keys())  # equal to Axolotl's schema (tested); importing Axolotl takes seconds
+    rendered = render(
+        RenderRequest(
+            task=task,
+            data_dir=data or Path("."),
+            profile=profile,
+            run_dir=Path("runs/plan"),
+            base_model=base_model,
+            overrides=tuple(overrides),
+        ),
+        keys=snapshot_keys(),
+    )  # equal to Axolotl's schema (tested); importing Axolotl takes seconds
     the_gpu = _gpu(gpu, gpu_memory, gpu_for_profile(profile).name)
     if not as_json:
         info("planning (measurements are cached; a first plan for a model and settings takes ~1 minute on a CPU) ...")
@@ -73,20 +96,32 @@ def _plan_train(task: str, data: Optional[Path], profile: str, base_model: Optio
 
 def _make_train(task: str):
     def command(
-        data: Optional[Path] = typer.Option(None, "--data", help=f"Directory with train.jsonl from `mixft prepare {task}` "
-                                            "(its token counts give the hours; without it, memory only)."),
+        data: Path | None = typer.Option(
+            None,
+            "--data",
+            help=f"Directory with train.jsonl from `mixft prepare {task}` "
+            "(its token counts give the hours; without it, memory only).",
+        ),
         profile: str = ProfileOption,
-        base_model: Optional[str] = typer.Option(None, "--base-model", help="Base model id or local path (default: the config's)."),
-        overrides: list[str] = typer.Option([], "--set", help="Override an Axolotl key: --set key=value (YAML value, dotted keys)."),
-        gpus: int = typer.Option(1, "--gpus", min=1, help="Processes (GPUs); ZeRO shards gradients and optimizer state over them."),
-        gpu: Optional[str] = GpuOption,
-        gpu_memory: Optional[float] = GpuMemoryOption,
+        base_model: str | None = typer.Option(
+            None, "--base-model", help="Base model id or local path (default: the config's)."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override an Axolotl key: --set key=value (YAML value, dotted keys)."
+        ),
+        gpus: int = typer.Option(
+            1, "--gpus", min=1, help="Processes (GPUs); ZeRO shards gradients and optimizer state over them."
+        ),
+        gpu: str | None = GpuOption,
+        gpu_memory: float | None = GpuMemoryOption,
         as_json: bool = JsonOption,
     ) -> None:
         _plan_train(task, data, profile, base_model, overrides, gpus, gpu, gpu_memory, as_json)
 
-    command.__doc__ = (f"Plan `mixft train {task}`: peak GPU memory per device with its parts, fits or not, "
-                       "and hours for the configured epochs.")
+    command.__doc__ = (
+        f"Plan `mixft train {task}`: peak GPU memory per device with its parts, fits or not, "
+        "and hours for the configured epochs."
+    )
     return command
 
 
@@ -94,9 +129,20 @@ app.command("rg")(_make_train("rg"))
 app.command("tc")(_make_train("tc"))
 
 
-def _plan_inference(kind: str, path: Optional[Path], model: str, adapter: Optional[str], load_in_4bit: bool,
-                    batch_size: int, max_new_tokens: int, prompt: str, template: Optional[Path],
-                    gpu: Optional[str], gpu_memory: Optional[float], as_json: bool) -> None:
+def _plan_inference(
+    kind: str,
+    path: Path | None,
+    model: str,
+    adapter: str | None,
+    load_in_4bit: bool,
+    batch_size: int,
+    max_new_tokens: int,
+    prompt: str,
+    template: Path | None,
+    gpu: str | None,
+    gpu_memory: float | None,
+    as_json: bool,
+) -> None:
     from mixtral_ft.cli._common import existing_file, info
     from mixtral_ft.plan.inference import plan_inference
     from mixtral_ft.plan.report import inference_lines
@@ -109,43 +155,80 @@ def _plan_inference(kind: str, path: Optional[Path], model: str, adapter: Option
         lengths, method = prompt_lengths(kind, path, model, adapter, prompt, template)
         if not as_json:
             info(f"{len(lengths):,} prompts, longest {max(lengths):,} tokens ({method})")
-    plan = plan_inference(model, _gpu(gpu, gpu_memory, "a100-80gb"), adapter=adapter, load_in_4bit=load_in_4bit,
-                          batch_size=batch_size, max_new_tokens=max_new_tokens, prompt_lengths=lengths)
+    plan = plan_inference(
+        model,
+        _gpu(gpu, gpu_memory, "a100-80gb"),
+        adapter=adapter,
+        load_in_4bit=load_in_4bit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        prompt_lengths=lengths,
+    )
     _print(plan, as_json, inference_lines)
 
 
 @app.command("generate")
 def generate_command(
-    data: Optional[Path] = typer.Option(None, "--data", help="The RG split `mixft generate` would read (prompt lengths)."),
-    model: str = typer.Option(..., "--model", "-m", help="Base or merged model directory (or a Hub id with a known config)."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="A PEFT/LoRA adapter directory."),
+    data: Path | None = typer.Option(None, "--data", help="The RG split `mixft generate` would read (prompt lengths)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Base or merged model directory (or a Hub id with a known config)."
+    ),
+    adapter: str | None = typer.Option(None, "--adapter", help="A PEFT/LoRA adapter directory."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit NF4 weights, experts included."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts generated together."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens generated per response."),
     prompt: str = typer.Option("rg", "--prompt", help="rg or chat, as for `mixft generate`."),
-    gpu: Optional[str] = GpuOption,
-    gpu_memory: Optional[float] = GpuMemoryOption,
+    gpu: str | None = GpuOption,
+    gpu_memory: float | None = GpuMemoryOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Plan `mixft generate` (hf backend): weights, KV cache at the longest batch, logits; tokens/s."""
-    _plan_inference("generate", data, model, adapter, load_in_4bit, batch_size, max_new_tokens, prompt, None,
-                    gpu, gpu_memory, as_json)
+    _plan_inference(
+        "generate",
+        data,
+        model,
+        adapter,
+        load_in_4bit,
+        batch_size,
+        max_new_tokens,
+        prompt,
+        None,
+        gpu,
+        gpu_memory,
+        as_json,
+    )
 
 
 @app.command("judge")
 def judge_command(
-    responses: Optional[Path] = typer.Option(None, "--responses", help="The responses `mixft judge` would read (prompt lengths)."),
-    model: str = typer.Option(..., "--model", "-m", help="Base or merged model directory (or a Hub id with a known config)."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="A PEFT/LoRA adapter directory (the TC model)."),
+    responses: Path | None = typer.Option(
+        None, "--responses", help="The responses `mixft judge` would read (prompt lengths)."
+    ),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Base or merged model directory (or a Hub id with a known config)."
+    ),
+    adapter: str | None = typer.Option(None, "--adapter", help="A PEFT/LoRA adapter directory (the TC model)."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit NF4 weights, experts included."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts generated together."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Most tokens generated per verdict."),
     prompt: str = typer.Option("tc", "--prompt", help="tc or chat, as for `mixft judge`."),
-    template: Optional[Path] = typer.Option(None, "--template", help="TC prompt template (default: the shipped tc_v1)."),
-    gpu: Optional[str] = GpuOption,
-    gpu_memory: Optional[float] = GpuMemoryOption,
+    template: Path | None = typer.Option(None, "--template", help="TC prompt template (default: the shipped tc_v1)."),
+    gpu: str | None = GpuOption,
+    gpu_memory: float | None = GpuMemoryOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Plan `mixft judge` (hf backend): weights, KV cache at the longest batch, logits; tokens/s."""
-    _plan_inference("judge", responses, model, adapter, load_in_4bit, batch_size, max_new_tokens, prompt, template,
-                    gpu, gpu_memory, as_json)
+    _plan_inference(
+        "judge",
+        responses,
+        model,
+        adapter,
+        load_in_4bit,
+        batch_size,
+        max_new_tokens,
+        prompt,
+        template,
+        gpu,
+        gpu_memory,
+        as_json,
+    )

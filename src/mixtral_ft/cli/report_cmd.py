@@ -35,11 +35,18 @@ def register(app: typer.Typer) -> None:
         data = build_report(run_dirs, out, force=force)
         rows = [("model", "hallucination rate", "corrected for the judge", "TC accuracy", "net hallucination")]
         for r in data["summary"]:
-            rows.append((r["model"], value(r.get("hallucination_rate")), corrected(r), value(r.get("tc_accuracy")),
-                         f"{value(r.get('net_hallucination_rate'))} at {value(r.get('rejection_rate'))} rejection"
-                         if "net_hallucination_rate" in r else "—"))
+            rows.append(
+                (
+                    r["model"],
+                    value(r.get("hallucination_rate")),
+                    corrected(r),
+                    value(r.get("tc_accuracy")),
+                    f"{value(r.get('net_hallucination_rate'))} at {value(r.get('rejection_rate'))} rejection"
+                    if "net_hallucination_rate" in r
+                    else "—",
+                )
+            )
         if len(rows) > 1:
             echo(text_table(rows))
         echo(f"report: {out / 'report.md'} ({len(data['evals'])} eval result(s), {len(data['runs'])} training run(s))")
         info(f"files: {', '.join(data['files'])}")
-

@@ -81,8 +81,10 @@ def _train(
     s = result.summary
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     if result.already_finished:
-        echo(f"run {run_dir} is already finished: step {s.global_step}, adapter {s.adapter_dir or 'not written'}; "
-             "nothing to do (raise max_steps or num_epochs with --set to train further)")
+        echo(
+            f"run {run_dir} is already finished: step {s.global_step}, adapter {s.adapter_dir or 'not written'}; "
+            "nothing to do (raise max_steps or num_epochs with --set to train further)"
+        )
         return
     echo(f"adapter: {s.adapter_dir or 'not written'}")
     echo(

@@ -15,23 +15,38 @@ from typing import Any
 from mixtral_ft.util.hashing import sha256_file
 from mixtral_ft.util.manifest import Manifest, file_entry
 
-__all__ = ["MANIFEST_NAME", "HashingWriter", "build_manifest", "file_entry", "hash_files_in_background",
-           "output_entries", "save"]
+__all__ = [
+    "MANIFEST_NAME",
+    "HashingWriter",
+    "build_manifest",
+    "file_entry",
+    "hash_files_in_background",
+    "output_entries",
+    "save",
+]
 
 MANIFEST_NAME = "manifest.json"
 
 
-def build_manifest(command: str, arguments: dict[str, Any], inputs: list[dict[str, Any]],
-                   outputs: dict[str, dict[str, Any]], counts: dict[str, Any], **extra: Any) -> Manifest:
+def build_manifest(
+    command: str,
+    arguments: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    outputs: dict[str, dict[str, Any]],
+    counts: dict[str, Any],
+    **extra: Any,
+) -> Manifest:
     """The manifest of ``command`` (``"prepare rg"`` / ``"prepare tc"``): ``arguments`` are its
     settings, ``counts`` its summary, ``outputs`` maps file names (relative to the output dir)
     to entries; ``extra`` keys (split, lengths, prompt hash...) sit beside the common ones."""
-    return Manifest(kind=command.replace(" ", "-"), settings=arguments, inputs=inputs, outputs=outputs,
-                    summary=counts, extra=extra)
+    return Manifest(
+        kind=command.replace(" ", "-"), settings=arguments, inputs=inputs, outputs=outputs, summary=counts, extra=extra
+    )
 
 
-def output_entries(directory: Path, rows: dict[str, int],
-                   hashes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+def output_entries(
+    directory: Path, rows: dict[str, int], hashes: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Entries for the files named in ``rows`` inside ``directory`` (paths relative to it);
     ``hashes`` gives SHA-256s computed while writing, so big files are not read again."""
     out = {}
@@ -75,7 +90,7 @@ class HashingWriter:
             self._fh.close()
         return self._hash.hexdigest()
 
-    def __enter__(self) -> "HashingWriter":
+    def __enter__(self) -> HashingWriter:
         return self
 
     def __exit__(self, *exc) -> None:

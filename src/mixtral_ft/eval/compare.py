@@ -40,7 +40,12 @@ def paired_outcomes(a: ItemFile, b: ItemFile, gold: ItemFile | None) -> tuple[li
         out_b = [ib[i].hallucinated is not None and ib[i].hallucinated == ig[i].hallucinated for i in ids]
         return ids, out_a, out_b, 0
     used = [i for i in ids if ia[i].parsed and ib[i].parsed]
-    return used, [bool(ia[i].hallucinated) for i in used], [bool(ib[i].hallucinated) for i in used], len(ids) - len(used)
+    return (
+        used,
+        [bool(ia[i].hallucinated) for i in used],
+        [bool(ib[i].hallucinated) for i in used],
+        len(ids) - len(used),
+    )
 
 
 def evaluate_compare(
@@ -58,8 +63,10 @@ def evaluate_compare(
 
     if checker is not None:
         if gold is not None:
-            raise UsageError("--checker-eval corrects judged hallucination rates; with --gold the outcome is "
-                             "the checkers' accuracy against gold, which needs no correction")
+            raise UsageError(
+                "--checker-eval corrects judged hallucination rates; with --gold the outcome is "
+                "the checkers' accuracy against gold, which needs no correction"
+            )
         checker.check_applies_to([a, b], count_relevance)
     ids, out_a, out_b, excluded = paired_outcomes(a, b, gold)
     name_a, name_b = names or (a.path.stem, b.path.stem)
@@ -82,13 +89,20 @@ def evaluate_compare(
     if checker is not None:
         metrics["hallucination_rate_corrected_a"] = corrected_rate(n11 + n10, n, checker, method, confidence, nothing)
         metrics["hallucination_rate_corrected_b"] = corrected_rate(n11 + n01, n, checker, method, confidence, nothing)
-        metrics["difference_b_minus_a_corrected"] = corrected_difference(n11, n10, n01, n00, checker, method,
-                                                                         confidence)
+        metrics["difference_b_minus_a_corrected"] = corrected_difference(
+            n11, n10, n01, n00, checker, method, confidence
+        )
     body = {
         "outcome": outcome,
         "names": {"a": name_a, "b": name_b},
-        "counts": {"items": n, "excluded_unparsed": excluded, "both": n11, "a_only": n10, "b_only": n01,
-                   "neither": n00},
+        "counts": {
+            "items": n,
+            "excluded_unparsed": excluded,
+            "both": n11,
+            "a_only": n10,
+            "b_only": n01,
+            "neither": n00,
+        },
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
         "mcnemar": test.to_dict() if test else None,
     }
@@ -99,9 +113,14 @@ def evaluate_compare(
     pos = "correct" if gold is not None else "hallucinated"
     diff_text = signed_points(m["difference_b_minus_a"])
     p_text = f"{test.p_exact:.4g}" if test else "n/a (nothing to test)"
-    summary = [("items (paired)", str(n)), (f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])),
-               (f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])), ("difference B - A", diff_text),
-               ("McNemar exact p", p_text), ("excluded (unparsed)", str(excluded))]
+    summary = [
+        ("items (paired)", str(n)),
+        (f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])),
+        (f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])),
+        ("difference B - A", diff_text),
+        ("McNemar exact p", p_text),
+        ("excluded (unparsed)", str(excluded)),
+    ]
     rows = [
         [f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])],
         [f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])],
@@ -111,15 +130,18 @@ def evaluate_compare(
     ]
     if checker is not None:
         ce = body["checker_eval"]
-        corrected = [(f"A ({name_a}) corrected for the judge",
-                      correction_text(m["hallucination_rate_corrected_a"], ce)),
-                     (f"B ({name_b}) corrected for the judge",
-                      correction_text(m["hallucination_rate_corrected_b"], ce)),
-                     ("difference B - A corrected for the judge", signed_points(m["difference_b_minus_a_corrected"]))]
+        corrected = [
+            (f"A ({name_a}) corrected for the judge", correction_text(m["hallucination_rate_corrected_a"], ce)),
+            (f"B ({name_b}) corrected for the judge", correction_text(m["hallucination_rate_corrected_b"], ce)),
+            ("difference B - A corrected for the judge", signed_points(m["difference_b_minus_a_corrected"])),
+        ]
         summary += corrected
         rows += [list(r) for r in corrected]
-    cond = ("Outcome: judged correctly against gold (unparsed predictions count as wrong)." if gold is not None
-            else "Outcome: hallucinated. Items unparsed in either file are left out of the paired analysis.")
+    cond = (
+        "Outcome: judged correctly against gold (unparsed predictions count as wrong)."
+        if gold is not None
+        else "Outcome: hallucinated. Items unparsed in either file are left out of the paired analysis."
+    )
     parts = [
         cond + " Difference B - A; McNemar's test on the discordant pairs (exact binomial p; "
         "continuity-corrected chi-square beside it). " + intervals_sentence(m.items()),
@@ -127,19 +149,20 @@ def evaluate_compare(
         markdown_table(["", "value [CI]"], rows),
     ]
     if checker is not None:
-        parts += ["", "The corrected difference is (flag rate B - flag rate A) / (sensitivity + specificity - 1) of "
-                  f"the judge measured in `{checker.path}`; its interval combines Newcombe's paired interval of the "
-                  "flag-rate difference (the same items in A and B) with the interval of sensitivity + specificity "
-                  "- 1 (independent gold items). Assumption: " + body["checker_eval"]["assumption"] + "."]
+        parts += [
+            "",
+            "The corrected difference is (flag rate B - flag rate A) / (sensitivity + specificity - 1) of "
+            f"the judge measured in `{checker.path}`; its interval combines Newcombe's paired interval of the "
+            "flag-rate difference (the same items in A and B) with the interval of sensitivity + specificity "
+            "- 1 (independent gold items). Assumption: " + body["checker_eval"]["assumption"] + ".",
+        ]
     parts += [
         "",
         "## Paired table",
         "",
-        markdown_table(["", f"B {pos}", f"B not {pos}"], [
-            [f"A {pos}", n11, n10], [f"A not {pos}", n01, n00]]),
+        markdown_table(["", f"B {pos}", f"B not {pos}"], [[f"A {pos}", n11, n10], [f"A not {pos}", n01, n00]]),
         "",
-        f"Items compared: {n}; left out (unparsed in A or B): {excluded}; "
-        f"A {pct(ra.value)} vs B {pct(rb.value)}.",
+        f"Items compared: {n}; left out (unparsed in A or B): {excluded}; A {pct(ra.value)} vs B {pct(rb.value)}.",
     ]
     inputs = {"a": a, "b": b} | ({"gold": gold} if gold is not None else {})
     options = {"count_relevance": count_relevance, "interval": method, "confidence": confidence}

@@ -45,8 +45,10 @@ from mixtral_ft.eval.stats import (
     rogan_gladen,
 )
 
-ASSUMPTION = ("the judge's sensitivity and specificity measured on the gold set carry over to the judged "
-              "responses (same judge, same kind of responses)")
+ASSUMPTION = (
+    "the judge's sensitivity and specificity measured on the gold set carry over to the judged "
+    "responses (same judge, same kind of responses)"
+)
 
 # The fields of a judge's identity that must agree; adapter_sha256 replaces the adapter path
 # when both sides know it, prompt (the prompt style) is compared when both sides record it.
@@ -85,8 +87,11 @@ def judge_identity(f: ItemFile) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _identity_text(identity: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={identity[k]}" for k in ("backend", "model", "adapter", "adapter_sha256", "prompt",
-                                                     "prompt_sha256") if identity.get(k) is not None)
+    return ", ".join(
+        f"{k}={identity[k]}"
+        for k in ("backend", "model", "adapter", "adapter_sha256", "prompt", "prompt_sha256")
+        if identity.get(k) is not None
+    )
 
 
 def same_judge(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -141,8 +146,14 @@ class CheckerEval:
         try:
             cm = data["confusion_matrix"]
             pos, neg = cm["gold_hallucinated"], cm["gold_clean"]
-            cells = [int(pos["flagged"]), int(pos["not_flagged"]), int(neg["flagged"]), int(neg["not_flagged"]),
-                     int(pos["unparsed"]), int(neg["unparsed"])]
+            cells = [
+                int(pos["flagged"]),
+                int(pos["not_flagged"]),
+                int(neg["flagged"]),
+                int(neg["not_flagged"]),
+                int(pos["unparsed"]),
+                int(neg["unparsed"]),
+            ]
         except (KeyError, TypeError, ValueError):
             raise InputError([Problem(str(results), None, "confusion_matrix", "missing or malformed")]) from None
         if "checker" in data:
@@ -150,10 +161,23 @@ class CheckerEval:
         else:  # written before eval tc recorded the checker apart from the gold file's judges
             judges = data.get("judges") or []
             identity = judges[0] if len(judges) == 1 else None
-            note = None if identity else (f"{results}: records {len(judges)} judges and no 'checker'; "
-                                          "re-run `mixft eval tc` to record which judge made the predictions")
-        return cls(results, sha256_file(results), str(data.get("label") or path.name), identity, note,
-                   bool((data.get("options") or {}).get("count_relevance", False)), *cells)
+            note = (
+                None
+                if identity
+                else (
+                    f"{results}: records {len(judges)} judges and no 'checker'; "
+                    "re-run `mixft eval tc` to record which judge made the predictions"
+                )
+            )
+        return cls(
+            results,
+            sha256_file(results),
+            str(data.get("label") or path.name),
+            identity,
+            note,
+            bool((data.get("options") or {}).get("count_relevance", False)),
+            *cells,
+        )
 
     # -- the judge's error rates, over its parsed outputs
     @property
@@ -178,24 +202,31 @@ class CheckerEval:
         """(Youden's J = Se + Sp - 1 with its interval, None) or (J, why the correction is not identifiable)."""
         if self.positives == 0 and self.negatives == 0:
             return Estimate(None, None, note="undefined"), (
-                f"every one of the checker's {self.unparsed} outputs on the gold set is unparsed")
+                f"every one of the checker's {self.unparsed} outputs on the gold set is unparsed"
+            )
         if self.positives == 0:
             return Estimate(None, None, note="undefined"), (
-                "the checker eval has no hallucinated gold item with a parsed verdict, so its sensitivity is unknown")
+                "the checker eval has no hallucinated gold item with a parsed verdict, so its sensitivity is unknown"
+            )
         if self.negatives == 0:
             return Estimate(None, None, note="undefined"), (
-                "the checker eval has no clean gold item with a parsed verdict, so its specificity is unknown")
+                "the checker eval has no clean gold item with a parsed verdict, so its specificity is unknown"
+            )
         j = self.tp / self.positives - self.fp / self.negatives
         ci = independent_difference_interval(self.tp, self.positives, self.fp, self.negatives, method, confidence)
         est = Estimate(j, Interval(max(-1.0, ci.low), min(1.0, ci.high), ci.method, confidence))
         if self.tp == 0:
             return est, f"the checker's recall is 0/{self.positives}"
         if j <= 0:
-            return est, (f"the checker is no better than chance: sensitivity {self.tp}/{self.positives} + "
-                         f"specificity {self.tn}/{self.negatives} - 1 = {j:.3f}")
+            return est, (
+                f"the checker is no better than chance: sensitivity {self.tp}/{self.positives} + "
+                f"specificity {self.tn}/{self.negatives} - 1 = {j:.3f}"
+            )
         if ci.low <= 0:
-            return est, (f"sensitivity + specificity - 1 = {j:.3f} is not clearly above 0 "
-                         f"({round(100 * confidence)}% interval {ci.low:.3f} to {ci.high:.3f})")
+            return est, (
+                f"sensitivity + specificity - 1 = {j:.3f} is not clearly above 0 "
+                f"({round(100 * confidence)}% interval {ci.low:.3f} to {ci.high:.3f})"
+            )
         return est, None
 
     def unidentifiable_reason(self, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE) -> str | None:
@@ -205,7 +236,10 @@ class CheckerEval:
         """What results.json records about the judge's error (``checker_eval``)."""
         j, reason = self.youden(method, confidence)
         return {
-            "path": str(self.path), "sha256": self.sha256, "label": self.label, "checker": self.identity,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "label": self.label,
+            "checker": self.identity,
             "count_relevance": self.count_relevance,
             "confusion_matrix_parsed": {"tp": self.tp, "fn": self.fn, "fp": self.fp, "tn": self.tn},
             "unparsed": {"gold_hallucinated": self.unparsed_pos, "gold_clean": self.unparsed_neg},
@@ -223,25 +257,36 @@ class CheckerEval:
             raise UsageError(
                 f"--checker-eval {self.path} was computed with count_relevance={self.count_relevance}, this "
                 f"evaluation with count_relevance={count_relevance}: the judge's error must be measured on the "
-                "same definition of 'hallucinated'")
+                "same definition of 'hallucinated'"
+            )
         if self.identity is None:
-            raise UsageError(f"--checker-eval {self.path}: the judge that made its predictions is not known "
-                             f"({self.identity_note}); cannot check it is the judge of the rates to correct")
+            raise UsageError(
+                f"--checker-eval {self.path}: the judge that made its predictions is not known "
+                f"({self.identity_note}); cannot check it is the judge of the rates to correct"
+            )
         for f in files:
             identity, why = judge_identity(f)
             if identity is None:
-                raise UsageError(f"--checker-eval: cannot check that {f.path} was judged by the checker of "
-                                 f"{self.path}: {why}")
+                raise UsageError(
+                    f"--checker-eval: cannot check that {f.path} was judged by the checker of {self.path}: {why}"
+                )
             diffs = same_judge(identity, self.identity)
             if diffs:
                 raise UsageError(
                     f"--checker-eval: {f.path} and {self.path} come from different judges (they differ in "
                     f"{', '.join(diffs)}): {f.path.name}: {_identity_text(identity)}; checker eval: "
-                    f"{_identity_text(self.identity)}")
+                    f"{_identity_text(self.identity)}"
+                )
 
 
-def corrected_rate(flagged: int, n: int, checker: CheckerEval, method: str = "wilson",
-                   confidence: float = DEFAULT_CONFIDENCE, undefined: str = "every item is unparsed") -> Estimate:
+def corrected_rate(
+    flagged: int,
+    n: int,
+    checker: CheckerEval,
+    method: str = "wilson",
+    confidence: float = DEFAULT_CONFIDENCE,
+    undefined: str = "every item is unparsed",
+) -> Estimate:
     """The Rogan-Gladen rate behind ``flagged`` of ``n`` judged items with its Lang-Reiczigel interval,
     or value None with the reason (no items, or not identifiable)."""
     if n == 0:
@@ -251,15 +296,21 @@ def corrected_rate(flagged: int, n: int, checker: CheckerEval, method: str = "wi
         return Estimate(None, None, note=f"not identifiable: {reason}")
     se, sp = checker.tp / checker.positives, checker.tn / checker.negatives
     value = rogan_gladen(flagged / n, se, sp)
-    ci = lang_reiczigel_interval(flagged, n, checker.tp, checker.positives, checker.tn, checker.negatives,
-                                 confidence)
+    ci = lang_reiczigel_interval(flagged, n, checker.tp, checker.positives, checker.tn, checker.negatives, confidence)
     if value is None or ci is None:  # unreachable when J's interval excludes 0; kept as a guard
         return Estimate(None, None, note="not identifiable: sensitivity + specificity - 1 is not above 0")
     return Estimate(min(1.0, max(0.0, value)), ci)
 
 
-def corrected_difference(n11: int, n10: int, n01: int, n00: int, checker: CheckerEval, method: str = "wilson",
-                         confidence: float = DEFAULT_CONFIDENCE) -> Estimate:
+def corrected_difference(
+    n11: int,
+    n10: int,
+    n01: int,
+    n00: int,
+    checker: CheckerEval,
+    method: str = "wilson",
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Estimate:
     """Corrected difference B - A of two paired flag rates judged by the same checker: (p_B - p_A) / J.
 
     ``n11``: flagged in both; ``n10``: in A only; ``n01``: in B only; ``n00``: in neither. The interval
@@ -277,5 +328,7 @@ def corrected_difference(n11: int, n10: int, n01: int, n00: int, checker: Checke
     ratio = mover_ratio_interval(diff, diff_ci, j.value, j.interval, "mover-r")
     if ratio is None:
         return Estimate(None, None, note="not identifiable: sensitivity + specificity - 1 is not above 0")
-    return Estimate(max(-1.0, min(1.0, diff / j.value)),
-                    Interval(max(-1.0, ratio.low), min(1.0, ratio.high), ratio.method, confidence))
+    return Estimate(
+        max(-1.0, min(1.0, diff / j.value)),
+        Interval(max(-1.0, ratio.low), min(1.0, ratio.high), ratio.method, confidence),
+    )

@@ -81,8 +81,7 @@ def _label_from_verdict(obj: Any, count_relevance: bool) -> tuple[bool, bool, bo
 
     verdict = verdict_from_dict(obj)
     types = tuple(m.type for m in verdict.groundedness.mistakes)
-    return (is_hallucinated(verdict, count_relevance), verdict.groundedness.mistake,
-            verdict.relevance.mistake, types)
+    return (is_hallucinated(verdict, count_relevance), verdict.groundedness.mistake, verdict.relevance.mistake, types)
 
 
 def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str = "items") -> ItemFile:
@@ -120,15 +119,28 @@ def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str
         seen[rid] = line
 
         if row.get("error") is not None:  # a request that failed is not a verdict of any kind
-            problems.append(Problem(name, line, "error", f"the request for this item failed ({str(row['error'])[:80]}); "
-                                    "re-run the same `mixft judge` command to retry the failed items"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "error",
+                    f"the request for this item failed ({str(row['error'])[:80]}); "
+                    "re-run the same `mixft judge` command to retry the failed items",
+                )
+            )
             continue
 
         score = row.get("score")
         if score is not None:
-            if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score) \
-                    or not 0.0 <= score <= 1.0:
-                problems.append(Problem(name, line, "score", f"expected a probability in [0, 1] or null, got {score!r:.40}"))
+            if (
+                isinstance(score, bool)
+                or not isinstance(score, int | float)
+                or not math.isfinite(score)
+                or not 0.0 <= score <= 1.0
+            ):
+                problems.append(
+                    Problem(name, line, "score", f"expected a probability in [0, 1] or null, got {score!r:.40}")
+                )
                 continue
             score = float(score)
 
@@ -141,44 +153,75 @@ def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str
             problems.append(Problem(name, line, "parse_ok", f"expected a boolean, got {parse_ok!r:.40}"))
             continue
 
-        common = {"id": rid, "line": line, "score": score,
-                  "source": None if row.get("source") is None else str(row["source"]),
-                  "model": _model_name(row.get("model"))}
+        common = {
+            "id": rid,
+            "line": line,
+            "score": score,
+            "source": None if row.get("source") is None else str(row["source"]),
+            "model": _model_name(row.get("model")),
+        }
         verdict = row.get("verdict")
         labels = row.get("labels")
         if not parse_ok:
-            item = Item(hallucinated=None, groundedness_mistake=None, relevance_mistake=None,
-                        label_from="unparsed", **common)
+            item = Item(
+                hallucinated=None, groundedness_mistake=None, relevance_mistake=None, label_from="unparsed", **common
+            )
         elif isinstance(verdict, dict):
             try:
                 h, g, r, types = _label_from_verdict(verdict, count_relevance)
             except VerdictError as e:
                 problems.append(Problem(name, line, "verdict", str(e)))
                 continue
-            item = Item(hallucinated=h, groundedness_mistake=g, relevance_mistake=r, mistake_types=types,
-                        label_from="verdict", **common)
+            item = Item(
+                hallucinated=h,
+                groundedness_mistake=g,
+                relevance_mistake=r,
+                mistake_types=types,
+                label_from="verdict",
+                **common,
+            )
         elif verdict is not None:
             problems.append(Problem(name, line, "verdict", f"expected an object or null, got {type(verdict).__name__}"))
             continue
         elif isinstance(halluc, bool):
-            item = Item(hallucinated=halluc, groundedness_mistake=halluc, relevance_mistake=None,
-                        label_from="hallucinated", **common)
+            item = Item(
+                hallucinated=halluc,
+                groundedness_mistake=halluc,
+                relevance_mistake=None,
+                label_from="hallucinated",
+                **common,
+            )
         elif isinstance(labels, list):
             types = []
             for span in labels:
                 if isinstance(span, dict) and span.get("label_type"):
                     types.append(str(span["label_type"]))
-            item = Item(hallucinated=bool(labels), groundedness_mistake=bool(labels), relevance_mistake=None,
-                        mistake_types=tuple(types), label_from="labels", **common)
+            item = Item(
+                hallucinated=bool(labels),
+                groundedness_mistake=bool(labels),
+                relevance_mistake=None,
+                mistake_types=tuple(types),
+                label_from="labels",
+                **common,
+            )
         elif "verdict" in row or "hallucinated" in row:
-            item = Item(hallucinated=None, groundedness_mistake=None, relevance_mistake=None,
-                        label_from="unparsed", **common)
+            item = Item(
+                hallucinated=None, groundedness_mistake=None, relevance_mistake=None, label_from="unparsed", **common
+            )
         else:
-            problems.append(Problem(name, line, "verdict",
-                                    "no label: expected a 'verdict' object, a boolean 'hallucinated' or a 'labels' list"))
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    "verdict",
+                    "no label: expected a 'verdict' object, a boolean 'hallucinated' or a 'labels' list",
+                )
+            )
             continue
         if role == "gold" and not item.parsed:
-            problems.append(Problem(name, line, "verdict", "gold label missing (unparsed or null); gold must label every item"))
+            problems.append(
+                Problem(name, line, "verdict", "gold label missing (unparsed or null); gold must label every item")
+            )
             continue
         items.append(item)
 
@@ -224,11 +267,15 @@ def match_ids(a: ItemFile, b: ItemFile, what_a: str, what_b: str, shown: int = 5
     only_b = [i for i in b.ids if i not in ids_a]
     parts = []
     if only_a:
-        parts.append(f"{len(only_a)} id(s) in {what_a} {a.path} are missing from {what_b} {b.path} "
-                     f"(e.g. {', '.join(repr(i) for i in only_a[:shown])})")
+        parts.append(
+            f"{len(only_a)} id(s) in {what_a} {a.path} are missing from {what_b} {b.path} "
+            f"(e.g. {', '.join(repr(i) for i in only_a[:shown])})"
+        )
     if only_b:
-        parts.append(f"{len(only_b)} id(s) in {what_b} {b.path} are missing from {what_a} {a.path} "
-                     f"(e.g. {', '.join(repr(i) for i in only_b[:shown])})")
+        parts.append(
+            f"{len(only_b)} id(s) in {what_b} {b.path} are missing from {what_a} {a.path} "
+            f"(e.g. {', '.join(repr(i) for i in only_b[:shown])})"
+        )
     raise UsageError("; ".join(parts) + ". Evaluate the same items in both files (no silent inner join).")
 
 

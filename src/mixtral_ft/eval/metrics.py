@@ -55,16 +55,18 @@ class Estimate:
         return out
 
 
-def rate(k: int, n: int, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE,
-         undefined: str = "no items") -> Estimate:
+def rate(
+    k: int, n: int, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE, undefined: str = "no items"
+) -> Estimate:
     """``k / n`` with its interval; ``n == 0`` gives an undefined estimate (value None)."""
     if n == 0:
         return Estimate(None, None, k, n, f"undefined: {undefined}")
     return Estimate(k / n, proportion_interval(k, n, method, confidence), k, n)
 
 
-def count_rate(flags: Sequence[bool | None], method: str = "wilson",
-               confidence: float = DEFAULT_CONFIDENCE) -> Estimate:
+def count_rate(
+    flags: Sequence[bool | None], method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE
+) -> Estimate:
     """Share of True among the non-None ``flags`` (None = unparsed, excluded and never clean)."""
     if len(flags) == 0:
         raise EmptyInputError("no items to compute a rate over")
@@ -165,10 +167,16 @@ def _balanced_accuracy_estimate(cm: ConfusionMatrix, method: str, confidence: fl
     if cm.positives == 0 or cm.negatives == 0:
         return Estimate(None, None, note="undefined: gold has only one class")
     recall, specificity = cm.tp / cm.positives, cm.tn / cm.negatives
-    s = mover_sum(recall, proportion_interval(cm.tp, cm.positives, method, confidence),
-                  specificity, proportion_interval(cm.tn, cm.negatives, method, confidence), f"mover-{method}")
-    return Estimate((recall + specificity) / 2,
-                    Interval(max(0.0, s.low / 2), min(1.0, s.high / 2), s.method, confidence))
+    s = mover_sum(
+        recall,
+        proportion_interval(cm.tp, cm.positives, method, confidence),
+        specificity,
+        proportion_interval(cm.tn, cm.negatives, method, confidence),
+        f"mover-{method}",
+    )
+    return Estimate(
+        (recall + specificity) / 2, Interval(max(0.0, s.low / 2), min(1.0, s.high / 2), s.method, confidence)
+    )
 
 
 def _flag_rate(cm: ConfusionMatrix, method: str, confidence: float) -> Estimate:
@@ -303,6 +311,7 @@ def risk_coverage(
             hall_rejected += scored[i][1]
             i += 1
         rejected = base_rejected + rejected_scored
-        rows.append(RiskCoveragePoint(threshold, n, rejected, n - rejected,
-                                      base_hall_accepted + hall_scored - hall_rejected))
+        rows.append(
+            RiskCoveragePoint(threshold, n, rejected, n - rejected, base_hall_accepted + hall_scored - hall_rejected)
+        )
     return rows

@@ -61,8 +61,14 @@ def evaluate_pipeline(
         "hallucinations_caught": rate(hall - hall_accepted, hall, method, confidence, "no hallucinated responses"),
         "checker_unparsed_rate": rate(n_unparsed, n, method, confidence),
     }
-    counts = {"items": n, "hallucinated": hall, "rejected": n_rejected, "accepted": accepted,
-              "hallucinated_accepted": hall_accepted, "checker_unparsed": n_unparsed}
+    counts = {
+        "items": n,
+        "hallucinated": hall,
+        "rejected": n_rejected,
+        "accepted": accepted,
+        "hallucinated_accepted": hall_accepted,
+        "checker_unparsed": n_unparsed,
+    }
     scores = [c[i].score for i in ids]
     scored_parsed = [s for i, s in zip(ids, scores) if c[i].parsed]
     rc_rows = None
@@ -73,34 +79,65 @@ def evaluate_pipeline(
             rc_note = f"no risk-coverage table: {missing} parsed checker row(s) have no score"
         else:
             rc_rows = [r.to_dict() for r in risk_coverage(gold_flags, scores, reject_unscored=unparsed == "reject")]
-    body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()},
-            "risk_coverage": rc_rows}
+    body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()}, "risk_coverage": rc_rows}
     if rc_note:
         body["risk_coverage_note"] = rc_note
     m = body["metrics"]
-    summary = [("items", str(n))] + [(k.replace("_", " "), est_text(m[k])) for k in (
-        "base_hallucination_rate", "rejection_rate", "net_hallucination_rate_all",
-        "net_hallucination_rate_accepted", "checker_unparsed_rate")]
+    summary = [("items", str(n))] + [
+        (k.replace("_", " "), est_text(m[k]))
+        for k in (
+            "base_hallucination_rate",
+            "rejection_rate",
+            "net_hallucination_rate_all",
+            "net_hallucination_rate_accepted",
+            "checker_unparsed_rate",
+        )
+    ]
     decision = "the checker's verdicts" if threshold is None else f"score >= {threshold}"
     parts = [
         f"Rejected: flagged by {decision}; unparsed checker outputs are {unparsed}ed. "
         "Hallucinated: from the gold file. " + intervals_sentence(m.items()),
         "",
-        markdown_table(["metric", f"value [{ci_level(confidence)} CI] (k/n)"],
-                       [[k.replace("_", " "), est_text(m[k])] for k in m]),
+        markdown_table(
+            ["metric", f"value [{ci_level(confidence)} CI] (k/n)"], [[k.replace("_", " "), est_text(m[k])] for k in m]
+        ),
     ]
     if rc_rows:
-        parts += ["", "## Risk-coverage", "",
-                  "Reject every response whose score is at least the threshold (first row: reject none).", "",
-                  markdown_table(["threshold", "rejection rate", "coverage", "net hallucination (all)",
-                                  "hallucination among accepted"],
-                                 [["none" if r["threshold"] is None else f"{r['threshold']:.4g}",
-                                   pct(r["rejection_rate"]), pct(r["coverage"]),
-                                   pct(r["net_hallucination_rate_all"]), pct(r["risk_accepted"])]
-                                  for r in rc_rows])]
+        parts += [
+            "",
+            "## Risk-coverage",
+            "",
+            "Reject every response whose score is at least the threshold (first row: reject none).",
+            "",
+            markdown_table(
+                ["threshold", "rejection rate", "coverage", "net hallucination (all)", "hallucination among accepted"],
+                [
+                    [
+                        "none" if r["threshold"] is None else f"{r['threshold']:.4g}",
+                        pct(r["rejection_rate"]),
+                        pct(r["coverage"]),
+                        pct(r["net_hallucination_rate_all"]),
+                        pct(r["risk_accepted"]),
+                    ]
+                    for r in rc_rows
+                ],
+            ),
+        ]
     elif rc_note:
         parts += ["", rc_note + "."]
-    options = {"unparsed": unparsed, "threshold": threshold, "count_relevance": count_relevance,
-               "interval": method, "confidence": confidence}
-    return EvalResult("pipeline", label or default_label(checker), {"gold": gold, "checker": checker}, options,
-                      body, summary, "\n".join(parts))
+    options = {
+        "unparsed": unparsed,
+        "threshold": threshold,
+        "count_relevance": count_relevance,
+        "interval": method,
+        "confidence": confidence,
+    }
+    return EvalResult(
+        "pipeline",
+        label or default_label(checker),
+        {"gold": gold, "checker": checker},
+        options,
+        body,
+        summary,
+        "\n".join(parts),
+    )

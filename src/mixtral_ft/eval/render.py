@@ -30,7 +30,7 @@ def interval_caption(method: str) -> str:
 
 
 def intervals_sentence(estimates: Iterable[tuple[str, dict[str, Any] | None]]) -> str:
-    """"Intervals: 95% Wilson score." from the methods stored in (name, Estimate dict) pairs; with several
+    """ "Intervals: 95% Wilson score." from the methods stored in (name, Estimate dict) pairs; with several
     methods, each is followed by the metrics that use it."""
     by_method: dict[tuple[str, float], list[str]] = {}
     for name, est in estimates:
@@ -42,7 +42,7 @@ def intervals_sentence(estimates: Iterable[tuple[str, dict[str, Any] | None]]) -
     if not by_method:
         return "No intervals (no metric is defined)."
     if len(by_method) == 1:
-        (method, conf), = by_method
+        ((method, conf),) = by_method
         return f"Intervals: {ci_level(conf)} {interval_caption(method)}."
     parts = [f"{interval_caption(m)} ({', '.join(names)})" for (m, _), names in by_method.items()]
     levels = sorted({ci_level(c) for _, c in by_method})
@@ -52,8 +52,6 @@ def intervals_sentence(estimates: Iterable[tuple[str, dict[str, Any] | None]]) -
 def ci_level(confidence: float) -> str:
     """``95%`` for 0.95."""
     return f"{100 * confidence:g}%"
-
-
 
 
 def est_text(est: dict[str, Any] | None, digits: int = 1) -> str:
@@ -81,8 +79,9 @@ def signed_points(est: dict[str, Any] | None) -> str:
     return text
 
 
-def correction_text(corrected: dict[str, Any] | None, checker_eval: dict[str, Any] | None,
-                    with_judge: bool = True) -> str:
+def correction_text(
+    corrected: dict[str, Any] | None, checker_eval: dict[str, Any] | None, with_judge: bool = True
+) -> str:
     """The corrected rate and the judge error it rests on, or why there is none:
     ``3.9% [1.2%, 7.7%] (judge sensitivity 9/10, specificity 280/290)`` /
     ``not identifiable: the checker's recall is 0/10``."""
@@ -94,16 +93,17 @@ def correction_text(corrected: dict[str, Any] | None, checker_eval: dict[str, An
     if not with_judge:
         return text
     se, sp = checker_eval["sensitivity"], checker_eval["specificity"]
-    return (f"{text} (judge sensitivity {se['numerator']}/{se['denominator']}, "
-            f"specificity {sp['numerator']}/{sp['denominator']})")
+    return (
+        f"{text} (judge sensitivity {se['numerator']}/{se['denominator']}, "
+        f"specificity {sp['numerator']}/{sp['denominator']})"
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "| " + " | ".join("---" for _ in headers) + " |"]
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

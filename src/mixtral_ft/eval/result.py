@@ -68,13 +68,16 @@ def render_markdown(result: EvalResult, results: dict[str, Any]) -> str:
     if results["prompt_sha256"]:
         lines.append("- prompt template sha256: " + ", ".join(f"`{p}`" for p in results["prompt_sha256"]))
     lines.append(f"- command: `{' '.join(results['command'])}`")
-    lines.append(f"- mixft {results['environment']['packages'].get('mixtral-ft')}, "
-                 f"git {results['environment'].get('mixft_git_commit')}, created {results['created']}")
+    lines.append(
+        f"- mixft {results['environment']['packages'].get('mixtral-ft')}, "
+        f"git {results['environment'].get('mixft_git_commit')}, created {results['created']}"
+    )
     return "\n".join(lines) + "\n"
 
 
-def write_result(result: EvalResult, out: str | os.PathLike, force: bool = False,
-                 command: list[str] | None = None) -> dict[str, Any]:
+def write_result(
+    result: EvalResult, out: str | os.PathLike, force: bool = False, command: list[str] | None = None
+) -> dict[str, Any]:
     """Write ``results.json`` and ``report.md`` into ``out`` as a whole (staged, then renamed)."""
     from mixtral_ft.util.atomic import staged_dir
 

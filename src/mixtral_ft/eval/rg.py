@@ -24,8 +24,9 @@ def default_label(f: ItemFile) -> str:
     return models.pop() if len(models) == 1 else Path(f.path).stem
 
 
-def group_rows(items: list[Item], by: str, method: str, confidence: float,
-               checker: CheckerEval | None = None) -> list[dict]:
+def group_rows(
+    items: list[Item], by: str, method: str, confidence: float, checker: CheckerEval | None = None
+) -> list[dict]:
     """One row per value of ``by`` (items without it grouped under '(none)'), sorted by name;
     with ``checker``, each row's rate corrected for the judge's error beside it."""
     from mixtral_ft.eval.correction import corrected_rate
@@ -38,9 +39,14 @@ def group_rows(items: list[Item], by: str, method: str, confidence: float,
         members = groups[name]
         parsed = [it for it in members if it.parsed]
         k = sum(it.hallucinated for it in parsed)
-        row = {by: name, "items": len(members), "parsed": len(parsed), "unparsed": len(members) - len(parsed),
-               "hallucinated": k,
-               "hallucination_rate": rate(k, len(parsed), method, confidence, "every item is unparsed").to_dict()}
+        row = {
+            by: name,
+            "items": len(members),
+            "parsed": len(parsed),
+            "unparsed": len(members) - len(parsed),
+            "hallucinated": k,
+            "hallucination_rate": rate(k, len(parsed), method, confidence, "every item is unparsed").to_dict(),
+        }
         if checker is not None:
             row["hallucination_rate_corrected"] = corrected_rate(k, len(parsed), checker, method, confidence).to_dict()
         rows.append(row)
@@ -76,8 +82,13 @@ def evaluate_rg(
     metrics = {
         "hallucination_rate": count_rate([it.hallucinated for it in items], method, confidence),
         "groundedness_mistake_rate": count_rate([it.groundedness_mistake for it in items], method, confidence),
-        "relevance_mistake_rate": rate(sum(it.relevance_mistake for it in rel_known), len(rel_known), method,
-                                       confidence, "no item carries a verdict with relevance"),
+        "relevance_mistake_rate": rate(
+            sum(it.relevance_mistake for it in rel_known),
+            len(rel_known),
+            method,
+            confidence,
+            "no item carries a verdict with relevance",
+        ),
         "unparsed_rate": rate(unparsed, n, method, confidence),
         "hallucination_rate_if_unparsed_hallucinated": rate(hall + unparsed, n, method, confidence),
     }
@@ -87,24 +98,42 @@ def evaluate_rg(
         by = [g for g in GROUP_FIELDS if any(getattr(it, g) for it in items)]
     breakdown = {g: group_rows(items, g, method, confidence, checker) for g in by}
     types = mistake_type_counts(parsed)
-    type_rows = [{"type": t, "items": c, "share_of_parsed": c / len(parsed) if parsed else None}
-                 for t, c in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
-    counts = {"items": n, "parsed": len(parsed), "unparsed": unparsed, "hallucinated": hall,
-              "clean": len(parsed) - hall, "relevance_known": len(rel_known),
-              "relevance_mistakes": sum(it.relevance_mistake for it in rel_known),
-              "label_sources": dict(sorted(_label_sources(items).items()))}
-    body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()},
-            "breakdown": breakdown, "mistake_types": type_rows}
+    type_rows = [
+        {"type": t, "items": c, "share_of_parsed": c / len(parsed) if parsed else None}
+        for t, c in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    counts = {
+        "items": n,
+        "parsed": len(parsed),
+        "unparsed": unparsed,
+        "hallucinated": hall,
+        "clean": len(parsed) - hall,
+        "relevance_known": len(rel_known),
+        "relevance_mistakes": sum(it.relevance_mistake for it in rel_known),
+        "label_sources": dict(sorted(_label_sources(items).items())),
+    }
+    body = {
+        "counts": counts,
+        "metrics": {k: v.to_dict() for k, v in metrics.items()},
+        "breakdown": breakdown,
+        "mistake_types": type_rows,
+    }
     if checker is not None:
         body["checker_eval"] = checker.to_dict(method, confidence)
     label = label or default_label(verdicts)
     md = _markdown(body, count_relevance, confidence)
     summary = [("items", str(n)), ("hallucination rate", est_text(body["metrics"]["hallucination_rate"]))]
     if checker is not None:
-        summary.append(("  corrected for the judge", correction_text(body["metrics"]["hallucination_rate_corrected"],
-                                                                     body["checker_eval"])))
-    summary += [("relevance mistakes", est_text(body["metrics"]["relevance_mistake_rate"])),
-                ("unparsed", f"{unparsed} ({est_text(body['metrics']['unparsed_rate'])})")]
+        summary.append(
+            (
+                "  corrected for the judge",
+                correction_text(body["metrics"]["hallucination_rate_corrected"], body["checker_eval"]),
+            )
+        )
+    summary += [
+        ("relevance mistakes", est_text(body["metrics"]["relevance_mistake_rate"])),
+        ("unparsed", f"{unparsed} ({est_text(body['metrics']['unparsed_rate'])})"),
+    ]
     for g, rows in breakdown.items():
         for r in rows:
             summary.append((f"  {g}={r[g]}", est_text(r["hallucination_rate"])))
@@ -127,14 +156,20 @@ def _markdown(body: dict, count_relevance: bool, confidence: float) -> str:
     rows = [["hallucination rate (as judged)", est_text(m["hallucination_rate"])]]
     checker = body.get("checker_eval")
     if checker is not None:
-        rows.append(["hallucination rate corrected for the judge's error",
-                     correction_text(m["hallucination_rate_corrected"], checker)])
+        rows.append(
+            [
+                "hallucination rate corrected for the judge's error",
+                correction_text(m["hallucination_rate_corrected"], checker),
+            ]
+        )
     rows += [
         ["groundedness mistake rate", est_text(m["groundedness_mistake_rate"])],
         ["relevance mistake rate", est_text(m["relevance_mistake_rate"])],
         ["unparsed", est_text(m["unparsed_rate"])],
-        ["hallucination rate if every unparsed item were hallucinated",
-         est_text(m["hallucination_rate_if_unparsed_hallucinated"])],
+        [
+            "hallucination rate if every unparsed item were hallucinated",
+            est_text(m["hallucination_rate_if_unparsed_hallucinated"]),
+        ],
     ]
     parts = [
         f"Hallucinated ⇔ {rule}. Rates are over parsed items; unparsed items are reported "
@@ -159,27 +194,40 @@ def _markdown(body: dict, count_relevance: bool, confidence: float) -> str:
             table.append(row)
         parts += ["", f"## By {g}", "", markdown_table(headers, table)]
     if body["mistake_types"]:
-        parts += ["", "## By mistake type", "", "Items with at least one mistake of the type.", "",
-                  markdown_table(["type", "items", "share of parsed items"],
-                                 [[r["type"], r["items"], est_text({"value": r["share_of_parsed"]})]
-                                  for r in body["mistake_types"]])]
+        parts += [
+            "",
+            "## By mistake type",
+            "",
+            "Items with at least one mistake of the type.",
+            "",
+            markdown_table(
+                ["type", "items", "share of parsed items"],
+                [[r["type"], r["items"], est_text({"value": r["share_of_parsed"]})] for r in body["mistake_types"]],
+            ),
+        ]
     return "\n".join(parts)
 
 
 def _checker_paragraph(checker: dict) -> str:
     """What the correction rests on: the judge's measured sensitivity and specificity, and the assumption."""
     se, sp, j = checker["sensitivity"], checker["specificity"], checker["youden_j"]
-    j_text = ("undefined" if j.get("value") is None else
-              f"{j['value']:.3f} [{j['ci']['low']:.3f}, {j['ci']['high']:.3f}]")
-    lines = [(
-        f"The rate above is what the judge flagged. The judge's error was measured by `eval tc` "
-        f"(`{checker['path']}`, {checker['label']}) over its parsed verdicts on gold: sensitivity "
-        f"{est_text(se)}, specificity {est_text(sp)}, sensitivity + specificity - 1 = {j_text}. "
-        "Corrected rate: Rogan-Gladen, (flag rate + specificity - 1) / (sensitivity + specificity - 1), "
-        "clipped to [0, 1], with an interval that carries the uncertainty of the flag rate, the "
-        "sensitivity and the specificity.")]
+    j_text = (
+        "undefined" if j.get("value") is None else f"{j['value']:.3f} [{j['ci']['low']:.3f}, {j['ci']['high']:.3f}]"
+    )
+    lines = [
+        (
+            f"The rate above is what the judge flagged. The judge's error was measured by `eval tc` "
+            f"(`{checker['path']}`, {checker['label']}) over its parsed verdicts on gold: sensitivity "
+            f"{est_text(se)}, specificity {est_text(sp)}, sensitivity + specificity - 1 = {j_text}. "
+            "Corrected rate: Rogan-Gladen, (flag rate + specificity - 1) / (sensitivity + specificity - 1), "
+            "clipped to [0, 1], with an interval that carries the uncertainty of the flag rate, the "
+            "sensitivity and the specificity."
+        )
+    ]
     if not checker["identifiable"]:
-        lines.append(f"Not identifiable: {checker['not_identifiable_reason']}; the judged rate then says what "
-                     "the judge can see, not how often responses hallucinate.")
+        lines.append(
+            f"Not identifiable: {checker['not_identifiable_reason']}; the judged rate then says what "
+            "the judge can see, not how often responses hallucinate."
+        )
     lines.append(f"Assumption: {checker['assumption']}.")
     return " ".join(lines)

@@ -98,8 +98,7 @@ def wilson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> I
 
 
 def _log_binom_pmf(i: int, n: int, p: float) -> float:
-    return (math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-            + i * math.log(p) + (n - i) * math.log1p(-p))
+    return math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
 
 
 def binom_cdf(k: int, n: int, p: float) -> float:
@@ -236,8 +235,8 @@ def newcombe_paired_interval(
     d = pa - pb
     dl_a, du_a = pa - la.low, la.high - pa
     dl_b, du_b = pb - lb.low, lb.high - pb
-    low = d - math.sqrt(max(0.0, dl_a ** 2 - 2 * phi * dl_a * du_b + du_b ** 2))
-    high = d + math.sqrt(max(0.0, du_a ** 2 - 2 * phi * du_a * dl_b + dl_b ** 2))
+    low = d - math.sqrt(max(0.0, dl_a**2 - 2 * phi * dl_a * du_b + du_b**2))
+    high = d + math.sqrt(max(0.0, du_a**2 - 2 * phi * du_a * dl_b + dl_b**2))
     return Interval(max(-1.0, low), min(1.0, high), "newcombe-paired", confidence)
 
 
@@ -264,8 +263,9 @@ def mover_sum(est1: float, ci1: Interval, est2: float, ci2: Interval, method: st
     return Interval(low, high, method, ci1.confidence)
 
 
-def independent_difference_interval(k1: int, n1: int, k2: int, n2: int, method: str = "wilson",
-                                    confidence: float = DEFAULT_CONFIDENCE) -> Interval:
+def independent_difference_interval(
+    k1: int, n1: int, k2: int, n2: int, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE
+) -> Interval:
     """Interval of ``k1/n1 - k2/n2`` for independent samples: MOVER on two single-proportion intervals
     (Newcombe's 1998 "method 10" when ``method`` is wilson)."""
     a = proportion_interval(k1, n1, method, confidence)
@@ -273,8 +273,13 @@ def independent_difference_interval(k1: int, n1: int, k2: int, n2: int, method: 
     return mover_difference(k1 / n1, a, k2 / n2, b, f"mover-{method}")
 
 
-def mover_ratio_interval(est1: float, ci1: Interval, est2: float, ci2: Interval, method: str = "mover-r",
-                         ) -> Interval | None:
+def mover_ratio_interval(
+    est1: float,
+    ci1: Interval,
+    est2: float,
+    ci2: Interval,
+    method: str = "mover-r",
+) -> Interval | None:
     """Interval of ``est1 / est2`` for two independent estimates (MOVER-R, Newcombe 2016).
 
     The limits are the ratios r at which the MOVER interval of ``est1 - r * est2`` has 0 as an end;
@@ -318,8 +323,9 @@ def rogan_gladen(observed: float, sensitivity: float, specificity: float) -> flo
     return (observed + specificity - 1) / youden
 
 
-def lang_reiczigel_interval(x: float, n: float, se_k: float, se_n: float, sp_k: float, sp_n: float,
-                            confidence: float = DEFAULT_CONFIDENCE) -> Interval | None:
+def lang_reiczigel_interval(
+    x: float, n: float, se_k: float, se_n: float, sp_k: float, sp_n: float, confidence: float = DEFAULT_CONFIDENCE
+) -> Interval | None:
     """Interval for the prevalence behind ``x`` positives of ``n``, corrected for a classifier whose
     sensitivity (``se_k`` of ``se_n`` true positives flagged) and specificity (``sp_k`` of ``sp_n``
     true negatives not flagged) are themselves estimated from independent samples.
@@ -346,8 +352,9 @@ def lang_reiczigel_interval(x: float, n: float, se_k: float, se_n: float, sp_k: 
         return None
     prev = (p_ + sp_ - 1) / youden
     shift = 2 * z2 * (prev * se_ * (1 - se_) / se_n_ - (1 - prev) * sp_ * (1 - sp_) / sp_n_)
-    var = (p_ * (1 - p_) / n_ + prev ** 2 * se_ * (1 - se_) / se_n_
-           + (1 - prev) ** 2 * sp_ * (1 - sp_) / sp_n_) / youden ** 2
+    var = (
+        p_ * (1 - p_) / n_ + prev**2 * se_ * (1 - se_) / se_n_ + (1 - prev) ** 2 * sp_ * (1 - sp_) / sp_n_
+    ) / youden**2
     half = z * math.sqrt(var)
     low = min(1.0, max(0.0, prev + shift - half))
     high = min(1.0, max(0.0, prev + shift + half))

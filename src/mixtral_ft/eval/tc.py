@@ -36,8 +36,13 @@ def evaluate_tc(
     cm = confusion_matrix([g[i].hallucinated for i in ids], [p[i].hallucinated for i in ids])
     metrics = classification_metrics(cm, method=method, confidence=confidence)
     body = {
-        "counts": {"items": cm.n, "gold_hallucinated": cm.positives, "gold_clean": cm.negatives,
-                   "flagged": cm.tp + cm.fp, "unparsed": cm.unparsed},
+        "counts": {
+            "items": cm.n,
+            "gold_hallucinated": cm.positives,
+            "gold_clean": cm.negatives,
+            "flagged": cm.tp + cm.fp,
+            "unparsed": cm.unparsed,
+        },
         "confusion_matrix": cm.to_dict(),
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
         "definitions": {k: CLASSIFICATION_METRICS[k].description for k in metrics},
@@ -47,23 +52,33 @@ def evaluate_tc(
     if why:
         body["checker_note"] = why
     m = body["metrics"]
-    summary = [("items", str(cm.n))] + [(k.replace("_", " "), est_text(m[k])) for k in (
-        "accuracy", "precision", "recall", "f1", "balanced_accuracy", "parse_failure_rate")]
-    md = "\n".join([
-        "Positive class: hallucinated. Unparsed predictions count as wrong for accuracy, recall and "
-        "specificity (they are a third column of the confusion matrix) and are not flags for precision. "
-        + intervals_sentence(m.items()),
-        "",
-        markdown_table(["metric", f"value [{ci_level(confidence)} CI] (k/n)", "definition"],
-                       [[k, est_text(m[k]), body["definitions"][k]] for k in m]),
-        "",
-        "## Confusion matrix",
-        "",
-        markdown_table(["gold \\ prediction", "flagged", "not flagged", "unparsed"], [
-            ["hallucinated", cm.tp, cm.fn, cm.unparsed_pos],
-            ["clean", cm.fp, cm.tn, cm.unparsed_neg],
-        ]),
-    ])
+    summary = [("items", str(cm.n))] + [
+        (k.replace("_", " "), est_text(m[k]))
+        for k in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "parse_failure_rate")
+    ]
+    md = "\n".join(
+        [
+            "Positive class: hallucinated. Unparsed predictions count as wrong for accuracy, recall and "
+            "specificity (they are a third column of the confusion matrix) and are not flags for precision. "
+            + intervals_sentence(m.items()),
+            "",
+            markdown_table(
+                ["metric", f"value [{ci_level(confidence)} CI] (k/n)", "definition"],
+                [[k, est_text(m[k]), body["definitions"][k]] for k in m],
+            ),
+            "",
+            "## Confusion matrix",
+            "",
+            markdown_table(
+                ["gold \\ prediction", "flagged", "not flagged", "unparsed"],
+                [
+                    ["hallucinated", cm.tp, cm.fn, cm.unparsed_pos],
+                    ["clean", cm.fp, cm.tn, cm.unparsed_neg],
+                ],
+            ),
+        ]
+    )
     options = {"count_relevance": count_relevance, "interval": method, "confidence": confidence}
-    return EvalResult("tc", label or default_label(pred), {"predictions": pred, "gold": gold}, options, body,
-                      summary, md)
+    return EvalResult(
+        "tc", label or default_label(pred), {"predictions": pred, "gold": gold}, options, body, summary, md
+    )

@@ -44,5 +44,5 @@ def strip_answer_prefix(text: str) -> tuple[str, bool]:
     drifts from the trained format shows up in the output instead of being silently cut."""
     m = _PREFIX_RE.match(text)
     if m:
-        return text[m.end():].strip(), True
+        return text[m.end() :].strip(), True
     return text.strip(), False

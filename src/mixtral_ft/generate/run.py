@@ -127,12 +127,21 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None) -> GenerateSum
     """
     from mixtral_ft.infer.job import JobOptions, run_job
 
-    job = JobOptions(input=cfg.data, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit,
-                     force=cfg.force)
+    job = JobOptions(
+        input=cfg.data, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit, force=cfg.force
+    )
     r = run_job(job, GenerateRows(cfg), backend)
     return GenerateSummary(
-        out=r.out, total=r.total, skipped=r.skipped, retried=r.retried, written=r.stats.written,
-        failed=r.stats.failed, new_tokens=r.stats.new_tokens, wall_s=r.stats.wall_s,
-        tokens_per_s=r.stats.tokens_per_s, missing_prefix=r.summary["missing_prefix"],
-        first_error=r.stats.first_error, changed=r.changed,
+        out=r.out,
+        total=r.total,
+        skipped=r.skipped,
+        retried=r.retried,
+        written=r.stats.written,
+        failed=r.stats.failed,
+        new_tokens=r.stats.new_tokens,
+        wall_s=r.stats.wall_s,
+        tokens_per_s=r.stats.tokens_per_s,
+        missing_prefix=r.summary["missing_prefix"],
+        first_error=r.stats.first_error,
+        changed=r.changed,
     )

@@ -107,11 +107,19 @@ class JobResult:
     def as_dict(self) -> dict[str, Any]:
         """The manifest's ``summary``: the run's counts, then the builder's."""
         return {
-            "total": self.total, "done": self.done, "skipped": self.skipped, "retried": self.retried,
-            "changed": self.changed, "stopped": self.stopped,
-            "written": self.stats.written, "failed": self.stats.failed, "new_tokens": self.stats.new_tokens,
-            "wall_s": round(self.stats.wall_s, 3), "tokens_per_s": round(self.stats.tokens_per_s, 2),
-            "first_error": self.stats.first_error, **self.summary,
+            "total": self.total,
+            "done": self.done,
+            "skipped": self.skipped,
+            "retried": self.retried,
+            "changed": self.changed,
+            "stopped": self.stopped,
+            "written": self.stats.written,
+            "failed": self.stats.failed,
+            "new_tokens": self.stats.new_tokens,
+            "wall_s": round(self.stats.wall_s, 3),
+            "tokens_per_s": round(self.stats.tokens_per_s, 2),
+            "first_error": self.stats.first_error,
+            **self.summary,
         }
 
 
@@ -144,9 +152,11 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
     if opts.limit is not None and opts.limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {opts.limit})")
     inputs = load_rows(opts.input, builder.fields, opts.limit)
-    manifest = Manifest(kind=builder.kind, settings=job_settings(opts, builder),
-                        inputs=[file_entry(opts.input, rows=inputs.rows_in_file, role=builder.input_role,
-                                           limit=opts.limit)])
+    manifest = Manifest(
+        kind=builder.kind,
+        settings=job_settings(opts, builder),
+        inputs=[file_entry(opts.input, rows=inputs.rows_in_file, role=builder.input_role, limit=opts.limit)],
+    )
     keys = builder.input_keys
 
     def digest(row: dict[str, Any]) -> str:
@@ -161,12 +171,16 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
         if not ended:
             return f"the complete rows already in {opts.out} are kept; run the same command again to continue"
         r = ended[0]
-        return (f"{r.done} of {r.total} row(s) done in {opts.out} (manifest updated); run the same command again "
-                f"to do the other {r.total - r.done}")
+        return (
+            f"{r.done} of {r.total} row(s) done in {opts.out} (manifest updated); run the same command again "
+            f"to do the other {r.total - r.done}"
+        )
 
     stats = RunStats()
-    with keeping(kept), ResumableOutput(opts.out, manifest.settings_sha256, force=opts.force,
-                                        inputs=[opts.input]) as output:
+    with (
+        keeping(kept),
+        ResumableOutput(opts.out, manifest.settings_sha256, force=opts.force, inputs=[opts.input]) as output,
+    ):
         plan = output.resume(inputs.rows, digest)
         previous = output.previous or {}
         manifest.started = previous.get("started") or manifest.started
@@ -175,8 +189,9 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
             # to check without CUDA (docs/planning.md, "Preflight").
             from mixtral_ft.plan.check import preflight_requests
 
-            preflight_requests(opts.backend, [builder.request(r) for r in plan.pending], opts.params.max_new_tokens,
-                               builder.kind)
+            preflight_requests(
+                opts.backend, [builder.request(r) for r in plan.pending], opts.params.max_new_tokens, builder.kind
+            )
         identity = previous.get("backend")
         running: Backend | None = None
         try:
@@ -186,8 +201,15 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
                 _set_extra(manifest, builder, identity)
                 manifest.write(output.manifest_path)
                 by_id = {row["id"]: row for row in plan.pending}
-                _drive(running, [builder.request(r) for r in plan.pending], opts.params, output,
-                       lambda result: stamped(by_id[result.key], result), builder.kind, stats)
+                _drive(
+                    running,
+                    [builder.request(r) for r in plan.pending],
+                    opts.params,
+                    output,
+                    lambda result: stamped(by_id[result.key], result),
+                    builder.kind,
+                    stats,
+                )
         except BaseException as e:
             # Stopped part-way: the manifest still says what the file holds now, and why it stopped.
             with shielded():
@@ -195,8 +217,9 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
                     _set_extra(manifest, builder, identity)
                     # a full disk or an unreadable file must not hide why the run stopped
                     with contextlib.suppress(OSError, MixftError):
-                        ended.append(_finish(opts, builder, manifest, output, inputs.rows, plan, stats,
-                                             stopped=_why(e)))
+                        ended.append(
+                            _finish(opts, builder, manifest, output, inputs.rows, plan, stats, stopped=_why(e))
+                        )
             raise
         finally:
             if running is not None:
@@ -220,8 +243,16 @@ def _why(error: BaseException) -> str:
     return f"error: {type(error).__name__}"
 
 
-def _finish(opts: JobOptions, builder: RowBuilder, manifest: Manifest, output: ResumableOutput,
-            inputs: list[dict[str, Any]], plan: ResumePlan, stats: RunStats, stopped: str | None = None) -> JobResult:
+def _finish(
+    opts: JobOptions,
+    builder: RowBuilder,
+    manifest: Manifest,
+    output: ResumableOutput,
+    inputs: list[dict[str, Any]],
+    plan: ResumePlan,
+    stats: RunStats,
+    stopped: str | None = None,
+) -> JobResult:
     """Read the output back, and write the manifest with what the file holds and the summary.
 
     ``outputs[FILE]`` records the file's SHA-256 and rows, and what they were made from:
@@ -236,14 +267,29 @@ def _finish(opts: JobOptions, builder: RowBuilder, manifest: Manifest, output: R
     written = _read_output(opts.out)
     wanted = {row["id"] for row in inputs}
     done = [r for r in written if r.get("id") in wanted and r.get("error") is None]
-    result = JobResult(out=opts.out, manifest=output.manifest_path, total=len(inputs), skipped=plan.done,
-                       retried=plan.retried, stats=stats, summary=builder.summary(done), changed=plan.changed,
-                       done=len(done), stopped=stopped)
+    result = JobResult(
+        out=opts.out,
+        manifest=output.manifest_path,
+        total=len(inputs),
+        skipped=plan.done,
+        retried=plan.retried,
+        stats=stats,
+        summary=builder.summary(done),
+        changed=plan.changed,
+        done=len(done),
+        stopped=stopped,
+    )
     if opts.out.exists():
         pairs = sorted([r["id"], r.get(INPUT_SHA256)] for r in done)
-        manifest.outputs = {opts.out.name: file_entry(
-            opts.out, rows=len(written), rows_for_input=len(done), input_rows_sha256=sha256_json(pairs),
-            rows_other=sum(r.get("id") not in wanted for r in written))}
+        manifest.outputs = {
+            opts.out.name: file_entry(
+                opts.out,
+                rows=len(written),
+                rows_for_input=len(done),
+                input_rows_sha256=sha256_json(pairs),
+                rows_other=sum(r.get("id") not in wanted for r in written),
+            )
+        }
     manifest.summary = result.as_dict()
     manifest.write(output.manifest_path)
     return result
@@ -264,8 +310,15 @@ def _read_output(path: Path) -> list[dict[str, Any]]:
     return list(read_jsonl(path, torn_tail_ok=True)) if path.exists() else []
 
 
-def _drive(backend: Backend, requests: list[Request], params: GenerationParams, output: ResumableOutput,
-           make_row: Callable[[Result], dict[str, Any]], desc: str, stats: RunStats) -> RunStats:
+def _drive(
+    backend: Backend,
+    requests: list[Request],
+    params: GenerationParams,
+    output: ResumableOutput,
+    make_row: Callable[[Result], dict[str, Any]],
+    desc: str,
+    stats: RunStats,
+) -> RunStats:
     """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result
     arrives, counting into ``stats`` (which keeps its counts when the run is stopped part-way)."""
     from mixtral_ft.util.progress import ProgressBar

@@ -50,8 +50,13 @@ class ResumePlan:
 class ResumableOutput:
     """The output file of one job run. Use as a context manager: ``open`` on entry, ``close`` on exit."""
 
-    def __init__(self, path: str | os.PathLike, settings_sha256: str, force: bool = False,
-                 inputs: Iterable[str | os.PathLike] = ()):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        settings_sha256: str,
+        force: bool = False,
+        inputs: Iterable[str | os.PathLike] = (),
+    ):
         self.path = Path(path)
         self.manifest_path = manifest_path_for(self.path)
         self.settings_sha256 = settings_sha256
@@ -101,8 +106,9 @@ class ResumableOutput:
         try:
             previous = read_manifest(self.manifest_path)
         except UsageError as e:
-            raise UsageError(f"{self.path}: cannot be resumed safely: {e}; use --force to start over or choose "
-                             "another --out") from None
+            raise UsageError(
+                f"{self.path}: cannot be resumed safely: {e}; use --force to start over or choose another --out"
+            ) from None
         if previous is None:
             raise UsageError(
                 f"{self.path}: exists but {self.manifest_path.name} is missing, so it cannot be resumed safely; "
@@ -115,8 +121,9 @@ class ResumableOutput:
             )
         self.previous = previous
 
-    def resume(self, inputs: Sequence[dict[str, Any]],
-               digest: Callable[[dict[str, Any]], str] | None = None) -> ResumePlan:
+    def resume(
+        self, inputs: Sequence[dict[str, Any]], digest: Callable[[dict[str, Any]], str] | None = None
+    ) -> ResumePlan:
         """Read the existing rows and return the ``inputs`` still to do.
 
         An existing row counts as done when it records no failure, is the first for its id and,
@@ -166,8 +173,12 @@ class ResumableOutput:
             from mixtral_ft.util.jsonl import dumps_line
 
             need = len(dumps_line(row).encode()) * max(1, self.remaining)
-            raise NoSpaceError(self.path, needed=need, kept=f"{len(self.done)} complete row(s) kept; the torn last "
-                               "line is cut when the same command runs again") from None
+            raise NoSpaceError(
+                self.path,
+                needed=need,
+                kept=f"{len(self.done)} complete row(s) kept; the torn last "
+                "line is cut when the same command runs again",
+            ) from None
         self.remaining = max(0, self.remaining - 1)
         if row.get("error") is None:
             self.done.add(row["id"])

@@ -64,12 +64,16 @@ def plan_load(device: str, load_in_4bit: bool) -> LoadPlan:
         raise UsageError(f"Unknown device '{device}'. Available: {', '.join(DEVICES)}")
     dtype = "bfloat16" if device == "cuda" else "float32"
     device_map: dict[str, int | str] = {"": 0} if device == "cuda" else {"": "cpu"}
-    return LoadPlan(device=device, dtype=dtype, device_map=device_map,
-                    four_bit=FourBitSpec(compute_dtype=dtype) if load_in_4bit else None)
+    return LoadPlan(
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+        four_bit=FourBitSpec(compute_dtype=dtype) if load_in_4bit else None,
+    )
 
 
 def default_device() -> str:
-    """"cuda" when a CUDA device is visible, else "cpu"."""
+    """ "cuda" when a CUDA device is visible, else "cpu"."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,7 +93,9 @@ def check_adapter_dir(adapter: str | Path) -> Path:
     if not adapter_dir.is_dir():
         raise UsageError(f"--adapter {adapter_dir}: directory not found")
     if adapter_kind(adapter_dir) == "model":
-        raise UsageError(f"--adapter {adapter_dir}: holds a full (merged) model, not a LoRA adapter; pass it as --model")
+        raise UsageError(
+            f"--adapter {adapter_dir}: holds a full (merged) model, not a LoRA adapter; pass it as --model"
+        )
     return adapter_dir
 
 
@@ -118,8 +124,9 @@ class LoadedModel:
     lora_modules: list[str] = field(default_factory=list)
 
 
-def load_for_inference(model: str, adapter: str | None = None, load_in_4bit: bool = False,
-                       device: str | None = None) -> LoadedModel:
+def load_for_inference(
+    model: str, adapter: str | None = None, load_in_4bit: bool = False, device: str | None = None
+) -> LoadedModel:
     """Load ``model`` (a local directory or hub id) for generation, per :func:`plan_load`.
 
     The tokenizer comes from the adapter directory when it holds one (Axolotl saves the
@@ -129,7 +136,9 @@ def load_for_inference(model: str, adapter: str | None = None, load_in_4bit: boo
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
-        raise MissingDependencyError("loading a model needs torch and transformers: pip install 'mixtral-ft[train]'") from e
+        raise MissingDependencyError(
+            "loading a model needs torch and transformers: pip install 'mixtral-ft[train]'"
+        ) from e
     from mixtral_ft.models.quant import quantization_record, quantize_experts_on_load
 
     plan = plan_load(device or default_device(), load_in_4bit)
@@ -155,8 +164,13 @@ def load_for_inference(model: str, adapter: str | None = None, load_in_4bit: boo
         loaded = PeftModel.from_pretrained(loaded, str(adapter_dir))
         check_adapter_applied(loaded, adapter_dir)
     loaded.eval()
-    return LoadedModel(model=loaded, tokenizer=tokenizer, plan=plan, quantization=quantization_record(loaded),
-                       lora_modules=lora_modules(loaded))
+    return LoadedModel(
+        model=loaded,
+        tokenizer=tokenizer,
+        plan=plan,
+        quantization=quantization_record(loaded),
+        lora_modules=lora_modules(loaded),
+    )
 
 
 def adapter_targets_parameters(adapter_dir: Path) -> list[str]:
@@ -194,8 +208,11 @@ def check_adapter_applied(model, adapter_dir: Path) -> None:
 
     with safe_open(str(weights), "pt") as fh:
         saved = {k.removesuffix(".weight") for k in fh.keys() if ".lora_A." in k or ".lora_B." in k}  # noqa: SIM118
-    present = {n.replace(".default.", ".").removesuffix(".weight").removesuffix(".default")
-               for n, _ in model.named_parameters() if ".lora_A." in n or ".lora_B." in n}
+    present = {
+        n.replace(".default.", ".").removesuffix(".weight").removesuffix(".default")
+        for n, _ in model.named_parameters()
+        if ".lora_A." in n or ".lora_B." in n
+    }
     missing = sorted(saved - present)
     if missing:
         raise UsageError(

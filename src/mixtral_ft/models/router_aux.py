@@ -25,10 +25,14 @@ MODES: dict[str, dict | None] = {
 }
 
 SAMPLE_TEXTS = (
-    ("Context: The museum opens at 9 am and closes at 5 pm.\nQuestion: When does the museum open?\n"
-     "Answer: The museum opens at 9 am."),
-    ("Context: Refunds are possible within 30 days with a receipt.\nQuestion: How long is the refund window?\n"
-     "Answer: Refunds are possible within 30 days."),
+    (
+        "Context: The museum opens at 9 am and closes at 5 pm.\nQuestion: When does the museum open?\n"
+        "Answer: The museum opens at 9 am."
+    ),
+    (
+        "Context: Refunds are possible within 30 days with a receipt.\nQuestion: How long is the refund window?\n"
+        "Answer: Refunds are possible within 30 days."
+    ),
 )
 
 
@@ -72,15 +76,19 @@ class AuxMeasurement:
         return {r.mode: r for r in self.results}
 
     def table(self) -> str:
-        head = ("| checkpointing | gradient_checkpointing_kwargs | loss | cross-entropy | aux loss | coef x aux "
-                "| aux has graph | ‖∂aux/∂LoRA‖ | ‖∂loss/∂LoRA‖ | ‖Δ∂loss/∂LoRA‖ vs none |")
+        head = (
+            "| checkpointing | gradient_checkpointing_kwargs | loss | cross-entropy | aux loss | coef x aux "
+            "| aux has graph | ‖∂aux/∂LoRA‖ | ‖∂loss/∂LoRA‖ | ‖Δ∂loss/∂LoRA‖ vs none |"
+        )
         rows = [head, "|" + "---|" * 10]
         for r in self.results:
             kwargs = "-" if r.gradient_checkpointing_kwargs is None else str(r.gradient_checkpointing_kwargs)
             diff = "-" if r.loss_grad_diff_vs_none is None else f"{r.loss_grad_diff_vs_none:.3e}"
-            rows.append(f"| {r.mode} | {kwargs} | {r.loss:.6f} | {r.cross_entropy:.6f} | {r.aux_loss:.6f} "
-                        f"| {r.logged_offset:.6f} | {'yes' if r.aux_has_graph else 'no'} | {r.aux_grad_norm:.3e} "
-                        f"| {r.loss_grad_norm:.6e} | {diff} |")
+            rows.append(
+                f"| {r.mode} | {kwargs} | {r.loss:.6f} | {r.cross_entropy:.6f} | {r.aux_loss:.6f} "
+                f"| {r.logged_offset:.6f} | {'yes' if r.aux_has_graph else 'no'} | {r.aux_grad_norm:.3e} "
+                f"| {r.loss_grad_norm:.6e} | {diff} |"
+            )
         return "\n".join(rows)
 
 
@@ -90,8 +98,13 @@ def _grad_vector(params):
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
 
 
-def measure(model_dir: str | os.PathLike, coef: float, lora: LoraSetup = LoraSetup(),
-            modes: tuple[str, ...] = tuple(MODES), seed: int = 0) -> AuxMeasurement:
+def measure(
+    model_dir: str | os.PathLike,
+    coef: float,
+    lora: LoraSetup = LoraSetup(),
+    modes: tuple[str, ...] = tuple(MODES),
+    seed: int = 0,
+) -> AuxMeasurement:
     """Load ``model_dir`` afresh per mode, add LoRA, enable the mode's checkpointing, run one forward on
     a fixed batch in training mode and take the gradients of the aux loss and of the whole loss."""
     import torch
@@ -116,8 +129,16 @@ def measure(model_dir: str | os.PathLike, coef: float, lora: LoraSetup = LoraSet
         model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32)
         if model.router_aux_loss_coef != coef:
             raise RuntimeError(f"{model_dir}: the model did not take router_aux_loss_coef={coef}")
-        model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
         if MODES[mode] is not None:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(MODES[mode]))
         model.train()
@@ -140,8 +161,14 @@ def measure(model_dir: str | os.PathLike, coef: float, lora: LoraSetup = LoraSet
         grad = _grad_vector(params).detach().clone()
         loss, aux_value = float(fwd.loss.detach()), float(fwd.aux_loss.detach())
         result = ModeResult(
-            mode=mode, gradient_checkpointing_kwargs=MODES[mode], loss=loss, cross_entropy=loss - coef * aux_value,
-            aux_loss=aux_value, aux_coef=coef, aux_has_graph=aux_has_graph, aux_grad_norm=aux_grad_norm,
+            mode=mode,
+            gradient_checkpointing_kwargs=MODES[mode],
+            loss=loss,
+            cross_entropy=loss - coef * aux_value,
+            aux_loss=aux_value,
+            aux_coef=coef,
+            aux_has_graph=aux_has_graph,
+            aux_grad_norm=aux_grad_norm,
             loss_grad_norm=float(grad.norm()),
         )
         if mode == "none":
@@ -160,6 +187,7 @@ def setup_from_config(values: dict) -> tuple[LoraSetup, float]:
     model_config = values.get("model_config") or {}
     if "router_aux_loss_coef" not in model_config:
         raise ValueError("the rendered config sets no model_config.router_aux_loss_coef")
-    lora = LoraSetup(r=int(values["lora_r"]), alpha=int(values["lora_alpha"]),
-                     target_modules=tuple(values["lora_target_modules"]))
+    lora = LoraSetup(
+        r=int(values["lora_r"]), alpha=int(values["lora_alpha"]), target_modules=tuple(values["lora_target_modules"])
+    )
     return lora, float(model_config["router_aux_loss_coef"])

@@ -72,10 +72,20 @@ def full_width_spec(num_hidden_layers: int, seed: int = 0) -> TinyMixtralSpec:
     The tokenizer is still trained on the bundled sample (it reaches a few thousand entries); the
     embedding matrix is padded to Mixtral's 32,000 rows so logits cost what they do for real.
     """
-    return TinyMixtralSpec(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-                           num_hidden_layers=num_hidden_layers, num_attention_heads=32, num_key_value_heads=8,
-                           num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=32768,
-                           seed=seed, dtype="bfloat16", model_vocab_size=32000)
+    return TinyMixtralSpec(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        max_position_embeddings=32768,
+        seed=seed,
+        dtype="bfloat16",
+        model_vocab_size=32000,
+    )
 
 
 def corpus_lines(sample_path: str | os.PathLike | None) -> list[str]:
@@ -160,12 +170,23 @@ def build_tiny_mixtral(
     from transformers import MixtralForCausalLM
 
     tokenizer = train_tokenizer(corpus_lines(sample_path), spec.vocab_size)
-    return _write_model(out, MixtralForCausalLM, mixtral_config(spec, tokenizer), tokenizer, spec, spec.seed,
-                        spec.dtype, sample_path, force, init_device)
+    return _write_model(
+        out,
+        MixtralForCausalLM,
+        mixtral_config(spec, tokenizer),
+        tokenizer,
+        spec,
+        spec.seed,
+        spec.dtype,
+        sample_path,
+        force,
+        init_device,
+    )
 
 
-def _write_model(out, model_cls, config, tokenizer, spec, seed: int, dtype: str, sample_path, force: bool,
-                 init_device: str | None) -> Path:
+def _write_model(
+    out, model_cls, config, tokenizer, spec, seed: int, dtype: str, sample_path, force: bool, init_device: str | None
+) -> Path:
     """Random weights for ``config`` (seeded), saved with the tokenizer and ``mixft_tiny.json``, atomically."""
     import torch
 
@@ -177,8 +198,12 @@ def _write_model(out, model_cls, config, tokenizer, spec, seed: int, dtype: str,
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
         (stage / "mixft_tiny.json").write_text(
-            json.dumps({"spec": asdict(spec), "tokenizer_corpus": str(sample_path) if sample_path else None},
-                       indent=2, sort_keys=True) + "\n",
+            json.dumps(
+                {"spec": asdict(spec), "tokenizer_corpus": str(sample_path) if sample_path else None},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
             encoding="utf-8",
         )
     return Path(out)
@@ -213,11 +238,18 @@ def dense_config(spec: TinyDenseSpec, tokenizer):
         raise ValueError(f"unknown dense architecture {spec.arch!r}; choose from {', '.join(DENSE_ARCHS)}")
     config_cls = CONFIG_MAPPING[spec.arch]
     kwargs = {
-        "vocab_size": len(tokenizer), "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_hidden_layers, "num_attention_heads": spec.num_attention_heads,
-        "num_key_value_heads": spec.num_key_value_heads, "max_position_embeddings": spec.max_position_embeddings,
-        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False, "dtype": "float32",
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+        "dtype": "float32",
     }
     if "head_dim" in {f.name for f in dataclasses.fields(config_cls)}:
         kwargs["head_dim"] = spec.hidden_size // spec.num_attention_heads  # Qwen3's default is 128
@@ -235,8 +267,18 @@ def build_tiny_dense(
 
     tokenizer = train_tokenizer(corpus_lines(sample_path), spec.vocab_size)
     config = dense_config(spec, tokenizer)
-    return _write_model(out, MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], config, tokenizer, spec, spec.seed,
-                        "float32", sample_path, force, None)
+    return _write_model(
+        out,
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)],
+        config,
+        tokenizer,
+        spec,
+        spec.seed,
+        "float32",
+        sample_path,
+        force,
+        None,
+    )
 
 
 def default_corpus() -> Path | None:

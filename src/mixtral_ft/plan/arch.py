@@ -52,8 +52,12 @@ MIXTRAL_8X7B_CONFIG: dict[str, Any] = {
     "vocab_size": 32000,
 }
 # Older config.json names of the keys the planner reads (transformers maps them with each config's attribute_map).
-KEY_ALIASES = {"num_hidden_layers": ("n_layer", "num_layers"), "hidden_size": ("n_embd", "d_model"),
-               "num_attention_heads": ("n_head", "num_heads"), "num_key_value_heads": ("num_kv_heads",)}
+KEY_ALIASES = {
+    "num_hidden_layers": ("n_layer", "num_layers"),
+    "hidden_size": ("n_embd", "d_model"),
+    "num_attention_heads": ("n_head", "num_heads"),
+    "num_key_value_heads": ("num_kv_heads",),
+}
 BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
     "mistralai/Mixtral-8x7B-Instruct-v0.1": MIXTRAL_8X7B_CONFIG,
     "mistralai/Mixtral-8x7B-v0.1": MIXTRAL_8X7B_CONFIG,
@@ -109,8 +113,18 @@ class ModelArch:
 
     def fingerprint(self, overrides: dict[str, Any] | None = None) -> str:
         """A short hash of everything in the config that can change the model's tensors."""
-        ignore = {"transformers_version", "_name_or_path", "architectures", "torch_dtype", "dtype",
-                  "bos_token_id", "eos_token_id", "pad_token_id", "use_cache", "auto_map"}
+        ignore = {
+            "transformers_version",
+            "_name_or_path",
+            "architectures",
+            "torch_dtype",
+            "dtype",
+            "bos_token_id",
+            "eos_token_id",
+            "pad_token_id",
+            "use_cache",
+            "auto_map",
+        }
         body = {k: v for k, v in self.config.items() if k not in ignore}
         body.update(overrides or {})
         text = json.dumps(body, sort_keys=True, default=str)
@@ -119,7 +133,10 @@ class ModelArch:
 
 def _hf_cache_config(repo_id: str) -> Path | None:
     """``config.json`` of ``repo_id`` in the local Hugging Face cache (read only, nothing fetched)."""
-    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    home = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    )
     snapshots = home / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     if not snapshots.is_dir():
         return None
@@ -178,7 +195,9 @@ def to_transformers_config(arch: ModelArch, overrides: dict[str, Any] | None = N
     try:
         config = AutoConfig.for_model(model_type, **data)
     except (KeyError, ValueError) as e:
-        raise UsageError(f"{arch.name}: model_type {model_type!r} is not known to the installed transformers ({e})") from None
+        raise UsageError(
+            f"{arch.name}: model_type {model_type!r} is not known to the installed transformers ({e})"
+        ) from None
     for key, value in (overrides or {}).items():
         setattr(config, key, value)
     return config

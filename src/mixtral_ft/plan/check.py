@@ -53,8 +53,10 @@ def _fix_training(plan, profile: str | None, free_gib: float) -> str:
         options.append("a profile for a smaller card (--profile a100-40gb)")
     if plan.largest_micro_batch:
         accum = s.gradient_accumulation_steps * s.micro_batch_size // plan.largest_micro_batch
-        options.append(f"--set micro_batch_size={plan.largest_micro_batch} --set gradient_accumulation_steps={accum} "
-                       "(same effective batch)")
+        options.append(
+            f"--set micro_batch_size={plan.largest_micro_batch} --set gradient_accumulation_steps={accum} "
+            "(same effective batch)"
+        )
     elif s.micro_batch_size > 1:
         options.append("--set micro_batch_size=1 (and raise gradient_accumulation_steps to keep the effective batch)")
     if plan.longest_sequence:
@@ -68,8 +70,10 @@ def _fix_training(plan, profile: str | None, free_gib: float) -> str:
 def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str, str]) -> str:
     from mixtral_ft.plan.report import parts_table
 
-    head = (f"{what} needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has {free_gib:.1f} GiB free "
-            f"({plan.peak_gib - free_gib:.1f} GiB short):")
+    head = (
+        f"{what} needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has {free_gib:.1f} GiB free "
+        f"({plan.peak_gib - free_gib:.1f} GiB short):"
+    )
     return "\n".join([head, *parts_table(plan.parts, labels), fix])
 
 
@@ -82,8 +86,9 @@ def check_training_plan(plan, free_gib: float | None, profile: str | None = None
 
     if free_gib is None or plan.peak_gib <= free_gib:
         return
-    raise PlanRefused(refusal_message(plan, free_gib, "this training run", _fix_training(plan, profile, free_gib),
-                                      PART_LABELS))
+    raise PlanRefused(
+        refusal_message(plan, free_gib, "this training run", _fix_training(plan, profile, free_gib), PART_LABELS)
+    )
 
 
 def check_inference_plan(plan, free_gib: float | None, what: str = "this run") -> None:
@@ -145,13 +150,25 @@ def planned_vs_measured(plan, measured_peak_gib: float | None, measured_reserved
     def err(measured, planned):
         return None if not measured else round((planned - measured) / measured, 4)
 
-    return {"planned_allocated_gib": round(allocated, 2), "planned_reserved_gib": round(reserved, 2),
-            "error_allocated": err(measured_peak_gib, allocated), "error_reserved": err(measured_reserved_gib, reserved),
-            "peak_phase": plan.peak_phase}
+    return {
+        "planned_allocated_gib": round(allocated, 2),
+        "planned_reserved_gib": round(reserved, 2),
+        "error_allocated": err(measured_peak_gib, allocated),
+        "error_reserved": err(measured_reserved_gib, reserved),
+        "peak_phase": plan.peak_phase,
+    }
 
 
-def preflight_inference(model: str, *, adapter: str | None, load_in_4bit: bool, batch_size: int,
-                        max_new_tokens: int, prompt_lengths: list[int], what: str = "this run"):
+def preflight_inference(
+    model: str,
+    *,
+    adapter: str | None,
+    load_in_4bit: bool,
+    batch_size: int,
+    max_new_tokens: int,
+    prompt_lengths: list[int],
+    what: str = "this run",
+):
     """``generate``/``judge`` (hf backend) on CUDA: plan for the free memory of device 0 and raise
     :class:`PlanRefused` when the run does not fit. Returns the plan, or None without CUDA or
     when the model's config is not on this machine (then the run goes ahead unchecked)."""
@@ -161,8 +178,15 @@ def preflight_inference(model: str, *, adapter: str | None, load_in_4bit: bool, 
     from mixtral_ft.plan.inference import plan_inference
 
     try:
-        plan = plan_inference(model, free, adapter=adapter, load_in_4bit=load_in_4bit, batch_size=batch_size,
-                              max_new_tokens=max_new_tokens, prompt_lengths=prompt_lengths)
+        plan = plan_inference(
+            model,
+            free,
+            adapter=adapter,
+            load_in_4bit=load_in_4bit,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            prompt_lengths=prompt_lengths,
+        )
     except MixftError as e:
         import logging
 
@@ -182,6 +206,12 @@ def preflight_requests(backend, requests, max_new_tokens: int, what: str):
     from mixtral_ft.plan.prompts import request_lengths
 
     lengths, _method = request_lengths(requests, backend.model, backend.adapter)
-    return preflight_inference(backend.model, adapter=backend.adapter, load_in_4bit=backend.load_in_4bit,
-                               batch_size=backend.batch_size, max_new_tokens=max_new_tokens, prompt_lengths=lengths,
-                               what=what)
+    return preflight_inference(
+        backend.model,
+        adapter=backend.adapter,
+        load_in_4bit=backend.load_in_4bit,
+        batch_size=backend.batch_size,
+        max_new_tokens=max_new_tokens,
+        prompt_lengths=lengths,
+        what=what,
+    )

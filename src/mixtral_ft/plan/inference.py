@@ -151,10 +151,18 @@ def _decode_bytes_per_step(weights: dict[str, Any], arch, batch: int, context: f
     return linear + expert_bytes + head + kv
 
 
-def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapter: str | Path | None = None,
-                   load_in_4bit: bool = False, batch_size: int = 8, max_new_tokens: int = 256,
-                   prompt_lengths: list[int] | None = None, use_cache: bool = True,
-                   search: bool = True) -> InferencePlan:
+def plan_inference(
+    model,
+    gpu: Gpu | str | float | None = "a100-80gb",
+    *,
+    adapter: str | Path | None = None,
+    load_in_4bit: bool = False,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    prompt_lengths: list[int] | None = None,
+    use_cache: bool = True,
+    search: bool = True,
+) -> InferencePlan:
     """Plan ``generate``/``judge`` with the hf backend.
 
     ``model``: the base (or merged) model: a directory, a config.json path, a Hub id with a
@@ -192,16 +200,28 @@ def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapte
         layers = arch.num_layers
         at: dict[str, float] = {}
         for phase in ("forward_layer0", "forward"):  # the first and the last layer (see measure.PHASES)
-            split = depth_split(sim[LA]["peaks"][phase]["by_tag"], sim[LB]["peaks"][phase]["by_tag"], layers,
-                                ("activations", "logits", "dequant"))
+            split = depth_split(
+                sim[LA]["peaks"][phase]["by_tag"],
+                sim[LB]["peaks"][phase]["by_tag"],
+                layers,
+                ("activations", "logits", "dequant"),
+            )
             if sum(split.values()) > sum(at.values()):
                 at = split
         kv_prompt = _kv_bytes(arch, b, width)
         kv_full = _kv_bytes(arch, b, width + max_new_tokens)
-        prefill = {"kv_cache": kv_prompt, "activations": max(0.0, at["activations"] - kv_prompt),
-                   "logits": at["logits"], "dequant_buffers": at["dequant"]}
-        decode = {"kv_cache": kv_full, "activations": kv_full / layers,  # one layer's cache copy in torch.cat
-                  "logits": 2 * b * arch.vocab_size * 4.0, "dequant_buffers": at["dequant"]}
+        prefill = {
+            "kv_cache": kv_prompt,
+            "activations": max(0.0, at["activations"] - kv_prompt),
+            "logits": at["logits"],
+            "dequant_buffers": at["dequant"],
+        }
+        decode = {
+            "kv_cache": kv_full,
+            "activations": kv_full / layers,  # one layer's cache copy in torch.cat
+            "logits": 2 * b * arch.vocab_size * 4.0,
+            "dequant_buffers": at["dequant"],
+        }
         phases = {"prefill": sum(prefill.values()), "decode": sum(decode.values())}
         peak = max(phases, key=phases.get)
         parts = {f"weights_{k}": float(v) for k, v in weights["parts"].items() if v}
@@ -222,25 +242,45 @@ def plan_inference(model, gpu: Gpu | str | float | None = "a100-80gb", *, adapte
     if prompt_lengths:
         total_s = 0.0
         for i in range(0, len(lengths), batch_size):
-            chunk = lengths[i:i + batch_size]
+            chunk = lengths[i : i + batch_size]
             b, w = len(chunk), chunk[0]
             total_s += 2 * b * w * weights["active_matmul_params_per_token"] / (the_gpu.bf16_tflops * 1e12 * mfu)
-            total_s += max_new_tokens * _decode_bytes_per_step(weights, arch, b, w + max_new_tokens / 2, load_in_4bit) / bw
+            total_s += (
+                max_new_tokens * _decode_bytes_per_step(weights, arch, b, w + max_new_tokens / 2, load_in_4bit) / bw
+            )
         hours = total_s / 3600
-    notes.append(f"decode is memory-bandwidth bound: {step_bytes / 1e9:.1f} GB moved per step at "
-                 f"{BANDWIDTH_EFFICIENCY:.0%} of {the_gpu.bandwidth_gbs:,.0f} GB/s; hours assume every row runs to "
-                 "--max-new-tokens (an upper bound)")
+    notes.append(
+        f"decode is memory-bandwidth bound: {step_bytes / 1e9:.1f} GB moved per step at "
+        f"{BANDWIDTH_EFFICIENCY:.0%} of {the_gpu.bandwidth_gbs:,.0f} GB/s; hours assume every row runs to "
+        "--max-new-tokens (an upper bound)"
+    )
     if load_in_4bit and weights["dequant_elements"]["experts"]:
-        notes.append("4-bit experts are dequantized whole on every forward (bitsandbytes parametrization): "
-                     "each decode step writes and reads them in bf16")
-    plan = InferencePlan(gpu=the_gpu, model=str(model), load_in_4bit=load_in_4bit, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, longest_prompt=width, rows=len(prompt_lengths),
-                         parts=parts, peak_phase=peak, phases=phases, tokens_per_s=batch / step_s,
-                         decode_step_s=step_s, prefill_s=prefill_s, hours=hours, notes=notes,
-                         weight_dtypes=weights["dtypes"])
+        notes.append(
+            "4-bit experts are dequantized whole on every forward (bitsandbytes parametrization): "
+            "each decode step writes and reads them in bf16"
+        )
+    plan = InferencePlan(
+        gpu=the_gpu,
+        model=str(model),
+        load_in_4bit=load_in_4bit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        longest_prompt=width,
+        rows=len(prompt_lengths),
+        parts=parts,
+        peak_phase=peak,
+        phases=phases,
+        tokens_per_s=batch / step_s,
+        decode_step_s=step_s,
+        prefill_s=prefill_s,
+        hours=hours,
+        notes=notes,
+        weight_dtypes=weights["dtypes"],
+    )
     if search and not plan.fits and batch > 1:
         from mixtral_ft.plan.training import _largest
 
-        plan.largest_batch_size = _largest(lambda b: sum(compose(b)[0].values()) / GIB <= the_gpu.memory_gib,
-                                           1, batch - 1)
+        plan.largest_batch_size = _largest(
+            lambda b: sum(compose(b)[0].values()) / GIB <= the_gpu.memory_gib, 1, batch - 1
+        )
     return plan

@@ -44,8 +44,12 @@ from mixtral_ft.models.quant import FourBitSpec
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "uint8": 1, "int8": 1}
 # Axolotl's embedding modules per model type (axolotl/loaders/utils.py, get_linear_embedding_layers).
-EMBEDDING_MODULES = {"gpt_neox": ("embed_in", "embed_out"), "falcon": ("word_embeddings", "lm_head"),
-                     "nemotron_h": ("embeddings", "lm_head"), "bailing_hybrid": ("word_embeddings", "lm_head")}
+EMBEDDING_MODULES = {
+    "gpt_neox": ("embed_in", "embed_out"),
+    "falcon": ("word_embeddings", "lm_head"),
+    "nemotron_h": ("embeddings", "lm_head"),
+    "bailing_hybrid": ("word_embeddings", "lm_head"),
+}
 DEFAULT_EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 NESTED_BLOCKSIZE = 256  # quantize_blockwise of the absmax (bitsandbytes functional.quantize_4bit)
 DYNAMIC_CODE_BYTES = 256 * 4  # the 8-bit dynamic map of the nested absmax, float32
@@ -145,5 +149,11 @@ def training_decisions(setup, model_type: str = "") -> LoadDecisions:
 def inference_decisions(load_in_4bit: bool, dtype: str = "bfloat16") -> LoadDecisions:
     """mixft's hf backend: bf16 on CUDA; ``--load-in-4bit`` is FourBitSpec on the linears and the
     on-load expert hook (``models/quant.py``) on the fused experts."""
-    return LoadDecisions(load_dtype=dtype, linear_4bit=load_in_4bit, experts_4bit=load_in_4bit,
-                         spec=FourBitSpec(compute_dtype=dtype), linear_storage="uint8", experts_storage="uint8")
+    return LoadDecisions(
+        load_dtype=dtype,
+        linear_4bit=load_in_4bit,
+        experts_4bit=load_in_4bit,
+        spec=FourBitSpec(compute_dtype=dtype),
+        linear_storage="uint8",
+        experts_storage="uint8",
+    )

@@ -61,8 +61,14 @@ def package_versions() -> dict[str, str]:
 
 
 def cache_key(kind: str, arch: ModelArch, settings: dict[str, Any]) -> str:
-    body = {"kind": kind, "method": METHOD_VERSION, "arch": arch.fingerprint(), "settings": settings,
-            "versions": package_versions(), "layers": SIM_LAYERS}
+    body = {
+        "kind": kind,
+        "method": METHOD_VERSION,
+        "arch": arch.fingerprint(),
+        "settings": settings,
+        "versions": package_versions(),
+        "layers": SIM_LAYERS,
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -116,9 +122,22 @@ def quiet() -> Iterator[None]:
 
 def training_settings(setup) -> dict[str, Any]:
     """The settings of a :class:`TrainSetup` that change what one step holds (not its sizes)."""
-    keep = ("adapter", "load_in_4bit", "load_in_8bit", "quantize_moe_experts", "lora", "compute_dtype",
-            "mixed_precision", "embeddings_skip_upcast", "gradient_checkpointing", "use_reentrant",
-            "attn_implementation", "experts_implementation", "model_config_overrides", "cut_cross_entropy")
+    keep = (
+        "adapter",
+        "load_in_4bit",
+        "load_in_8bit",
+        "quantize_moe_experts",
+        "lora",
+        "compute_dtype",
+        "mixed_precision",
+        "embeddings_skip_upcast",
+        "gradient_checkpointing",
+        "use_reentrant",
+        "attn_implementation",
+        "experts_implementation",
+        "model_config_overrides",
+        "cut_cross_entropy",
+    )
     d = setup.as_dict()
     return {k: d[k] for k in keep}
 
@@ -173,11 +192,16 @@ def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True)
         # dtype is PEFT's decision; materialize then gives every tensor its storage.
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=setup.lora.r, lora_alpha=setup.lora.alpha, lora_dropout=setup.lora.dropout,
-                            target_modules=_lora_targets(model, setup.lora),
-                            target_parameters=list(setup.lora.target_parameters) or None,
-                            modules_to_save=list(setup.lora.modules_to_save) or None,
-                            bias="none", task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=setup.lora.r,
+            lora_alpha=setup.lora.alpha,
+            lora_dropout=setup.lora.dropout,
+            target_modules=_lora_targets(model, setup.lora),
+            target_parameters=list(setup.lora.target_parameters) or None,
+            modules_to_save=list(setup.lora.modules_to_save) or None,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
         model = get_peft_model(model, config)
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
     materialize(model, decisions, mode)
@@ -193,11 +217,15 @@ def _inputs(torch, batch: int, seq: int, flash: bool) -> tuple[dict[str, Any], s
         # Sample packing with flash attention: one row of all tokens, sequences told apart by
         # cu_seqlens (Axolotl's multipack collator + transformers' varlen path).
         ids = ids.reshape(1, batch * seq)
-        kwargs = {"input_ids": ids, "labels": ids.clone(),
-                  "position_ids": torch.zeros_like(ids),
-                  "cu_seq_lens_q": torch.zeros(batch + 1, dtype=torch.int32),
-                  "cu_seq_lens_k": torch.zeros(batch + 1, dtype=torch.int32),
-                  "max_length_q": seq, "max_length_k": seq}
+        kwargs = {
+            "input_ids": ids,
+            "labels": ids.clone(),
+            "position_ids": torch.zeros_like(ids),
+            "cu_seq_lens_q": torch.zeros(batch + 1, dtype=torch.int32),
+            "cu_seq_lens_k": torch.zeros(batch + 1, dtype=torch.int32),
+            "max_length_q": seq,
+            "max_length_k": seq,
+        }
     else:
         kwargs = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.zeros_like(ids)}
     from mixtral_ft.plan.sim import storage_keys
@@ -229,6 +257,7 @@ def _layer_phase_hooks(model, tracker, backward: bool = True) -> list:
         return "layer0_backward" if j == 0 else "layers_backward" if j == last else "layers_backward_mid"
 
     for j, layer in enumerate(layers):
+
         def pre(module, args, kwargs=None, j=j):
             if tracker.phase in FORWARD_PHASES:
                 tracker.set_phase(name_forward(j))
@@ -292,8 +321,10 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
     layer_saved: dict[str, int] = {}
     norm = _head_start(model)
     if norm is None:
-        raise UsageError(f"{type(_base(model)).__name__}: the planner finds neither a final norm nor an output head "
-                         "to mark the head phase of the step; this model class is not planned")
+        raise UsageError(
+            f"{type(_base(model)).__name__}: the planner finds neither a final norm nor an output head "
+            "to mark the head phase of the step; this model class is not planned"
+        )
     handles = []
 
     def at_head(module, args):
@@ -307,12 +338,21 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
     handles.append(norm.register_forward_pre_hook(at_head))
     handles += _layer_phase_hooks(model, tracker)
     for p in lora_params:
-        handles.append(p.register_post_accumulate_grad_hook(
-            lambda p: tracker.retag({p.grad.untyped_storage()._cdata}, "grads")))
-    autocast = (torch.autocast("cpu", dtype=getattr(torch, setup.compute_dtype))
-                if setup.mixed_precision and setup.compute_dtype != "float32" else contextlib.nullcontext())
-    flash_ctx = (flash_attention_model() if flash else sdpa_memory_model() if setup.attention_kind == "sdpa"
-                 else contextlib.nullcontext())
+        handles.append(
+            p.register_post_accumulate_grad_hook(lambda p: tracker.retag({p.grad.untyped_storage()._cdata}, "grads"))
+        )
+    autocast = (
+        torch.autocast("cpu", dtype=getattr(torch, setup.compute_dtype))
+        if setup.mixed_precision and setup.compute_dtype != "float32"
+        else contextlib.nullcontext()
+    )
+    flash_ctx = (
+        flash_attention_model()
+        if flash
+        else sdpa_memory_model()
+        if setup.attention_kind == "sdpa"
+        else contextlib.nullcontext()
+    )
     int8_ctx = int8_matmul_model() if setup.load_in_8bit and not setup.load_in_4bit else contextlib.nullcontext()
     try:
         with fake, flash_ctx, int8_ctx, data_free_ops(), tracker, saved.recording():
@@ -405,15 +445,24 @@ class TrainingSimulator:
         return out
 
 
-def measure_training(arch: ModelArch, setup, sizes: list[tuple[int, int]], use_cache: bool = True,
-                     simulator: TrainingSimulator | None = None) -> dict[str, Any]:
+def measure_training(
+    arch: ModelArch,
+    setup,
+    sizes: list[tuple[int, int]],
+    use_cache: bool = True,
+    simulator: TrainingSimulator | None = None,
+) -> dict[str, Any]:
     """Per-phase peaks at the two simulated depths for each (micro batch, sequence length) in ``sizes``, from
     the cache when measured before. Also the trainable (LoRA) parameter count and dtype."""
     settings = training_settings(setup)
     key = cache_key("train", arch, settings)
     data = (_read_cache(key) if use_cache else None) or {
-        "method_version": METHOD_VERSION, "settings": settings, "versions": package_versions(),
-        "arch": arch.fingerprint(), "sizes": {}}
+        "method_version": METHOD_VERSION,
+        "settings": settings,
+        "versions": package_versions(),
+        "arch": arch.fingerprint(),
+        "sizes": {},
+    }
     missing = [s for s in sizes if size_key(*s) not in data["sizes"]]
     if missing or "lora" not in data:
         sim = simulator or simulator_for(arch, setup)
@@ -427,8 +476,9 @@ def measure_training(arch: ModelArch, setup, sizes: list[tuple[int, int]], use_c
     return data
 
 
-def depth_split(first: dict[str, float], second: dict[str, float], layers: int,
-                tags: tuple[str, ...] = TRANSIENT_TAGS + ("grads",)) -> dict[str, float]:
+def depth_split(
+    first: dict[str, float], second: dict[str, float], layers: int, tags: tuple[str, ...] = TRANSIENT_TAGS + ("grads",)
+) -> dict[str, float]:
     """A phase's peak at ``layers`` layers, split by tag, from its peaks at the two simulated depths.
 
     The total grows linearly: every further layer keeps what the third one added (its checkpointed
@@ -446,8 +496,12 @@ def depth_split(first: dict[str, float], second: dict[str, float], layers: int,
 def at_depth(entry: dict[str, Any], layers: int) -> dict[str, dict[str, float]]:
     """Per phase and tag, the bytes at ``layers`` layers (:func:`depth_split`)."""
     one, two = entry[LA]["peaks"], entry[LB]["peaks"]
-    return {phase: depth_split((one.get(phase) or {}).get("by_tag") or {}, (two.get(phase) or {}).get("by_tag") or {},
-                               layers) for phase in PHASES}
+    return {
+        phase: depth_split(
+            (one.get(phase) or {}).get("by_tag") or {}, (two.get(phase) or {}).get("by_tag") or {}, layers
+        )
+        for phase in PHASES
+    }
 
 
 def saved_per_layer(entry: dict[str, Any]) -> dict[str, float]:
@@ -507,13 +561,19 @@ def simulate_prefill(model, fake, torch, vocab: int, batch: int, seq: int, attn:
     return {"peaks": tracker.peaks}
 
 
-def measure_prefill(arch: ModelArch, load_in_4bit: bool, batch: int, seq: int, use_cache: bool = True) -> dict[str, Any]:
+def measure_prefill(
+    arch: ModelArch, load_in_4bit: bool, batch: int, seq: int, use_cache: bool = True
+) -> dict[str, Any]:
     """Prefill peak (per tag) at the two simulated depths for one batch shape, cached like training."""
     settings = {"load_in_4bit": load_in_4bit, "attn": "sdpa"}
     key = cache_key("prefill", arch, settings)
     data = (_read_cache(key) if use_cache else None) or {
-        "method_version": METHOD_VERSION, "settings": settings, "versions": package_versions(),
-        "arch": arch.fingerprint(), "sizes": {}}
+        "method_version": METHOD_VERSION,
+        "settings": settings,
+        "versions": package_versions(),
+        "arch": arch.fingerprint(),
+        "sizes": {},
+    }
     sk = size_key(batch, seq)
     measured = []
     if sk not in data["sizes"]:

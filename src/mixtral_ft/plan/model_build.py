@@ -55,8 +55,12 @@ def _dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def build_meta_model(arch: ModelArch, decisions: LoadDecisions, overrides: dict[str, Any] | None = None,
-                     attn_implementation: str = "eager"):
+def build_meta_model(
+    arch: ModelArch,
+    decisions: LoadDecisions,
+    overrides: dict[str, Any] | None = None,
+    attn_implementation: str = "eager",
+):
     """The model on the meta device with the loader's ``Linear4bit`` swap applied (imports torch)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -74,8 +78,10 @@ def build_meta_model(arch: ModelArch, decisions: LoadDecisions, overrides: dict[
             bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(decisions.skip_modules) or None)
         else:
             bnb = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=decisions.spec.quant_type,
-                bnb_4bit_use_double_quant=decisions.spec.double_quant, bnb_4bit_compute_dtype=dtype,
+                load_in_4bit=True,
+                bnb_4bit_quant_type=decisions.spec.quant_type,
+                bnb_4bit_use_double_quant=decisions.spec.double_quant,
+                bnb_4bit_compute_dtype=dtype,
                 bnb_4bit_quant_storage=getattr(torch, decisions.linear_storage),
                 llm_int8_skip_modules=list(decisions.skip_modules) or None,
             )
@@ -130,15 +136,20 @@ def inventory(model, decisions: LoadDecisions) -> list[TensorRecord]:
             records.append(TensorRecord(name, shape, spec.quant_type, part_of(name), True, nbytes))
             continue
         if decisions.experts_4bit and is_fused_expert(name, p.ndim):
-            nbytes = nf4_stored_bytes(p.numel(), spec.blocksize, spec.double_quant, DTYPE_BYTES[decisions.experts_storage])
+            nbytes = nf4_stored_bytes(
+                p.numel(), spec.blocksize, spec.double_quant, DTYPE_BYTES[decisions.experts_storage]
+            )
             records.append(TensorRecord(name, shape, spec.quant_type, part_of(name), True, nbytes))
             continue
         dtype = decisions.stored_dtype(name, _dtype_name(p.dtype))
         records.append(TensorRecord(name, shape, dtype, part_of(name), False, p.numel() * DTYPE_BYTES[dtype]))
     for name, b in model.named_buffers():
         dtype = _dtype_name(b.dtype)
-        records.append(TensorRecord(name, tuple(b.shape), dtype, part_of(name), False,
-                                    b.numel() * b.element_size(), is_buffer=True))
+        records.append(
+            TensorRecord(
+                name, tuple(b.shape), dtype, part_of(name), False, b.numel() * b.element_size(), is_buffer=True
+            )
+        )
     return records
 
 
@@ -178,8 +189,12 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
                 if lin4 is not None and isinstance(module, lin4) and pname == "weight":
                     dense = new((module.out_features, module.in_features), load_dtype)
                     packed, state = bf.quantize_4bit(
-                        dense, blocksize=spec.blocksize, compress_statistics=spec.double_quant,
-                        quant_type=spec.quant_type, quant_storage=getattr(torch, decisions.linear_storage))
+                        dense,
+                        blocksize=spec.blocksize,
+                        compress_statistics=spec.double_quant,
+                        quant_type=spec.quant_type,
+                        quant_storage=getattr(torch, decisions.linear_storage),
+                    )
                     param = torch.nn.Parameter(packed, requires_grad=False)
                     param.quant_state = state
                     param.quant_type = spec.quant_type
@@ -205,8 +220,9 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
                     continue
                 if decisions.experts_4bit and is_fused_expert(full, p.ndim):
                     module._parameters[pname] = torch.nn.Parameter(new(p.shape, load_dtype), requires_grad=False)
-                    replace_parameter_4bit(module, pname, compress_statistics=spec.double_quant,
-                                           quant_type=spec.quant_type)
+                    replace_parameter_4bit(
+                        module, pname, compress_statistics=spec.double_quant, quant_type=spec.quant_type
+                    )
                     continue
                 dtype = getattr(torch, decisions.stored_dtype(full, _dtype_name(p.dtype)))
                 module._parameters[pname] = torch.nn.Parameter(new(p.shape, dtype), requires_grad=p.requires_grad)

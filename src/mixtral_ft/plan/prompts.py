@@ -55,17 +55,23 @@ def tokenizer_source(model: str, adapter: str | None) -> Path | None:
     return None
 
 
-def prompt_lengths(kind: str, path: Path, model: str, adapter: str | None, prompt_style: str,
-                   template: Path | None = None) -> tuple[list[int], str]:
+def prompt_lengths(
+    kind: str, path: Path, model: str, adapter: str | None, prompt_style: str, template: Path | None = None
+) -> tuple[list[int], str]:
     """Token count of every prompt in ``path`` and how it was counted."""
     from mixtral_ft.plan import measure
     from mixtral_ft.util.hashing import sha256_file
 
     tok_dir = tokenizer_source(model, adapter)
     tpl = sha256_file(template) if template else None
-    key = "prompts-" + hashlib.sha256(json.dumps(
-        [sha256_file(path), kind, prompt_style, tpl, str(tok_dir.resolve()) if tok_dir else None]).encode()
-    ).hexdigest()[:24]
+    key = (
+        "prompts-"
+        + hashlib.sha256(
+            json.dumps(
+                [sha256_file(path), kind, prompt_style, tpl, str(tok_dir.resolve()) if tok_dir else None]
+            ).encode()
+        ).hexdigest()[:24]
+    )
     cached = measure._read_cache(key)
     if cached is not None:
         return cached["lengths"], cached["method"]
@@ -91,8 +97,13 @@ def _lengths(texts: list[tuple[str | None, list | None]], tok_dir: Path | None) 
         return lengths, f"tokenizer ({tok_dir})"
     from mixtral_ft.data.lengths import char_estimate_from_count
 
-    return ([char_estimate_from_count(len(raw) if raw is not None else sum(len(m["content"]) for m in messages) + 20)
-             for raw, messages in texts], "estimate (4 characters per token)")
+    return (
+        [
+            char_estimate_from_count(len(raw) if raw is not None else sum(len(m["content"]) for m in messages) + 20)
+            for raw, messages in texts
+        ],
+        "estimate (4 characters per token)",
+    )
 
 
 def request_lengths(requests, model: str, adapter: str | None) -> tuple[list[int], str]:

@@ -191,8 +191,13 @@ class FlashAttnMemoryModel(torch.autograd.Function):
         batch = ctx.batch
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         softmax_d = torch.empty(heads, total_q + 128 * batch, dtype=torch.float32, device=q.device)
-        dq_accum = torch.empty(total_q + 128 * batch, heads, _round_multiple(head, 32) if head <= 192 else 256,
-                               dtype=torch.float32, device=q.device)
+        dq_accum = torch.empty(
+            total_q + 128 * batch,
+            heads,
+            _round_multiple(head, 32) if head <= 192 else 256,
+            dtype=torch.float32,
+            device=q.device,
+        )
         if heads_k != heads:
             dk_exp = torch.empty(total_k, heads, head, dtype=q.dtype, device=q.device)
             dv_exp = torch.empty(total_k, heads, v.shape[2], dtype=q.dtype, device=q.device)
@@ -207,20 +212,53 @@ def _maybe_contiguous(x):
     return x.contiguous() if x is not None and x.stride(-1) != 1 else x
 
 
-def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
-                           deterministic=False, return_attn_probs=False, block_table=None):
+def flash_attn_varlen_func(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+    block_table=None,
+):
     """Signature of flash_attn.flash_attn_varlen_func (transformers introspects it)."""
     q, k, v = (_maybe_contiguous(x) for x in (q, k, v))
     return FlashAttnMemoryModel.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
 
 
-def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+def flash_attn_func(
+    q,
+    k,
+    v,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
     b, s = q.shape[0], q.shape[1]
     cu = torch.zeros(b + 1, dtype=torch.int32, device=q.device)
-    out = flash_attn_varlen_func(q.reshape(b * s, *q.shape[2:]), k.reshape(b * k.shape[1], *k.shape[2:]),
-                                 v.reshape(b * v.shape[1], *v.shape[2:]), cu, cu, s, k.shape[1])
+    out = flash_attn_varlen_func(
+        q.reshape(b * s, *q.shape[2:]),
+        k.reshape(b * k.shape[1], *k.shape[2:]),
+        v.reshape(b * v.shape[1], *v.shape[2:]),
+        cu,
+        cu,
+        s,
+        k.shape[1],
+    )
     return out.view(b, s, *out.shape[1:])
 
 
@@ -229,8 +267,15 @@ def flash_attention_model(implementation: str = "flash_attention_2") -> Iterator
     """Make transformers' flash path call :class:`FlashAttnMemoryModel` for ``implementation``."""
     import transformers.modeling_flash_attention_utils as fa
 
-    names = ("_loaded_implementation", "_flash_fn", "_flash_varlen_fn", "_flash_with_kvcache_fn", "_pad_fn",
-             "_unpad_fn", "_process_flash_kwargs_fn")
+    names = (
+        "_loaded_implementation",
+        "_flash_fn",
+        "_flash_varlen_fn",
+        "_flash_with_kvcache_fn",
+        "_pad_fn",
+        "_unpad_fn",
+        "_process_flash_kwargs_fn",
+    )
     saved = {n: getattr(fa, n, None) for n in names}
     fa._loaded_implementation = implementation
     fa._flash_fn = flash_attn_func
@@ -278,6 +323,7 @@ def data_free_ops() -> Iterator[None]:
         moe = None
     original_gmm = getattr(moe, "_grouped_mm", None)
     if original_gmm is not None:
+
         def grouped_mm(input, weight, offs):
             if weight.dtype == torch.bfloat16:
                 return original_gmm(input, weight, offs)

@@ -66,8 +66,14 @@ class StepCost:
         return self.flops / (tflops * 1e12 * mfu) + self.dequant_bytes / (bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
 
 
-def micro_batch_cost(weights: dict[str, Any], arch_dims: dict[str, int], token_slots: float, attention_pairs: float,
-                     checkpointing: bool, frozen_base: bool = True) -> StepCost:
+def micro_batch_cost(
+    weights: dict[str, Any],
+    arch_dims: dict[str, int],
+    token_slots: float,
+    attention_pairs: float,
+    checkpointing: bool,
+    frozen_base: bool = True,
+) -> StepCost:
     """FLOPs and dequantization bytes of one micro batch (see module docstring).
 
     ``attention_pairs`` is the sum of squared sequence lengths in the micro batch."""
@@ -91,26 +97,70 @@ def micro_batch_cost(weights: dict[str, Any], arch_dims: dict[str, int], token_s
 # Fit: LLaMA-Factory wiki "Performance comparison" (github.com/hiyouga/LLaMA-Factory/wiki/Performance-comparison,
 # second table, TGS row): QLoRA 4-bit, LoRA r=8 on every linear, FlashAttention-2, batch 1, one A100 40GB.
 DENSE_FIT = (
-    {"id": "llamafactory-llama2-7b-qlora-fa2-1024", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
-     "sequence_len": 1024, "tokens_per_s": 2295},
-    {"id": "llamafactory-llama2-7b-qlora-fa2-4096", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
-     "sequence_len": 4096, "tokens_per_s": 2926},
-    {"id": "llamafactory-llama2-7b-qlora-fa2-16384", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
-     "sequence_len": 16384, "tokens_per_s": 3542},
-    {"id": "llamafactory-llama2-7b-qlora-fa2-32768", "gpu": "a100-40gb", "load_in_4bit": True, "micro_batch": 1,
-     "sequence_len": 32768, "tokens_per_s": 2216},
+    {
+        "id": "llamafactory-llama2-7b-qlora-fa2-1024",
+        "gpu": "a100-40gb",
+        "load_in_4bit": True,
+        "micro_batch": 1,
+        "sequence_len": 1024,
+        "tokens_per_s": 2295,
+    },
+    {
+        "id": "llamafactory-llama2-7b-qlora-fa2-4096",
+        "gpu": "a100-40gb",
+        "load_in_4bit": True,
+        "micro_batch": 1,
+        "sequence_len": 4096,
+        "tokens_per_s": 2926,
+    },
+    {
+        "id": "llamafactory-llama2-7b-qlora-fa2-16384",
+        "gpu": "a100-40gb",
+        "load_in_4bit": True,
+        "micro_batch": 1,
+        "sequence_len": 16384,
+        "tokens_per_s": 3542,
+    },
+    {
+        "id": "llamafactory-llama2-7b-qlora-fa2-32768",
+        "gpu": "a100-40gb",
+        "load_in_4bit": True,
+        "micro_batch": 1,
+        "sequence_len": 32768,
+        "tokens_per_s": 2216,
+    },
 )
 # Held out: Answer.AI fsdp_qlora benchmarks_03_2024.md (github.com/AnswerDotAI/fsdp_qlora), "dual 4090" table:
 # 1,024 rows x 2,048 tokens on 2x RTX 4090 in 450 s (QLoRA, batch 8) and 437 s (16-bit LoRA, batch 4), r=64.
 DENSE_HELD_OUT = (
-    {"id": "fsdp-qlora-llama2-7b-qlora-ddp-bs8", "gpu": "rtx-4090", "load_in_4bit": True, "micro_batch": 8,
-     "sequence_len": 2048, "tokens_per_s": 2330},
-    {"id": "fsdp-qlora-llama2-7b-lora-ddp-bs4", "gpu": "rtx-4090", "load_in_4bit": False, "micro_batch": 4,
-     "sequence_len": 2048, "tokens_per_s": 2400},
+    {
+        "id": "fsdp-qlora-llama2-7b-qlora-ddp-bs8",
+        "gpu": "rtx-4090",
+        "load_in_4bit": True,
+        "micro_batch": 8,
+        "sequence_len": 2048,
+        "tokens_per_s": 2330,
+    },
+    {
+        "id": "fsdp-qlora-llama2-7b-lora-ddp-bs4",
+        "gpu": "rtx-4090",
+        "load_in_4bit": False,
+        "micro_batch": 4,
+        "sequence_len": 2048,
+        "tokens_per_s": 2400,
+    },
 )
-DENSE_MODEL = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-               "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
-               "tie_word_embeddings": False, "_name_or_path": "Llama-2-7B"}
+DENSE_MODEL = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+    "_name_or_path": "Llama-2-7B",
+}
 
 
 def calibrate_dense_mfu(weights_for, arch, gpus: dict) -> dict[str, Any]:
@@ -138,13 +188,20 @@ def calibrate_dense_mfu(weights_for, arch, gpus: dict) -> dict[str, Any]:
             gpu = gpus[run["gpu"]]
             slots, cost = cost_of(run)
             planned = slots / cost.seconds(gpu.bf16_tflops, gpu.bandwidth_gbs, mfu)
-            points[run["id"]] = {"group": group, "gpu": run["gpu"], "measured_tokens_per_s": run["tokens_per_s"],
-                                 "planned_tokens_per_s": round(planned, 1),
-                                 "error_pct": round(100 * (planned - run["tokens_per_s"]) / run["tokens_per_s"], 1),
-                                 "implied_mfu": round(implied[run["id"]], 4)}
-    return {"mfu": mfu, "points": points,
-            "basis": "mean MFU of LLaMA-Factory's Llama-2-7B QLoRA throughput on one A100 40GB (1K-32K tokens); "
-                     "fsdp_qlora's two RTX 4090 runs held out (scripts/plan_points.yaml has the sources)"}
+            points[run["id"]] = {
+                "group": group,
+                "gpu": run["gpu"],
+                "measured_tokens_per_s": run["tokens_per_s"],
+                "planned_tokens_per_s": round(planned, 1),
+                "error_pct": round(100 * (planned - run["tokens_per_s"]) / run["tokens_per_s"], 1),
+                "implied_mfu": round(implied[run["id"]], 4),
+            }
+    return {
+        "mfu": mfu,
+        "points": points,
+        "basis": "mean MFU of LLaMA-Factory's Llama-2-7B QLoRA throughput on one A100 40GB (1K-32K tokens); "
+        "fsdp_qlora's two RTX 4090 runs held out (scripts/plan_points.yaml has the sources)",
+    }
 
 
 def arch_dims(arch) -> dict[str, int]:
@@ -171,11 +228,22 @@ def calibrate_mfu(weights: dict[str, Any], arch, gpus: dict) -> dict[str, Any]:
         seconds = run["hours"] * 3600 / run["epochs"] / n
         dequant_s = cost.dequant_bytes / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
         mfu = cost.flops / ((seconds - dequant_s) * gpu.bf16_tflops * 1e12)
-        points[task] = {"hours": run["hours"], "rows": run["rows"], "assumed_mean_tokens": run["mean_tokens"],
-                        "sequence_len": run["sequence_len"], "epochs": run["epochs"], "micro_batches_per_epoch": n,
-                        "step_s": round(seconds, 2), "tflop_per_step": round(cost.flops / 1e12, 1),
-                        "mfu": round(mfu, 4)}
+        points[task] = {
+            "hours": run["hours"],
+            "rows": run["rows"],
+            "assumed_mean_tokens": run["mean_tokens"],
+            "sequence_len": run["sequence_len"],
+            "epochs": run["epochs"],
+            "micro_batches_per_epoch": n,
+            "step_s": round(seconds, 2),
+            "tflop_per_step": round(cost.flops / 1e12, 1),
+            "mfu": round(mfu, 4),
+        }
     mean = sum(p["mfu"] for p in points.values()) / len(points)
-    return {"mfu": round(mean, 4), "gpu": REPORT_GPU, "points": points,
-            "basis": "the reference report's RG 6.5 h and TC 14 h on one A100-80GB (5 epochs, micro batch 4); "
-                     "its data is not public, so the token counts are assumptions (rows x mean tokens above)"}
+    return {
+        "mfu": round(mean, 4),
+        "gpu": REPORT_GPU,
+        "points": points,
+        "basis": "the reference report's RG 6.5 h and TC 14 h on one A100-80GB (5 epochs, micro batch 4); "
+        "its data is not public, so the token counts are assumptions (rows x mean tokens above)",
+    }

@@ -58,33 +58,55 @@ class DataTokens:
     def as_dict(self) -> dict[str, Any]:
         n = len(self.lengths)
         srt = sorted(self.lengths)
-        return {"path": self.path, "rows": self.rows, "kept_rows": n, "dropped_rows": self.dropped,
-                "truncated_rows": self.truncated, "tokens": self.tokens,
-                "mean_tokens": round(self.tokens / n, 1) if n else 0,
-                "p50_tokens": srt[n // 2] if n else 0, "max_tokens": srt[-1] if n else 0,
-                "method": self.method, "tokenizer": self.tokenizer, "sequence_len": self.sequence_len,
-                "notes": self.notes}
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "kept_rows": n,
+            "dropped_rows": self.dropped,
+            "truncated_rows": self.truncated,
+            "tokens": self.tokens,
+            "mean_tokens": round(self.tokens / n, 1) if n else 0,
+            "p50_tokens": srt[n // 2] if n else 0,
+            "max_tokens": srt[-1] if n else 0,
+            "method": self.method,
+            "tokenizer": self.tokenizer,
+            "sequence_len": self.sequence_len,
+            "notes": self.notes,
+        }
 
 
 def _pairs(task: str, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
 
     if task == "rg":
-        return [(context_qa_v2_prompt(str(r.get("context", "")), str(r.get("question", ""))),
-                 context_qa_v2_response(str(r.get("answer", "")))) for r in rows]
+        return [
+            (
+                context_qa_v2_prompt(str(r.get("context", "")), str(r.get("question", ""))),
+                context_qa_v2_response(str(r.get("answer", ""))),
+            )
+            for r in rows
+        ]
     return [(str(r.get("prompt", "")), str(r.get("completion", ""))) for r in rows]
 
 
 def tokenizer_dir(base_model: str) -> Path | None:
     """The base model's local directory when it holds a tokenizer."""
     path = Path(str(base_model)).expanduser()
-    if path.is_dir() and any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+    if path.is_dir() and any(
+        (path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+    ):
         return path
     return None
 
 
-def count_tokens(task: str, data_dir: Path, base_model: str, sequence_len: int,
-                 excess_length_strategy: str = "drop", use_cache: bool = True) -> DataTokens:
+def count_tokens(
+    task: str,
+    data_dir: Path,
+    base_model: str,
+    sequence_len: int,
+    excess_length_strategy: str = "drop",
+    use_cache: bool = True,
+) -> DataTokens:
     """Token lengths of ``data_dir/train.jsonl`` as Axolotl will see them."""
     from mixtral_ft.data.lengths import char_estimate
     from mixtral_ft.plan import measure
@@ -94,9 +116,14 @@ def count_tokens(task: str, data_dir: Path, base_model: str, sequence_len: int,
     if not path.exists():
         raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl")
     tok_dir = tokenizer_dir(base_model)
-    key = "tokens-" + measure.hashlib.sha256(json.dumps(
-        [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len],
-        sort_keys=True).encode()).hexdigest()[:24]
+    key = (
+        "tokens-"
+        + measure.hashlib.sha256(
+            json.dumps(
+                [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len], sort_keys=True
+            ).encode()
+        ).hexdigest()[:24]
+    )
     raw = measure._read_cache(key) if use_cache else None
     if raw is None:
         from mixtral_ft.util.jsonl import read_jsonl
@@ -111,15 +138,19 @@ def count_tokens(task: str, data_dir: Path, base_model: str, sequence_len: int,
             tok = AxolotlInstructionTokenizer(tok_dir, 10**9)
             lengths, trained = [], 0
             for i in range(0, len(pairs), 256):
-                for ids, labels in tok.tokenize_batch(pairs[i:i + 256]):
+                for ids, labels in tok.tokenize_batch(pairs[i : i + 256]):
                     lengths.append(len(ids))
                     trained += sum(1 for x in labels if x != -100)
             method = "tokenizer"
         else:
             lengths = [char_estimate(p, r) for p, r in pairs]
             method = "estimate (4 characters per token)"
-        raw = {"lengths": lengths, "method": method, "tokenizer": str(tok_dir) if tok_dir else None,
-               "trained_tokens": trained}
+        raw = {
+            "lengths": lengths,
+            "method": method,
+            "tokenizer": str(tok_dir) if tok_dir else None,
+            "trained_tokens": trained,
+        }
         measure._write_cache(key, raw)
     lengths = raw["lengths"]
     kept, dropped, truncated = [], 0, 0
@@ -135,13 +166,24 @@ def count_tokens(task: str, data_dir: Path, base_model: str, sequence_len: int,
             kept.append(n)
     notes = []
     if raw["method"] != "tokenizer":
-        notes.append(f"token counts are an estimate (4 characters per token): {base_model} is not a local "
-                     "directory with a tokenizer")
+        notes.append(
+            f"token counts are an estimate (4 characters per token): {base_model} is not a local "
+            "directory with a tokenizer"
+        )
     if dropped:
         notes.append(f"{dropped} row(s) longer than {sequence_len} tokens are dropped by Axolotl")
-    return DataTokens(path=str(path), rows=len(lengths), lengths=kept, dropped=dropped, truncated=truncated,
-                      method=raw["method"], tokenizer=raw["tokenizer"], sequence_len=sequence_len,
-                      trained_tokens=raw.get("trained_tokens"), notes=notes)
+    return DataTokens(
+        path=str(path),
+        rows=len(lengths),
+        lengths=kept,
+        dropped=dropped,
+        truncated=truncated,
+        method=raw["method"],
+        tokenizer=raw["tokenizer"],
+        sequence_len=sequence_len,
+        trained_tokens=raw.get("trained_tokens"),
+        notes=notes,
+    )
 
 
 def pack_first_fit(lengths: list[int], capacity: int, seed: int = PACK_SEED) -> list[list[int]]:
@@ -201,20 +243,32 @@ def batching(data: DataTokens, setup) -> Batching:
         per_rank = batches // world  # drop_last across ranks
         slots = setup.micro_batch_size * setup.sequence_len
         used = sum(sample) * scale
-        return Batching(per_rank, slots, data.tokens, len(lengths) / max(batches, 1),
-                        float(sum(x * x for x in lengths)), used / max(n_bins * capacity, 1),
-                        "first-fit packing into " + ("micro_batch_size bins of sequence_len" if real_batches
-                                                     else "micro_batch_size x sequence_len bins")
-                        + (" (a 20,000-row sample, scaled)" if scale != 1.0 else ""))
+        return Batching(
+            per_rank,
+            slots,
+            data.tokens,
+            len(lengths) / max(batches, 1),
+            float(sum(x * x for x in lengths)),
+            used / max(n_bins * capacity, 1),
+            "first-fit packing into "
+            + ("micro_batch_size bins of sequence_len" if real_batches else "micro_batch_size x sequence_len bins")
+            + (" (a 20,000-row sample, scaled)" if scale != 1.0 else ""),
+        )
     b = setup.micro_batch_size
     order = list(range(len(lengths)))
     random.Random(PACK_SEED).shuffle(order)
-    batches = [order[i:i + b] for i in range(0, len(order), b)]
+    batches = [order[i : i + b] for i in range(0, len(order), b)]
     if setup.pad_to_sequence_len:
         slots = b * setup.sequence_len
     else:
         slots = int(sum(max(lengths[i] for i in bt) * b for bt in batches) / max(len(batches), 1))
     per_rank = math.ceil(len(batches) / world)
-    return Batching(per_rank, slots, data.tokens, float(b), float(sum(x * x for x in lengths)),
-                    data.tokens / max(len(batches) * slots, 1),
-                    "padded batches" + (" to sequence_len" if setup.pad_to_sequence_len else " to the longest row"))
+    return Batching(
+        per_rank,
+        slots,
+        data.tokens,
+        float(b),
+        float(sum(x * x for x in lengths)),
+        data.tokens / max(len(batches) * slots, 1),
+        "padded batches" + (" to sequence_len" if setup.pad_to_sequence_len else " to the longest row"),
+    )

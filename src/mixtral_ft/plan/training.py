@@ -78,8 +78,10 @@ def optimizer_bytes(optimizer: str, numels: list[int], param_bytes: int) -> tupl
             else:
                 blocks = -(-n // BNB_8BIT_BLOCK)
                 total += states * (n + 4 * blocks)
-        return total, (f"bitsandbytes 8-bit blockwise: {states} uint8 state(s) + float32 absmax per 256 values "
-                       f"(float32 states below {BNB_MIN_8BIT_SIZE} values)")
+        return total, (
+            f"bitsandbytes 8-bit blockwise: {states} uint8 state(s) + float32 absmax per 256 values "
+            f"(float32 states below {BNB_MIN_8BIT_SIZE} values)"
+        )
     if "sgd" in name:
         return 0, "SGD without momentum state"
     if "lion" in name:
@@ -150,27 +152,42 @@ class TrainingPlan:
             "gpu": self.gpu.as_dict(),
             "gpus": self.gpus,
             "model": {"base_model": s.base_model, "source": self.arch_source},
-            "config": {"micro_batch_size": s.micro_batch_size, "sequence_len": s.sequence_len,
-                       "gradient_accumulation_steps": s.gradient_accumulation_steps, "num_epochs": s.num_epochs,
-                       "max_steps": s.max_steps, "adapter": s.adapter, "load_in_4bit": s.load_in_4bit,
-                       "quantize_moe_experts": s.quantize_moe_experts, "optimizer": s.optimizer,
-                       "gradient_checkpointing": s.checkpointing_mode, "attention": s.attn_implementation,
-                       "sample_packing": s.sample_packing, "compute_dtype": s.compute_dtype,
-                       "deepspeed_stage": s.deepspeed_stage},
+            "config": {
+                "micro_batch_size": s.micro_batch_size,
+                "sequence_len": s.sequence_len,
+                "gradient_accumulation_steps": s.gradient_accumulation_steps,
+                "num_epochs": s.num_epochs,
+                "max_steps": s.max_steps,
+                "adapter": s.adapter,
+                "load_in_4bit": s.load_in_4bit,
+                "quantize_moe_experts": s.quantize_moe_experts,
+                "optimizer": s.optimizer,
+                "gradient_checkpointing": s.checkpointing_mode,
+                "attention": s.attn_implementation,
+                "sample_packing": s.sample_packing,
+                "compute_dtype": s.compute_dtype,
+                "deepspeed_stage": s.deepspeed_stage,
+            },
             "lora": {"parameters": self.lora_parameters, "dtype": self.lora_dtype},
             "optimizer_state": self.optimizer_note,
             "activation_bytes_per_token_per_layer": round(self.activation_bytes_per_token_per_layer, 1),
             "largest_micro_batch": self.largest_micro_batch,
             "longest_sequence": self.longest_sequence,
-            "weights": {"total_gib": round(self.weights["total"] / GIB, 3), "tensors": self.weights["tensors"],
-                        "tensors_4bit": self.weights["tensors_4bit"], "dtypes": self.weights["dtypes"]},
+            "weights": {
+                "total_gib": round(self.weights["total"] / GIB, 3),
+                "tensors": self.weights["tensors"],
+                "tensors_4bit": self.weights["tensors_4bit"],
+                "dtypes": self.weights["dtypes"],
+            },
             "data": self.data,
             "batching": self.batching,
             "time": self.time,
             "constants": {"cuda_context_gib": CUDA_CONTEXT_GIB, "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB},
-            "measurement": {"cache_key": self.measurement.get("cache", {}).get("key"),
-                            "measured_now": self.measurement.get("cache", {}).get("measured", []),
-                            "versions": self.measurement.get("versions")},
+            "measurement": {
+                "cache_key": self.measurement.get("cache", {}).get("key"),
+                "measured_now": self.measurement.get("cache", {}).get("measured", []),
+                "versions": self.measurement.get("versions"),
+            },
             "notes": self.notes,
         }
 
@@ -215,8 +232,13 @@ class _Planner:
     def measurement(self, batch: int, seq: int) -> dict[str, Any]:
         from mixtral_ft.plan.measure import measure_training, size_key
 
-        data = measure_training(self.arch, self.setup, [(batch, seq)], use_cache=self.use_cache,
-                                simulator=self._sim if self._sim is not None else _LazySimulator(self))
+        data = measure_training(
+            self.arch,
+            self.setup,
+            [(batch, seq)],
+            use_cache=self.use_cache,
+            simulator=self._sim if self._sim is not None else _LazySimulator(self),
+        )
         self.measured = data
         return data["sizes"][size_key(batch, seq)] | {"_lora": data["lora"]}
 
@@ -245,8 +267,9 @@ class _Planner:
         parts["activations"] = max(0.0, tags["activations"])
         parts["logits_loss"] = max(0.0, tags["logits"])
         parts["dequant_buffers"] = max(0.0, tags["dequant"])
-        buckets = deepspeed_bucket_bytes(setup.deepspeed_config, setup.deepspeed_stage,
-                                         DTYPE_BYTES.get(setup.compute_dtype, 2))
+        buckets = deepspeed_bucket_bytes(
+            setup.deepspeed_config, setup.deepspeed_stage, DTYPE_BYTES.get(setup.compute_dtype, 2)
+        )
         if buckets:
             parts["deepspeed_buffers"] = buckets
         parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
@@ -294,9 +317,17 @@ def _largest(fits, lo: int, hi: int) -> int | None:
     return lo
 
 
-def plan_training(config, data_dir: str | Path | None = None, gpu: Gpu | str | float | None = "a100-80gb", *,
-                  task: str | None = None, gpus: int = 1, model=None, use_cache: bool = True,
-                  search: bool = True) -> TrainingPlan:
+def plan_training(
+    config,
+    data_dir: str | Path | None = None,
+    gpu: Gpu | str | float | None = "a100-80gb",
+    *,
+    task: str | None = None,
+    gpus: int = 1,
+    model=None,
+    use_cache: bool = True,
+    search: bool = True,
+) -> TrainingPlan:
     """Plan a training run: peak memory per GPU, its parts, fits or not, and (with data) hours.
 
     ``config``: the rendered Axolotl config (``RenderedConfig`` or its ``values`` dict, e.g. from
@@ -325,25 +356,44 @@ def plan_training(config, data_dir: str | Path | None = None, gpu: Gpu | str | f
     tokens = setup.tokens_per_micro_batch
     notes = []
     if setup.deepspeed_stage == 3:
-        notes.append("ZeRO-3 would shard the weights over the GPUs; mixft refuses it for Mixtral, and the plan "
-                     "keeps a full copy of the weights per GPU")
+        notes.append(
+            "ZeRO-3 would shard the weights over the GPUs; mixft refuses it for Mixtral, and the plan "
+            "keeps a full copy of the weights per GPU"
+        )
     if setup.attention_kind == "flash":
-        notes.append("flash attention is simulated by its memory contract (flash-attn 2.8 varlen: saves q, k, v, "
-                     "out and the float32 log-sum-exp; backward adds float32 dq accumulators)")
+        notes.append(
+            "flash attention is simulated by its memory contract (flash-attn 2.8 varlen: saves q, k, v, "
+            "out and the float32 log-sum-exp; backward adds float32 dq accumulators)"
+        )
     plan = TrainingPlan(
-        gpu=the_gpu, gpus=gpus, setup=setup, arch_name=arch.name, arch_source=arch.source, parts=parts,
-        peak_phase=peak_phase, phases=phases, lora_parameters=extra["n_lora"], lora_dtype=extra["lora_dtype"],
+        gpu=the_gpu,
+        gpus=gpus,
+        setup=setup,
+        arch_name=arch.name,
+        arch_source=arch.source,
+        parts=parts,
+        peak_phase=peak_phase,
+        phases=phases,
+        lora_parameters=extra["n_lora"],
+        lora_dtype=extra["lora_dtype"],
         optimizer_note=extra["optimizer_note"],
         activation_bytes_per_token_per_layer=saved["bytes"] / tokens if tokens else 0.0,
-        saved_bytes_per_layer=saved["bytes"], measurement=planner.measured, weights=planner.weights, notes=notes,
+        saved_bytes_per_layer=saved["bytes"],
+        measurement=planner.measured,
+        weights=planner.weights,
+        notes=notes,
     )
     if search and not plan.fits:
         limit = the_gpu.memory_gib
-        plan.largest_micro_batch = _largest(lambda b: planner.peak_gib(b, setup.sequence_len) <= limit,
-                                            1, max(1, setup.micro_batch_size - 1))
+        plan.largest_micro_batch = _largest(
+            lambda b: planner.peak_gib(b, setup.sequence_len) <= limit, 1, max(1, setup.micro_batch_size - 1)
+        )
         step = 256
-        best = _largest(lambda k: planner.peak_gib(setup.micro_batch_size, k * step) <= limit,
-                        1, max(1, (setup.sequence_len - 1) // step))
+        best = _largest(
+            lambda k: planner.peak_gib(setup.micro_batch_size, k * step) <= limit,
+            1,
+            max(1, (setup.sequence_len - 1) // step),
+        )
         plan.longest_sequence = best * step if best else None
     if data_dir is not None:
         _add_time(plan, arch, setup, Path(data_dir), task or _guess_task(values), planner.weights)
@@ -364,8 +414,14 @@ def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weight
     calib = report_calibration() if arch.is_moe else dense_calibration()
     mfu = calib["mfu"]
     pairs_per_micro = b.attention_pairs_per_epoch / max(b.micro_batches_per_epoch * setup.world_size, 1)
-    cost = micro_batch_cost(weights, arch_dims(arch), b.token_slots_per_micro_batch, pairs_per_micro,
-                            checkpointing=setup.checkpointing_mode != "none", frozen_base=bool(setup.adapter))
+    cost = micro_batch_cost(
+        weights,
+        arch_dims(arch),
+        b.token_slots_per_micro_batch,
+        pairs_per_micro,
+        checkpointing=setup.checkpointing_mode != "none",
+        frozen_base=bool(setup.adapter),
+    )
     micro_s = cost.seconds(plan.gpu.bf16_tflops, plan.gpu.bandwidth_gbs, mfu)
     accum = setup.gradient_accumulation_steps
     steps_per_epoch = b.micro_batches_per_epoch // accum

@@ -68,8 +68,9 @@ def summarize_inventory(records, arch: ModelArch) -> dict[str, Any]:
     }
 
 
-def weight_summary(arch: ModelArch, decisions: LoadDecisions, overrides: dict[str, Any] | None = None,
-                   use_cache: bool = True) -> dict[str, Any]:
+def weight_summary(
+    arch: ModelArch, decisions: LoadDecisions, overrides: dict[str, Any] | None = None, use_cache: bool = True
+) -> dict[str, Any]:
     """Bytes per part of the loaded model (cached per architecture and decisions)."""
     from mixtral_ft.plan import measure
 

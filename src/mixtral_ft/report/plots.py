@@ -27,8 +27,15 @@ def loss_curves(runs: list[tuple[str, list[tuple[int, float]], list[tuple[int, f
         if train:
             ax.plot([s for s, _ in train], [v for _, v in train], color=colour, label=f"{name}: train loss")
         if evals:
-            ax.plot([s for s, _ in evals], [v for _, v in evals], color=colour, linestyle="--", marker="o",
-                    markersize=4, label=f"{name}: eval loss")
+            ax.plot(
+                [s for s, _ in evals],
+                [v for _, v in evals],
+                color=colour,
+                linestyle="--",
+                marker="o",
+                markersize=4,
+                label=f"{name}: eval loss",
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Training and evaluation loss")
@@ -50,8 +57,9 @@ def rates_with_errors(rows: list[tuple[str, float, float, float]], title: str, y
     y = list(range(len(rows)))
     ax.barh(y, values, xerr=err, color="C0", alpha=0.75, capsize=4, ecolor="black")
     for yi, r in zip(y, rows):
-        ax.text(100 * r[3] + 0.5, yi, f"{100 * r[1]:.1f}% [{100 * r[2]:.1f}, {100 * r[3]:.1f}]", va="center",
-                fontsize=8)
+        ax.text(
+            100 * r[3] + 0.5, yi, f"{100 * r[1]:.1f}% [{100 * r[2]:.1f}, {100 * r[3]:.1f}]", va="center", fontsize=8
+        )
     ax.set_yticks(y)
     ax.set_yticklabels(names, fontsize=8)
     ax.invert_yaxis()
@@ -73,14 +81,31 @@ def risk_coverage_curve(curves: list[tuple[str, list[dict], tuple[float, float] 
     for i, (name, rows, point) in enumerate(curves):
         colour = f"C{i % 10}"
         xs = [100 * r["rejection_rate"] for r in rows]
-        ax.plot(xs, [100 * r["net_hallucination_rate_all"] for r in rows], color=colour, marker=".",
-                label=f"{name}: hallucinated & accepted / all")
+        ax.plot(
+            xs,
+            [100 * r["net_hallucination_rate_all"] for r in rows],
+            color=colour,
+            marker=".",
+            label=f"{name}: hallucinated & accepted / all",
+        )
         pts = [(100 * r["rejection_rate"], 100 * r["risk_accepted"]) for r in rows if r["risk_accepted"] is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, linestyle="--",
-                label=f"{name}: hallucinated among accepted")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            color=colour,
+            linestyle="--",
+            label=f"{name}: hallucinated among accepted",
+        )
         if point is not None:
-            ax.plot([100 * point[0]], [100 * point[1]], color=colour, marker="*", markersize=13, linestyle="none",
-                    label=f"{name}: operating point ({100 * point[0]:.1f}% rejected, {100 * point[1]:.1f}% net)")
+            ax.plot(
+                [100 * point[0]],
+                [100 * point[1]],
+                color=colour,
+                marker="*",
+                markersize=13,
+                linestyle="none",
+                label=f"{name}: operating point ({100 * point[0]:.1f}% rejected, {100 * point[1]:.1f}% net)",
+            )
     ax.set_xlabel("rejection rate (%)")
     ax.set_ylabel("net hallucination rate (%)")
     ax.set_title("Risk-coverage: rejecting by checker score")

@@ -79,14 +79,24 @@ def discover(paths: list[Path]) -> tuple[list[EvalRun], list[TrainRun]]:
             except json.JSONDecodeError as e:
                 raise InputError([Problem(str(results), e.lineno, None, f"invalid JSON: {e.msg}")]) from None
             if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
-                raise InputError([Problem(str(results), None, "schema",
-                                          f"not a mixft eval result (expected schema {RESULTS_SCHEMA!r})")])
+                raise InputError(
+                    [
+                        Problem(
+                            str(results),
+                            None,
+                            "schema",
+                            f"not a mixft eval result (expected schema {RESULTS_SCHEMA!r})",
+                        )
+                    ]
+                )
             evals.append(EvalRun(p, data))
             continue
         state = find_trainer_state(p)
         if state is None:
-            raise UsageError(f"{p}: neither an eval result dir (results.json) nor a training run dir "
-                             "(no trainer_state.json in it, its axolotl.yml output_dir, output/ or checkpoint-*/)")
+            raise UsageError(
+                f"{p}: neither an eval result dir (results.json) nor a training run dir "
+                "(no trainer_state.json in it, its axolotl.yml output_dir, output/ or checkpoint-*/)"
+            )
         train, ev = read_trainer_state(state)
         runs.append(TrainRun(p, state, train, ev))
     return evals, runs

@@ -143,8 +143,9 @@ def _value_offset(text: str, start: int, end: int, path: tuple[str, ...]) -> int
     return None
 
 
-def groundedness_score(text: str, token_ids: list[int], logprobs: list[list[float]], candidates: dict[int, bool],
-                       tokenizer) -> float | None:
+def groundedness_score(
+    text: str, token_ids: list[int], logprobs: list[list[float]], candidates: dict[int, bool], tokenizer
+) -> float | None:
     """p(true) / (p(true) + p(false)) at the token that wrote ``groundedness.mistake``; None
     when there is no such value or it does not start on a token boundary."""
     start = groundedness_value_offset(text)
@@ -162,11 +163,16 @@ def groundedness_score(text: str, token_ids: list[int], logprobs: list[list[floa
     return None
 
 
-def judgement_row(row: dict[str, Any], result: Result, judge_id: dict[str, Any], count_relevance: bool) -> dict[str, Any]:
+def judgement_row(
+    row: dict[str, Any], result: Result, judge_id: dict[str, Any], count_relevance: bool
+) -> dict[str, Any]:
     from mixtral_ft.tc.verdict import is_hallucinated, parse_verdict
 
     out: dict[str, Any] = {
-        "id": row["id"], "source": row.get("source"), "model": row.get("model"), "group": row.get("group"),
+        "id": row["id"],
+        "source": row.get("source"),
+        "model": row.get("model"),
+        "group": row.get("group"),
     }
     if not result.ok:
         out.update(verdict=None, parse_ok=False, parse_error=None, raw=None, hallucinated=None, score=None)
@@ -180,8 +186,13 @@ def judgement_row(row: dict[str, Any], result: Result, judge_id: dict[str, Any],
             hallucinated=is_hallucinated(parsed.verdict, count_relevance) if parsed.ok else None,
             score=result.score if parsed.ok else None,
         )
-    out.update(latency_s=result.latency_s, n_new_tokens=result.n_new_tokens, finish_reason=result.finish_reason,
-               judge=judge_id, error=result.error)
+    out.update(
+        latency_s=result.latency_s,
+        n_new_tokens=result.n_new_tokens,
+        finish_reason=result.finish_reason,
+        judge=judge_id,
+        error=result.error,
+    )
     return out
 
 
@@ -200,8 +211,13 @@ class _ScoringBackend:
     def run(self, requests, params):
         for result in self.inner.run(requests, params):
             if result.ok and "token_ids" in result.extra:
-                result.score = groundedness_score(result.text or "", result.extra["token_ids"],
-                                                  result.extra["logprobs"], self.candidates, self.inner.tokenizer)
+                result.score = groundedness_score(
+                    result.text or "",
+                    result.extra["token_ids"],
+                    result.extra["logprobs"],
+                    self.candidates,
+                    self.inner.tokenizer,
+                )
             result.extra = {}
             yield result
 
@@ -241,12 +257,20 @@ class JudgeRows:
         self.template = load_template(cfg.template)
         self.prompt_sha256 = template_sha256(self.template)
         self.score_off = scoring_off_reason(cfg, backend)
-        self.judge_id = {"backend": cfg.backend.name, "model": cfg.backend.model, "adapter": cfg.backend.adapter,
-                         "prompt_sha256": self.prompt_sha256}
+        self.judge_id = {
+            "backend": cfg.backend.name,
+            "model": cfg.backend.model,
+            "adapter": cfg.backend.adapter,
+            "prompt_sha256": self.prompt_sha256,
+        }
 
     def settings(self) -> dict[str, Any]:
-        return {"prompt": self.cfg.prompt_style, "prompt_sha256": self.prompt_sha256,
-                "count_relevance": self.cfg.count_relevance, "score": self.score_off is None}
+        return {
+            "prompt": self.cfg.prompt_style,
+            "prompt_sha256": self.prompt_sha256,
+            "count_relevance": self.cfg.count_relevance,
+            "score": self.score_off is None,
+        }
 
     def prepare_backend(self, backend: Backend) -> Backend:
         if self.score_off is not None:
@@ -274,7 +298,9 @@ class JudgeRows:
         hallucinated = sum(r.get("hallucinated") is True for r in rows)
         parsed = judged - parse_failures
         return {
-            "judged": judged, "parse_failures": parse_failures, "hallucinated": hallucinated,
+            "judged": judged,
+            "parse_failures": parse_failures,
+            "hallucinated": hallucinated,
             "hallucinated_share": hallucinated / parsed if parsed else None,
             "parse_failure_share": parse_failures / judged if judged else None,
             "scored": sum(r.get("score") is not None for r in rows),
@@ -294,14 +320,25 @@ def judge(cfg: JudgeConfig, backend: Backend | None = None) -> JudgeSummary:
     """
     from mixtral_ft.infer.job import JobOptions, run_job
 
-    job = JobOptions(input=cfg.responses, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit,
-                     force=cfg.force)
+    job = JobOptions(
+        input=cfg.responses, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit, force=cfg.force
+    )
     rows = JudgeRows(cfg, backend)
     r = run_job(job, rows, backend)
     return JudgeSummary(
-        out=r.out, total=r.total, skipped=r.skipped, retried=r.retried, written=r.stats.written,
-        failed=r.stats.failed, judged=r.summary["judged"], parse_failures=r.summary["parse_failures"],
-        hallucinated=r.summary["hallucinated"], new_tokens=r.stats.new_tokens, wall_s=r.stats.wall_s,
-        tokens_per_s=r.stats.tokens_per_s, first_error=r.stats.first_error,
-        score_off=rows.score_off if cfg.score else None, changed=r.changed,
+        out=r.out,
+        total=r.total,
+        skipped=r.skipped,
+        retried=r.retried,
+        written=r.stats.written,
+        failed=r.stats.failed,
+        judged=r.summary["judged"],
+        parse_failures=r.summary["parse_failures"],
+        hallucinated=r.summary["hallucinated"],
+        new_tokens=r.stats.new_tokens,
+        wall_s=r.stats.wall_s,
+        tokens_per_s=r.stats.tokens_per_s,
+        first_error=r.stats.first_error,
+        score_off=rows.score_off if cfg.score else None,
+        changed=r.changed,
     )

@@ -160,8 +160,11 @@ def verdict_from_dict(obj: Any, allow_extra_keys: bool = False) -> Verdict:
         path = f"groundedness.mistakes[{i}]"
         _check_keys(item, path, _MISTAKE_KEYS, allow_extra_keys)
         mistakes.append(
-            Mistake(_str(item, "text", path, non_empty=True), _str(item, "type", path, non_empty=True),
-                    _str(item, "explanation", path))
+            Mistake(
+                _str(item, "text", path, non_empty=True),
+                _str(item, "type", path, non_empty=True),
+                _str(item, "explanation", path),
+            )
         )
     if not g_mistake and mistakes:
         raise VerdictError(f"groundedness: mistake is false but {len(mistakes)} mistake(s) are listed")
@@ -244,7 +247,9 @@ def parse_verdict(text: str, allow_extra_keys: bool = False) -> ParseResult:
             return ParseResult(False, None, f"duplicate key {duplicates[0]!r} in JSON object", text)
         if "{" not in text:
             return ParseResult(False, None, "no JSON object in output", text)
-        return ParseResult(False, None, "no complete JSON object with verdict keys (truncated output or invalid JSON)", text)
+        return ParseResult(
+            False, None, "no complete JSON object with verdict keys (truncated output or invalid JSON)", text
+        )
     verdicts: list[Verdict] = []
     for obj in candidates:
         try:

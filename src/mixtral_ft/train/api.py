@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mixtral_ft.axolotl_cfg.render import RenderedConfig, RenderRequest, render
 from mixtral_ft.errors import ExternalCommandError, MixftError, UsageError
@@ -84,10 +85,17 @@ def plan(req: TrainRequest) -> TrainPlan:
 
     def rendered_with(checkpoint: Path | None) -> RenderedConfig:
         extra = (("resume_from_checkpoint", str(checkpoint.resolve())),) if checkpoint else ()
-        return render(RenderRequest(
-            task=req.task, data_dir=req.data_dir, profile=req.profile, run_dir=req.run_dir,
-            base_model=req.base_model, overrides=req.overrides, extra=extra,
-        ))
+        return render(
+            RenderRequest(
+                task=req.task,
+                data_dir=req.data_dir,
+                profile=req.profile,
+                run_dir=req.run_dir,
+                base_model=req.base_model,
+                overrides=req.overrides,
+                extra=extra,
+            )
+        )
 
     rendered = rendered_with(resume_from if action == "continue" else None)
     if action == "finished":
@@ -96,8 +104,10 @@ def plan(req: TrainRequest) -> TrainPlan:
         if not asks_for_more(rendered.values, status):
             action = "nothing"
         elif status.checkpoint is None:
-            raise UsageError(f"{req.run_dir}: {status.describe()} and saved no checkpoint to extend it from; "
-                             "start a new run with another --run-dir")
+            raise UsageError(
+                f"{req.run_dir}: {status.describe()} and saved no checkpoint to extend it from; "
+                "start a new run with another --run-dir"
+            )
         else:
             action = "extend"
             rendered = rendered_with(status.checkpoint)
@@ -105,14 +115,17 @@ def plan(req: TrainRequest) -> TrainPlan:
     if req.probe:
         _with_probe(rendered)
     validate_with_axolotl(rendered.values)
-    header = (f"Rendered by mixft for `train {req.task}` with profile '{req.profile}'."
-              + (f"\nOverrides: {', '.join(req.overrides)}" if req.overrides else ""))
+    header = f"Rendered by mixft for `train {req.task}` with profile '{req.profile}'." + (
+        f"\nOverrides: {', '.join(req.overrides)}" if req.overrides else ""
+    )
     if req.profile == "cpu" and req.launch.world_size > 1:
         # Tried: accelerate --cpu without mpirun silently starts one process, and under torchrun
         # Axolotl 0.19's normalize_config sets device_map={"": LOCAL_RANK}, which transformers
         # reads as an accelerator index ("Cannot access accelerator device when none is available").
-        raise UsageError("--gpus > 1 with --profile cpu: Axolotl 0.19 cannot train with several "
-                         "processes on CPU (it places each rank on CUDA device LOCAL_RANK); use --gpus 1")
+        raise UsageError(
+            "--gpus > 1 with --profile cpu: Axolotl 0.19 cannot train with several "
+            "processes on CPU (it places each rank on CUDA device LOCAL_RANK); use --gpus 1"
+        )
     return TrainPlan(
         request=req,
         config=rendered,
@@ -130,8 +143,10 @@ def _check_output_dir(rendered: RenderedConfig, run_dir: Path) -> None:
     value = rendered.values.get("output_dir")
     expected = (Path(run_dir) / "output").resolve()
     if not value or Path(str(value)).expanduser().resolve() != expected:
-        raise UsageError(f"output_dir {value}: must be the run directory's output/ ({expected}), where mixft reads "
-                         "checkpoints and the adapter; choose the place with --run-dir instead of --set output_dir")
+        raise UsageError(
+            f"output_dir {value}: must be the run directory's output/ ({expected}), where mixft reads "
+            "checkpoints and the adapter; choose the place with --run-dir instead of --set output_dir"
+        )
 
 
 def preflight(req: TrainRequest) -> dict[str, int]:
@@ -192,8 +207,10 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     paths = paths_for(req.run_dir, rank)
     owned = req.run_dir if rank == 0 else paths.node_dir  # type: ignore[attr-defined]
     Path(owned).parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(owned, "run directory" if rank == 0 else f"machine rank {rank}'s folder of this run"), \
-            keeping(lambda: _kept(req)):
+    with (
+        output_lock(owned, "run directory" if rank == 0 else f"machine rank {rank}'s folder of this run"),
+        keeping(lambda: _kept(req)),
+    ):
         return _run_locked(req, runner, paths)
 
 
@@ -214,14 +231,18 @@ def resume_command(run_dir: Path) -> str:
 def _kept(req: TrainRequest) -> str:
     """What an interrupted ``mixft train`` keeps, and the command that goes on from there."""
     if req.launch.machine_rank > 0:
-        return (f"machine rank {req.launch.machine_rank} stopped; machine rank 0 owns {req.run_dir} and its "
-                f"checkpoints; continue every machine with: {resume_command(req.run_dir)}")
+        return (
+            f"machine rank {req.launch.machine_rank} stopped; machine rank 0 owns {req.run_dir} and its "
+            f"checkpoints; continue every machine with: {resume_command(req.run_dir)}"
+        )
     status = run_status(req.run_dir)
     if status.state is RunState.NEW:
         return f"nothing was kept in {req.run_dir}; run the same command again"
     if status.checkpoint is not None:
-        return (f"run {req.run_dir} kept with {status.checkpoint.name} (step {status.step} of {status.max_steps}); "
-                f"continue with: {resume_command(req.run_dir)}")
+        return (
+            f"run {req.run_dir} kept with {status.checkpoint.name} (step {status.step} of {status.max_steps}); "
+            f"continue with: {resume_command(req.run_dir)}"
+        )
     return f"run {req.run_dir} kept, no checkpoint saved yet; restart it with: {resume_command(req.run_dir)}"
 
 
@@ -290,12 +311,20 @@ def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) 
     }
     manifest = Manifest(
         kind="train",
-        settings={"task": req.task, "profile": req.profile, "base_model": the_plan.config.values.get("base_model"),
-                  "overrides": list(req.overrides), "launch": dict(req.launch.__dict__), "probe": req.probe},
+        settings={
+            "task": req.task,
+            "profile": req.profile,
+            "base_model": the_plan.config.values.get("base_model"),
+            "overrides": list(req.overrides),
+            "launch": dict(req.launch.__dict__),
+            "probe": req.probe,
+        },
         inputs=_data_inputs(req.data_dir, counts),
-        extra={"config_sha256": attempt["config_sha256"],
-               "tracking": tracking_record(the_plan.config.values),  # W&B / MLflow, when --set asks for them
-               "attempts": attempts + [attempt]},
+        extra={
+            "config_sha256": attempt["config_sha256"],
+            "tracking": tracking_record(the_plan.config.values),  # W&B / MLflow, when --set asks for them
+            "attempts": attempts + [attempt],
+        },
     )
     manifest.started = previous.get("started") or attempt["started_at"]
     if owner:
@@ -305,16 +334,21 @@ def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) 
     started = time.monotonic()
     values = the_plan.config.values
     try:
-        rc = runner(the_plan.command, paths.log,
-                    env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values)))
+        rc = runner(
+            the_plan.command, paths.log, env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values))
+        )
     except BaseException as e:
         # Interrupted (or the log's disk filled): the runner stopped Axolotl's process group; record it.
         with shielded():
-            signal_name = e.signal_name if isinstance(e, Interrupted) else "SIGINT" if isinstance(
-                e, KeyboardInterrupt) else None
-            attempt.update(ended_at=now_iso(), wall_s=round(time.monotonic() - started, 1),
-                           exit_status=e.exit_code if isinstance(e, Interrupted) else 130 if signal_name else None,
-                           outcome=f"interrupted by {signal_name}" if signal_name else f"stopped: {type(e).__name__}")
+            signal_name = (
+                e.signal_name if isinstance(e, Interrupted) else "SIGINT" if isinstance(e, KeyboardInterrupt) else None
+            )
+            attempt.update(
+                ended_at=now_iso(),
+                wall_s=round(time.monotonic() - started, 1),
+                exit_status=e.exit_code if isinstance(e, Interrupted) else 130 if signal_name else None,
+                outcome=f"interrupted by {signal_name}" if signal_name else f"stopped: {type(e).__name__}",
+            )
             if owner:
                 # a full disk or a torn trainer state must not hide the interruption itself
                 with contextlib.suppress(OSError, MixftError):
@@ -348,7 +382,10 @@ def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) 
             f"Axolotl exited 0 but made no optimizer step: {counts.get('train')} training rows give no full "
             f"batch of micro_batch_size {v.get('micro_batch_size')}"
             + (f" packed {v.get('sequence_len')}-token sequences" if v.get("sample_packing") else "")
-            + "; add rows, or lower micro_batch_size or sequence_len (--set); see " + str(paths.log), 1)
+            + "; add rows, or lower micro_batch_size or sequence_len (--set); see "
+            + str(paths.log),
+            1,
+        )
     if summary.adapter_dir is None:
         raise ExternalCommandError(f"Axolotl exited 0 but wrote no adapter to {output}; see {paths.log}", 1)
     return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)

@@ -38,8 +38,15 @@ WHEEL_PACKAGES: tuple[tuple[str, str], ...] = (
     ("rpds-py", "jsonschema's"),
 )
 # pip's platform tags for the machine (x86-64 Linux, glibc >= 2.28); pip matches each tag exactly.
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux1_x86_64", "manylinux_2_5_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+    "manylinux_2_5_x86_64",
+)
 
 
 def pinned_versions(names=tuple(n for n, _ in WHEEL_PACKAGES)) -> dict[str, str]:
@@ -49,11 +56,22 @@ def pinned_versions(names=tuple(n for n, _ in WHEEL_PACKAGES)) -> dict[str, str]
     return {name: metadata.version(name) for name in names}
 
 
-def pip_download_command(dest: Path, pins: dict[str, str], python: str = "python3",
-                         python_version: str = "3.12") -> list[str]:
+def pip_download_command(
+    dest: Path, pins: dict[str, str], python: str = "python3", python_version: str = "3.12"
+) -> list[str]:
     """The ``pip download`` that fetches ``pins`` as binary wheels for the lent machine, without dependencies."""
-    cmd = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", python_version,
-           "--implementation", "cp"]
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+    ]
     for tag in PLATFORMS:
         cmd += ["--platform", tag]
     return cmd + ["-d", str(dest)] + [f"{name}=={version}" for name, version in pins.items()]
@@ -70,8 +88,12 @@ def wheel_name(filename: str) -> str:
 
 def travel_bytes(repo: Path) -> int:
     """Bytes of what a device call sends: tracked and untracked-not-ignored files (``git ls-files``)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
     total = 0
     for rel in filter(None, out.split(b"\0")):
         path = repo / rel.decode()
@@ -80,8 +102,9 @@ def travel_bytes(repo: Path) -> int:
     return total
 
 
-def wheelhouse_report(wheels: dict[str, int], tree_bytes: int, expected: list[str] | None = None,
-                      limit: int = LIMIT_BYTES) -> dict[str, Any]:
+def wheelhouse_report(
+    wheels: dict[str, int], tree_bytes: int, expected: list[str] | None = None, limit: int = LIMIT_BYTES
+) -> dict[str, Any]:
     """Does a wheelhouse (file name -> bytes) travel with the working tree within ``limit``?
 
     ``problems`` lists what stops it: over the limit, a missing or a doubled distribution (two
@@ -97,8 +120,10 @@ def wheelhouse_report(wheels: dict[str, int], tree_bytes: int, expected: list[st
     wheel_bytes = sum(wheels.values())
     total = wheel_bytes + tree_bytes
     if total > limit:
-        problems.append(f"wheels {wheel_bytes / MIB:.1f} MiB + working tree {tree_bytes / MIB:.1f} MiB = "
-                        f"{total / MIB:.1f} MiB, over the {limit / MIB:.0f} MiB a device call carries")
+        problems.append(
+            f"wheels {wheel_bytes / MIB:.1f} MiB + working tree {tree_bytes / MIB:.1f} MiB = "
+            f"{total / MIB:.1f} MiB, over the {limit / MIB:.0f} MiB a device call carries"
+        )
     return {
         "wheels": [{"file": f, "mib": round(b / MIB, 2)} for f, b in sorted(wheels.items(), key=lambda kv: -kv[1])],
         "wheels_mib": round(wheel_bytes / MIB, 2),
@@ -118,8 +143,9 @@ def scan_wheelhouse(directory: Path) -> dict[str, int]:
 def gpu_test_files(tests_dir: Path) -> list[Path]:
     """Test modules that hold gpu-marked tests: collecting only these keeps the run short and keeps a
     module that needs a package the machine lacks from failing collection."""
-    return sorted(p for p in tests_dir.glob("test_*.py")
-                  if "pytest.mark.gpu" in p.read_text(encoding="utf-8", errors="replace"))
+    return sorted(
+        p for p in tests_dir.glob("test_*.py") if "pytest.mark.gpu" in p.read_text(encoding="utf-8", errors="replace")
+    )
 
 
 def parse_junit(path: Path) -> dict[str, Any]:
@@ -135,10 +161,14 @@ def parse_junit(path: Path) -> dict[str, Any]:
             name = f"{case.get('classname', '')}::{case.get('name', '')}"
             if (el := case.find("failure")) is not None:
                 counts["failed"] += 1
-                failures.append(f"{name}: {(el.get('message') or '').splitlines()[0][:200] if el.get('message') else ''}")
+                failures.append(
+                    f"{name}: {(el.get('message') or '').splitlines()[0][:200] if el.get('message') else ''}"
+                )
             elif (el := case.find("error")) is not None:
                 counts["errors"] += 1
-                failures.append(f"{name}: {(el.get('message') or '').splitlines()[0][:200] if el.get('message') else ''}")
+                failures.append(
+                    f"{name}: {(el.get('message') or '').splitlines()[0][:200] if el.get('message') else ''}"
+                )
             elif (el := case.find("skipped")) is not None:
                 counts["skipped"] += 1
                 reason = (el.get("message") or "").strip()
@@ -162,20 +192,31 @@ def bench_problems(bench: dict[str, Any], at_layers: int = 32) -> list[str]:
             problems.append(f"{where}: {row.get('error', 'failed')}")
         q = row.get("quantization") or {}
         if q.get("expert_tensors") and q.get("expert_tensors_4bit") != q.get("expert_tensors"):
-            problems.append(f"{where}: {q.get('expert_tensors_4bit')} of {q.get('expert_tensors')} expert tensors in 4-bit")
+            problems.append(
+                f"{where}: {q.get('expert_tensors_4bit')} of {q.get('expert_tensors')} expert tensors in 4-bit"
+            )
     for case, fit in (bench.get("fits") or {}).items():
         profile = case.split("/", 1)[-1]
-        peak = (fit.get("peak_reserved_gib") or fit.get("peak_gib") or {})
+        peak = fit.get("peak_reserved_gib") or fit.get("peak_gib") or {}
         card = CARD_GIB.get(profile)
         if card and peak.get("at_layers") == at_layers and peak.get("value_at", 0) > card:
-            problems.append(f"{case}: peak read at {at_layers} layers is {peak['value_at']:.1f} GiB, "
-                            f"over the {card} GiB of the card the profile is sized for")
+            problems.append(
+                f"{case}: peak read at {at_layers} layers is {peak['value_at']:.1f} GiB, "
+                f"over the {card} GiB of the card the profile is sized for"
+            )
     return problems
 
 
 REQUIRED_KEYS = {
-    "schema": str, "started_at": str, "ended_at": (str, type(None)), "wall_s": (int, float, type(None)),
-    "environment": dict, "tests": (dict, type(None)), "bench": (dict, type(None)), "ok": bool, "problems": list,
+    "schema": str,
+    "started_at": str,
+    "ended_at": (str, type(None)),
+    "wall_s": (int, float, type(None)),
+    "environment": dict,
+    "tests": (dict, type(None)),
+    "bench": (dict, type(None)),
+    "ok": bool,
+    "problems": list,
     "stages": dict,
 }
 

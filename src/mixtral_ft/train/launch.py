@@ -22,8 +22,9 @@ class LaunchOptions:
         return self.gpus * self.num_machines
 
 
-def build_launch_command(config_path: str | Path, opts: LaunchOptions = LaunchOptions(),
-                         python: str | None = None) -> list[str]:
+def build_launch_command(
+    config_path: str | Path, opts: LaunchOptions = LaunchOptions(), python: str | None = None
+) -> list[str]:
     """``python -m axolotl.cli.train CFG`` for one process, else ``accelerate launch ... -m axolotl.cli.train CFG``.
 
     The single-process form is what ``axolotl train --launcher python`` runs; it needs no
@@ -36,10 +37,17 @@ def build_launch_command(config_path: str | Path, opts: LaunchOptions = LaunchOp
         raise ValueError("gpus and num_machines must be at least 1")
     if opts.world_size == 1:
         return [python, "-m", "axolotl.cli.train", config]
-    cmd = [python, "-m", "accelerate.commands.launch",
-           "--num_processes", str(opts.world_size),
-           "--num_machines", str(opts.num_machines),
-           "--machine_rank", str(opts.machine_rank)]
+    cmd = [
+        python,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(opts.world_size),
+        "--num_machines",
+        str(opts.num_machines),
+        "--machine_rank",
+        str(opts.machine_rank),
+    ]
     if opts.main_process_ip:
         cmd += ["--main_process_ip", opts.main_process_ip]
     if opts.main_process_port:
@@ -48,4 +56,3 @@ def build_launch_command(config_path: str | Path, opts: LaunchOptions = LaunchOp
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # precision comes from the Axolotl YAML
     cmd += ["-m", "axolotl.cli.train", config]
     return cmd
-

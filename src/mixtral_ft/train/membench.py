@@ -13,11 +13,12 @@ Only the orchestration and the arithmetic live here; the model is built by
 from __future__ import annotations
 
 import shutil
-from functools import partial
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 MIXTRAL_8X7B_LAYERS = 32
 
@@ -87,8 +88,13 @@ class Fit:
     points: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"intercept": round(self.intercept, 4), "per_layer": round(self.slope, 4), "at_layers": self.at,
-                "value_at": round(self.value_at, 4), "points": self.points}
+        return {
+            "intercept": round(self.intercept, 4),
+            "per_layer": round(self.slope, 4),
+            "at_layers": self.at,
+            "value_at": round(self.value_at, 4),
+            "points": self.points,
+        }
 
 
 def fit_linear(xs: list[float], ys: list[float], at: int = MIXTRAL_8X7B_LAYERS) -> Fit | None:
@@ -152,13 +158,17 @@ def render_table(rows: list[dict[str, Any]], fits: dict[str, dict[str, Any]]) ->
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
-        experts = (f"{r['experts_quantized']} quantized" if r.get("experts_quantized")
-                   else f"no ({r.get('experts_unquantized', 0)} in 16-bit)")
+        experts = (
+            f"{r['experts_quantized']} quantized"
+            if r.get("experts_quantized")
+            else f"no ({r.get('experts_unquantized', 0)} in 16-bit)"
+        )
         lines.append(
             f"| {r['profile']} | {r['layers']} | {_num(r.get('parameters_b'), '.3g')} | {_num(r.get('after_load_gib'), '.2f')} "
             f"| {_num(r.get('peak_gib'), '.2f')} | {_num(r.get('peak_reserved_gib'), '.2f')} | {_num(r.get('step_s'), '.2f')} "
             f"| {_num(r.get('token_slots_per_s'), ',.0f')} | {_num(r.get('trainable_tokens_per_s'), ',.0f')} "
-            f"| {r.get('attn_implementation') or 'n/a'} | {experts} | {'ok' if r.get('ok') else r.get('error', 'failed')} |")
+            f"| {r.get('attn_implementation') or 'n/a'} | {experts} | {'ok' if r.get('ok') else r.get('error', 'failed')} |"
+        )
     for profile, f in fits.items():
         if not f:
             lines.append(f"\n{profile}: fewer than two successful layer counts; nothing to extrapolate.")
@@ -166,13 +176,17 @@ def render_table(rows: list[dict[str, Any]], fits: dict[str, dict[str, Any]]) ->
         mem, step = f.get("peak_gib"), f.get("step_s")
         parts = []
         if mem:
-            parts.append(f"peak ≈ {_line(mem, '.3f')} GiB "
-                         f"→ {mem['value_at']:.1f} GiB at {mem['at_layers']} layers")
+            parts.append(f"peak ≈ {_line(mem, '.3f')} GiB → {mem['value_at']:.1f} GiB at {mem['at_layers']} layers")
         if step:
-            parts.append(f"step ≈ {_line(step, '.4f')} s "
-                         f"→ {step['value_at']:.2f} s at {step['at_layers']} layers"
-                         + (f" ({f['token_slots_per_s_at_layers']:,.0f} token slots/s)"
-                            if f.get("token_slots_per_s_at_layers") else ""))
+            parts.append(
+                f"step ≈ {_line(step, '.4f')} s "
+                f"→ {step['value_at']:.2f} s at {step['at_layers']} layers"
+                + (
+                    f" ({f['token_slots_per_s_at_layers']:,.0f} token slots/s)"
+                    if f.get("token_slots_per_s_at_layers")
+                    else ""
+                )
+            )
         lines.append(f"\n{profile}: " + "; ".join(parts))
     return "\n".join(lines) + "\n"
 
@@ -212,8 +226,7 @@ build_tiny_mixtral(a["out"], model_spec(a["width"], a["layers"]), sample_path=a[
 """
 
 
-def build_model_in_subprocess(out: Path, width: str, layers: int, corpus: Path | None,
-                              init_device: str | None) -> None:
+def build_model_in_subprocess(out: Path, width: str, layers: int, corpus: Path | None, init_device: str | None) -> None:
     """Build the random model in a child process, so the GPU memory used to draw its weights is
     handed back to the driver before the measured training process starts."""
     import json
@@ -222,8 +235,13 @@ def build_model_in_subprocess(out: Path, width: str, layers: int, corpus: Path |
 
     from mixtral_ft.errors import ExternalCommandError
 
-    args = {"out": str(out), "width": width, "layers": layers, "corpus": str(corpus) if corpus else None,
-            "init_device": init_device}
+    args = {
+        "out": str(out),
+        "width": width,
+        "layers": layers,
+        "corpus": str(corpus) if corpus else None,
+        "init_device": init_device,
+    }
     proc = subprocess.run([sys.executable, "-c", _BUILD, json.dumps(args)], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -253,9 +271,15 @@ def run_case(case: BenchCase, model_dir: Path, data_dir: Path, opts: BenchOption
     run_dir = opts.out / "runs" / f"{case.profile}-L{case.layers}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    req = TrainRequest(task="rg", data_dir=data_dir, profile=case.profile, run_dir=run_dir,
-                       base_model=str(model_dir), overrides=bench_overrides(opts.steps, opts.warmup, opts.overrides),
-                       probe=True)
+    req = TrainRequest(
+        task="rg",
+        data_dir=data_dir,
+        profile=case.profile,
+        run_dir=run_dir,
+        base_model=str(model_dir),
+        overrides=bench_overrides(opts.steps, opts.warmup, opts.overrides),
+        probe=True,
+    )
     row: dict[str, Any] = {"profile": case.profile, "layers": case.layers, "run_dir": str(run_dir), "ok": False}
     started = time.monotonic()
     try:
@@ -273,11 +297,25 @@ def run_case(case: BenchCase, model_dir: Path, data_dir: Path, opts: BenchOption
             parameters_b=round(model["parameters"] / 1e9, 6) if model.get("parameters") else None,
             trainable_parameters=model.get("trainable_parameters"),
             device=(probe.get("device") or {}).get("name") or s.device,
-            **{k: getattr(s, k) for k in (
-                "measured_steps", "step_s", "token_slots_per_s", "trainable_tokens_per_s", "peak_gib",
-                "peak_reserved_gib", "after_load_gib", "parameter_gib", "attn_implementation",
-                "flash_attention_in_effect", "experts_quantized", "experts_unquantized", "linear_4bit_modules",
-                "warnings")},
+            **{
+                k: getattr(s, k)
+                for k in (
+                    "measured_steps",
+                    "step_s",
+                    "token_slots_per_s",
+                    "trainable_tokens_per_s",
+                    "peak_gib",
+                    "peak_reserved_gib",
+                    "after_load_gib",
+                    "parameter_gib",
+                    "attn_implementation",
+                    "flash_attention_in_effect",
+                    "experts_quantized",
+                    "experts_unquantized",
+                    "linear_4bit_modules",
+                    "warnings",
+                )
+            },
         )
         if row["ok"] and not s.measured_steps:
             row["ok"] = False
@@ -299,9 +337,15 @@ def run_bench(opts: BenchOptions, data_dir: Path, say: Callable[[str], None] = p
             say(f"training {opts.warmup}+{opts.steps} steps: profile {profile}, {layers} layer(s) ...")
             row = run_case(BenchCase(layers, profile), model_dir, data_dir, opts)
             rows.append(row)
-            say("  " + (f"peak {_num(row.get('peak_gib'), '.2f')} GiB, {_num(row.get('step_s'), '.2f')} s/step, "
-                        f"{_num(row.get('token_slots_per_s'), ',.0f')} token slots/s"
-                        if row["ok"] else f"FAILED: {row.get('error')}"))
+            say(
+                "  "
+                + (
+                    f"peak {_num(row.get('peak_gib'), '.2f')} GiB, {_num(row.get('step_s'), '.2f')} s/step, "
+                    f"{_num(row.get('token_slots_per_s'), ',.0f')} token slots/s"
+                    if row["ok"]
+                    else f"FAILED: {row.get('error')}"
+                )
+            )
         if not opts.keep_models:
             shutil.rmtree(model_dir, ignore_errors=True)
     return {"rows": rows, "fits": fits_for(rows)}

@@ -46,8 +46,10 @@ MERGED_NAME = "merged"
 MANIFEST_NAME = "mixft_merge.json"
 INDEX_NAME = "model.safetensors.index.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".ckpt")
-_TOKENIZER_FILES = re.compile(r"^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|chat_template\.(jinja|json)"
-                              r"|vocab\..*|merges\.txt|spiece\.model)$")
+_TOKENIZER_FILES = re.compile(
+    r"^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|chat_template\.(jinja|json)"
+    r"|vocab\..*|merges\.txt|spiece\.model)$"
+)
 _FLOAT_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _CHUNK = 64 << 20
 
@@ -77,8 +79,11 @@ def prequantized_4bit(base_dir: Path) -> bool:
     if not cfg_path.exists():
         return str(base_dir).lower().endswith(("-bnb-4bit", "-4bit"))
     qc = json.loads(cfg_path.read_text(encoding="utf-8")).get("quantization_config") or {}
-    return bool(qc.get("load_in_4bit") or qc.get("quant_method") in ("bitsandbytes_4bit",) or
-                (qc.get("quant_method") == "bitsandbytes" and not qc.get("load_in_8bit")))
+    return bool(
+        qc.get("load_in_4bit")
+        or qc.get("quant_method") in ("bitsandbytes_4bit",)
+        or (qc.get("quant_method") == "bitsandbytes" and not qc.get("load_in_8bit"))
+    )
 
 
 def resolve_base_dir(base_model: str) -> Path:
@@ -115,12 +120,14 @@ def check_adapter_config(adapter_dir: Path) -> dict[str, Any]:
     where = f"{adapter_dir / 'adapter_config.json'}"
     if cfg.get("peft_type", "LORA") != "LORA":
         raise UsageError(f"{where}: peft_type {cfg.get('peft_type')!r}; mixft merge folds LoRA adapters only")
-    for key, why in (("use_dora", "DoRA rescales the merged weight by a learned norm"),
-                     ("lora_bias", "the adapter trains biases the base does not have"),
-                     ("modules_to_save", "the adapter saves whole replacement modules, not LoRA deltas"),
-                     ("trainable_token_indices", "the adapter trains embedding rows, not LoRA deltas"),
-                     ("layer_replication", "the adapter duplicates layers"),
-                     ("fan_in_fan_out", "the base stores Conv1D-style transposed weights")):
+    for key, why in (
+        ("use_dora", "DoRA rescales the merged weight by a learned norm"),
+        ("lora_bias", "the adapter trains biases the base does not have"),
+        ("modules_to_save", "the adapter saves whole replacement modules, not LoRA deltas"),
+        ("trainable_token_indices", "the adapter trains embedding rows, not LoRA deltas"),
+        ("layer_replication", "the adapter duplicates layers"),
+        ("fan_in_fan_out", "the base stores Conv1D-style transposed weights"),
+    ):
         if cfg.get(key):
             raise UsageError(f"{where}: {key} is set ({why}); mixft merge folds plain LoRA deltas only")
     return cfg
@@ -166,14 +173,23 @@ def _lora_layers(base_dir: Path, adapter_dir: Path) -> list[Target]:
             path = path.removesuffix(".base_layer")
         scale = float(module.scaling["default"])
         if isinstance(module, ParamWrapper):
-            targets.append(Target(name, f"{path}.{module.parameter_name}", "experts" if module.num_experts > 1
-                                  else "linear", scale, num_experts=module.num_experts,
-                                  swapped=bool(module._did_swap_in_out_features)))
+            targets.append(
+                Target(
+                    name,
+                    f"{path}.{module.parameter_name}",
+                    "experts" if module.num_experts > 1 else "linear",
+                    scale,
+                    num_experts=module.num_experts,
+                    swapped=bool(module._did_swap_in_out_features),
+                )
+            )
         elif isinstance(module, LoraLinear):
             targets.append(Target(name, f"{path}.weight", "linear", scale))
         else:
-            raise UsageError(f"{adapter_dir}: LoRA on {path} ({type(module).__name__}); mixft merge folds LoRA on "
-                             "linear layers and fused expert parameters only")
+            raise UsageError(
+                f"{adapter_dir}: LoRA on {path} ({type(module).__name__}); mixft merge folds LoRA on "
+                "linear layers and fused expert parameters only"
+            )
     return targets
 
 
@@ -224,7 +240,8 @@ def map_to_disk(targets: list[Target], headers: dict[str, dict[str, Any]], model
             if model_type != "mixtral" or not experts or param not in ("gate_up_proj", "down_proj"):
                 raise UsageError(
                     f"LoRA on {t.runtime_name}: the checkpoint stores these experts in a layout mixft merge does not "
-                    "map (it maps fused tensors and Mixtral's per-expert w1/w3/w2)")
+                    "map (it maps fused tensors and Mixtral's per-expert w1/w3/w2)"
+                )
             t.slices = {}
             for e in range(t.num_experts):
                 if param == "down_proj":
@@ -234,7 +251,9 @@ def map_to_disk(targets: list[Target], headers: dict[str, dict[str, Any]], model
                     t.slices[experts[(e, "w1")]] = (e, 0, rows)
                     t.slices[experts[(e, "w3")]] = (e, rows, 2 * rows)
         else:
-            raise UsageError(f"LoRA on {t.runtime_name}: no such tensor in the base checkpoint; is this the adapter's base?")
+            raise UsageError(
+                f"LoRA on {t.runtime_name}: no such tensor in the base checkpoint; is this the adapter's base?"
+            )
 
 
 def delta_part(target: Target, lora_a, lora_b, where: tuple[int, int, int] | None):
@@ -290,8 +309,7 @@ def read_header(path: Path) -> tuple[bytes, dict[str, Any]]:
     return prefix + raw, header
 
 
-def _merge_shard(src: Path, dst: Path, header_bytes: bytes, header: dict[str, Any],
-                 updates: dict[str, Any]) -> str:
+def _merge_shard(src: Path, dst: Path, header_bytes: bytes, header: dict[str, Any], updates: dict[str, Any]) -> str:
     """Copy ``src`` to ``dst``, replacing the bytes of each tensor in ``updates`` (name -> callable
     returning the merged tensor); return the SHA-256 of what was written."""
     sha = hashlib.sha256(header_bytes)
@@ -349,10 +367,12 @@ def _merged_bytes(info: dict[str, Any], parts: list[tuple[Target, Any, Any, Any]
 def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_model: str | None = None) -> MergeResult:
     """Write base + LoRA delta to ``out`` (default ``RUN_DIR/merged``) atomically; see the module docstring."""
     try:
+        import safetensors  # noqa: F401
         import torch  # noqa: F401
-        from safetensors import safe_open
     except ImportError as e:
-        raise MissingDependencyError("mixft merge needs torch, transformers, peft: pip install 'mixtral-ft[train]'") from e
+        raise MissingDependencyError(
+            "mixft merge needs torch, transformers, peft: pip install 'mixtral-ft[train]'"
+        ) from e
     from mixtral_ft.util.atomic import check_output_dir, guard_destination
     from mixtral_ft.util.lock import output_lock
 
@@ -375,7 +395,8 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
     if prequantized_4bit(base_dir):
         raise PreflightError(
             f"base model {base_name} is stored in 4-bit; merging into it would round the merged weights to 4-bit. "
-            "Merge against the full-precision base: --base-model DIR")
+            "Merge against the full-precision base: --base-model DIR"
+        )
     guard_destination(out, [paths.root, base_dir])  # never the run or the base model
     # The run directory's lock: no `train` may write the adapter while it is read. `staged_dir` takes out's.
     with output_lock(paths.root, "run directory"):
@@ -390,12 +411,22 @@ def _check_finished(paths: RunPaths) -> None:
 
     status = run_status(paths.root)
     if status.state is not RunState.FINISHED:
-        raise UsageError(f"{paths.root}: {status.describe()}; its adapter is not the finished one. Finish the run "
-                         f"first (`mixft train … --run-dir {paths.root} --resume`), then merge")
+        raise UsageError(
+            f"{paths.root}: {status.describe()}; its adapter is not the finished one. Finish the run "
+            f"first (`mixft train … --run-dir {paths.root} --resume`), then merge"
+        )
 
 
-def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_dir: Path, adapter_dir: Path,
-                  weights: Path, started: float) -> MergeResult:
+def _merge_locked(
+    paths: RunPaths,
+    out: Path,
+    force: bool,
+    base_name: str,
+    base_dir: Path,
+    adapter_dir: Path,
+    weights: Path,
+    started: float,
+) -> MergeResult:
     """``merge``'s work while it holds the run directory's lock."""
     from safetensors import safe_open
 
@@ -415,8 +446,9 @@ def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
     if free < need + (1 << 30):
-        raise PreflightError(f"{out.parent}: {free / 2**30:.1f} GiB free; the merged model needs "
-                             f"{need / 2**30:.1f} GiB (+1 GiB margin)")
+        raise PreflightError(
+            f"{out.parent}: {free / 2**30:.1f} GiB free; the merged model needs {need / 2**30:.1f} GiB (+1 GiB margin)"
+        )
 
     model_type = json.loads((base_dir / "config.json").read_text(encoding="utf-8")).get("model_type", "")
     targets = _lora_layers(base_dir, adapter_dir)
@@ -426,8 +458,10 @@ def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_
     wanted = {f"{t.adapter_key}.lora_{ab}.weight" for t in targets for ab in "AB"}
     if set(lora) - wanted:
         extra = sorted(set(lora) - wanted)
-        raise UsageError(f"{weights}: {len(extra)} tensor(s) match no LoRA layer of the base (first: {extra[0]}); "
-                         "is this the adapter's base model?")
+        raise UsageError(
+            f"{weights}: {len(extra)} tensor(s) match no LoRA layer of the base (first: {extra[0]}); "
+            "is this the adapter's base model?"
+        )
     if wanted - set(lora):
         raise UsageError(f"{weights}: missing {min(wanted - set(lora))}")
     per_tensor: dict[str, list] = {}
@@ -436,11 +470,15 @@ def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_
         for disk_name, where in t.slices.items():
             info = headers[disk_name]
             if info["dtype"] not in _FLOAT_DTYPES:
-                raise UsageError(f"{disk_name}: stored as {info['dtype']}; mixft merge adds deltas to float tensors only")
+                raise UsageError(
+                    f"{disk_name}: stored as {info['dtype']}; mixft merge adds deltas to float tensors only"
+                )
             shape = _part_shape(t, list(lora_a.shape), list(lora_b.shape), where)
             if shape != list(info["shape"]):
-                raise UsageError(f"LoRA on {t.runtime_name}: its delta {shape} does not fit {disk_name} {info['shape']}; "
-                                 "is this the adapter's base model?")
+                raise UsageError(
+                    f"LoRA on {t.runtime_name}: its delta {shape} does not fit {disk_name} {info['shape']}; "
+                    "is this the adapter's base model?"
+                )
             per_tensor.setdefault(disk_name, []).append((t, lora_a, lora_b, where))
 
     try:
@@ -450,8 +488,14 @@ def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_
                 raw, header = raw_headers[shard]
                 updates = {name: _merged_bytes(header[name], per_tensor[name]) for name in header if name in per_tensor}
                 sha = _merge_shard(base_dir / shard, stage / shard, raw, header, updates)
-                shard_records.append({"file": shard, "sha256": sha, "bytes": (stage / shard).stat().st_size,
-                                      "merged_tensors": len(updates)})
+                shard_records.append(
+                    {
+                        "file": shard,
+                        "sha256": sha,
+                        "bytes": (stage / shard).stat().st_size,
+                        "merged_tensors": len(updates),
+                    }
+                )
             if index is not None:
                 shutil.copyfile(index, stage / INDEX_NAME)  # same names, shapes and dtypes: the same index
             _copy_side_files(base_dir, adapter_dir, stage)
@@ -462,28 +506,47 @@ def _merge_locked(paths: RunPaths, out: Path, force: bool, base_name: str, base_
                 kind="merge",
                 settings={
                     "method": "streaming safetensors merge: W' = to_stored_dtype(float32(W) + scale * B @ A); "
-                              "untargeted tensors copied byte for byte; nothing quantized",
+                    "untargeted tensors copied byte for byte; nothing quantized",
                     "run_dir": str(paths.root.resolve()),
                     "base_model": base_name,
                     "base_dir": str(base_dir.resolve()),
                     "adapter": str(adapter_dir.resolve()),
-                    "lora": {"r": adapter_cfg.get("r"), "lora_alpha": adapter_cfg.get("lora_alpha"),
-                             "use_rslora": bool(adapter_cfg.get("use_rslora")),
-                             "target_modules": adapter_cfg.get("target_modules"),
-                             "target_parameters": adapter_cfg.get("target_parameters")},
+                    "lora": {
+                        "r": adapter_cfg.get("r"),
+                        "lora_alpha": adapter_cfg.get("lora_alpha"),
+                        "use_rslora": bool(adapter_cfg.get("use_rslora")),
+                        "target_modules": adapter_cfg.get("target_modules"),
+                        "target_parameters": adapter_cfg.get("target_parameters"),
+                    },
                 },
                 inputs=[file_entry(weights.resolve(), role="adapter")]
-                + [file_entry((base_dir / name).resolve(), role="base config")
-                   for name in ("config.json", INDEX_NAME) if (base_dir / name).exists()],
-                outputs={r["file"]: {"path": r["file"], "sha256": r["sha256"], "bytes": r["bytes"],
-                                     "merged_tensors": r["merged_tensors"]} for r in shard_records},
-                summary={"lora_layers": len(targets), "merged_tensors": len(per_tensor), "total_tensors": len(headers),
-                         "stored_dtypes": dtypes, "wall_s": round(time.monotonic() - started, 1)},
+                + [
+                    file_entry((base_dir / name).resolve(), role="base config")
+                    for name in ("config.json", INDEX_NAME)
+                    if (base_dir / name).exists()
+                ],
+                outputs={
+                    r["file"]: {
+                        "path": r["file"],
+                        "sha256": r["sha256"],
+                        "bytes": r["bytes"],
+                        "merged_tensors": r["merged_tensors"],
+                    }
+                    for r in shard_records
+                },
+                summary={
+                    "lora_layers": len(targets),
+                    "merged_tensors": len(per_tensor),
+                    "total_tensors": len(headers),
+                    "stored_dtypes": dtypes,
+                    "wall_s": round(time.monotonic() - started, 1),
+                },
             ).write(stage / MANIFEST_NAME)
     except OSError as e:
         raise MixftError(f"{out}: writing the merged model failed, nothing was written: {e}") from None
-    return MergeResult(merged_dir=out, wall_s=time.monotonic() - started, merged_tensors=len(per_tensor),
-                       total_tensors=len(headers))
+    return MergeResult(
+        merged_dir=out, wall_s=time.monotonic() - started, merged_tensors=len(per_tensor), total_tensors=len(headers)
+    )
 
 
 def _copy_side_files(base_dir: Path, adapter_dir: Path, stage: Path) -> None:
@@ -491,8 +554,12 @@ def _copy_side_files(base_dir: Path, adapter_dir: Path, stage: Path) -> None:
     files); then the tokenizer Axolotl saved beside the adapter, which is what the hf backend
     uses for an adapter (models/loading.py)."""
     for src in sorted(base_dir.iterdir()):
-        if (src.is_file() and not src.name.startswith(".") and not src.name.endswith(_WEIGHT_SUFFIXES)
-                and src.name not in (INDEX_NAME, MANIFEST_NAME)):
+        if (
+            src.is_file()
+            and not src.name.startswith(".")
+            and not src.name.endswith(_WEIGHT_SUFFIXES)
+            and src.name not in (INDEX_NAME, MANIFEST_NAME)
+        ):
             shutil.copyfile(src, stage / src.name)
     if (adapter_dir / "tokenizer_config.json").exists():
         for src in sorted(adapter_dir.iterdir()):

@@ -12,7 +12,7 @@ REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "co
 
 # What to install when a config needs a package that is missing (docs/training.md).
 DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: deepspeed>=0.18.6,<0.19)"
-FLASH_ATTN_INSTALL = "pip install flash-attn==2.8.3 --no-build-isolation (docs/training.md, \"Flash attention\")"
+FLASH_ATTN_INSTALL = 'pip install flash-attn==2.8.3 --no-build-isolation (docs/training.md, "Flash attention")'
 # attn_implementation values served by the flash-attn package (transformers' flash_attention_2 path).
 FLASH_ATTN_IMPLS = ("flash_attention_2",)
 
@@ -41,7 +41,9 @@ def check_data(task: str, data_dir: Path, max_problems: int = 20) -> dict[str, i
     for split in ("train", "test"):
         path = data_dir / f"{split}.jsonl"
         if not path.exists():
-            raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl and test.jsonl")
+            raise UsageError(
+                f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl and test.jsonl"
+            )
         n = 0
         for n, row in enumerate(read_jsonl(path), 1):
             for name in REQUIRED_FIELDS[task]:
@@ -80,7 +82,9 @@ def check_disk(run_dir: Path, profile: str) -> None:
     free = shutil.disk_usage(probe).free / 2**30
     need = MIN_FREE_DISK_GIB.get(profile, DEFAULT_MIN_FREE_DISK_GIB)
     if free < need:
-        raise PreflightError(f"{probe}: {free:.1f} GiB free, checkpoints need about {need:.0f} GiB; free space or use --run-dir elsewhere")
+        raise PreflightError(
+            f"{probe}: {free:.1f} GiB free, checkpoints need about {need:.0f} GiB; free space or use --run-dir elsewhere"
+        )
 
 
 def check_run_dir(run_dir: Path, resume: bool, machine_rank: int = 0) -> None:
@@ -113,8 +117,10 @@ def check_deepspeed(values: dict) -> None:
         return
     why = _import_error("deepspeed")
     if why:
-        raise MissingDependencyError(f"the config uses DeepSpeed (deepspeed: {values['deepspeed']}) but "
-                                     f"`import deepspeed` failed ({why}); install it: {DEEPSPEED_INSTALL}")
+        raise MissingDependencyError(
+            f"the config uses DeepSpeed (deepspeed: {values['deepspeed']}) but "
+            f"`import deepspeed` failed ({why}); install it: {DEEPSPEED_INSTALL}"
+        )
 
 
 def requested_attention(values: dict) -> str | None:
@@ -137,6 +143,8 @@ def check_flash_attn(values: dict) -> None:
         return
     why = _import_error("flash_attn")
     if why:
-        raise MissingDependencyError(f"attn_implementation: {attn} needs flash-attn, but `import flash_attn` "
-                                     f"failed ({why}); install it: {FLASH_ATTN_INSTALL}, or run with "
-                                     "--set attn_implementation=sdpa")
+        raise MissingDependencyError(
+            f"attn_implementation: {attn} needs flash-attn, but `import flash_attn` "
+            f"failed ({why}); install it: {FLASH_ATTN_INSTALL}, or run with "
+            "--set attn_implementation=sdpa"
+        )

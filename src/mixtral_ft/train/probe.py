@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 
 from mixtral_ft.train.probe_report import PROBE_FILE
 from mixtral_ft.util.atomic import atomic_write_text
+
 SCHEMA = "mixft-probe/v1"
 
 LOG = logging.getLogger(__name__)
@@ -109,9 +110,14 @@ def describe_model(model) -> dict[str, Any]:
             for pname in plist.keys():
                 parametrized_experts.append(f"{mod_name}.{pname}")
                 expert_storage[pname] = str(getattr(plist[pname], "original", torch.empty(0)).dtype)
-    unquantized_3d = [n for n, p in model.named_parameters()
-                      if p.ndim >= 3 and "expert" in n.lower() and "parametrizations" not in n
-                      and p.dtype in (torch.bfloat16, torch.float16, torch.float32)]
+    unquantized_3d = [
+        n
+        for n, p in model.named_parameters()
+        if p.ndim >= 3
+        and "expert" in n.lower()
+        and "parametrizations" not in n
+        and p.dtype in (torch.bfloat16, torch.float16, torch.float32)
+    ]
     return {
         "attn_implementation": getattr(config, "_attn_implementation", None),
         "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
@@ -135,14 +141,24 @@ class Probe:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data: dict[str, Any] = {"schema": SCHEMA, "created_at": time.time(), "model": None,
-                                     "memory_after_load": None, "steps": [], "finished": False,
-                                     "errors": []}
+        self.data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "created_at": time.time(),
+            "model": None,
+            "memory_after_load": None,
+            "steps": [],
+            "finished": False,
+            "errors": [],
+        }
         cuda = _cuda()
         if cuda is not None:
             props = cuda.get_device_properties(0)
-            self.data["device"] = {"type": "cuda", "name": props.name, "total_gib": round(props.total_memory / GIB, 2),
-                                   "count": cuda.device_count()}
+            self.data["device"] = {
+                "type": "cuda",
+                "name": props.name,
+                "total_gib": round(props.total_memory / GIB, 2),
+                "count": cuda.device_count(),
+            }
         else:
             self.data["device"] = {"type": "cpu", "name": None, "total_gib": None, "count": os.cpu_count()}
 
@@ -183,21 +199,34 @@ class ProbeCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         def record():
             self._sync()
-            self.probe.data["train_begin"] = {"t": time.perf_counter(), "step": state.global_step,
-                                              "tokens": _token_counts(state), "memory": memory_now()}
+            self.probe.data["train_begin"] = {
+                "t": time.perf_counter(),
+                "step": state.global_step,
+                "tokens": _token_counts(state),
+                "memory": memory_now(),
+            }
+
         self.probe.guard("train begin", record)
 
     def on_step_end(self, args, state, control, **kwargs):
         def record():
             self._sync()
-            self.probe.data["steps"].append({"step": state.global_step, "t": time.perf_counter(),
-                                             "tokens": _token_counts(state), "memory": memory_now()})
+            self.probe.data["steps"].append(
+                {
+                    "step": state.global_step,
+                    "t": time.perf_counter(),
+                    "tokens": _token_counts(state),
+                    "memory": memory_now(),
+                }
+            )
+
         self.probe.guard("step", record)
 
     def on_train_end(self, args, state, control, **kwargs):
         def record():
             self.probe.data["finished"] = True
             self.probe.data["memory_at_end"] = memory_now()
+
         self.probe.guard("train end", record)
 
 
@@ -205,9 +234,21 @@ class ProbeCallback(TrainerCallback):
 # rewrites the deprecated flash_attention/sdp_attention flags to attn_implementation and drops them
 # (utils/schemas/config.py, normalize_attn_implementation), so only attn_implementation is read.
 PROBE_CONFIG_KEYS = (
-    "base_model", "adapter", "load_in_4bit", "quantize_moe_experts", "attn_implementation",
-    "gradient_checkpointing", "gradient_checkpointing_kwargs", "sequence_len", "sample_packing",
-    "pad_to_sequence_len", "micro_batch_size", "gradient_accumulation_steps", "bf16", "fp16", "optimizer",
+    "base_model",
+    "adapter",
+    "load_in_4bit",
+    "quantize_moe_experts",
+    "attn_implementation",
+    "gradient_checkpointing",
+    "gradient_checkpointing_kwargs",
+    "sequence_len",
+    "sample_packing",
+    "pad_to_sequence_len",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "bf16",
+    "fp16",
+    "optimizer",
     "deepspeed",
 )
 
@@ -238,6 +279,7 @@ class ProbePlugin(BasePlugin):
         def record():
             probe.data["model"] = describe_model(model)
             probe.data["memory_after_load"] = memory_now()
+
         probe.guard("model inspection", record)
 
     def add_callbacks_post_trainer(self, cfg, trainer):

@@ -123,13 +123,17 @@ def check(probe: dict[str, Any], s: ProbeSummary) -> list[str]:
         return out
     if cfg.get("quantize_moe_experts"):
         if s.experts_quantized == 0:
-            out.append("quantize_moe_experts is set but no expert tensor was quantized; "
-                       "the experts stay in 16-bit (Mixtral-8x7B: ~87 GiB)")
+            out.append(
+                "quantize_moe_experts is set but no expert tensor was quantized; "
+                "the experts stay in 16-bit (Mixtral-8x7B: ~87 GiB)"
+            )
         elif s.experts_unquantized:
             out.append(f"quantize_moe_experts: {s.experts_unquantized} expert tensor(s) remain unquantized")
     elif s.experts_unquantized and cfg.get("load_in_4bit"):
-        out.append(f"load_in_4bit without quantize_moe_experts: {s.experts_unquantized} fused expert "
-                   "tensor(s) stay in 16-bit (transformers v5 experts are not nn.Linear)")
+        out.append(
+            f"load_in_4bit without quantize_moe_experts: {s.experts_unquantized} fused expert "
+            "tensor(s) stay in 16-bit (transformers v5 experts are not nn.Linear)"
+        )
     asked = asked_attention(cfg)
     if asked and is_flash_attention(asked) and not s.flash_attention_in_effect:
         out.append(f"attn_implementation {asked} was asked for but the model runs '{s.attn_implementation}' attention")
@@ -148,16 +152,23 @@ def format_lines(s: ProbeSummary) -> list[str]:
     rate = lambda v: "n/a" if v is None else f"{v:,.0f}"  # noqa: E731
     pct = lambda v: "n/a" if v is None else f"{v:+.1%}"  # noqa: E731
     what = "GPU peak allocated" if s.device == "cuda" else "peak RSS"
-    lines = [f"memory: {what} {gib(s.peak_gib)}"
-             + (f" (reserved {gib(s.peak_reserved_gib)})" if s.peak_reserved_gib else "")
-             + f"; after loading {gib(s.after_load_gib)}",
-             *([f"memory planned: peak allocated {gib(s.planned['planned_allocated_gib'])} (error "
+    lines = [
+        f"memory: {what} {gib(s.peak_gib)}"
+        + (f" (reserved {gib(s.peak_reserved_gib)})" if s.peak_reserved_gib else "")
+        + f"; after loading {gib(s.after_load_gib)}",
+        *(
+            [
+                f"memory planned: peak allocated {gib(s.planned['planned_allocated_gib'])} (error "
                 f"{pct(s.planned['error_allocated'])}), with allocator reserve {gib(s.planned['planned_reserved_gib'])} "
-                f"(vs reserved: {pct(s.planned['error_reserved'])})"] if s.planned else []),
-             f"throughput: {rate(s.token_slots_per_s)} token slots/s, {rate(s.trainable_tokens_per_s)} trained "
-             f"tokens/s over {s.measured_steps} step(s)"
-             + (f", {s.step_s:.2f} s/step" if s.step_s is not None else ""),
-             f"attention: {s.attn_implementation}; experts: {s.experts_quantized} tensor(s) quantized, "
-             f"{s.experts_unquantized} in 16/32-bit; 4-bit linears: {s.linear_4bit_modules}"]
+                f"(vs reserved: {pct(s.planned['error_reserved'])})"
+            ]
+            if s.planned
+            else []
+        ),
+        f"throughput: {rate(s.token_slots_per_s)} token slots/s, {rate(s.trainable_tokens_per_s)} trained "
+        f"tokens/s over {s.measured_steps} step(s)" + (f", {s.step_s:.2f} s/step" if s.step_s is not None else ""),
+        f"attention: {s.attn_implementation}; experts: {s.experts_quantized} tensor(s) quantized, "
+        f"{s.experts_unquantized} in 16/32-bit; 4-bit linears: {s.linear_4bit_modules}",
+    ]
     lines += [f"warning: {w}" for w in s.warnings]
     return lines

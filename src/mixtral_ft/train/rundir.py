@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def adapter_written(output_dir: Path) -> bool:
     return any(Path(output_dir).glob("adapter_model.*"))
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     NEW = "new"
     INTERRUPTED = "interrupted"  # started, no checkpoint saved yet
     RESUMABLE = "resumable"
@@ -153,8 +153,11 @@ class RunStatus:
             name = self.checkpoint.name if self.checkpoint else "?"
             return f"has {name} (step {self.step} of {self.max_steps}; {last})"
         if self.state is RunState.FINISHED:
-            return (f"finished (step {self.step} of {self.max_steps}"
-                    + (f"; adapter in {self.run_dir / OUTPUT_NAME}" if self.adapter else "") + ")")
+            return (
+                f"finished (step {self.step} of {self.max_steps}"
+                + (f"; adapter in {self.run_dir / OUTPUT_NAME}" if self.adapter else "")
+                + ")"
+            )
         if self.state is RunState.FOREIGN:
             return "is not empty and is not a mixft run directory (no axolotl.yml or manifest.json)"
         return "holds no run"
@@ -170,8 +173,11 @@ def _state_numbers(checkpoint: Path | None) -> tuple[int | None, int | None, flo
     if not isinstance(state, dict):
         return None, None, None
     step, max_steps, epoch = state.get("global_step"), state.get("max_steps"), state.get("epoch")
-    return (step if isinstance(step, int) else None, max_steps if isinstance(max_steps, int) else None,
-            float(epoch) if isinstance(epoch, (int, float)) else None)
+    return (
+        step if isinstance(step, int) else None,
+        max_steps if isinstance(max_steps, int) else None,
+        float(epoch) if isinstance(epoch, (int, float)) else None,
+    )
 
 
 def run_status(run_dir: Path) -> RunStatus:
@@ -201,8 +207,9 @@ def run_status(run_dir: Path) -> RunStatus:
     if outcome is None and last and last.get("exit_status") is not None:
         code = last["exit_status"]
         outcome = "ended with exit status 0" if code == 0 else f"failed (exit status {code})"
-    return RunStatus(state, root, checkpoint, step, max_steps, epoch, adapter, len(attempts), outcome,
-                     last.get("exit_status"))
+    return RunStatus(
+        state, root, checkpoint, step, max_steps, epoch, adapter, len(attempts), outcome, last.get("exit_status")
+    )
 
 
 @dataclass
@@ -327,7 +334,8 @@ def start_decision(run_dir: Path, resume: bool, machine_rank: int = 0) -> StartD
             raise UsageError(
                 f"{run_dir / OUTPUT_NAME}: no checkpoint here for machine rank {machine_rank}: a multi-node --resume "
                 "needs the run directory on a filesystem every machine shares (rank 0 saves the checkpoints), or "
-                "--set save_on_each_node=true so that every machine saves its own; see docs/training.md")
+                "--set save_on_each_node=true so that every machine saves its own; see docs/training.md"
+            )
         return StartDecision("continue", resume_from=checkpoint)
     status = run_status(run_dir)
     state = status.state
@@ -336,11 +344,12 @@ def start_decision(run_dir: Path, resume: bool, machine_rank: int = 0) -> StartD
     if not resume:
         if state is RunState.NEW:
             return StartDecision("start", status)
-        way = {RunState.INTERRUPTED: "use --resume to restart it from step 0",
-               RunState.RESUMABLE: "use --resume to continue it",
-               RunState.FINISHED: "use --resume with a higher max_steps or num_epochs to extend it"}[state]
-        raise UsageError(f"{run_dir}: run directory exists and {status.describe()}; {way}, or choose another "
-                         "--run-dir")
+        way = {
+            RunState.INTERRUPTED: "use --resume to restart it from step 0",
+            RunState.RESUMABLE: "use --resume to continue it",
+            RunState.FINISHED: "use --resume with a higher max_steps or num_epochs to extend it",
+        }[state]
+        raise UsageError(f"{run_dir}: run directory exists and {status.describe()}; {way}, or choose another --run-dir")
     if state is RunState.NEW:
         raise UsageError(f"{run_dir}: no run to resume (no axolotl.yml); drop --resume to start a new run")
     if state is RunState.INTERRUPTED:

@@ -50,8 +50,14 @@ def guarded_command(cmd: list[str]) -> list[str]:
     return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
 
 
-def run_streaming(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
-                  cwd: Path | None = None, echo: bool = True, grace_s: float = 60.0) -> int:
+def run_streaming(
+    cmd: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    echo: bool = True,
+    grace_s: float = 60.0,
+) -> int:
     """Run ``cmd``; copy its output to ``log_path`` (appended) and to stderr; return its exit status.
 
     An interruption (``KeyboardInterrupt``, ``util.interrupt.Interrupted``) or any other error
@@ -64,13 +70,24 @@ def run_streaming(cmd: list[str], log_path: Path, env: dict[str, str] | None = N
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
-        proc = subprocess.Popen(guarded_command(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            guarded_command(cmd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
         try:
             _pump(proc, log, echo)
         except BaseException as e:
-            sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT if isinstance(e, KeyboardInterrupt) \
+            sig = (
+                e.signum
+                if isinstance(e, Interrupted)
+                else signal.SIGINT
+                if isinstance(e, KeyboardInterrupt)
                 else signal.SIGTERM
+            )
             if sig == signal.SIGHUP:
                 sig = signal.SIGTERM
             try:

@@ -67,14 +67,18 @@ def case_from_config(task: str, profile: str, values: dict[str, Any]) -> StepCas
     """The step settings of a rendered config (``render(...).values``)."""
     gc_on = bool(values.get("gradient_checkpointing"))
     return StepCase(
-        task=task, profile=profile,
-        micro_batch_size=int(values["micro_batch_size"]), sequence_len=int(values["sequence_len"]),
-        lora_r=int(values["lora_r"]), lora_alpha=int(values["lora_alpha"]),
+        task=task,
+        profile=profile,
+        micro_batch_size=int(values["micro_batch_size"]),
+        sequence_len=int(values["sequence_len"]),
+        lora_r=int(values["lora_r"]),
+        lora_alpha=int(values["lora_alpha"]),
         lora_dropout=float(values.get("lora_dropout") or 0.0),
         lora_target_modules=tuple(values["lora_target_modules"]),
         gradient_checkpointing=gc_on,
-        gradient_checkpointing_kwargs=dict(values.get("gradient_checkpointing_kwargs")
-                                           or (AXOLOTL_DEFAULT_CHECKPOINTING if gc_on else {})),
+        gradient_checkpointing_kwargs=dict(
+            values.get("gradient_checkpointing_kwargs") or (AXOLOTL_DEFAULT_CHECKPOINTING if gc_on else {})
+        ),
         optimizer=str(values.get("optimizer") or "adamw_torch"),
         learning_rate=float(values.get("learning_rate") or 2e-4),
         output_router_logits=bool((values.get("model_config") or {}).get("output_router_logits")),
@@ -112,8 +116,12 @@ def load_4bit_model(model_dir: str | Path, device: str, attn_implementation: str
     spec = FourBitSpec(compute_dtype=compute_dtype)
     with quantize_experts_on_load(spec) as counter:
         model = AutoModelForCausalLM.from_pretrained(
-            model_dir, quantization_config=spec.bnb_config(), device_map={"": device},
-            dtype=getattr(torch, compute_dtype), attn_implementation=attn_implementation)
+            model_dir,
+            quantization_config=spec.bnb_config(),
+            device_map={"": device},
+            dtype=getattr(torch, compute_dtype),
+            attn_implementation=attn_implementation,
+        )
     for name, module in model.named_modules():
         if name.endswith(".gate"):  # Axolotl upcasts the router (loaders/model.py, _convert_embedding_modules_dtype)
             module.to(torch.float32)
@@ -126,8 +134,13 @@ def add_lora(model, case: StepCase):
     if case.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs)
     model.config.output_router_logits = case.output_router_logits
-    config = LoraConfig(r=case.lora_r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout,
-                        target_modules=list(case.lora_target_modules), task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=case.lora_r,
+        lora_alpha=case.lora_alpha,
+        lora_dropout=case.lora_dropout,
+        target_modules=list(case.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
@@ -185,16 +198,23 @@ def measure_case(model, case: StepCase, device: str, steps: int, warmup: int, se
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
         step_s = sum(times) / len(times) if times else None
-        row: dict[str, Any] = {"ok": True, "loss": loss, "step_s": step_s,
-                               "token_slots_per_s": case.tokens_per_micro_batch / step_s if step_s else None}
+        row: dict[str, Any] = {
+            "ok": True,
+            "loss": loss,
+            "step_s": step_s,
+            "token_slots_per_s": case.tokens_per_micro_batch / step_s if step_s else None,
+        }
     except torch.OutOfMemoryError as exc:
         row = {"ok": False, "error": f"CUDA out of memory: {str(exc).splitlines()[0][:160]}"}
     finally:
         del optimizer
         gc.collect()
     if cuda:
-        row.update(before_step_gib=base, peak_gib=torch.cuda.max_memory_allocated() / GIB,
-                   peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB)
+        row.update(
+            before_step_gib=base,
+            peak_gib=torch.cuda.max_memory_allocated() / GIB,
+            peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB,
+        )
         torch.cuda.empty_cache()
     else:
         row.update(before_step_gib=None, peak_gib=_rss_peak_gib(), peak_reserved_gib=None)
@@ -228,8 +248,9 @@ def run_stepbench(opts: StepBenchOptions, say=print) -> dict[str, Any]:
         model_dir = opts.out / "models" / f"{opts.width}-L{layers}"
         if not (model_dir / "config.json").exists():
             say(f"building a {opts.width}-width Mixtral with {layers} layer(s) ...")
-            build_model_in_subprocess(model_dir, opts.width, layers, None,
-                                      "cuda" if opts.device.startswith("cuda") else None)
+            build_model_in_subprocess(
+                model_dir, opts.width, layers, None, "cuda" if opts.device.startswith("cuda") else None
+            )
         t0 = time.perf_counter()
         model, quantized = load_4bit_model(model_dir, opts.device, attn)
         load_s = time.perf_counter() - t0
@@ -238,18 +259,34 @@ def run_stepbench(opts: StepBenchOptions, say=print) -> dict[str, Any]:
         for case in opts.cases:
             peft_model = add_lora(model, case)
             say(f"  {case.name}: {case.micro_batch_size} x {case.sequence_len} tokens, {layers} layer(s) ...")
-            row = {"case": case.name, "profile": case.name, "task": case.task, "layers": layers,
-                   "micro_batch_size": case.micro_batch_size, "sequence_len": case.sequence_len,
-                   "tokens_per_micro_batch": case.tokens_per_micro_batch, "attn_implementation": attn,
-                   "gradient_checkpointing_kwargs": case.gradient_checkpointing_kwargs, "optimizer": case.optimizer,
-                   "after_load_gib": after_load, "load_s": round(load_s, 2), "quantization": record,
-                   "experts_quantized": record["expert_tensors_4bit"],
-                   "experts_unquantized": record["expert_tensors"] - record["expert_tensors_4bit"],
-                   "experts_quantized_on_load": len(quantized)}
+            row = {
+                "case": case.name,
+                "profile": case.name,
+                "task": case.task,
+                "layers": layers,
+                "micro_batch_size": case.micro_batch_size,
+                "sequence_len": case.sequence_len,
+                "tokens_per_micro_batch": case.tokens_per_micro_batch,
+                "attn_implementation": attn,
+                "gradient_checkpointing_kwargs": case.gradient_checkpointing_kwargs,
+                "optimizer": case.optimizer,
+                "after_load_gib": after_load,
+                "load_s": round(load_s, 2),
+                "quantization": record,
+                "experts_quantized": record["expert_tensors_4bit"],
+                "experts_unquantized": record["expert_tensors"] - record["expert_tensors_4bit"],
+                "experts_quantized_on_load": len(quantized),
+            }
             row.update(measure_case(peft_model, case, opts.device, opts.steps, opts.warmup))
             rows.append(row)
-            say("    " + (f"peak {row['peak_gib']:.2f} GiB, {row['step_s']:.2f} s/step" if row["ok"]
-                          else f"FAILED: {row['error']}"))
+            say(
+                "    "
+                + (
+                    f"peak {row['peak_gib']:.2f} GiB, {row['step_s']:.2f} s/step"
+                    if row["ok"]
+                    else f"FAILED: {row['error']}"
+                )
+            )
             model = peft_model.unload()  # the base model back, without this case's LoRA layers
             del peft_model
             gc.collect()
@@ -259,6 +296,4 @@ def run_stepbench(opts: StepBenchOptions, say=print) -> dict[str, Any]:
             torch.cuda.empty_cache()
         if not opts.keep_models:
             shutil.rmtree(model_dir, ignore_errors=True)
-    return {"rows": rows, "fits": fits_for(rows), "attn_implementation": attn,
-            "cases": [asdict(c) for c in opts.cases]}
-
+    return {"rows": rows, "fits": fits_for(rows), "attn_implementation": attn, "cases": [asdict(c) for c in opts.cases]}

@@ -78,8 +78,9 @@ def cpu_twin_config(values: dict[str, Any]) -> tuple[dict[str, Any], tuple[Swap,
         if values.get("flash_attention"):
             swap("flash_attention", None, "deprecated spelling of flash_attention_2 (Axolotl rewrites it)")
         swap("attn_implementation", TWIN_ATTENTION, "flash-attn is CUDA-only; transformers refuses to build without it")
-    if values.get("device_map") not in ("cpu", {"": "cpu"}) and (values.get("quantize_moe_experts")
-                                                               or values.get("load_in_4bit")):
+    if values.get("device_map") not in ("cpu", {"": "cpu"}) and (
+        values.get("quantize_moe_experts") or values.get("load_in_4bit")
+    ):
         swap("device_map", "cpu", "Axolotl places a quantized model on CUDA device LOCAL_RANK")
     for key in LORA_KERNEL_KEYS:
         if values.get(key):
@@ -163,11 +164,21 @@ def load_twin(gpu_values: dict[str, Any], workdir: Path) -> TwinLoad:
 
         cfg = load_cfg(str(path))
         tokenizer = load_tokenizer(cfg)
-        spec = FourBitSpec(quant_type=cfg.bnb_4bit_quant_type or "nf4",
-                           double_quant=cfg.bnb_4bit_use_double_quant is not False)
+        spec = FourBitSpec(
+            quant_type=cfg.bnb_4bit_quant_type or "nf4", double_quant=cfg.bnb_4bit_use_double_quant is not False
+        )
         quantize = quantize_experts_on_load(spec) if cfg.quantize_moe_experts else contextlib.nullcontext(None)
-        with quantize as counter, mock.patch.object(moe_quant, "get_moe_quantized_count",
-                                                    lambda: counter.count if counter else 0):
+        with (
+            quantize as counter,
+            mock.patch.object(moe_quant, "get_moe_quantized_count", lambda: counter.count if counter else 0),
+        ):
             model, _ = ModelLoader(cfg, tokenizer).load()
-    return TwinLoad(gpu_values=gpu_values, twin_values=twin_values, swaps=swaps, cfg=cfg, model=model,
-                    tokenizer=tokenizer, experts_quantized_on_load=list(counter.quantized) if counter else [])
+    return TwinLoad(
+        gpu_values=gpu_values,
+        twin_values=twin_values,
+        swaps=swaps,
+        cfg=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        experts_quantized_on_load=list(counter.quantized) if counter else [],
+    )

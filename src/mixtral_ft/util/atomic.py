@@ -87,8 +87,9 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(path)).resolve()
 
 
-def guard_destination(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
-                      option: str = "--out") -> Path:
+def guard_destination(
+    out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), option: str = "--out"
+) -> Path:
     """Refuse an output that writing (or ``--force`` replacing) would destroy something with.
 
     ``out`` may not be, or contain, any of ``inputs`` (files or folders the command reads), and
@@ -99,12 +100,16 @@ def guard_destination(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     cwd = Path.cwd().resolve()
     shown = str(out)
     if target == cwd or target in cwd.parents:
-        raise UsageError(f"{option} {shown}: is the working directory or one of its parents; mixft never replaces "
-                         f"it. Choose a new folder, e.g. {option} {Path(shown) / 'out'}")
+        raise UsageError(
+            f"{option} {shown}: is the working directory or one of its parents; mixft never replaces "
+            f"it. Choose a new folder, e.g. {option} {Path(shown) / 'out'}"
+        )
     home = Path.home().resolve()
     if target == home or target == Path(target.anchor):
-        raise UsageError(f"{option} {shown}: is {'your home folder' if target == home else 'the root folder'}; "
-                         "choose a new folder for the output")
+        raise UsageError(
+            f"{option} {shown}: is {'your home folder' if target == home else 'the root folder'}; "
+            "choose a new folder for the output"
+        )
     for item in inputs:
         if item is None:
             continue
@@ -115,8 +120,10 @@ def guard_destination(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
                 same = os.path.samefile(target, source)
         if same or target in source.parents:
             what = "is" if same else "contains"
-            raise UsageError(f"{option} {shown}: {what} the input {item}; mixft never deletes or overwrites its "
-                             f"inputs. Choose another {option}")
+            raise UsageError(
+                f"{option} {shown}: {what} the input {item}; mixft never deletes or overwrites its "
+                f"inputs. Choose another {option}"
+            )
     return Path(out)
 
 
@@ -179,14 +186,21 @@ def remove_leftovers(out: str | os.PathLike) -> list[str]:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-    print(f"note: removed {len(found)} leftover(s) of interrupted runs beside {out} ({format_bytes(total)}): "
-          + ", ".join(names), file=sys.stderr)
+    print(
+        f"note: removed {len(found)} leftover(s) of interrupted runs beside {out} ({format_bytes(total)}): "
+        + ", ".join(names),
+        file=sys.stderr,
+    )
     return names
 
 
 @contextlib.contextmanager
-def staged_dir(out: str | os.PathLike, force: bool = False, inputs: Iterable[str | os.PathLike | None] = (),
-               needed: int | None = None) -> Iterator[Path]:
+def staged_dir(
+    out: str | os.PathLike,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    needed: int | None = None,
+) -> Iterator[Path]:
     """Yield a staging directory that replaces ``out`` only if the block succeeds.
 
     Before anything is written: ``guard_destination(out, inputs)``, the lock on ``out``
@@ -203,8 +217,11 @@ def staged_dir(out: str | os.PathLike, force: bool = False, inputs: Iterable[str
     check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     existed = out.exists()
-    kept = (f"{out} is unchanged (the new output was not finished); run the same command again" if existed
-            else f"nothing was written to {out}; run the same command again")
+    kept = (
+        f"{out} is unchanged (the new output was not finished); run the same command again"
+        if existed
+        else f"nothing was written to {out}; run the same command again"
+    )
     renamed: list[bool] = []  # a signal held during the final rename arrives after it: the output is whole
 
     def note() -> str:
@@ -238,5 +255,6 @@ def staged_dir(out: str | os.PathLike, force: bool = False, inputs: Iterable[str
     except (OSError, NoSpaceError) as e:
         if not (NoSpaceError.matches(e) or isinstance(e, NoSpaceError)):
             raise
-        raise NoSpaceError(out, needed=needed or written or None, at_least=needed is None,
-                           kept=kept.split(";")[0]) from None
+        raise NoSpaceError(
+            out, needed=needed or written or None, at_least=needed is None, kept=kept.split(";")[0]
+        ) from None

@@ -46,8 +46,10 @@ def id_problem(value: Any) -> str | None:
     for i, ch in enumerate(value):
         if _refused(ch):
             name = unicodedata.name(ch, f"U+{ord(ch):04X}")
-            return (f"{show_id(value)} contains {name} (U+{ord(ch):04X}) at position {i}; an id may not contain "
-                    "control characters (newline, tab...), line separators or bidirectional controls")
+            return (
+                f"{show_id(value)} contains {name} (U+{ord(ch):04X}) at position {i}; an id may not contain "
+                "control characters (newline, tab...), line separators or bidirectional controls"
+            )
     if value != value.strip():
         return f"{show_id(value)} has leading or trailing whitespace"
     return None

@@ -49,8 +49,12 @@ def scan_jsonl(path: str | os.PathLike, *, torn_tail_ok: bool = False) -> Iterat
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 bad = raw[e.start : e.start + 1].hex()
-                yield JsonlLine(lineno, None, Problem(name, lineno, None, f"not valid UTF-8: byte 0x{bad}"),
-                                raw.decode("utf-8", "replace").rstrip("\r\n"))
+                yield JsonlLine(
+                    lineno,
+                    None,
+                    Problem(name, lineno, None, f"not valid UTF-8: byte 0x{bad}"),
+                    raw.decode("utf-8", "replace").rstrip("\r\n"),
+                )
                 continue
             try:
                 obj = json.loads(text)

@@ -42,7 +42,7 @@ def _holder_text(info: dict[str, Any] | None) -> str:
     if not info:
         return "another process (it has not recorded itself yet)"
     command = " ".join(str(a) for a in info.get("command") or []) or "?"
-    return (f"pid {info.get('pid')} on {info.get('host')} ({command}), since {info.get('started')}")
+    return f"pid {info.get('pid')} on {info.get('host')} ({command}), since {info.get('started')}"
 
 
 def read_holder(target: str | os.PathLike) -> dict[str, Any] | None:
@@ -93,8 +93,10 @@ class OutputLock:
                     if info:
                         break
                     time.sleep(0.05)
-                raise LockedError(f"{self.target}: in use by {_holder_text(info)}: another mixft run is writing "
-                                  f"this {self.what}; wait for it to finish (or stop it), then run again") from None
+                raise LockedError(
+                    f"{self.target}: in use by {_holder_text(info)}: another mixft run is writing "
+                    f"this {self.what}; wait for it to finish (or stop it), then run again"
+                ) from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:

@@ -31,12 +31,24 @@ from mixtral_ft.util.provenance import command_line, environment, now_iso, write
 
 MANIFEST_SCHEMA = "mixft.manifest/1"
 KINDS = ("prepare-rg", "prepare-tc", "generate", "judge", "train", "merge", "eval", "report")
-COMMON_KEYS = ("schema", "kind", "command", "started", "updated", "settings", "settings_sha256", "inputs",
-               "outputs", "environment", "summary")
+COMMON_KEYS = (
+    "schema",
+    "kind",
+    "command",
+    "started",
+    "updated",
+    "settings",
+    "settings_sha256",
+    "inputs",
+    "outputs",
+    "environment",
+    "summary",
+)
 
 
-def file_entry(path: str | os.PathLike, rows: int | None = None, sha256: str | None = None,
-               **extra: Any) -> dict[str, Any]:
+def file_entry(
+    path: str | os.PathLike, rows: int | None = None, sha256: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """``{"path", "sha256", "bytes", "rows"?, ...}`` for one file (pass ``sha256`` when already known)."""
     path = Path(path)
     entry: dict[str, Any] = {"path": str(path), "sha256": sha256 or sha256_file(path), "bytes": path.stat().st_size}
@@ -108,8 +120,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ManifestError(f"{path}: corrupt manifest: invalid JSON at line {e.lineno} column {e.colno}: "
-                            f"{e.msg}") from None
+        raise ManifestError(
+            f"{path}: corrupt manifest: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: corrupt manifest: cannot read it ({e})") from None
     if not isinstance(data, dict):

@@ -21,8 +21,15 @@ class ProgressBar:
         if progress_enabled():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, file=sys.stderr,
-                             dynamic_ncols=True, leave=False)
+            self._bar = tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                unit_scale=unit_scale,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
 
     def update(self, n: int = 1) -> None:
         if self._bar is not None:
@@ -36,7 +43,7 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.close()
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:

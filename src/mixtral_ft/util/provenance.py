@@ -52,7 +52,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where, capture_output=True, text=True, timeout=5, check=True,
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -60,7 +64,7 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def environment() -> dict[str, Any]:
@@ -129,8 +133,11 @@ def url_secret(text: str) -> str | None:
 
 # Where each tool reads its secret from, for the advice when one is given on the command line.
 SECRET_ENV_HINTS = {
-    "comet": "COMET_API_KEY", "wandb": "WANDB_API_KEY", "mlflow": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD",
-    "hub": "HF_TOKEN", "hf": "HF_TOKEN",
+    "comet": "COMET_API_KEY",
+    "wandb": "WANDB_API_KEY",
+    "mlflow": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD",
+    "hub": "HF_TOKEN",
+    "hf": "HF_TOKEN",
 }
 
 
@@ -142,12 +149,16 @@ def refuse_secret_setting(key: str, value_text: str) -> None:
     hint = next((v for k, v in SECRET_ENV_HINTS.items() if key.lower().startswith(k)), None)
     where = f"the environment variable the tool reads ({hint})" if hint else "the environment variable the tool reads"
     if secret_name(key):
-        raise UsageError(f"--set {key}=***: a secret given with --set would be written to axolotl.yml, the run's "
-                         f"manifest and its log; put it in {where} instead")
+        raise UsageError(
+            f"--set {key}=***: a secret given with --set would be written to axolotl.yml, the run's "
+            f"manifest and its log; put it in {where} instead"
+        )
     carried = url_secret(value_text)
     if carried:
-        raise UsageError(f"--set {key}={scrub_text(value_text)}: the URL carries {carried}, which would be written "
-                         f"to axolotl.yml, the run's manifest and its log; put the credentials in {where} instead")
+        raise UsageError(
+            f"--set {key}={scrub_text(value_text)}: the URL carries {carried}, which would be written "
+            f"to axolotl.yml, the run's manifest and its log; put the credentials in {where} instead"
+        )
 
 
 def scrub_record(obj: Any) -> Any:
