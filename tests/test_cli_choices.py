@@ -66,6 +66,14 @@ def test_enums_agree_with_the_library():
         (["train", "rg"], "--profile", "[a100-40gb|a100-80gb|cpu|h100-80gb|multi-gpu]"),
         (["config", "render"], "--profile", "[a100-40gb|a100-80gb|cpu|h100-80gb|multi-gpu]"),
         (["config", "render"], "task", "TASK:{rg|tc}"),
+        (["generate"], "--prompt", "[rg|chat]"),
+        (["generate"], "--backend", "[hf|openai]"),
+        (["generate"], "--endpoint-mode", "[completions|chat]"),
+        (["judge"], "--prompt", "[tc|chat]"),
+        (["judge"], "--backend", "[hf|openai]"),
+        (["plan", "generate"], "--prompt", "[rg|chat]"),
+        (["plan", "judge"], "--prompt", "[tc|chat]"),
+        (["eval", "rg"], "--interval", "[wilson|"),
     ],
 )
 def test_help_lists_the_choices(capsys, monkeypatch, path, option, listed):
@@ -79,11 +87,24 @@ def test_help_lists_the_choices(capsys, monkeypatch, path, option, listed):
 
 def test_bad_choices_are_refused_by_the_parser(tmp_path, capsys):
     assert main(["prepare", "tc", "x.jsonl", "--out", str(tmp_path / "o"), "--corrections", "from_clean"]) == 2
-    assert "'from_clean' is not one of 'input', 'from-clean'" in capsys.readouterr().err
+    assert "Unknown corrections source 'from_clean'. Did you mean 'from-clean'?" in capsys.readouterr().err
     assert main(["train", "rg", "--data", str(tmp_path), "--profile", "a100", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "Unknown profile 'a100'. Did you mean 'a100-80gb'?" in err and "Available: a100-40gb" in err
     assert not (tmp_path / "o").exists()
+    assert (
+        main(["generate", "--data", str(tmp_path), "--out", str(tmp_path / "g.jsonl"), "-m", "x", "--prompt", "raw"])
+        == 2
+    )
+    assert "Unknown prompt 'raw'. Available: chat, rg" in capsys.readouterr().err
+    assert (
+        main(
+            ["judge", "--responses", str(tmp_path), "--out", str(tmp_path / "j.jsonl"), "-m", "x", "--backend", "vllm"]
+        )
+        == 2
+    )
+    assert "Unknown backend 'vllm'. Available: hf, openai" in capsys.readouterr().err
+    assert not (tmp_path / "g.jsonl").exists() and not (tmp_path / "j.jsonl").exists()
 
 
 def test_profiles_come_from_the_configs_folder(tmp_path, monkeypatch, capsys):

@@ -110,5 +110,5 @@ def test_demo_refuses_other_settings_in_the_same_directory(demo_run):
 def test_unknown_demo_model_is_refused_with_the_choices(tmp_path):
     proc = _mixft("demo", "--model", "smol", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "Invalid value for '--model': 'smol' is not one of 'smollm2', 'tiny'" in proc.stderr
+    assert "Invalid value for '--model': Unknown demo model 'smol'. Did you mean 'smollm2'?" in proc.stderr
     assert not (tmp_path / "x").exists()

@@ -282,7 +282,7 @@ def test_existing_out_needs_force(files, capsys):
     assert main(["eval", "rg", "--verdicts", str(checker), "--out", str(out), "--force", "--by", "model"]) == 0
     assert list(results(out)["breakdown"]) == ["model"]
     assert main(["eval", "rg", "--verdicts", str(checker), "--by", "modle"]) == 2
-    assert "Invalid value for '--by': 'modle' is not one of 'source', 'model'" in capsys.readouterr().err
+    assert "Invalid value for '--by': Unknown field 'modle'. Did you mean 'model'?" in capsys.readouterr().err
 
 
 def test_eval_refuses_judgements_whose_request_failed(tmp_path, capsys):
@@ -345,9 +345,9 @@ def test_every_eval_command_captions_the_interval_it_computed(files, interval):
 def test_unknown_interval_or_policy_is_refused_with_the_choices(files, capsys):
     _tmp, gold, checker = files
     assert main(["eval", "rg", "--verdicts", str(checker), "--interval", "wald"]) == 2
-    assert "'wald' is not one of 'wilson', 'clopper-pearson'" in capsys.readouterr().err
+    assert "Unknown interval method 'wald'. Available: clopper-pearson, wilson" in capsys.readouterr().err
     assert main(["eval", "pipeline", "--gold", str(gold), "--checker", str(checker), "--unparsed", "drop"]) == 2
-    assert "'drop' is not one of 'reject', 'accept'" in capsys.readouterr().err
+    assert "Unknown policy 'drop'. Available: accept, reject" in capsys.readouterr().err
 
 
 def test_cli_choices_are_the_librarys_names():

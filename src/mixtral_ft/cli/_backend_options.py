@@ -17,12 +17,17 @@ from typing import Any
 
 import typer
 
+from mixtral_ft.cli._choices import Backend, EndpointMode
+from mixtral_ft.cli._common import enum_choice
+
 BACKEND_PANEL = "Model and backend"
 DECODING_PANEL = "Decoding"
 
 
-def _flag(name: str, kind: Any, default: Any, *decls: str, help: str, panel: str = BACKEND_PANEL) -> tuple:
-    return name, kind, typer.Option(default, *decls, help=help, rich_help_panel=panel)
+def _flag(
+    name: str, kind: Any, default: Any, *decls: str, help: str, panel: str = BACKEND_PANEL, click_type: Any = None
+) -> tuple:
+    return name, kind, typer.Option(default, *decls, help=help, rich_help_panel=panel, click_type=click_type)
 
 
 # (parameter name, type, typer option), in the order --help lists them.
@@ -39,10 +44,11 @@ BACKEND_FLAGS: list[tuple[str, Any, Any]] = [
     ),
     _flag(
         "backend",
-        str,
-        "hf",
+        Backend,
+        Backend.hf,
         "--backend",
         help="hf (transformers in this process) or openai (an OpenAI-compatible endpoint).",
+        click_type=enum_choice(Backend, "backend"),
     ),
     _flag("batch_size", int, 8, "--batch-size", help="hf: prompts generated together (left-padded)."),
     _flag(
@@ -63,10 +69,11 @@ BACKEND_FLAGS: list[tuple[str, Any, Any]] = [
     _flag("base_url", str | None, None, "--base-url", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1."),
     _flag(
         "endpoint_mode",
-        str,
-        "completions",
+        EndpointMode,
+        EndpointMode.completions,
         "--endpoint-mode",
         help="openai: completions (raw prompt, as trained) or chat.",
+        click_type=enum_choice(EndpointMode, "endpoint mode"),
     ),
     _flag(
         "api_key_env",
@@ -164,14 +171,14 @@ def inference_options(max_new_tokens: int, what: str = "response") -> Callable[[
                 stop=tuple(v["stop"] or ()),
             )
             backend = BackendOptions(
-                name=v["backend"],
+                name=Backend(v["backend"]).value,
                 model=v["model"],
                 adapter=v["adapter"],
                 batch_size=v["batch_size"],
                 load_in_4bit=v["load_in_4bit"],
                 skip_plan_check=v["skip_plan_check"],
                 base_url=v["base_url"],
-                endpoint_mode=v["endpoint_mode"],
+                endpoint_mode=EndpointMode(v["endpoint_mode"]).value,
                 api_key_env=v["api_key_env"],
                 concurrency=v["concurrency"],
                 timeout=v["timeout"],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import click
 import typer
@@ -12,30 +15,45 @@ ForceOption = typer.Option(False, "--force", help="Replace an existing output di
 SeedOption = typer.Option(42, "--seed", help="Random seed (recorded in the manifest).")
 
 
-class ProfileChoice(click.Choice):
+class SuggestingChoice(click.Choice):
+    """A fixed set of values that ``--help`` lists and that refuses a wrong one with the closest
+    (``Unknown backend 'hff'. Did you mean 'hf'? Available: hf, openai``)."""
+
+    def __init__(self, choices: Iterable[str], noun: str) -> None:
+        super().__init__(tuple(choices), case_sensitive=True)
+        self.noun = noun
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        value = value.value if isinstance(value, Enum) else value
+        if value in self.choices:
+            return value
+        from mixtral_ft.errors import suggest
+
+        self.fail(suggest(str(value), [str(c) for c in self.choices], self.noun), param, ctx)
+
+
+def enum_choice(enum: type[Enum], noun: str) -> SuggestingChoice:
+    """The click type of an option whose values are ``enum``'s (Typer still hands the command a member)."""
+    return SuggestingChoice([m.value for m in enum], noun)
+
+
+class ProfileChoice(SuggestingChoice):
     """The hardware profiles of the configs folder (``profiles/*.yml``), read when a command
     needs them, so ``--help`` lists what ships (or what ``MIXFT_CONFIGS_DIR`` holds) and a
     wrong name is refused with the closest one."""
 
     def __init__(self) -> None:
-        super().__init__((), case_sensitive=True)
+        super().__init__((), "profile")
 
-    @property
+    @property  # type: ignore[override]
     def choices(self) -> tuple[str, ...]:
         from mixtral_ft.axolotl_cfg.render import profile_names
 
         return tuple(profile_names())
 
     @choices.setter
-    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it; the folder decides
+    def choices(self, _value: Any) -> None:  # click.Choice.__init__ assigns it; the folder decides
         pass
-
-    def convert(self, value, param, ctx):
-        if value in self.choices:
-            return value
-        from mixtral_ft.errors import suggest
-
-        self.fail(suggest(str(value), self.choices, "profile"), param, ctx)
 
 
 # `train`, `config` and `plan` take the same --profile.

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mixtral_ft.cli._choices import Task
-from mixtral_ft.cli._common import ProfileOption
+from mixtral_ft.cli._common import ProfileOption, enum_choice
 
 app = typer.Typer(
     help="Render, show, list and copy Axolotl configs (base + hardware profile + overrides).", no_args_is_help=True
@@ -19,7 +19,9 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="config")
 
 
-TASK_ARG = typer.Argument(..., help="rg (response generation) or tc (truth-checker).")
+TASK_ARG = typer.Argument(
+    ..., click_type=enum_choice(Task, "task"), help="rg (response generation) or tc (truth-checker)."
+)
 DATA_OPT = typer.Option(..., "--data", help="Directory holding train.jsonl and test.jsonl.")
 BASE_OPT = typer.Option(None, "--base-model", help="Base model id or local path (default: the config's).")
 SET_OPT = typer.Option([], "--set", help="Override an Axolotl key: --set key=value (YAML value, dotted keys).")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mixtral_ft.cli._choices import DemoModel  # demo.SCALES has one entry per value (a test checks)
+from mixtral_ft.cli._common import enum_choice
 
 
 def register(app: typer.Typer) -> None:
@@ -15,8 +16,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         model: DemoModel = typer.Option(
-            "smollm2",
+            DemoModel.smollm2,
             "--model",
+            click_type=enum_choice(DemoModel, "demo model"),
             help="smollm2: a real 135M instruct model; tiny: a random tiny Mixtral (faster, meaningless outputs).",
         ),
         out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Where every stage writes."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mixtral_ft.cli._choices import GroupField, IntervalMethod, Unparsed
+from mixtral_ft.cli._common import enum_choice
 
 app = typer.Typer(
     help="Hallucination rates, truth-checker accuracy and pipeline figures with intervals.", no_args_is_help=True
@@ -23,7 +24,12 @@ _FORCE = typer.Option(False, "--force", help="Replace an existing --out director
 _COUNT_RELEVANCE = typer.Option(
     False, "--count-relevance", help="Count relevance mistakes as hallucinations too (default: groundedness only)."
 )
-_INTERVAL = typer.Option("wilson", "--interval", help="Interval method for proportions.")
+_INTERVAL = typer.Option(
+    IntervalMethod.wilson,
+    "--interval",
+    click_type=enum_choice(IntervalMethod, "interval method"),
+    help="Interval method for proportions.",
+)
 _LABEL = typer.Option(None, "--label", help="Name for this result in reports (default: model/judge name or file name).")
 _CHECKER_EVAL = typer.Option(
     None,
@@ -63,7 +69,10 @@ def rg(
         help="Per-item verdicts (mixft judge output, or rows with 'verdict' / 'hallucinated' / 'labels').",
     ),
     by: list[GroupField] | None = typer.Option(
-        None, "--by", help="Break down by this field (repeatable; default: both where present)."
+        None,
+        "--by",
+        click_type=enum_choice(GroupField, "field"),
+        help="Break down by this field (repeatable; default: both where present).",
     ),
     checker_eval: Path | None = _CHECKER_EVAL,
     out: Path | None = _OUT,
@@ -116,7 +125,10 @@ def pipeline(
     gold: Path = typer.Option(..., "--gold", help="Which responses really are hallucinated (per-item file)."),
     checker: Path = typer.Option(..., "--checker", help="The checker's judgements over the same ids."),
     unparsed: Unparsed = typer.Option(
-        "reject", "--unparsed", help="What the pipeline does when the checker's output did not parse."
+        Unparsed.reject,
+        "--unparsed",
+        click_type=enum_choice(Unparsed, "policy"),
+        help="What the pipeline does when the checker's output did not parse.",
     ),
     threshold: float | None = typer.Option(
         None, "--threshold", help="Reject when score >= this, instead of using the checker's verdicts."

@@ -9,6 +9,8 @@ import typer
 from mixtral_ft.backends.base import GenerationParams
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options
+from mixtral_ft.cli._choices import GeneratePrompt
+from mixtral_ft.cli._common import enum_choice
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +23,10 @@ def register(app: typer.Typer) -> None:
             ..., "--data", help="Prepared RG split (JSONL, docs/formats.md §1), e.g. prepared/test.jsonl."
         ),
         out: Path = typer.Option(..., "--out", "-o", help="Generations file (JSONL); an existing one is resumed."),
-        prompt: str = typer.Option(
-            "rg",
+        prompt: GeneratePrompt = typer.Option(
+            GeneratePrompt.rg,
             "--prompt",
+            click_type=enum_choice(GeneratePrompt, "prompt"),
             help="rg (the training prompt, for fine-tuned models) or chat (chat template + instruction, for raw instruct models).",
         ),
         limit: int | None = LimitOption,
@@ -39,7 +42,7 @@ def register(app: typer.Typer) -> None:
 
         existing_file(data, "--data file")
         cfg = GenerateConfig(
-            data=data, out=out, backend=backend, prompt_style=prompt, params=params, limit=limit, force=force
+            data=data, out=out, backend=backend, prompt_style=prompt.value, params=params, limit=limit, force=force
         )
         s = generate(cfg)
         if s.skipped or s.retried or s.changed:

@@ -9,6 +9,8 @@ import typer
 from mixtral_ft.backends.base import GenerationParams
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options
+from mixtral_ft.cli._choices import JudgePrompt
+from mixtral_ft.cli._common import enum_choice
 
 
 def register(app: typer.Typer) -> None:
@@ -23,9 +25,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", "-o", help="Judgements file (JSONL, docs/formats.md §6); an existing one is resumed."
         ),
-        prompt: str = typer.Option(
-            "tc",
+        prompt: JudgePrompt = typer.Option(
+            JudgePrompt.tc,
             "--prompt",
+            click_type=enum_choice(JudgePrompt, "prompt"),
             help="tc (the training prompt) or chat (the same prompt as one chat turn, for raw instruct models).",
         ),
         template: Path | None = typer.Option(
@@ -52,7 +55,7 @@ def register(app: typer.Typer) -> None:
             responses=responses,
             out=out,
             backend=backend,
-            prompt_style=prompt,
+            prompt_style=prompt.value,
             template=template,
             count_relevance=count_relevance,
             params=params,

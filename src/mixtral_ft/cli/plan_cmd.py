@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._common import ProfileOption
+from mixtral_ft.cli._choices import GeneratePrompt, JudgePrompt
+from mixtral_ft.cli._common import ProfileOption, enum_choice
 
 app = typer.Typer(
     help="Peak GPU memory (with its parts) and hours of a run, before a GPU-hour is spent.", no_args_is_help=True
@@ -177,7 +178,9 @@ def generate_command(
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit NF4 weights, experts included."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts generated together."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens generated per response."),
-    prompt: str = typer.Option("rg", "--prompt", help="rg or chat, as for `mixft generate`."),
+    prompt: GeneratePrompt = typer.Option(
+        GeneratePrompt.rg, "--prompt", click_type=enum_choice(GeneratePrompt, "prompt"), help="As for `mixft generate`."
+    ),
     gpu: str | None = GpuOption,
     gpu_memory: float | None = GpuMemoryOption,
     as_json: bool = JsonOption,
@@ -191,7 +194,7 @@ def generate_command(
         load_in_4bit,
         batch_size,
         max_new_tokens,
-        prompt,
+        prompt.value,
         None,
         gpu,
         gpu_memory,
@@ -211,7 +214,9 @@ def judge_command(
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="4-bit NF4 weights, experts included."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts generated together."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", help="Most tokens generated per verdict."),
-    prompt: str = typer.Option("tc", "--prompt", help="tc or chat, as for `mixft judge`."),
+    prompt: JudgePrompt = typer.Option(
+        JudgePrompt.tc, "--prompt", click_type=enum_choice(JudgePrompt, "prompt"), help="As for `mixft judge`."
+    ),
     template: Path | None = typer.Option(None, "--template", help="TC prompt template (default: the shipped tc_v1)."),
     gpu: str | None = GpuOption,
     gpu_memory: float | None = GpuMemoryOption,
@@ -226,7 +231,7 @@ def judge_command(
         load_in_4bit,
         batch_size,
         max_new_tokens,
-        prompt,
+        prompt.value,
         template,
         gpu,
         gpu_memory,

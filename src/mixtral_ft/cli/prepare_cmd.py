@@ -26,6 +26,7 @@ from mixtral_ft.cli._common import (
     SourceFieldOption,
     TokenizerOption,
     echo,
+    enum_choice,
     info,
     test_size_option,
 )
@@ -99,7 +100,10 @@ def rg(
     sequence_len: int = typer.Option(4096, "--sequence-len", help="Axolotl sequence_len to check lengths against."),
     preview: int = typer.Option(0, "--preview", min=0, help="Print N formatted examples with the trained part marked."),
     input_format: InputFormat | None = typer.Option(
-        None, "--format", help="Input format for all inputs; default: by extension."
+        None,
+        "--format",
+        click_type=enum_choice(InputFormat, "format"),
+        help="Input format for all inputs; default: by extension.",
     ),
     max_problems: int = MaxProblemsOption,
     workers: int = typer.Option(0, "--workers", min=0, help="Processes for the read pass (0 = automatic)."),

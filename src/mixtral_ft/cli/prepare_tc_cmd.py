@@ -19,6 +19,7 @@ from mixtral_ft.cli._common import (
     SourceFieldOption,
     TokenizerOption,
     echo,
+    enum_choice,
     info,
     test_size_option,
 )
@@ -42,6 +43,7 @@ def prepare_tc_command(
     input_format: TcInputFormat | None = typer.Option(
         None,
         "--format",
+        click_type=enum_choice(TcInputFormat, "format"),
         help="Input format for INPUTs and --augment files (ragtruth: RAGTruth QA, one line per "
         "question); default: by extension.",
     ),
@@ -64,6 +66,7 @@ def prepare_tc_command(
     corrections: Corrections = typer.Option(
         Corrections.input,
         "--corrections",
+        click_type=enum_choice(Corrections, "corrections source"),
         help="corrected_response: only from the input, or else from a clean "
         "response to the same question (from-clean).",
     ),
