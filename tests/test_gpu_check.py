@@ -289,7 +289,8 @@ def test_the_whole_check_runs_on_cpu_with_the_tiny_model(tmp_path):
             "linear_4bit": 4 * r["layers"],
         }
         assert (r["micro_batch_size"], r["sequence_len"]) == (4, 32) and r["optimizer"] == "adamw_bnb_8bit"
-        assert r["gradient_checkpointing_kwargs"] == {"use_reentrant": True} and r["step_s"] > 0
+        # the GPU profiles ask for non-reentrant checkpointing (docs/training.md, "Router auxiliary loss")
+        assert r["gradient_checkpointing_kwargs"] == {"use_reentrant": False} and r["step_s"] > 0
     assert summary["bench"]["fits"]["rg/a100-80gb"]["peak_gib"]["points"] == 2
     assert summary["environment"]["packages"]["bitsandbytes"] == "0.50.2"
     assert sorted(p.name for p in out.iterdir()) == ["bench.md", "gpu-tests.log", "gpu-tests.xml", "gpu_check.json"]
