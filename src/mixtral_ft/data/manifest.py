@@ -45,7 +45,7 @@ def build_manifest(
 
 
 def output_entries(
-    directory: Path, rows: dict[str, int], hashes: dict[str, str] | None = None
+    directory: Path, rows: dict[str, int | None], hashes: dict[str, str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Entries for the files named in ``rows`` inside ``directory`` (paths relative to it);
     ``hashes`` gives SHA-256s computed while writing, so big files are not read again."""
