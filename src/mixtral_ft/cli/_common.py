@@ -85,7 +85,7 @@ SourceFieldOption = typer.Option(
 )
 
 
-def test_size_option(default: str) -> typer.models.OptionInfo:
+def test_size_option(default: str) -> Any:  # Any, as typer.Option's: it is a parameter default
     """``--test-size``: one rule for both prepare commands (data.split), its own default each."""
     return typer.Option(
         default,

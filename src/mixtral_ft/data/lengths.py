@@ -131,6 +131,7 @@ class LengthReport:
         pending = self._pending[side]
         if not pending:
             return
+        assert self._tok is not None  # rows are pending only when there is a tokenizer (add_text)
         for (row_id, _, _), n in zip(pending, self._tok.lengths([(p, r) for _, p, r in pending])):
             self.stats[side].add(n)
             if n > self.sequence_len and len(self.over_ids) < _OVER_IDS_SHOWN:

@@ -9,6 +9,7 @@ versions and the mixft git commit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def build_manifest(
 
 
 def output_entries(
-    directory: Path, rows: dict[str, int], hashes: dict[str, str] | None = None
+    directory: Path, rows: Mapping[str, int | None], hashes: dict[str, str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Entries for the files named in ``rows`` inside ``directory`` (paths relative to it);
     ``hashes`` gives SHA-256s computed while writing, so big files are not read again."""

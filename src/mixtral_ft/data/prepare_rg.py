@@ -148,6 +148,7 @@ class RgRules:
             row = decode_item(display, kind, line, item)
             obj = row.obj
             if obj is None:
+                assert row.problem is not None  # a RawRow without obj carries its problem
                 res.n_invalid += 1
                 res.problems.append(row.problem)
                 res.sources[default_source] += 1
@@ -209,7 +210,8 @@ class RgRules:
             )
             # tie-break / representative key: the whole record, hashed from its small parts
             rep = hashlib.sha256(dumps((ckey, row_id, source, group))).hexdigest()[:16].encode()
-            key = split_key(("g:" + group) if group_col else ("c:" + ckey), seed)
+            # a row without problems has a group exactly when --group-by is given
+            key = split_key(("g:" + group) if group is not None else ("c:" + ckey), seed)
             chars = len(context) + len(question) + len(answer) + _TEMPLATE_CHARS
             res.bucket_line(
                 key >> shift,
@@ -225,7 +227,7 @@ class RgRules:
 
     def _normalize(self, raw: dict[str, Any]) -> dict[str, str]:
         """Normalize the row's texts in one call (fast for clean rows), joining context snippets."""
-        names = [n for n in ("question", "answer") if n in raw]
+        names: list[str] = [n for n in ("question", "answer") if n in raw]
         context = raw.get("context")
         snippets = [] if context is None else context if isinstance(context, list) else [context]
         normal = normalize_many([*(raw[n] for n in names), *snippets])
@@ -516,7 +518,7 @@ def _manifest(
     written: _Written,
     stage: Path,
     input_hashes: dict[Path, str],
-) -> dict:
+) -> manifest_mod.Manifest:
     out_rows = {TRAIN: counts["train"], TEST: counts["test"]}
     if opts.skip_invalid:
         out_rows[REJECTED] = counts["invalid"]

@@ -231,11 +231,12 @@ def crlf_problem(display: str, first_line: int, count: int) -> Problem:
 
 
 def _jsonl_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
-    last = None
+    last: RawChunk | None = None
     for chunk in iter_jsonl_range(spec, 0, None, chunk_rows):
         if last is not None:
             yield last
         last = chunk
+    assert last is not None  # iter_jsonl_range always yields a last chunk
     if last.crlf:  # a whole file: report CRLF here, once
         last.problems.append(crlf_problem(spec.display, *last.crlf))
         last.crlf = None

@@ -73,10 +73,15 @@ class ChunkResult:
 class RowRules(Protocol):
     """What a prepare command tells the read pass (must pickle: it goes to worker processes)."""
 
-    n_buckets: int
-    n_parts: int
-    skip_invalid: bool
-    partition_names: tuple[str, ...]
+    # read-only: the rules are frozen dataclasses
+    @property
+    def n_buckets(self) -> int: ...
+    @property
+    def n_parts(self) -> int: ...
+    @property
+    def skip_invalid(self) -> bool: ...
+    @property
+    def partition_names(self) -> tuple[str, ...]: ...
 
     def process_chunk(self, task: ReadTask, kind: str, items: list[tuple[int, Any]]) -> ChunkResult: ...
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mixtral_ft.errors import UsageError
 
@@ -33,6 +34,7 @@ from mixtral_ft.errors import UsageError
 class TestSize:
     """Either ``count`` rows or a ``fraction`` of rows go to test."""
 
+    __test__: ClassVar[bool] = False  # not a pytest test class
     count: int | None = None
     fraction: float | None = None
 
@@ -45,9 +47,6 @@ class TestSize:
 
     def to_json(self) -> dict:
         return {"count": self.count, "fraction": self.fraction}
-
-
-TestSize.__test__ = False  # not a pytest test class
 
 
 def parse_test_size(text: str | float) -> TestSize:

@@ -20,7 +20,7 @@ def iter_groups(buckets: Iterable[list[bytes]]) -> Iterator[tuple[bytes, list[by
     """``(key in 16 hex digits, its lines)`` in key order, from sorted bucket lines (lines that
     start with their key; one group never spans two buckets since a bucket is a key range)."""
     for lines in buckets:
-        key = None
+        key = b""  # no line starts with an empty key
         members: list[bytes] = []
         for line in lines:
             k = line[:16]

@@ -16,7 +16,7 @@ are also corrected for the judge's error (correction.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.errors import UsageError
 from mixtral_ft.eval.items import ItemFile, match_ids
@@ -92,7 +92,7 @@ def evaluate_compare(
         metrics["difference_b_minus_a_corrected"] = corrected_difference(
             n11, n10, n01, n00, checker, method, confidence
         )
-    body = {
+    body: dict[str, Any] = {
         "outcome": outcome,
         "names": {"a": name_a, "b": name_b},
         "counts": {

@@ -192,15 +192,15 @@ def load_items(path: str | os.PathLike, count_relevance: bool = False, role: str
                 **common,
             )
         elif isinstance(labels, list):
-            types = []
+            span_types = []
             for span in labels:
                 if isinstance(span, dict) and span.get("label_type"):
-                    types.append(str(span["label_type"]))
+                    span_types.append(str(span["label_type"]))
             item = Item(
                 hallucinated=bool(labels),
                 groundedness_mistake=bool(labels),
                 relevance_mistake=None,
-                mistake_types=tuple(types),
+                mistake_types=tuple(span_types),
                 label_from="labels",
                 **common,
             )

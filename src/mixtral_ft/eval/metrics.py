@@ -114,7 +114,7 @@ class ConfusionMatrix:
         }
 
 
-def confusion_matrix(gold: Sequence[bool], pred: Sequence[bool | None]) -> ConfusionMatrix:
+def confusion_matrix(gold: Sequence[bool | None], pred: Sequence[bool | None]) -> ConfusionMatrix:
     """Count (gold, prediction) pairs; ``pred`` None is an unparsed checker output."""
     if len(gold) != len(pred):
         raise UsageError(f"gold and predictions differ in length ({len(gold)} vs {len(pred)})")

@@ -12,6 +12,8 @@ accepted (``--unparsed accept``); either way the count is reported.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.eval.items import ItemFile, match_ids
 from mixtral_ft.eval.metrics import rate, risk_coverage
@@ -43,7 +45,7 @@ def evaluate_pipeline(
     if threshold is None:
         decisions = [c[i].hallucinated for i in ids]  # None: unparsed
     else:
-        decisions = [None if c[i].score is None else c[i].score >= threshold for i in ids]
+        decisions = [None if (s := c[i].score) is None else s >= threshold for i in ids]
         if all(d is None for d in decisions):
             raise UsageError(f"--threshold given but {checker.path} has no 'score' on any row")
     n = len(ids)
@@ -79,7 +81,11 @@ def evaluate_pipeline(
             rc_note = f"no risk-coverage table: {missing} parsed checker row(s) have no score"
         else:
             rc_rows = [r.to_dict() for r in risk_coverage(gold_flags, scores, reject_unscored=unparsed == "reject")]
-    body = {"counts": counts, "metrics": {k: v.to_dict() for k, v in metrics.items()}, "risk_coverage": rc_rows}
+    body: dict[str, Any] = {
+        "counts": counts,
+        "metrics": {k: v.to_dict() for k, v in metrics.items()},
+        "risk_coverage": rc_rows,
+    }
     if rc_note:
         body["risk_coverage_note"] = rc_note
     m = body["metrics"]

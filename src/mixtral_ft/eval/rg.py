@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.eval.items import Item, ItemFile, mistake_type_counts
@@ -38,7 +38,7 @@ def group_rows(
     for name in sorted(groups):
         members = groups[name]
         parsed = [it for it in members if it.parsed]
-        k = sum(it.hallucinated for it in parsed)
+        k = sum(bool(it.hallucinated) for it in parsed)
         row = {
             by: name,
             "items": len(members),
@@ -76,14 +76,14 @@ def evaluate_rg(
     items = verdicts.items
     n = len(items)
     parsed = [it for it in items if it.parsed]
-    hall = sum(it.hallucinated for it in parsed)
+    hall = sum(bool(it.hallucinated) for it in parsed)
     unparsed = n - len(parsed)
     rel_known = [it for it in parsed if it.relevance_mistake is not None]
     metrics = {
         "hallucination_rate": count_rate([it.hallucinated for it in items], method, confidence),
         "groundedness_mistake_rate": count_rate([it.groundedness_mistake for it in items], method, confidence),
         "relevance_mistake_rate": rate(
-            sum(it.relevance_mistake for it in rel_known),
+            sum(bool(it.relevance_mistake) for it in rel_known),
             len(rel_known),
             method,
             confidence,
@@ -109,10 +109,10 @@ def evaluate_rg(
         "hallucinated": hall,
         "clean": len(parsed) - hall,
         "relevance_known": len(rel_known),
-        "relevance_mistakes": sum(it.relevance_mistake for it in rel_known),
+        "relevance_mistakes": sum(bool(it.relevance_mistake) for it in rel_known),
         "label_sources": dict(sorted(_label_sources(items).items())),
     }
-    body = {
+    body: dict[str, Any] = {
         "counts": counts,
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
         "breakdown": breakdown,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mixtral_ft.eval.items import ItemFile, match_ids
 from mixtral_ft.eval.metrics import CLASSIFICATION_METRICS, classification_metrics, confusion_matrix
@@ -35,7 +36,7 @@ def evaluate_tc(
     g, p = gold.by_id(), pred.by_id()
     cm = confusion_matrix([g[i].hallucinated for i in ids], [p[i].hallucinated for i in ids])
     metrics = classification_metrics(cm, method=method, confidence=confidence)
-    body = {
+    body: dict[str, Any] = {
         "counts": {
             "items": cm.n,
             "gold_hallucinated": cm.positives,

@@ -7,6 +7,7 @@ Output rows follow docs/formats.md §2; ``FILE.manifest.json`` is the runner's m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.errors import UsageError
 from mixtral_ft.generate.prompts import CHAT_INSTRUCTION, PROMPT_STYLES, chat_messages, rg_prompt, strip_answer_prefix
-from mixtral_ft.infer.rows import CONTEXT, QUESTION
+from mixtral_ft.infer.rows import CONTEXT, QUESTION, Field
 
 # Input fields that are renamed or rebuilt in the output row; every other field is copied.
 _CONSUMED = {"answer"}
@@ -90,8 +91,8 @@ class GenerateRows:
 
     kind = "generate"
     input_role = "data"
-    fields = (CONTEXT, QUESTION)
-    input_keys = None  # every input field is copied into the output row: all of them count
+    fields: Sequence[Field] = (CONTEXT, QUESTION)
+    input_keys: Sequence[str] | None = None  # every input field is copied into the output row: all of them count
 
     def __init__(self, cfg: GenerateConfig):
         if cfg.prompt_style not in PROMPT_STYLES:

@@ -22,9 +22,12 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from mixtral_ft.errors import NoSpaceError, UsageError
+
+if TYPE_CHECKING:
+    from mixtral_ft.util.lock import OutputLock
 
 INPUT_SHA256 = "input_sha256"  # the key stamped in every output row (infer.rows.row_input_sha256)
 
@@ -65,8 +68,8 @@ class ResumableOutput:
         self.previous: dict[str, Any] | None = None  # the manifest of the run that wrote the existing rows
         self.done: set[str] = set()
         self.remaining = 0  # rows still to append in this run (for the space a full disk needs)
-        self._fh = None
-        self._lock = None
+        self._fh: TextIO | None = None
+        self._lock: OutputLock | None = None
 
     # ------------------------------------------------------------------ taking the output
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mixtral_ft.errors import InputError, Problem
 from mixtral_ft.util.ids import id_problem
@@ -81,10 +81,12 @@ def load_rows(path: Path, fields: Sequence[Field], limit: int | None = None) -> 
         problem = id_problem(key)
         if problem:
             problems.append(Problem(name, lineno, "id", problem))
-        elif key in seen:
-            problems.append(Problem(name, lineno, "id", f"duplicate id {key!r} (first on line {seen[key]})"))
         else:
-            seen[key] = lineno
+            key = cast(str, key)  # id_problem found nothing: a non-empty string
+            if key in seen:
+                problems.append(Problem(name, lineno, "id", f"duplicate id {key!r} (first on line {seen[key]})"))
+            else:
+                seen[key] = lineno
         for f in fields:
             message = f.problem(row)
             if message:

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.errors import MissingDependencyError, UsageError
 from mixtral_ft.models.quant import FourBitSpec
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 DEVICES = ("cuda", "cpu")
 
@@ -145,6 +149,7 @@ def load_for_inference(
     adapter_dir = check_adapter_dir(adapter) if adapter else None
     tok_source = adapter_dir if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").exists() else model
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), "device_map": plan.device_map}
+    loaded: PreTrainedModel | PeftModel  # PeftModel: with an adapter
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_source))
         if plan.four_bit is not None:

@@ -25,14 +25,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
 class FourBitSpec:
     """bitsandbytes 4-bit settings; the defaults are Axolotl's for QLoRA and for the experts."""
 
-    quant_type: str = "nf4"
+    quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
     compute_dtype: str = "bfloat16"
     blocksize: int = 64  # bitsandbytes' 4-bit block size (Params4bit default)

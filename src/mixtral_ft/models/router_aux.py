@@ -126,11 +126,11 @@ def measure(
         config = AutoConfig.from_pretrained(model_dir)
         config.output_router_logits = True
         config.router_aux_loss_coef = coef
-        model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32)
-        if model.router_aux_loss_coef != coef:
+        base = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32)
+        if base.router_aux_loss_coef != coef:
             raise RuntimeError(f"{model_dir}: the model did not take router_aux_loss_coef={coef}")
         model = get_peft_model(
-            model,
+            base,
             LoraConfig(
                 r=lora.r,
                 lora_alpha=lora.alpha,
@@ -139,8 +139,9 @@ def measure(
                 task_type="CAUSAL_LM",
             ),
         )
-        if MODES[mode] is not None:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(MODES[mode]))
+        checkpointing = MODES[mode]
+        if checkpointing is not None:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(checkpointing))
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
 

@@ -124,7 +124,7 @@ def preflight_training(config_values: dict, profile: str, gpus: int, world_size:
     free = [free_gpu_memory_gib(i) for i in range(gpus)]
     if not free or free[0] is None:
         return None
-    least = min(free)
+    least = min(f for f in free if f is not None)  # every device has a value: CUDA is there (free[0])
     from mixtral_ft.plan.training import plan_training
 
     try:

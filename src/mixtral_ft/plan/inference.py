@@ -223,7 +223,7 @@ def plan_inference(
             "dequant_buffers": at["dequant"],
         }
         phases = {"prefill": sum(prefill.values()), "decode": sum(decode.values())}
-        peak = max(phases, key=phases.get)
+        peak = max(phases, key=phases.__getitem__)
         parts = {f"weights_{k}": float(v) for k, v in weights["parts"].items() if v}
         if ad_bytes:
             parts["adapter"] = float(ad_bytes)

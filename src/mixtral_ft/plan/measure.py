@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mixtral_ft.plan.arch import ModelArch
 
@@ -102,13 +102,14 @@ def quiet() -> Iterator[None]:
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
+    hf_level: int | None = None  # None: no transformers, nothing to restore
     try:
         from transformers.utils import logging as hf_logging
-
+    except ImportError:
+        pass
+    else:
         hf_level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
-    except ImportError:
-        hf_logging = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -116,7 +117,7 @@ def quiet() -> Iterator[None]:
     finally:
         for n, lvl in levels.items():
             logging.getLogger(n).setLevel(lvl)
-        if hf_logging is not None:
+        if hf_level is not None:
             hf_logging.set_verbosity(hf_level)
 
 
@@ -206,9 +207,9 @@ def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True)
     mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
     materialize(model, decisions, mode)
     lora_params = [p for p in model.parameters() if p.requires_grad]
-    fake = mode if mode is not None else contextlib.nullcontext()
+    context = mode if mode is not None else contextlib.nullcontext()
     model.train()
-    return model, fake, lora_params, torch
+    return model, context, lora_params, torch
 
 
 def _inputs(torch, batch: int, seq: int, flash: bool) -> tuple[dict[str, Any], set]:
@@ -417,6 +418,14 @@ def simulator_for(arch: ModelArch, setup) -> TrainingSimulator:
     return _SIMULATORS[key]
 
 
+class Simulator(Protocol):
+    """What :func:`measure_training` steps: a :class:`TrainingSimulator`, or a stand-in that builds one on first use."""
+
+    def lora_parameters(self) -> dict[str, Any]: ...
+
+    def run(self, batch: int, seq: int) -> dict[str, Any]: ...
+
+
 class TrainingSimulator:
     """Fake models of one setup at the two simulated depths, built once, stepped at any size."""
 
@@ -450,7 +459,7 @@ def measure_training(
     setup,
     sizes: list[tuple[int, int]],
     use_cache: bool = True,
-    simulator: TrainingSimulator | None = None,
+    simulator: Simulator | None = None,
 ) -> dict[str, Any]:
     """Per-phase peaks at the two simulated depths for each (micro batch, sequence length) in ``sizes``, from
     the cache when measured before. Also the trainable (LoRA) parameter count and dtype."""

@@ -196,13 +196,18 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
                         quant_storage=getattr(torch, decisions.linear_storage),
                     )
                     param = torch.nn.Parameter(packed, requires_grad=False)
-                    param.quant_state = state
-                    param.quant_type = spec.quant_type
-                    param.blocksize = spec.blocksize
-                    param.compress_statistics = spec.double_quant
-                    param.quant_storage = getattr(torch, decisions.linear_storage)
-                    param.bnb_quantized = True
-                    param.module = module
+                    # what bitsandbytes' Params4bit carries (a plain Parameter declares none of it)
+                    params4bit = {
+                        "quant_state": state,
+                        "quant_type": spec.quant_type,
+                        "blocksize": spec.blocksize,
+                        "compress_statistics": spec.double_quant,
+                        "quant_storage": getattr(torch, decisions.linear_storage),
+                        "bnb_quantized": True,
+                        "module": module,
+                    }
+                    for attr, value in params4bit.items():
+                        setattr(param, attr, value)
                     module._parameters[pname] = param
                     continue
                 if lin8 is not None and isinstance(module, lin8) and pname == "weight":
@@ -212,7 +217,8 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
                     if fake_mode is None:
                         cb = torch.randint(-127, 128, cb.shape, generator=gen, dtype=torch.int8)
                     param = torch.nn.Parameter(cb, requires_grad=False)
-                    param.CB, param.SCB = None, None  # Int8Params after init_8bit_state moved them to the state
+                    for attr in ("CB", "SCB"):  # Int8Params after init_8bit_state moved them to the state
+                        setattr(param, attr, None)
                     module._parameters[pname] = param
                     module.state.CB = param.data
                     module.state.SCB = new((module.out_features,), torch.float32).abs() + 1.0

@@ -21,7 +21,8 @@ def _texts(kind: str, path: Path, prompt_style: str, template: Path | None) -> l
     from mixtral_ft.generate.prompts import chat_messages, rg_prompt
     from mixtral_ft.util.jsonl import read_jsonl
 
-    out, problems = [], []
+    out: list[tuple[str | None, list | None]] = []
+    problems: list[Problem] = []
     tc_template = None
     if kind == "judge":
         from mixtral_ft.tc.prompt import load_template, render_tc_prompt
@@ -92,6 +93,7 @@ def _lengths(texts: list[tuple[str | None, list | None]], tok_dir: Path | None) 
             if raw is not None:
                 lengths.append(len(tok(raw, add_special_tokens=True)["input_ids"]))
             else:
+                assert messages is not None  # no raw prompt: chat messages
                 text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
                 lengths.append(len(tok(text, add_special_tokens=False)["input_ids"]))
         return lengths, f"tokenizer ({tok_dir})"
@@ -99,7 +101,9 @@ def _lengths(texts: list[tuple[str | None, list | None]], tok_dir: Path | None) 
 
     return (
         [
-            char_estimate_from_count(len(raw) if raw is not None else sum(len(m["content"]) for m in messages) + 20)
+            char_estimate_from_count(
+                len(raw) if raw is not None else sum(len(m["content"]) for m in messages or []) + 20
+            )
             for raw, messages in texts
         ],
         "estimate (4 characters per token)",

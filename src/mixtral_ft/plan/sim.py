@@ -277,13 +277,18 @@ def flash_attention_model(implementation: str = "flash_attention_2") -> Iterator
         "_process_flash_kwargs_fn",
     )
     saved = {n: getattr(fa, n, None) for n in names}
-    fa._loaded_implementation = implementation
-    fa._flash_fn = flash_attn_func
-    fa._flash_varlen_fn = flash_attn_varlen_func
-    fa._flash_with_kvcache_fn = None
-    fa._pad_fn = fa._pad_input
-    fa._unpad_fn = fa._unpad_input
-    fa._process_flash_kwargs_fn = fa._lazy_define_process_function(flash_attn_varlen_func)
+    # transformers declares these module globals as None until its lazy import sets them: set them the same way
+    patch = {
+        "_loaded_implementation": implementation,
+        "_flash_fn": flash_attn_func,
+        "_flash_varlen_fn": flash_attn_varlen_func,
+        "_flash_with_kvcache_fn": None,
+        "_pad_fn": fa._pad_input,
+        "_unpad_fn": fa._unpad_input,
+        "_process_flash_kwargs_fn": fa._lazy_define_process_function(flash_attn_varlen_func),
+    }
+    for n, v in patch.items():
+        setattr(fa, n, v)
     try:
         yield
     finally:
@@ -320,8 +325,9 @@ def data_free_ops() -> Iterator[None]:
     try:
         from transformers.integrations import moe
     except ImportError:
-        moe = None
-    original_gmm = getattr(moe, "_grouped_mm", None)
+        original_gmm = None
+    else:
+        original_gmm = getattr(moe, "_grouped_mm", None)
     if original_gmm is not None:
 
         def grouped_mm(input, weight, offs):

@@ -21,9 +21,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.plan.gpus import GPUS, Gpu, gpu_by_name
+
+if TYPE_CHECKING:
+    from mixtral_ft.plan.measure import TrainingSimulator
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.6  # CUDA context, cuBLAS/cuDNN handles and loaded kernels (see docs/planning.md)
@@ -219,10 +222,10 @@ class _Planner:
         self.arch, self.setup, self.use_cache = arch, setup, use_cache
         self.decisions = training_decisions(setup, arch.model_type)
         self.weights = weight_summary(arch, self.decisions, setup.model_config_overrides, use_cache=use_cache)
-        self._sim = None
+        self._sim: TrainingSimulator | None = None
         self.measured: dict[str, Any] = {}
 
-    def simulator(self):
+    def simulator(self) -> TrainingSimulator:
         from mixtral_ft.plan.measure import simulator_for
 
         if self._sim is None:
@@ -262,7 +265,7 @@ class _Planner:
         parts["optimizer_state"] = float(opt) / world
         phases = at_depth(entry, layers)
         totals = {ph: sum(v for tag, v in tags.items() if tag != "grads") for ph, tags in phases.items()}
-        peak_phase = max(totals, key=totals.get)
+        peak_phase = max(totals, key=totals.__getitem__)
         tags = phases[peak_phase]
         parts["activations"] = max(0.0, tags["activations"])
         parts["logits_loss"] = max(0.0, tags["logits"])
@@ -286,8 +289,11 @@ class _LazySimulator:
     def __init__(self, planner: _Planner):
         self.planner = planner
 
-    def __getattr__(self, name):
-        return getattr(self.planner.simulator(), name)
+    def lora_parameters(self) -> dict[str, Any]:
+        return self.planner.simulator().lora_parameters()
+
+    def run(self, batch: int, seq: int) -> dict[str, Any]:
+        return self.planner.simulator().run(batch, seq)
 
 
 def _at_depth_list(first: list[int], second: list[int], layers: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from mixtral_ft.errors import MissingDependencyError
@@ -73,7 +74,7 @@ def rates_with_errors(rows: list[tuple[str, float, float, float]], title: str, y
     plt.close(fig)
 
 
-def risk_coverage_curve(curves: list[tuple[str, list[dict], tuple[float, float] | None]], path: Path) -> None:
+def risk_coverage_curve(curves: Sequence[tuple[str, list[dict], tuple[float, float] | None]], path: Path) -> None:
     """Net hallucination rate (over all responses and over accepted ones) against rejection rate;
     the checker's own operating point (its verdicts) as a star when given."""
     plt = _pyplot()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.errors import UsageError
-from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE
+from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE, Field
 
 JUDGE_PROMPT_STYLES = ("tc", "chat")
 
@@ -178,12 +179,13 @@ def judgement_row(
         out.update(verdict=None, parse_ok=False, parse_error=None, raw=None, hallucinated=None, score=None)
     else:
         parsed = parse_verdict(result.text or "")
+        verdict = parsed.verdict if parsed.ok else None  # ok: a verdict
         out.update(
-            verdict=parsed.verdict.to_dict() if parsed.ok else None,
+            verdict=verdict.to_dict() if verdict is not None else None,
             parse_ok=parsed.ok,
             parse_error=parsed.error,
             raw=parsed.raw,
-            hallucinated=is_hallucinated(parsed.verdict, count_relevance) if parsed.ok else None,
+            hallucinated=is_hallucinated(verdict, count_relevance) if verdict is not None else None,
             score=result.score if parsed.ok else None,
         )
     out.update(
@@ -244,9 +246,9 @@ class JudgeRows:
 
     kind = "judge"
     input_role = "responses"
-    fields = (CONTEXT, QUESTION, RESPONSE)
+    fields: Sequence[Field] = (CONTEXT, QUESTION, RESPONSE)
     # what the prompt and the copied fields come from (a re-generated file's latencies do not count)
-    input_keys = ("id", "context", "question", "response", "source", "model", "group")
+    input_keys: Sequence[str] | None = ("id", "context", "question", "response", "source", "model", "group")
 
     def __init__(self, cfg: JudgeConfig, backend: Backend | None = None):
         from mixtral_ft.tc.prompt import load_template, template_sha256

@@ -93,6 +93,7 @@ def label_verdict(row: dict[str, Any], count_relevance: bool = False) -> Verdict
     if flag is not None and not isinstance(flag, bool):
         raise _Bad("hallucinated", f"expected true or false, got {flag!r:.40}")
     if verdict is None:
+        assert flag is not None  # only 'hallucinated' is given: ``has`` is not empty
         return verdict_from_bool(flag)
     if flag is not None and flag != is_hallucinated(verdict, count_relevance):
         raise _Bad("hallucinated", f"{str(flag).lower()} contradicts the {form} label")

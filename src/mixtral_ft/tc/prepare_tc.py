@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import os
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -182,6 +183,7 @@ class TcRules:
         for line, item in items:
             decoded = decode_item(display, kind, line, item)
             if decoded.obj is None:
+                assert decoded.problem is not None  # a RawRow without obj carries its problem
                 res.n_read += 1
                 res.n_invalid += 1
                 res.problems.append(decoded.problem)
@@ -200,6 +202,7 @@ class TcRules:
                     shown = _clean(obj) if obj is not None else decoded.obj  # a RAGTruth line that did not expand
                     res.rejected.append(rejected_line(display, line, problems, shown, None))
                     continue
+                assert row is not None  # check_row gives a row when it finds no problem
                 res.sources[row["source"]] += 1
                 place = b"%d %d %d %s" % (task.index, line, n, _ROLE_BYTES[role])
                 id_b = orjson.dumps(row["id"])
@@ -247,6 +250,7 @@ class TcRules:
             if msg:
                 bad(spec.label, msg)
                 return None
+            assert value is not None  # check_text gives a value or a message
             value = normalize_text(value)
             if not value:
                 bad(spec.label, "empty (nothing left after whitespace normalization)")
@@ -273,7 +277,7 @@ class TcRules:
                 context = normalize_text(context)
                 if not context:
                     bad(c_spec.label, "empty (nothing left after whitespace normalization)")
-            else:
+            elif context is not None:  # a list (check_text_or_list gives a value or a message)
                 context = [normalize_text(s) for s in context]
                 if not any(context):
                     bad(c_spec.label, "every snippet is empty")
@@ -375,6 +379,7 @@ def _read_judgements(paths: tuple[str, ...], work: Path, n_parts: int) -> list[s
             displays.append(spec.display)
             for raw in iter_rows(spec):
                 if raw.obj is None:
+                    assert raw.problem is not None  # a RawRow without obj carries its problem
                     problems.add(raw.problem)
                     continue
                 key, msg = check_id(raw.obj.get("id"))
@@ -481,8 +486,9 @@ def _give_judgement(
 ) -> list[Problem]:
     """Set the verdict of a row that waited for ``--judgements``; the problems when it cannot get one."""
     if judgement is None:
-        _, (name, message) = _label({}, count_relevance)  # no judgement either: "no label"
-        return [Problem(display, line, name, message)]
+        _, no_label = _label({}, count_relevance)  # no judgement either: "no label"
+        assert no_label is not None  # an empty row never has a label
+        return [Problem(display, line, *no_label)]
     jfile, jline, verdict, error = judgement
     if verdict is None:
         return [
@@ -497,6 +503,7 @@ def _give_judgement(
     v, label_problem = _label({"verdict": verdict}, count_relevance)
     if label_problem is not None:
         return [Problem(display, line, *label_problem)]
+    assert v is not None  # _label gives a verdict or a problem
     row["verdict"] = _with_correction(v, row["corrected"]).to_dict()
     return []
 
@@ -836,9 +843,11 @@ def prepare_tc(opts: PrepareTcOptions) -> PrepareTcResult:
     return PrepareTcResult(Path(opts.out), summary)
 
 
-def _input_paths(opts: PrepareTcOptions) -> list[Path | None]:
+def _input_paths(opts: PrepareTcOptions) -> list[str | os.PathLike | None]:
     """Every file the command reads, which its ``--out`` may not replace."""
-    paths: list[Path | None] = [parse_input(a, "jsonl").path for a in [*opts.inputs, *opts.augment, *opts.judgements]]
+    paths: list[str | os.PathLike | None] = [
+        parse_input(a, "jsonl").path for a in [*opts.inputs, *opts.augment, *opts.judgements]
+    ]
     return paths + [opts.template, opts.tokenizer]
 
 

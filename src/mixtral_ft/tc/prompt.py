@@ -49,7 +49,7 @@ def _load(path: str, mtime_ns: int) -> str:
 def load_template(path: str | os.PathLike | None = None) -> str:
     """The template text (default: the shipped ``tc_v1``), checked for its placeholders."""
     given = path is not None
-    path = Path(path) if given else default_template_path()
+    path = Path(path) if path is not None else default_template_path()
     try:
         return _load(str(path), path.stat().st_mtime_ns)
     except FileNotFoundError:

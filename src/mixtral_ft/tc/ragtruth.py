@@ -32,6 +32,7 @@ def expand_ragtruth(obj: dict[str, Any], display: str, line: int) -> list[tuple[
     responses = obj.get("responses")
     if not isinstance(responses, list):
         problems.append(Problem(display, line, "responses", "expected a list"))
+        responses = []
     if problems:
         return [(None, problems)]
     out: list[tuple[dict[str, Any] | None, list[Problem]]] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ WHEEL_PACKAGES: tuple[tuple[str, str], ...] = (
     ("referencing", "jsonschema's"),
     ("rpds-py", "jsonschema's"),
 )
+_WHEEL_NAMES = tuple(name for name, _ in WHEEL_PACKAGES)
 # pip's platform tags for the machine (x86-64 Linux, glibc >= 2.28); pip matches each tag exactly.
 PLATFORMS = (
     "manylinux_2_28_x86_64",
@@ -49,7 +51,7 @@ PLATFORMS = (
 )
 
 
-def pinned_versions(names=tuple(n for n, _ in WHEEL_PACKAGES)) -> dict[str, str]:
+def pinned_versions(names: Iterable[str] = _WHEEL_NAMES) -> dict[str, str]:
     """``name -> version`` as installed here: the GPU machine then runs what the tests ran."""
     from importlib import metadata
 
@@ -207,7 +209,7 @@ def bench_problems(bench: dict[str, Any], at_layers: int = 32) -> list[str]:
     return problems
 
 
-REQUIRED_KEYS = {
+REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema": str,
     "started_at": str,
     "ended_at": (str, type(None)),

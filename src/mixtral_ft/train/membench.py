@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -97,7 +97,7 @@ class Fit:
         }
 
 
-def fit_linear(xs: list[float], ys: list[float], at: int = MIXTRAL_8X7B_LAYERS) -> Fit | None:
+def fit_linear(xs: Sequence[float], ys: Sequence[float | None], at: int = MIXTRAL_8X7B_LAYERS) -> Fit | None:
     """Least-squares line; None with fewer than two distinct x values."""
     pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if y is not None]
     if len({x for x, _ in pairs}) < 2:

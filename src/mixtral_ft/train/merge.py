@@ -483,7 +483,7 @@ def _merge_locked(
 
     try:
         with staged_dir(out, force=force, inputs=[paths.root, base_dir], needed=need) as stage:
-            shard_records = []
+            shard_records: list[dict[str, Any]] = []
             for shard in shards:
                 raw, header = raw_headers[shard]
                 updates = {name: _merged_bytes(header[name], per_tensor[name]) for name in header if name in per_tensor}

@@ -94,6 +94,8 @@ def describe_model(model) -> dict[str, Any]:
     parametrized_experts: list[str] = []
     expert_storage: dict[str, str] = {}
     linear_4bit = linear_8bit = 0
+    lin4: type | tuple[type, ...]  # () matches nothing
+    lin8: type | tuple[type, ...]
     try:
         import bitsandbytes as bnb
 

@@ -191,13 +191,15 @@ def run_status(run_dir: Path) -> RunStatus:
     if not (paths.config.exists() or paths.manifest.exists()):
         return RunStatus(RunState.FOREIGN, root)
     manifest = read_manifest(paths.manifest) or {}
-    attempts = manifest.get("attempts") if isinstance(manifest.get("attempts"), list) else []
+    attempts = manifest.get("attempts")
+    if not isinstance(attempts, list):
+        attempts = []
     last = attempts[-1] if attempts and isinstance(attempts[-1], dict) else {}
     checkpoint = newest_checkpoint(paths.output) if paths.output.is_dir() else None
     step, max_steps, epoch = _state_numbers(checkpoint)
     adapter = adapter_written(paths.output)
     outcome = last.get("outcome")
-    reached = step is not None and bool(max_steps) and step >= max_steps
+    reached = step is not None and max_steps is not None and max_steps != 0 and step >= max_steps
     if outcome == "finished" or (adapter and reached):
         state = RunState.FINISHED
     elif checkpoint is not None:

@@ -134,7 +134,7 @@ def _process_state_restored():
         os.environ.update(env)
         torch.set_float32_matmul_precision(precision)
         if fp32 is not None:
-            torch.backends.fp32_precision = fp32
+            torch.backends.fp32_precision = fp32  # type: ignore[attr-defined]  # newer torch only (read by getattr)
         try:
             from axolotl.monkeypatch import moe_quant
 
