@@ -1,6 +1,7 @@
 # mixft: every target creates and uses .venv by itself.
 #   make demo   the whole pipeline on the bundled sample, on a CPU (SmolLM2-135M-Instruct)
-#   make test   fast + slow test tiers (real Axolotl runs on tiny models); what CI runs
+#   make test   lint, format check, type check, then the fast + slow test tiers (real Axolotl
+#               runs on tiny models); what CI runs
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -15,7 +16,7 @@ export DO_NOT_TRACK := 1
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
+.PHONY: install lint browser demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
 
 install: $(STAMP)
 
@@ -47,8 +48,15 @@ browser:
 	  || echo "note: could not install chromium; the browser test will skip"; \
 	else echo "note: chromium/chromedriver not found; the browser test will skip (apt-get install chromium chromium-driver)"; fi
 
-# CI's command: the fast tier and the slow tier (real Axolotl runs on CPU); never the gpu tier.
-test: $(STAMP) browser
+# ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# CI's command: lint and types, then the fast tier and the slow tier (real Axolotl runs on CPU);
+# never the gpu tier.
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -8,7 +8,8 @@ with --dry-run. All problems are reported at once, each as ``file:line: `command
 
 Which lines are commands: every line of a ```bash/```sh/```console block, and lines of an
 unlabeled block whose first word is a known tool (other lines there are output or file trees).
-A line with ``[...]``, ``...``, ``A|B`` or ``<...>`` is a synopsis: only its ``--options`` are
+In a transcript (a block where some lines start with ``$ ``) only those lines are commands.
+A line with ``[...]``, ``...``, ``…``, ``A|B`` or ``<...>`` is a synopsis: only its ``--options`` are
 checked. ``$VAR`` values parse as the placeholder ``VAR``.
 """
 
@@ -84,7 +85,7 @@ def _logical_lines(lines):
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_SYNOPSIS = re.compile(r"\[|\.\.\.|<[A-Za-z]|\S\|\S")
+_SYNOPSIS = re.compile(r"\[|\.\.\.|…|<[A-Za-z]|\S\|\S")
 
 
 _EXECUTABLE_PATH = re.compile(r"^(\./|\.venv/bin/|\.ci/|scripts/)\S+$")
@@ -107,8 +108,12 @@ def doc_commands() -> list[DocCommand]:
         for lang, lines in _blocks(path):
             if lang in SKIP_LANGS:
                 continue
+            # A transcript (some lines start with `$ `): only those lines are commands, the rest is output.
+            transcript = any(line.lstrip().startswith("$ ") for _, line in lines)
             for n, raw in _logical_lines(lines):
                 text = raw.strip()
+                if transcript and not text.startswith("$ "):
+                    continue
                 text = text.removeprefix("$ ")
                 if not text or text.startswith("#"):
                     continue

@@ -244,15 +244,25 @@ def _responses(path: Path, n: int = 40) -> Path:
     return path
 
 
-def _run_dir(path: Path) -> Path:
-    (path / "output").mkdir(parents=True)
-    (path / "axolotl.yml").write_text("base_model: /nonexistent\n")
-    (path / "output" / "adapter_config.json").write_text("{}")
+def _run_dir(path: Path, base: Path) -> Path:
+    """A finished run of ``base`` (the tiny Mixtral) with a real LoRA adapter, as `mixft merge` reads it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    cfg = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), cfg).save_pretrained(path / "output")
+    ck = path / "output" / "checkpoint-4"
+    ck.mkdir()
+    (ck / "trainer_state.json").write_text(
+        json.dumps({"global_step": 4, "max_steps": 4, "epoch": 1.0, "log_history": []})
+    )
+    (path / "axolotl.yml").write_text(f"base_model: {base}\nadapter: lora\n")
+    (path / "manifest.json").write_text(json.dumps({"attempts": [{"outcome": "finished", "exit_status": 0}]}))
     return path
 
 
 @pytest.mark.parametrize("case", ["prepare tc", "eval rg", "eval compare", "report", "train", "merge"])
-def test_every_writer_refuses_an_output_another_process_holds(tmp_path, case):
+def test_every_writer_refuses_an_output_another_process_holds(tmp_path, case, request):
     """The lock is one mechanism (util.lock) in every writer: while another process holds the
     output, each command refuses with exit 75 and the holder's pid, and writes nothing."""
     v = _verdicts(tmp_path / "v.jsonl")
@@ -264,8 +274,10 @@ def test_every_writer_refuses_an_output_another_process_holds(tmp_path, case):
         "eval compare": ["eval", "compare", v, v, "--out", target],
         "report": ["report", tmp_path / "ev", "--out", target],
         "train": ["train", "rg", "--data", data, "--profile", "cpu", "--run-dir", target],
-        "merge": ["merge", _run_dir(tmp_path / "run"), "--out", target],
+        "merge": ["merge", tmp_path / "run", "--out", target],
     }[case]
+    if case == "merge":
+        _run_dir(tmp_path / "run", request.getfixturevalue("tiny_mixtral_dir"))
     if case == "report":
         assert run(["eval", "rg", "--verdicts", v, "--label", "x", "--out", tmp_path / "ev"], tmp_path).returncode == 0
     holder = hold_lock(target, tmp_path)
@@ -309,11 +321,11 @@ def test_prepare_out_of_the_working_directory_or_its_inputs_is_refused(tmp_path,
     assert sorted(p.name for p in inputs.iterdir()) == ["qa.jsonl"]
 
 
-def test_eval_report_train_merge_never_replace_their_inputs(tmp_path):
+def test_eval_report_train_merge_never_replace_their_inputs(tmp_path, tiny_mixtral_dir):
     v = _verdicts(tmp_path / "ev" / "v.jsonl")
     assert run(["eval", "rg", "--verdicts", v, "--label", "x", "--out", tmp_path / "e1"], tmp_path).returncode == 0
     data = write_split(tmp_path / "data", rg_rows("train", 4), rg_rows("test", 2))
-    runs = _run_dir(tmp_path / "run")
+    runs = _run_dir(tmp_path / "run", tiny_mixtral_dir)
     cases = [
         (["eval", "rg", "--verdicts", v, "--label", "x", "--out", tmp_path / "ev", "--force"], "contains the input"),
         (["report", tmp_path / "e1", "--out", tmp_path / "e1", "--force"], "is the input"),

@@ -288,6 +288,9 @@ def test_rank_1_resumes_from_the_shared_checkpoint_or_says_why_it_cannot(tmp_pat
 def test_merge_refuses_a_run_that_is_not_finished(tmp_path, capsys):
     """Axolotl saves a partly trained adapter on Ctrl-C: merging it would pass it off as the result."""
     run_dir = _run(tmp_path / "run", [_attempt("interrupted by SIGINT", 130)], (2,), adapter=True)
-    rc, _, err = _mixft(["merge", run_dir], capsys)
+    base = tmp_path / "base"  # read only for its config: the refusal comes before any weight is loaded
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
+    rc, _, err = _mixft(["merge", run_dir, "--base-model", base], capsys)
     assert rc == 2 and "has checkpoint-2 (step 2 of 4" in err and "its adapter is not the finished one" in err
     assert not (run_dir / "merged").exists()

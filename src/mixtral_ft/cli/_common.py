@@ -45,7 +45,7 @@ class ProfileChoice(SuggestingChoice):
     def __init__(self) -> None:
         super().__init__((), "profile")
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         from mixtral_ft.axolotl_cfg.render import profile_names
 

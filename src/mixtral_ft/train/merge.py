@@ -379,7 +379,6 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
     started = time.monotonic()
     paths = RunPaths(Path(run_dir))
     cfg = _load_config(paths)
-    _check_finished(paths)  # first, as the most telling refusal; checked again under the lock below
     adapter_dir = paths.output
     if not (adapter_dir / "adapter_config.json").exists():
         raise UsageError(f"{adapter_dir}: no LoRA adapter (adapter_config.json); has the run finished?")
