@@ -72,6 +72,7 @@ def test_enums_agree_with_the_library():
         (["judge"], "--prompt", "[tc|chat]"),
         (["judge"], "--backend", "[hf|openai]"),
         (["plan", "generate"], "--prompt", "[rg|chat]"),
+        (["plan", "rg"], "--gpu", "[a100-40gb|a100-80gb|h100-80gb|h200|l40s|rtx-4090|a10g]"),
         (["plan", "judge"], "--prompt", "[tc|chat]"),
         (["eval", "rg"], "--interval", "[wilson|"),
     ],

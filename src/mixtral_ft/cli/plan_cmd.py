@@ -8,6 +8,7 @@ import typer
 
 from mixtral_ft.cli._choices import GeneratePrompt, JudgePrompt
 from mixtral_ft.cli._common import ProfileOption, enum_choice
+from mixtral_ft.plan.gpus import GPUS  # stdlib only: --help stays light
 
 app = typer.Typer(
     help="Peak GPU memory (with its parts) and hours of a run, before a GPU-hour is spent.", no_args_is_help=True
@@ -22,8 +23,8 @@ def register(root: typer.Typer) -> None:
 GpuOption = typer.Option(
     None,
     "--gpu",
-    help="GPU from the table: a100-40gb, a100-80gb, h100-80gb, h200, l40s, "
-    "rtx-4090, a10g (default: the profile's card, else a100-80gb).",
+    metavar="[" + "|".join(GPUS) + "]",  # the table itself (common aliases such as h100 work too)
+    help="GPU from the planner's table (default: the profile's card, else a100-80gb).",
 )
 GpuMemoryOption = typer.Option(None, "--gpu-memory", help="Plan for a GPU with this much memory (GiB) instead.")
 JsonOption = typer.Option(
