@@ -378,8 +378,8 @@ def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str
     A point's rows are full length and not packed, so a micro batch's attention pairs are rows x length^2."""
     from mixtral_ft.plan.arch import load_arch
     from mixtral_ft.plan.gpus import gpu_by_name
-    from mixtral_ft.plan.loadplan import training_decisions
     from mixtral_ft.plan.setup import setup_from_config
+    from mixtral_ft.plan.storage import training_decisions
     from mixtral_ft.plan.timing import arch_dims, micro_batch_cost
     from mixtral_ft.plan.training import dense_calibration, report_calibration
     from mixtral_ft.plan.weights import weight_summary

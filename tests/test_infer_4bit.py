@@ -110,7 +110,7 @@ def test_loaded_4bit_model_stores_experts_in_uint8_with_lora_on_attention(rg_lor
     assert model.base_model.model.lm_head.weight.dtype == torch.float32
     # LoRA sits on q/k/v/o of both layers, nowhere else.
     assert loaded.lora_modules == [f"model.layers.{i}.self_attn.{p}_proj" for i in (0, 1) for p in "koqv"]
-    assert loaded.plan.device_map == {"": "cpu"} and loaded.plan.dtype == "float32"
+    assert loaded.layout.device_map == {"": "cpu"} and loaded.layout.dtype == "float32"
 
 
 def test_expert_lora_over_4bit_experts_equals_dequantized_base_plus_adapter(tiny_mixtral_dir, tmp_path):

@@ -4,12 +4,12 @@ planned-vs-measured line."""
 from __future__ import annotations
 
 import pytest
-from test_plan_golden import refusal_plan, warm_cache  # noqa: F401  (fixture)
+from support.shipped import refusal_plan, shipped_plan
+from test_plan_golden import warm_cache  # noqa: F401  (fixture)
 
 from mixtral_ft.plan.check import PlanRefused, check_inference_plan, check_training_plan, planned_vs_measured
 from mixtral_ft.plan.gpus import GPUS
 from mixtral_ft.plan.inference import InferencePlan
-from mixtral_ft.plan.shipped import shipped_plan
 
 GIB = 2**30
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mixtral_ft.plan.arch import MIXTRAL_8X7B_CONFIG, load_arch
-from mixtral_ft.plan.loadplan import inference_decisions, nf4_stored_bytes, training_decisions
 from mixtral_ft.plan.setup import setup_from_config
+from mixtral_ft.plan.storage import inference_decisions, nf4_stored_bytes, training_decisions
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (4, 256, 64), (3, 100), (7, 33, 9), (5, 3), (300, 257)])
@@ -160,7 +160,7 @@ def test_int8_weights_are_int8_with_row_scales():
     checked against a real Int8Params quantized on the CPU; Llama-2-7B's linears come to 6.04 GiB, not float32."""
     torch = pytest.importorskip("torch")
     bnb = pytest.importorskip("bitsandbytes")
-    from mixtral_ft.plan.loadplan import int8_stored_bytes
+    from mixtral_ft.plan.storage import int8_stored_bytes
     from mixtral_ft.plan.weights import weight_summary
 
     layer = bnb.nn.Linear8bitLt(96, 40, bias=False, has_fp16_weights=False)

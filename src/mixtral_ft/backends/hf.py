@@ -93,8 +93,8 @@ class HFBackend:
         from mixtral_ft.models.loading import load_for_inference
 
         loaded = load_for_inference(self.model_name, adapter=self.adapter, load_in_4bit=self.load_in_4bit)
-        self.model, self.tokenizer, self.plan = loaded.model, loaded.tokenizer, loaded.plan
-        self.device = loaded.plan.device
+        self.model, self.tokenizer, self.layout = loaded.model, loaded.tokenizer, loaded.layout
+        self.device = loaded.layout.device
         self.quantization = loaded.quantization
         self.lora_modules = loaded.lora_modules
         gen_eos = self.model.generation_config.eos_token_id
@@ -121,7 +121,7 @@ class HFBackend:
             "load_in_4bit": self.load_in_4bit,
             "device": self.device,
             "batch_size": self.batch_size,
-            "load": self.plan.to_dict(),
+            "load": self.layout.to_dict(),
             "quantization": self.quantization,
             "lora_modules": len(self.lora_modules),
             "lora_targets": sorted({name.rpartition(".")[2] for name in self.lora_modules}),

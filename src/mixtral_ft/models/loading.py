@@ -4,7 +4,7 @@
 Every in-process inference load goes through :func:`load_for_inference` (the hf backend of
 ``mixft generate``/``mixft judge``; tests and benchmarks use it too), so the GPU and the CPU
 run the same code and only the kernels differ. The decisions are a pure function,
-:func:`plan_load`, tested for both devices without a GPU.
+:func:`load_layout`, tested for both devices without a GPU.
 
 Under ``load_in_4bit`` two mechanisms together store the model in 4-bit (models/quant.py):
 
@@ -32,7 +32,7 @@ DEVICES = ("cuda", "cpu")
 
 
 @dataclass(frozen=True)
-class LoadPlan:
+class LoadLayout:
     """What a load asks transformers for; recorded in manifests (``identity()["load"]``)."""
 
     device: str
@@ -50,8 +50,8 @@ class LoadPlan:
         return d
 
 
-def plan_load(device: str, load_in_4bit: bool) -> LoadPlan:
-    """The load decisions for ``device`` ("cuda" or "cpu"); pure, so the CUDA plan is testable on CPU.
+def load_layout(device: str, load_in_4bit: bool) -> LoadLayout:
+    """The load decisions for ``device`` ("cuda" or "cpu"); pure, so the CUDA layout is testable on CPU.
 
     - CUDA: everything on GPU 0 (``{"": 0}``: a 4-bit Mixtral-8x7B, ~25 GB, fits one card, and
       bitsandbytes quantizes tensors on the device they are placed on), bf16 for the tensors that
@@ -68,7 +68,7 @@ def plan_load(device: str, load_in_4bit: bool) -> LoadPlan:
         raise UsageError(f"Unknown device '{device}'. Available: {', '.join(DEVICES)}")
     dtype = "bfloat16" if device == "cuda" else "float32"
     device_map: dict[str, int | str] = {"": 0} if device == "cuda" else {"": "cpu"}
-    return LoadPlan(
+    return LoadLayout(
         device=device,
         dtype=dtype,
         device_map=device_map,
@@ -123,7 +123,7 @@ class LoadedModel:
 
     model: Any
     tokenizer: Any
-    plan: LoadPlan
+    layout: LoadLayout
     quantization: dict[str, int]  # models.quant.quantization_record of the loaded model
     lora_modules: list[str] = field(default_factory=list)
 
@@ -131,7 +131,7 @@ class LoadedModel:
 def load_for_inference(
     model: str, adapter: str | None = None, load_in_4bit: bool = False, device: str | None = None
 ) -> LoadedModel:
-    """Load ``model`` (a local directory or hub id) for generation, per :func:`plan_load`.
+    """Load ``model`` (a local directory or hub id) for generation, per :func:`load_layout`.
 
     The tokenizer comes from the adapter directory when it holds one (Axolotl saves the
     tokenizer it trained with beside the adapter), else from ``model``.
@@ -145,17 +145,17 @@ def load_for_inference(
         ) from e
     from mixtral_ft.models.quant import quantization_record, quantize_experts_on_load
 
-    plan = plan_load(device or default_device(), load_in_4bit)
+    layout = load_layout(device or default_device(), load_in_4bit)
     adapter_dir = check_adapter_dir(adapter) if adapter else None
     tok_source = adapter_dir if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").exists() else model
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), "device_map": plan.device_map}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, layout.dtype), "device_map": layout.device_map}
     loaded: PreTrainedModel | PeftModel  # PeftModel: with an adapter
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tok_source))
-        if plan.four_bit is not None:
+        if layout.four_bit is not None:
             _check_bitsandbytes()
-            kwargs["quantization_config"] = plan.four_bit.bnb_config()
-            with quantize_experts_on_load(plan.four_bit):
+            kwargs["quantization_config"] = layout.four_bit.bnb_config()
+            with quantize_experts_on_load(layout.four_bit):
                 loaded = AutoModelForCausalLM.from_pretrained(model, **kwargs)
         else:
             loaded = AutoModelForCausalLM.from_pretrained(model, **kwargs)
@@ -164,7 +164,7 @@ def load_for_inference(
     if adapter_dir is not None:
         from peft import PeftModel
 
-        if plan.load_in_4bit and adapter_targets_parameters(adapter_dir):
+        if layout.load_in_4bit and adapter_targets_parameters(adapter_dir):
             _patch_peft_for_quantized_experts(adapter_dir)
         loaded = PeftModel.from_pretrained(loaded, str(adapter_dir))
         check_adapter_applied(loaded, adapter_dir)
@@ -172,7 +172,7 @@ def load_for_inference(
     return LoadedModel(
         model=loaded,
         tokenizer=tokenizer,
-        plan=plan,
+        layout=layout,
         quantization=quantization_record(loaded),
         lora_modules=lora_modules(loaded),
     )

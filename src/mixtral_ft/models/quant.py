@@ -1,4 +1,4 @@
-"""The 4-bit load plan: which tensors a ``--load-in-4bit`` load stores in 4-bit, and the hook
+"""The 4-bit load layout: which tensors a ``--load-in-4bit`` load stores in 4-bit, and the hook
 that quantizes the fused MoE experts while the checkpoint is read.
 
 Why this exists (transformers 5.16.1, bitsandbytes 0.50.2, Axolotl 0.19.0):

@@ -151,6 +151,105 @@ def _decode_bytes_per_step(weights: dict[str, Any], arch, batch: int, context: f
     return linear + expert_bytes + head + kv
 
 
+@dataclass
+class _Composer:
+    """The parts of the inference peak for one batch size: weights, adapter, and the larger of the
+    prefill and decode phases (see the module docstring)."""
+
+    arch: Any
+    weights: dict[str, Any]
+    adapter_bytes: int
+    load_in_4bit: bool
+    width: int  # the longest prompt: every row of the first batch is left-padded to it
+    max_new_tokens: int
+    use_cache: bool
+
+    def _depth_peak(self, b: int) -> dict[str, float]:
+        """The prefill's transient at full depth, split by tag: the larger of the first and the last
+        layer's forward (see ``measure.PHASES``)."""
+        from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
+
+        sim = measure_prefill(self.arch, self.load_in_4bit, b, self.width, use_cache=self.use_cache)
+        entry = sim["sizes"][size_key(b, self.width)]
+        at: dict[str, float] = {}
+        for phase in ("forward_layer0", "forward"):
+            split = depth_split(
+                entry[LA]["peaks"][phase]["by_tag"],
+                entry[LB]["peaks"][phase]["by_tag"],
+                self.arch.num_layers,
+                ("activations", "logits", "dequant"),
+            )
+            if sum(split.values()) > sum(at.values()):
+                at = split
+        return at
+
+    def __call__(self, b: int) -> tuple[dict[str, float], str, dict[str, float]]:
+        arch, layers = self.arch, self.arch.num_layers
+        at = self._depth_peak(b)
+        kv_prompt = _kv_bytes(arch, b, self.width)
+        kv_full = _kv_bytes(arch, b, self.width + self.max_new_tokens)
+        prefill = {
+            "kv_cache": kv_prompt,
+            "activations": max(0.0, at["activations"] - kv_prompt),
+            "logits": at["logits"],
+            "dequant_buffers": at["dequant"],
+        }
+        decode = {
+            "kv_cache": kv_full,
+            "activations": kv_full / layers,  # one layer's cache copy in torch.cat
+            "logits": 2 * b * arch.vocab_size * 4.0,
+            "dequant_buffers": at["dequant"],
+        }
+        phases = {"prefill": sum(prefill.values()), "decode": sum(decode.values())}
+        peak = max(phases, key=phases.__getitem__)
+        parts = {f"weights_{k}": float(v) for k, v in self.weights["parts"].items() if v}
+        if self.adapter_bytes:
+            parts["adapter"] = float(self.adapter_bytes)
+        parts.update(prefill if peak == "prefill" else decode)
+        parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
+        return parts, peak, phases
+
+
+def _all_rows_hours(
+    lengths: list[int],
+    batch_size: int,
+    weights: dict[str, Any],
+    arch,
+    gpu: Gpu,
+    mfu: float,
+    max_new_tokens: int,
+    load_in_4bit: bool,
+    bandwidth: float,
+) -> float:
+    """Hours for every row: each batch's prefill at the MFU, then ``max_new_tokens`` bandwidth-bound steps."""
+    flops_per_s = gpu.bf16_tflops * 1e12 * mfu
+    total_s = 0.0
+    for i in range(0, len(lengths), batch_size):
+        chunk = lengths[i : i + batch_size]
+        b, w = len(chunk), chunk[0]
+        total_s += 2 * b * w * weights["active_matmul_params_per_token"] / flops_per_s
+        total_s += (
+            max_new_tokens * _decode_bytes_per_step(weights, arch, b, w + max_new_tokens / 2, load_in_4bit) / bandwidth
+        )
+    return total_s / 3600
+
+
+def _throughput_notes(step_bytes: float, gpu: Gpu, load_in_4bit: bool, weights: dict[str, Any]) -> list[str]:
+    from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
+
+    notes = [
+        f"decode is memory-bandwidth bound: {step_bytes / 1e9:.1f} GB moved per step at "
+        f"{BANDWIDTH_EFFICIENCY:.0%} of {gpu.bandwidth_gbs:,.0f} GB/s; hours assume every row runs to "
+        "--max-new-tokens (an upper bound)"
+    ]
+    if load_in_4bit and weights["dequant_elements"]["experts"]:
+        notes.append(
+            "4-bit experts are dequantized whole on every forward (bitsandbytes parametrization): "
+            "each decode step writes and reads them in bf16"
+        )
+    return notes
+
+
 def plan_inference(
     model,
     gpu: Gpu | str | float | None = "a100-80gb",
@@ -170,8 +269,7 @@ def plan_inference(
     every prompt of the input file (``None``: one prompt of 1,024 tokens, stated in the notes).
     """
     from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.loadplan import inference_decisions
-    from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
+    from mixtral_ft.plan.storage import inference_decisions
     from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
     from mixtral_ft.plan.training import report_calibration
     from mixtral_ft.plan.weights import weight_summary
@@ -187,78 +285,21 @@ def plan_inference(
         prompt_lengths = [1024]
         notes.append("no input file: one prompt of 1,024 tokens assumed")
     lengths = sorted(prompt_lengths, reverse=True)
-    first = lengths[:batch_size]
-    batch = len(first)
-    width = first[0]
+    batch = len(lengths[:batch_size])
+    width = lengths[0]
     weights = weight_summary(arch, inference_decisions(load_in_4bit), None, use_cache=use_cache)
     ad_bytes, ad_note = adapter_bytes(adapter)
     if adapter is not None:
         notes.append(f"adapter: {ad_note}")
-
-    def compose(b: int) -> tuple[dict[str, float], str, dict[str, float]]:
-        sim = measure_prefill(arch, load_in_4bit, b, width, use_cache=use_cache)["sizes"][size_key(b, width)]
-        layers = arch.num_layers
-        at: dict[str, float] = {}
-        for phase in ("forward_layer0", "forward"):  # the first and the last layer (see measure.PHASES)
-            split = depth_split(
-                sim[LA]["peaks"][phase]["by_tag"],
-                sim[LB]["peaks"][phase]["by_tag"],
-                layers,
-                ("activations", "logits", "dequant"),
-            )
-            if sum(split.values()) > sum(at.values()):
-                at = split
-        kv_prompt = _kv_bytes(arch, b, width)
-        kv_full = _kv_bytes(arch, b, width + max_new_tokens)
-        prefill = {
-            "kv_cache": kv_prompt,
-            "activations": max(0.0, at["activations"] - kv_prompt),
-            "logits": at["logits"],
-            "dequant_buffers": at["dequant"],
-        }
-        decode = {
-            "kv_cache": kv_full,
-            "activations": kv_full / layers,  # one layer's cache copy in torch.cat
-            "logits": 2 * b * arch.vocab_size * 4.0,
-            "dequant_buffers": at["dequant"],
-        }
-        phases = {"prefill": sum(prefill.values()), "decode": sum(decode.values())}
-        peak = max(phases, key=phases.__getitem__)
-        parts = {f"weights_{k}": float(v) for k, v in weights["parts"].items() if v}
-        if ad_bytes:
-            parts["adapter"] = float(ad_bytes)
-        parts.update(prefill if peak == "prefill" else decode)
-        parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
-        return parts, peak, phases
-
+    compose = _Composer(arch, weights, ad_bytes, load_in_4bit, width, max_new_tokens, use_cache)
     parts, peak, phases = compose(batch)
     bw = the_gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY
     step_bytes = _decode_bytes_per_step(weights, arch, batch, width + max_new_tokens / 2, load_in_4bit)
     step_s = step_bytes / bw
     mfu = report_calibration(use_cache)["mfu"]
-    prefill_flops = 2 * batch * width * weights["active_matmul_params_per_token"]
-    prefill_s = prefill_flops / (the_gpu.bf16_tflops * 1e12 * mfu)
-    hours = None
-    if prompt_lengths:
-        total_s = 0.0
-        for i in range(0, len(lengths), batch_size):
-            chunk = lengths[i : i + batch_size]
-            b, w = len(chunk), chunk[0]
-            total_s += 2 * b * w * weights["active_matmul_params_per_token"] / (the_gpu.bf16_tflops * 1e12 * mfu)
-            total_s += (
-                max_new_tokens * _decode_bytes_per_step(weights, arch, b, w + max_new_tokens / 2, load_in_4bit) / bw
-            )
-        hours = total_s / 3600
-    notes.append(
-        f"decode is memory-bandwidth bound: {step_bytes / 1e9:.1f} GB moved per step at "
-        f"{BANDWIDTH_EFFICIENCY:.0%} of {the_gpu.bandwidth_gbs:,.0f} GB/s; hours assume every row runs to "
-        "--max-new-tokens (an upper bound)"
-    )
-    if load_in_4bit and weights["dequant_elements"]["experts"]:
-        notes.append(
-            "4-bit experts are dequantized whole on every forward (bitsandbytes parametrization): "
-            "each decode step writes and reads them in bf16"
-        )
+    prefill_s = 2 * batch * width * weights["active_matmul_params_per_token"] / (the_gpu.bf16_tflops * 1e12 * mfu)
+    hours = _all_rows_hours(lengths, batch_size, weights, arch, the_gpu, mfu, max_new_tokens, load_in_4bit, bw)
+    notes += _throughput_notes(step_bytes, the_gpu, load_in_4bit, weights)
     plan = InferencePlan(
         gpu=the_gpu,
         model=str(model),

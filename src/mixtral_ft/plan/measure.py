@@ -168,8 +168,8 @@ def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True)
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from mixtral_ft.plan.loadplan import training_decisions
     from mixtral_ft.plan.model_build import build_meta_model, materialize
+    from mixtral_ft.plan.storage import training_decisions
 
     decisions = training_decisions(setup, arch.model_type)
     overrides = dict(setup.model_config_overrides)
@@ -527,8 +527,8 @@ def build_inference_model(arch: ModelArch, load_in_4bit: bool, layers: int, attn
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from mixtral_ft.plan.loadplan import inference_decisions
     from mixtral_ft.plan.model_build import build_meta_model, materialize_fake
+    from mixtral_ft.plan.storage import inference_decisions
 
     decisions = inference_decisions(load_in_4bit)
     model = build_meta_model(arch, decisions, {"num_hidden_layers": layers}, attn_implementation="eager")

@@ -19,7 +19,7 @@ from typing import Any
 
 from mixtral_ft.models.quant import is_fused_expert
 from mixtral_ft.plan.arch import ModelArch, to_transformers_config
-from mixtral_ft.plan.loadplan import DTYPE_BYTES, LoadDecisions, int8_stored_bytes, nf4_stored_bytes
+from mixtral_ft.plan.storage import DTYPE_BYTES, LoadDecisions, int8_stored_bytes, nf4_stored_bytes
 
 PARTS = ("experts", "attention", "mlp", "embeddings_head", "other")
 
@@ -153,15 +153,74 @@ def inventory(model, decisions: LoadDecisions) -> list[TensorRecord]:
     return records
 
 
+def _linear4bit_weight(module, dense, decisions: LoadDecisions):
+    """A ``Linear4bit`` weight as bitsandbytes stores it: ``dense`` quantized by ``quantize_4bit`` (its fake
+    kernel gives the real packed/absmax shapes), kept as a plain parameter carrying its ``quant_state``
+    and the attributes of a ``Params4bit`` (which cannot wrap a FakeTensor)."""
+    import bitsandbytes.functional as bf
+    import torch
+
+    spec = decisions.spec
+    storage = getattr(torch, decisions.linear_storage)
+    packed, state = bf.quantize_4bit(
+        dense,
+        blocksize=spec.blocksize,
+        compress_statistics=spec.double_quant,
+        quant_type=spec.quant_type,
+        quant_storage=storage,
+    )
+    param = torch.nn.Parameter(packed, requires_grad=False)
+    params4bit = {
+        "quant_state": state,
+        "quant_type": spec.quant_type,
+        "blocksize": spec.blocksize,
+        "compress_statistics": spec.double_quant,
+        "quant_storage": storage,
+        "bnb_quantized": True,
+        "module": module,
+    }
+    for attr, value in params4bit.items():
+        setattr(param, attr, value)
+    return param
+
+
+def _linear8bit_weight(module, new, real_values):
+    """What ``Int8Params`` keeps after quantizing on the GPU: the int8 matrix as the weight's data (also
+    ``state.CB``) and a float32 absmax per output row (``state.SCB``); sets the module's state."""
+    import torch
+
+    cb = torch.zeros(module.out_features, module.in_features, dtype=torch.int8)
+    if real_values is not None:
+        cb = torch.randint(-127, 128, cb.shape, generator=real_values, dtype=torch.int8)
+    param = torch.nn.Parameter(cb, requires_grad=False)
+    for attr in ("CB", "SCB"):  # Int8Params after init_8bit_state moved them to the state
+        setattr(param, attr, None)
+    module.state.CB = param.data
+    module.state.SCB = new((module.out_features,), torch.float32).abs() + 1.0
+    module.state.has_fp16_weights = False
+    return param
+
+
+def _set_compute_dtype(model, load_dtype) -> None:
+    lin4 = _linear4bit_class()
+    for module in model.modules():
+        if lin4 is not None and isinstance(module, lin4):
+            module.compute_dtype = load_dtype
+            module.compute_type_is_set = True
+            # bitsandbytes repacks 4-bit weights for AVX512 CPUs on the first inference forward
+            # (Linear4bit.forward, _convert_weight_packed_for_cpu); CUDA has no such step.
+            module.support_avx512bf16_for_cpu = False
+
+
 def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
     """Replace every meta tensor of ``model`` by a CPU tensor stored as the loader would store it:
     a ``FakeTensor`` (shape, dtype and storage, no data) under ``fake_mode``, or with ``fake_mode=None``
     a real one (small random values), so the same model can be checked against a real run.
 
-    Linear4bit weights are quantized by ``bitsandbytes.functional.quantize_4bit`` (its fake kernel
-    gives the real packed/absmax shapes) and kept as plain parameters carrying their ``quant_state``
-    (a ``Params4bit`` cannot wrap a FakeTensor); fused experts go through bitsandbytes'
-    ``replace_parameter_4bit`` exactly as the on-load hooks call it.
+    Linear4bit weights are quantized by ``bitsandbytes.functional.quantize_4bit``
+    (:func:`_linear4bit_weight`); Linear8bitLt weights are stored as ``Int8Params`` keeps them
+    (:func:`_linear8bit_weight`); fused experts go through bitsandbytes' ``replace_parameter_4bit``
+    exactly as the on-load hooks call it.
     """
     import contextlib
 
@@ -188,60 +247,21 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
                 full = f"{mod_name}.{pname}" if mod_name else pname
                 if lin4 is not None and isinstance(module, lin4) and pname == "weight":
                     dense = new((module.out_features, module.in_features), load_dtype)
-                    packed, state = bf.quantize_4bit(
-                        dense,
-                        blocksize=spec.blocksize,
-                        compress_statistics=spec.double_quant,
-                        quant_type=spec.quant_type,
-                        quant_storage=getattr(torch, decisions.linear_storage),
-                    )
-                    param = torch.nn.Parameter(packed, requires_grad=False)
-                    # what bitsandbytes' Params4bit carries (a plain Parameter declares none of it)
-                    params4bit = {
-                        "quant_state": state,
-                        "quant_type": spec.quant_type,
-                        "blocksize": spec.blocksize,
-                        "compress_statistics": spec.double_quant,
-                        "quant_storage": getattr(torch, decisions.linear_storage),
-                        "bnb_quantized": True,
-                        "module": module,
-                    }
-                    for attr, value in params4bit.items():
-                        setattr(param, attr, value)
-                    module._parameters[pname] = param
-                    continue
-                if lin8 is not None and isinstance(module, lin8) and pname == "weight":
-                    # What Int8Params keeps after quantizing on the GPU: the int8 matrix as the weight's
-                    # data (also state.CB) and a float32 absmax per output row (SCB).
-                    cb = torch.zeros(module.out_features, module.in_features, dtype=torch.int8)
-                    if fake_mode is None:
-                        cb = torch.randint(-127, 128, cb.shape, generator=gen, dtype=torch.int8)
-                    param = torch.nn.Parameter(cb, requires_grad=False)
-                    for attr in ("CB", "SCB"):  # Int8Params after init_8bit_state moved them to the state
-                        setattr(param, attr, None)
-                    module._parameters[pname] = param
-                    module.state.CB = param.data
-                    module.state.SCB = new((module.out_features,), torch.float32).abs() + 1.0
-                    module.state.has_fp16_weights = False
-                    continue
-                if decisions.experts_4bit and is_fused_expert(full, p.ndim):
+                    module._parameters[pname] = _linear4bit_weight(module, dense, decisions)
+                elif lin8 is not None and isinstance(module, lin8) and pname == "weight":
+                    module._parameters[pname] = _linear8bit_weight(module, new, None if fake_mode else gen)
+                elif decisions.experts_4bit and is_fused_expert(full, p.ndim):
                     module._parameters[pname] = torch.nn.Parameter(new(p.shape, load_dtype), requires_grad=False)
                     replace_parameter_4bit(
                         module, pname, compress_statistics=spec.double_quant, quant_type=spec.quant_type
                     )
-                    continue
-                dtype = getattr(torch, decisions.stored_dtype(full, _dtype_name(p.dtype)))
-                module._parameters[pname] = torch.nn.Parameter(new(p.shape, dtype), requires_grad=p.requires_grad)
+                else:
+                    dtype = getattr(torch, decisions.stored_dtype(full, _dtype_name(p.dtype)))
+                    module._parameters[pname] = torch.nn.Parameter(new(p.shape, dtype), requires_grad=p.requires_grad)
             for bname, b in list(module.named_buffers(recurse=False)):
                 # Values do not change memory; zeros keep a real run finite (rotary: cos 1, sin 0).
                 module._buffers[bname] = torch.zeros(b.shape, dtype=b.dtype)
-    for module in model.modules():
-        if lin4 is not None and isinstance(module, lin4):
-            module.compute_dtype = load_dtype
-            module.compute_type_is_set = True
-            # bitsandbytes repacks 4-bit weights for AVX512 CPUs on the first inference forward
-            # (Linear4bit.forward, _convert_weight_packed_for_cpu); CUDA has no such step.
-            module.support_avx512bf16_for_cpu = False
+    _set_compute_dtype(model, load_dtype)
     return model
 
 

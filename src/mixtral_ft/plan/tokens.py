@@ -99,6 +99,61 @@ def tokenizer_dir(base_model: str) -> Path | None:
     return None
 
 
+def _tokens_cache_key(path: Path, task: str, tok_dir: Path | None, sequence_len: int) -> str:
+    import hashlib
+
+    from mixtral_ft.util.hashing import sha256_file
+
+    body = [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len]
+    return "tokens-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _row_lengths(task: str, path: Path, tok_dir: Path | None) -> dict[str, Any]:
+    """Every row's token length (untruncated, so over-long rows show their real length): tokenized as
+    Axolotl builds the row when ``tok_dir`` holds the tokenizer, else estimated from its characters."""
+    from mixtral_ft.data.lengths import char_estimate
+    from mixtral_ft.util.jsonl import read_jsonl
+
+    pairs = _pairs(task, list(read_jsonl(path)))
+    trained = None
+    if tok_dir is not None:
+        from mixtral_ft.data.lengths import AxolotlInstructionTokenizer
+
+        tok = AxolotlInstructionTokenizer(tok_dir, 10**9)
+        lengths, trained = [], 0
+        for i in range(0, len(pairs), 256):
+            for ids, labels in tok.tokenize_batch(pairs[i : i + 256]):
+                lengths.append(len(ids))
+                trained += sum(1 for x in labels if x != -100)
+        method = "tokenizer"
+    else:
+        lengths = [char_estimate(p, r) for p, r in pairs]
+        method = "estimate (4 characters per token)"
+    return {
+        "lengths": lengths,
+        "method": method,
+        "tokenizer": str(tok_dir) if tok_dir else None,
+        "trained_tokens": trained,
+    }
+
+
+def _length_filter(lengths: list[int], sequence_len: int, strategy: str) -> tuple[list[int], int, int]:
+    """Axolotl's length filter: (kept lengths, dropped, truncated). Rows over ``sequence_len`` are dropped
+    (``drop``) or cut (``truncate``); rows under 2 tokens are dropped (``min_sample_len``)."""
+    kept, dropped, truncated = [], 0, 0
+    for n in lengths:
+        if n > sequence_len:
+            if strategy == "truncate":
+                kept.append(sequence_len)
+                truncated += 1
+            else:
+                dropped += 1
+            continue
+        if n >= 2:  # min_sample_len default 2
+            kept.append(n)
+    return kept, dropped, truncated
+
+
 def count_tokens(
     task: str,
     data_dir: Path,
@@ -108,62 +163,19 @@ def count_tokens(
     use_cache: bool = True,
 ) -> DataTokens:
     """Token lengths of ``data_dir/train.jsonl`` as Axolotl will see them."""
-    from mixtral_ft.data.lengths import char_estimate
     from mixtral_ft.plan import measure
-    from mixtral_ft.util.hashing import sha256_file
 
     path = Path(data_dir) / "train.jsonl"
     if not path.exists():
         raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl")
     tok_dir = tokenizer_dir(base_model)
-    key = (
-        "tokens-"
-        + measure.hashlib.sha256(
-            json.dumps(
-                [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len], sort_keys=True
-            ).encode()
-        ).hexdigest()[:24]
-    )
+    key = _tokens_cache_key(path, task, tok_dir, sequence_len)
     raw = measure._read_cache(key) if use_cache else None
     if raw is None:
-        from mixtral_ft.util.jsonl import read_jsonl
-
-        rows = list(read_jsonl(path))
-        pairs = _pairs(task, rows)
-        trained = None
-        if tok_dir is not None:
-            from mixtral_ft.data.lengths import AxolotlInstructionTokenizer
-
-            # Tokenize untruncated so over-long rows show their real length.
-            tok = AxolotlInstructionTokenizer(tok_dir, 10**9)
-            lengths, trained = [], 0
-            for i in range(0, len(pairs), 256):
-                for ids, labels in tok.tokenize_batch(pairs[i : i + 256]):
-                    lengths.append(len(ids))
-                    trained += sum(1 for x in labels if x != -100)
-            method = "tokenizer"
-        else:
-            lengths = [char_estimate(p, r) for p, r in pairs]
-            method = "estimate (4 characters per token)"
-        raw = {
-            "lengths": lengths,
-            "method": method,
-            "tokenizer": str(tok_dir) if tok_dir else None,
-            "trained_tokens": trained,
-        }
+        raw = _row_lengths(task, path, tok_dir)
         measure._write_cache(key, raw)
     lengths = raw["lengths"]
-    kept, dropped, truncated = [], 0, 0
-    for n in lengths:
-        if n > sequence_len:
-            if excess_length_strategy == "truncate":
-                kept.append(sequence_len)
-                truncated += 1
-            else:
-                dropped += 1
-            continue
-        if n >= 2:  # min_sample_len default 2
-            kept.append(n)
+    kept, dropped, truncated = _length_filter(lengths, sequence_len, excess_length_strategy)
     notes = []
     if raw["method"] != "tokenizer":
         notes.append(

@@ -216,7 +216,7 @@ class _Planner:
     """Memory arithmetic for one setup; sizes can vary (the micro batch / sequence searches)."""
 
     def __init__(self, arch, setup, use_cache: bool):
-        from mixtral_ft.plan.loadplan import training_decisions
+        from mixtral_ft.plan.storage import training_decisions
         from mixtral_ft.plan.weights import weight_summary
 
         self.arch, self.setup, self.use_cache = arch, setup, use_cache
@@ -246,8 +246,8 @@ class _Planner:
         return data["sizes"][size_key(batch, seq)] | {"_lora": data["lora"]}
 
     def parts(self, batch: int, seq: int) -> tuple[dict[str, float], str, dict[str, float], dict[str, Any]]:
-        from mixtral_ft.plan.loadplan import DTYPE_BYTES
         from mixtral_ft.plan.measure import LA, LB, at_depth
+        from mixtral_ft.plan.storage import DTYPE_BYTES
 
         entry = self.measurement(batch, seq)
         layers = self.arch.num_layers
@@ -360,17 +360,6 @@ def plan_training(
 
     saved = saved_per_layer(entry)
     tokens = setup.tokens_per_micro_batch
-    notes = []
-    if setup.deepspeed_stage == 3:
-        notes.append(
-            "ZeRO-3 would shard the weights over the GPUs; mixft refuses it for Mixtral, and the plan "
-            "keeps a full copy of the weights per GPU"
-        )
-    if setup.attention_kind == "flash":
-        notes.append(
-            "flash attention is simulated by its memory contract (flash-attn 2.8 varlen: saves q, k, v, "
-            "out and the float32 log-sum-exp; backward adds float32 dq accumulators)"
-        )
     plan = TrainingPlan(
         gpu=the_gpu,
         gpus=gpus,
@@ -387,23 +376,47 @@ def plan_training(
         saved_bytes_per_layer=saved["bytes"],
         measurement=planner.measured,
         weights=planner.weights,
-        notes=notes,
+        notes=_setup_notes(setup),
     )
     if search and not plan.fits:
-        limit = the_gpu.memory_gib
-        plan.largest_micro_batch = _largest(
-            lambda b: planner.peak_gib(b, setup.sequence_len) <= limit, 1, max(1, setup.micro_batch_size - 1)
-        )
-        step = 256
-        best = _largest(
-            lambda k: planner.peak_gib(setup.micro_batch_size, k * step) <= limit,
-            1,
-            max(1, (setup.sequence_len - 1) // step),
-        )
-        plan.longest_sequence = best * step if best else None
+        _search_fitting_sizes(plan, planner)
     if data_dir is not None:
         _add_time(plan, arch, setup, Path(data_dir), task or _guess_task(values), planner.weights)
     return plan
+
+
+def _setup_notes(setup) -> list[str]:
+    """What the plan assumes about this setup that its table does not show."""
+    notes = []
+    if setup.deepspeed_stage == 3:
+        notes.append(
+            "ZeRO-3 would shard the weights over the GPUs; mixft refuses it for Mixtral, and the plan "
+            "keeps a full copy of the weights per GPU"
+        )
+    if setup.attention_kind == "flash":
+        notes.append(
+            "flash attention is simulated by its memory contract (flash-attn 2.8 varlen: saves q, k, v, "
+            "out and the float32 log-sum-exp; backward adds float32 dq accumulators)"
+        )
+    return notes
+
+
+SEQUENCE_STEP = 256  # the longest-sequence search moves in steps of this many tokens
+
+
+def _search_fitting_sizes(plan: TrainingPlan, planner: _Planner) -> None:
+    """For a plan that does not fit: the largest micro batch at its sequence length, and the longest
+    sequence at its micro batch, that fit its GPU."""
+    setup, limit = plan.setup, plan.gpu.memory_gib
+    plan.largest_micro_batch = _largest(
+        lambda b: planner.peak_gib(b, setup.sequence_len) <= limit, 1, max(1, setup.micro_batch_size - 1)
+    )
+    best = _largest(
+        lambda k: planner.peak_gib(setup.micro_batch_size, k * SEQUENCE_STEP) <= limit,
+        1,
+        max(1, (setup.sequence_len - 1) // SEQUENCE_STEP),
+    )
+    plan.longest_sequence = best * SEQUENCE_STEP if best else None
 
 
 def _guess_task(values: dict[str, Any]) -> str:
@@ -462,8 +475,8 @@ def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weight
 def report_calibration(use_cache: bool = True) -> dict[str, Any]:
     """The MFU calibrated on the reference report (Mixtral-8x7B QLoRA, the shipped RG config's settings)."""
     from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.loadplan import training_decisions
     from mixtral_ft.plan.setup import TrainSetup
+    from mixtral_ft.plan.storage import training_decisions
     from mixtral_ft.plan.timing import calibrate_mfu
     from mixtral_ft.plan.weights import weight_summary
 
@@ -477,8 +490,8 @@ def dense_calibration(use_cache: bool = True) -> dict[str, Any]:
     """The MFU for dense models (:func:`mixtral_ft.plan.timing.calibrate_dense_mfu`): fitted on published
     Llama-2-7B QLoRA throughput, with the error on held-out runs."""
     from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.loadplan import training_decisions
     from mixtral_ft.plan.setup import TrainSetup
+    from mixtral_ft.plan.storage import training_decisions
     from mixtral_ft.plan.timing import DENSE_MODEL, calibrate_dense_mfu
     from mixtral_ft.plan.weights import weight_summary
 

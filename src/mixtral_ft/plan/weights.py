@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mixtral_ft.plan.arch import ModelArch
-from mixtral_ft.plan.loadplan import LoadDecisions
+from mixtral_ft.plan.storage import LoadDecisions
 
 
 def decisions_key(decisions: LoadDecisions) -> dict[str, Any]:
