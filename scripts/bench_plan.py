@@ -1,4 +1,4 @@
-"""Plan vs published measurements (issue 11, item 5; the table goes in docs/planning.md).
+"""Plan vs published measurements (the table goes in docs/planning.md).
 
 Runs `mixft plan`'s library on every point of scripts/plan_points.yaml - LoRA/QLoRA peak GPU memory
 that others measured (or claimed) on Hugging Face / PEFT stacks - and compares:
@@ -6,11 +6,17 @@ that others measured (or claimed) on Hugging Face / PEFT stacks - and compares:
     .venv/bin/python scripts/bench_plan.py --out runs/bench-plan
     .venv/bin/python scripts/bench_plan.py --only fsdp-qlora-llama2-7b-qlora-ddp-bs8,peft-readme-bloomz-7b1-lora-fp32
 
-For each point: the measured peak (GiB), the planned peak, the error in percent, the plan's fits
-verdict for the card the source used against what happened (right / wrong), and whether the number
-is a measurement, a boundary of a sweep or a claim. The summary is the median absolute error over
-the fully known measured points (the issue's target: within 15%, and the right verdict everywhere).
-A point the planner cannot plan (e.g. FSDP, which mixft does not run) is a row with the reason.
+For each point: the measured peak (GiB), the planned peak on the source's counter, the error in percent,
+the plan's fits verdict for the card the source used against what happened (right / wrong; on the peak, and
+on the high figure `fits` uses), and whether the number is a measurement, a boundary of a sweep or a claim.
+The summary is the median error over the fully known measured points, the trend of the signed error with
+the tokens of a row, and the error band per kind of run (mixtral_ft.plan.band; --bands prints it as
+that module holds it). A point the planner cannot plan (e.g. FSDP, which mixft does not run) is a row
+with the reason.
+
+Each point is planned as its stack ran it, where the planner can say so: a point on transformers before
+4.49 is simulated with that loss (legacy_causal_lm_loss, measured in a cache folder of its own), and a
+point's `casts` go to plan_training.
 
 Writes OUT/results.json, OUT/results.md and OUT/manifest.json (versions, the points file's hash, the
 command line); prints the table. The planner measures each new architecture once on the CPU and
@@ -22,12 +28,14 @@ The points file alone can be checked without planning anything: --check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +56,12 @@ PARALLEL = {
 NOT_PLANNED_PARALLEL = {"fsdp_full_shard", "fsdp_full_shard_cpu_offload"}
 # Keys in a point's `train` block that are not Axolotl's (the file header explains them).
 EXTRA_TRAIN_KEYS = ("tokens_per_micro_batch", "base_dtype", "lora_dtype", "parallel")
+LEGACY_LOSS_BEFORE = (4, 49)  # transformers releases before this copy the shifted logits in ForCausalLMLoss
+CASTS = ("axolotl", "peft", "trl")  # mixtral_ft.plan.setup.CASTS (the file is checked without importing mixft)
 ATTENTION_KEYS = ("flash_attention", "attn_implementation", "xformers_attention", "sdp_attention")
 MODEL_SHAPE_KEYS = ("model_type", "hidden_size", "vocab_size")
-TARGET_ERROR_PCT = 15.0
+TARGET_ERROR_PCT = 15.0  # no fully known measured peak planned more than this far below it
+TARGET_MEDIAN_PCT = 5.0  # the median signed error over the fully known measured peaks, either way
 
 
 class PointsError(Exception):
@@ -101,6 +112,10 @@ def validate(data: Any) -> list[str]:
         src = point.get("source")
         if not isinstance(src, dict) or not all(src.get(k) for k in ("title", "url", "where")):
             problems.append(f"{where}: source: needs title, url and where")
+        if not _version_ok(point.get("transformers")):
+            problems.append(f'{where}: transformers: a version such as "4.36" or a range "4.36-4.38"')
+        if point.get("casts", "axolotl") not in CASTS:
+            problems.append(f"{where}: casts: {point.get('casts')!r} is not one of {', '.join(CASTS)}")
         if point.get("kind") not in KINDS:
             problems.append(f"{where}: kind: {point.get('kind')!r} is not one of {', '.join(KINDS)}")
         if not isinstance(point.get("fully_known"), bool):
@@ -138,6 +153,18 @@ def validate(data: Any) -> list[str]:
                 " which are the source's facts"
             )
     return problems
+
+
+def _version_ok(value: Any) -> bool:
+    import re
+
+    return isinstance(value, str) and re.fullmatch(r"\d+\.\d+(-\d+\.\d+)?", value) is not None
+
+
+def transformers_version(point: dict[str, Any]) -> tuple[int, int]:
+    """The newest release a point's ``transformers`` names (the upper end of a range)."""
+    major, minor = point["transformers"].split("-")[-1].split(".")
+    return int(major), int(minor)
 
 
 def _validate_train(where: str, train: dict[str, Any]) -> list[str]:
@@ -269,20 +296,26 @@ class Row:
     measured_gib: float | None
     metric: str | None
     measured_fits: bool | None
+    row_tokens: int = 0  # tokens of one row (sequence_len)
+    run_kind: str | None = None  # the band's kind (mixtral_ft.plan.band.run_kind)
     planned_gib: float | None = None
-    planned_fits: bool | None = None
+    planned_high_gib: float | None = None  # the peak raised by the error band
+    planned_fits: bool | None = None  # the peak against the card
+    planned_fits_high: bool | None = None  # the high figure against the card (the plan's `fits`)
     parts_gib: dict[str, float] = field(default_factory=dict)
     peak_phase: str | None = None
     measured_tokens_per_s: float | None = None  # per GPU, where the source gives a throughput
     planned_tokens_per_s: float | None = None
     throughput_gpu: str | None = None  # the GPU of the planner's table the throughput is planned for
-    counter_offset_gib: float = 0.0  # see counter_offset(): the plan's overhead the source's counter does not see
+    counter_offset_gib: float = 0.0  # the plan on the source's counter less its peak (see compare_on_counter)
+    legacy_loss: bool = False  # simulated with the loss of transformers before 4.49
+    casts: str = "axolotl"
     not_planned: str | None = None  # why the planner was not asked (a setting mixft does not run)
     planner_error: str | None = None  # the planner failed on a point it should plan
 
     @property
     def compared_gib(self) -> float | None:
-        """The plan on the source's counter: its peak less the overhead that counter does not include."""
+        """The plan on the source's counter."""
         return None if self.planned_gib is None else self.planned_gib + self.counter_offset_gib
 
     @property
@@ -299,7 +332,8 @@ class Row:
 
     @property
     def verdict(self) -> str:
-        """``right``/``wrong`` when the source says whether it fit on a named card; ``n/a`` otherwise."""
+        """``right``/``wrong`` when the source says whether it fit on a named card (the plan's peak against the
+        card); ``n/a`` otherwise."""
         if self.measured_fits is None or self.planned_fits is None:
             return "n/a"
         return "right" if self.measured_fits == self.planned_fits else "wrong"
@@ -309,6 +343,11 @@ class Row:
         """Counted in the headline error: a fully known measured peak that was planned."""
         return self.fully_known and self.kind == "measured" and self.error_pct is not None
 
+    @property
+    def in_band(self) -> bool:
+        """A row the error band is taken from: a measured peak or a boundary, planned."""
+        return self.kind in ("measured", "boundary") and self.error_pct is not None
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(
@@ -316,12 +355,15 @@ class Row:
             error_pct=None if self.error_pct is None else round(self.error_pct, 1),
             verdict=self.verdict,
             in_median=self.in_median,
+            in_band=self.in_band,
             throughput_error_pct=None if self.throughput_error_pct is None else round(self.throughput_error_pct, 1),
         )
         return out
 
 
-def new_row(point: dict[str, Any], models: dict[str, Any]) -> Row:
+def new_row(point: dict[str, Any], models: dict[str, Any], as_published: bool = True) -> Row:
+    """The row of ``point``; ``as_published=False`` plans it as today's stack runs it (installed loss, Axolotl's
+    casts) instead of as its source's stack did."""
     m = point["measured"]
     tput = m.get("throughput") or {}
     return Row(
@@ -340,34 +382,92 @@ def new_row(point: dict[str, Any], models: dict[str, Any]) -> Row:
         measured_gib=m.get("peak_gib"),
         metric=m.get("metric"),
         measured_fits=m.get("fits"),
+        row_tokens=int(point["train"]["sequence_len"]),
+        legacy_loss=as_published and transformers_version(point) < LEGACY_LOSS_BEFORE,
+        casts=point.get("casts", "axolotl") if as_published else "axolotl",
     )
 
 
-def plan_point(point: dict[str, Any], config_json: Path, use_cache: bool = True):
-    """The planner's TrainingPlan for one point (on the card the source used; 80 GiB when it names none)."""
+def legacy_causal_lm_loss(logits, labels, vocab_size: int, num_items_in_batch=None, ignore_index: int = -100, **kwargs):
+    """transformers' ``ForCausalLMLoss`` before 4.49 (4.47.1: ``loss/loss_utils.py`` lines 32-47; 4.31-4.45
+    inlined the same steps in ``LlamaForCausalLM.forward``, after ``logits = logits.float()``): the float32
+    upcast, then a contiguous copy of the shifted logits, which later releases avoid by padding the labels."""
+    from transformers.loss.loss_utils import fixed_cross_entropy
+
+    logits = logits.float()
+    shift_logits = logits[..., :-1, :].contiguous()
+    shift_labels = labels[..., 1:].contiguous()
+    shift_logits = shift_logits.view(-1, vocab_size)
+    shift_labels = shift_labels.view(-1).to(shift_logits.device)
+    return fixed_cross_entropy(shift_logits, shift_labels, num_items_in_batch, ignore_index, **kwargs)
+
+
+@contextlib.contextmanager
+def legacy_loss(on: bool) -> Iterator[None]:
+    """With ``on``, simulate the loss of transformers before 4.49 (:func:`legacy_causal_lm_loss`), measured in a
+    cache folder of its own (the planner's cache key covers the installed libraries, not this substitution)."""
+    if not on:
+        yield
+        return
+    from transformers.loss import loss_utils
+
+    base = Path(os.environ.get("MIXFT_CACHE", Path.home() / ".cache" / "mixft"))
+    saved_loss, saved_cache = loss_utils.LOSS_MAPPING["ForCausalLM"], os.environ.get("MIXFT_CACHE")
+    loss_utils.LOSS_MAPPING["ForCausalLM"] = legacy_causal_lm_loss
+    os.environ["MIXFT_CACHE"] = str(base / "bench-transformers-before-4.49")
+    try:
+        yield
+    finally:
+        loss_utils.LOSS_MAPPING["ForCausalLM"] = saved_loss
+        if saved_cache is None:
+            os.environ.pop("MIXFT_CACHE", None)
+        else:
+            os.environ["MIXFT_CACHE"] = saved_cache
+
+
+def plan_point(point: dict[str, Any], config_json: Path, row: Row, use_cache: bool = True):
+    """The planner's TrainingPlan for one point (on the card the source used; 80 GiB when it names none), with
+    the row's loss and casts."""
     from mixtral_ft.plan.training import plan_training
 
     gpu = point["measured"].get("gpu_memory_gib") or 80.0
-    return plan_training(
-        axolotl_config(point, config_json), gpu=float(gpu), gpus=world_size(point), use_cache=use_cache, search=False
-    )
+    with legacy_loss(row.legacy_loss):
+        return plan_training(
+            axolotl_config(point, config_json),
+            gpu=float(gpu),
+            gpus=world_size(point),
+            use_cache=use_cache,
+            search=False,
+            casts=row.casts,
+        )
 
 
-def counter_offset(metric: str | None) -> float:
-    """GiB to take off the plan's peak so it reads on the counter the source used.
+def on_counter(plan, metric: str | None) -> float:
+    """The plan read on the counter the source used.
 
-    The plan's peak is what the device holds: it includes the CUDA context (``CUDA_CONTEXT_GIB``) and
-    the caching allocator's reserve (``ALLOCATOR_RESERVE_GIB``), as nvidia-smi would show.
-    ``torch.cuda.max_memory_reserved`` sees the allocator's reserve but not the context;
-    ``max_memory_allocated`` sees neither. Unstated counters, nvidia-smi, estimates and a card's
-    capacity are compared with the whole peak."""
-    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
-
+    The plan's peak is what the device needs: it includes the CUDA context and the caching allocator's
+    rounding and fragmentation (replayed on the step), as nvidia-smi would show. ``max_memory_allocated``
+    sees neither (:attr:`TrainingPlan.allocated_peak_gib`); ``max_memory_reserved`` sees the allocator's
+    segments at their peak with nothing pressing (:attr:`TrainingPlan.reserved_peak_gib`), not the context.
+    Unstated counters, nvidia-smi, estimates and a card's capacity are compared with the whole peak."""
     if metric == "max_memory_allocated":
-        return -(CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB)
+        return plan.allocated_peak_gib
     if metric == "max_memory_reserved":
-        return -CUDA_CONTEXT_GIB
-    return 0.0
+        return plan.reserved_peak_gib
+    return plan.peak_gib
+
+
+def fill_row(row: Row, plan) -> None:
+    """What a plan says about a row's point."""
+    from mixtral_ft.plan.band import run_kind
+
+    row.planned_gib, row.planned_high_gib, row.peak_phase = plan.peak_gib, plan.peak_high_gib, plan.peak_phase
+    if row.gpu_memory_gib is not None:
+        row.planned_fits = plan.peak_gib <= plan.gpu.memory_gib
+        row.planned_fits_high = plan.fits
+    row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
+    row.counter_offset_gib = on_counter(plan, row.metric) - plan.peak_gib
+    row.run_kind = run_kind(plan.setup)
 
 
 def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str, use_cache: bool = True) -> float:
@@ -405,7 +505,12 @@ def planned_tokens_per_s(point: dict[str, Any], config_json: Path, gpu_name: str
 
 
 def run_points(
-    data: dict[str, Any], work: Path, only: set[str] | None = None, use_cache: bool = True, say=lambda msg: None
+    data: dict[str, Any],
+    work: Path,
+    only: set[str] | None = None,
+    use_cache: bool = True,
+    say=lambda msg: None,
+    as_published: bool = True,
 ) -> list[Row]:
     """Plan every point (or those in ``only``); a point the planner fails on is a row with the error."""
     from mixtral_ft.errors import MixftError
@@ -414,24 +519,20 @@ def run_points(
     rows = []
     points = [p for p in data["points"] if not only or p["id"] in only]
     for i, point in enumerate(points, 1):
-        row = new_row(point, data["models"])
+        row = new_row(point, data["models"], as_published)
         kind = point["train"]["parallel"]["kind"]
         if kind in NOT_PLANNED_PARALLEL:
             row.not_planned = PARALLEL[kind]
         else:
             say(f"[{i}/{len(points)}] {point['id']}")
             try:
-                plan = plan_point(point, configs[point["model"]], use_cache=use_cache)
+                plan = plan_point(point, configs[point["model"]], row, use_cache=use_cache)
             except MixftError as exc:
                 row.planner_error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # noqa: BLE001 - a planner bug is a row of the table and makes the bench exit 1
                 row.planner_error = f"{type(exc).__name__}: {exc}"
             else:
-                row.planned_gib = plan.peak_gib
-                row.planned_fits = plan.fits if row.gpu_memory_gib is not None else None
-                row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
-                row.peak_phase = plan.peak_phase
-                row.counter_offset_gib = counter_offset(row.metric)
+                fill_row(row, plan)
                 if row.throughput_gpu:
                     row.planned_tokens_per_s = planned_tokens_per_s(
                         point, configs[point["model"]], row.throughput_gpu, use_cache
@@ -477,20 +578,71 @@ def shipped_rows(data: dict[str, Any], use_cache: bool = True, say=lambda msg: N
             metric=m.get("metric"),
             measured_fits=m.get("fits"),
         )
+        row.row_tokens = int(values["sequence_len"])
         plan = plan_training(values, gpu=float(m["gpu_memory_gib"]), use_cache=use_cache, search=False)
-        row.planned_gib, row.planned_fits, row.peak_phase = plan.peak_gib, plan.fits, plan.peak_phase
-        row.parts_gib = {k: round(v / 2**30, 3) for k, v in plan.parts.items()}
+        fill_row(row, plan)
         rows.append(row)
     return rows
 
 
+def length_trend(rows: list[Row]) -> dict[str, Any]:
+    """How the signed error moves with the length of a row, over the rows the band is taken from: the
+    least-squares slope in percentage points per doubling of the row, and Spearman's rank correlation."""
+    pts = [(math.log2(r.row_tokens), r.error_pct) for r in rows if r.in_band and r.row_tokens]
+    if len(pts) < 3:
+        return {"rows": len(pts), "slope_pct_per_doubling": None, "spearman": None}
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx else 0.0
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mrx, mry = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mrx) * (b - mry) for a, b in zip(rx, ry, strict=True))
+    var = math.sqrt(sum((a - mrx) ** 2 for a in rx) * sum((b - mry) ** 2 for b in ry))
+    return {
+        "rows": len(pts),
+        "slope_pct_per_doubling": round(slope, 2),
+        "spearman": round(cov / var, 2) if var else None,
+    }
+
+
+def bands(rows: list[Row]) -> dict[str, dict[str, float]]:
+    """Per kind of run, the signed error of every row the band is taken from (mixtral_ft.plan.band.ROWS)."""
+    from mixtral_ft.plan.band import LEFT_OUT, ROWS
+
+    out: dict[str, dict[str, float]] = {kind: {} for kind in ROWS}
+    for r in rows:
+        if r.in_band and r.kind != "shipped" and r.id not in LEFT_OUT and r.run_kind:
+            out[r.run_kind][r.id] = round(r.error_pct, 1)
+    return out
+
+
 def summarize(rows: list[Row]) -> dict[str, Any]:
     """The headline numbers, each with what it was computed over."""
+    from mixtral_ft.plan.band import ROWS
+
     median_rows = [r for r in rows if r.in_median]
     errors = [abs(r.error_pct) for r in median_rows]
     verdicts = [r for r in rows if r.verdict != "n/a" and r.kind != "shipped"]
     wrong = [r.id for r in verdicts if r.verdict == "wrong"]
     signed = [r.error_pct for r in median_rows]
+    median_signed = statistics.median(signed) if signed else None
+    under = [r.id for r in median_rows if r.error_pct < -TARGET_ERROR_PCT]
+    found = bands(rows)
     return {
         "points": len(rows),
         "planned": sum(r.planned_gib is not None for r in rows),
@@ -498,14 +650,21 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         "planner_errors": {r.id: r.planner_error for r in rows if r.planner_error},
         "fully_known_measured": len(median_rows),
         "median_abs_error_pct": round(statistics.median(errors), 1) if errors else None,
-        "median_signed_error_pct": round(statistics.median(signed), 1) if signed else None,
+        "median_signed_error_pct": None if median_signed is None else round(median_signed, 1),
         "max_abs_error_pct": round(max(errors), 1) if errors else None,
         "within_target": sum(e <= TARGET_ERROR_PCT for e in errors),
         "target_error_pct": TARGET_ERROR_PCT,
+        "fully_known_under_target": under,
+        "length_trend": length_trend(rows),
         "verdicts": len(verdicts),
         "verdicts_right": len(verdicts) - len(wrong),
         "verdicts_wrong": wrong,
-        "targets_met": bool(errors) and all(e <= TARGET_ERROR_PCT for e in errors) and not wrong,
+        "targets_met": median_signed is not None
+        and abs(median_signed) <= TARGET_MEDIAN_PCT
+        and not under
+        and not wrong,
+        "bands": found,
+        "bands_match_library": found == {k: dict(v) for k, v in ROWS.items()},
         "throughput": {
             r.id: {
                 "measured": r.measured_tokens_per_s,
@@ -523,59 +682,85 @@ def _fmt(x: float | None, digits: int = 1, suffix: str = "") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}{suffix}"
 
 
-def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
-    lines = [
-        (
-            "| point | kind | known | tokens | measured GiB (counter) | planned GiB (on that counter) | error | GPU GiB "
-            "| fits (source / plan) | verdict |"
-        ),
-        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
+COUNTERS = {
+    "max_memory_reserved": "reserved",
+    "max_memory_allocated": "allocated",
+    "capacity": "card",
+    "estimate": "estimate",
+    "nvidia-smi": "nvidia-smi",
+}
+
+
+def _table_row(r: Row) -> str:
+    planned = (
+        _fmt(r.planned_gib, 2) if r.planned_gib is not None else ("not planned" if r.not_planned else "planner error")
+    )
+    if r.planned_gib is not None and r.counter_offset_gib:
+        planned += f" ({_fmt(r.compared_gib, 2)})"
+    measured = _fmt(r.measured_gib, 2) + (
+        "" if r.measured_gib is None else f" ({COUNTERS.get(r.metric or '', 'unstated')})"
+    )
+
+    def word(v: bool | None) -> str:
+        return "–" if v is None else ("fits" if v else "OOM")
+
+    stack = ("transformers < 4.49" if r.legacy_loss else "installed") + ("" if r.casts == "axolotl" else f", {r.casts}")
+    name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
+    return (
+        f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
+        f"| {r.row_tokens:,} | {r.tokens:,} | {stack} | {measured} | {planned} | {_fmt(r.error_pct, 1, '%')} "
+        f"| {_fmt(r.planned_high_gib, 2)} | {_fmt(r.gpu_memory_gib, 2)} "
+        f"| {word(r.measured_fits)} / {word(r.planned_fits)} / {word(r.planned_fits_high)} | {r.verdict} |"
+    )
+
+
+def _summary_lines(s: dict[str, Any]) -> list[str]:
+    t = s["length_trend"]
+    band_lines = [
+        f"  - {kind}: {len(rows)} rows, largest shortfall "
+        + (f"{min(rows.values()):+.1f}% ({min(rows, key=rows.__getitem__)})" if rows else "none")
+        for kind, rows in s["bands"].items()
     ]
-    for r in rows:
-        planned = (
-            _fmt(r.planned_gib, 2)
-            if r.planned_gib is not None
-            else ("not planned" if r.not_planned else "planner error")
-        )
-        if r.planned_gib is not None and r.counter_offset_gib:
-            planned += f" ({_fmt(r.compared_gib, 2)})"
-        counter = {
-            "max_memory_reserved": "reserved",
-            "max_memory_allocated": "allocated",
-            "capacity": "card",
-            "estimate": "estimate",
-            "nvidia-smi": "nvidia-smi",
-        }.get(r.metric or "", "unstated")
-        measured = _fmt(r.measured_gib, 2) + ("" if r.measured_gib is None else f" ({counter})")
-        fits = "–" if r.measured_fits is None else ("fits" if r.measured_fits else "OOM")
-        pfits = "–" if r.planned_fits is None else ("fits" if r.planned_fits else "OOM")
-        name = f"[{r.id}]({r.url})" if r.url.startswith("http") else r.id
-        lines.append(
-            f"| {name}{' (reference)' if r.reference else ''} | {r.kind} | {'yes' if r.fully_known else 'no'} "
-            f"| {r.tokens:,} | {measured} | {planned} | {_fmt(r.error_pct, 1, '%')} "
-            f"| {_fmt(r.gpu_memory_gib, 2)} | {fits} / {pfits} | {r.verdict} |"
-        )
-    s = summary
-    lines += [
-        "",
+    return [
         (
-            f"- Fully known measured peaks planned: {s['fully_known_measured']}; median absolute error "
-            f"{_fmt(s['median_abs_error_pct'], 1, '%')} (signed median {_fmt(s['median_signed_error_pct'], 1, '%')}, "
-            f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); within {s['target_error_pct']:g}%: "
-            f"{s['within_target']} of {s['fully_known_measured']}."
+            f"- Fully known measured peaks planned: {s['fully_known_measured']}; median signed error "
+            f"{_fmt(s['median_signed_error_pct'], 1, '%')} (median absolute {_fmt(s['median_abs_error_pct'], 1, '%')}, "
+            f"largest {_fmt(s['max_abs_error_pct'], 1, '%')}); below -{s['target_error_pct']:g}%: "
+            f"{', '.join(s['fully_known_under_target']) or 'none'}."
         ),
         (
-            f"- Fits verdicts checked (the source names the card and says whether it fit): {s['verdicts']}; right: "
-            f"{s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}."
+            f"- Signed error against the length of a row ({t['rows']} measured peaks and boundaries): "
+            f"{_fmt(t['slope_pct_per_doubling'], 2)} points per doubling, Spearman {_fmt(t['spearman'], 2)}."
+        ),
+        (
+            f"- Fits verdicts checked on the plan's peak (the source names the card and says whether it fit): "
+            f"{s['verdicts']}; right: {s['verdicts_right']}; wrong: {', '.join(s['verdicts_wrong']) or 'none'}."
         ),
         f"- Not planned: {', '.join(f'{k} ({v})' for k, v in s['not_planned'].items()) or 'none'}.",
         f"- Planner errors: {', '.join(s['planner_errors']) or 'none'}.",
         (
-            f"- Targets (within {s['target_error_pct']:g}% on every fully known point and every verdict right): "
-            f"{'met' if s['targets_met'] else 'not met'}."
+            f"- Targets (median signed error within ±{TARGET_MEDIAN_PCT:g}%, no fully known peak below "
+            f"-{s['target_error_pct']:g}%, every verdict right): {'met' if s['targets_met'] else 'not met'}."
         ),
+        "- Error bands (mixtral_ft.plan.band; the library's copy "
+        + ("matches" if s["bands_match_library"] else "DIFFERS: update it from `--bands`")
+        + "):",
+        *band_lines,
     ]
-    if s["throughput"]:
+
+
+def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
+    lines = [
+        (
+            "| point | kind | known | row tokens | micro batch tokens | loss / casts | measured GiB (counter) "
+            "| planned GiB (on that counter) | error | high GiB | GPU GiB | fits (source / peak / high) | verdict |"
+        ),
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
+        *(_table_row(r) for r in rows),
+        "",
+        *_summary_lines(summary),
+    ]
+    if summary["throughput"]:
         lines += [
             "",
             (
@@ -589,7 +774,7 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
         ]
         lines += [
             f"| {k} | {v['gpu']} | {v['measured']:,.0f} | {v['planned']:,.0f} | {v['error_pct']:+.1f}% |"
-            for k, v in s["throughput"].items()
+            for k, v in summary["throughput"].items()
         ]
     return "\n".join(lines) + "\n"
 
@@ -605,6 +790,14 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="re-measure every architecture instead of using the plan cache"
     )
     ap.add_argument("--check", action="store_true", help="only check the points file and print a summary of it")
+    ap.add_argument(
+        "--bands", action="store_true", help="also print the error bands as mixtral_ft.plan.band.ROWS holds them"
+    )
+    ap.add_argument(
+        "--installed-stack",
+        action="store_true",
+        help="plan every point as today's stack runs it (installed transformers' loss, Axolotl's casts), not as its source did",
+    )
     # --only leaves out the two rows of mixft's shipped RG config (they need no point; see shipped_rows)
     args = ap.parse_args(argv)
 
@@ -640,13 +833,20 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
-        rows = run_points(data, Path(tmp), only=only or None, use_cache=not args.no_cache, say=say)
+        rows = run_points(
+            data,
+            Path(tmp),
+            only=only or None,
+            use_cache=not args.no_cache,
+            say=say,
+            as_published=not args.installed_stack,
+        )
     if not only:
         rows += shipped_rows(data, use_cache=not args.no_cache, say=say)
     summary = summarize(rows)
     table = render_markdown(rows, summary)
     from mixtral_ft.plan.measure import METHOD_VERSION, cache_dir
-    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
+    from mixtral_ft.plan.training import CUDA_CONTEXT_GIB
 
     record = {
         "kind": "mixft-bench-plan",
@@ -654,12 +854,12 @@ def main(argv: list[str] | None = None) -> int:
         "ended_at": now_iso(),
         "command": command_line(),
         "points_file": {"path": str(args.points), "sha256": sha256_file(args.points)},
-        "options": {"only": sorted(only), "use_cache": not args.no_cache},
+        "options": {"only": sorted(only), "use_cache": not args.no_cache, "installed_stack": args.installed_stack},
         "planner": {
             "method_version": METHOD_VERSION,
             "cache_dir": str(cache_dir()),
             "cuda_context_gib": CUDA_CONTEXT_GIB,
-            "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB,
+            "allocator": "replayed per step (mixtral_ft.plan.allocator)",
         },
         "environment": environment(),
         "summary": summary,
@@ -670,6 +870,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest_keys = ("kind", "started_at", "ended_at", "command", "points_file", "options", "planner", "environment")
     write_manifest(out / "manifest.json", {k: record[k] for k in manifest_keys})
     print(table)
+    if args.bands:
+        print("ROWS = " + json.dumps(summary["bands"], indent=4))
     return 1 if summary["planner_errors"] else 0
 
 

@@ -67,24 +67,33 @@ def _fix_training(plan, profile: str | None, free_gib: float) -> str:
     return "fix: " + "; or ".join(options)
 
 
-def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str, str]) -> str:
-    from mixtral_ft.plan.report import parts_table
+def needed_gib(plan) -> float:
+    """What a plan is checked on: the high figure of a training plan (peak raised by its error band), the
+    peak of an inference plan."""
+    return getattr(plan, "peak_high_gib", plan.peak_gib)
 
+
+def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str, str]) -> str:
+    from mixtral_ft.plan.report import parts_table, peak_words
+
+    need = needed_gib(plan)
+    by_plan = "by plan" if need == plan.peak_gib else f"by plan ({peak_words(plan)})"
     head = (
-        f"{what} needs {plan.peak_gib:.1f} GiB per GPU by plan, but the GPU has {free_gib:.1f} GiB free "
-        f"({plan.peak_gib - free_gib:.1f} GiB short):"
+        f"{what} needs {need:.1f} GiB per GPU {by_plan}, but the GPU has {free_gib:.1f} GiB free "
+        f"({need - free_gib:.1f} GiB short):"
     )
     return "\n".join([head, *parts_table(plan.parts, labels), fix])
 
 
 def check_training_plan(plan, free_gib: float | None, profile: str | None = None) -> None:
-    """Raise :class:`PlanRefused` when ``plan`` (a :class:`TrainingPlan`) needs more than ``free_gib``.
+    """Raise :class:`PlanRefused` when ``plan`` (a :class:`TrainingPlan`) needs more than ``free_gib``: when
+    its high figure (the peak raised by the planner's error band) exceeds it.
 
     The fix names the plan's own largest micro batch and longest sequence, found for the memory it
     was planned for: plan it for ``free_gib`` (as :func:`preflight_training` does) to have them fit it."""
     from mixtral_ft.plan.training import PART_LABELS
 
-    if free_gib is None or plan.peak_gib <= free_gib:
+    if free_gib is None or plan.peak_high_gib <= free_gib:
         return
     raise PlanRefused(
         refusal_message(plan, free_gib, "this training run", _fix_training(plan, profile, free_gib), PART_LABELS)
@@ -139,13 +148,11 @@ def preflight_training(config_values: dict, profile: str, gpus: int, world_size:
 
 
 def planned_vs_measured(plan, measured_peak_gib: float | None, measured_reserved_gib: float | None) -> dict:
-    """What ``train --probe`` prints beside its measurement: the plan's allocator peak (the plan
-    without the CUDA context and allocator reserve, which ``max_memory_allocated`` does not see) and
-    the plan with the reserve (comparable to ``max_memory_reserved``), with the relative errors."""
-    from mixtral_ft.plan.training import ALLOCATOR_RESERVE_GIB, CUDA_CONTEXT_GIB
-
-    allocated = plan.peak_gib - CUDA_CONTEXT_GIB - ALLOCATOR_RESERVE_GIB
-    reserved = plan.peak_gib - CUDA_CONTEXT_GIB
+    """What ``train --probe`` prints beside its measurement: the plan's allocated peak (without the CUDA
+    context and the allocator's overhead, which ``max_memory_allocated`` does not see) and its reserved
+    peak (the allocator replay's, comparable to ``max_memory_reserved``), with the relative errors."""
+    allocated = plan.allocated_peak_gib
+    reserved = plan.reserved_peak_gib
 
     def err(measured, planned):
         return None if not measured else round((planned - measured) / measured, 4)

@@ -140,7 +140,10 @@ def training_settings(setup) -> dict[str, Any]:
         "cut_cross_entropy",
     )
     d = setup.as_dict()
-    return {k: d[k] for k in keep}
+    out = {k: d[k] for k in keep}
+    if d["casts"] != "axolotl":  # another stack's casts (left out for Axolotl's, so earlier keys stay valid)
+        out["casts"] = d["casts"]
+    return out
 
 
 # ----------------------------------------------------------------------------- building
@@ -158,6 +161,19 @@ def _lora_targets(model, lora) -> list[str]:
             names.add(name.split(".")[-1])
     names.discard("lm_head")
     return sorted(names)
+
+
+def _axolotl_peft_patch() -> None:
+    """What Axolotl does to PEFT before it targets quantized expert parameters with LoRA
+    (``loaders/patch_manager.py`` ``_apply_moe_expert_quantization_patch`` calls
+    ``monkeypatch/moe_quant.py`` ``patch_peft_target_parameters_matching``): among others, PEFT 0.21 leaves its
+    ``_LoraFactorsProxy`` on a parameter that bitsandbytes already parametrizes, so without the patch a second
+    step fails. Applied the same way here (a process-wide patch of PEFT, as in Axolotl's process)."""
+    try:
+        from axolotl.monkeypatch.moe_quant import patch_peft_target_parameters_matching
+    except ImportError:  # no Axolotl here: PEFT as it is
+        return
+    patch_peft_target_parameters_matching()
 
 
 def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True):
@@ -193,6 +209,8 @@ def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True)
         # dtype is PEFT's decision; materialize then gives every tensor its storage.
         from peft import LoraConfig, get_peft_model
 
+        if setup.quantize_moe_experts or setup.lora.target_parameters:
+            _axolotl_peft_patch()
         config = LoraConfig(
             r=setup.lora.r,
             lora_alpha=setup.lora.alpha,
@@ -228,7 +246,11 @@ def _inputs(torch, batch: int, seq: int, flash: bool) -> tuple[dict[str, Any], s
             "max_length_k": seq,
         }
     else:
-        kwargs = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.zeros_like(ids)}
+        # Full rows, as the collator gives them: no position_ids (the model counts 0..S-1) and no padding.
+        # (Zero position_ids would read as packed sequences, and an all-ones attention_mask cannot be seen
+        # to be all ones on FakeTensors: either way transformers would build a 4-D mask that sdpa does not
+        # get on the GPU, masking_utils.py:231-281 and 714-743.)
+        kwargs = {"input_ids": ids, "labels": ids.clone()}
     from mixtral_ft.plan.sim import storage_keys
 
     return kwargs, storage_keys(v for v in kwargs.values() if hasattr(v, "untyped_storage"))
@@ -298,8 +320,11 @@ def _head_start(model):
     return _base(model).get_output_embeddings()
 
 
-def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, batch: int, seq: int) -> dict[str, Any]:
-    """One training step on the fake model: peak bytes per phase and tag, and saved-tensor bytes."""
+def simulate_training_step(
+    model, fake, lora_params, torch, setup, vocab: int, batch: int, seq: int, record: bool = False
+) -> dict[str, Any]:
+    """One training step on the fake model: peak bytes per phase and tag, and saved-tensor bytes; with
+    ``record``, also the step's allocations and releases in order (``events``)."""
     import contextlib
 
     from mixtral_ft.errors import UsageError
@@ -317,7 +342,7 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
     with fake:
         inputs, input_keys = _inputs(torch, batch, seq, flash)
     exclude = model_storage_keys(model) | input_keys
-    tracker = MemoryTracker(vocab, exclude)
+    tracker = MemoryTracker(vocab, exclude, record=record)
     saved = SavedTensors(exclude)
     layer_saved: dict[str, int] = {}
     norm = _head_start(model)
@@ -370,7 +395,10 @@ def simulate_training_step(model, fake, lora_params, torch, setup, vocab: int, b
             h.remove()
         for p in lora_params:
             p.grad = None
-    return {"peaks": tracker.peaks, "saved_layers": layer_saved, "tokens": batch * seq, "batch": batch, "seq": seq}
+    out = {"peaks": tracker.peaks, "saved_layers": layer_saved, "tokens": batch * seq, "batch": batch, "seq": seq}
+    if record:
+        out["events"] = tracker.events
+    return out
 
 
 def _cce_loss(model, inputs: dict[str, Any]):
@@ -427,7 +455,10 @@ class Simulator(Protocol):
 
 
 class TrainingSimulator:
-    """Fake models of one setup at the two simulated depths, built once, stepped at any size."""
+    """Fake models of one setup at the two simulated depths and at full depth, built once, stepped at any
+    size. The full-depth step is recorded and replayed through the CUDA caching allocator
+    (:mod:`mixtral_ft.plan.allocator`): rounding and fragmentation depend on the order of every allocation
+    of every layer, so they are not extrapolated."""
 
     def __init__(self, arch: ModelArch, setup):
         self.arch = arch
@@ -451,7 +482,23 @@ class TrainingSimulator:
             model, fake, lora_params, torch = self._model(layers)
             r = simulate_training_step(model, fake, lora_params, torch, self.setup, self.arch.vocab_size, batch, seq)
             out[f"L{layers}"] = {"peaks": r["peaks"], "saved_layers": r["saved_layers"]}
+        out["allocator"] = self.allocator(batch, seq)
         return out
+
+    def allocator(self, batch: int, seq: int) -> dict[str, Any]:
+        """The full-depth step's live-byte peak and what the caching allocator needs for it
+        (:func:`mixtral_ft.plan.allocator.needed_bytes`)."""
+        from mixtral_ft.plan.allocator import needed_bytes
+
+        layers = self.arch.num_layers
+        model, fake, lora_params, torch = self._model(layers)
+        r = simulate_training_step(
+            model, fake, lora_params, torch, self.setup, self.arch.vocab_size, batch, seq, record=True
+        )
+        tracked = max(p["bytes"] for p in r["peaks"].values())
+        return {"layers": layers, "tracked_peak": tracked, "allocations": len(r["events"]) // 2} | needed_bytes(
+            r["events"]
+        )
 
 
 def measure_training(
@@ -472,7 +519,8 @@ def measure_training(
         "arch": arch.fingerprint(),
         "sizes": {},
     }
-    missing = [s for s in sizes if size_key(*s) not in data["sizes"]]
+    # An entry measured before the allocator replay existed is measured again.
+    missing = [s for s in sizes if "allocator" not in data["sizes"].get(size_key(*s), {})]
     if missing or "lora" not in data:
         sim = simulator or simulator_for(arch, setup)
         with quiet():

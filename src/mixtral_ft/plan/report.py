@@ -27,12 +27,19 @@ def weight_labels(labels: dict[str, str], weights: dict[str, Any]) -> dict[str, 
     return out
 
 
+def peak_words(plan) -> str:
+    """``peak 38.5 GiB (band +12%: 43.1 GiB)`` for a plan with an error band, else ``peak 38.5 GiB``."""
+    band = getattr(plan, "band", None)
+    if band is None:
+        return f"peak {plan.peak_gib:.1f} GiB"
+    return f"peak {plan.peak_gib:.1f} GiB (band +{band.pct:g}%: {plan.peak_high_gib:.1f} GiB)"
+
+
 def _verdict(plan) -> str:
     if plan.fits:
-        return f"fits: {plan.peak_gib:.1f} of {plan.gpu.memory_gib:.1f} GiB, margin {plan.margin_gib:.1f} GiB"
+        return f"fits: {peak_words(plan)} of {plan.gpu.memory_gib:.1f} GiB, margin {plan.margin_gib:.1f} GiB"
     return (
-        f"DOES NOT FIT: {plan.peak_gib:.1f} GiB needed, {plan.gpu.memory_gib:.1f} GiB on the GPU "
-        f"({-plan.margin_gib:.1f} GiB short)"
+        f"DOES NOT FIT: {peak_words(plan)}, {plan.gpu.memory_gib:.1f} GiB on the GPU ({-plan.margin_gib:.1f} GiB short)"
     )
 
 
@@ -58,7 +65,7 @@ def training_lines(plan) -> list[str]:
         f"({s.checkpointing_mode} checkpointing); LoRA: {plan.lora_parameters:,} {plan.lora_dtype} parameters; "
         f"optimizer: {plan.optimizer_note}"
     )
-    lines += [f"  transient per phase (GiB): {phases}", kept, "", _verdict(plan)]
+    lines += [f"  transient per phase (GiB): {phases}", kept, f"  error band: {plan.band.source()}", "", _verdict(plan)]
     if not plan.fits:
         lines.append(
             f"  largest micro batch that fits at sequence {s.sequence_len}: "

@@ -15,6 +15,12 @@ from mixtral_ft.errors import ConfigError
 # hidden states and the head's weight, chunk by chunk, without the logits tensor.
 CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
 
+# The dtype casts a training stack applies after loading, for the Python API's ``casts`` (mixft trains
+# through Axolotl: "axolotl"). "peft": PEFT's prepare_model_for_kbit_training alone (every 16-bit tensor
+# that is not quantized goes to float32: norms, embeddings, head); "trl": TRL's SFTTrainer (<= 0.12) for a
+# 4-bit model: that, then peft_module_casting_to_bf16 (norms float32, embeddings and head back to bf16).
+CASTS = ("axolotl", "peft", "trl")
+
 # Attention implementations the planner knows, by the name transformers uses.
 FLASH_LIKE = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
 
@@ -64,6 +70,7 @@ class TrainSetup:
     lora_mlp_kernel: bool = False
     excess_length_strategy: str = "drop"
     cut_cross_entropy: bool = False  # the CCE plugin is loaded and cut_cross_entropy is not false
+    casts: str = "axolotl"  # whose dtype casts follow the load: one of CASTS
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -141,8 +148,13 @@ def _cut_cross_entropy(cfg: dict[str, Any]) -> bool:
     return CCE_PLUGIN in plugins and cfg.get("cut_cross_entropy") is not False
 
 
-def setup_from_config(cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = True) -> TrainSetup:
-    """Read a rendered config (``RenderedConfig.values``). Raises ``ConfigError`` for what cannot be planned."""
+def setup_from_config(
+    cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = True, casts: str = "axolotl"
+) -> TrainSetup:
+    """Read a rendered config (``RenderedConfig.values``). Raises ``ConfigError`` for what cannot be planned.
+    ``casts``: the stack's post-load dtype casts (:data:`CASTS`; mixft's own runs are Axolotl's)."""
+    if casts not in CASTS:
+        raise ConfigError(f"casts: {casts!r} is not one of {', '.join(CASTS)}")
     base = cfg.get("base_model")
     if not base:
         raise ConfigError("base_model: missing; the planner needs the model to plan for")
@@ -206,4 +218,5 @@ def setup_from_config(cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = T
         lora_mlp_kernel=_bool(cfg.get("lora_mlp_kernel")),
         excess_length_strategy=str(cfg.get("excess_length_strategy") or "drop"),
         cut_cross_entropy=_cut_cross_entropy(cfg),
+        casts=casts,
     )

@@ -50,10 +50,13 @@ def tagged(tag: str) -> Iterator[None]:
 class MemoryTracker(TorchDispatchMode):
     """Live bytes of every storage created while active, by tag, with the peak per phase."""
 
-    def __init__(self, vocab_size: int, exclude: set[int] | None = None):
+    def __init__(self, vocab_size: int, exclude: set[int] | None = None, record: bool = False):
         super().__init__()
         self.vocab_size = vocab_size
         self.exclude = exclude or set()  # storage keys that exist already (parameters, inputs)
+        # With ``record``: every allocation (key, bytes) and release (key, 0) in order, for the
+        # caching-allocator replay (:mod:`mixtral_ft.plan.allocator`).
+        self.events: list[tuple[int, int]] | None = [] if record else None
         self.live: dict[int, tuple[int, str]] = {}
         self.by_tag: dict[str, int] = defaultdict(int)
         self.current = 0
@@ -65,6 +68,8 @@ class MemoryTracker(TorchDispatchMode):
         if entry is not None:
             self.current -= entry[0]
             self.by_tag[entry[1]] -= entry[0]
+            if self.events is not None:
+                self.events.append((key, 0))
 
     def _tag(self, func, t: torch.Tensor) -> str:
         if _FORCED_TAG:
@@ -86,6 +91,8 @@ class MemoryTracker(TorchDispatchMode):
         self.live[key] = (n, tag)
         self.current += n
         self.by_tag[tag] += n
+        if self.events is not None and n:
+            self.events.append((key, n))
         weakref.finalize(storage, self._free, key)
         peak = self.peaks.get(self.phase)
         if peak is None or self.current > peak["bytes"]:

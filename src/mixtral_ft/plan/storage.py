@@ -102,6 +102,7 @@ class LoadDecisions:
     skip_embedding_upcast: bool = False  # load_in_4bit + embeddings_skip_upcast: no embedding module is cast
     kbit_prepare_fp32: bool = False  # PEFT prepare_model_for_kbit_training's fp32 cast (step 2)
     recast_norms_embeddings: bool = False  # Axolotl's cast back to the training dtype (step 3)
+    recast_embeddings_only: bool = False  # TRL's cast back: embeddings and head only, the norms stay float32
     embedding_modules: tuple[str, ...] = DEFAULT_EMBEDDING_MODULES
     skip_modules: tuple[str, ...] = ()  # llm_int8_skip_modules
 
@@ -118,11 +119,14 @@ class LoadDecisions:
             dtype = "float32"
         if self.recast_norms_embeddings and (norm or embedding):
             dtype = self.load_dtype
+        if self.recast_embeddings_only and embedding and not norm:
+            dtype = self.load_dtype
         return dtype
 
 
 def training_decisions(setup, model_type: str = "") -> LoadDecisions:
-    """The decisions Axolotl 0.19.0 makes for a training config (:class:`TrainSetup`) and model type."""
+    """The decisions Axolotl 0.19.0 makes for a training config (:class:`TrainSetup`) and model type; with
+    ``setup.casts`` "peft" or "trl", the casts of those stacks instead of Axolotl's (``plan.setup.CASTS``)."""
     q4 = setup.adapter == "qlora" and setup.load_in_4bit
     q8 = bool(setup.adapter) and setup.load_in_8bit and not setup.load_in_4bit
     experts = q4 and setup.quantize_moe_experts
@@ -130,6 +134,19 @@ def training_decisions(setup, model_type: str = "") -> LoadDecisions:
     zero3 = setup.deepspeed_stage == 3
     lora = setup.adapter in ("lora", "qlora")
     flash_cast = setup.attn_implementation not in ("eager", "sdpa")
+    kbit_prepare = bool(lora) and (setup.load_in_4bit or setup.load_in_8bit) and not experts and not zero3
+    if setup.casts in ("peft", "trl"):
+        return LoadDecisions(
+            load_dtype=setup.compute_dtype,
+            linear_4bit=q4,
+            experts_4bit=experts,
+            spec=spec,
+            linear_storage="uint8",  # BitsAndBytesConfig's default quant storage
+            linear_8bit=q8,
+            kbit_prepare_fp32=kbit_prepare,
+            recast_embeddings_only=setup.casts == "trl" and q4 and setup.compute_dtype == "bfloat16",
+            embedding_modules=embedding_modules(model_type),
+        )
     return LoadDecisions(
         load_dtype=setup.compute_dtype,
         linear_4bit=q4,
@@ -140,7 +157,7 @@ def training_decisions(setup, model_type: str = "") -> LoadDecisions:
         linear_8bit=q8,
         upcast_norms_router_embeddings=True,  # not under FSDP, which mixft does not run
         skip_embedding_upcast=setup.load_in_4bit and setup.embeddings_skip_upcast,
-        kbit_prepare_fp32=bool(lora) and (setup.load_in_4bit or setup.load_in_8bit) and not experts and not zero3,
+        kbit_prepare_fp32=kbit_prepare,
         recast_norms_embeddings=lora or flash_cast or setup.cut_cross_entropy,
         embedding_modules=embedding_modules(model_type),
     )

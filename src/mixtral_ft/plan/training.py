@@ -8,8 +8,12 @@ Peak = persistent state + the largest transient of one training step + a stated 
 - transient: per phase of the step (forward; output head + loss; decoder layers' recompute and
   backward), the live bytes of the simulated step (:mod:`measure`) split into activations,
   logits/loss and dequantization buffers; the peak phase counts;
-- overhead: :data:`CUDA_CONTEXT_GIB` + :data:`ALLOCATOR_RESERVE_GIB` (what the simulator cannot
-  see; docs/planning.md says how each is bounded).
+- overhead: :data:`CUDA_CONTEXT_GIB` (what no simulation on the CPU can see; docs/planning.md says how
+  it is bounded) and the caching allocator's rounding and fragmentation, replayed on the full-depth
+  step (:mod:`allocator`).
+
+``fits`` is decided on the peak raised by the planner's measured error band for the kind of run
+(:mod:`band`): ``peak_high_gib`` must be at most the card's memory.
 
 ZeRO-2 (the multi-gpu profile) shards gradients and optimizer state over the ranks and leaves
 every rank a full copy of the frozen weights; ZeRO-3 would shard the weights too, but mixft
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixtral_ft.plan.band import Band
 from mixtral_ft.plan.gpus import GPUS, Gpu, gpu_by_name
 
 if TYPE_CHECKING:
@@ -30,7 +35,6 @@ if TYPE_CHECKING:
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.6  # CUDA context, cuBLAS/cuDNN handles and loaded kernels (see docs/planning.md)
-ALLOCATOR_RESERVE_GIB = 1.0  # caching-allocator rounding and fragmentation at the peak
 BNB_8BIT_BLOCK = 256
 BNB_MIN_8BIT_SIZE = 4096
 
@@ -47,7 +51,8 @@ PART_LABELS = {
     "logits_loss": "logits and loss",
     "dequant_buffers": "dequantization buffers",
     "deepspeed_buffers": "DeepSpeed gradient buckets",
-    "cuda_overhead": "CUDA context + allocator",
+    "allocator": "allocator: rounding + fragmentation",
+    "cuda_context": "CUDA context",
 }
 DEEPSPEED_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
 
@@ -113,6 +118,8 @@ class TrainingPlan:
     saved_bytes_per_layer: float
     measurement: dict[str, Any]
     weights: dict[str, Any]
+    band: Band
+    allocator: dict[str, Any]  # the replay of the full-depth step (measure.TrainingSimulator.allocator)
     largest_micro_batch: int | None = None
     longest_sequence: int | None = None
     data: dict[str, Any] | None = None
@@ -129,12 +136,31 @@ class TrainingPlan:
         return self.peak_bytes / GIB
 
     @property
+    def peak_high_gib(self) -> float:
+        """The peak raised by the planner's error band: what ``fits`` is decided on."""
+        return self.band.high(self.peak_gib)
+
+    @property
     def fits(self) -> bool:
-        return self.peak_gib <= self.gpu.memory_gib
+        return self.peak_high_gib <= self.gpu.memory_gib
 
     @property
     def margin_gib(self) -> float:
-        return self.gpu.memory_gib - self.peak_gib
+        """The card's memory less the high figure."""
+        return self.gpu.memory_gib - self.peak_high_gib
+
+    @property
+    def allocated_peak_gib(self) -> float:
+        """What ``torch.cuda.max_memory_allocated`` would report: the peak without the CUDA context and the
+        allocator's overhead."""
+        return (self.peak_bytes - self.parts.get("cuda_context", 0.0) - self.parts.get("allocator", 0.0)) / GIB
+
+    @property
+    def reserved_peak_gib(self) -> float:
+        """What ``torch.cuda.max_memory_reserved`` would report with no memory pressure: the allocated peak
+        plus the replay's reserved-but-free bytes at its reserved peak."""
+        extra = self.allocator.get("reserved_peak", 0) - self.allocator.get("tracked_peak", 0)
+        return self.allocated_peak_gib + max(0, extra) / GIB
 
     @property
     def hours(self) -> float | None:
@@ -145,6 +171,8 @@ class TrainingPlan:
         return {
             "kind": "mixft-plan-train",
             "peak_gib": round(self.peak_gib, 2),
+            "peak_high_gib": round(self.peak_high_gib, 2),
+            "band": self.band.as_dict(),
             "gpu_memory_gib": round(self.gpu.memory_gib, 2),
             "fits": self.fits,
             "margin_gib": round(self.margin_gib, 2),
@@ -185,7 +213,14 @@ class TrainingPlan:
             "data": self.data,
             "batching": self.batching,
             "time": self.time,
-            "constants": {"cuda_context_gib": CUDA_CONTEXT_GIB, "allocator_reserve_gib": ALLOCATOR_RESERVE_GIB},
+            "constants": {"cuda_context_gib": CUDA_CONTEXT_GIB},
+            "allocator": {
+                "method": "replay of PyTorch's CUDA caching allocator (default configuration) on the full-depth step",
+                "layers": self.allocator.get("layers"),
+                "allocated_peak_gib": round(self.allocated_peak_gib, 3),
+                "reserved_peak_gib": round(self.reserved_peak_gib, 3),
+                "needed_gib": round(self.allocator.get("needed", 0) / GIB, 3),
+            },
             "measurement": {
                 "cache_key": self.measurement.get("cache", {}).get("key"),
                 "measured_now": self.measurement.get("cache", {}).get("measured", []),
@@ -220,7 +255,10 @@ class _Planner:
         from mixtral_ft.plan.weights import weight_summary
 
         self.arch, self.setup, self.use_cache = arch, setup, use_cache
+        from mixtral_ft.plan.band import band_for
+
         self.decisions = training_decisions(setup, arch.model_type)
+        self.band = band_for(setup)
         self.weights = weight_summary(arch, self.decisions, setup.model_config_overrides, use_cache=use_cache)
         self._sim: TrainingSimulator | None = None
         self.measured: dict[str, Any] = {}
@@ -275,12 +313,17 @@ class _Planner:
         )
         if buckets:
             parts["deepspeed_buffers"] = buckets
-        parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
+        alloc = entry["allocator"]
+        parts["allocator"] = float(max(0, alloc["needed"] - alloc["tracked_peak"]))
+        parts["cuda_context"] = CUDA_CONTEXT_GIB * GIB
         extra = {"n_lora": n_lora, "lora_dtype": lora["dtype"], "optimizer_note": note, "entry": entry}
         return parts, peak_phase, totals, extra
 
     def peak_gib(self, batch: int, seq: int) -> float:
         return sum(self.parts(batch, seq)[0].values()) / GIB
+
+    def high_gib(self, batch: int, seq: int) -> float:
+        return self.band.high(self.peak_gib(batch, seq))
 
 
 class _LazySimulator:
@@ -333,6 +376,7 @@ def plan_training(
     model=None,
     use_cache: bool = True,
     search: bool = True,
+    casts: str = "axolotl",
 ) -> TrainingPlan:
     """Plan a training run: peak memory per GPU, its parts, fits or not, and (with data) hours.
 
@@ -344,13 +388,15 @@ def plan_training(
     ``model``: the architecture instead of the config's ``base_model`` (a model directory, a
     config.json path, a dict or a ``transformers`` config; dense models work as well as MoE).
     ``search``: when the plan does not fit, find the largest micro batch and the longest sequence
-    that do (more measurements on a cold cache).
+    that do (more measurements on a cold cache). ``casts``: the dtype casts of the training stack after
+    loading (:data:`mixtral_ft.plan.setup.CASTS`; ``mixft train`` runs Axolotl's), for planning runs of
+    other stacks.
     """
     from mixtral_ft.plan.arch import load_arch
     from mixtral_ft.plan.setup import setup_from_config
 
     values = _config_values(config)
-    setup = setup_from_config(values, world_size=gpus, on_gpu=True)
+    setup = setup_from_config(values, world_size=gpus, on_gpu=True, casts=casts)
     arch = load_arch(model if model is not None else setup.base_model)
     the_gpu = _resolve_gpu(gpu)
     planner = _Planner(arch, setup, use_cache)
@@ -376,6 +422,8 @@ def plan_training(
         saved_bytes_per_layer=saved["bytes"],
         measurement=planner.measured,
         weights=planner.weights,
+        band=planner.band,
+        allocator=entry["allocator"],
         notes=_setup_notes(setup),
     )
     if search and not plan.fits:
@@ -406,13 +454,13 @@ SEQUENCE_STEP = 256  # the longest-sequence search moves in steps of this many t
 
 def _search_fitting_sizes(plan: TrainingPlan, planner: _Planner) -> None:
     """For a plan that does not fit: the largest micro batch at its sequence length, and the longest
-    sequence at its micro batch, that fit its GPU."""
+    sequence at its micro batch, whose high figure fits its GPU."""
     setup, limit = plan.setup, plan.gpu.memory_gib
     plan.largest_micro_batch = _largest(
-        lambda b: planner.peak_gib(b, setup.sequence_len) <= limit, 1, max(1, setup.micro_batch_size - 1)
+        lambda b: planner.high_gib(b, setup.sequence_len) <= limit, 1, max(1, setup.micro_batch_size - 1)
     )
     best = _largest(
-        lambda k: planner.peak_gib(setup.micro_batch_size, k * SEQUENCE_STEP) <= limit,
+        lambda k: planner.high_gib(setup.micro_batch_size, k * SEQUENCE_STEP) <= limit,
         1,
         max(1, (setup.sequence_len - 1) // SEQUENCE_STEP),
     )

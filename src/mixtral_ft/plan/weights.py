@@ -17,9 +17,14 @@ from mixtral_ft.plan.storage import LoadDecisions
 
 
 def decisions_key(decisions: LoadDecisions) -> dict[str, Any]:
+    """The decisions as a cache key; a field added later is left out at its default, so keys made before
+    it existed stay valid."""
     from dataclasses import asdict
 
-    return asdict(decisions)
+    key = asdict(decisions)
+    if not key["recast_embeddings_only"]:
+        del key["recast_embeddings_only"]
+    return key
 
 
 def summarize_inventory(records, arch: ModelArch) -> dict[str, Any]:
