@@ -445,15 +445,21 @@ def plan_point(point: dict[str, Any], config_json: Path, row: Row, use_cache: bo
 def on_counter(plan, metric: str | None) -> float:
     """The plan read on the counter the source used.
 
-    The plan's peak is what the device needs: it includes the CUDA context and the caching allocator's
-    rounding and fragmentation (replayed on the step), as nvidia-smi would show. ``max_memory_allocated``
-    sees neither (:attr:`TrainingPlan.allocated_peak_gib`); ``max_memory_reserved`` sees the allocator's
-    segments at their peak with nothing pressing (:attr:`TrainingPlan.reserved_peak_gib`), not the context.
-    Unstated counters, nvidia-smi, estimates and a card's capacity are compared with the whole peak."""
+    The plan's peak is what the device needs to run the step: the live bytes, the caching allocator's
+    rounding and fragmentation (the replay's needed memory) and the CUDA context. A counter shows something
+    else: ``max_memory_allocated`` the live bytes alone (:attr:`TrainingPlan.allocated_peak_gib`);
+    ``max_memory_reserved`` the allocator's segments at their peak with nothing pressing
+    (:attr:`TrainingPlan.reserved_peak_gib`); nvidia-smi, and the unstated "GB" readings the points file
+    takes for nvidia-smi's or W&B's (NVML's) figure, those segments and the CUDA context. A card's capacity
+    (a boundary or an out-of-memory verdict) and an estimate are compared with the peak itself."""
+    from mixtral_ft.plan.training import CUDA_CONTEXT_GIB
+
     if metric == "max_memory_allocated":
         return plan.allocated_peak_gib
     if metric == "max_memory_reserved":
         return plan.reserved_peak_gib
+    if metric in ("nvidia-smi", "unstated"):
+        return plan.reserved_peak_gib + CUDA_CONTEXT_GIB
     return plan.peak_gib
 
 
@@ -779,7 +785,7 @@ def render_markdown(rows: list[Row], summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--points", type=Path, default=POINTS, help="the points file (default scripts/plan_points.yaml)")
     ap.add_argument(
@@ -799,55 +805,19 @@ def main(argv: list[str] | None = None) -> int:
         help="plan every point as today's stack runs it (installed transformers' loss, Axolotl's casts), not as its source did",
     )
     # --only leaves out the two rows of mixft's shipped RG config (they need no point; see shipped_rows)
-    args = ap.parse_args(argv)
+    return ap
 
-    try:
-        data = load_points(args.points)
-    except PointsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    points = data["points"]
-    if args.check:
-        kinds = {k: sum(p["kind"] == k for p in points) for k in KINDS}
-        print(
-            f"{args.points}: {len(points)} points ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
-            f"{sum(p['fully_known'] for p in points)} fully known, {len(data['models'])} models"
-        )
-        return 0
-    only = {x for x in args.only.split(",") if x}
-    unknown = only - {p["id"] for p in points}
-    if unknown:
-        ap.error(f"unknown point id(s): {', '.join(sorted(unknown))}")
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mixtral_ft.util.atomic import atomic_write_text
-    from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.provenance import command_line, environment, now_iso, set_command_line, write_manifest
-
-    set_command_line([sys.executable, *sys.argv] if argv is None else ["bench_plan.py", *argv])
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    started = now_iso()
-
-    def say(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
-        rows = run_points(
-            data,
-            Path(tmp),
-            only=only or None,
-            use_cache=not args.no_cache,
-            say=say,
-            as_published=not args.installed_stack,
-        )
-    if not only:
-        rows += shipped_rows(data, use_cache=not args.no_cache, say=say)
-    summary = summarize(rows)
-    table = render_markdown(rows, summary)
+def _write_results(out: Path, args, only: set[str], started: str, rows: list[Row]) -> dict[str, Any]:
+    """results.json, results.md and manifest.json; prints the table. Returns the summary."""
     from mixtral_ft.plan.measure import METHOD_VERSION, cache_dir
     from mixtral_ft.plan.training import CUDA_CONTEXT_GIB
+    from mixtral_ft.util.atomic import atomic_write_text
+    from mixtral_ft.util.hashing import sha256_file
+    from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
 
+    summary = summarize(rows)
+    table = render_markdown(rows, summary)
     record = {
         "kind": "mixft-bench-plan",
         "started_at": started,
@@ -872,6 +842,53 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.bands:
         print("ROWS = " + json.dumps(summary["bands"], indent=4))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _arguments()
+    args = ap.parse_args(argv)
+
+    try:
+        data = load_points(args.points)
+    except PointsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    points = data["points"]
+    if args.check:
+        kinds = {k: sum(p["kind"] == k for p in points) for k in KINDS}
+        print(
+            f"{args.points}: {len(points)} points ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
+            f"{sum(p['fully_known'] for p in points)} fully known, {len(data['models'])} models"
+        )
+        return 0
+    only = {x for x in args.only.split(",") if x}
+    unknown = only - {p["id"] for p in points}
+    if unknown:
+        ap.error(f"unknown point id(s): {', '.join(sorted(unknown))}")
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mixtral_ft.util.provenance import now_iso, set_command_line
+
+    set_command_line([sys.executable, *sys.argv] if argv is None else ["bench_plan.py", *argv])
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = now_iso()
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+        rows = run_points(
+            data,
+            Path(tmp),
+            only=only or None,
+            use_cache=not args.no_cache,
+            say=say,
+            as_published=not args.installed_stack,
+        )
+    if not only:
+        rows += shipped_rows(data, use_cache=not args.no_cache, say=say)
+    summary = _write_results(args.out, args, only, started, rows)
     return 1 if summary["planner_errors"] else 0
 
 

@@ -52,7 +52,8 @@ def _bench():
 
 
 def _point_setup(point_id: str, tmp: Path, **changes):
-    """The TrainSetup and architecture of a point of scripts/plan_points.yaml."""
+    """The TrainSetup and architecture of a point of scripts/plan_points.yaml (the architecture named by the
+    model's Hub id)."""
     from dataclasses import replace
 
     from mixtral_ft.plan.arch import load_arch
@@ -63,7 +64,8 @@ def _point_setup(point_id: str, tmp: Path, **changes):
     point = {p["id"]: p for p in data["points"]}[point_id]
     configs = bench.write_model_configs(data["models"], tmp)
     setup = setup_from_config(bench.axolotl_config(point, configs[point["model"]]), casts=point.get("casts", "axolotl"))
-    return replace(setup, **changes), load_arch(setup.base_model)
+    arch = replace(load_arch(setup.base_model), name=data["models"][point["model"]]["hf_id"])
+    return replace(setup, **changes), arch
 
 
 def _shipped_setup(task: str, profile: str):

@@ -10,13 +10,15 @@ are cached reads JSON only):
   ``h200``, ``l40s``, ``rtx-4090``, ``a10g``), a ``Gpu`` or a memory size in GiB; ``model``
   overrides the config's ``base_model`` with a model directory, a ``config.json`` path, a dict or
   a ``transformers`` config (dense models such as Llama or Mistral work as well as Mixtral).
-  ``TrainingPlan.to_dict()`` has ``peak_gib``, ``gpu_memory_gib``, ``fits``, ``margin_gib``,
-  ``parts`` (name -> GiB), ``hours`` and the basis of every number.
+  ``TrainingPlan.to_dict()`` has ``peak_gib``, ``peak_high_gib`` (the peak raised by the planner's error
+  band, ``band``), ``gpu_memory_gib``, ``fits`` (on the high figure), ``margin_gib``, ``parts`` (name ->
+  GiB), ``hours`` and the basis of every number. ``casts`` plans another stack's post-load dtype casts.
 - ``plan_inference(model, gpu, *, adapter=None, load_in_4bit=False, batch_size=8, max_new_tokens=256,
   prompt_lengths=None) -> InferencePlan``: weights, KV cache at the longest batch, logits,
   prefill activations, overhead; fits or not; decode tokens/s (memory-bandwidth bound).
 - ``check_training_plan(plan, free_gib)`` / ``check_inference_plan(plan, free_gib)``: raise
-  ``PlanRefused`` (exit 2) with the parts table and the fix when the peak exceeds free memory;
+  ``PlanRefused`` (exit 2) with the parts table and the fix when the high figure (training) or the peak
+  (inference) exceeds free memory;
   ``preflight_training(...)`` / ``preflight_inference(...)`` do the whole check on a CUDA machine
   (free memory, plan, refusal) and return None elsewhere; ``preflight_requests(backend_options,
   requests, max_new_tokens, what)`` is the inference runner's call (``infer/job.py``). The free

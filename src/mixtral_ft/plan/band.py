@@ -22,29 +22,29 @@ from typing import Any
 # measurement) from the validation run; negative: the plan was short.
 ROWS: dict[str, dict[str, float]] = {
     "4-bit": {
-        "axolotl-devstral-24b-qlora": 0.0,
-        "axolotl-llama2-7b-qlora-4090": -4.7,
-        "axolotl-magistral-24b-qlora": 6.3,
-        "axolotl-ministral-8b-qlora": 13.8,
-        "axolotl-olmo3-7b-qlora": -17.6,
-        "axolotl-openllama3b-qlora": -12.2,
-        "fsdp-qlora-llama2-7b-qlora-ddp-bs8": -4.0,
-        "llamafactory-llama2-7b-qlora-fa2-1024": -12.6,
-        "llamafactory-llama2-7b-qlora-fa2-16384": -14.7,
-        "llamafactory-llama2-7b-qlora-fa2-32768": -3.3,
-        "llamafactory-llama2-7b-qlora-fa2-4096": -17.7,
-        "reference-mixtral-rg-a100-80": -8.0,
+        "axolotl-devstral-24b-qlora": 0.6,
+        "axolotl-llama2-7b-qlora-4090": -2.9,
+        "axolotl-magistral-24b-qlora": 11.5,
+        "axolotl-ministral-8b-qlora": 15.7,
+        "axolotl-olmo3-7b-qlora": -16.0,
+        "axolotl-openllama3b-qlora": -5.9,
+        "fsdp-qlora-llama2-7b-qlora-ddp-bs8": -4.3,
+        "llamafactory-llama2-7b-qlora-fa2-1024": -8.5,
+        "llamafactory-llama2-7b-qlora-fa2-16384": -2.4,
+        "llamafactory-llama2-7b-qlora-fa2-32768": 1.6,
+        "llamafactory-llama2-7b-qlora-fa2-4096": -10.2,
+        "reference-mixtral-rg-a100-80": -5.3,
         "unsloth-hf-fa2-llama31-8b-24gb-max5789": -11.3,
         "unsloth-hf-fa2-llama31-8b-40gb-max12264": -6.3,
         "unsloth-hf-fa2-llama31-8b-80gb-max28454": -2.5,
         "unsloth-hf-fa2-llama33-70b-80gb-max6916": -8.6,
     },
     "8-bit": {
-        "axolotl-llama2-7b-lora8bit-4090": -9.7,
-        "axolotl-openllama3b-lora8bit": -23.7,
+        "axolotl-llama2-7b-lora8bit-4090": -5.7,
+        "axolotl-openllama3b-lora8bit": -19.7,
     },
     "16-bit": {
-        "fsdp-qlora-llama2-7b-lora-ddp-bs4": -0.3,
+        "fsdp-qlora-llama2-7b-lora-ddp-bs4": 1.8,
         "peft-readme-bloomz-7b1-lora-fp32": -5.4,
     },
 }
@@ -84,7 +84,7 @@ class Band:
             return f"no published {self.kind} peak in the validation: no band"
         worst = min(err for _, err in self.rows)
         return (
-            f"validation against {len(self.rows)} published {self.kind} peaks (docs/planning.md): "
+            f"validation against {len(self.rows)} published {self.kind} peaks (docs/design/planning-validation.md): "
             f"largest shortfall {worst:+.1f}% ({self.worst})"
         )
 

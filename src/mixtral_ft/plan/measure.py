@@ -143,6 +143,8 @@ def training_settings(setup) -> dict[str, Any]:
     out = {k: d[k] for k in keep}
     if d["casts"] != "axolotl":  # another stack's casts (left out for Axolotl's, so earlier keys stay valid)
         out["casts"] = d["casts"]
+    if d["sample_packing"] and setup.attention_kind != "flash":  # packed rows' 4-D mask (left out likewise)
+        out["sample_packing"] = True
     return out
 
 
@@ -230,7 +232,7 @@ def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True)
     return model, context, lora_params, torch
 
 
-def _inputs(torch, batch: int, seq: int, flash: bool) -> tuple[dict[str, Any], set]:
+def _inputs(torch, batch: int, seq: int, flash: bool, packed: bool = False) -> tuple[dict[str, Any], set]:
     ids = torch.zeros(batch, seq, dtype=torch.long)
     if flash:
         # Sample packing with flash attention: one row of all tokens, sequences told apart by
@@ -245,15 +247,33 @@ def _inputs(torch, batch: int, seq: int, flash: bool) -> tuple[dict[str, Any], s
             "max_length_q": seq,
             "max_length_k": seq,
         }
+    elif packed:
+        # Sample packing without flash attention: position ids that restart per sequence, from which
+        # transformers builds a block-diagonal 4-D mask (masking_utils.py:714-743, 845).
+        kwargs = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.zeros_like(ids)}
     else:
-        # Full rows, as the collator gives them: no position_ids (the model counts 0..S-1) and no padding.
-        # (Zero position_ids would read as packed sequences, and an all-ones attention_mask cannot be seen
-        # to be all ones on FakeTensors: either way transformers would build a 4-D mask that sdpa does not
-        # get on the GPU, masking_utils.py:231-281 and 714-743.)
+        # Full rows, as the collator gives them: no position_ids (the model counts 0..S-1), no padding
+        # (an all-ones attention_mask cannot be seen to be all ones on FakeTensors, and sdpa would get a
+        # 4-D mask it does not get on the GPU, masking_utils.py:231-281); see unpacked_rows().
         kwargs = {"input_ids": ids, "labels": ids.clone()}
     from mixtral_ft.plan.sim import storage_keys
 
     return kwargs, storage_keys(v for v in kwargs.values() if hasattr(v, "untyped_storage"))
+
+
+@contextlib.contextmanager
+def unpacked_rows() -> Iterator[None]:
+    """Rows that are not packed, told to transformers as its data would tell it: on real position ids 0..S-1
+    ``find_packed_sequence_indices`` returns None (``masking_utils.py:739-741``), but on FakeTensors it
+    cannot read them and reports packed sequences, which would build a 4-D mask the GPU run never builds."""
+    from transformers import masking_utils
+
+    original = masking_utils.find_packed_sequence_indices
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = original
 
 
 def decoder_layers(model) -> list:
@@ -339,8 +359,9 @@ def simulate_training_step(
     )
 
     flash = setup.attention_kind == "flash"
+    packed = setup.sample_packing and not flash
     with fake:
-        inputs, input_keys = _inputs(torch, batch, seq, flash)
+        inputs, input_keys = _inputs(torch, batch, seq, flash, packed)
     exclude = model_storage_keys(model) | input_keys
     tracker = MemoryTracker(vocab, exclude, record=record)
     saved = SavedTensors(exclude)
@@ -381,7 +402,8 @@ def simulate_training_step(
     )
     int8_ctx = int8_matmul_model() if setup.load_in_8bit and not setup.load_in_4bit else contextlib.nullcontext()
     try:
-        with fake, flash_ctx, int8_ctx, data_free_ops(), tracker, saved.recording():
+        rows_ctx = contextlib.nullcontext() if flash or packed else unpacked_rows()
+        with fake, flash_ctx, int8_ctx, rows_ctx, data_free_ops(), tracker, saved.recording():
             tracker.set_phase("forward_layer0")
             with autocast:
                 if setup.cut_cross_entropy:

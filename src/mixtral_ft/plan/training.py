@@ -17,7 +17,7 @@ Peak = persistent state + the largest transient of one training step + a stated 
 
 ZeRO-2 (the multi-gpu profile) shards gradients and optimizer state over the ranks and leaves
 every rank a full copy of the frozen weights; ZeRO-3 would shard the weights too, but mixft
-refuses it for Mixtral (issue 10 item 2), so the plan keeps them whole and says so.
+refuses it for Mixtral, so the plan keeps them whole and says so.
 """
 
 from __future__ import annotations
