@@ -1,7 +1,7 @@
 """What grows with the length of a row in a Hugging Face + PEFT training step: the measurements behind
 docs/design/planning-long-rows.md, on the CPU, with the real modules at full width.
 
-    .venv/bin/python scripts/measure_long_rows.py --out runs/long-rows            # everything (~15 min)
+    .venv/bin/python scripts/measure_long_rows.py --out runs/long-rows            # everything (~20 min)
     .venv/bin/python scripts/measure_long_rows.py --only mask,rotary --out DIR    # a few
 
 Each candidate is one measurement:

@@ -261,7 +261,7 @@ def test_bench_plan_runs_end_to_end_on_two_points(tmp_path):
         assert r["error_pct"] == pytest.approx(expected, abs=0.05)
     fsdp = rows["fsdp-qlora-llama2-7b-qlora-ddp-bs8"]
     assert fsdp["verdict"] in ("right", "wrong") and fsdp["in_median"] and fsdp["legacy_loss"]
-    assert fsdp["counter_offset_gib"] < 0  # a reserved reading: no CUDA context
+    assert fsdp["counter_offset_gib"] != 0  # a reserved reading: the replay's reserved peak, not the plan's peak
     assert fsdp["parts_gib"]["allocator"] > 0 and fsdp["planned_high_gib"] > fsdp["planned_gib"]
     assert rows["axolotl-openllama3b-qlora"]["verdict"] == "n/a"  # the source names no card
     summary = results["summary"]
