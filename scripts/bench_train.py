@@ -80,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mixtral_ft.axolotl_cfg.render import configs_dir, profile_names
-    from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
-    from mixtral_ft.data.readers import InputSpec
-    from mixtral_ft.data.split import TestSize
+    from mixtral_ft.prepare.options import PrepareOptions
+    from mixtral_ft.prepare.pipeline import run_prepare
+    from mixtral_ft.prepare.readers import InputSpec
+    from mixtral_ft.prepare.rg import RgTask
+    from mixtral_ft.prepare.split import TestSize
     from mixtral_ft.errors import MixftError
     from mixtral_ft.train.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
     from mixtral_ft.util.atomic import atomic_write_text
@@ -117,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         src = out / "bench_qa.jsonl"
         atomic_write_text(src, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"preparing {len(rows)} benchmark rows ({min_chars:,} characters or more) -> {data_dir}", file=sys.stderr)
-        prepare_rg(
-            RgPrepareOptions(
+        run_prepare(
+            PrepareOptions(
                 inputs=[InputSpec(path=src, format="jsonl")], out=data_dir, test_size=TestSize(count=2), force=True
-            )
+            ),
+            RgTask(),
         )  # the runs do not evaluate
         atomic_write_text(stamp, json.dumps({"min_chars": min_chars, "rows": len(rows)}) + "\n")
     opts = BenchOptions(

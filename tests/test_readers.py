@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.data.readers import (
+from mixtral_ft.prepare.readers import (
     InputSpec,
     detect_format,
     iter_chunks,

@@ -122,13 +122,13 @@ def test_generate_stopped_while_waiting_on_an_endpoint(tmp_path):
 def test_a_keyboard_interrupt_typer_turns_into_a_return_value_is_not_exit_0(tmp_path, monkeypatch):
     """The root cause of "Ctrl-C reports success": outside standalone mode Typer turns a
     KeyboardInterrupt into Exit(130) and *returns* 130, which `main` used to drop (exit 0)."""
-    import mixtral_ft.data.prepare_rg as prepare_rg
+    import mixtral_ft.prepare.pipeline as pipeline
     from mixtral_ft.cli.main import main
 
-    def interrupted(_opts):
+    def interrupted(_opts, _task):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_rg, "prepare_rg", interrupted)
+    monkeypatch.setattr(pipeline, "run_prepare", interrupted)
     assert main(["prepare", "rg", str(write_qa(tmp_path / "qa.jsonl", 3)), "--out", str(tmp_path / "o")]) == 130
 
 

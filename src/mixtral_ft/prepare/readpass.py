@@ -1,9 +1,9 @@
-"""The read pass both ``prepare`` commands share: stream every input once, check and key each
-row, write it to disk; memory flat in the input size.
+"""The read pass of every ``prepare`` task: stream every input once, check and key each row,
+write it to disk; memory flat in the input size.
 
-A command supplies ``RowRules``: a picklable object whose ``process_chunk`` turns one chunk of
-raw items (``data.readers``) into a ``ChunkResult``: lines for the key-ordered buckets of the
-split (``data.buckets.KeyedBuckets``), lines for named hash partitions (duplicate finding,
+A task supplies ``RowRules``: a picklable object whose ``process_chunk`` turns one chunk of
+raw items (``prepare.readers``) into a ``ChunkResult``: ``Keyed`` lines for the key-ordered
+buckets of the split (``prepare.buckets``), lines for named hash partitions (duplicate finding,
 joins), problems, and ``rejected.jsonl`` records. This module plans the work (one task per
 input; a big JSONL input in byte ranges read by worker processes), runs it, writes each task's
 results to its own files in the staging directory (prefix ``t<task>``), and gathers counts and
@@ -18,14 +18,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from mixtral_ft.data.buckets import KeyedBuckets, Partitions
-from mixtral_ft.data.readers import InputSpec, crlf_problem, iter_chunks, iter_jsonl_range, split_jsonl
-from mixtral_ft.data.validate import ProblemCollector
 from mixtral_ft.errors import Problem
+from mixtral_ft.prepare.buckets import KeyedBuckets, Layout, Partitions, Place
+from mixtral_ft.prepare.fields import ProblemCollector
+from mixtral_ft.prepare.readers import InputSpec, crlf_problem, iter_chunks, iter_jsonl_range, split_jsonl
 from mixtral_ft.util.progress import ProgressBar
 
 _MIN_RANGE_BYTES = 16 << 20  # JSONL inputs above twice this are read in parallel byte ranges
@@ -69,15 +69,19 @@ class ChunkResult:
     def partition_line(self, name: str, part: int, line: bytes) -> None:
         self.partitions.setdefault(name, {}).setdefault(part, []).append(line)
 
+    def reject(self, display: str, line: int, problems: list[Problem], obj: Any, raw: str | None = None) -> None:
+        """An invalid row: its problems, and its ``rejected.jsonl`` record (``obj``, else ``raw``)."""
+        self.n_invalid += 1
+        self.problems.extend(problems)
+        self.rejected.append(rejected_line(display, line, problems, obj, raw))
+
 
 class RowRules(Protocol):
     """What a prepare command tells the read pass (must pickle: it goes to worker processes)."""
 
     # read-only: the rules are frozen dataclasses
     @property
-    def n_buckets(self) -> int: ...
-    @property
-    def n_parts(self) -> int: ...
+    def layout(self) -> Layout: ...
     @property
     def skip_invalid(self) -> bool: ...
     @property
@@ -128,8 +132,10 @@ def _run_read_task(
     ``on_rows(n)`` in-process, or to the shared counter in a worker)."""
     spec = task.spec
     summary = _TaskSummary(task.index)
-    buckets = KeyedBuckets(work, rules.n_buckets, prefix=f"{task.prefix}-bucket")
-    parts = {name: Partitions(work, rules.n_parts, prefix=f"{task.prefix}-{name}") for name in rules.partition_names}
+    buckets = KeyedBuckets(work, rules.layout.n_buckets, prefix=f"{task.prefix}-bucket")
+    parts = {
+        name: Partitions(work, rules.layout.n_parts, prefix=f"{task.prefix}-{name}") for name in rules.partition_names
+    }
     chunks = iter_jsonl_range(spec, *task.byte_range) if task.byte_range is not None else iter_chunks(spec)
     try:
         with open(work / f"{task.prefix}-rejected", "wb") as rejected:
@@ -222,6 +228,15 @@ def _run_tasks(
                 yield summary
 
 
+class Where(NamedTuple):
+    """A row's input (its index in ``ReadPass.inputs``), that input as the user named it, and the
+    row's absolute line there."""
+
+    input: int
+    file: str
+    line: int
+
+
 @dataclass
 class ReadPass:
     """What the read pass found: counts, problems (absolute lines), and where its files are."""
@@ -235,12 +250,10 @@ class ReadPass:
     rows_per_input: list[int] = field(default_factory=list)
     read_by_source: Counter = field(default_factory=Counter)
 
-    def where(self, task_idx: int, rel_line: int) -> tuple[str, int]:
-        """``(file as the user named it, absolute line)`` of a row known by task and relative line."""
-        return self.inputs[self.tasks[task_idx].file_idx].display, rel_line + self.offsets[task_idx]
-
-    def input_of(self, task_idx: int) -> int:
-        return self.tasks[task_idx].file_idx
+    def locate(self, place: Place) -> Where:
+        """Which input a row came from, and its absolute line there."""
+        file_idx = self.tasks[place.task].file_idx
+        return Where(file_idx, self.inputs[file_idx].display, place.line + self.offsets[place.task])
 
     def bucket_prefixes(self) -> list[str]:
         return [f"{t.prefix}-bucket" for t in self.tasks]
@@ -259,14 +272,6 @@ class ReadPass:
                     rec["line"] += self.offsets[t.index]
                     rec["problems"] = [str(Problem(rec["file"], rec["line"], f, m)) for f, m in rec["problems"]]
                     yield t.file_idx, rec["line"], rec
-
-    def copy_rejected(self, out: IO[bytes]) -> int:
-        """Write ``iter_rejected()`` to ``out``; return how many records."""
-        n = 0
-        for _, _, rec in self.iter_rejected():
-            out.write(orjson.dumps(rec) + b"\n")
-            n += 1
-        return n
 
 
 def read_inputs(rules: RowRules, inputs: list[InputSpec], work: Path, workers: int, max_problems: int) -> ReadPass:

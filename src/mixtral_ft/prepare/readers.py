@@ -61,6 +61,11 @@ class InputSpec:
         return str(self.path)
 
     @property
+    def arg(self) -> str:
+        """The input as a command line names it: ``PATH`` or ``TAG=PATH``."""
+        return f"{self.tag}={self.path}" if self.tag else str(self.path)
+
+    @property
     def default_source(self) -> str:
         """The ``source`` of rows that carry none: the tag, else the file name without suffix."""
         return self.tag if self.tag else self.path.stem
