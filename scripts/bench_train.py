@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mixtral_ft.axolotl_cfg.render import configs_dir, profile_names
+    from mixtral_ft.errors import MixftError
     from mixtral_ft.prepare.options import PrepareOptions
     from mixtral_ft.prepare.pipeline import run_prepare
     from mixtral_ft.prepare.readers import InputSpec
     from mixtral_ft.prepare.rg import RgTask
     from mixtral_ft.prepare.split import TestSize
-    from mixtral_ft.errors import MixftError
     from mixtral_ft.train.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.provenance import environment, now_iso, set_command_line, write_manifest

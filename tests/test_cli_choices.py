@@ -33,14 +33,14 @@ def param(path: list[str], name: str):
 def test_enums_agree_with_the_library():
     from mixtral_ft.backends import available_backends
     from mixtral_ft.backends.openai import MODES
-    from mixtral_ft.prepare.readers import FORMATS
     from mixtral_ft.demo import SCALES
     from mixtral_ft.eval.pipeline import UNPARSED_POLICIES
     from mixtral_ft.eval.rg import GROUP_FIELDS
     from mixtral_ft.eval.stats import INTERVAL_METHODS
     from mixtral_ft.generate.prompts import PROMPT_STYLES
-    from mixtral_ft.tc.judge import JUDGE_PROMPT_STYLES
+    from mixtral_ft.prepare.readers import FORMATS
     from mixtral_ft.prepare.tc import CORRECTIONS, INPUT_FORMATS
+    from mixtral_ft.tc.judge import JUDGE_PROMPT_STYLES
 
     values = lambda enum: [m.value for m in enum]  # noqa: E731
     assert values(_choices.InputFormat) == list(FORMATS)

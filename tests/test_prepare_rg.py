@@ -400,7 +400,9 @@ def test_length_report_per_split_names_long_rows(tmp_path):
     rows = [dict(r, context=r["context"] if i else "A long snippet. " * 40) for i, r in enumerate(GOOD)]
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
     result = run_prepare(
-        PrepareOptions(inputs=[parse_input(str(src))], out=tmp_path / "o", test_size=TestSize(count=1), sequence_len=60),
+        PrepareOptions(
+            inputs=[parse_input(str(src))], out=tmp_path / "o", test_size=TestSize(count=1), sequence_len=60
+        ),
         RgTask(),
     )
     report = result.lengths

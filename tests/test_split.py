@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from mixtral_ft.errors import UsageError
 from mixtral_ft.prepare.options import PrepareOptions
 from mixtral_ft.prepare.pipeline import run_prepare
 from mixtral_ft.prepare.readers import parse_input
 from mixtral_ft.prepare.rg import RgTask
 from mixtral_ft.prepare.split import SplitAssigner, TestSize, parse_test_size, split_key
-from mixtral_ft.errors import UsageError
 
 
 def make_rows(n: int, start: int = 0, groups: int | None = None) -> list[dict]:

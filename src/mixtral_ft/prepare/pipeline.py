@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from mixtral_ft.data import manifest as manifest_mod
 from mixtral_ft.data.lengths import LengthReport
@@ -74,12 +74,12 @@ class Report:
 class Task(Protocol):
     """What a ``prepare`` task adds to the pipeline: its rules."""
 
-    name: str  # "rg" | "tc": the command is "prepare <name>"
-    fields: tuple[FieldSpec, ...]  # canonical fields and their default columns
-    default_test_size: TestSize
-    default_sequence_len: int
-    rows_grow: int  # bucket bytes per input byte (TC rows gain a verdict)
-    always_rejected: bool  # rejected.jsonl is written without --skip-invalid too
+    name: ClassVar[str]  # "rg" | "tc": the command is "prepare <name>"
+    fields: ClassVar[tuple[FieldSpec, ...]]  # canonical fields and their default columns
+    default_test_size: ClassVar[TestSize]
+    default_sequence_len: ClassVar[int]
+    rows_grow: ClassVar[int]  # bucket bytes per input byte (TC rows gain a verdict)
+    always_rejected: ClassVar[bool]  # rejected.jsonl is written without --skip-invalid too
 
     def check(self, opts: PrepareOptions) -> None:
         """The task's own option checks (raise ``UsageError``)."""
@@ -169,7 +169,7 @@ def _check(read: ReadPass, opts: PrepareOptions, task: Task, layout: Layout) -> 
     """The task's check pass; then every problem so far stops the run unless ``--skip-invalid``."""
     checked = task.check_pass(read, opts, layout)
     collector = read.collector
-    collector.extend(p for _, _, p in sorted(checked.problems, key=lambda x: (x[0], x[1])))
+    collector.extend(p.problem for p in sorted(checked.problems, key=lambda p: (p.input, p.line)))
     if collector and not opts.skip_invalid:
         shown = collector.error().problems
         raise InputError(shown + [SKIP_HINT], total=collector.total + 1, cap=opts.max_problems + 1)

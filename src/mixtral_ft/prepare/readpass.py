@@ -236,6 +236,26 @@ class Where(NamedTuple):
     file: str
     line: int
 
+    def problem(self, field: str | None, message: str) -> RowProblem:
+        return RowProblem(self.input, self.line, Problem(self.file, self.line, field, message))
+
+
+class RowProblem(NamedTuple):
+    """A problem found after the read pass (a duplicate id, a missing judgement), and its row's
+    input and line (problems are listed in that order)."""
+
+    input: int
+    line: int
+    problem: Problem
+
+
+class Rejected(NamedTuple):
+    """A ``rejected.jsonl`` record, and its row's input and line (the file's order)."""
+
+    input: int
+    line: int
+    record: dict[str, Any]
+
 
 @dataclass
 class ReadPass:
@@ -261,9 +281,9 @@ class ReadPass:
     def partition_prefixes(self, name: str) -> list[str]:
         return [f"{t.prefix}-{name}" for t in self.tasks]
 
-    def iter_rejected(self) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """``(input index, absolute line, record)`` of every row rejected while reading, in input
-        and line order, with problems rendered as ``file:line: field: message``."""
+    def iter_rejected(self) -> Iterator[Rejected]:
+        """The records of every row rejected while reading, in input and line order, with
+        problems rendered as ``file:line: field: message``."""
         for t in self.tasks:
             path = self.work / f"{t.prefix}-rejected"
             with open(path, "rb") as fh:
@@ -271,7 +291,7 @@ class ReadPass:
                     rec = orjson.loads(raw)
                     rec["line"] += self.offsets[t.index]
                     rec["problems"] = [str(Problem(rec["file"], rec["line"], f, m)) for f, m in rec["problems"]]
-                    yield t.file_idx, rec["line"], rec
+                    yield Rejected(t.file_idx, rec["line"], rec)
 
 
 def read_inputs(rules: RowRules, inputs: list[InputSpec], work: Path, workers: int, max_problems: int) -> ReadPass:

@@ -25,7 +25,6 @@ from mixtral_ft.data.lengths import format_lengths
 from mixtral_ft.data.manifest import MANIFEST_NAME
 from mixtral_ft.data.normalize import DEFAULT_SNIPPET_SEPARATOR, content_key, join_snippets
 from mixtral_ft.data.prompts import CONTEXT_QA_V2, context_qa_v2_prompt, context_qa_v2_response
-from mixtral_ft.errors import Problem
 from mixtral_ft.prepare.buckets import Keyed, Layout, Place, find_duplicates, partition_of
 from mixtral_ft.prepare.fields import FieldSpec, RowCheck, resolve_fields
 from mixtral_ft.prepare.options import PrepareOptions
@@ -94,8 +93,9 @@ class RgTask:
             located = sorted((read.locate(Place.parse(p)), p) for p in kept)
             first = located[0][0]
             for where, _place in located[1:]:
-                message = f"duplicate id '{row_id}' (also at {first.file}:{first.line})"
-                checked.problems.append((where.input, where.line, Problem(where.file, where.line, id_label, message)))
+                checked.problems.append(
+                    where.problem(id_label, f"duplicate id '{row_id}' (also at {first.file}:{first.line})")
+                )
             for where, place in located:  # which one is right is unknowable: all are left out
                 checked.left_out[place] = f"{where.file}:{where.line}: {id_label}: duplicate id '{row_id}'"
         invalid = read.counts["invalid"] + len(checked.left_out) - len(dropped)

@@ -39,12 +39,12 @@ class Tally:
         self._seen.update(self._batch)
         self._batch.clear()
 
-    def table(self, name: str, counts: Sequence[str] = ()) -> dict[Any, dict[str, int]]:
+    def table(self, name: str, counts: Sequence[str] = ()) -> dict[Any, dict[str, Any]]:
         """``{key: {"rows", "train", "test", *counts}}`` for table ``name``."""
         self._fold()
         i = self.tables.index(name)
         picked = [(c, self.count_names.index(c)) for c in counts]
-        out: dict[Any, dict[str, int]] = {}
+        out: dict[Any, dict[str, Any]] = {}
         for (side, keys, row_counts), n in self._seen.items():
             entry = out.get(keys[i])
             if entry is None:

@@ -24,7 +24,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -36,10 +36,10 @@ from mixtral_ft.prepare.judgements import Judgement, judgements_of_partition, re
 from mixtral_ft.prepare.options import PrepareOptions
 from mixtral_ft.prepare.pipeline import Finished, Report, file_entries
 from mixtral_ft.prepare.readers import InputSpec, decode_item, parse_input, type_name
-from mixtral_ft.prepare.readpass import ChunkResult, ReadPass, ReadTask
+from mixtral_ft.prepare.readpass import ChunkResult, ReadPass, ReadTask, Rejected, RowProblem
 from mixtral_ft.prepare.split import SplitAssigner, TestSize, split_key
 from mixtral_ft.prepare.summary import PrepareResult, Tally, share
-from mixtral_ft.prepare.writepass import Checked, OutRow, Rejected, read_groups
+from mixtral_ft.prepare.writepass import Checked, OutRow, read_groups
 from mixtral_ft.tc.labels import LABEL_FIELDS, LabelError, label_verdict
 from mixtral_ft.tc.prompt import load_template, render_tc_prompt, template_sha256
 from mixtral_ft.tc.verdict import VERDICT_VERSION, Verdict, is_hallucinated, verdict_from_dict, verdict_to_text
@@ -92,12 +92,12 @@ class TcTask:
     lines. The prompt template is loaded here, so a bad one fails before any work.
     """
 
-    name = "tc"
-    fields = FIELDS
-    default_test_size = TestSize(fraction=0.1)
-    default_sequence_len = DEFAULT_SEQUENCE_LEN
-    rows_grow = 2  # rows grow by their verdicts
-    always_rejected = True
+    name: ClassVar[str] = "tc"
+    fields: ClassVar[tuple[FieldSpec, ...]] = FIELDS
+    default_test_size: ClassVar[TestSize] = TestSize(fraction=0.1)
+    default_sequence_len: ClassVar[int] = DEFAULT_SEQUENCE_LEN
+    rows_grow: ClassVar[int] = 2  # rows grow by their verdicts
+    always_rejected: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -417,9 +417,9 @@ class _Join:
                 judgement = judged.get(id_b)
                 if judgement is not None:
                     used.add(id_b)
-                place = self._judged_row(record, judgement, joined)
-                if place is not None:
-                    ids[id_b].append(place)
+                judged_place = self._judged_row(record, judgement, joined)
+                if judged_place is not None:
+                    ids[id_b].append(judged_place)
         self.checked.counts["judgements_unused"] += sum(1 for k in judged if k not in used)
         for id_b, places in ids.items():
             self._one_per_id(id_b, places)
@@ -431,7 +431,7 @@ class _Join:
         where = self.read.locate(Place.parse(place))
         problems = _give_judgement(row, judgement, self.rows.count_relevance, where.file, where.line)
         if problems:
-            self.checked.problems.extend((where.input, where.line, p) for p in problems)
+            self.checked.problems.extend(RowProblem(where.input, where.line, p) for p in problems)
             record_out = {"file": where.file, "line": where.line, "problems": [str(p) for p in problems]}
             self.checked.rejected.append(
                 Rejected(where.input, where.line, {**record_out, "row": orjson.loads(obj_json)})
@@ -451,10 +451,9 @@ class _Join:
             checked.counts["augment"] += 1
         id_label = self.rows.fields["id"].label
         for where, place in located[1:]:
-            message = f"duplicate id '{orjson.loads(id_b)}' (first at {first.file}:{first.line})"
-            problem = Problem(where.file, where.line, id_label, message)
-            checked.problems.append((where.input, where.line, problem))
-            checked.left_out[place] = str(problem)
+            found = where.problem(id_label, f"duplicate id '{orjson.loads(id_b)}' (first at {first.file}:{first.line})")
+            checked.problems.append(found)
+            checked.left_out[place] = str(found.problem)
 
 
 def _one(bucket_line: tuple[int, bytes]) -> tuple[int, list[bytes]]:
@@ -629,7 +628,7 @@ def _summary(run: Finished, augment_cap: int | None) -> dict[str, Any]:
     totals = tally.totals()
     tables = {}
     for name in ("source", "model"):
-        table = tally.table(name, ("hallucinated", "mistakes"))
+        table: dict[str, dict[str, Any]] = tally.table(name, ("hallucinated", "mistakes"))
         for entry in table.values():
             entry["hallucinated_share"] = share(entry["hallucinated"], entry["rows"])
         tables[name] = dict(sorted(table.items()))

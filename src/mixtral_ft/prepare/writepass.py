@@ -21,7 +21,7 @@ import orjson
 from mixtral_ft.data.lengths import LengthReport
 from mixtral_ft.data.manifest import HashingWriter
 from mixtral_ft.prepare.buckets import Keyed, Layout, Place, iter_sorted_bucket_lines
-from mixtral_ft.prepare.readpass import ReadPass
+from mixtral_ft.prepare.readpass import ReadPass, Rejected, RowProblem
 from mixtral_ft.prepare.split import SplitAssigner, TestSize
 from mixtral_ft.prepare.summary import Tally
 from mixtral_ft.util.progress import ProgressBar
@@ -32,21 +32,13 @@ _WRITE_BATCH = 2000  # lines gathered before a write
 _LENGTH_BATCH = 2000  # estimated lengths gathered before they are folded into the report
 
 
-class Rejected(NamedTuple):
-    """One ``rejected.jsonl`` record and its place in input and line order."""
-
-    input: int
-    line: int
-    record: dict[str, Any]
-
-
 @dataclass
 class Checked:
     """What a task's check pass decided, before anything is written."""
 
     n_split: int  # rows the split counts (its fraction is of these)
     left_out: dict[bytes, str | None] = field(default_factory=dict)  # place -> reason (None: not listed)
-    problems: list[tuple[int, int, Any]] = field(default_factory=list)  # (input, line, Problem) found late
+    problems: list[RowProblem] = field(default_factory=list)  # found by the check
     rejected: list[Rejected] = field(default_factory=list)  # records of rows rejected by the check
     bucket_prefixes: list[str] = field(default_factory=list)  # buckets the check wrote, beside the read pass's
     counts: dict[str, int] = field(default_factory=dict)  # the task's own (RG: duplicates; TC: augmentation rows)
@@ -221,13 +213,17 @@ def _row_id(line: bytes) -> str:
 def write_rejected(path: Path, read: ReadPass, late: list[Rejected], dumps: Callable[[Any], bytes]) -> int:
     """``rejected.jsonl`` in input and line order: the read pass's records merged with ``late``
     ones (the check's and the write pass's), each encoded by ``dumps``. Returns how many."""
-    late = sorted(late, key=lambda r: (r.input, r.line))
+    late = sorted(late, key=_order)
     n = 0
     with open(path, "wb") as fh:
-        for _input, _line, record in heapq.merge(read.iter_rejected(), late, key=lambda r: (r[0], r[1])):
-            fh.write(dumps(record) + b"\n")
+        for rejected in heapq.merge(read.iter_rejected(), late, key=_order):
+            fh.write(dumps(rejected.record) + b"\n")
             n += 1
     return n
+
+
+def _order(r: Rejected) -> tuple[int, int]:
+    return r.input, r.line
 
 
 class SplitWriter:
