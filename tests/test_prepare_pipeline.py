@@ -113,14 +113,15 @@ def test_bucket_lines_round_trip_and_sort_by_key_then_tie():
 
 def test_tally_counts_rows_per_key_and_side_with_the_task_s_counts():
     tally = Tally(("source", "model"), ("hallucinated", "mistakes"))
-    for i in range(5000):  # more than one batch
-        tally.add("train" if i % 5 else "test", ("kb" if i % 2 else "live", "m1"), (i % 3 == 0, 2))
+    for i in range(0, 5000, 10):  # groups of 10 rows, more than one batch
+        rows = [(("kb" if j % 2 else "live", "m1"), (j % 3 == 0, 2)) for j in range(i, i + 10)]
+        tally.add_group("train" if i % 50 else "test", rows)
     by_source = tally.table("source", ("hallucinated",))
     assert by_source["kb"] == {"rows": 2500, "train": 2000, "test": 500, "hallucinated": 833}
     assert set(by_source["live"]) == {"rows", "train", "test", "hallucinated"}
     assert tally.table("model")["m1"] == {"rows": 5000, "train": 4000, "test": 1000}
     assert tally.totals() == {"hallucinated": 1667, "mistakes": 10000}
-    assert tally.totals("test")["mistakes"] == 2000
+    assert tally.totals("test")["mistakes"] == 2000 and tally.groups == {"train": 400, "test": 100}
 
 
 # ---------------------------------------------------------------------------- one pipeline, both tasks

@@ -274,9 +274,9 @@ class _RgWriter:
                 row = orjson.loads(m.payload)
                 prompt = context_qa_v2_prompt(row["context"], row["question"])
                 response = context_qa_v2_response(row["answer"])
-                out.append(OutRow(side, m.payload, (source,), (), row["id"], prompt, response, int(n_chars)))
+                out.append(OutRow(m.payload, (source,), (), row["id"], prompt, response, int(n_chars)))
             else:
-                out.append(OutRow(side, m.payload, (source,), (), None, None, None, int(n_chars)))
+                out.append(OutRow(m.payload, (source,), (), None, None, None, int(n_chars)))
         return out
 
 

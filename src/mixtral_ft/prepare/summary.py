@@ -29,9 +29,10 @@ class Tally:
         self._seen: Counter[tuple[str, tuple[Any, ...], tuple[int, ...]]] = Counter()
         self._batch: list[tuple[str, tuple[Any, ...], tuple[int, ...]]] = []
 
-    def add(self, side: str, keys: tuple[Any, ...], counts: tuple[int, ...] = ()) -> None:
-        """One row written to ``side``: its key in each table and its counts."""
-        self._batch.append((side, keys, counts))
+    def add_group(self, side: str, rows: list[tuple[tuple[Any, ...], tuple[int, ...]]]) -> None:
+        """A group's rows written to ``side``: each one's key in each table, and its counts."""
+        self.groups[side] += 1
+        self._batch.extend((side, keys, counts) for keys, counts in rows)
         if len(self._batch) >= _BATCH:
             self._fold()
 

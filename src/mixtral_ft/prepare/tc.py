@@ -539,16 +539,12 @@ class TcWriter:
         kept = []
         for m in members:
             r = orjson.loads(m.payload)
-            if r["role"] == MAIN:
-                r["side"] = side
-            elif side == "test":
+            if r["role"] == AUGMENT and side == "test":
                 self.dropped_test_group += 1
                 continue
-            elif self._over_cap(r["id"]):
+            if r["role"] == AUGMENT and self._over_cap(r["id"]):
                 self.dropped_cap += 1
                 continue
-            else:
-                r["side"] = "train"
             r["verdict"] = verdict_from_dict(r["verdict"])
             kept.append(r)
         count_relevance = self.task.count_relevance
@@ -573,7 +569,7 @@ class TcWriter:
             int(verdict.corrected_response is not None),
         )
         prompt, completion = row["prompt"], row["completion"]
-        return OutRow(r["side"], line, keys, counts, r["id"], prompt, completion, len(prompt) + len(completion))
+        return OutRow(line, keys, counts, r["id"], prompt, completion, len(prompt) + len(completion))
 
 
 def _fill_corrections(rows: list[dict[str, Any]], count_relevance: bool) -> int:

@@ -45,11 +45,11 @@ class Checked:
 
 
 class OutRow(NamedTuple):
-    """A row a task writes. ``keys`` are its tally keys (one per table: its source...), ``counts``
-    its own counts (TC: hallucinated, mistakes...). ``prompt`` and ``response`` (as trained) are
-    needed only for exact lengths or the preview; else ``chars``, their length, is enough."""
+    """A row a task writes (on its group's side). ``keys`` are its tally keys (one per table: its
+    source...), ``counts`` its own counts (TC: hallucinated, mistakes...). ``prompt`` and
+    ``response`` (as trained) are needed only for exact lengths or the preview; else ``chars``,
+    their length, is enough."""
 
-    side: str
     line: bytes  # the JSON line, without its newline
     keys: tuple[Any, ...]
     counts: tuple[int, ...] = ()
@@ -67,7 +67,7 @@ class GroupWriter(Protocol):
         ...
 
     def rows(self, members: list[Keyed], side: str) -> list[OutRow]:
-        """The rows the group writes, now that its side is known."""
+        """The rows the group writes to ``side``, now that it is known."""
         ...
 
 
@@ -97,14 +97,16 @@ def _counted(buckets: Iterator[list[bytes]], on_bucket: Callable[[int], None]) -
 def iter_groups(buckets: Iterable[list[bytes]]) -> Iterator[list[Keyed]]:
     """Groups of rows with one key, in key order, from sorted bucket lines (one group never spans
     two buckets since a bucket is a key range)."""
-    parse = Keyed.parse
+    make = Keyed._make
     for lines in buckets:
         group: list[Keyed] = []
+        key = b""  # no key is empty
         for line in lines:
-            row = parse(line)
-            if group and row.key != group[0].key:
-                yield group
-                group = []
+            row = make(line.split(b"\t", 4))  # Keyed.parse, inlined: this runs once per row
+            if row.key != key:
+                if group:
+                    yield group
+                key, group = row.key, []
             group.append(row)
         if group:
             yield group
@@ -154,13 +156,12 @@ class WritePass:
                 if not members:
                     continue
                 n_split = writer.split_rows(members)
-                rows = writer.rows(members, assigner.assign(n_split) if n_split else "train")
-                for side in {r.side for r in rows}:
-                    self.tally.groups[side] += 1
-                for r in rows:
-                    out.write(r.side, r.line)
-                    self.tally.add(r.side, r.keys, r.counts)
-                    self._measure(r)
+                side = assigner.assign(n_split) if n_split else "train"
+                rows = writer.rows(members, side)
+                if rows:
+                    out.write_many(side, [r.line for r in rows])
+                    self.tally.add_group(side, [(r.keys, r.counts) for r in rows])
+                    self._measure(side, rows)
             self._fold_chars()
             hashes = out.close()
             rows_written = dict(out.rows)
@@ -180,23 +181,30 @@ class WritePass:
                 self.rejected.append(rejected_record(self.read, m.place, reason, self.rejected_row(m.payload)))
         return kept
 
-    def _measure(self, r: OutRow) -> None:
-        """The row's length for the report, and a preview example while fewer than asked."""
-        lengths = self.lengths
-        if r.prompt is not None and r.response is not None and lengths.exact:
-            lengths.add_text(r.side, r.id or _row_id(r.line), r.prompt, r.response)
-        elif r.chars > lengths.char_limit:  # over sequence_len: named in the report, in order
-            lengths.add_chars(r.side, r.chars, r.id or _row_id(r.line))
-        else:
-            self._chars[r.side].append(r.chars)
-            self._n_chars += 1
-            if self._n_chars >= _LENGTH_BATCH:
-                self._fold_chars()
-        if len(self.preview) < self.n_preview and r.prompt is not None and r.response is not None:
-            row_id = r.id or _row_id(r.line)
-            self.preview.append(
-                {"split": r.side, "id": row_id, "source": r.keys[0], "prompt": r.prompt, "response": r.response}
-            )
+    def _measure(self, side: str, rows: list[OutRow]) -> None:
+        """The rows' lengths for the report, and preview examples while fewer than asked."""
+        lengths, chars = self.lengths, self._chars[side]
+        for r in rows:
+            if r.prompt is not None and r.response is not None and lengths.exact:
+                lengths.add_text(side, r.id or _row_id(r.line), r.prompt, r.response)
+            elif r.chars > lengths.char_limit:  # over sequence_len: named in the report, in order
+                lengths.add_chars(side, r.chars, r.id or _row_id(r.line))
+            else:
+                chars.append(r.chars)
+        self._n_chars += len(rows)
+        if self._n_chars >= _LENGTH_BATCH:
+            self._fold_chars()
+        for r in rows[: self.n_preview - len(self.preview)]:
+            if r.prompt is not None and r.response is not None:
+                self.preview.append(
+                    {
+                        "split": side,
+                        "id": r.id or _row_id(r.line),
+                        "source": r.keys[0],
+                        "prompt": r.prompt,
+                        "response": r.response,
+                    }
+                )
 
     def _fold_chars(self) -> None:
         for side, seen in self._chars.items():
@@ -235,10 +243,10 @@ class SplitWriter:
         self._pending: dict[str, list[bytes]] = {side: [] for side in SIDE_FILES}
         self.rows = {side: 0 for side in SIDE_FILES}
 
-    def write(self, side: str, line: bytes) -> None:
-        """One JSON line (no newline) to ``side``."""
+    def write_many(self, side: str, lines: list[bytes]) -> None:
+        """JSON lines (no newline) to ``side``."""
         pending = self._pending[side]
-        pending.append(line)
+        pending.extend(lines)
         if len(pending) >= _WRITE_BATCH:
             self._flush(side)
 
