@@ -17,6 +17,7 @@ from typing import Any
 from mixtral_ft.data.normalize import normalize_many
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.prepare.readers import type_name
+from mixtral_ft.util.ids import id_problem
 
 DEFAULT_PROBLEM_CAP = 50
 EMPTY = "empty (nothing left after whitespace normalization)"
@@ -134,8 +135,6 @@ def check_key(value: Any) -> tuple[str | None, str | None]:
 def check_id(value: Any) -> tuple[str | None, str | None]:
     """A row id: ``check_key`` (a string or an integer, stripped), then the id rules of
     ``mixtral_ft.util.ids`` (no control characters, separators or bidi controls; at most 256)."""
-    from mixtral_ft.util.ids import id_problem
-
     key, err = check_key(value)
     if err:
         return None, err

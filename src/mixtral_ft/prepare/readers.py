@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from mixtral_ft.errors import Problem, UsageError
+from mixtral_ft.errors import MissingDependencyError, Problem, UsageError
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
 EXTENSIONS = {
@@ -434,8 +434,6 @@ def _parquet_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
     try:
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a core dependency
-        from mixtral_ft.errors import MissingDependencyError
-
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install pyarrow") from None
     display = spec.display
     try:

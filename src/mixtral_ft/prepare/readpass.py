@@ -13,6 +13,7 @@ ends...) stop the command here: ``--skip-invalid`` cannot skip them.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from mixtral_ft.errors import Problem
 from mixtral_ft.prepare.buckets import KeyedBuckets, Layout, Partitions, Place
 from mixtral_ft.prepare.fields import ProblemCollector
 from mixtral_ft.prepare.readers import InputSpec, crlf_problem, iter_chunks, iter_jsonl_range, split_jsonl
+from mixtral_ft.util.interrupt import worker_defaults
 from mixtral_ft.util.progress import ProgressBar
 
 _MIN_RANGE_BYTES = 16 << 20  # JSONL inputs above twice this are read in parallel byte ranges
@@ -118,8 +120,6 @@ _progress_counter = None  # a shared multiprocessing.Value in worker processes
 
 
 def _init_worker(counter) -> None:
-    from mixtral_ft.util.interrupt import worker_defaults
-
     global _progress_counter
     _progress_counter = counter
     worker_defaults()  # Ctrl-C reaches the whole terminal group: the parent decides and stops the pool
@@ -207,8 +207,6 @@ def _run_tasks(
         for a in args:
             yield _run_read_task(*a, on_rows=bar.update)
         return
-    import multiprocessing as mp
-
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     counter = ctx.Value("q", 0)
     shown = 0

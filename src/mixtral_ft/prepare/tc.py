@@ -42,7 +42,9 @@ from mixtral_ft.prepare.summary import PrepareResult, Tally, share
 from mixtral_ft.prepare.writepass import Checked, OutRow, read_groups
 from mixtral_ft.tc.labels import LABEL_FIELDS, LabelError, label_verdict
 from mixtral_ft.tc.prompt import load_template, render_tc_prompt, template_sha256
+from mixtral_ft.tc.ragtruth import Expanded, expand_ragtruth
 from mixtral_ft.tc.verdict import VERDICT_VERSION, Verdict, is_hallucinated, verdict_from_dict, verdict_to_text
+from mixtral_ft.util.fmt import pct
 
 RAGTRUTH_FORMAT = "ragtruth"
 INPUT_FORMATS = ("jsonl", "json", "csv", "parquet", RAGTRUTH_FORMAT)
@@ -269,8 +271,6 @@ class TcRows:
     partition_names: tuple[str, ...] = ("id", "pending")
 
     def process_chunk(self, task: ReadTask, kind: str, items: list[tuple[int, Any]]) -> ChunkResult:
-        from mixtral_ft.tc.ragtruth import Expanded, expand_ragtruth
-
         res = ChunkResult(task.index)
         display = task.spec.display
         role = self.roles[task.file_idx]
@@ -664,8 +664,6 @@ def _summary(run: Finished, augment_cap: int | None) -> dict[str, Any]:
 
 def format_summary(result: PrepareResult) -> str:
     """The table ``prepare tc`` prints: counts and hallucinated share per source and per model."""
-    from mixtral_ft.util.fmt import pct
-
     summary = result.summary
     lines = [
         f"rows {summary['rows']} (train {summary['train']}, test {summary['test']}; "
