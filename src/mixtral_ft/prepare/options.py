@@ -4,7 +4,7 @@ joining, TC's augmentation and judgements...) live on its rules (``prepare.rg``,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mixtral_ft.errors import UsageError
@@ -37,6 +37,28 @@ class PrepareOptions:
     max_problems: int = DEFAULT_PROBLEM_CAP
     workers: int = 0  # read-pass processes, 0 = automatic
     bucket_bytes: int = TARGET_BUCKET_BYTES  # size of one external-sort bucket (tests make it small)
+
+    def with_defaults(self, test_size: TestSize, sequence_len: int) -> PrepareOptions:
+        """These options with a task's defaults where none were given."""
+        return replace(
+            self,
+            test_size=self.test_size if self.test_size is not None else test_size,
+            sequence_len=self.sequence_len if self.sequence_len is not None else sequence_len,
+        )
+
+    @property
+    def split_size(self) -> TestSize:
+        """``test_size``, once ``with_defaults`` has filled it in (the pipeline does, first)."""
+        if self.test_size is None:
+            raise ValueError("test_size is unset: run_prepare fills in the task's default")
+        return self.test_size
+
+    @property
+    def max_len(self) -> int:
+        """``sequence_len``, once ``with_defaults`` has filled it in (the pipeline does, first)."""
+        if self.sequence_len is None:
+            raise ValueError("sequence_len is unset: run_prepare fills in the task's default")
+        return self.sequence_len
 
     def check(self) -> None:
         """The checks that need no task (raise ``UsageError``)."""

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -120,14 +120,14 @@ class Task(Protocol):
 
 def run_prepare(opts: PrepareOptions, task: Task) -> PrepareResult:
     """Run ``task`` on ``opts``; raise ``MixftError`` on bad input, with nothing written then."""
-    opts = _resolved(opts, task)
-    read_paths = [*task.inputs(opts), *task.other_paths(opts), opts.tokenizer]
-    paths = [p.path if isinstance(p, InputSpec) else p for p in read_paths]
+    opts = opts.with_defaults(task.default_test_size, task.default_sequence_len)
+    opts.check()
+    task.check(opts)
+    specs = task.inputs(opts)
+    paths = [*(s.path for s in specs), *task.other_paths(opts), opts.tokenizer]  # --out may not replace them
     guard_destination(opts.out, paths)  # before the slow parts
     check_output_dir(opts.out, opts.force)
-    assert opts.sequence_len is not None  # _resolved gives the task's default
-    lengths = LengthReport(opts.sequence_len, opts.tokenizer)  # loads the tokenizer: fails early
-    specs = task.inputs(opts)
+    lengths = LengthReport(opts.max_len, opts.tokenizer)  # loads the tokenizer: fails early
     est = estimate_size(specs)
     layout = Layout.for_size(est * task.rows_grow, opts.bucket_bytes)
     timer = _PhaseTimer()
@@ -153,18 +153,6 @@ def run_prepare(opts: PrepareOptions, task: Task) -> PrepareResult:
     return result
 
 
-def _resolved(opts: PrepareOptions, task: Task) -> PrepareOptions:
-    """``opts`` with the task's defaults filled in, checked."""
-    opts = replace(
-        opts,
-        test_size=opts.test_size if opts.test_size is not None else task.default_test_size,
-        sequence_len=opts.sequence_len if opts.sequence_len is not None else task.default_sequence_len,
-    )
-    opts.check()
-    task.check(opts)
-    return opts
-
-
 def _check(read: ReadPass, opts: PrepareOptions, task: Task, layout: Layout) -> Checked:
     """The task's check pass; then every problem so far stops the run unless ``--skip-invalid``."""
     checked = task.check_pass(read, opts, layout)
@@ -178,18 +166,13 @@ def _check(read: ReadPass, opts: PrepareOptions, task: Task, layout: Layout) -> 
         n_read = sum(read.rows_per_input[: len(opts.inputs)])
         displays = ", ".join(s.display for s in opts.inputs)
         raise InputError([Problem(displays, None, None, f"no valid rows to prepare ({n_read} read, {n_read} invalid)")])
-    test_size = _test_size(opts)
+    test_size = opts.split_size
     if test_size.target(n) >= n:
         raise UsageError(
             f"--test-size {test_size.text} leaves no training rows: only {n} valid, unique row(s); "
             "use a smaller count or fraction"
         )
     return checked
-
-
-def _test_size(opts: PrepareOptions) -> TestSize:
-    assert opts.test_size is not None  # _resolved gives the task's default
-    return opts.test_size
 
 
 def _write(
@@ -204,10 +187,10 @@ def _write(
 ) -> tuple[Written, int | None]:
     """The write pass, then ``rejected.jsonl`` (with ``--skip-invalid``, or always for a task that says so)."""
     write = WritePass(read, checked, lengths, task.tally(), task.rejected_row, opts.preview)
-    written = write.run(layout, _test_size(opts), writer, stage)
+    written = write.run(layout, opts.split_size, writer, stage)
     if not written.rows["train"]:  # whole groups: the closest prefix can take them all
         raise UsageError(
-            f"--test-size {_test_size(opts).text} puts every group in test ({checked.n_split} rows); "
+            f"--test-size {opts.split_size.text} puts every group in test ({checked.n_split} rows); "
             "use a smaller count or fraction"
         )
     n_rejected = None
@@ -240,7 +223,7 @@ def _finish(run: Finished, task: Task) -> PrepareResult:
         report.counts,
         report.summary,
         run.lengths,
-        _test_size(opts),
+        opts.split_size,
         opts.seed,
         opts.group_by,
         run.written.preview,

@@ -117,7 +117,6 @@ class RgTask:
 
     def finish(self, run: Finished) -> Report:
         opts, read, written = run.opts, run.read, run.written
-        assert opts.test_size is not None  # the pipeline fills in the default
         counts = {
             "read": read.counts["read"],
             "invalid": run.checked.counts["invalid"],
@@ -134,7 +133,7 @@ class RgTask:
             per_source[src] = {"read": read.read_by_source.get(src, 0), "train": sides["train"], "test": sides["test"]}
         split = {
             "seed": opts.seed,
-            "test_size": opts.test_size.to_json(),
+            "test_size": opts.split_size.to_json(),
             "group_by": opts.group_by,
             "achieved_test_rows": counts["test"],
             "method": "sha256(seed, group) key; test = the key-ordered prefix of whole groups closest to the target",
@@ -155,13 +154,12 @@ class RgTask:
 
     def settings(self, opts: PrepareOptions) -> dict[str, Any]:
         """The manifest's ``settings``: every option that decides the output."""
-        assert opts.test_size is not None  # the pipeline fills in the default
         return {
             "inputs": [{"path": s.display, "format": s.format, "tag": s.tag} for s in opts.inputs],
             "out": str(opts.out),
             "fields": {name: spec.column for name, spec in resolve_fields(FIELDS, opts.fields).items()},
             "group_by": opts.group_by,
-            "test_size": opts.test_size.to_json(),
+            "test_size": opts.split_size.to_json(),
             "seed": opts.seed,
             "skip_invalid": opts.skip_invalid,
             "context_separator": self.context_separator,

@@ -221,7 +221,6 @@ class TcTask:
 
     def settings(self, opts: PrepareOptions) -> dict[str, Any]:
         """The manifest's ``settings``: every option, as given."""
-        assert opts.test_size is not None  # the pipeline fills in the default
         return {
             "inputs": [s.arg for s in opts.inputs],
             "out": str(opts.out),
@@ -231,7 +230,7 @@ class TcTask:
             "judgements": [s.arg for s in self.judgements],
             "corrections": self.corrections,
             "group_by": opts.group_by,
-            "test_size": opts.test_size.text,
+            "test_size": opts.split_size.text,
             "seed": opts.seed,
             "count_relevance": self.count_relevance,
             "skip_invalid": opts.skip_invalid,
@@ -493,8 +492,7 @@ def _cap_threshold(read: ReadPass, checked: Checked, opts: PrepareOptions, layou
     groups writes those keys to buckets of their own and counts them; only the bucket the cap
     falls in is sorted.
     """
-    assert opts.test_size is not None  # the pipeline fills in the default
-    assigner = SplitAssigner(opts.test_size, checked.n_split)
+    assigner = SplitAssigner(opts.split_size, checked.n_split)
     counts = [0] * layout.n_buckets
     with KeyedBuckets(read.work, layout.n_buckets, prefix="aug") as aug:
         for group in read_groups(read, layout, checked.bucket_prefixes, keep=True):
