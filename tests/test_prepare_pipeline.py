@@ -100,7 +100,7 @@ def test_row_check_names_fields_as_the_row_says_and_columns_are_remapped():
 
 def test_bucket_lines_round_trip_and_sort_by_key_then_tie():
     place = Place(3, 1200, 2)
-    assert Place.parse(place.encode()) == place
+    assert Place.parse(place.encode()) == place and Place.at(3, 1200, 2) == place.encode() == b"3 1200 2"
     lines = [
         Keyed.line(7, b"b" * 16, Place(0, 2).encode(), b"m", b'{"id":"x\\t"}'),
         Keyed.line(7, b"a" * 16, Place(1, 9).encode(), b"", b"{}"),

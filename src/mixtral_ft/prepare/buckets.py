@@ -69,6 +69,11 @@ class Place(NamedTuple):
     def encode(self) -> bytes:
         return b"%d %d %d" % self
 
+    @staticmethod
+    def at(task: int, line: int, n: int = 0) -> bytes:
+        """``Place(task, line, n).encode()`` without building the tuple (once per row read)."""
+        return b"%d %d %d" % (task, line, n)
+
     @classmethod
     def parse(cls, data: bytes) -> Place:
         task, line, n = data.split(b" ")

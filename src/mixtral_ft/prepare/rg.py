@@ -230,7 +230,7 @@ class RgRows:
         # a row without problems has a group exactly when --group-by is given
         key = split_key(("g:" + group) if group is not None else ("c:" + ckey), self.seed)
         chars = len(context) + len(question) + len(answer) + _TEMPLATE_CHARS
-        place = Place(task.index, line).encode()
+        place = Place.at(task.index, line)
         meta = b"%d %s" % (chars, dumps(source))
         res.bucket_line(self.layout.bucket_of(key), Keyed.line(key, rep, place, meta, payload))
         ckey_b = ckey.encode()

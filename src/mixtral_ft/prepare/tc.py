@@ -286,15 +286,16 @@ class TcRows:
                 if obj is None:  # a RAGTruth line that did not expand
                     res.reject(display, line, problems, decoded.obj)
                     continue
-                self._row(res, task, Place(task.index, line, n), obj, role)
+                self._row(res, task, line, n, obj, role)
         return res
 
-    def _row(self, res: ChunkResult, task: ReadTask, place: Place, obj: dict[str, Any], role: str) -> None:
-        row, problems, waits = self.check_row(obj, task, place.line, role)
+    def _row(self, res: ChunkResult, task: ReadTask, line: int, n: int, obj: dict[str, Any], role: str) -> None:
+        """One row (``n``: which response of its line) to its bucket, or to wait for its judgement."""
+        row, problems, waits = self.check_row(obj, task, line, role)
         if row is None:
-            res.reject(task.spec.display, place.line, problems, _clean(obj))
+            res.reject(task.spec.display, line, problems, _clean(obj))
             return
-        place_b = place.encode()
+        place_b = Place.at(task.index, line, n)
         id_b = orjson.dumps(row["id"])
         part = partition_of(id_b, self.layout.n_parts)
         if waits:
