@@ -35,6 +35,7 @@ from typing import Any
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.eval.items import ItemFile
 from mixtral_ft.eval.metrics import Estimate, rate
+from mixtral_ft.eval.result import RESULTS_SCHEMA
 from mixtral_ft.eval.stats import (
     DEFAULT_CONFIDENCE,
     Interval,
@@ -44,6 +45,7 @@ from mixtral_ft.eval.stats import (
     newcombe_paired_interval,
     rogan_gladen,
 )
+from mixtral_ft.util.hashing import sha256_file
 
 ASSUMPTION = (
     "the judge's sensitivity and specificity measured on the gold set carry over to the judged "
@@ -58,7 +60,7 @@ _IDENTITY_FIELDS = ("model", "adapter", "prompt_sha256")
 def _judge_manifest_settings(path: Path) -> dict[str, Any]:
     """``settings`` of the manifest ``mixft judge`` writes beside its output, or {} when absent."""
     from mixtral_ft.infer.output import manifest_path_for
-    from mixtral_ft.util.manifest import read_manifest
+    from mixtral_ft.util.manifest import read_manifest  # here: importing eval stays light (no provenance)
 
     data = read_manifest(manifest_path_for(path))  # a corrupt manifest is an error, never "absent"
     if data is None:
@@ -128,9 +130,6 @@ class CheckerEval:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CheckerEval:
-        from mixtral_ft.eval.result import RESULTS_SCHEMA
-        from mixtral_ft.util.hashing import sha256_file
-
         path = Path(directory)
         results = path / "results.json" if path.is_dir() else path
         if not results.is_file():

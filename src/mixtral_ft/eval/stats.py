@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from mixtral_ft.errors import MixftError
+from mixtral_ft.errors import MixftError, UsageError, suggest
 
 DEFAULT_CONFIDENCE = 0.95
 
@@ -148,8 +148,6 @@ INTERVAL_METHODS: dict[str, Callable[[int, int, float], Interval]] = {
 
 def proportion_interval(k: int, n: int, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE) -> Interval:
     """Interval for one proportion by a named method (``wilson`` or ``clopper-pearson``)."""
-    from mixtral_ft.errors import UsageError, suggest
-
     if method not in INTERVAL_METHODS:
         raise UsageError(suggest(method, INTERVAL_METHODS, "interval method"))
     return INTERVAL_METHODS[method](k, n, confidence)

@@ -12,9 +12,13 @@ import json
 import os
 from pathlib import Path
 
+from mixtral_ft.data.manifest import output_entries
 from mixtral_ft.report import sections
 from mixtral_ft.report.render import Block, to_html, to_markdown
 from mixtral_ft.report.sources import EvalRun, TrainRun, discover
+from mixtral_ft.util.atomic import staged_dir
+from mixtral_ft.util.manifest import Manifest, file_entry
+from mixtral_ft.util.provenance import command_line, environment, now_iso
 
 
 def build_document(
@@ -59,9 +63,6 @@ def build_report(inputs: list[Path], out: str | os.PathLike, force: bool = False
     """Write report.md, report.html, report.json and the PNGs into ``out`` (staged, then renamed).
 
     ``note`` is a Markdown paragraph printed first (the demo says there what its numbers do not show)."""
-    from mixtral_ft.util.atomic import staged_dir
-    from mixtral_ft.util.provenance import command_line, environment, now_iso
-
     evals, runs = discover(list(inputs))
     with staged_dir(Path(out), force=force, inputs=inputs) as stage:  # never one of the folders it reads
         blocks, data = build_document(evals, runs, stage, note=note)
@@ -82,9 +83,6 @@ def build_report(inputs: list[Path], out: str | os.PathLike, force: bool = False
 def _report_manifest(evals, runs, stage: Path, data: dict):
     """The common ``Manifest`` (kind ``report``): every eval result and training run the report
     read (with SHA-256s), and every file it wrote."""
-    from mixtral_ft.data.manifest import output_entries
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     inputs = [file_entry(Path(e.path) / "results.json", role="eval") for e in evals]
     for r in runs:
         if r.trainer_state:
