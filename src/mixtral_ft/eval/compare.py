@@ -1,17 +1,8 @@
 """`eval compare A B`: the same items under two systems, with a paired test.
 
-Without ``gold`` the outcome is "hallucinated" (A and B are verdict files for two response
-generators judged on the same ids); items unparsed in either file are left out of the paired
-analysis and counted. With ``gold`` the outcome is "judged correctly" (A and B are two
-checkers' predictions); an unparsed prediction counts as wrong, as in ``eval tc``.
-
-Difference = rate(B) - rate(A), with Newcombe's paired interval and McNemar's test
-(exact binomial p-value; the continuity-corrected chi-square beside it). When no item is parsed
-in both files, the rates and the difference are undefined (value None with a note) and there
-is no test: nothing is compared, and nothing is made up.
-
-With ``checker`` (an ``eval tc`` result of the judge of A and B), each rate and the difference
-are also corrected for the judge's error (correction.py).
+Outcome "hallucinated" (two verdict files; items unparsed in either are left out and counted) or,
+with ``gold``, "judged correctly" (two checkers; unparsed counts as wrong). Difference B - A with
+Newcombe's paired interval and McNemar's test; with ``checker``, also corrected for the judge.
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """Read per-item files (docs/formats.md §3, §4, §6) into one labelled-item type.
 
-A row's label comes from, in this order:
-
-1. ``parse_ok: false`` → unparsed (the checker's text did not parse; never counted as clean).
-2. a ``verdict`` object (§5), validated strictly; hallucinated ⇔ ``groundedness.mistake``
-   (``count_relevance``: or ``relevance.mistake``). A stored ``hallucinated`` beside it is
-   ignored, so one rule applies to every file.
-3. a boolean ``hallucinated`` (relevance unknown).
-4. RAGTruth-style ``labels``: hallucinated ⇔ the list is non-empty.
-5. ``verdict`` or ``hallucinated`` present and null → unparsed.
-
-Anything else, a duplicate or missing ``id``, or a malformed field is an ``InputError``
-listing every problem as ``file:line: field: message``.
+A row's label follows the rules of ``_labelled``. A missing or duplicate ``id``, a malformed field
+or a row with no label is an ``InputError`` listing every problem as ``file:line: field: message``.
 """
 
 from __future__ import annotations
@@ -188,7 +178,16 @@ def _unparsed(common: dict[str, Any]) -> Item:
 
 
 def _labelled(row: dict, common: dict[str, Any], count_relevance: bool, name: str, line: int) -> Item | Problem:
-    """The row's label, by the rules of the module docstring, in their order."""
+    """The row's label, by the first rule that applies:
+
+    1. ``parse_ok: false`` → unparsed (the checker's text did not parse; never counted as clean).
+    2. a ``verdict`` object (§5), validated strictly; hallucinated ⇔ ``groundedness.mistake``
+       (``count_relevance``: or ``relevance.mistake``). A stored ``hallucinated`` beside it is
+       ignored, so one rule applies to every file.
+    3. a boolean ``hallucinated`` (relevance unknown).
+    4. RAGTruth-style ``labels``: hallucinated ⇔ the list is non-empty.
+    5. ``verdict`` or ``hallucinated`` present and null → unparsed.
+    """
     verdict, halluc, labels = row.get("verdict"), row.get("hallucinated"), row.get("labels")
     if not row.get("parse_ok", True):
         return _unparsed(common)

@@ -1,13 +1,8 @@
 """`eval pipeline`: what a user sees when every response the checker flags is rejected.
 
-- rejection rate = rejected / all responses
-- net hallucination rate (all) = hallucinated and accepted / all responses
-- net hallucination rate (accepted) = hallucinated and accepted / accepted responses
-
-"Hallucinated" comes from the gold file; "flagged" from the checker's verdicts, or from its
-``score >= --threshold`` when a threshold is given. A checker output that did not parse is
-rejected by default (``--unparsed reject``: the pipeline cannot vouch for the response) or
-accepted (``--unparsed accept``); either way the count is reported.
+Rejection rate, and the net hallucination rate (hallucinated and accepted) over all responses and
+over accepted ones. "Hallucinated" comes from gold; "flagged" from the checker's verdicts, or
+``score >= --threshold``; unparsed checker outputs are rejected or accepted (``--unparsed``).
 """
 
 from __future__ import annotations
