@@ -75,7 +75,7 @@ def bench_hf(model: str, texts, params, batch: int) -> dict:
 
 
 def bench_endpoint(model: str, texts, params, concurrency: int, continuous_batching: bool) -> dict:
-    from fixtures_serve import ServeProcess
+    from support.fixtures_serve import ServeProcess
 
     from mixtral_ft.backends.openai import OpenAIBackend
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
-    from mixtral_ft.models.router_aux import measure, setup_from_config
+    from bench.router_aux import measure, setup_from_config
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model

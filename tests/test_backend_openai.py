@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from fixtures_serve import FaultProxy, free_port
+from support.fixtures_serve import FaultProxy, free_port
 
 from mixtral_ft.backends import available_backends, backend_factory, create_backend
 from mixtral_ft.backends.base import GenerationParams, Request

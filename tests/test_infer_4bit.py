@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_models import TC_PROMPT
+from support.fixtures_models import TC_PROMPT
 
 from mixtral_ft.cli.main import main
 

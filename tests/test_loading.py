@@ -51,7 +51,7 @@ def test_an_endpoint_run_records_no_quantization(tmp_path, capsys):
     """The openai backend loads nothing in this process: the manifest's `quantization` is null."""
     import json
 
-    from fixtures_serve import free_port
+    from support.fixtures_serve import free_port
 
     from mixtral_ft.cli.main import main
 

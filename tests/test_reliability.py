@@ -14,8 +14,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, write_split
-from reliability_helpers import (
+from support.fixtures_models import rg_rows, write_split
+from support.reliability_helpers import (
     alive,
     descendants,
     fill,

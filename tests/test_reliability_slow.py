@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from reliability_helpers import (
+from support.reliability_helpers import (
     alive,
     descendants,
     fill,

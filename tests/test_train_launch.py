@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, tc_rows, write_split
+from support.fixtures_models import rg_rows, tc_rows, write_split
 
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import InputError, PreflightError, UsageError

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, write_split
-from reliability_helpers import hold_lock, kill
+from support.fixtures_models import rg_rows, write_split
+from support.reliability_helpers import hold_lock, kill
 
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import LockedError, UsageError

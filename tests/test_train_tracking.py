@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_models import run_mixft
+from support.fixtures_models import run_mixft
 
 from mixtral_ft.train.runner import axolotl_env
 from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from mixtral_ft.cli._choices import Backend, EndpointMode
+from mixtral_ft.choices import Backend, EndpointMode
 from mixtral_ft.cli._common import enum_choice
 
 BACKEND_PANEL = "Model and backend"

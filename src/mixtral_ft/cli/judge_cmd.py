@@ -9,7 +9,7 @@ import typer
 from mixtral_ft.backends.base import GenerationParams
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options
-from mixtral_ft.cli._choices import JudgePrompt
+from mixtral_ft.choices import JudgePrompt
 from mixtral_ft.cli._common import enum_choice
 
 

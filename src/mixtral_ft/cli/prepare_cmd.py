@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from mixtral_ft.cli import prepare_tc_cmd
-from mixtral_ft.cli._choices import InputFormat
+from mixtral_ft.choices import InputFormat
 from mixtral_ft.cli._common import (
     ContextFieldOption,
     ForceOption,

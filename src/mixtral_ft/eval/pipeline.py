@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixtral_ft.choices import Unparsed, values
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.eval.items import Item, ItemFile, match_ids
 from mixtral_ft.eval.metrics import Estimate, rate, risk_coverage
@@ -17,7 +18,7 @@ from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
 from mixtral_ft.eval.tc import default_label
 
-UNPARSED_POLICIES = ("reject", "accept")
+UNPARSED_POLICIES = values(Unparsed)
 
 
 def evaluate_pipeline(

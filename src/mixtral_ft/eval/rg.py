@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.choices import GroupField, values
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.eval.correction import CheckerEval, corrected_rate
 from mixtral_ft.eval.items import Item, ItemFile, mistake_type_counts
@@ -14,7 +15,7 @@ from mixtral_ft.eval.render import ci_level, correction_text, est_text, interval
 from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
 
-GROUP_FIELDS = ("source", "model")
+GROUP_FIELDS = values(GroupField)
 
 
 def default_label(f: ItemFile) -> str:

@@ -28,10 +28,11 @@ from typing import Any
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
+from mixtral_ft.choices import JudgePrompt, values
 from mixtral_ft.errors import UsageError
 from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE, Field
 
-JUDGE_PROMPT_STYLES = ("tc", "chat")
+JUDGE_PROMPT_STYLES = values(JudgePrompt)
 
 
 @dataclass(frozen=True)

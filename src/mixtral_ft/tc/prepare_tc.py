@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from mixtral_ft.choices import Corrections, TcInputFormat, values
 from mixtral_ft.data.buckets import (
     TARGET_BUCKET_BYTES,
     KeyedBuckets,
@@ -70,9 +71,9 @@ from mixtral_ft.tc.labels import LABEL_FIELDS, label_verdict
 from mixtral_ft.tc.prompt import load_template, render_tc_prompt, template_sha256
 from mixtral_ft.tc.verdict import VERDICT_VERSION, Verdict, is_hallucinated, verdict_from_dict, verdict_to_text
 
-RAGTRUTH_FORMAT = "ragtruth"
-INPUT_FORMATS = ("jsonl", "json", "csv", "parquet", RAGTRUTH_FORMAT)
-CORRECTIONS = ("input", "from-clean")
+RAGTRUTH_FORMAT = TcInputFormat.ragtruth.value
+INPUT_FORMATS = values(TcInputFormat)
+CORRECTIONS = values(Corrections)
 DEFAULT_SEQUENCE_LEN = 8192
 DEFAULT_AUGMENT_TAG = "augment"
 MAIN, AUGMENT = "main", "augment"
