@@ -48,7 +48,8 @@ browser:
 	  || echo "note: could not install chromium; the browser test will skip"; \
 	else echo "note: chromium/chromedriver not found; the browser test will skip (apt-get install chromium chromium-driver)"; fi
 
-# ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft).
+# ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft) and
+# the measurement harnesses of the scripts (scripts/bench).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -79,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     import torch
 
+    from bench.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
     from mixtral_ft.axolotl_cfg.render import configs_dir, profile_names
     from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
     from mixtral_ft.data.readers import InputSpec
     from mixtral_ft.data.split import TestSize
     from mixtral_ft.errors import MixftError
-    from bench.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.manifest import write_manifest
     from mixtral_ft.util.provenance import environment, now_iso, set_command_line

@@ -183,7 +183,9 @@ def run_tests(out: Path, timeout_s: float) -> dict:
         TRANSFORMERS_OFFLINE="1",
         AXOLOTL_DO_NOT_TRACK="1",
         # scripts/ for bench.* (test_gpu.py): pytest's `pythonpath` setting may be newer than the machine's pytest
-        PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src"), str(REPO / "scripts")])),
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src"), str(REPO / "scripts")])
+        ),
     )
     t0 = time.monotonic()
     try:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from support.offline_env import OFFLINE_ENV
 
 for _name, _value in OFFLINE_ENV.items():

@@ -12,6 +12,7 @@ import json
 import shutil
 
 import pytest
+
 from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow

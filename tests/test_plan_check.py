@@ -4,12 +4,12 @@ planned-vs-measured line."""
 from __future__ import annotations
 
 import pytest
-from support.fixtures_plan import refusal_plan
 
 from mixtral_ft.plan.check import PlanRefused, check_inference_plan, check_training_plan, planned_vs_measured
 from mixtral_ft.plan.gpus import GPUS
 from mixtral_ft.plan.inference import InferencePlan
 from mixtral_ft.plan.shipped import shipped_plan
+from support.fixtures_plan import refusal_plan
 
 GIB = 2**30
 

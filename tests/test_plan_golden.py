@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -30,6 +29,8 @@ MARGIN = 0.10  # a GPU pair must leave at least this share of the card free
 # per-task micro batches (TC 2 x 8192 on 80 GB cards, 1 x 8192 on 40 GB) and multi-gpu on 80 GB ranks;
 # strict: a pair listed here that fits fails the test.
 KNOWN_NOT_FITTING: set[tuple[str, str]] = set()
+
+
 def _golden(task: str, profile: str) -> dict:
     path = GOLDEN / f"{task}-{profile}.json"
     assert path.exists(), f"{path} missing; run the slow golden test with MIXFT_UPDATE_GOLDEN=1"

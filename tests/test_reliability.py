@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
+
 from support.fixtures_models import rg_rows, write_split
 from support.reliability_helpers import (
     alive,

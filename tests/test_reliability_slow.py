@@ -12,6 +12,9 @@ import signal
 from pathlib import Path
 
 import pytest
+
+from mixtral_ft.infer.rows import row_input_sha256
+from mixtral_ft.util.hashing import sha256_json
 from support.reliability_helpers import (
     alive,
     descendants,
@@ -25,9 +28,6 @@ from support.reliability_helpers import (
     unmount,
     wait_until,
 )
-
-from mixtral_ft.infer.rows import row_input_sha256
-from mixtral_ft.util.hashing import sha256_json
 
 pytestmark = pytest.mark.slow
 

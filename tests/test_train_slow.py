@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import UsageError
-from mixtral_ft.util.hashing import sha256_file, sha256_json
 from mixtral_ft.util.atomic import atomic_write_text
+from mixtral_ft.util.hashing import sha256_file, sha256_json
 from mixtral_ft.util.provenance import command_line, environment, now_iso, scrub_record
 
 MANIFEST_SCHEMA = "mixft.manifest/1"
