@@ -1,14 +1,16 @@
 """``run_job``: the one inference runner behind ``mixft generate`` and ``mixft judge``.
 
 A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit,
-force) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
+force, and the command's preflight) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
 settings, the request for an input row, and the output row for a result. The runner does the
 rest, in this order:
 
 1. load and check every input row (``rows.load_rows``), before any model is loaded;
 2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
    (``ResumableOutput.resume``: rows already done from the input rows as they are now);
-3. build the backend only if something is left, and write the manifest (``summary`` null);
+3. if something is left: the command's preflight on its requests (``generate`` and ``judge`` pass
+   the memory plan's check, which refuses a run the GPU cannot hold), then build the backend and
+   write the manifest (``summary`` null);
 4. send the requests (the backend batches or fans them out) and append one row per result,
    stamped with the SHA-256 of the input row it was made from (``input_sha256``);
 5. read the output back and write the manifest with its summary and the output's SHA-256. This
