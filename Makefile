@@ -19,7 +19,7 @@ export DO_NOT_TRACK := 1
 export WANDB_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lint browser demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
+.PHONY: install lint browser label-studio-venv demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
 
 install: $(STAMP)
 
@@ -52,6 +52,21 @@ browser:
 	  || echo "note: could not install chromium; the browser test will skip"; \
 	else echo "note: chromium/chromedriver not found; the browser test will skip (apt-get install chromium chromium-driver)"; fi
 
+# The labeling round trip's slow test (tests/test_label_server_slow.py) starts a real Label Studio.
+# It lives in a venv of its own, $(LS_VENV), so that its pinned dependencies stay away from
+# Axolotl's; sentry-sdk 3 makes label-studio 1.23.2 crash at start ("Unknown option
+# 'send_default_pii'"). mixft talks to it through label-studio-sdk (the [label] extra).
+LS_VENV  := .venv-ls
+LS_STAMP := $(LS_VENV)/.label-studio-installed
+label-studio-venv: $(LS_STAMP)
+
+$(LS_STAMP):
+	@test -n "$(PYTHON)" || { echo "error: no Python 3.12 found (on PATH or in pyenv); run make PYTHON=/path/to/python3.12" >&2; exit 3; }
+	rm -rf $(LS_VENV) && $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==1.23.2' 'sentry-sdk<3'
+	touch $(LS_STAMP)
+
 # ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft).
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -60,7 +75,7 @@ lint: $(STAMP)
 
 # CI's command: lint and types, then the fast tier and the slow tier (real Axolotl runs on CPU);
 # never the gpu tier.
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser label-studio-venv
 	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -93,4 +108,4 @@ gpu-check:
 	PYTHONPATH=/tmp/site:$(CURDIR)/src PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py run --out $(or $(OUT),out/gpu-check)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) out .pytest_cache

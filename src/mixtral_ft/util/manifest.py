@@ -30,7 +30,19 @@ from mixtral_ft.util.hashing import sha256_file, sha256_json
 from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
 
 MANIFEST_SCHEMA = "mixft.manifest/1"
-KINDS = ("prepare-rg", "prepare-tc", "generate", "judge", "train", "merge", "eval", "report")
+KINDS = (
+    "prepare-rg",
+    "prepare-tc",
+    "generate",
+    "judge",
+    "train",
+    "merge",
+    "eval",
+    "report",
+    "label-sample",
+    "label-export",
+    "label-import",
+)
 COMMON_KEYS = (
     "schema",
     "kind",
