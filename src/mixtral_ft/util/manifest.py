@@ -3,7 +3,7 @@
 Common keys (schema ``mixft.manifest/1``; docs/formats.md §8):
 
 - ``schema``, ``kind`` (``prepare-rg``, ``prepare-tc``, ``generate``, ``judge``, ``train``,
-  ``merge``, ``eval``, ``report``);
+  ``merge``, ``eval``, ``report``, ``label-sample``, ``label-export``, ``label-import``);
 - ``command``: the command line, secrets scrubbed (``provenance.scrub_argv``);
 - ``settings`` and ``settings_sha256``: what decides the outputs (a resumed ``generate`` or
   ``judge`` must match it exactly);
