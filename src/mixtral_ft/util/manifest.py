@@ -3,7 +3,7 @@
 Common keys (schema ``mixft.manifest/1``; docs/formats.md §8):
 
 - ``schema``, ``kind`` (``prepare-rg``, ``prepare-tc``, ``generate``, ``judge``, ``train``,
-  ``merge``, ``eval``, ``report``);
+  ``merge``, ``eval``, ``report``, ``label-sample``, ``label-export``, ``label-import``);
 - ``command``: the command line, secrets scrubbed (``provenance.scrub_argv``);
 - ``settings`` and ``settings_sha256``: what decides the outputs (a resumed ``generate`` or
   ``judge`` must match it exactly);
@@ -31,7 +31,19 @@ from mixtral_ft.util.hashing import sha256_file, sha256_json
 from mixtral_ft.util.provenance import command_line, environment, now_iso, scrub_record
 
 MANIFEST_SCHEMA = "mixft.manifest/1"
-KINDS = ("prepare-rg", "prepare-tc", "generate", "judge", "train", "merge", "eval", "report")
+KINDS = (
+    "prepare-rg",
+    "prepare-tc",
+    "generate",
+    "judge",
+    "train",
+    "merge",
+    "eval",
+    "report",
+    "label-sample",
+    "label-export",
+    "label-import",
+)
 COMMON_KEYS = (
     "schema",
     "kind",
