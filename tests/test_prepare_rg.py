@@ -298,8 +298,7 @@ def test_parallel_read_gives_identical_output(tmp_path, monkeypatch):
 
 def test_bundled_sample_prepares(repo_root, tmp_path, capsys):
     sample = repo_root / "data" / "sample_qa.jsonl"
-    if not sample.exists():
-        pytest.skip("data/sample_qa.jsonl is not in this checkout")
+    assert sample.is_file(), "data/sample_qa.jsonl is missing: it is bundled data (scripts/build_sample_data.py)"
     out = tmp_path / "out"
     assert main(["prepare", "rg", str(sample), "--out", str(out), "--group-by", "article_id"]) == 0, (
         capsys.readouterr().err

@@ -421,8 +421,9 @@ def test_group_by_field(tmp_path):
 
 def test_bundled_sample_file(tmp_path, repo_root, validator):
     sample = repo_root / "data" / "sample_tc_responses.jsonl"
-    if not sample.exists():
-        pytest.skip("data/sample_tc_responses.jsonl is not in this checkout yet")
+    assert sample.is_file(), (
+        "data/sample_tc_responses.jsonl is missing: it is bundled data (scripts/build_sample_data.py)"
+    )
     result = run(tmp_path, [sample], group_by="group", corrections="from-clean")
     rows = read(result.out / "train.jsonl") + read(result.out / "test.jsonl")
     assert len(rows) == sum(1 for line in sample.read_text().splitlines() if line.strip())

@@ -142,7 +142,7 @@ class _State:
         return name in self.data["stages"]
 
     def finish(self, name: str, info: dict[str, Any]) -> None:
-        from mixtral_ft.util.provenance import write_manifest
+        from mixtral_ft.util.manifest import write_manifest
 
         self.data["stages"][name] = info
         write_manifest(self.path, self.data)

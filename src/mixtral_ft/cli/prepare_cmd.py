@@ -12,8 +12,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from mixtral_ft.choices import InputFormat
 from mixtral_ft.cli import prepare_tc_cmd
-from mixtral_ft.cli._choices import InputFormat
 from mixtral_ft.cli._common import (
     ContextFieldOption,
     ForceOption,

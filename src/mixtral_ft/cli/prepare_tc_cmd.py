@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._choices import Corrections, TcInputFormat
+from mixtral_ft.choices import Corrections, TcInputFormat
 from mixtral_ft.cli._common import (
     ContextFieldOption,
     ForceOption,

@@ -31,9 +31,10 @@ from typing import Any
 
 import orjson
 
+from mixtral_ft.choices import InputFormat, values
 from mixtral_ft.errors import MissingDependencyError, Problem, UsageError
 
-FORMATS = ("jsonl", "json", "csv", "parquet")
+FORMATS = values(InputFormat)
 EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from mixtral_ft.choices import Corrections, TcInputFormat, values
 from mixtral_ft.data.lengths import format_lengths
 from mixtral_ft.errors import Problem, UsageError, suggest
 from mixtral_ft.prepare.buckets import Keyed, KeyedBuckets, Layout, Place, partition_of, read_partition
@@ -46,9 +47,9 @@ from mixtral_ft.tc.ragtruth import Expanded, expand_ragtruth
 from mixtral_ft.tc.verdict import VERDICT_VERSION, Verdict, is_hallucinated, verdict_from_dict, verdict_to_text
 from mixtral_ft.util.fmt import pct
 
-RAGTRUTH_FORMAT = "ragtruth"
-INPUT_FORMATS = ("jsonl", "json", "csv", "parquet", RAGTRUTH_FORMAT)
-CORRECTIONS = ("input", "from-clean")
+RAGTRUTH_FORMAT = TcInputFormat.ragtruth.value
+INPUT_FORMATS = values(TcInputFormat)
+CORRECTIONS = values(Corrections)
 DEFAULT_SEQUENCE_LEN = 8192
 DEFAULT_AUGMENT_TAG = "augment"
 MAIN, AUGMENT = "main", "augment"
