@@ -1,4 +1,4 @@
-"""The config keys Axolotl 0.19 knows: read from its pydantic schema, or from a checked-in snapshot.
+"""The config keys Axolotl knows: read from its pydantic schema, or from a checked-in snapshot.
 
 Axolotl silently drops keys it does not know, so a typo such as ``lora_dropuot`` would train with
 the default. mixft refuses such keys before Axolotl sees them.

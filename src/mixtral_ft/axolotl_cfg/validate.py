@@ -10,7 +10,7 @@ from typing import Any
 
 from mixtral_ft.errors import ConfigError, MissingDependencyError
 
-INSTALL_HINT = "pip install 'mixtral-ft[train]' (Axolotl 0.19.0; install torch first)"
+INSTALL_HINT = "pip install 'mixtral-ft[train]' (Axolotl 0.21.0; install torch first)"
 
 
 def axolotl_available() -> bool:
