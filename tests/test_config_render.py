@@ -400,3 +400,22 @@ def test_aux_loss_plugin_is_listed_exactly_when_a_moe_model_adds_the_aux_loss():
     mine = "axolotl.integrations.liger.LigerPlugin"
     assert plugins(f"plugins=[{mine}]") == [mine, AUX_LOSS_PLUGIN]
     assert plugins(f"plugins=[{AUX_LOSS_PLUGIN}]") == [AUX_LOSS_PLUGIN]
+
+
+def test_hub_offline_holds_only_while_axolotl_is_imported(monkeypatch):
+    """Validation imports Axolotl (and bitsandbytes, which asks the Hub for a CPU kernel): offline then,
+    and the caller's setting back afterwards (the Axolotl process of a run gets the user's environment)."""
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants
+
+    from mixtral_ft.axolotl_cfg.validate import hub_offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with hub_offline():
+        assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
+    assert "HF_HUB_OFFLINE" not in os.environ and constants.HF_HUB_OFFLINE is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with hub_offline():
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["HF_HUB_OFFLINE"] == "0"

@@ -291,7 +291,7 @@ def test_bench_script_on_cpu_measures_each_layer_count(tmp_path):
     assert set(results["fits"]["cpu"]) >= {"peak_gib", "step_s"}
     assert "| cpu | 2 |" in (out / "results.md").read_text() and "| cpu | 2 |" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["environment"]["packages"]["axolotl"] == "0.19.0"
+    assert manifest["environment"]["packages"]["axolotl"] == "0.21.0"
     assert not (out / "models").exists() or not any((out / "models").iterdir())  # deleted unless --keep-models
 
 
