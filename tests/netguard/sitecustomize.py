@@ -43,7 +43,8 @@ def _loopback(host) -> bool:
 def _refuse(call: str, host) -> None:
     import traceback
 
-    where = [f"{f.filename}:{f.lineno}" for f in traceback.extract_stack()[:-2] if "site-packages/http" not in f.filename]
+    frames = traceback.extract_stack()[:-2]
+    where = [f"{f.filename}:{f.lineno}" for f in frames if not f.filename.startswith("<frozen")]
     _record(call=call, host=str(host), argv=sys.argv[:3], where=where)
     raise OSError(errno.ENETUNREACH, f"network access refused by tests/netguard: {call} {host}")
 
