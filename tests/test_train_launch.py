@@ -317,3 +317,20 @@ def test_cli_train_refuses_a_missing_package_before_anything_is_written(setting,
     assert err[0].startswith("run directory:") and len(err) == 2  # the announcement, then the one-line error
     assert err[1].startswith("error: ") and expected in err[1]
     assert not run_dir.exists()
+
+
+def test_mixft_help_imports_no_axolotl():
+    """`mixft --help` (and `mixft train --help`) stay light: Axolotl's own `--help` takes seconds to import
+    (docs/training.md, "What Axolotl 0.21 offers this pipeline", start-up)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mixtral_ft.cli.main import main\n"
+        "for args in (['--help'], ['train', '--help']):\n"
+        "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('axolotl', 'torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
