@@ -150,9 +150,11 @@ def doc_commands() -> list[DocCommand]:
 
 
 def _click_root(app):
+    """A Typer app's click command; huggingface_hub >= 1.3x builds `hf` as a click group already."""
+    import click
     import typer.main
 
-    return typer.main.get_command(app)
+    return app if isinstance(app, click.Command) else typer.main.get_command(app)
 
 
 def _check_click(cmd: DocCommand, root, prog: str) -> str | None:
@@ -164,14 +166,18 @@ def _check_click(cmd: DocCommand, root, prog: str) -> str | None:
     while args and args[0] in root_opts and node is root:
         args.pop(0)
     while isinstance(node, click.Group):
+        # Through click's API, not ``.commands``: huggingface_hub's `hf` loads its groups and commands lazily.
+        ctx = click.Context(node, info_name=path[-1])
+        names = ", ".join(sorted(node.list_commands(ctx)))
         if not args:
-            return f"`{' '.join(path)}` needs a subcommand ({', '.join(sorted(node.commands))})"
+            return f"`{' '.join(path)}` needs a subcommand ({names})"
         name = args[0]
         if cmd.synopsis and "|" in name:
             name = name.split("|")[0]
-        sub = node.commands.get(name)
+        sub = node.get_command(ctx, name)
         if sub is None:
-            return f"`{' '.join(path)}` has no subcommand '{name}' (has: {', '.join(sorted(node.commands))})"
+            return f"`{' '.join(path)}` has no subcommand '{name}' (has: {names})"
+        sub = sub.materialize() if hasattr(sub, "materialize") else sub
         node, path, args = sub, [*path, name], args[1:]
     options = {o for p in node.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
     if cmd.synopsis:
@@ -277,7 +283,8 @@ def check(cmd: DocCommand) -> str | None:
     if tool in DEPRECATED_TOOLS:
         return cmd.fail(f"`{tool}` is deprecated; use {DEPRECATED_TOOLS[tool]}")
     if tool in KNOWN_TOOLS:
-        if tool not in ("make",) and tool != "mixft" and not (VENV_BIN / tool).exists() and not shutil.which(tool):
+        in_env = (VENV_BIN / tool).exists() or (Path(sys.executable).parent / tool).exists()  # the tests' own venv
+        if tool not in ("make",) and tool != "mixft" and not in_env and not shutil.which(tool):
             return cmd.fail(f"`{tool}` is not in the pinned environment")
         problem = KNOWN_TOOLS[tool](cmd)
         return cmd.fail(problem) if problem else None

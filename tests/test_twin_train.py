@@ -3,7 +3,7 @@
 Each GPU profile is rendered exactly as `mixft train` renders it (with the tiny Mixtral as base
 model), then :func:`support.twin.cpu_twin_config` swaps only what a CPU cannot run (the
 device map, flash attention -> sdpa, Axolotl's CUDA LoRA kernels, DeepSpeed's process group), and
-Axolotl 0.19's own ``ModelLoader`` loads the model in-process. The tests assert the decisions the
+Axolotl 0.21's own ``ModelLoader`` loads the model in-process. The tests assert the decisions the
 GPU run makes from the same config: every expert tensor and every attention projection in 4-bit
 (router, norms, embeddings and head not), LoRA on q/k/v/o only, flash_attention_2 asked for,
 gradient checkpointing on with the mode the GPU run gets, sample packing with an attention that
@@ -128,15 +128,16 @@ def test_lora_on_the_attention_projections_only(twin):
 @pytest.mark.slow
 def test_flash_attention_asked_and_sdpa_in_the_twin(twin):
     assert twin.gpu_values["attn_implementation"] == "flash_attention_2"
-    assert "flash_attention" not in twin.gpu_values  # Axolotl 0.19's key, not the deprecated flag
+    assert "flash_attention" not in twin.gpu_values  # Axolotl's key, not the deprecated flag
     assert twin.cfg.attn_implementation == "sdpa"
     assert twin.model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.slow
 def test_gradient_checkpointing_mode_is_the_one_the_gpu_run_gets(twin):
-    """Axolotl's default is reentrant (utils/config/__init__.py: normalize_config) unless the config says otherwise."""
-    expected = twin.gpu_values.get("gradient_checkpointing_kwargs") or {"use_reentrant": True}
+    """Axolotl 0.21's default is non-reentrant except under ZeRO-3 (utils/config/__init__.py:470-483); the
+    shipped configs say non-reentrant explicitly."""
+    expected = twin.gpu_values.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
     assert twin.gpu_values["gradient_checkpointing"] is True
     assert twin.cfg.gradient_checkpointing_kwargs == expected
     assert twin.model.is_gradient_checkpointing
@@ -176,8 +177,8 @@ def test_the_twin_trains_lora_through_4bit_experts(twin):
 @pytest.mark.slow
 def test_router_aux_loss_reaches_lora_under_the_checkpointing_the_gpu_run_gets(twin):
     """``output_router_logits`` with non-reentrant checkpointing (rg.yml/tc.yml): the aux loss is part
-    of the graph and its gradient reaches the LoRA tensors. Under Axolotl's default reentrant mode it
-    would be a constant (docs/training.md, "Router auxiliary loss"; scripts/measure_router_aux.py)."""
+    of the graph and its gradient reaches the LoRA tensors. Under reentrant checkpointing (Axolotl 0.19's
+    default, 0.21's under ZeRO-3) it would be a constant (docs/training.md, "Router auxiliary loss"; scripts/measure_router_aux.py)."""
     import torch
 
     assert twin.gpu_values["model_config"]["output_router_logits"] is True
@@ -189,3 +190,12 @@ def test_router_aux_loss_reaches_lora_under_the_checkpointing_the_gpu_run_gets(t
     grads = torch.autograd.grad(out.aux_loss, lora, allow_unused=True)
     assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
     twin.model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.slow
+def test_the_aux_loss_plugin_is_registered_for_every_pair(twin):
+    """The GPU run weighs the router aux loss once per optimizer step under its accumulation
+    (docs/training.md, "Router auxiliary loss"; tests/test_accumulation_slow.py runs the trainer)."""
+    from mixtral_ft.axolotl_cfg.families import AUX_LOSS_PLUGIN
+
+    assert twin.gpu_values["plugins"] == [AUX_LOSS_PLUGIN] and AUX_LOSS_PLUGIN in twin.cfg.plugins

@@ -120,10 +120,10 @@ def plan(req: TrainRequest) -> TrainPlan:
     )
     if req.profile == "cpu" and req.launch.world_size > 1:
         # Tried: accelerate --cpu without mpirun silently starts one process, and under torchrun
-        # Axolotl 0.19's normalize_config sets device_map={"": LOCAL_RANK}, which transformers
-        # reads as an accelerator index ("Cannot access accelerator device when none is available").
+        # Axolotl's normalize_config sets device_map={"": LOCAL_RANK} (0.21: utils/config/__init__.py:255-256),
+        # which transformers reads as an accelerator index ("Cannot access accelerator device when none is available").
         raise UsageError(
-            "--gpus > 1 with --profile cpu: Axolotl 0.19 cannot train with several "
+            "--gpus > 1 with --profile cpu: Axolotl 0.21 cannot train with several "
             "processes on CPU (it places each rank on CUDA device LOCAL_RANK); use --gpus 1"
         )
     return TrainPlan(

@@ -11,7 +11,7 @@ from mixtral_ft.errors import InputError, MissingDependencyError, PreflightError
 REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "completion")}
 
 # What to install when a config needs a package that is missing (docs/training.md).
-DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: deepspeed>=0.18.6,<0.19)"
+DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.21.0: deepspeed>=0.18.6,<0.20)"
 FLASH_ATTN_INSTALL = 'pip install flash-attn==2.8.3 --no-build-isolation (docs/training.md, "Flash attention")'
 # attn_implementation values served by the flash-attn package (transformers' flash_attention_2 path).
 FLASH_ATTN_IMPLS = ("flash_attention_2",)
