@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, write_split
 
 from mixtral_ft.axolotl_cfg.families import AUX_LOSS_PLUGIN
 from mixtral_ft.axolotl_cfg.keys import snapshot_keys
 from mixtral_ft.axolotl_cfg.render import TASKS, RenderRequest, profile_names, render
+from support.fixtures_models import rg_rows, write_split
 
 pytestmark = pytest.mark.slow
 
