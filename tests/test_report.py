@@ -227,3 +227,18 @@ def test_hostile_labels_show_as_text_in_the_report(tmp_path):
     assert rg_label in page.cells and tc_label in page.cells
     assert [t for t, _ in page.tags if t in ("script", "a", "strong")] == []
     assert [a["src"] for t, a in page.tags if t == "img"] == ["hallucination_rates.png", "tc_accuracy.png"]
+
+
+def test_without_matplotlib_the_report_is_written_without_plots_and_says_so(tmp_path, monkeypatch):
+    """The light install (no [plots] extra) writes the report; the plots are left out, and the
+    report and report.json say why (the wheel test runs this without matplotlib for real)."""
+    from mixtral_ft.report import plots
+
+    gen = write(tmp_path / "v.jsonl", [{"id": f"i{k}", "model": "ft", "hallucinated": k < 2} for k in range(10)])
+    assert main(["eval", "rg", "--verdicts", str(gen), "--out", str(tmp_path / "e_rg"), "--label", "ft"]) == 0
+    monkeypatch.setattr(plots, "missing", lambda: plots.MISSING)
+    assert main(["report", str(tmp_path / "e_rg"), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Plots are not drawn: matplotlib is not installed (`pip install 'mixtral-ft[plots]'`)." in report
+    assert "](" not in report and not list((tmp_path / "r").glob("*.png"))
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["plots"] == plots.MISSING

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from mixtral_ft.data.manifest import output_entries
-from mixtral_ft.report import sections
+from mixtral_ft.report import plots, sections
 from mixtral_ft.report.render import Block, to_html, to_markdown
 from mixtral_ft.report.sources import EvalRun, TrainRun, discover
 from mixtral_ft.util.atomic import staged_dir
@@ -30,6 +30,11 @@ def build_document(
     names = sections.unique_labels(evals)
     summary = sections.summary_rows(evals)
     blocks: list[Block] = [Block("p", note)] if note else []
+    no_plots = plots.missing()
+    if no_plots:
+        blocks.append(
+            Block("p", "Plots are not drawn: matplotlib is not installed (`pip install 'mixtral-ft[plots]'`).")
+        )
     if summary:
         blocks += sections.summary_section(summary)
     if by_kind["rg"]:
@@ -45,6 +50,7 @@ def build_document(
     blocks += sections.sources_section(evals, runs)
     data = {
         "summary": summary,
+        "plots": no_plots or "drawn",
         "evals": [{"path": str(e.path), "kind": e.kind, "label": e.label} for e in evals],
         "runs": [
             {

@@ -163,7 +163,7 @@ def rg_section(rg: list[EvalRun], names: Names, out: Path) -> list[Block]:
     """Each judged rate beside the judge's measured error and the corrected rate; the plot."""
     blocks = [Block("h2", "Hallucination rates")]
     bars, shown = _rate_bars(rg, names)
-    if bars:
+    if bars and plots.missing() is None:
         title = _methods_title("Hallucination rate", shown)
         plots.rates_with_errors(bars, title, "hallucination rate (%)", out / "hallucination_rates.png")
         blocks.append(Block("img", "hallucination_rates.png"))
@@ -208,7 +208,7 @@ def tc_section(tc: list[EvalRun], names: Names, out: Path) -> list[Block]:
     blocks = [Block("h2", "Truth-checker")]
     accuracies = [e.results["metrics"]["accuracy"] for e in tc]
     bars = [r for r in (_ci_row(names[id(e)], e.results["metrics"]["accuracy"]) for e in tc) if r]
-    if bars:
+    if bars and plots.missing() is None:
         title = _methods_title("Truth-checker accuracy", accuracies)
         plots.rates_with_errors(bars, title, "accuracy (%)", out / "tc_accuracy.png")
         blocks.append(Block("img", "tc_accuracy.png"))
@@ -270,7 +270,7 @@ def pipeline_section(pipes: list[EvalRun], names: Names, out: Path) -> list[Bloc
         for e in pipes
         if e.results.get("risk_coverage")
     ]
-    if curves:
+    if curves and plots.missing() is None:
         plots.risk_coverage_curve(curves, out / "risk_coverage.png")
         blocks.append(Block("img", "risk_coverage.png"))
     return blocks
@@ -335,7 +335,7 @@ def training_section(runs: list[TrainRun], out: Path) -> list[Block]:
     """Final losses of each training run; the loss curves."""
     blocks = [Block("h2", "Training")]
     with_loss = [(r.label, r.train_loss, r.eval_loss) for r in runs if r.train_loss or r.eval_loss]
-    if with_loss:
+    if with_loss and plots.missing() is None:
         plots.loss_curves(with_loss, out / "loss_curves.png")
         blocks.append(Block("img", "loss_curves.png"))
     rows = [
