@@ -64,6 +64,49 @@ def test_launch_rejects_zero_processes():
         build_launch_command("c.yml", LaunchOptions(gpus=0))
 
 
+def test_multi_node_without_the_rank_0_address_is_refused():
+    """accelerate would build the rendezvous address "None:29500" (accelerate/utils/launch.py:224)."""
+    with pytest.raises(UsageError) as e:
+        build_launch_command("c.yml", LaunchOptions(gpus=8, num_machines=2, machine_rank=1), python="py")
+    assert e.value.exit_code == 2
+    assert str(e.value) == (
+        "--num-machines 2 needs --main-process-ip (the address of machine rank 0, the same on every machine)"
+    )
+    with pytest.raises(UsageError, match=r"--machine-rank 2 with --num-machines 2: ranks are 0 to 1"):
+        build_launch_command("c.yml", LaunchOptions(num_machines=2, machine_rank=2, main_process_ip="10.0.0.1"))
+
+
+def test_multi_gpu_profile_with_one_process_is_refused():
+    from mixtral_ft.train.launch import check_launch
+
+    with pytest.raises(UsageError) as e:
+        check_launch("multi-gpu", LaunchOptions())
+    assert str(e.value).startswith("--profile multi-gpu shards the run over several GPUs (DeepSpeed ZeRO-2), but ")
+    assert "add --gpus N (the GPUs of this machine, N > 1)" in str(e.value)
+    check_launch("multi-gpu", LaunchOptions(gpus=2))
+    check_launch("multi-gpu", LaunchOptions(num_machines=2, main_process_ip="10.0.0.1"))  # 2 processes in all
+    check_launch("a100-80gb", LaunchOptions())
+    with pytest.raises(UsageError, match="--main-process-ip"):
+        check_launch("multi-gpu", LaunchOptions(gpus=4, num_machines=2))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--profile", "multi-gpu"], "add --gpus N"),
+        (["--profile", "multi-gpu", "--gpus", "4", "--num-machines", "2"], "needs --main-process-ip"),
+    ],
+)
+def test_cli_train_refuses_a_launch_that_cannot_be_meant(args, expected, tmp_path, capsys):
+    data = write_split(tmp_path / "data", rg_rows("train", 2), rg_rows("test", 1))
+    run_dir = tmp_path / "run"
+    rc = main(["train", "rg", "--data", str(data), "--run-dir", str(run_dir), *args, "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not run_dir.exists()
+
+
 def test_axolotl_env_telemetry_off_and_offline_for_local_models(tmp_path):
     env = axolotl_env(str(tmp_path))
     assert env["AXOLOTL_DO_NOT_TRACK"] == "1" and env["HF_HUB_OFFLINE"] == "1"

@@ -70,6 +70,10 @@ def _train(
             main_process_port=main_process_port,
         ),
     )
+    from mixtral_ft.train.launch import check_launch
+
+    check_launch(profile, req.launch)  # before anything is rendered: a launch that cannot be what was meant
+
     if dry_run:
         p = plan(req)
         echo(p.config_yaml.rstrip("\n"))
