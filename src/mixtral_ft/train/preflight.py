@@ -67,7 +67,10 @@ def check_gpus(profile: str, gpus: int) -> None:
         return
     import torch
 
-    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # No CUDA context in mixft's process (Axolotl's ranks need the cards): device_count asks NVML,
+    # else cudaGetDeviceCount, and caches nothing before CUDA is initialised (torch/cuda/__init__.py,
+    # device_count); is_available would always call cudaGetDeviceCount (cuInit).
+    found = torch.cuda.device_count()
     if found < gpus:
         raise PreflightError(
             f"profile '{profile}' needs {gpus} CUDA GPU(s), found {found}; "
