@@ -165,7 +165,7 @@ def preflight_config(values: dict[str, Any]) -> None:
     from mixtral_ft.train import preflight as pf
 
     pf.check_deepspeed(values)
-    pf.check_flash_attn(values)
+    pf.check_attention(values)
 
 
 def _data_inputs(data_dir: Path, counts: dict[str, int]) -> list[dict[str, Any]]:
