@@ -16,6 +16,12 @@ mixft's ``quantize_experts_on_load`` (the shared 4-bit load plan, ``models/quant
 reads mixft's count, so Axolotl's own follow-up (``_moe_experts_quantized``, no
 ``prepare_model_for_kbit_training``) runs as on CUDA. Nothing else in Axolotl is patched.
 
+Axolotl's LoRA kernels (``lora_qkv_kernel``/``lora_o_kernel``, on in every GPU profile): the twin
+loads with them off, then applies Axolotl's own two patches to the loaded model as the GPU run does
+(``support.twin.gpu_lora_kernels``: the attention class rewrite and the per-module binding) and
+asserts which modules they patched and what the fused kernel would be handed; only the kernels'
+forward needs CUDA. The patches are undone before the twin's own forward runs.
+
 The router auxiliary loss's gradient is measured by the gpu-models work (issue 10, item 5): its
 assertion belongs here, on the same ``twin`` fixture (``twin.forward(ids, labels=ids)`` returns the
 model output with ``aux_loss``), so it runs for every profile x task.
@@ -159,6 +165,32 @@ def test_sample_packing_with_an_attention_that_packs(twin):
     with _quiet():
         gpu = validate_config(DictDefault(dict(twin.gpu_values)))
     assert gpu.attn_implementation == "flash_attention_2" and gpu.attn_supports_packing is True
+
+
+@pytest.mark.slow
+def test_axolotls_lora_kernel_patches_apply_to_the_gpu_runs_modules(twin):
+    """The GPU profiles ask for lora_qkv_kernel and lora_o_kernel; the twin turns them off (their forward
+    needs CUDA) and applies Axolotl's two patches here instead, without a forward pass."""
+    from transformers.models.mixtral.modeling_mixtral import MixtralAttention
+
+    from support.twin import gpu_lora_kernels
+
+    original = MixtralAttention.forward
+    with gpu_lora_kernels(twin) as patched:
+        assert patched.flags == {"lora_qkv_kernel": True, "lora_o_kernel": True, "lora_mlp_kernel": False}
+        assert patched.attention_class == "MixtralAttention"
+        assert patched.class_forward_calls == ("apply_qkv", "apply_o")  # the rewritten class forward
+        assert MixtralAttention.forward is not original
+        assert sorted(patched.modules) == [f"base_model.model.model.layers.{i}.self_attn" for i in range(2)]
+        assert all(m == {"apply_qkv": "apply_lora_qkv", "apply_o": "apply_lora_o"} for m in patched.modules.values())
+        assert patched.mlp_patched == []  # Mixtral has no dense MLP; lora_mlp_kernel is off
+        inputs = patched.kernel_inputs
+        assert len(inputs) == 8  # the kernel dequantizes each 4-bit weight with its QuantState
+        assert all((i["weight"], i["quant_state"]) == ("Params4bit", "QuantState") for i in inputs.values())
+        r, alpha = twin.gpu_values["lora_r"], twin.gpu_values["lora_alpha"]
+        assert all(i["scale"] == alpha / r and i["lora_shapes"][0][0] == r for i in inputs.values())
+    assert MixtralAttention.forward is original  # undone: the twin's own forward runs next
+    assert not any("apply_qkv" in m.__dict__ for m in twin.model.modules())
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ The swap list (each checked on this project's CPU machine, Axolotl 0.19.0 / tran
   ("Cannot access accelerator device when none is available").
 - ``lora_qkv_kernel`` / ``lora_o_kernel`` / ``lora_mlp_kernel: true`` -> ``false``: Axolotl's fused
   LoRA kernels load on CPU but their forward dequantizes on the current CUDA stream
-  (``axolotl/kernels/quantize.py``, ``_stream``: ``torch._C._cuda_getCurrentRawStream``).
+  (``axolotl/kernels/quantize.py``, ``_stream``: ``torch._C._cuda_getCurrentRawStream``). What the
+  GPU run does with them before any forward, patching the attention class and every attention
+  module, runs on CPU: :func:`gpu_lora_kernels` applies it to the loaded twin, as the GPU config asks.
 - ``deepspeed`` -> removed (multi-gpu): Axolotl starts DeepSpeed's NCCL process group while it
   loads the config (``utils/trainer.py``, ``setup_deepspeed_env``), and the twin is one process.
   ZeRO-2 does not change what a rank loads: the loader branches only on ZeRO-3
@@ -182,3 +184,83 @@ def load_twin(gpu_values: dict[str, Any], workdir: Path) -> TwinLoad:
         tokenizer=tokenizer,
         experts_quantized_on_load=list(counter.quantized) if counter else [],
     )
+
+
+@dataclass
+class KernelPatches:
+    """What Axolotl's LoRA kernel patches did to a twin model (:func:`gpu_lora_kernels`)."""
+
+    flags: dict[str, bool]  # lora_qkv_kernel / lora_o_kernel / lora_mlp_kernel as the GPU run has them
+    attention_class: str | None  # the class patch_self_attn_lora rewrote (None: not called)
+    class_forward_calls: tuple[str, ...]  # the apply_* methods the rewritten forward names
+    modules: dict[str, dict[str, str]] = field(default_factory=dict)  # attention module -> apply_* -> function
+    mlp_patched: list[str] = field(default_factory=list)  # MLP modules whose forward a kernel replaced
+    kernel_inputs: dict[str, Any] = field(
+        default_factory=dict
+    )  # projection -> what get_lora_parameters hands the kernel
+
+
+@contextlib.contextmanager
+def gpu_lora_kernels(load: TwinLoad):
+    """Apply Axolotl's LoRA kernel patches to the twin's model as the GPU run applies them, without a
+    forward pass (the kernels' forward needs CUDA), and undo them on exit.
+
+    Axolotl's patch manager, with the GPU config's flags: when ``lora_qkv_kernel`` or ``lora_o_kernel``,
+    ``check_capability(..., "lora_kernels")`` then ``patch_self_attn_lora(cfg)``, which rewrites the
+    attention class's forward to call ``self.apply_qkv``/``self.apply_o`` (``loaders/patch_manager.py``,
+    ``_apply_self_attention_lora_patch``; ``monkeypatch/lora_kernels.py``, ``patch_self_attn_lora``);
+    after loading, when any of the three flags, ``apply_lora_kernel_patches(model, cfg)``, which binds
+    ``apply_lora_qkv``/``apply_lora_o`` on every attention module whose projections carry LoRA
+    (``_apply_lora_kernel_patch``; ``apply_lora_kernel_patches``). The record also holds what
+    ``get_lora_parameters`` (``kernels/lora.py``) would hand the fused kernel for each projection.
+    """
+    from axolotl.kernels.lora import get_lora_parameters
+    from axolotl.model_support import check_capability, get_model_support
+    from axolotl.monkeypatch import lora_kernels
+    from axolotl.utils.dict import DictDefault
+
+    flags = {k: bool(load.gpu_values.get(k)) for k in LORA_KERNEL_KEYS}
+    cfg = DictDefault({**load.cfg, **flags})
+    attention_cls = lora_kernels.get_attention_cls_from_config(cfg)
+    original_forward = attention_cls.forward
+    layers = lora_kernels.get_layers(load.model)
+    mlps = [m for layer in layers for *_, m in lora_kernels.find_mlp_in_layer(layer)]
+    mlp_forwards = {id(m): m.__dict__.get("forward") for m in mlps}
+    record = KernelPatches(flags=flags, attention_class=None, class_forward_calls=())
+    try:
+        if flags["lora_qkv_kernel"] or flags["lora_o_kernel"]:
+            check_capability(get_model_support(cfg.model_config_type), "lora_kernels", cfg.model_config_type)
+            lora_kernels.patch_self_attn_lora(cfg)
+            record.attention_class = attention_cls.__name__
+            names = attention_cls.forward.__code__.co_names  # the exec'd source has no file to read back
+            record.class_forward_calls = tuple(m for m in ("apply_qkv", "apply_o") if m in names)
+        if any(flags.values()):
+            lora_kernels.apply_lora_kernel_patches(model=load.model, cfg=cfg)
+        for name, module in load.model.named_modules():
+            bound = {m: getattr(module, m).__func__.__name__ for m in ("apply_qkv", "apply_o") if hasattr(module, m)}
+            if bound:
+                record.modules[name] = bound
+                for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                    W, _b, quant, A, B, s, *_ = get_lora_parameters(getattr(module, proj))
+                    record.kernel_inputs[f"{name}.{proj}"] = {
+                        "weight": type(W).__name__,  # bitsandbytes' Params4bit: packed 4-bit values
+                        "quant_state": type(quant).__name__ if quant is not None else None,
+                        "lora_shapes": (tuple(A.shape), tuple(B.shape)) if A is not None else None,
+                        "scale": s,
+                    }
+        record.mlp_patched = [
+            n
+            for n, m in load.model.named_modules()
+            if id(m) in mlp_forwards and m.__dict__.get("forward") is not mlp_forwards[id(m)]
+        ]
+        yield record
+    finally:
+        attention_cls.forward = original_forward
+        if hasattr(attention_cls, "_original_forward"):
+            del attention_cls._original_forward
+        for module in load.model.modules():
+            for m in ("apply_qkv", "apply_o"):
+                module.__dict__.pop(m, None)
+        for m in mlps:
+            if mlp_forwards[id(m)] is None:
+                m.__dict__.pop("forward", None)
