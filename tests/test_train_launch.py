@@ -412,6 +412,18 @@ def test_flash_attention_2_without_flash_attn_takes_the_cached_hub_kernel(kernel
     check_attention(_values("a100-80gb"))
 
 
+def test_the_memory_plan_takes_the_hub_flash_kernel_as_flash_attention():
+    """The plan check runs before the launch: it must plan the Hub kernel as flash attention, not fail on it."""
+    from mixtral_ft.plan.setup import setup_from_config
+
+    for attn in (HUB_KERNEL, f"{HUB_KERNEL}@v3", f"{HUB_KERNEL}:flash_attn_varlen_func", "flash_attention_2"):
+        values = _values("a100-80gb", "rg", f"attn_implementation={attn}")
+        assert setup_from_config(values, on_gpu=True).attention_kind == "flash", attn
+    assert (
+        setup_from_config(_values("a100-80gb", "rg", "attn_implementation=sdpa"), on_gpu=True).attention_kind == "sdpa"
+    )
+
+
 def test_hub_kernel_names_read_as_transformers_reads_them():
     from mixtral_ft.train.hubkernel import is_hub_kernel, parse_kernel
 
