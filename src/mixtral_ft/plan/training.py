@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixtral_ft.plan.expert_lora import PARTS as EXPERT_LORA_PARTS
+from mixtral_ft.plan.expert_lora import expert_lora_parts, simulated_setup
 from mixtral_ft.plan.gpus import GPUS, Gpu, gpu_by_name
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ PART_LABELS = {
     "logits_loss": "logits and loss",
     "dequant_buffers": "dequantization buffers",
     "deepspeed_buffers": "DeepSpeed gradient buckets",
+    **EXPERT_LORA_PARTS,  # LoRA on fused experts (lora_target_parameters): plan/expert_lora.py
     "cuda_overhead": "CUDA context + allocator",
 }
 DEEPSPEED_REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
@@ -219,7 +222,8 @@ class _Planner:
         from mixtral_ft.plan.loadplan import training_decisions
         from mixtral_ft.plan.weights import weight_summary
 
-        self.arch, self.setup, self.use_cache = arch, setup, use_cache
+        self.expert_lora = expert_lora_parts(arch, setup, optimizer_bytes)  # hook: plan/expert_lora.py
+        self.arch, self.setup, self.use_cache = arch, simulated_setup(setup), use_cache
         self.decisions = training_decisions(setup, arch.model_type)
         self.weights = weight_summary(arch, self.decisions, setup.model_config_overrides, use_cache=use_cache)
         self._sim: TrainingSimulator | None = None
@@ -275,6 +279,7 @@ class _Planner:
         )
         if buckets:
             parts["deepspeed_buffers"] = buckets
+        parts.update(self.expert_lora)
         parts["cuda_overhead"] = (CUDA_CONTEXT_GIB + ALLOCATOR_RESERVE_GIB) * GIB
         extra = {"n_lora": n_lora, "lora_dtype": lora["dtype"], "optimizer_note": note, "entry": entry}
         return parts, peak_phase, totals, extra
