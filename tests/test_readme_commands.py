@@ -33,6 +33,7 @@ BUILTINS = {"export", "cd", "source", "mkdir", "cp", "mv", "ls", "cat", "echo", 
 EXTERNAL_TOOLS = {
     "vllm": "pip install vllm",
     "curl": "apt-get install curl",
+    "nvcc": "the CUDA toolkit torch was built with",
 }
 # Tools that no longer work in the pinned environment, and what replaces them.
 DEPRECATED_TOOLS = {
@@ -250,7 +251,49 @@ def _check_pip(cmd: DocCommand) -> str | None:
             missing = set(m.group(1).split(",")) - _pyproject_extras()
             if missing:
                 return f"pyproject.toml has no extra(s) {', '.join(sorted(missing))}"
+        pin = re.match(r"^([A-Za-z0-9_.-]+)==([\w.+-]+)$", a)
+        if pin:
+            problem = _pin_problem(*pin.groups())
+            if problem:
+                return problem
     return None
+
+
+def _pin_problem(name: str, version: str) -> str | None:
+    """A pinned ``pip install NAME==VERSION`` must go with the pinned environment: inside Axolotl's own
+    requirement on NAME (e.g. torch), and for flash-attn the version mixft's preflight tells users."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    if canonicalize_name(name) == "flash-attn":
+        from mixtral_ft.train.preflight import FLASH_ATTN_INSTALL
+
+        if f"flash-attn=={version} " not in FLASH_ATTN_INSTALL:
+            return f"{name}=={version}, but mixft's preflight says: {FLASH_ATTN_INSTALL}"
+    try:
+        requires = importlib.metadata.requires("axolotl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for req in map(Requirement, requires):
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        if canonicalize_name(req.name) == canonicalize_name(name) and not req.specifier.contains(version):
+            return f"{name}=={version} is outside Axolotl's requirement {req}"
+    return None
+
+
+def _check_kernels(cmd: DocCommand) -> str | None:
+    """The `kernels` CLI (an Axolotl dependency): its subcommand exists."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kernels.cli")
+    if spec is None or spec.origin is None:
+        return "the kernels package is not installed"
+    commands = re.findall(r'add_parser\(\s*"([\w-]+)"', Path(spec.origin).read_text(encoding="utf-8"))
+    sub = cmd.argv[1] if len(cmd.argv) > 1 else None
+    return None if sub in commands else f"`kernels` has no subcommand {sub!r} (has: {', '.join(commands)})"
 
 
 def _check_path_tool(cmd: DocCommand) -> str | None:
@@ -270,6 +313,7 @@ KNOWN_TOOLS = {
     "python": _check_python,
     "python3": _check_python,
     "pip": _check_pip,
+    "kernels": _check_kernels,
     "pytest": lambda cmd: None,
 }
 
@@ -339,6 +383,10 @@ def test_external_tools_have_install_lines():
         ("huggingface-cli login", "`huggingface-cli` is deprecated; use hf"),
         ("OPENAI_API_KEY=x mixft generate --backend openai -m m --data d --out o ; make test", None),
         ("pip install 'mixtral-ft[nosuchextra]'", "pyproject.toml has no extra(s) nosuchextra"),
+        ("pip install torch==2.12.0", "torch==2.12.0 is outside Axolotl's requirement torch<2.15.0,>=2.13.0"),
+        ("pip install flash-attn==2.7.4 --no-build-isolation", "flash-attn==2.7.4, but mixft's preflight says"),
+        ("kernels versions kernels-community/flash-attn2", None),
+        ("kernels fetch x", "`kernels` has no subcommand 'fetch'"),
     ],
 )
 def test_the_checker_catches_what_it_should(tmp_path, monkeypatch, line, problem):
@@ -377,3 +425,28 @@ def test_documented_train_commands_dry_run(tiny_mixtral_dir, rg_data_dir, tc_dat
         assert "axolotl.cli.train" in out.out
         ran.append(cmd.where)
     assert len(ran) >= 2, ran
+
+
+def test_the_readme_gpu_install_is_one_block_in_install_order():
+    """The GPU install is one fenced block (checked against the tools above like every command), in
+    the order that works: CUDA torch before Axolotl, flash-attn's build tools and nvcc before flash-attn;
+    and the README points to the way without flash-attn."""
+    readme = REPO / "README.md"
+    blocks = [lines for lang, lines in _blocks(readme) if any("flash-attn" in text for _, text in lines)]
+    assert len(blocks) == 1, "the README's flash-attn install belongs in one block"
+    commands = [text.split("#")[0].strip() for _, text in _logical_lines(blocks[0]) if text.split("#")[0].strip()]
+    first = {
+        key: next(i for i, c in enumerate(commands) if c.startswith(key))
+        for key in ("pip install torch==", "pip install -e '.[train]'", "pip install ninja packaging wheel", "nvcc")
+    }
+    flash = next(i for i, c in enumerate(commands) if c.startswith("pip install flash-attn=="))
+    assert first["pip install torch=="] < first["pip install -e '.[train]'"] < flash
+    assert first["pip install ninja packaging wheel"] < flash and first["nvcc"] < flash
+    assert commands[flash].endswith("--no-build-isolation")  # its setup.py imports the installed torch
+    inside = {n for n, _ in blocks[0]}
+    text = readme.read_text(encoding="utf-8").splitlines()
+    outside = [line for n, line in enumerate(text, 1) if n not in inside]
+    assert not any("pip install flash-attn" in line for line in outside)  # one place says how
+    assert 'docs/training.md, "Flash attention without flash-attn"' in "\n".join(outside)
+    docs = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    assert "\n### Flash attention without flash-attn\n" in docs
