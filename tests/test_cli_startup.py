@@ -90,3 +90,12 @@ def test_unknown_command_is_refused_with_one_suggestion(capsys):
     assert err.count("Did you mean 'generate'?") == 1 and "No such command 'generat'." in err
     assert main(["plan", "rgg"]) == 2
     assert capsys.readouterr().err.count("Did you mean 'rg'?") == 1
+
+
+def test_no_arguments_shows_the_help_on_stdout(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Usage: mixft [OPTIONS] COMMAND [ARGS]...") and captured.err == ""
+    assert main(["prepare", "rg"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Usage: mixft prepare rg [OPTIONS] INPUT...") and captured.err == ""

@@ -130,6 +130,10 @@ def _run(argv: list[str] | None) -> int:
     except Exception as e:  # click usage errors arrive as click exceptions
         import click
 
+        if isinstance(e, click.exceptions.NoArgsIsHelpError):
+            # a command given no arguments shows its help on stdout, as --help does (exit 2)
+            typer.echo(e.format_message())
+            return e.exit_code
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             return e.exit_code
