@@ -136,7 +136,7 @@ def check_adapter_config(adapter_dir: Path) -> dict[str, Any]:
     return cfg
 
 
-# ---------------------------------------------------------------------------- the plan
+# ---------------------------------------------------------------------------- the LoRA layers and their tensors
 
 
 @dataclass
