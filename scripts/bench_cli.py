@@ -2,10 +2,10 @@
 """Benchmark `mixft --help` start-up: wall time of the installed executable, and what it imports.
 
 Runs `mixft --help` as a subprocess (two warm-up runs, then --runs timed ones) and reports the
-median, the fastest and the slowest, the load average before and after (other processes on the
-same cores slow every run), the modules that must stay off the path (torch, transformers,
-datasets, pyarrow, rich's tables, Axolotl) and the largest cumulative import times
-(`python -X importtime`). Not a test: run it by hand on an otherwise idle machine.
+median, fastest and slowest wall time, the median CPU time, the load average before and after
+(other processes on the same cores slow every run), the modules that must stay off the path
+(torch, transformers, datasets, pyarrow, rich's tables, Axolotl) and the largest cumulative
+import times (`python -X importtime`). Not a test: run it by hand on an otherwise idle machine.
 
     .venv/bin/python scripts/bench_cli.py
     .venv/bin/python scripts/bench_cli.py --runs 31 -- generate --help
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,15 +40,23 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def wall_times(mixft: str, args: list[str], runs: int) -> list[float]:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed_runs(mixft: str, args: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall time and CPU time (user + system) of each run; CPU time moves less than wall time
+    when other processes share the cores."""
     for _ in range(2):  # warm the page cache and the bytecode caches
         subprocess.run([mixft, *args], capture_output=True, check=True)
-    times = []
+    walls, cpus = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        cpu0, start = _children_cpu(), time.perf_counter()
         subprocess.run([mixft, *args], capture_output=True, check=True)
-        times.append(time.perf_counter() - start)
-    return times
+        walls.append(time.perf_counter() - start)
+        cpus.append(_children_cpu() - cpu0)
+    return walls, cpus
 
 
 def imported_modules(args: list[str]) -> set[str]:
@@ -83,12 +92,13 @@ def main() -> None:
         mixft = shutil.which("mixft") or sys.exit("mixft not found; install the package first")
     command = " ".join(["mixft", *ns.args])
     print(f"cpu cores: {os.cpu_count()}, load average before: {_load()}")
-    times = wall_times(mixft, ns.args, ns.runs)
+    times, cpus = timed_runs(mixft, ns.args, ns.runs)
     median = statistics.median(times)
     print(
         f"{command}: median {median:.3f} s over {ns.runs} runs (fastest {min(times):.3f}, slowest "
         f"{max(times):.3f}); target <= {TARGET_S} s: {'met' if median <= TARGET_S else 'NOT met'}"
     )
+    print(f"CPU time (user + system): median {statistics.median(cpus):.3f} s")
     print(f"load average after: {_load()} (other processes on these cores slow every run)")
     modules = imported_modules(ns.args)
     heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY)
