@@ -44,8 +44,9 @@ app = typer.Typer(
         "Pipeline: prepare rg -> train rg -> generate -> prepare tc -> train tc -> judge -> eval -> report."
     ),
     no_args_is_help=True,
-    # Plain click help, which imports nothing more (rich's help would import rich's tables and
-    # markdown: ~0.25 s of a 0.2 s budget); the command modules' groups are built the same way (_lazy).
+    # Plain click help: Typer's rich help (typer/core.py, TyperGroup.format_help, used unless
+    # rich_markup_mode is None) imports rich's tables and markdown, ~0.1 s of start-up on a 2-core
+    # machine. The command modules' groups are built the same way (_lazy).
     rich_markup_mode=None,
     suggest_commands=TYPER_SUGGESTS_COMMANDS,
     pretty_exceptions_enable=False,
