@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 
 class Entry(NamedTuple):
-    """One top-level command: ``mixtral_ft.cli.<module>.register(app)`` adds it as ``name``."""
+    """One top-level command: ``register(app)`` of the module named ``module`` adds it as ``name``."""
 
     name: str
     module: str
@@ -29,17 +29,17 @@ class Entry(NamedTuple):
 # own suggestion on top of it said "Did you mean 'generate'?" twice.
 TYPER_SUGGESTS_COMMANDS = not hasattr(click.exceptions, "NoSuchCommand")
 
-# module -> the Typer its register() filled: once per process, as register() is not idempotent.
+# module name -> the Typer its register() filled: once per process, as register() is not idempotent.
 _REGISTERED: dict[str, typer.Typer] = {}
 
 
 def registered(module: str) -> typer.Typer:
-    """A Typer holding what ``mixtral_ft.cli.<module>.register`` adds (imported on first use)."""
+    """A Typer holding what ``register`` of the module named ``module`` adds (imported on first use)."""
     if module not in _REGISTERED:
         # Plain click help: Typer's rich help imports rich's tables and markdown (typer/core.py,
         # TyperGroup.format_help: rich only when rich_markup_mode is not None).
         holder = typer.Typer(rich_markup_mode=None, add_completion=False, suggest_commands=TYPER_SUGGESTS_COMMANDS)
-        importlib.import_module(f"mixtral_ft.cli.{module}").register(holder)
+        importlib.import_module(module).register(holder)
         _REGISTERED[module] = holder
     return _REGISTERED[module]
 

@@ -12,22 +12,22 @@ from mixtral_ft import __version__
 from mixtral_ft.cli._lazy import TYPER_SUGGESTS_COMMANDS, Entry, LazyGroup
 
 # The top-level commands in pipeline order, the order `mixft --help` lists them in: the name, the
-# module under mixtral_ft.cli whose `register(app)` adds it, and the line `mixft --help` shows.
+# module whose `register(app)` adds it, and the line `mixft --help` shows.
 # A module is imported only when its command runs (or shows its own --help), so adding a command
 # group is one line here.
 COMMANDS = (
-    Entry("prepare", "prepare_cmd", "Turn raw Q&A (rg) or labeled responses (tc) into train/test files."),
-    Entry("config", "config_cmd", "Render, show, list and copy Axolotl configs."),
-    Entry("plan", "plan_cmd", "Peak GPU memory and hours of a run, before a GPU-hour is spent."),
-    Entry("train", "train_cmd", "Launch Axolotl training runs for the RG or TC model."),
-    Entry("merge", "merge_cmd", "Merge a run's LoRA adapter into its base model, shard by shard."),
-    Entry("models", "models_cmd", "Build or convert local models (tiny Mixtral, SmolLM2) offline."),
-    Entry("generate", "generate_cmd", "Generate one response per test row with the RG model."),
-    Entry("judge", "judge_cmd", "Truth-check each response with the TC model."),
-    Entry("label", "label_cmd", "Human gold labels through Label Studio: sample, export, import."),
-    Entry("eval", "eval_cmd", "Hallucination rates, truth-checker accuracy, pipeline figures."),
-    Entry("report", "report_cmd", "Markdown + HTML report with plots of eval and training runs."),
-    Entry("demo", "demo_cmd", "Run the whole pipeline on the bundled sample data, on a CPU."),
+    Entry("prepare", "mixtral_ft.cli.prepare_cmd", "Raw Q&A (rg) or labeled responses (tc) into train/test splits."),
+    Entry("config", "mixtral_ft.cli.config_cmd", "Render, show, list and copy Axolotl configs."),
+    Entry("plan", "mixtral_ft.cli.plan_cmd", "Peak GPU memory and hours of a run, before a GPU-hour is spent."),
+    Entry("train", "mixtral_ft.cli.train_cmd", "Launch Axolotl training runs for the RG or TC model."),
+    Entry("merge", "mixtral_ft.cli.merge_cmd", "Merge a run's LoRA adapter into its base model, shard by shard."),
+    Entry("models", "mixtral_ft.cli.models_cmd", "Build or convert local models (tiny Mixtral, SmolLM2) offline."),
+    Entry("generate", "mixtral_ft.cli.generate_cmd", "Generate one response per test row with the RG model."),
+    Entry("judge", "mixtral_ft.cli.judge_cmd", "Truth-check each response with the TC model."),
+    Entry("label", "mixtral_ft.cli.label_cmd", "Human gold labels through Label Studio: sample, export, import."),
+    Entry("eval", "mixtral_ft.cli.eval_cmd", "Hallucination rates, truth-checker accuracy, pipeline figures."),
+    Entry("report", "mixtral_ft.cli.report_cmd", "Markdown + HTML report with plots of eval and training runs."),
+    Entry("demo", "mixtral_ft.cli.demo_cmd", "Run the whole pipeline on the bundled sample data, on a CPU."),
 )
 
 
