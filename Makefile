@@ -90,6 +90,7 @@ test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu -p no:cacheprovider
 
 bench: $(STAMP)
+	$(BIN)/python scripts/bench_cli.py
 	$(BIN)/python scripts/bench_prepare.py
 	$(BIN)/python scripts/bench_generate.py
 

@@ -189,10 +189,10 @@ def test_benchmark_rows_are_unique_multi_snippet_and_long_enough():
 
 @pytest.mark.parametrize("profile", ["a100-80gb", "a100-40gb", "h100-80gb", "cpu"])
 def test_benchmark_settings_and_probe_pass_axolotl_validation(profile, tmp_path):
-    from mixtral_ft.train.api import TrainRequest, plan
+    from mixtral_ft.train.api import TrainRequest, resolve_start
 
     data = REPO / "tests" / "golden"  # render and validation only read paths, never the files
-    p = plan(
+    p = resolve_start(
         TrainRequest(
             task="rg",
             data_dir=data,
@@ -210,9 +210,9 @@ def test_benchmark_settings_and_probe_pass_axolotl_validation(profile, tmp_path)
 
 
 def test_probe_plugin_is_kept_beside_a_users_plugins(tmp_path):
-    from mixtral_ft.train.api import TrainRequest, plan
+    from mixtral_ft.train.api import TrainRequest, resolve_start
 
-    p = plan(
+    p = resolve_start(
         TrainRequest(
             task="rg",
             data_dir=REPO / "tests" / "golden",
