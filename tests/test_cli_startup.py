@@ -100,3 +100,11 @@ def test_no_arguments_shows_the_help_on_stdout(capsys):
     assert main(["prepare", "rg"]) == 2
     captured = capsys.readouterr()
     assert captured.out.startswith("Usage: mixft prepare rg [OPTIONS] INPUT...") and captured.err == ""
+
+
+def test_help_of_positional_arguments_is_shown(capsys):
+    """Each positional argument's help reaches --help (typer 0.25 with click 8.5 loses it: the
+    reason for pyproject's click < 8.5)."""
+    assert main(["report", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "RUN_DIRS...  mixft eval --out dirs and/or training run dirs, any mix." in out
