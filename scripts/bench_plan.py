@@ -814,7 +814,8 @@ def _write_results(out: Path, args, only: set[str], started: str, rows: list[Row
     from mixtral_ft.plan.training import CUDA_CONTEXT_GIB
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
+    from mixtral_ft.util.manifest import write_manifest
+    from mixtral_ft.util.provenance import command_line, environment, now_iso
 
     summary = summarize(rows)
     table = render_markdown(rows, summary)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark `mixft prepare rg` throughput and peak memory, and `mixft --help` start-up time.
+"""Benchmark `mixft prepare rg` throughput and peak memory (start-up time: scripts/bench_cli.py).
 
 Generates raw Q&A JSONL files of about 2.5 KB per row (three context snippets, some repeated
 rows, some Unicode and messy whitespace) in a temporary directory, runs `mixft prepare rg` on
@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,15 +88,6 @@ def run_prepare(mixft: str, raw: Path, out: Path, extra: list[str]) -> dict:
     return res
 
 
-def help_time(mixft: str, runs: int = 7) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([mixft, "--help"], capture_output=True, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, action="append", help="Row counts to run (default 100000 and 1000000).")
@@ -109,7 +99,6 @@ def main() -> None:
         mixft = shutil.which("mixft") or sys.exit("mixft not found; install the package first")
     sizes = sorted(args.rows or [100_000, 1_000_000])
     scratch = Path(tempfile.mkdtemp(prefix="bench-prepare-", dir=args.dir))
-    print(f"mixft --help: median {help_time(mixft):.3f} s over 7 runs (target <= 0.3 s)")
     try:
         for rows in sizes:
             raw = scratch / f"raw-{rows}.jsonl"

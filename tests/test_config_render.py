@@ -139,6 +139,26 @@ def test_axolotl_zero3_mixtral_patch_still_fails_on_installed_transformers():
         patch_mixtral_moe_forward_zero3()
 
 
+def test_installed_mixtral_has_no_per_expert_modules_for_the_zero3_patch():
+    """The second half of that re-check, on the meta device: the patch replaces the forward of per-expert
+    MLP modules (``self.experts[i](...)``), while the installed transformers builds one fused
+    ``MixtralExperts`` module per layer with 3-D parameters. A fixed import alone would not revive it."""
+    pytest.importorskip("axolotl")
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    with torch.device("meta"):
+        model = MixtralForCausalLM(config)
+    classes = {type(m).__name__ for m in model.modules()}
+    assert "MixtralBlockSparseTop2MLP" not in classes and "MixtralExperts" in classes
+    experts = model.model.layers[0].mlp.experts
+    assert not isinstance(experts, torch.nn.ModuleList)
+    assert {n: p.dim() for n, p in experts.named_parameters()} == {"gate_up_proj": 3, "down_proj": 3}
+
+
 # Tokens per micro batch (micro_batch_size x sequence_len) each GPU profile is sized for, per task: the
 # report's measured RG run (4 x 4096 on 80 GB, ~48 GB); on 40 GB one sequence per micro batch (the
 # report's 2 x 4096 advice leaves under 10% of the card free on the plan's high figure).
@@ -370,3 +390,38 @@ def test_cli_show_marks_where_values_came_from(tmp_path, capsys):
     assert lines["learning_rate"].endswith("# override")
     assert lines["num_epochs"].endswith("# base")
     assert lines["base_model"].endswith("# --base-model")
+
+
+def test_aux_loss_plugin_is_listed_exactly_when_a_moe_model_adds_the_aux_loss():
+    """docs/training.md, "Router auxiliary loss": under gradient accumulation the aux term needs the plugin."""
+    from mixtral_ft.axolotl_cfg.families import AUX_LOSS_PLUGIN
+
+    def plugins(*overrides: str, base_model: str | None = None) -> list:
+        values = render(RenderRequest("tc", DATA, "a100-40gb", RUN, base_model=base_model, overrides=overrides)).values
+        return values.get("plugins", [])
+
+    assert plugins() == [AUX_LOSS_PLUGIN]
+    assert plugins("model_config.output_router_logits=false") == []
+    assert plugins(base_model="meta-llama/Llama-2-7b-hf") == []  # dense: no aux loss, MoE keys removed
+    mine = "axolotl.integrations.liger.LigerPlugin"
+    assert plugins(f"plugins=[{mine}]") == [mine, AUX_LOSS_PLUGIN]
+    assert plugins(f"plugins=[{AUX_LOSS_PLUGIN}]") == [AUX_LOSS_PLUGIN]
+
+
+def test_hub_offline_holds_only_while_axolotl_is_imported(monkeypatch):
+    """Validation imports Axolotl (and bitsandbytes, which asks the Hub for a CPU kernel): offline then,
+    and the caller's setting back afterwards (the Axolotl process of a run gets the user's environment)."""
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants
+
+    from mixtral_ft.axolotl_cfg.validate import hub_offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with hub_offline():
+        assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
+    assert "HF_HUB_OFFLINE" not in os.environ and constants.HF_HUB_OFFLINE is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with hub_offline():
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["HF_HUB_OFFLINE"] == "0"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mixtral_ft.demo import QUALITY_NOTE, SCALES
+
 pytestmark = [pytest.mark.slow, pytest.mark.demo]
 
 STAGES = [
@@ -72,8 +74,15 @@ def test_demo_runs_every_stage_and_ends_with_the_report(demo_run):
     for name in ("rg-raw", "rg-fine-tuned", "compare-rg"):
         ce = kinds[name]["checker_eval"]
         assert ce["path"] == str(out / "eval" / "tc-fine-tuned-checker" / "results.json")
-    corrected = kinds["rg-fine-tuned"]["metrics"]["hallucination_rate_corrected"]
-    assert corrected["value"] is not None or corrected["note"].startswith(("not identifiable: ", "undefined: "))
+    # The tiny random checker (6 CPU steps) never writes a verdict that parses: no judged rate is defined,
+    # none can be corrected, and each says why instead of showing a number.
+    for name in ("rg-raw", "rg-fine-tuned"):
+        corrected = kinds[name]["metrics"]["hallucination_rate_corrected"]
+        assert corrected == {"value": None, "ci": None, "note": "undefined: every item is unparsed"}
+        assert kinds[name]["checker_eval"]["identifiable"] is False
+        assert kinds[name]["checker_eval"]["not_identifiable_reason"] == (
+            f"every one of the checker's {len(tc_test)} outputs on the gold set is unparsed"
+        )
     report = out / "report"
     for name in ("report.md", "report.html", "report.json", "loss_curves.png", "tc_accuracy.png"):
         assert (report / name).stat().st_size > 0, name
@@ -82,13 +91,19 @@ def test_demo_runs_every_stage_and_ends_with_the_report(demo_run):
 def test_demo_report_says_it_shows_mechanics_not_quality(demo_run):
     out, _ = demo_run
     text = (out / "report" / "report.md").read_text()
-    assert "show the mechanics, not the quality" in text or "says nothing about the quality" in text
+    assert QUALITY_NOTE.format(model=SCALES["tiny"].description) in text
     assert "Not measured" not in text  # nothing was skipped
     # Every judged rate says what the judge can see: corrected, or why it cannot be.
     assert "| Corrected for the judge's error |" in text
     rg_rows = [line for line in text.splitlines() if line.startswith(("| raw model |", "| fine-tuned model |"))]
-    assert len(rg_rows) >= 2 and all("not corrected" not in row for row in rg_rows)
-    assert all(("not identifiable" in row or "undefined" in row or "judge sensitivity" in row) for row in rg_rows)
+    assert len(rg_rows) == 4  # the Summary's two rows, then those of "Hallucination rates"
+
+    def cells(row: str) -> list[str]:
+        return [c.strip() for c in row.strip().strip("|").split("|")]
+
+    # Nothing the tiny checker wrote parses (see the test above): the corrected cell says so.
+    assert [cells(r)[2] for r in rg_rows[:2]] == ["undefined: every item is unparsed"] * 2
+    assert [cells(r)[-1] for r in rg_rows[2:]] == ["undefined: every item is unparsed"] * 2
     assert "## Training" in text and (out / "report" / "loss_curves.png").stat().st_size > 1000
     assert (out / "report" / "report.html").exists()
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures_models import run_mixft
+
+from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.gpu
 
@@ -34,12 +35,54 @@ def gpu_profile() -> str:
     return "h100-80gb" if "H100" in props.name or "H200" in props.name else "a100-80gb"
 
 
+# mixft's preflight in a fresh process: check_gpus, the free memory, the memory plan (when peft is
+# there); then whether that process holds a CUDA context (it must not: Axolotl's ranks need the cards).
+_PREFLIGHT_CHILD = """
+import importlib.util, json, sys, torch
+from mixtral_ft.axolotl_cfg.keys import snapshot_keys
+from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+from mixtral_ft.plan.check import PlanRefused, free_gpu_memory_gib, preflight_training
+from mixtral_ft.train.preflight import check_gpus
+profile = sys.argv[1]
+check_gpus(profile, 1)
+free = free_gpu_memory_gib(0)
+if importlib.util.find_spec("peft") and importlib.util.find_spec("bitsandbytes"):
+    req = RenderRequest(task="rg", data_dir="/data/prepared", profile=profile, run_dir="/runs/plan")
+    try:
+        preflight_training(render(req, keys=snapshot_keys()).values, profile, 1, 1)
+    except PlanRefused:
+        pass  # refused after reading the card: the process must still hold no context
+print(json.dumps({"initialized": torch.cuda.is_initialized(), "free_gib": free}))
+"""
+
+
+def test_preflight_leaves_no_cuda_context_in_mixfts_process(gpu_profile):
+    import os
+
+    import torch
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    env.pop("MIXFT_PLAN_FREE_GIB", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PREFLIGHT_CHILD, gpu_profile],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["initialized"] is False
+    free, _total = torch.cuda.mem_get_info(0)  # this process has a context: it sees a little less
+    assert got["free_gib"] is not None and abs(got["free_gib"] - free / 2**30) < 2.0, got
+
+
 def test_4bit_plan_on_cuda_quantizes_every_expert_and_trains_lora(gpu_profile, tiny_mixtral_dir):
     """No Axolotl needed: the tiny Mixtral stored on the GPU as a QLoRA run stores it, one optimizer step."""
     import torch
 
+    from bench.stepbench import add_lora, load_4bit_model, measure_case, render_cases
     from mixtral_ft.models.quant import quantization_record
-    from mixtral_ft.train.stepbench import add_lora, load_4bit_model, measure_case, render_cases
 
     case = render_cases([("rg", gpu_profile)], overrides=("sequence_len=256",))[0]
     model, quantized = load_4bit_model(tiny_mixtral_dir, "cuda:0", "sdpa")

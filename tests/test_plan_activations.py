@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from support.shipped import tiny_mixtral_config
 
 from mixtral_ft.plan.arch import load_arch
 from mixtral_ft.plan.setup import LoraSpec, TrainSetup
+from support.shipped import tiny_mixtral_config
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from support.shipped import REFUSAL, golden_view, refusal_plan, shipped_pairs, shipped_plan
 
 from mixtral_ft.plan.training import dense_calibration, report_calibration
+from support.fixtures_plan import CACHE, GOLDEN, REFUSAL, refusal_plan
+from support.shipped import golden_view, shipped_pairs, shipped_plan
 
-GOLDEN = Path(__file__).parent / "golden" / "plans"
-CACHE = GOLDEN / "cache"
 UPDATE = os.environ.get("MIXFT_UPDATE_GOLDEN") == "1"
 PAIRS = shipped_pairs()
 MARGIN = 0.10  # a GPU pair must leave at least this share of the card free
@@ -35,17 +33,6 @@ KNOWN_NOT_FITTING: dict[tuple[str, str], str] = {
         "free (docs/training.md, 'TC at 8,192 tokens'), and a shorter sequence_len would drop the longest rows"
     ),
 }
-
-
-@pytest.fixture
-def warm_cache(tmp_path, monkeypatch):
-    """$MIXFT_CACHE holding the checked-in measurements (a copy: plans may add entries)."""
-    if not CACHE.is_dir():
-        pytest.skip(f"{CACHE} missing; run the slow golden test with MIXFT_UPDATE_GOLDEN=1")
-    target = tmp_path / "mixft-cache"
-    shutil.copytree(CACHE, target / "plan")
-    monkeypatch.setenv("MIXFT_CACHE", str(target))
-    return target
 
 
 def _golden(task: str, profile: str) -> dict:

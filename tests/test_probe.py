@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.train.membench import bench_overrides, fit_linear, fits_for, render_table, synthetic_rg_rows
+from bench.membench import bench_overrides, fit_linear, fits_for, render_table, synthetic_rg_rows
+from mixtral_ft.axolotl_cfg.families import AUX_LOSS_PLUGIN
 from mixtral_ft.train.probe_report import PROBE_PLUGIN, format_lines, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,10 +189,10 @@ def test_benchmark_rows_are_unique_multi_snippet_and_long_enough():
 
 @pytest.mark.parametrize("profile", ["a100-80gb", "a100-40gb", "h100-80gb", "cpu"])
 def test_benchmark_settings_and_probe_pass_axolotl_validation(profile, tmp_path):
-    from mixtral_ft.train.api import TrainRequest, plan
+    from mixtral_ft.train.api import TrainRequest, resolve_start
 
     data = REPO / "tests" / "golden"  # render and validation only read paths, never the files
-    p = plan(
+    p = resolve_start(
         TrainRequest(
             task="rg",
             data_dir=data,
@@ -203,15 +204,15 @@ def test_benchmark_settings_and_probe_pass_axolotl_validation(profile, tmp_path)
     )
     v = p.config.values
     assert v["max_steps"] == 10 and v["save_strategy"] == "no" and "test_datasets" not in v
-    assert v["plugins"] == [PROBE_PLUGIN]
+    assert v["plugins"] == [AUX_LOSS_PLUGIN, PROBE_PLUGIN]  # the model-family layer's, then the probe
     assert "loss_watchdog_threshold" not in v
-    assert p.config.source_of("plugins") == "--probe"
+    assert p.config.source_of("plugins") == "model-family, --probe"
 
 
 def test_probe_plugin_is_kept_beside_a_users_plugins(tmp_path):
-    from mixtral_ft.train.api import TrainRequest, plan
+    from mixtral_ft.train.api import TrainRequest, resolve_start
 
-    p = plan(
+    p = resolve_start(
         TrainRequest(
             task="rg",
             data_dir=REPO / "tests" / "golden",
@@ -221,7 +222,7 @@ def test_probe_plugin_is_kept_beside_a_users_plugins(tmp_path):
             probe=True,
         )
     )
-    assert p.config.values["plugins"] == ["axolotl.integrations.liger.LigerPlugin", PROBE_PLUGIN]
+    assert p.config.values["plugins"] == ["axolotl.integrations.liger.LigerPlugin", AUX_LOSS_PLUGIN, PROBE_PLUGIN]
 
 
 @pytest.mark.slow
@@ -291,7 +292,7 @@ def test_bench_script_on_cpu_measures_each_layer_count(tmp_path):
     assert set(results["fits"]["cpu"]) >= {"peak_gib", "step_s"}
     assert "| cpu | 2 |" in (out / "results.md").read_text() and "| cpu | 2 |" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["environment"]["packages"]["axolotl"] == "0.19.0"
+    assert manifest["environment"]["packages"]["axolotl"] == "0.21.0"
     assert not (out / "models").exists() or not any((out / "models").iterdir())  # deleted unless --keep-models
 
 

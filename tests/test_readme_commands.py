@@ -33,6 +33,7 @@ BUILTINS = {"export", "cd", "source", "mkdir", "cp", "mv", "ls", "cat", "echo", 
 EXTERNAL_TOOLS = {
     "vllm": "pip install vllm",
     "curl": "apt-get install curl",
+    "nvcc": "the CUDA toolkit torch was built with",
 }
 # Tools that no longer work in the pinned environment, and what replaces them.
 DEPRECATED_TOOLS = {
@@ -150,9 +151,11 @@ def doc_commands() -> list[DocCommand]:
 
 
 def _click_root(app):
+    """A Typer app's click command; huggingface_hub >= 1.3x builds `hf` as a click group already."""
+    import click
     import typer.main
 
-    return typer.main.get_command(app)
+    return app if isinstance(app, click.Command) else typer.main.get_command(app)
 
 
 def _check_click(cmd: DocCommand, root, prog: str) -> str | None:
@@ -164,14 +167,18 @@ def _check_click(cmd: DocCommand, root, prog: str) -> str | None:
     while args and args[0] in root_opts and node is root:
         args.pop(0)
     while isinstance(node, click.Group):
+        # Through click's API, not ``.commands``: huggingface_hub's `hf` loads its groups and commands lazily.
+        ctx = click.Context(node, info_name=path[-1])
+        names = ", ".join(sorted(node.list_commands(ctx)))
         if not args:
-            return f"`{' '.join(path)}` needs a subcommand ({', '.join(sorted(node.commands))})"
+            return f"`{' '.join(path)}` needs a subcommand ({names})"
         name = args[0]
         if cmd.synopsis and "|" in name:
             name = name.split("|")[0]
-        sub = node.commands.get(name)
+        sub = node.get_command(ctx, name)
         if sub is None:
-            return f"`{' '.join(path)}` has no subcommand '{name}' (has: {', '.join(sorted(node.commands))})"
+            return f"`{' '.join(path)}` has no subcommand '{name}' (has: {names})"
+        sub = sub.materialize() if hasattr(sub, "materialize") else sub
         node, path, args = sub, [*path, name], args[1:]
     options = {o for p in node.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
     if cmd.synopsis:
@@ -244,7 +251,49 @@ def _check_pip(cmd: DocCommand) -> str | None:
             missing = set(m.group(1).split(",")) - _pyproject_extras()
             if missing:
                 return f"pyproject.toml has no extra(s) {', '.join(sorted(missing))}"
+        pin = re.match(r"^([A-Za-z0-9_.-]+)==([\w.+-]+)$", a)
+        if pin:
+            problem = _pin_problem(*pin.groups())
+            if problem:
+                return problem
     return None
+
+
+def _pin_problem(name: str, version: str) -> str | None:
+    """A pinned ``pip install NAME==VERSION`` must go with the pinned environment: inside Axolotl's own
+    requirement on NAME (e.g. torch), and for flash-attn the version mixft's preflight tells users."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    if canonicalize_name(name) == "flash-attn":
+        from mixtral_ft.train.preflight import FLASH_ATTN_INSTALL
+
+        if f"flash-attn=={version} " not in FLASH_ATTN_INSTALL:
+            return f"{name}=={version}, but mixft's preflight says: {FLASH_ATTN_INSTALL}"
+    try:
+        requires = importlib.metadata.requires("axolotl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for req in map(Requirement, requires):
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        if canonicalize_name(req.name) == canonicalize_name(name) and not req.specifier.contains(version):
+            return f"{name}=={version} is outside Axolotl's requirement {req}"
+    return None
+
+
+def _check_kernels(cmd: DocCommand) -> str | None:
+    """The `kernels` CLI (an Axolotl dependency): its subcommand exists."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kernels.cli")
+    if spec is None or spec.origin is None:
+        return "the kernels package is not installed"
+    commands = re.findall(r'add_parser\(\s*"([\w-]+)"', Path(spec.origin).read_text(encoding="utf-8"))
+    sub = cmd.argv[1] if len(cmd.argv) > 1 else None
+    return None if sub in commands else f"`kernels` has no subcommand {sub!r} (has: {', '.join(commands)})"
 
 
 def _check_path_tool(cmd: DocCommand) -> str | None:
@@ -264,6 +313,7 @@ KNOWN_TOOLS = {
     "python": _check_python,
     "python3": _check_python,
     "pip": _check_pip,
+    "kernels": _check_kernels,
     "pytest": lambda cmd: None,
 }
 
@@ -277,7 +327,8 @@ def check(cmd: DocCommand) -> str | None:
     if tool in DEPRECATED_TOOLS:
         return cmd.fail(f"`{tool}` is deprecated; use {DEPRECATED_TOOLS[tool]}")
     if tool in KNOWN_TOOLS:
-        if tool not in ("make",) and tool != "mixft" and not (VENV_BIN / tool).exists() and not shutil.which(tool):
+        in_env = (VENV_BIN / tool).exists() or (Path(sys.executable).parent / tool).exists()  # the tests' own venv
+        if tool not in ("make",) and tool != "mixft" and not in_env and not shutil.which(tool):
             return cmd.fail(f"`{tool}` is not in the pinned environment")
         problem = KNOWN_TOOLS[tool](cmd)
         return cmd.fail(problem) if problem else None
@@ -332,6 +383,10 @@ def test_external_tools_have_install_lines():
         ("huggingface-cli login", "`huggingface-cli` is deprecated; use hf"),
         ("OPENAI_API_KEY=x mixft generate --backend openai -m m --data d --out o ; make test", None),
         ("pip install 'mixtral-ft[nosuchextra]'", "pyproject.toml has no extra(s) nosuchextra"),
+        ("pip install torch==2.12.0", "torch==2.12.0 is outside Axolotl's requirement torch<2.15.0,>=2.13.0"),
+        ("pip install flash-attn==2.7.4 --no-build-isolation", "flash-attn==2.7.4, but mixft's preflight says"),
+        ("kernels versions kernels-community/flash-attn2", None),
+        ("kernels fetch x", "`kernels` has no subcommand 'fetch'"),
     ],
 )
 def test_the_checker_catches_what_it_should(tmp_path, monkeypatch, line, problem):
@@ -370,3 +425,28 @@ def test_documented_train_commands_dry_run(tiny_mixtral_dir, rg_data_dir, tc_dat
         assert "axolotl.cli.train" in out.out
         ran.append(cmd.where)
     assert len(ran) >= 2, ran
+
+
+def test_the_readme_gpu_install_is_one_block_in_install_order():
+    """The GPU install is one fenced block (checked against the tools above like every command), in
+    the order that works: CUDA torch before Axolotl, flash-attn's build tools and nvcc before flash-attn;
+    and the README points to the way without flash-attn."""
+    readme = REPO / "README.md"
+    blocks = [lines for lang, lines in _blocks(readme) if any("flash-attn" in text for _, text in lines)]
+    assert len(blocks) == 1, "the README's flash-attn install belongs in one block"
+    commands = [text.split("#")[0].strip() for _, text in _logical_lines(blocks[0]) if text.split("#")[0].strip()]
+    first = {
+        key: next(i for i, c in enumerate(commands) if c.startswith(key))
+        for key in ("pip install torch==", "pip install -e '.[train]'", "pip install ninja packaging wheel", "nvcc")
+    }
+    flash = next(i for i, c in enumerate(commands) if c.startswith("pip install flash-attn=="))
+    assert first["pip install torch=="] < first["pip install -e '.[train]'"] < flash
+    assert first["pip install ninja packaging wheel"] < flash and first["nvcc"] < flash
+    assert commands[flash].endswith("--no-build-isolation")  # its setup.py imports the installed torch
+    inside = {n for n, _ in blocks[0]}
+    text = readme.read_text(encoding="utf-8").splitlines()
+    outside = [line for n, line in enumerate(text, 1) if n not in inside]
+    assert not any("pip install flash-attn" in line for line in outside)  # one place says how
+    assert 'docs/training.md, "Flash attention without flash-attn"' in "\n".join(outside)
+    docs = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    assert "\n### Flash attention without flash-attn\n" in docs

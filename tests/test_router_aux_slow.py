@@ -26,7 +26,7 @@ def _rendered(task: str, profile: str, model: Path, tmp_path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def measured(tiny_mixtral_dir, tmp_path_factory):
-    from mixtral_ft.models.router_aux import measure, setup_from_config
+    from bench.router_aux import measure, setup_from_config
 
     lora, coef = setup_from_config(_rendered("rg", "a100-80gb", tiny_mixtral_dir, tmp_path_factory.mktemp("r")))
     return measure(tiny_mixtral_dir, coef, lora), coef
@@ -54,8 +54,9 @@ def test_aux_loss_gradient_per_checkpointing_mode(measured):
 
 @pytest.mark.parametrize("task", ["rg", "tc"])
 def test_shipped_configs_reach_the_trainer_non_reentrant(task, tiny_mixtral_dir, tmp_path):
-    """Axolotl 0.19 fills in {use_reentrant: True} only when the key is absent (utils/config/__init__.py
-    ~395-401); the shipped configs' explicit false survives validation and normalization."""
+    """The shipped configs' explicit false survives validation and normalization. Axolotl 0.21 fills in the
+    key only when it is absent, with non-reentrant unless the DeepSpeed config is ZeRO-3
+    (utils/config/__init__.py:470-483; 0.19 filled in reentrant, which cut the aux loss off)."""
     from axolotl.utils.config import normalize_config, validate_config
     from axolotl.utils.dict import DictDefault
 
@@ -71,4 +72,8 @@ def test_shipped_configs_reach_the_trainer_non_reentrant(task, tiny_mixtral_dir,
     del without["gradient_checkpointing_kwargs"]
     cfg = validate_config(DictDefault(without))
     normalize_config(cfg)
-    assert cfg.gradient_checkpointing_kwargs == {"use_reentrant": True}  # Axolotl's default: the problem
+    assert cfg.gradient_checkpointing_kwargs == {"use_reentrant": False}  # Axolotl 0.21's default
+    zero3 = dict(without, deepspeed={"zero_optimization": {"stage": 3}})
+    cfg = validate_config(DictDefault(zero3))
+    normalize_config(cfg)
+    assert cfg.gradient_checkpointing_kwargs == {"use_reentrant": True}  # the aux loss would lose its gradient

@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, write_split
-from reliability_helpers import hold_lock, kill
 
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import LockedError, UsageError
 from mixtral_ft.train.rundir import RunState, asks_for_more, run_status, start_decision
+from support.fixtures_models import rg_rows, write_split
+from support.reliability_helpers import hold_lock, kill
 
 
 def _attempt(outcome: str | None, exit_status: int | None) -> dict:
@@ -272,14 +272,15 @@ def test_rank_1_writes_only_its_node_folder_while_rank_0_holds_the_run(tmp_path,
 
 
 def test_rank_1_resumes_from_the_shared_checkpoint_or_says_why_it_cannot(tmp_path):
-    from mixtral_ft.train.api import plan
+    from mixtral_ft.train.api import resolve_start
 
     data = write_split(tmp_path / "data", rg_rows("train", 4), rg_rows("test", 2))
     local = _run(tmp_path / "local", [_attempt(None, None)])  # node-local dir: rank 0's checkpoints are elsewhere
     with pytest.raises(UsageError, match="needs the run directory on a filesystem every machine shares"):
-        plan(_request(data, local, 1, resume=True))
+        resolve_start(_request(data, local, 1, resume=True))
     shared = _run(tmp_path / "shared", [_attempt("interrupted by SIGTERM", 143)], (2, 4))
-    p0, p1 = plan(_request(data, shared, 0, resume=True)), plan(_request(data, shared, 1, resume=True))
+    p0 = resolve_start(_request(data, shared, 0, resume=True))
+    p1 = resolve_start(_request(data, shared, 1, resume=True))
     assert p0.resume_from == p1.resume_from == shared / "output" / "checkpoint-4"
     assert p1.config.values["resume_from_checkpoint"] == str((shared / "output" / "checkpoint-4").resolve())
     assert p1.command[-1].endswith("nodes/rank-1/axolotl.yml") and p0.command[-1].endswith("shared/axolotl.yml")

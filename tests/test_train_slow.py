@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures_models import run_mixft
+
+from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def test_rg_lora_run(rg_lora_run, tiny_mixtral_dir, rg_data_dir):
     manifest = json.loads((run / "manifest.json").read_text())
     attempt = manifest["attempts"][-1]
     assert attempt["exit_status"] == 0 and attempt["ended_at"] and attempt["config_sha256"]
-    assert manifest["environment"]["packages"]["axolotl"] == "0.19.0"
+    assert manifest["environment"]["packages"]["axolotl"] == "0.21.0"
     inputs = {e["role"]: e for e in manifest["inputs"]}
     assert len(inputs["train"]["sha256"]) == 64 and (inputs["train"]["rows"], inputs["test"]["rows"]) == (12, 4)
     assert manifest["kind"] == "train" and manifest["settings"]["task"] == "rg"
@@ -196,3 +197,55 @@ def test_a_run_that_trains_no_step_is_an_error(tiny_mixtral_dir, rg_data_dir, tm
     ) in err
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["attempts"][-1]["exit_status"] == 0 and not manifest["summary"]["global_step"]
+
+
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
+def test_a_training_run_reaches_no_host_and_axolotl_telemetry_is_off(tiny_mixtral_dir, rg_data_dir, tmp_path):
+    """`mixft train` started WITHOUT the opt-out variables (and without the offline ones): mixft's own
+    environment for Axolotl (train/runner.py, axolotl_env) must keep every process off the network.
+    tests/netguard records and refuses any lookup or connect to a non-loopback host in mixft and in the
+    Axolotl process it launches, and reports what Axolotl's TelemetryManager decided: it reads
+    AXOLOTL_DO_NOT_TRACK / DO_NOT_TRACK once (axolotl/telemetry/manager.py:148-174) and, when disabled,
+    never initialises PostHog (:124-134) and returns from send_event at once (:357-360)."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "net.jsonl"
+    drop = ("AXOLOTL_DO_NOT_TRACK", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    src = Path(__file__).resolve().parents[1] / "src"
+    env.update(PYTHONPATH=os.pathsep.join([str(NETGUARD), str(src)]), MIXFT_NETGUARD_LOG=str(log))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mixtral_ft.cli", "train", "rg", "--data", str(rg_data_dir), "--profile", "cpu"]
+    cmd += ["--base-model", str(tiny_mixtral_dir), "--run-dir", str(run), "--set", "max_steps=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    assert [e for e in entries if e["call"] != "exit"] == []  # no lookup or connect beyond loopback
+    axolotl = [e for e in entries if e["call"] == "exit" and e["telemetry_enabled"] is not None]
+    assert axolotl and all(not e["telemetry_enabled"] and not e["posthog_client"] for e in axolotl), entries
+    assert _state(run)["global_step"] == 2
+
+
+def test_netguard_sees_axolotl_telemetry_when_it_is_on(tmp_path):
+    """The guard's control: with the opt-out unset, Axolotl's telemetry is enabled and its first event
+    tries to reach PostHog's host, which the guard records (and refuses)."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "net.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("AXOLOTL_DO_NOT_TRACK", "DO_NOT_TRACK")}
+    env.update(PYTHONPATH=str(NETGUARD), MIXFT_NETGUARD_LOG=str(log))
+    code = (
+        "import posthog; from axolotl.telemetry.manager import TelemetryManager as T; m = T.get_instance(); "
+        "assert m.enabled; m.send_event('netguard-check'); posthog.flush()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(e["call"] == "getaddrinfo" and "posthog" in e["host"] for e in entries), entries
+    assert any(e["call"] == "exit" and e["telemetry_enabled"] and e["posthog_client"] for e in entries), entries

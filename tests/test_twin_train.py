@@ -1,9 +1,9 @@
 """The CPU twin of every GPU profile x task (issue 10, item 10, training side).
 
 Each GPU profile is rendered exactly as `mixft train` renders it (with the tiny Mixtral as base
-model), then :func:`mixtral_ft.train.twin.cpu_twin_config` swaps only what a CPU cannot run (the
+model), then :func:`support.twin.cpu_twin_config` swaps only what a CPU cannot run (the
 device map, flash attention -> sdpa, Axolotl's CUDA LoRA kernels, DeepSpeed's process group), and
-Axolotl 0.19's own ``ModelLoader`` loads the model in-process. The tests assert the decisions the
+Axolotl 0.21's own ``ModelLoader`` loads the model in-process. The tests assert the decisions the
 GPU run makes from the same config: every expert tensor and every attention projection in 4-bit
 (router, norms, embeddings and head not), LoRA on q/k/v/o only, flash_attention_2 asked for,
 gradient checkpointing on with the mode the GPU run gets, sample packing with an attention that
@@ -15,6 +15,12 @@ mixft's ``quantize_experts_on_load`` (the shared 4-bit load plan, ``models/quant
 ``replace_parameter_4bit``, nf4, double quantization), and Axolotl's ``get_moe_quantized_count``
 reads mixft's count, so Axolotl's own follow-up (``_moe_experts_quantized``, no
 ``prepare_model_for_kbit_training``) runs as on CUDA. Nothing else in Axolotl is patched.
+
+Axolotl's LoRA kernels (``lora_qkv_kernel``/``lora_o_kernel``, on in every GPU profile): the twin
+loads with them off, then applies Axolotl's own two patches to the loaded model as the GPU run does
+(``support.twin.gpu_lora_kernels``: the attention class rewrite and the per-module binding) and
+asserts which modules they patched and what the fused kernel would be handed; only the kernels'
+forward needs CUDA. The patches are undone before the twin's own forward runs.
 
 The router auxiliary loss's gradient is measured by the gpu-models work (issue 10, item 5): its
 assertion belongs here, on the same ``twin`` fixture (``twin.forward(ids, labels=ids)`` returns the
@@ -29,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.train.twin import Swap, cpu_twin_config
+from support.twin import Swap, cpu_twin_config
 
 GPU_PROFILES = ["a100-40gb", "a100-80gb", "h100-80gb", "multi-gpu"]
 TASKS = ["rg", "tc"]
@@ -87,7 +93,7 @@ def test_cpu_profile_needs_no_swap_and_legacy_flash_flag_is_swapped():
 @pytest.fixture(scope="module", params=[(t, p) for p in GPU_PROFILES for t in TASKS], ids=lambda tp: f"{tp[0]}-{tp[1]}")
 def twin(request, tiny_mixtral_dir, tmp_path_factory):
     pytest.importorskip("axolotl")
-    from mixtral_ft.train.twin import load_twin
+    from support.twin import load_twin
 
     task, profile = request.param
     work = tmp_path_factory.mktemp(f"twin-{task}-{profile}")
@@ -128,15 +134,16 @@ def test_lora_on_the_attention_projections_only(twin):
 @pytest.mark.slow
 def test_flash_attention_asked_and_sdpa_in_the_twin(twin):
     assert twin.gpu_values["attn_implementation"] == "flash_attention_2"
-    assert "flash_attention" not in twin.gpu_values  # Axolotl 0.19's key, not the deprecated flag
+    assert "flash_attention" not in twin.gpu_values  # Axolotl's key, not the deprecated flag
     assert twin.cfg.attn_implementation == "sdpa"
     assert twin.model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.slow
 def test_gradient_checkpointing_mode_is_the_one_the_gpu_run_gets(twin):
-    """Axolotl's default is reentrant (utils/config/__init__.py: normalize_config) unless the config says otherwise."""
-    expected = twin.gpu_values.get("gradient_checkpointing_kwargs") or {"use_reentrant": True}
+    """Axolotl 0.21's default is non-reentrant except under ZeRO-3 (utils/config/__init__.py:470-483); the
+    shipped configs say non-reentrant explicitly."""
+    expected = twin.gpu_values.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
     assert twin.gpu_values["gradient_checkpointing"] is True
     assert twin.cfg.gradient_checkpointing_kwargs == expected
     assert twin.model.is_gradient_checkpointing
@@ -161,6 +168,32 @@ def test_sample_packing_with_an_attention_that_packs(twin):
 
 
 @pytest.mark.slow
+def test_axolotls_lora_kernel_patches_apply_to_the_gpu_runs_modules(twin):
+    """The GPU profiles ask for lora_qkv_kernel and lora_o_kernel; the twin turns them off (their forward
+    needs CUDA) and applies Axolotl's two patches here instead, without a forward pass."""
+    from transformers.models.mixtral.modeling_mixtral import MixtralAttention
+
+    from support.twin import gpu_lora_kernels
+
+    original = MixtralAttention.forward
+    with gpu_lora_kernels(twin) as patched:
+        assert patched.flags == {"lora_qkv_kernel": True, "lora_o_kernel": True, "lora_mlp_kernel": False}
+        assert patched.attention_class == "MixtralAttention"
+        assert patched.class_forward_calls == ("apply_qkv", "apply_o")  # the rewritten class forward
+        assert MixtralAttention.forward is not original
+        assert sorted(patched.modules) == [f"base_model.model.model.layers.{i}.self_attn" for i in range(2)]
+        assert all(m == {"apply_qkv": "apply_lora_qkv", "apply_o": "apply_lora_o"} for m in patched.modules.values())
+        assert patched.mlp_patched == []  # Mixtral has no dense MLP; lora_mlp_kernel is off
+        inputs = patched.kernel_inputs
+        assert len(inputs) == 8  # the kernel dequantizes each 4-bit weight with its QuantState
+        assert all((i["weight"], i["quant_state"]) == ("Params4bit", "QuantState") for i in inputs.values())
+        r, alpha = twin.gpu_values["lora_r"], twin.gpu_values["lora_alpha"]
+        assert all(i["scale"] == alpha / r and i["lora_shapes"][0][0] == r for i in inputs.values())
+    assert MixtralAttention.forward is original  # undone: the twin's own forward runs next
+    assert not any("apply_qkv" in m.__dict__ for m in twin.model.modules())
+
+
+@pytest.mark.slow
 def test_the_twin_trains_lora_through_4bit_experts(twin):
     import torch
 
@@ -176,8 +209,8 @@ def test_the_twin_trains_lora_through_4bit_experts(twin):
 @pytest.mark.slow
 def test_router_aux_loss_reaches_lora_under_the_checkpointing_the_gpu_run_gets(twin):
     """``output_router_logits`` with non-reentrant checkpointing (rg.yml/tc.yml): the aux loss is part
-    of the graph and its gradient reaches the LoRA tensors. Under Axolotl's default reentrant mode it
-    would be a constant (docs/training.md, "Router auxiliary loss"; scripts/measure_router_aux.py)."""
+    of the graph and its gradient reaches the LoRA tensors. Under reentrant checkpointing (Axolotl 0.19's
+    default, 0.21's under ZeRO-3) it would be a constant (docs/training.md, "Router auxiliary loss"; scripts/measure_router_aux.py)."""
     import torch
 
     assert twin.gpu_values["model_config"]["output_router_logits"] is True
@@ -189,3 +222,12 @@ def test_router_aux_loss_reaches_lora_under_the_checkpointing_the_gpu_run_gets(t
     grads = torch.autograd.grad(out.aux_loss, lora, allow_unused=True)
     assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
     twin.model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.slow
+def test_the_aux_loss_plugin_is_registered_for_every_pair(twin):
+    """The GPU run weighs the router aux loss once per optimizer step under its accumulation
+    (docs/training.md, "Router auxiliary loss"; tests/test_accumulation_slow.py runs the trainer)."""
+    from mixtral_ft.axolotl_cfg.families import AUX_LOSS_PLUGIN
+
+    assert twin.gpu_values["plugins"] == [AUX_LOSS_PLUGIN] and AUX_LOSS_PLUGIN in twin.cfg.plugins

@@ -142,7 +142,7 @@ class _State:
         return name in self.data["stages"]
 
     def finish(self, name: str, info: dict[str, Any]) -> None:
-        from mixtral_ft.util.provenance import write_manifest
+        from mixtral_ft.util.manifest import write_manifest
 
         self.data["stages"][name] = info
         write_manifest(self.path, self.data)
@@ -244,13 +244,14 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         return {"base_model": str(base_model_dir(opts.model, p["model"]))}
 
     def prepare_rg() -> dict:
-        from mixtral_ft.data.prepare_rg import RgPrepareOptions
-        from mixtral_ft.data.prepare_rg import prepare_rg as run
-        from mixtral_ft.data.readers import InputSpec
-        from mixtral_ft.data.split import TestSize
+        from mixtral_ft.prepare.options import PrepareOptions
+        from mixtral_ft.prepare.pipeline import run_prepare
+        from mixtral_ft.prepare.readers import InputSpec
+        from mixtral_ft.prepare.rg import RgTask
+        from mixtral_ft.prepare.split import TestSize
 
-        res = run(
-            RgPrepareOptions(
+        res = run_prepare(
+            PrepareOptions(
                 inputs=[InputSpec(path=qa, format="jsonl")],
                 out=p["rg_data"],
                 group_by="article_id",
@@ -259,7 +260,8 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
                 force=True,
                 tokenizer=model(),
                 sequence_len=1024,
-            )
+            ),
+            RgTask(),
         )
         return {"train": res.counts.get("train"), "test": res.counts.get("test")}
 
@@ -312,20 +314,23 @@ def _stages(opts: DemoOptions, scale: DemoScale, qa: Path, responses: Path, p: d
         return {"rows": s.total, "failed": s.failed, "tokens_per_s": round(s.tokens_per_s, 1)}
 
     def prepare_tc() -> dict:
-        from mixtral_ft.tc.prepare_tc import PrepareTcOptions
-        from mixtral_ft.tc.prepare_tc import prepare_tc as run
+        from mixtral_ft.prepare.options import PrepareOptions
+        from mixtral_ft.prepare.pipeline import run_prepare
+        from mixtral_ft.prepare.split import TestSize
+        from mixtral_ft.prepare.tc import TcTask, parse_inputs
 
-        res = run(
-            PrepareTcOptions(
-                inputs=(str(responses),),
+        res = run_prepare(
+            PrepareOptions(
+                inputs=parse_inputs([str(responses)]),
                 out=p["tc_data"],
                 group_by="group",
-                test_size=str(scale.tc_test_size),
+                test_size=TestSize(count=scale.tc_test_size),
                 seed=opts.seed,
                 force=True,
-                tokenizer=str(model()),
+                tokenizer=model(),
                 sequence_len=scale.tc_sequence_len,
-            )
+            ),
+            TcTask(),
         )
         return {k: res.summary[k] for k in ("train", "test", "hallucinated")}
 

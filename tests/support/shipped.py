@@ -62,22 +62,3 @@ def golden_view(plan) -> dict:
     d = plan.to_dict()
     d.pop("measurement", None)
     return d
-
-
-# A run that really does not fit, for the refusal message and the CLI's verdict: TC with the 80 GB
-# profile (2 x 8192 tokens per micro batch) on a 42 GiB device: one sequence per micro batch fits it.
-REFUSAL = ("tc", "a100-80gb", 42.0)
-
-
-def refusal_plan():
-    """``REFUSAL`` planned as ``mixft plan tc --profile a100-80gb --gpu-memory 42`` plans it (with the searches)."""
-    from mixtral_ft.axolotl_cfg.keys import snapshot_keys
-    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
-    from mixtral_ft.plan.training import plan_training
-
-    task, profile, gib = REFUSAL
-    rendered = render(
-        RenderRequest(task=task, data_dir=DATA_PLACEHOLDER, profile=profile, run_dir=RUN_PLACEHOLDER),
-        keys=snapshot_keys(),
-    )
-    return plan_training(rendered, None, gib, task=task)

@@ -1,16 +1,17 @@
-"""Which DeepSpeed configs mixft accepts: ZeRO-2 yes, ZeRO-3 no (read in Axolotl 0.19.0 / transformers 5.16.1).
+"""Which DeepSpeed configs mixft accepts: ZeRO-2 yes, ZeRO-3 no (read in Axolotl 0.21.0 / transformers 5.20.1).
 
 ZeRO-3 cannot train the shipped Mixtral configs, for two reasons found in the installed source
 (docs/training.md, "Multi-GPU", gives file and line):
 
-- Axolotl reads the ZeRO stage from the JSON (``utils/trainer.py``, ``setup_deepspeed_env``) and,
-  at stage 3, loads the model without a ``device_map`` (``loaders/model.py``,
-  ``_set_device_map_config`` and ``_configure_zero3_memory_efficient_loading``). Its on-load expert
-  quantization only touches tensors already on CUDA (``monkeypatch/moe_quant.py``), so
-  ``quantize_moe_experts`` does nothing and Mixtral's experts stay bf16 (~90 GB).
+- Axolotl reads the ZeRO stage from the JSON (``utils/trainer.py:741-752``, ``setup_deepspeed_env``)
+  and, at stage 3, loads the model without a ``device_map`` (``loaders/model.py:962-972`` and
+  ``:1179-1194``). Its on-load expert quantization only touches tensors already on CUDA
+  (``monkeypatch/moe_quant.py:153``), so ``quantize_moe_experts`` does nothing and Mixtral's experts
+  stay bf16 (~90 GB).
 - With sample packing, ``patch_for_multipack`` calls ``patch_mixtral_moe_forward_zero3``
-  (``monkeypatch/multipack.py``), which imports ``MixtralBlockSparseTop2MLP`` from
-  transformers' Mixtral module; transformers 5 has no such class, so the run dies with an
+  (``monkeypatch/multipack.py:88-89``), which imports ``MixtralBlockSparseTop2MLP`` from
+  transformers' Mixtral module (``monkeypatch/mixtral/__init__.py:43-46``); transformers 5 has no
+  such class (its experts are one fused ``MixtralExperts`` module), so the run dies with an
   ImportError before training.
 
 mixft therefore refuses a stage-3 config when it renders one, with the reason and the alternative.
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 ZERO3_REFUSAL = (
-    "ZeRO stage 3 is not supported for these runs: under ZeRO-3 Axolotl 0.19 loads the model without a "
-    "device_map, so quantize_moe_experts never quantizes the experts (Mixtral's stay bf16, ~90 GB), and its "
-    "Mixtral sample-packing patch imports MixtralBlockSparseTop2MLP, which transformers 5 removed; "
+    "ZeRO stage 3 is not supported for these runs: under ZeRO-3 Axolotl 0.21 loads the model without a "
+    "device_map (axolotl/loaders/model.py:962-972), so quantize_moe_experts never quantizes the experts "
+    "(Mixtral's stay bf16, ~90 GB), and its Mixtral sample-packing patch imports MixtralBlockSparseTop2MLP "
+    "(axolotl/monkeypatch/mixtral/__init__.py:44), which transformers 5 removed; "
     "use --profile multi-gpu (ZeRO-2: each GPU holds the 4-bit model, ~23 GiB)"
 )
 

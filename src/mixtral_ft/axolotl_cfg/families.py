@@ -40,6 +40,10 @@ MOE_ONLY_KEYS = (
     "model_config.output_router_logits",  # router load-balancing loss on/off
     "model_config.router_aux_loss_coef",  # its weight
 )
+# The Axolotl plugin that keeps the router aux loss at its coefficient under gradient accumulation
+# (src/mixtral_ft/train/accumulation.py; docs/training.md, "Router auxiliary loss"). Added for a MoE
+# model whose config turns the aux loss on; named here as a string so rendering imports no Axolotl.
+AUX_LOSS_PLUGIN = "mixtral_ft.train.accumulation.AuxLossAccumulationPlugin"
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,7 @@ def apply_family(values: dict[str, Any], sources: dict[str, str], errors: list[s
             # YAML reads "1" as an int, which transformers' strict config rejects only once training has
             # started (StrictDataclassFieldValidationError); the user means the number.
             values["model_config"]["router_aux_loss_coef"] = float(coef)
+    notes += _add_aux_loss_plugin(values, sources, family)
     if not family.moe:
         removed = []
         for path in MOE_ONLY_KEYS:
@@ -215,3 +220,17 @@ def apply_family(values: dict[str, Any], sources: dict[str, str], errors: list[s
         if removed:
             notes.append(f"removed for a dense model: {', '.join(removed)}")
     return notes
+
+
+def _add_aux_loss_plugin(values: dict[str, Any], sources: dict[str, str], family: Family) -> list[str]:
+    """List :data:`AUX_LOSS_PLUGIN` under ``plugins`` when a MoE model adds the router aux loss."""
+    _, on = _get(values, "model_config.output_router_logits")
+    if not (family.moe and on is True):
+        return []
+    plugins = values.get("plugins") or []
+    plugins = [plugins] if isinstance(plugins, str) else list(plugins)
+    if AUX_LOSS_PLUGIN in plugins:
+        return []
+    values["plugins"] = [*plugins, AUX_LOSS_PLUGIN]
+    sources["plugins"] = ", ".join(x for x in (sources.get("plugins"), LAYER) if x)
+    return ["plugins: the router aux loss keeps its coefficient under gradient accumulation (docs/training.md)"]

@@ -1,4 +1,4 @@
-"""The config keys Axolotl 0.19 knows: read from its pydantic schema, or from a checked-in snapshot.
+"""The config keys Axolotl knows: read from its pydantic schema, or from a checked-in snapshot.
 
 Axolotl silently drops keys it does not know, so a typo such as ``lora_dropuot`` would train with
 the default. mixft refuses such keys before Axolotl sees them.
@@ -32,8 +32,11 @@ def schema_keys() -> KnownKeys:
     """Keys from the installed Axolotl's schema (imports Axolotl: a few seconds)."""
     from importlib import metadata
 
-    from axolotl.utils.schemas.config import AxolotlInputConfig
-    from axolotl.utils.schemas.datasets import SFTDataset, UserDefinedPrompterType
+    from mixtral_ft.axolotl_cfg.validate import _quiet, hub_offline
+
+    with _quiet(), hub_offline():
+        from axolotl.utils.schemas.config import AxolotlInputConfig
+        from axolotl.utils.schemas.datasets import SFTDataset, UserDefinedPrompterType
 
     return KnownKeys(
         top_level=frozenset(_field_names(AxolotlInputConfig)),

@@ -6,11 +6,12 @@ import contextlib
 import copy
 import io
 import logging
+import os
 from typing import Any
 
 from mixtral_ft.errors import ConfigError, MissingDependencyError
 
-INSTALL_HINT = "pip install 'mixtral-ft[train]' (Axolotl 0.19.0; install torch first)"
+INSTALL_HINT = "pip install 'mixtral-ft[train]' (Axolotl 0.21.0; install torch first)"
 
 
 def axolotl_available() -> bool:
@@ -41,7 +42,7 @@ def validate_with_axolotl(values: dict[str, Any], required: bool = False) -> boo
         return False
     from pydantic import ValidationError
 
-    with _quiet():
+    with _quiet(), hub_offline():
         from axolotl.utils.config import validate_config
         from axolotl.utils.dict import DictDefault
 
@@ -67,3 +68,32 @@ def _quiet():
             yield
     finally:
         logging.disable(previous)
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """Keep Axolotl's import chain off the Hugging Face Hub in mixft's own process.
+
+    Axolotl imports peft, which imports bitsandbytes; on a CPU with AVX512-BF16, bitsandbytes 0.50.2's
+    CPU backend then asks the Hub for a kernel (``bitsandbytes/backends/cpu/ops.py:242-255``, kernels'
+    ``get_kernel``, which reads ``huggingface_hub.constants.HF_HUB_OFFLINE`` at the call,
+    ``kernels/load.py:155-161``). Validating a config never needs the Hub, so the import runs offline
+    (bitsandbytes then logs that it keeps its own CPU kernels); the previous setting is restored for
+    whatever runs next, such as the Axolotl process a run launches.
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    saved_env, saved = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env

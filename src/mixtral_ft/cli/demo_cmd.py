@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._choices import DemoModel  # demo.SCALES has one entry per value (a test checks)
+from mixtral_ft.choices import DemoModel
 from mixtral_ft.cli._common import enum_choice
 
 

@@ -7,47 +7,36 @@ import os
 import sys
 
 import typer
-from typer.core import TyperGroup
 
 from mixtral_ft import __version__
-from mixtral_ft.cli import (
-    config_cmd,
-    demo_cmd,
-    eval_cmd,
-    generate_cmd,
-    judge_cmd,
-    merge_cmd,
-    models_cmd,
-    plan_cmd,
-    prepare_cmd,
-    report_cmd,
-    train_cmd,
-)
+from mixtral_ft.cli._lazy import TYPER_SUGGESTS_COMMANDS, Entry, LazyGroup
 
-# The order of the pipeline, which `mixft --help` lists the commands in (others follow).
-PIPELINE_ORDER = (
-    "prepare",
-    "config",
-    "plan",
-    "train",
-    "merge",
-    "models",
-    "generate",
-    "judge",
-    "eval",
-    "report",
-    "demo",
+# The top-level commands in pipeline order, the order `mixft --help` lists them in: the name, the
+# module whose `register(app)` adds it, and the line `mixft --help` shows.
+# A module is imported only when its command runs (or shows its own --help), so adding a command
+# group is one line here.
+COMMANDS = (
+    Entry("prepare", "mixtral_ft.cli.prepare_cmd", "Raw Q&A (rg) or labeled responses (tc) into train/test splits."),
+    Entry("config", "mixtral_ft.cli.config_cmd", "Render, show, list and copy Axolotl configs."),
+    Entry("plan", "mixtral_ft.cli.plan_cmd", "Peak GPU memory and hours of a run, before a GPU-hour is spent."),
+    Entry("train", "mixtral_ft.cli.train_cmd", "Launch Axolotl training runs for the RG or TC model."),
+    Entry("merge", "mixtral_ft.cli.merge_cmd", "Merge a run's LoRA adapter into its base model, shard by shard."),
+    Entry("models", "mixtral_ft.cli.models_cmd", "Build or convert local models (tiny Mixtral, SmolLM2) offline."),
+    Entry("generate", "mixtral_ft.cli.generate_cmd", "Generate one response per test row with the RG model."),
+    Entry("judge", "mixtral_ft.cli.judge_cmd", "Truth-check each response with the TC model."),
+    Entry("label", "mixtral_ft.cli.label_cmd", "Human gold labels through Label Studio: sample, export, import."),
+    Entry("eval", "mixtral_ft.cli.eval_cmd", "Hallucination rates, truth-checker accuracy, pipeline figures."),
+    Entry("report", "mixtral_ft.cli.report_cmd", "Markdown + HTML report with plots of eval and training runs."),
+    Entry("demo", "mixtral_ft.cli.demo_cmd", "Run the whole pipeline on the bundled sample data, on a CPU."),
 )
 
 
-class _PipelineOrder(TyperGroup):
-    def list_commands(self, ctx) -> list[str]:
-        names = super().list_commands(ctx)
-        return sorted(names, key=lambda n: PIPELINE_ORDER.index(n) if n in PIPELINE_ORDER else len(PIPELINE_ORDER))
+class _Root(LazyGroup):
+    entries = COMMANDS
 
 
 app = typer.Typer(
-    cls=_PipelineOrder,
+    cls=_Root,
     name="mixft",
     help=(
         "Fine-tune open LLMs (Mixtral first) with QLoRA through Axolotl for RAG response generation (RG) "
@@ -55,27 +44,16 @@ app = typer.Typer(
         "Pipeline: prepare rg -> train rg -> generate -> prepare tc -> train tc -> judge -> eval -> report."
     ),
     no_args_is_help=True,
+    # Plain click help: Typer's rich help (typer/core.py, TyperGroup.format_help, used unless
+    # rich_markup_mode is None) imports rich's tables and markdown, ~0.1 s of start-up on a 2-core
+    # machine. The command modules' groups are built the same way (_lazy).
+    rich_markup_mode=None,
+    suggest_commands=TYPER_SUGGESTS_COMMANDS,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-# One style for every module: `register(app)` adds its command, or its group of commands, to the root.
-for _module in (
-    prepare_cmd,
-    config_cmd,
-    train_cmd,
-    plan_cmd,
-    merge_cmd,
-    models_cmd,
-    generate_cmd,
-    judge_cmd,
-    eval_cmd,
-    report_cmd,
-    demo_cmd,
-):
-    _module.register(app)
 
 
 def _version(value: bool) -> None:
@@ -153,6 +131,10 @@ def _run(argv: list[str] | None) -> int:
     except Exception as e:  # click usage errors arrive as click exceptions
         import click
 
+        if isinstance(e, click.exceptions.NoArgsIsHelpError):
+            # a command given no arguments shows its help on stdout, as --help does (exit 2)
+            typer.echo(e.format_message())
+            return e.exit_code
         if isinstance(e, click.exceptions.ClickException):
             e.show()
             return e.exit_code

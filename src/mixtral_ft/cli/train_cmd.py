@@ -43,7 +43,7 @@ def _train(
     import time
 
     from mixtral_ft.cli._common import echo, info
-    from mixtral_ft.train.api import TrainRequest, plan, run
+    from mixtral_ft.train.api import TrainRequest, resolve_start, run
     from mixtral_ft.train.launch import LaunchOptions
 
     if run_dir is None:
@@ -70,11 +70,15 @@ def _train(
             main_process_port=main_process_port,
         ),
     )
+    from mixtral_ft.train.launch import check_launch
+
+    check_launch(profile, req.launch)  # before anything is rendered: a launch that cannot be what was meant
+
     if dry_run:
-        p = plan(req)
-        echo(p.config_yaml.rstrip("\n"))
+        start = resolve_start(req)
+        echo(start.config_yaml.rstrip("\n"))
         echo(f"# command (config would be written to {run_dir / 'axolotl.yml'}):")
-        echo("# " + shlex.join(p.command))
+        echo("# " + shlex.join(start.command))
         return
     info(f"run directory: {run_dir}  (log: {run_dir / 'train.log'})")
     result = run(req)

@@ -21,8 +21,8 @@ are cached reads JSON only):
   (inference) exceeds free memory;
   ``preflight_training(...)`` / ``preflight_inference(...)`` do the whole check on a CUDA machine
   (free memory, plan, refusal) and return None elsewhere; ``preflight_requests(backend_options,
-  requests, max_new_tokens, what)`` is the inference runner's call (``infer/job.py``). The free
-  memory is ``torch.cuda.mem_get_info``'s, or ``$MIXFT_PLAN_FREE_GIB`` when set.
+  requests, max_new_tokens, what)`` is the preflight ``generate`` and ``judge`` hand the inference runner. The free
+  memory is NVML's (``plan.freemem``: no CUDA context in mixft's process), or ``$MIXFT_PLAN_FREE_GIB`` when set.
 - ``GPUS``, ``gpu_by_name``: the GPU table with its sources.
 
 How each number is obtained, the constants and their bounds: docs/planning.md.

@@ -24,8 +24,9 @@ class PlanRefused(MixftError):
 
 
 def free_gpu_memory_gib(device: int = 0) -> float | None:
-    """Free memory of CUDA device ``device`` (``torch.cuda.mem_get_info``), None without CUDA;
-    ``$MIXFT_PLAN_FREE_GIB`` when set (:data:`FREE_GIB_ENV`)."""
+    """Free memory of CUDA device ``device``, None without CUDA; ``$MIXFT_PLAN_FREE_GIB`` when set
+    (:data:`FREE_GIB_ENV`). Read through NVML, or a short-lived child process, never with a CUDA
+    context in this process (:mod:`mixtral_ft.plan.freemem`)."""
     forced = os.environ.get(FREE_GIB_ENV)
     if forced:
         try:
@@ -35,12 +36,10 @@ def free_gpu_memory_gib(device: int = 0) -> float | None:
         if value <= 0:
             raise UsageError(f"${FREE_GIB_ENV}={forced!r}: must be positive")
         return value
-    import torch
+    from mixtral_ft.plan.freemem import free_bytes
 
-    if not torch.cuda.is_available():
-        return None
-    free, _total = torch.cuda.mem_get_info(device)
-    return free / GIB
+    free = free_bytes(device)
+    return None if free is None else free / GIB
 
 
 def _fix_training(plan, profile: str | None, free_gib: float) -> str:
@@ -204,7 +203,8 @@ def preflight_inference(
 
 
 def preflight_requests(backend, requests, max_new_tokens: int, what: str):
-    """The inference runner's check (``infer/job.py``): the hf backend's model, adapter, 4-bit and batch
+    """The preflight ``generate`` and ``judge`` hand the inference runner (``cli/_backend_options.py``,
+    ``plan_preflight``): the hf backend's model, adapter, 4-bit and batch
     size from ``backend`` (a :class:`~mixtral_ft.backends.options.BackendOptions`), prompt lengths of the
     runner's ``requests`` tokenized as the backend will. Without CUDA (and without
     ``$MIXFT_PLAN_FREE_GIB``) there is no GPU memory to check, and nothing is planned."""

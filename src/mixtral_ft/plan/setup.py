@@ -22,7 +22,15 @@ CCE_PLUGIN = "axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"
 CASTS = ("axolotl", "peft", "trl")
 
 # Attention implementations the planner knows, by the name transformers uses.
-FLASH_LIKE = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "kernels-community/flash-attn3")
+# Hub kernels are named org/name[@revision][:function] (transformers' hub_kernels.is_kernel); the name decides.
+FLASH_LIKE = (
+    "flash_attention_2",
+    "flash_attention_3",
+    "kernels-community/flash-attn",
+    "kernels-community/flash-attn2",
+    "kernels-community/flash-attn3",
+    "kernels-community/vllm-flash-attn3",
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,8 @@ class TrainSetup:
     @property
     def attention_kind(self) -> str:
         """``flash`` (O(T) memory kernels), ``sdpa`` or ``eager``."""
-        if self.attn_implementation in FLASH_LIKE or self.attn_implementation.startswith("flash"):
+        name = self.attn_implementation.split(":", 1)[0].split("@", 1)[0]
+        if name in FLASH_LIKE or name.startswith("flash"):
             return "flash"
         if self.attn_implementation == "sdpa":
             return "sdpa"

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.plan.band import Band
+from mixtral_ft.plan.expert_lora import PARTS as EXPERT_LORA_PARTS
+from mixtral_ft.plan.expert_lora import expert_lora_parts, simulated_setup
 from mixtral_ft.plan.gpus import GPUS, Gpu, gpu_by_name
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ PART_LABELS = {
     "logits_loss": "logits and loss",
     "dequant_buffers": "dequantization buffers",
     "deepspeed_buffers": "DeepSpeed gradient buckets",
+    **EXPERT_LORA_PARTS,  # LoRA on fused experts (lora_target_parameters): plan/expert_lora.py
     "allocator": "allocator: rounding + fragmentation",
     "cuda_context": "CUDA context",
 }
@@ -251,12 +254,12 @@ class _Planner:
     """Memory arithmetic for one setup; sizes can vary (the micro batch / sequence searches)."""
 
     def __init__(self, arch, setup, use_cache: bool):
+        from mixtral_ft.plan.band import band_for
         from mixtral_ft.plan.storage import training_decisions
         from mixtral_ft.plan.weights import weight_summary
 
-        self.arch, self.setup, self.use_cache = arch, setup, use_cache
-        from mixtral_ft.plan.band import band_for
-
+        self.expert_lora = expert_lora_parts(arch, setup, optimizer_bytes)  # hook: plan/expert_lora.py
+        self.arch, self.setup, self.use_cache = arch, simulated_setup(setup), use_cache
         self.decisions = training_decisions(setup, arch.model_type)
         self.band = band_for(setup)
         self.weights = weight_summary(arch, self.decisions, setup.model_config_overrides, use_cache=use_cache)
@@ -313,6 +316,7 @@ class _Planner:
         )
         if buckets:
             parts["deepspeed_buffers"] = buckets
+        parts.update(self.expert_lora)
         alloc = entry["allocator"]
         parts["allocator"] = float(max(0, alloc["needed"] - alloc["tracked_peak"]))
         parts["cuda_context"] = CUDA_CONTEXT_GIB * GIB

@@ -1,4 +1,7 @@
-"""PNG plots for the report (matplotlib, imported lazily with the non-interactive Agg backend)."""
+"""PNG plots for the report (matplotlib, imported lazily with the non-interactive Agg backend).
+
+matplotlib comes with the ``[plots]`` extra; without it the report is written without its plots
+and says so (:func:`missing`)."""
 
 from __future__ import annotations
 
@@ -7,12 +10,21 @@ from pathlib import Path
 
 from mixtral_ft.errors import MissingDependencyError
 
+MISSING = "plots not drawn: matplotlib is not installed (pip install 'mixtral-ft[plots]')"
+
+
+def missing() -> str | None:
+    """Why no plot can be drawn here, or None when matplotlib is importable."""
+    import importlib.util
+
+    return MISSING if importlib.util.find_spec("matplotlib") is None else None
+
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise MissingDependencyError("plots need matplotlib: pip install 'mixtral-ft[plots]'") from None
+        raise MissingDependencyError(MISSING) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.axolotl_cfg.render import RenderedConfig, RenderRequest, render
 from mixtral_ft.errors import ExternalCommandError, MixftError, UsageError
@@ -23,6 +23,9 @@ from mixtral_ft.train.rundir import (
     run_status,
     start_decision,
 )
+
+if TYPE_CHECKING:
+    from mixtral_ft.util.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,9 @@ class TrainRequest:
 
 
 @dataclass
-class TrainPlan:
-    """What a run will do; ``--dry-run`` prints it and stops."""
+class RunStart:
+    """How a run starts: the decision from its state, the config and the command; ``--dry-run``
+    prints it and stops."""
 
     request: TrainRequest
     config: RenderedConfig
@@ -75,7 +79,7 @@ def _with_probe(rendered: RenderedConfig) -> None:
     rendered.sources["plugins"] = ", ".join(x for x in (rendered.sources.get("plugins"), "--probe") if x)
 
 
-def plan(req: TrainRequest) -> TrainPlan:
+def resolve_start(req: TrainRequest) -> RunStart:
     """Decide from the run's state, render and validate the config, build the command; writes nothing."""
     from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
 
@@ -120,13 +124,13 @@ def plan(req: TrainRequest) -> TrainPlan:
     )
     if req.profile == "cpu" and req.launch.world_size > 1:
         # Tried: accelerate --cpu without mpirun silently starts one process, and under torchrun
-        # Axolotl 0.19's normalize_config sets device_map={"": LOCAL_RANK}, which transformers
-        # reads as an accelerator index ("Cannot access accelerator device when none is available").
+        # Axolotl's normalize_config sets device_map={"": LOCAL_RANK} (0.21: utils/config/__init__.py:255-256),
+        # which transformers reads as an accelerator index ("Cannot access accelerator device when none is available").
         raise UsageError(
-            "--gpus > 1 with --profile cpu: Axolotl 0.19 cannot train with several "
+            "--gpus > 1 with --profile cpu: Axolotl 0.21 cannot train with several "
             "processes on CPU (it places each rank on CUDA device LOCAL_RANK); use --gpus 1"
         )
-    return TrainPlan(
+    return RunStart(
         request=req,
         config=rendered,
         config_yaml=rendered.to_yaml(header),
@@ -165,7 +169,7 @@ def preflight_config(values: dict[str, Any]) -> None:
     from mixtral_ft.train import preflight as pf
 
     pf.check_deepspeed(values)
-    pf.check_flash_attn(values)
+    pf.check_attention(values)
 
 
 def _data_inputs(data_dir: Path, counts: dict[str, int]) -> list[dict[str, Any]]:
@@ -268,116 +272,166 @@ def _outcome(rc: int, summary: TrainSummary) -> str:
     return "finished" if summary.adapter_dir else "no adapter"
 
 
+@dataclass
+class _Attempt:
+    """This attempt's entry in the run's manifest, and the manifest it is written in (by machine
+    rank 0 only: other machines of a multi-node run write nothing there)."""
+
+    manifest: Manifest
+    entry: dict[str, Any]
+    owner: bool
+    log_offset: int  # where this attempt's part of train.log begins
+
+    def write(self, paths: RunPaths) -> None:
+        if self.owner:
+            self.manifest.write(paths.manifest)
+
+
 def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) -> TrainResult:
-    from mixtral_ft.train.runner import axolotl_env
-    from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested
+    counts = preflight(req)
+    start = resolve_start(req)
+    if start.action == "nothing":
+        summary = read_summary(paths.output)  # the run's output/, on every machine
+        return TrainResult(run_dir=paths.root, exit_status=0, wall_s=0.0, summary=summary, already_finished=True)
+    memory_plan = _preflight_start(req, start)
+    if start.action == "restart":
+        _clear_dead_attempt(paths)
+    attempt = _record_start(req, start, paths, counts)
+    rc, wall = _launch(start, paths, runner, attempt)
+    result = _record_end(req, paths, attempt, rc, wall, memory_plan)
+    _check_trained(req, start, paths, attempt, result, counts)
+    return result
+
+
+def _preflight_start(req: TrainRequest, start: RunStart) -> Any:
+    """What the rendered config needs, before anything is written or loaded: its packages, and
+    its GPU memory (the planner's ``TrainingPlan``, unless ``--skip-plan-check``)."""
+    preflight_config(start.config.values)
+    if req.skip_plan_check:
+        return None
+    from mixtral_ft.plan.check import preflight_training
+
+    return preflight_training(start.config.values, req.profile, req.launch.gpus, req.launch.world_size)
+
+
+def _record_start(req: TrainRequest, start: RunStart, paths: RunPaths, counts: dict[str, int]) -> _Attempt:
+    """Write the config and the manifest with this attempt begun (earlier attempts kept on --resume)."""
+    from mixtral_ft.train.tracking import tracking_record
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_text
-    from mixtral_ft.util.interrupt import Interrupted, shielded
     from mixtral_ft.util.manifest import Manifest, read_manifest
     from mixtral_ft.util.provenance import command_line, now_iso
 
-    counts = preflight(req)
-    the_plan = plan(req)
     owner = req.launch.machine_rank == 0
-    output = RunPaths(req.run_dir).output
-    if the_plan.action == "nothing":
-        summary = read_summary(output)
-        return TrainResult(run_dir=paths.root, exit_status=0, wall_s=0.0, summary=summary, already_finished=True)
-    # What the rendered config needs, before anything is written or loaded: its packages, its GPU memory.
-    preflight_config(the_plan.config.values)
-    memory_plan = None
-    if not req.skip_plan_check:
-        from mixtral_ft.plan.check import preflight_training
-
-        memory_plan = preflight_training(the_plan.config.values, req.profile, req.launch.gpus, req.launch.world_size)
-    if the_plan.action == "restart":
-        _clear_dead_attempt(paths)
     paths.config.parent.mkdir(parents=True, exist_ok=True)
-
     previous: dict[str, Any] = (read_manifest(paths.manifest) or {}) if owner and req.resume else {}
     attempts = list(previous.get("attempts", []))
-    atomic_write_text(paths.config, the_plan.config_yaml)
-    attempt: dict[str, Any] = {
+    atomic_write_text(paths.config, start.config_yaml)
+    entry: dict[str, Any] = {
         "started_at": now_iso(),
         "ended_at": None,
         "exit_status": None,
         "outcome": None,
-        "action": the_plan.action,
-        "command": the_plan.command,
+        "action": start.action,
+        "command": start.command,
         "mixft_command_line": command_line(),
-        "config_sha256": sha256_text(the_plan.config_yaml),
-        "resumed_from": str(the_plan.resume_from) if the_plan.resume_from else None,
+        "config_sha256": sha256_text(start.config_yaml),
+        "resumed_from": str(start.resume_from) if start.resume_from else None,
     }
     manifest = Manifest(
         kind="train",
         settings={
             "task": req.task,
             "profile": req.profile,
-            "base_model": the_plan.config.values.get("base_model"),
+            "base_model": start.config.values.get("base_model"),
             "overrides": list(req.overrides),
             "launch": dict(req.launch.__dict__),
             "probe": req.probe,
         },
         inputs=_data_inputs(req.data_dir, counts),
         extra={
-            "config_sha256": attempt["config_sha256"],
-            "tracking": tracking_record(the_plan.config.values),  # W&B / MLflow, when --set asks for them
-            "attempts": attempts + [attempt],
+            "config_sha256": entry["config_sha256"],
+            "tracking": tracking_record(start.config.values),  # W&B / MLflow, when --set asks for them
+            "attempts": attempts + [entry],
         },
     )
-    manifest.started = previous.get("started") or attempt["started_at"]
-    if owner:
-        manifest.write(paths.manifest)
-
+    manifest.started = previous.get("started") or entry["started_at"]
     log_offset = paths.log.stat().st_size if paths.log.exists() else 0
+    attempt = _Attempt(manifest, entry, owner, log_offset)
+    attempt.write(paths)
+    return attempt
+
+
+def _launch(start: RunStart, paths: RunPaths, runner: Callable[..., int], attempt: _Attempt) -> tuple[int, float]:
+    """Run Axolotl; return its exit status and the wall time. An interruption (or a full disk
+    under the log) is recorded in the manifest, then raised on."""
+    from mixtral_ft.train.runner import axolotl_env
+    from mixtral_ft.train.tracking import wandb_requested
+    from mixtral_ft.util.interrupt import Interrupted, shielded
+    from mixtral_ft.util.provenance import now_iso
+
     started = time.monotonic()
-    values = the_plan.config.values
+    values = start.config.values
     try:
-        rc = runner(
-            the_plan.command, paths.log, env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values))
-        )
+        rc = runner(start.command, paths.log, env=axolotl_env(values.get("base_model"), wandb=wandb_requested(values)))
     except BaseException as e:
         # Interrupted (or the log's disk filled): the runner stopped Axolotl's process group; record it.
         with shielded():
             signal_name = (
                 e.signal_name if isinstance(e, Interrupted) else "SIGINT" if isinstance(e, KeyboardInterrupt) else None
             )
-            attempt.update(
+            attempt.entry.update(
                 ended_at=now_iso(),
                 wall_s=round(time.monotonic() - started, 1),
                 exit_status=e.exit_code if isinstance(e, Interrupted) else 130 if signal_name else None,
                 outcome=f"interrupted by {signal_name}" if signal_name else f"stopped: {type(e).__name__}",
             )
-            if owner:
+            if attempt.owner:
                 # a full disk or a torn trainer state must not hide the interruption itself
                 with contextlib.suppress(OSError, MixftError):
-                    manifest.summary = read_summary(output).as_dict()
-                    manifest.write(paths.manifest)
+                    attempt.manifest.summary = read_summary(paths.output).as_dict()
+                    attempt.write(paths)
         raise
-    wall = time.monotonic() - started
-    attempt["logged_to"] = run_locations(paths.log, log_offset)  # run URLs / offline runs the trackers printed
+    return rc, time.monotonic() - started
+
+
+def _record_end(
+    req: TrainRequest, paths: RunPaths, attempt: _Attempt, rc: int, wall: float, memory_plan: Any
+) -> TrainResult:
+    """Read what the attempt left (summary, adapter, probe) into the manifest; the result to return."""
+    from mixtral_ft.train.tracking import run_locations
+    from mixtral_ft.util.provenance import now_iso
+
+    output = paths.output
+    attempt.entry["logged_to"] = run_locations(paths.log, attempt.log_offset)  # URLs / offline runs trackers printed
     summary = read_summary(output)
     probe = _probe_summary(output) if req.probe else None
     if probe is not None and memory_plan is not None and probe.device == "cuda":
         from mixtral_ft.plan.check import planned_vs_measured
 
         probe.planned = planned_vs_measured(memory_plan, probe.peak_gib, probe.peak_reserved_gib)
-    attempt.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1), outcome=_outcome(rc, summary))
-    manifest.summary = summary.as_dict()
-    manifest.outputs = _adapter_outputs(output)
+    attempt.entry.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1), outcome=_outcome(rc, summary))
+    attempt.manifest.summary = summary.as_dict()
+    attempt.manifest.outputs = _adapter_outputs(output)
     if probe is not None:
-        manifest.extra["probe"] = probe.as_dict()
-    if owner:
-        manifest.write(paths.manifest)
+        attempt.manifest.extra["probe"] = probe.as_dict()
+    attempt.write(paths)
+    return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
+
+
+def _check_trained(
+    req: TrainRequest, start: RunStart, paths: RunPaths, attempt: _Attempt, result: TrainResult, counts: dict[str, int]
+) -> None:
+    """Raise unless Axolotl exited 0 and (on machine rank 0) trained and wrote an adapter."""
+    rc, summary = result.exit_status, result.summary
     if rc != 0:
         raise ExternalCommandError(f"Axolotl exited with status {rc}; see {paths.log} (continue with --resume)", rc)
-    if not owner:
-        return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
-    if summary.global_step == 0 or _no_sample_logged(paths.log, log_offset):
+    if not attempt.owner:
+        return
+    if summary.global_step == 0 or _no_sample_logged(paths.log, attempt.log_offset):
         # Seen with sample packing: 12 short rows fill one packed sequence, less than a batch of
         # micro_batch_size, and Axolotl exits 0 having trained nothing.
-        v = the_plan.config.values
+        v = start.config.values
         raise ExternalCommandError(
             f"Axolotl exited 0 but made no optimizer step: {counts.get('train')} training rows give no full "
             f"batch of micro_batch_size {v.get('micro_batch_size')}"
@@ -387,8 +441,7 @@ def _run_locked(req: TrainRequest, runner: Callable[..., int], paths: RunPaths) 
             1,
         )
     if summary.adapter_dir is None:
-        raise ExternalCommandError(f"Axolotl exited 0 but wrote no adapter to {output}; see {paths.log}", 1)
-    return TrainResult(run_dir=paths.root, exit_status=rc, wall_s=wall, summary=summary, probe=probe)
+        raise ExternalCommandError(f"Axolotl exited 0 but wrote no adapter to {paths.output}; see {paths.log}", 1)
 
 
 # transformers' Trainer logs this when the data loader yields no batch at all; it then exits cleanly.

@@ -37,10 +37,13 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.errors import MissingDependencyError, MixftError, PreflightError, UsageError
 from mixtral_ft.train.rundir import RunPaths
+
+if TYPE_CHECKING:
+    from mixtral_ft.util.manifest import Manifest
 
 MERGED_NAME = "merged"
 MANIFEST_NAME = "mixft_merge.json"
@@ -133,7 +136,7 @@ def check_adapter_config(adapter_dir: Path) -> dict[str, Any]:
     return cfg
 
 
-# ---------------------------------------------------------------------------- the plan
+# ---------------------------------------------------------------------------- the LoRA layers and their tensors
 
 
 @dataclass
@@ -416,32 +419,34 @@ def _check_finished(paths: RunPaths) -> None:
         )
 
 
-def _merge_locked(
-    paths: RunPaths,
-    out: Path,
-    force: bool,
-    base_name: str,
-    base_dir: Path,
-    adapter_dir: Path,
-    weights: Path,
-    started: float,
-) -> MergeResult:
-    """``merge``'s work while it holds the run directory's lock."""
-    from safetensors import safe_open
+@dataclass
+class _BaseCheckpoint:
+    """The base model's safetensors shards, read as far as their headers."""
 
-    from mixtral_ft.util.atomic import staged_dir
-    from mixtral_ft.util.manifest import Manifest, file_entry
+    dir: Path
+    shards: list[str]
+    index: Path | None
+    raw_headers: dict[str, tuple[bytes, dict[str, Any]]]  # shard -> (header bytes, parsed header)
+    headers: dict[str, dict[str, Any]]  # every tensor -> its header entry and its shard
 
-    adapter_cfg = check_adapter_config(adapter_dir)
+    @property
+    def bytes(self) -> int:
+        return sum((self.dir / s).stat().st_size for s in self.shards)
+
+
+def _read_base(base_dir: Path) -> _BaseCheckpoint:
     shards, index = base_shards(base_dir)
-    headers: dict[str, dict[str, Any]] = {}
     raw_headers: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    headers: dict[str, dict[str, Any]] = {}
     for shard in shards:
         raw, header = read_header(base_dir / shard)
         raw_headers[shard] = (raw, header)
         for name, info in header.items():
             headers[name] = dict(info, shard=shard)
-    need = sum((base_dir / s).stat().st_size for s in shards)
+    return _BaseCheckpoint(base_dir, shards, index, raw_headers, headers)
+
+
+def _check_space(out: Path, need: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
     if free < need + (1 << 30):
@@ -449,9 +454,11 @@ def _merge_locked(
             f"{out.parent}: {free / 2**30:.1f} GiB free; the merged model needs {need / 2**30:.1f} GiB (+1 GiB margin)"
         )
 
-    model_type = json.loads((base_dir / "config.json").read_text(encoding="utf-8")).get("model_type", "")
-    targets = _lora_layers(base_dir, adapter_dir)
-    map_to_disk(targets, headers, model_type)
+
+def _load_lora(weights: Path, targets: list[Target]) -> dict[str, Any]:
+    """The adapter's tensors, which must be exactly the LoRA pairs of ``targets``."""
+    from safetensors import safe_open
+
     with safe_open(str(weights), "pt") as fh:
         lora = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
     wanted = {f"{t.adapter_key}.lora_{ab}.weight" for t in targets for ab in "AB"}
@@ -463,7 +470,15 @@ def _merge_locked(
         )
     if wanted - set(lora):
         raise UsageError(f"{weights}: missing {min(wanted - set(lora))}")
-    per_tensor: dict[str, list] = {}
+    return lora
+
+
+def _deltas_by_tensor(
+    targets: list[Target], lora: dict[str, Any], headers: dict[str, dict[str, Any]]
+) -> dict[str, list[tuple[Target, Any, Any, Any]]]:
+    """On-disk tensor name -> the LoRA pairs (and the part of each) whose deltas it takes; refuses
+    a delta that does not fit its tensor's dtype or shape."""
+    per_tensor: dict[str, list[tuple[Target, Any, Any, Any]]] = {}
     for t in targets:
         lora_a, lora_b = lora[f"{t.adapter_key}.lora_A.weight"], lora[f"{t.adapter_key}.lora_B.weight"]
         for disk_name, where in t.slices.items():
@@ -479,72 +494,120 @@ def _merge_locked(
                     "is this the adapter's base model?"
                 )
             per_tensor.setdefault(disk_name, []).append((t, lora_a, lora_b, where))
+    return per_tensor
 
+
+def _merge_locked(
+    paths: RunPaths,
+    out: Path,
+    force: bool,
+    base_name: str,
+    base_dir: Path,
+    adapter_dir: Path,
+    weights: Path,
+    started: float,
+) -> MergeResult:
+    """``merge``'s work while it holds the run directory's lock: check the inputs, then stream
+    every shard into a staged directory that replaces ``out`` whole."""
+    from mixtral_ft.util.atomic import staged_dir
+
+    adapter_cfg = check_adapter_config(adapter_dir)
+    base = _read_base(base_dir)
+    need = base.bytes
+    _check_space(out, need)
+    model_type = json.loads((base_dir / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+    targets = _lora_layers(base_dir, adapter_dir)
+    map_to_disk(targets, base.headers, model_type)
+    per_tensor = _deltas_by_tensor(targets, _load_lora(weights, targets), base.headers)
     try:
         with staged_dir(out, force=force, inputs=[paths.root, base_dir], needed=need) as stage:
-            shard_records: list[dict[str, Any]] = []
-            for shard in shards:
-                raw, header = raw_headers[shard]
-                updates = {name: _merged_bytes(header[name], per_tensor[name]) for name in header if name in per_tensor}
-                sha = _merge_shard(base_dir / shard, stage / shard, raw, header, updates)
-                shard_records.append(
-                    {
-                        "file": shard,
-                        "sha256": sha,
-                        "bytes": (stage / shard).stat().st_size,
-                        "merged_tensors": len(updates),
-                    }
-                )
-            if index is not None:
-                shutil.copyfile(index, stage / INDEX_NAME)  # same names, shapes and dtypes: the same index
+            shard_records = _write_shards(base, per_tensor, stage)
+            if base.index is not None:
+                shutil.copyfile(base.index, stage / INDEX_NAME)  # same names, shapes and dtypes: the same index
             _copy_side_files(base_dir, adapter_dir, stage)
-            dtypes: dict[str, int] = {}
-            for info in headers.values():
-                dtypes[info["dtype"]] = dtypes.get(info["dtype"], 0) + 1
-            Manifest(
-                kind="merge",
-                settings={
-                    "method": "streaming safetensors merge: W' = to_stored_dtype(float32(W) + scale * B @ A); "
-                    "untargeted tensors copied byte for byte; nothing quantized",
-                    "run_dir": str(paths.root.resolve()),
-                    "base_model": base_name,
-                    "base_dir": str(base_dir.resolve()),
-                    "adapter": str(adapter_dir.resolve()),
-                    "lora": {
-                        "r": adapter_cfg.get("r"),
-                        "lora_alpha": adapter_cfg.get("lora_alpha"),
-                        "use_rslora": bool(adapter_cfg.get("use_rslora")),
-                        "target_modules": adapter_cfg.get("target_modules"),
-                        "target_parameters": adapter_cfg.get("target_parameters"),
-                    },
-                },
-                inputs=[file_entry(weights.resolve(), role="adapter")]
-                + [
-                    file_entry((base_dir / name).resolve(), role="base config")
-                    for name in ("config.json", INDEX_NAME)
-                    if (base_dir / name).exists()
-                ],
-                outputs={
-                    r["file"]: {
-                        "path": r["file"],
-                        "sha256": r["sha256"],
-                        "bytes": r["bytes"],
-                        "merged_tensors": r["merged_tensors"],
-                    }
-                    for r in shard_records
-                },
-                summary={
-                    "lora_layers": len(targets),
-                    "merged_tensors": len(per_tensor),
-                    "total_tensors": len(headers),
-                    "stored_dtypes": dtypes,
-                    "wall_s": round(time.monotonic() - started, 1),
-                },
-            ).write(stage / MANIFEST_NAME)
+            manifest = _merge_manifest(paths, base_name, base, adapter_dir, weights, adapter_cfg, shard_records)
+            manifest.summary = {
+                "lora_layers": len(targets),
+                "merged_tensors": len(per_tensor),
+                "total_tensors": len(base.headers),
+                "stored_dtypes": _dtype_counts(base.headers),
+                "wall_s": round(time.monotonic() - started, 1),
+            }
+            manifest.write(stage / MANIFEST_NAME)
     except OSError as e:
         raise MixftError(f"{out}: writing the merged model failed, nothing was written: {e}") from None
     return MergeResult(
-        merged_dir=out, wall_s=time.monotonic() - started, merged_tensors=len(per_tensor), total_tensors=len(headers)
+        merged_dir=out,
+        wall_s=time.monotonic() - started,
+        merged_tensors=len(per_tensor),
+        total_tensors=len(base.headers),
+    )
+
+
+def _write_shards(base: _BaseCheckpoint, per_tensor: dict[str, list], stage: Path) -> list[dict[str, Any]]:
+    """Each base shard to ``stage``, its targeted tensors merged; a record of each shard written."""
+    records: list[dict[str, Any]] = []
+    for shard in base.shards:
+        raw, header = base.raw_headers[shard]
+        updates = {name: _merged_bytes(header[name], per_tensor[name]) for name in header if name in per_tensor}
+        sha = _merge_shard(base.dir / shard, stage / shard, raw, header, updates)
+        records.append(
+            {"file": shard, "sha256": sha, "bytes": (stage / shard).stat().st_size, "merged_tensors": len(updates)}
+        )
+    return records
+
+
+def _dtype_counts(headers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    dtypes: dict[str, int] = {}
+    for info in headers.values():
+        dtypes[info["dtype"]] = dtypes.get(info["dtype"], 0) + 1
+    return dtypes
+
+
+def _merge_manifest(
+    paths: RunPaths,
+    base_name: str,
+    base: _BaseCheckpoint,
+    adapter_dir: Path,
+    weights: Path,
+    adapter_cfg: dict[str, Any],
+    shard_records: list[dict[str, Any]],
+) -> Manifest:
+    """The merged model's manifest: method, run, base, adapter and LoRA settings, inputs, shards."""
+    from mixtral_ft.util.manifest import Manifest, file_entry
+
+    return Manifest(
+        kind="merge",
+        settings={
+            "method": "streaming safetensors merge: W' = to_stored_dtype(float32(W) + scale * B @ A); "
+            "untargeted tensors copied byte for byte; nothing quantized",
+            "run_dir": str(paths.root.resolve()),
+            "base_model": base_name,
+            "base_dir": str(base.dir.resolve()),
+            "adapter": str(adapter_dir.resolve()),
+            "lora": {
+                "r": adapter_cfg.get("r"),
+                "lora_alpha": adapter_cfg.get("lora_alpha"),
+                "use_rslora": bool(adapter_cfg.get("use_rslora")),
+                "target_modules": adapter_cfg.get("target_modules"),
+                "target_parameters": adapter_cfg.get("target_parameters"),
+            },
+        },
+        inputs=[file_entry(weights.resolve(), role="adapter")]
+        + [
+            file_entry((base.dir / name).resolve(), role="base config")
+            for name in ("config.json", INDEX_NAME)
+            if (base.dir / name).exists()
+        ],
+        outputs={
+            r["file"]: {
+                "path": r["file"],
+                "sha256": r["sha256"],
+                "bytes": r["bytes"],
+                "merged_tensors": r["merged_tensors"],
+            }
+            for r in shard_records
+        },
     )
 
 

@@ -11,10 +11,8 @@ from mixtral_ft.errors import InputError, MissingDependencyError, PreflightError
 REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "completion")}
 
 # What to install when a config needs a package that is missing (docs/training.md).
-DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.19.0: deepspeed>=0.18.6,<0.19)"
+DEEPSPEED_INSTALL = "pip install 'mixtral-ft[deepspeed]' (axolotl[deepspeed]==0.21.0: deepspeed>=0.18.6,<0.20)"
 FLASH_ATTN_INSTALL = 'pip install flash-attn==2.8.3 --no-build-isolation (docs/training.md, "Flash attention")'
-# attn_implementation values served by the flash-attn package (transformers' flash_attention_2 path).
-FLASH_ATTN_IMPLS = ("flash_attention_2",)
 
 # Free disk wanted under the run dir: QLoRA checkpoints (adapter + optimizer state) x save_total_limit.
 MIN_FREE_DISK_GIB = {"cpu": 0.2}
@@ -67,7 +65,10 @@ def check_gpus(profile: str, gpus: int) -> None:
         return
     import torch
 
-    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # No CUDA context in mixft's process (Axolotl's ranks need the cards): device_count asks NVML,
+    # else cudaGetDeviceCount, and caches nothing before CUDA is initialised (torch/cuda/__init__.py,
+    # device_count); is_available would always call cudaGetDeviceCount (cuInit).
+    found = torch.cuda.device_count()
     if found < gpus:
         raise PreflightError(
             f"profile '{profile}' needs {gpus} CUDA GPU(s), found {found}; "
@@ -132,19 +133,72 @@ def requested_attention(values: dict) -> str | None:
     return None
 
 
-def check_flash_attn(values: dict) -> None:
-    """``attn_implementation: flash_attention_2`` needs an importable flash-attn, checked before the model loads.
+# attn_implementation values that need a package beyond torch: (import name, how to install it).
+ATTN_PACKAGES = {
+    "flash_attention_2": ("flash_attn", FLASH_ATTN_INSTALL),
+    "flash_attention_3": (
+        "flash_attn_interface",
+        "the flash-attention 3 build (hopper/ of the flash-attention repository)",
+    ),
+    "xformers": ("xformers", "pip install xformers"),
+    "sage": ("sageattention", "pip install sageattention"),
+}
+HUB_KERNEL_DOCS = 'docs/training.md, "Flash attention without flash-attn"'
 
-    Without it transformers falls back to a kernel from the Hugging Face Hub, which fails offline
-    (``modeling_flash_attention_utils.py``, ``_lazy_imports``) after Axolotl has prepared the data.
+
+def check_attention(values: dict) -> None:
+    """The attention implementation the config asks for can load where Axolotl will run, checked
+    before anything is written or loaded (:class:`MissingDependencyError`, one line):
+
+    - a package-backed one (:data:`ATTN_PACKAGES`, e.g. ``flash_attention_2``) needs ``import`` of its
+      package to work, or, for the flash-attention ones, transformers' Hub kernel fallback
+      (``modeling_utils.py``, ``_check_and_adjust_attn_implementation``) loadable offline;
+    - a Hub kernel (``org/name[@rev][:fn]``, transformers' ``hub_kernels.is_kernel``) needs the
+      ``kernels`` package, and, when the run is offline (``HF_HUB_OFFLINE``, which mixft sets for a
+      local ``--base-model``: ``train.runner.axolotl_env``), the kernel loadable without the network.
+    Without either, transformers fails at model load, after Axolotl has prepared the data.
     """
     attn = requested_attention(values)
-    if attn not in FLASH_ATTN_IMPLS:
+    if attn is None:
         return
-    why = _import_error("flash_attn")
-    if why:
+    from mixtral_ft.train.hubkernel import is_hub_kernel
+
+    if is_hub_kernel(attn):
+        _check_hub_kernel(attn, values)
+        return
+    if attn not in ATTN_PACKAGES:
+        return
+    module, install = ATTN_PACKAGES[attn]
+    why = _import_error(module)
+    if not why:
+        return
+    from mixtral_ft.train.hubkernel import fallback_kernel, kernel_unavailable
+
+    fallback = fallback_kernel(attn)
+    if fallback is not None and kernel_unavailable(fallback) is None:
+        return  # transformers loads its Hub kernel instead, from LOCAL_KERNELS or the cache
+    hub = f", and its Hub kernel {fallback} is not available offline" if fallback else ""
+    raise MissingDependencyError(
+        f"attn_implementation: {attn} needs {module.replace('_', '-')}, but `import {module}` failed ({why}){hub}; "
+        f"install it: {install}, or run with --set attn_implementation=sdpa"
+        + (f" (or the Hub kernel: {HUB_KERNEL_DOCS})" if fallback else "")
+    )
+
+
+def _check_hub_kernel(attn: str, values: dict) -> None:
+    from mixtral_ft.train.hubkernel import kernel_unavailable, offline_reason
+
+    if _import_error("kernels"):
         raise MissingDependencyError(
-            f"attn_implementation: {attn} needs flash-attn, but `import flash_attn` "
-            f"failed ({why}); install it: {FLASH_ATTN_INSTALL}, or run with "
-            "--set attn_implementation=sdpa"
+            f"attn_implementation: {attn} is a Hugging Face Hub kernel, which needs the kernels package "
+            "(pip install kernels), or run with --set attn_implementation=sdpa"
+        )
+    offline = offline_reason(values.get("base_model"))
+    if offline is None:
+        return  # transformers downloads it at model load
+    why = kernel_unavailable(attn)
+    if why is not None:
+        raise MissingDependencyError(
+            f"attn_implementation: {attn} is a Hugging Face Hub kernel and this run is offline ({offline}), "
+            f"but {why}; make it loadable offline ({HUB_KERNEL_DOCS}), or run with --set attn_implementation=sdpa"
         )

@@ -312,7 +312,7 @@ class StartDecision:
 
     ``action``: ``start`` (a new run), ``restart`` (an interrupted run with no checkpoint: from
     step 0), ``continue`` (from ``resume_from``), ``finished`` (``--resume`` on a finished run:
-    nothing to do unless the config asks for more steps; ``mixft.train.api.plan`` decides)."""
+    nothing to do unless the config asks for more steps; ``mixtral_ft.train.api.resolve_start`` decides)."""
 
     action: str
     status: RunStatus | None = None
