@@ -170,6 +170,7 @@ def test_fresh_measurement_matches_golden(tmp_path, monkeypatch):
     calibration = report_calibration()
     dense = dense_calibration()  # its Llama-2-7B weights go into the checked-in cache too
     refusal = refusal_plan()  # and the sizes its searches measure
+    expert_lora_on_40gb()  # and the expert-LoRA setup tests/test_plan_expert_lora.py plans on a100-40gb
     if UPDATE:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         (GOLDEN / "inference-generate-4bit.json").write_text(
@@ -188,6 +189,21 @@ def test_fresh_measurement_matches_golden(tmp_path, monkeypatch):
     assert json.loads(json.dumps(inference)) == json.loads((GOLDEN / "inference-generate-4bit.json").read_text())
     assert 0.05 < calibration["mfu"] < 0.6 and 0.05 < dense["mfu"] < 0.9
     assert not refusal.fits and refusal.largest_micro_batch == 1
+
+
+def expert_lora_on_40gb():
+    """RG on a100-40gb with LoRA on the experts (``lora_dropout: 0``, as Axolotl requires): a setting of its own."""
+    from pathlib import Path
+
+    from mixtral_ft.axolotl_cfg.keys import snapshot_keys
+    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
+    from mixtral_ft.plan.training import plan_training
+
+    overrides = ("lora_target_parameters=[mlp.experts.gate_up_proj, mlp.experts.down_proj]", "lora_dropout=0")
+    req = RenderRequest(
+        task="rg", data_dir=Path("/data/prepared"), profile="a100-40gb", run_dir=Path("/runs/plan"), overrides=overrides
+    )
+    return plan_training(render(req, keys=snapshot_keys()).values, None, "a100-40gb", task="rg", search=False)
 
 
 def inference_golden_plan():

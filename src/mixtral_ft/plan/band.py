@@ -33,7 +33,7 @@ ROWS: dict[str, dict[str, float]] = {
         "llamafactory-llama2-7b-qlora-fa2-16384": -2.4,
         "llamafactory-llama2-7b-qlora-fa2-32768": 1.6,
         "llamafactory-llama2-7b-qlora-fa2-4096": -10.2,
-        "reference-mixtral-rg-a100-80": -5.3,
+        "reference-mixtral-rg-a100-80": -1.7,
         "unsloth-hf-fa2-llama31-8b-24gb-max5789": -11.3,
         "unsloth-hf-fa2-llama31-8b-40gb-max12264": -6.3,
         "unsloth-hf-fa2-llama31-8b-80gb-max28454": -2.5,
