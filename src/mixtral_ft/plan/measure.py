@@ -348,15 +348,7 @@ def simulate_training_step(
     import contextlib
 
     from mixtral_ft.errors import UsageError
-    from mixtral_ft.plan.sim import (
-        MemoryTracker,
-        SavedTensors,
-        data_free_ops,
-        flash_attention_model,
-        int8_matmul_model,
-        model_storage_keys,
-        sdpa_memory_model,
-    )
+    from mixtral_ft.plan.sim import MemoryTracker, SavedTensors, data_free_ops, model_storage_keys
 
     flash = setup.attention_kind == "flash"
     packed = setup.sample_packing and not flash
@@ -393,17 +385,8 @@ def simulate_training_step(
         if setup.mixed_precision and setup.compute_dtype != "float32"
         else contextlib.nullcontext()
     )
-    flash_ctx = (
-        flash_attention_model()
-        if flash
-        else sdpa_memory_model()
-        if setup.attention_kind == "sdpa"
-        else contextlib.nullcontext()
-    )
-    int8_ctx = int8_matmul_model() if setup.load_in_8bit and not setup.load_in_4bit else contextlib.nullcontext()
     try:
-        rows_ctx = contextlib.nullcontext() if flash or packed else unpacked_rows()
-        with fake, flash_ctx, int8_ctx, rows_ctx, data_free_ops(), tracker, saved.recording():
+        with fake, _stand_ins(setup, packed), data_free_ops(), tracker, saved.recording():
             tracker.set_phase("forward_layer0")
             with autocast:
                 if setup.cut_cross_entropy:
@@ -421,6 +404,25 @@ def simulate_training_step(
     if record:
         out["events"] = tracker.events
     return out
+
+
+@contextlib.contextmanager
+def _stand_ins(setup, packed: bool) -> Iterator[None]:
+    """What the simulated step runs in place of GPU code (:mod:`sim`: flash attention's or SDPA's memory model,
+    LLM.int8's), and how unpacked rows are told to transformers (:func:`unpacked_rows`)."""
+    from mixtral_ft.plan.sim import flash_attention_model, int8_matmul_model, sdpa_memory_model
+
+    flash = setup.attention_kind == "flash"
+    with contextlib.ExitStack() as stack:
+        if flash:
+            stack.enter_context(flash_attention_model())
+        elif setup.attention_kind == "sdpa":
+            stack.enter_context(sdpa_memory_model())
+        if setup.load_in_8bit and not setup.load_in_4bit:
+            stack.enter_context(int8_matmul_model())
+        if not flash and not packed:
+            stack.enter_context(unpacked_rows())
+        yield
 
 
 def _cce_loss(model, inputs: dict[str, Any]):
