@@ -21,6 +21,7 @@ from mixtral_ft.cli import (
     plan_cmd,
     prepare_cmd,
     report_cmd,
+    run_cmd,
     train_cmd,
 )
 
@@ -36,6 +37,7 @@ PIPELINE_ORDER = (
     "judge",
     "eval",
     "report",
+    "run",
     "demo",
 )
 
@@ -73,6 +75,7 @@ for _module in (
     judge_cmd,
     eval_cmd,
     report_cmd,
+    run_cmd,
     demo_cmd,
 ):
     _module.register(app)
