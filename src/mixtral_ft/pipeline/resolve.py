@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixtral_ft.errors import ConfigError, UsageError, did_you_mean
+from mixtral_ft.errors import ConfigError, MixftError, UsageError, did_you_mean
 from mixtral_ft.pipeline.commands import (
     MODEL,
     NOT_STAGES,
@@ -254,12 +254,30 @@ def _resolve_stage(
             "only when the stage has to run again); remove it"
         )
     argv = [*spec.words, *rest]
+    _check_overrides(args, where, s.name)
     problem = check(argv) if check is not None else None
     if problem:
         raise ConfigError(f"{where}: stage {s.name}: `mixft {shlex.join(argv)}`: {problem}")
     inputs = input_values(spec, args) + implicit_inputs(spec, args)
     about = substitute(s.about, lambda ref: lookup(ref, s.name)) if s.about else None
     return Stage(s.name, index, s.line, spec, argv, args, inputs, outputs, about)
+
+
+def _check_overrides(args: Args, where: str, name: str) -> None:
+    """``--set KEY=VALUE`` values through the YAML loader the command uses, before anything runs: a
+    hostile value (from the file or a ``--var``) is refused here, with the stage's line."""
+    import yaml
+
+    from mixtral_ft.util.yamlsafe import safe_load
+
+    for value in args.values("--set"):
+        key, _, raw = value.partition("=")
+        try:
+            safe_load(raw, f"--set {key}")
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: stage {name}: --set {key}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        except MixftError as e:
+            raise ConfigError(f"{where}: stage {name}: {e}") from None
 
 
 def resolve_stages(pf: PipelineFile, values: dict[str, str], check: ArgvCheck | None) -> list[Stage]:
