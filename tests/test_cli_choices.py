@@ -34,7 +34,6 @@ def test_enums_agree_with_the_library():
     from mixtral_ft.backends import available_backends
     from mixtral_ft.backends.openai import MODES
     from mixtral_ft.data.readers import FORMATS
-    from mixtral_ft.demo import SCALES
     from mixtral_ft.eval.pipeline import UNPARSED_POLICIES
     from mixtral_ft.eval.rg import GROUP_FIELDS
     from mixtral_ft.eval.stats import INTERVAL_METHODS
@@ -53,7 +52,6 @@ def test_enums_agree_with_the_library():
     assert values(_choices.Unparsed) == list(UNPARSED_POLICIES)
     assert values(_choices.IntervalMethod) == list(INTERVAL_METHODS)
     assert values(_choices.GroupField) == list(GROUP_FIELDS)
-    assert values(_choices.DemoModel) == list(SCALES)
 
 
 @pytest.mark.parametrize(

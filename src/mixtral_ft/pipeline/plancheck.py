@@ -93,7 +93,7 @@ def choose(stages: list[Stage], free: float | None, all_stages: list[Stage]) -> 
             continue
         p = StagePlan(s)
         argv, p.with_data = _plan_argv(s)
-        target = ["--gpu-memory", f"{free:.2f}"] if free is not None else []
+        target = ["--gpu-memory", f"{free:.6g}"] if free is not None else []
         if s.spec.plan == "train" and s.args.value("--profile") == "cpu":
             p.note = "profile cpu: trains on the CPU"
         elif s.spec.plan != "train" and (s.args.value("--backend") or "hf") != "hf":

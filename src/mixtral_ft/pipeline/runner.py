@@ -201,6 +201,8 @@ class _Run:
             self.state.save()  # the hashes just read stay cached
             return
         flags, aside = runner_flags(stage, d, self.state.stage(stage.name))
+        if self.req.skip_plan_check and "--skip-plan-check" in stage.spec.flags and not stage.args.has("--skip-plan-check"):
+            flags.append("--skip-plan-check")  # the stage's own check too: the user asked to run anyway
         if aside is not None:
             stage.output.rename(aside)
             self.req.log(f"{head}: the earlier run {stage.output} is kept as {aside} (delete it when you no longer need it)")
@@ -312,11 +314,16 @@ def run(req: RunRequest) -> RunResult:
 
     p = load(req)
     stages = select(p, req)
+    created = not p.out.exists()
     p.out.mkdir(parents=True, exist_ok=True)
-    with output_lock(p.out / LOCK_TARGET, "pipeline output folder"):
-        state = State(p.out)
-        check_ready(p, stages, state)
-        job = _Run(p, stages, req, state)
-        with keeping(job.note):
-            job.plan_check()
-            return job.run_all()
+    try:
+        with output_lock(p.out / LOCK_TARGET, "pipeline output folder"):
+            state = State(p.out)
+            check_ready(p, stages, state)
+            job = _Run(p, stages, req, state)
+            with keeping(job.note):
+                job.plan_check()
+                return job.run_all()
+    finally:
+        if created and p.out.is_dir() and not any(p.out.iterdir()):
+            p.out.rmdir()  # refused before any stage ran: leave nothing behind
