@@ -718,11 +718,34 @@ def yaml_cases(w: Work) -> list[tuple[str, Callable[[Path, str], tuple[list, dic
         return path
 
     return [
-        ("config render --set", lambda c, v: ([*render, "--set", f"special_tokens={v}", "--out", c / "x.yml"], {}, c / "x.yml")),
-        ("train --set", lambda c, v: (["train", "rg", "--data", w.rg_data, "--profile", "cpu", "--set", f"special_tokens={v}",
-                                       "--run-dir", c / "run"], {}, c / "run")),  # fmt: skip
+        (
+            "config render --set",
+            lambda c, v: ([*render, "--set", f"special_tokens={v}", "--out", c / "x.yml"], {}, c / "x.yml"),
+        ),
+        (
+            "train --set",
+            lambda c, v: (
+                [
+                    "train",
+                    "rg",
+                    "--data",
+                    w.rg_data,
+                    "--profile",
+                    "cpu",
+                    "--set",
+                    f"special_tokens={v}",
+                    "--run-dir",
+                    c / "run",
+                ],
+                {},
+                c / "run",
+            ),
+        ),  # fmt: skip
         ("user config", lambda c, v: ([*render, "--out", c / "x.yml"], _configs_with(c, "rg.yml", v), c / "x.yml")),
-        ("profile", lambda c, v: ([*render, "--out", c / "x.yml"], _configs_with(c, "profiles/cpu.yml", v), c / "x.yml")),
+        (
+            "profile",
+            lambda c, v: ([*render, "--out", c / "x.yml"], _configs_with(c, "profiles/cpu.yml", v), c / "x.yml"),
+        ),
         ("pipeline file", lambda c, v: (["run", pipeline(c, v, False)], {}, c / "out")),
         ("run --var into --set", lambda c, v: (["run", pipeline(c, v, True), "--var", f"tokens={v}"], {}, c / "out")),
     ]
@@ -750,7 +773,10 @@ def yaml_matrix(w: Work, log) -> list[Case]:
             result.held = not result.why
             result.seconds = time.monotonic() - t0
             cases.append(result)
-            log(f"{'held' if result.held else 'FELL SHORT'}  yaml {where:22s} {name:16s} {result.seconds:6.1f} s  " + "; ".join(result.why))
+            log(
+                f"{'held' if result.held else 'FELL SHORT'}  yaml {where:22s} {name:16s} {result.seconds:6.1f} s  "
+                + "; ".join(result.why)
+            )
             shutil.rmtree(case, ignore_errors=True)
     return cases
 

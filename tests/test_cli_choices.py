@@ -166,15 +166,18 @@ def test_prepare_rg_default_split_is_the_report_s(tmp_path, capsys):
 
 
 def test_config_list_names_every_shipped_file(capsys):
-    from mixtral_ft.resources import shipped_configs_dir
+    from mixtral_ft.resources import pipelines_dir, shipped_configs_dir
 
     assert main(["config", "list"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()]
     on_disk = sorted(
-        p.relative_to(shipped_configs_dir()).with_suffix("").as_posix()
-        for p in shipped_configs_dir().rglob("*")
-        if p.is_file()
+        [
+            p.relative_to(shipped_configs_dir()).with_suffix("").as_posix()
+            for p in shipped_configs_dir().rglob("*")
+            if p.is_file()
+        ]
+        + [f"pipelines/{p.stem}" for p in pipelines_dir().glob("*.yml")]
     )
     assert sorted(names) == on_disk and names[:2] == ["rg", "tc"]
     assert any(

@@ -470,7 +470,9 @@ def test_one_runner_per_output_and_status_while_it_is_held(small, tmp_path, capf
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         rc, _, err = run(capfd, small)
         assert rc == 75
-        assert f"in use by pid {holder.pid}" in err and "another mixft run is writing this pipeline output folder" in err
+        assert (
+            f"in use by pid {holder.pid}" in err and "another mixft run is writing this pipeline output folder" in err
+        )
         before = sorted(p.name for p in (tmp_path / "OUT").iterdir())
         rc, out, err = run(capfd, small, "--status")
         assert rc == 0, err

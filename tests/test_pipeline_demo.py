@@ -5,9 +5,9 @@
    75 and `--status` shows the running stage;
 2. the same command again finishes: no generated row lost or duplicated;
 3. again: every stage is skipped;
-4. `mixft run demo-cpu` with another RG input (an edited copy of the bundled Q&A): exactly the
-   stages that depend on it run, none upstream or beside it. (Content changes under the same path:
-   tests/test_pipeline.py.)
+4. `mixft run demo-cpu` with another RG input (an edited copy of the bundled Q&A, and smaller
+   settings of the RG-side stages to keep the test short): exactly the stages that depend on it
+   run, none upstream or beside it. (Content changes under the same path: tests/test_pipeline.py.)
 
 Then the demo's outputs are checked as before: every stage's artefacts, every eval, the report and
 its banner. `--plan` refusing a stage that does not fit runs on the same tiny model.
@@ -99,6 +99,7 @@ class Runs:
     concurrent: subprocess.CompletedProcess | None = None
     status_meanwhile: subprocess.CompletedProcess | None = None
     pid: int = 0
+    generated: dict[str, tuple[list[dict], dict]] = field(default_factory=dict)  # rows and manifest after the resume
     runs: list[subprocess.CompletedProcess] = field(default_factory=list)
 
 
@@ -121,7 +122,9 @@ def _interrupt_in_generate(out: Path, cwd: Path, result: Runs) -> None:
     """Start the demo; while it trains, a second run and --status; once `generate_raw` has written
     its first batch, SIGINT."""
     demo = ["demo", "--model", "tiny", "--out", str(out)]
-    proc = subprocess.Popen(mixft(demo, cwd), cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        mixft(demo, cwd), cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait(proc, lambda: _state_of(out, "train_rg") == "running", "train_rg")
     result.concurrent = call(["run", "demo-cpu", "--var", "model=tiny", "--out", str(out)], cwd, timeout=300)
     result.status_meanwhile = call(["run", "demo-cpu", "--var", "model=tiny", "--out", str(out), "--status"], cwd)
@@ -148,6 +151,9 @@ def demo(tmp_path_factory) -> Runs:
     assert result.first is not None and result.first.returncode == 130, result.first and result.first.stderr[-3000:]
     demo = ["demo", "--model", "tiny", "--out", str(out)]
     result.runs.append(call(demo, cwd))  # finishes
+    for name in ("raw", "fine-tuned"):  # as the resumed run left them (the last run below rewrites them)
+        gens = out / "generations" / f"{name}.jsonl"
+        result.generated[name] = (rows(gens), json.loads(gens.with_name(gens.name + ".manifest.json").read_text()))
     result.runs.append(call(demo, cwd))  # skips everything
     from mixtral_ft.resources import data_dir
 
@@ -156,7 +162,11 @@ def demo(tmp_path_factory) -> Runs:
     first = json.loads(lines[0])
     first["answer"] = first["answer"] + " (edited)"
     qa.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n", encoding="utf-8")
-    result.runs.append(call(["run", "demo-cpu", "--var", "model=tiny", "--var", f"qa={qa}", "--out", str(out)], cwd))
+    # Another RG input, and smaller RG-side settings (they change only RG-side stages) to keep it short.
+    rg_side = ["--var", "generate_limit=8", "--var", "generate_tokens=16", "--var", "rg_steps=2"]
+    result.runs.append(
+        call(["run", "demo-cpu", "--var", "model=tiny", "--var", f"qa={qa}", *rg_side, "--out", str(out)], cwd)
+    )
     return result
 
 
@@ -176,13 +186,15 @@ def test_the_same_command_again_finishes_with_every_row_once(demo):
     assert again.returncode == 0, again.stderr[-3000:]
     assert skipped(again.stderr) == STAGES[:3]
     assert ran(again.stderr) == STAGES[3:]
-    assert "generate_raw (raw model (rg prompt) on 24 test questions): runs, its last attempt was interrupted (SIGINT)" in again.stderr
+    assert (
+        "generate_raw (raw model (rg prompt) on 24 test questions): runs, its last attempt was interrupted (SIGINT)"
+        in again.stderr
+    )
     assert re.search(r"^resumed: \d+ of 24 rows were already done", again.stderr, re.MULTILINE)
     for name in ("raw", "fine-tuned"):
-        got = rows(demo.out / "generations" / f"{name}.jsonl")
+        got, manifest = demo.generated[name]
         ids = [r["id"] for r in got]
         assert len(ids) == 24 == len(set(ids)) and all(r["error"] is None for r in got)
-        manifest = json.loads((demo.out / "generations" / f"{name}.jsonl.manifest.json").read_text())
         assert manifest["summary"]["done"] == 24 and manifest["summary"]["stopped"] is None
         assert manifest["outputs"][f"{name}.jsonl"]["rows"] == 24
     assert f"report: {demo.out / 'report' / 'report.md'}" in again.stdout
@@ -193,7 +205,9 @@ def test_a_second_run_on_the_same_output_exits_75_and_status_reads_meanwhile(dem
     assert second is not None and second.returncode == 75, second and second.stderr[-2000:]
     assert f"in use by pid {demo.pid}" in second.stderr and "(mixft demo --model tiny" in second.stderr
     assert status is not None and status.returncode == 0, status and status.stderr
-    assert re.search(rf"^train_rg\s+running\s+\S+\s+pid {demo.pid}, started ", status.stdout, re.MULTILINE), status.stdout
+    assert re.search(rf"^train_rg\s+running\s+\S+\s+pid {demo.pid}, started ", status.stdout, re.MULTILINE), (
+        status.stdout
+    )
     assert re.search(r"^prepare_rg\s+done", status.stdout, re.MULTILINE)
     assert re.search(r"^generate_raw\s+pending", status.stdout, re.MULTILINE)
     assert f"running now: pid {demo.pid} on " in status.stdout
@@ -206,6 +220,8 @@ def test_a_second_run_skips_every_stage(demo):
 
 
 def test_another_rg_input_reruns_exactly_what_depends_on_it(demo):
+    """An edited copy of the Q&A (and smaller RG-side settings): the RG side runs, the TC side and
+    the base model are skipped."""
     fourth = demo.runs[2]
     assert fourth.returncode == 0, fourth.stderr[-3000:]
     assert ran(fourth.stderr) == RG_SIDE

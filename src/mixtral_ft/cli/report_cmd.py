@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
         run_dirs: list[Path] = typer.Argument(..., help="mixft eval --out dirs and/or training run dirs, any mix."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (created atomically)."),
         force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
-        note: str | None = typer.Option(None, "--note", help="A paragraph printed first (Markdown): what the numbers show."),
+        note: str | None = typer.Option(
+            None, "--note", help="A paragraph printed first (Markdown): what the numbers show."
+        ),
     ) -> None:
         """Markdown + HTML report with plots: loss curves, hallucination rates, risk-coverage, summary table."""
         from mixtral_ft.cli._common import echo, info

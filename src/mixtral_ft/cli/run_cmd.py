@@ -54,9 +54,13 @@ def run_command(
     pipeline: str = typer.Argument(
         ..., metavar="PIPELINE", help="A pipeline file, or a shipped one by name (report, demo-cpu, rg-only)."
     ),
-    var: list[str] = typer.Option([], "--var", metavar="NAME=VALUE", help="Set a variable of the pipeline (repeatable)."),
+    var: list[str] = typer.Option(
+        [], "--var", metavar="NAME=VALUE", help="Set a variable of the pipeline (repeatable)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder of every stage (the `out` variable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print every resolved command and why it would run; write nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print every resolved command and why it would run; write nothing."
+    ),
     status: bool = typer.Option(
         False, "--status", help="Each stage's state: done, stale (and why), pending, failed, running. Reads only."
     ),

@@ -37,7 +37,9 @@ def run_stage_process(argv: list[str], env: dict[str, str]) -> tuple[int, Interr
     interruption the runner received meanwhile (None when there was none)."""
     from mixtral_ft.train.runner import guarded_command
 
-    proc = subprocess.Popen(guarded_command(stage_command(argv)), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        guarded_command(stage_command(argv)), env=env, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     received: list[Interrupted] = []
     while True:
         try:

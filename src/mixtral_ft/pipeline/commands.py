@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
         plan_copy=(*_INFER_COPY, "--template"),
         plan_data="--responses",
     ),
-    CommandSpec(("eval", "rg"), "eval", {"--out": "out"}, {"--verdicts": PATH, "--checker-eval": PATH}, flags=_EVAL_FLAGS),
+    CommandSpec(
+        ("eval", "rg"), "eval", {"--out": "out"}, {"--verdicts": PATH, "--checker-eval": PATH}, flags=_EVAL_FLAGS
+    ),
     CommandSpec(("eval", "tc"), "eval", {"--out": "out"}, {"--pred": PATH, "--gold": PATH}, flags=_EVAL_FLAGS),
     CommandSpec(("eval", "pipeline"), "eval", {"--out": "out"}, {"--gold": PATH, "--checker": PATH}, flags=_EVAL_FLAGS),
     CommandSpec(
@@ -157,7 +159,7 @@ class Args:
         return any(o == option for o, _ in self.options)
 
 
-def _scan(spec: CommandSpec, tokens: list[str]):
+def _scan(spec: CommandSpec, tokens: list[str]) -> Iterator[tuple[int | None, str | None, str | None]]:
     """``(index of the value token or None, option or None, value or None)`` for each argument:
     an option with its value, a flag (value None), or a positional (option None)."""
     i = 0
@@ -233,10 +235,10 @@ def input_values(spec: CommandSpec, args: Args) -> list[tuple[str, str, str]]:
         for n, value in enumerate(args.positionals, 1):
             path = tagged_path(value) if spec.positional == TAGGED else value
             found.append((f"INPUT {n}", path, spec.positional))
-    for opt, value in args.options:
+    for opt, given in args.options:
         kind = spec.inputs.get(opt)
-        if kind is not None and value is not None:
-            found.append((opt, tagged_path(value) if kind == TAGGED else value, kind))
+        if kind is not None and given is not None:
+            found.append((opt, tagged_path(given) if kind == TAGGED else given, kind))
     return found
 
 

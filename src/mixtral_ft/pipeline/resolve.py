@@ -117,7 +117,9 @@ def _raw_values(pf: PipelineFile, overrides: dict[str, str]) -> dict[str, str | 
     missing = [k for k, v in raw.items() if v is None]
     if missing:
         raise UsageError(
-            "; ".join(f"{pf.where(pf.var_lines.get(k))}: variable {k} has no value: give --var {k}=..." for k in missing)
+            "; ".join(
+                f"{pf.where(pf.var_lines.get(k))}: variable {k} has no value: give --var {k}=..." for k in missing
+            )
         )
     return raw
 
@@ -170,8 +172,10 @@ def _stage_refs(pf: PipelineFile) -> list[str]:
     cycle = find_cycle(graph, [s.name for s in pf.stages])
     if cycle:
         lines = ", ".join(f"{n} (line {pf.stages[index[n]].line})" for n in cycle[:-1])
-        return [f"{pf.where(pf.stages[index[cycle[0]]].run_line)}: stages depend on each other in a cycle: "
-                f"{' -> '.join(cycle)} ({lines})"]
+        return [
+            f"{pf.where(pf.stages[index[cycle[0]]].run_line)}: stages depend on each other in a cycle: "
+            f"{' -> '.join(cycle)} ({lines})"
+        ]
     for s in pf.stages:
         for ref in refs[s.name]:
             if index[ref] >= index[s.name]:
@@ -214,7 +218,9 @@ def _split(spec_stage: StageSpec, pf: PipelineFile) -> list[str]:
     try:
         tokens = shlex.split(spec_stage.run)
     except ValueError as e:
-        raise ConfigError(f"{pf.where(spec_stage.run_line)}: stage {spec_stage.name}: cannot split the command: {e}")
+        raise ConfigError(
+            f"{pf.where(spec_stage.run_line)}: stage {spec_stage.name}: cannot split the command: {e}"
+        ) from None
     return tokens[1:] if tokens[:1] == ["mixft"] else tokens
 
 
@@ -275,7 +281,9 @@ def _check_overrides(args: Args, where: str, name: str) -> None:
         try:
             safe_load(raw, f"--set {key}")
         except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: stage {name}: --set {key}: not valid YAML: {getattr(e, 'problem', e)}") from None
+            raise ConfigError(
+                f"{where}: stage {name}: --set {key}: not valid YAML: {getattr(e, 'problem', e)}"
+            ) from None
         except MixftError as e:
             raise ConfigError(f"{where}: stage {name}: {e}") from None
 
@@ -343,10 +351,14 @@ def link_stages(pf: PipelineFile, stages: list[Stage], out: Path) -> None:
         for o in s.outputs.values():
             a = _abs(o)
             if a != root and not a.startswith(root.rstrip(os.sep) + os.sep):
-                problems.append(f"{pf.where(s.line)}: stage {s.name} writes {o}, outside the pipeline's output folder {out}")
+                problems.append(
+                    f"{pf.where(s.line)}: stage {s.name} writes {o}, outside the pipeline's output folder {out}"
+                )
             clash = next((w for w in writers if _overlaps(a, w)), None)
             if clash is not None:
-                problems.append(f"{pf.where(s.line)}: stage {s.name} writes {o}, which stage {writers[clash].name} writes too")
+                problems.append(
+                    f"{pf.where(s.line)}: stage {s.name} writes {o}, which stage {writers[clash].name} writes too"
+                )
             writers[a] = s
     graph: dict[str, list[str]] = {}
     reads: dict[tuple[str, str], str] = {}
@@ -376,7 +388,9 @@ def _order_problems(pf, stages: list[Stage], graph: dict[str, list[str]], reads)
     if cycle:
         first = stages[index[cycle[0]]]
         if len(cycle) == 2:
-            return [f"{pf.where(first.line)}: stage {first.name} reads its own output {reads[(first.name, first.name)]}"]
+            return [
+                f"{pf.where(first.line)}: stage {first.name} reads its own output {reads[(first.name, first.name)]}"
+            ]
         steps = ", ".join(f"{a} reads {reads[(a, b)]} (line {stages[index[a]].line})" for a, b in zip(cycle, cycle[1:]))
         return [f"{pf.where(first.line)}: stages depend on each other in a cycle: {' -> '.join(cycle)}: {steps}"]
     return [

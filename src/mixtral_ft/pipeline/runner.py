@@ -135,7 +135,9 @@ def check_ready(p: Pipeline, stages: list[Stage], state: State) -> None:
             a = os.path.abspath(path)
             made = any(a == w or a.startswith(w + os.sep) for w in written)
             if not made and not os.path.exists(path):
-                problems.append(f"{p.file.where(s.line)}: stage {s.name}: {label} {path}: not found, and no stage writes it")
+                problems.append(
+                    f"{p.file.where(s.line)}: stage {s.name}: {label} {path}: not found, and no stage writes it"
+                )
         for dep in s.deps:
             if dep not in chosen and state.run_id(dep) is None:
                 problems.append(
@@ -164,11 +166,16 @@ class _Run:
         where = f"before stage {self.current} ran" if self.current else "before any stage ran"
         return f"pipeline {self.p.file.name} stopped {where}; continue with: {continue_command()}"
 
-    def plan_check(self) -> None:
+    def preflight(self) -> None:
+        """Before the first stage: what would stop a stage later (a run directory this pipeline did
+        not start) stops the run now, and the stages that will run are planned (``plancheck``)."""
         from mixtral_ft.pipeline import plancheck
         from mixtral_ft.plan.check import PlanRefused
 
         ds = decisions(self.p, self.stages, self.state, self.hasher, self.req.force)
+        for s in self.stages:
+            if ds[s.name].runs:
+                runner_flags(s, ds[s.name], self.state.stage(s.name))
         runs = [s for s in self.stages if ds[s.name].runs and s.spec.plan]
         if not runs or self.req.skip_plan_check:
             return
@@ -201,11 +208,17 @@ class _Run:
             self.state.save()  # the hashes just read stay cached
             return
         flags, aside = runner_flags(stage, d, self.state.stage(stage.name))
-        if self.req.skip_plan_check and "--skip-plan-check" in stage.spec.flags and not stage.args.has("--skip-plan-check"):
+        if (
+            self.req.skip_plan_check
+            and "--skip-plan-check" in stage.spec.flags
+            and not stage.args.has("--skip-plan-check")
+        ):
             flags.append("--skip-plan-check")  # the stage's own check too: the user asked to run anyway
         if aside is not None:
             stage.output.rename(aside)
-            self.req.log(f"{head}: the earlier run {stage.output} is kept as {aside} (delete it when you no longer need it)")
+            self.req.log(
+                f"{head}: the earlier run {stage.output} is kept as {aside} (delete it when you no longer need it)"
+            )
         argv = [*stage.argv, *flags]
         about = f" ({stage.about})" if stage.about else ""
         self.req.log(f"{head}{about}: runs, {d.reason}: mixft {shown(argv)}")
@@ -322,7 +335,7 @@ def run(req: RunRequest) -> RunResult:
             check_ready(p, stages, state)
             job = _Run(p, stages, req, state)
             with keeping(job.note):
-                job.plan_check()
+                job.preflight()
                 return job.run_all()
     finally:
         if created and p.out.is_dir() and not any(p.out.iterdir()):

@@ -93,14 +93,19 @@ class _Reader:
             if key in out:
                 self.problem(key_node, f"{what}: '{key}' is given twice")
             elif keys is not None and key not in keys:
-                self.problem(key_node, f"{what}: unknown key '{key}'.{did_you_mean(key, keys)} Known: {', '.join(keys)}")
+                self.problem(
+                    key_node, f"{what}: unknown key '{key}'.{did_you_mean(key, keys)} Known: {', '.join(keys)}"
+                )
             out[key] = value_node
         return out
 
     def text(self, node: yaml.Node, what: str, allow_null: bool = False) -> str | None:
         """A scalar as text (numbers and booleans as written); None for null when allowed."""
         if not isinstance(node, yaml.ScalarNode):
-            self.problem(node, f"{what}: expected a single value, not a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}")
+            self.problem(
+                node,
+                f"{what}: expected a single value, not a {'list' if isinstance(node, yaml.SequenceNode) else 'mapping'}",
+            )
             return None
         value = self.doc.value_of(node)
         if value is None:
@@ -115,7 +120,9 @@ class _Reader:
 def _read_vars(r: _Reader, node: yaml.Node, pf: PipelineFile) -> None:
     for name, value in r.mapping(node, "vars", None).items():
         if not VAR_RE.match(name) or name in RESERVED_VARS:
-            r.problem(value, f"vars: '{name}' is not a variable name (letters, digits, '_'; not {', '.join(RESERVED_VARS)})")
+            r.problem(
+                value, f"vars: '{name}' is not a variable name (letters, digits, '_'; not {', '.join(RESERVED_VARS)})"
+            )
             continue
         pf.vars[name] = r.text(value, f"vars.{name}", allow_null=True)
         pf.var_lines[name] = _line(value)
@@ -131,7 +138,9 @@ def _read_presets(r: _Reader, node: yaml.Node, pf: PipelineFile) -> None:
             table[choice] = {}
             for key, value in r.mapping(values, f"presets.{var}.{choice}", None).items():
                 if key not in pf.vars:
-                    r.problem(value, f"presets.{var}.{choice}: '{key}' is not a variable of vars.{did_you_mean(key, pf.vars)}")
+                    r.problem(
+                        value, f"presets.{var}.{choice}: '{key}' is not a variable of vars.{did_you_mean(key, pf.vars)}"
+                    )
                 text = r.text(value, f"presets.{var}.{choice}.{key}")
                 if text is not None:
                     table[choice][key] = text

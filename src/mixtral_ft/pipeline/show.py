@@ -98,7 +98,9 @@ def status(req: RunRequest) -> None:
         )
     if holder:
         command = " ".join(str(a) for a in holder.get("command") or [])
-        req.echo(f"running now: pid {holder.get('pid')} on {holder.get('host')} ({command}), since {holder.get('started')}")
+        req.echo(
+            f"running now: pid {holder.get('pid')} on {holder.get('host')} ({command}), since {holder.get('started')}"
+        )
 
 
 def plan(req: RunRequest) -> None:

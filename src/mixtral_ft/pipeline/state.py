@@ -39,7 +39,9 @@ class State:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise UsageError(f"{self.path}: not a readable pipeline state file ({e}); move it away to start over")
+                raise UsageError(
+                    f"{self.path}: not a readable pipeline state file ({e}); move it away to start over"
+                ) from None
             if not isinstance(data, dict) or data.get("schema") != SCHEMA:
                 raise UsageError(f"{self.path}: not a {SCHEMA} file; move it away to start over")
             data.setdefault("stages", {})

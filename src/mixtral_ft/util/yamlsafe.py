@@ -81,7 +81,9 @@ def _check_tags_and_size(root: yaml.Node, source: str, one_line: bool) -> None:
         if key in sizes:
             return sizes[key]
         if key in active:
-            raise UnsafeYamlError(f"{_where(source, node.start_mark, one_line)}: YAML refused: an alias refers to itself")
+            raise UnsafeYamlError(
+                f"{_where(source, node.start_mark, one_line)}: YAML refused: an alias refers to itself"
+            )
         if node.tag not in ALLOWED_TAGS:
             raise UnsafeYamlError(
                 f"{_where(source, node.start_mark, one_line)}: YAML refused: tag {node.tag.replace(_STANDARD, '!!')} is not "
