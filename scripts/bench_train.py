@@ -15,7 +15,7 @@ the table. A run that fails (e.g. out of memory) is a row in the table, not the 
 The GPU profiles ask for attn_implementation: flash_attention_2, so `mixft train` refuses to start
 without an importable flash-attn (docs/training.md, "Flash attention"); --set attn_implementation=sdpa
 measures without it. Without Axolotl (a lent GPU machine), `make gpu-check` runs the reduced form,
-mixtral_ft.train.stepbench.
+scripts/bench/stepbench.py.
 
 Disk: a full-width model takes ~3.4 GB + 2.8 GB per layer while it is measured (deleted after,
 unless --keep-models). Building one draws random weights on the GPU when there is one.
@@ -79,14 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     import torch
 
+    from bench.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
     from mixtral_ft.axolotl_cfg.render import configs_dir, profile_names
-    from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
-    from mixtral_ft.data.readers import InputSpec
-    from mixtral_ft.data.split import TestSize
     from mixtral_ft.errors import MixftError
-    from mixtral_ft.train.membench import BenchOptions, render_table, run_bench, synthetic_rg_rows
+    from mixtral_ft.prepare.options import PrepareOptions
+    from mixtral_ft.prepare.pipeline import run_prepare
+    from mixtral_ft.prepare.readers import InputSpec
+    from mixtral_ft.prepare.rg import RgTask
+    from mixtral_ft.prepare.split import TestSize
     from mixtral_ft.util.atomic import atomic_write_text
-    from mixtral_ft.util.provenance import environment, now_iso, set_command_line, write_manifest
+    from mixtral_ft.util.manifest import write_manifest
+    from mixtral_ft.util.provenance import environment, now_iso, set_command_line
 
     profiles = tuple(p for p in args.profile.split(",") if p)
     known = profile_names(configs_dir())
@@ -117,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         src = out / "bench_qa.jsonl"
         atomic_write_text(src, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"preparing {len(rows)} benchmark rows ({min_chars:,} characters or more) -> {data_dir}", file=sys.stderr)
-        prepare_rg(
-            RgPrepareOptions(
+        run_prepare(
+            PrepareOptions(
                 inputs=[InputSpec(path=src, format="jsonl")], out=data_dir, test_size=TestSize(count=2), force=True
-            )
+            ),
+            RgTask(),
         )  # the runs do not evaluate
         atomic_write_text(stamp, json.dumps({"min_chars": min_chars, "rows": len(rows)}) + "\n")
     opts = BenchOptions(

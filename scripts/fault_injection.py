@@ -55,8 +55,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
-from fixtures_models import rg_rows, write_split  # noqa: E402
-from reliability_helpers import (  # noqa: E402
+from support.fixtures_models import rg_rows, write_split  # noqa: E402
+from support.reliability_helpers import (  # noqa: E402
     alive,
     descendants,
     lock_held,

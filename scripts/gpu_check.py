@@ -10,7 +10,7 @@ Two commands:
     PYTHONPATH=/tmp/site:src python3 scripts/gpu_check.py run --out $OUT
 
 `run` records the machine, runs the `gpu` test tier (the modules that hold gpu-marked tests), then
-the step benchmark (`mixtral_ft.train.stepbench`: full-width Mixtral at 1 and 2 layers, each
+the step benchmark (`scripts/bench/stepbench.py`: full-width Mixtral at 1 and 2 layers, each
 (task, profile) micro batch, QLoRA through mixft's 4-bit plan and peft), and writes one JSON
 summary, OUT/gpu_check.json, after every stage, so a run cut short still leaves what it measured.
 It stops starting stages once --budget-s is spent. Exit 0 when every test passed and every case
@@ -54,7 +54,7 @@ def _cases(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    from mixtral_ft.train.stepbench import DEFAULT_CASES
+    from bench.stepbench import DEFAULT_CASES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def wheelhouse(args) -> int:
-    from mixtral_ft.train.gpucheck import (
+    from bench.gpucheck import (
         WHEEL_PACKAGES,
         pinned_versions,
         pip_download_command,
@@ -160,7 +160,7 @@ def environment_record() -> dict:
 
 
 def run_tests(out: Path, timeout_s: float) -> dict:
-    from mixtral_ft.train.gpucheck import gpu_test_files, parse_junit
+    from bench.gpucheck import gpu_test_files, parse_junit
 
     files = gpu_test_files(REPO / "tests")
     junit = out / "gpu-tests.xml"
@@ -182,7 +182,10 @@ def run_tests(out: Path, timeout_s: float) -> dict:
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         AXOLOTL_DO_NOT_TRACK="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src")])),
+        # scripts/ for bench.* (test_gpu.py): pytest's `pythonpath` setting may be newer than the machine's pytest
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src"), str(REPO / "scripts")])
+        ),
     )
     t0 = time.monotonic()
     try:
@@ -214,9 +217,9 @@ def run_tests(out: Path, timeout_s: float) -> dict:
 def run(args) -> int:
     import torch
 
-    from mixtral_ft.train.gpucheck import SUMMARY_SCHEMA, bench_problems
-    from mixtral_ft.train.membench import render_table
-    from mixtral_ft.train.stepbench import StepBenchOptions, render_cases, run_stepbench
+    from bench.gpucheck import SUMMARY_SCHEMA, bench_problems
+    from bench.membench import render_table
+    from bench.stepbench import StepBenchOptions, render_cases, run_stepbench
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.provenance import now_iso
 

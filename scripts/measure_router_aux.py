@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the measurement as JSON here")
     args = ap.parse_args(argv)
 
+    from bench.router_aux import measure, setup_from_config
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
-    from mixtral_ft.models.router_aux import measure, setup_from_config
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model

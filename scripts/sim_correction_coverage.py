@@ -124,50 +124,33 @@ JUDGES = ((0.85, 0.95), (0.70, 0.90))
 
 def widths(seed: int = 1, repeats: int = 400) -> list[dict]:
     """Mean 95% interval width of the corrected rate against the gold-set size, for 300 judged responses
-    with a true rate of 5% and a gold set 30% hallucinated, for a good and a mediocre judge."""
-    from mixtral_ft.eval.stats import lang_reiczigel_interval, wilson_interval
+    with a true rate of 5% and a gold set 30% hallucinated, for a good and a mediocre judge (the
+    simulation is `mixtral_ft.label.size`, which `mixft label sample --target-width` also runs)."""
+    from mixtral_ft.eval.stats import wilson_interval
+    from mixtral_ft.label.size import corrected_width, floor_width
 
     rng = random.Random(seed)
     rows = []
     for se, sp in JUDGES:
-        flag_rate = se * 0.05 + (1 - sp) * 0.95
+        judge = {"sensitivity": se, "specificity": sp, "rate": 0.05, "responses": 300, "repeats": repeats}
         for gold in (50, 100, 200, 400, 800, 1600):
-            pos = round(0.3 * gold)
-            widths_, unidentified = [], 0
-            for _ in range(repeats):
-                flagged = _binomial(rng, 300, flag_rate)
-                tp, tn = _binomial(rng, pos, se), _binomial(rng, gold - pos, sp)
-                checker = CheckerEval(
-                    Path("simulated"), "", "", None, None, False, tp, pos - tp, gold - pos - tn, tn, 0, 0
-                )
-                est = corrected_rate(flagged, 300, checker)
-                if est.value is None:
-                    unidentified += 1
-                else:
-                    widths_.append(est.interval.high - est.interval.low)
+            width, unidentified = corrected_width(rng, gold=gold, positives=round(0.3 * gold), draw=_binomial, **judge)
             rows.append(
                 {
                     "sensitivity": se,
                     "specificity": sp,
                     "gold_items": gold,
-                    "mean_width": sum(widths_) / len(widths_) if widths_ else None,
-                    "not_identifiable": unidentified / repeats,
+                    "mean_width": width,
+                    "not_identifiable": unidentified,
                 }
             )
         # An unlimited gold set (the judge's error known exactly): what the 300 responses alone allow.
-        huge = 10**9
-        unlimited = [
-            lang_reiczigel_interval(
-                _binomial(rng, 300, flag_rate), 300, se * huge * 0.3, huge * 0.3, sp * huge * 0.7, huge * 0.7
-            )
-            for _ in range(repeats)
-        ]
         rows.append(
             {
                 "sensitivity": se,
                 "specificity": sp,
                 "gold_items": "unlimited",
-                "mean_width": sum(ci.high - ci.low for ci in unlimited) / repeats,
+                "mean_width": floor_width(rng, draw=_binomial, **judge),
                 "not_identifiable": 0.0,
             }
         )

@@ -1,4 +1,5 @@
-"""Shared test set-up: offline, no telemetry, no progress bars; paths to repo data and ../shared."""
+"""Shared test set-up: the test environment (``support/offline_env.py``), the fixture modules of
+``support/`` (``pytest_plugins``), and paths to the repository and ../shared."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from support.offline_env import OFFLINE_ENV
+
+for _name, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_name, _value)
 os.environ["MIXFT_PROGRESS"] = "0"
+
+# Fixtures shared across test modules: tiny models and real Axolotl runs (slow tier), a real
+# OpenAI-compatible server on loopback, the planner's checked-in measurements.
+pytest_plugins = ["support.fixtures_models", "support.fixtures_serve", "support.fixtures_plan"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("MIXFT_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -32,7 +34,3 @@ def ragtruth_path() -> Path:
     if not RAGTRUTH.exists():
         pytest.skip(f"{RAGTRUTH} not found: ../shared (the RAGTruth QA annotations) is not beside this checkout")
     return RAGTRUTH
-
-
-# Session fixtures that build and train tiny models (slow tier) live in their own module.
-from fixtures_models import *  # noqa: E402,F401,F403

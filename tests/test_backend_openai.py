@@ -7,12 +7,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from fixtures_serve import FaultProxy, free_port
 
 from mixtral_ft.backends import available_backends, backend_factory, create_backend
 from mixtral_ft.backends.base import GenerationParams, Request
 from mixtral_ft.backends.openai import backoff_delay
 from mixtral_ft.errors import UsageError
+from support.fixtures_serve import FaultProxy, free_port
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from mixtral_ft.data.normalize import content_key, join_snippets, normalize_many, normalize_text
-from mixtral_ft.data.validate import MISSING, ProblemCollector, check_key, check_text, check_text_or_list, get_path
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.prepare.fields import MISSING, ProblemCollector, check_key, check_text, check_text_or_list, get_path
 
 
 @pytest.mark.parametrize(

@@ -350,18 +350,6 @@ def test_unknown_interval_or_policy_is_refused_with_the_choices(files, capsys):
     assert "Unknown policy 'drop'. Available: accept, reject" in capsys.readouterr().err
 
 
-def test_cli_choices_are_the_librarys_names():
-    from mixtral_ft.cli._choices import GroupField, IntervalMethod
-    from mixtral_ft.cli._choices import Unparsed as UnparsedPolicy
-    from mixtral_ft.eval.pipeline import UNPARSED_POLICIES
-    from mixtral_ft.eval.rg import GROUP_FIELDS
-    from mixtral_ft.eval.stats import INTERVAL_METHODS
-
-    assert [m.value for m in IntervalMethod] == list(INTERVAL_METHODS)
-    assert [m.value for m in UnparsedPolicy] == list(UNPARSED_POLICIES)
-    assert [m.value for m in GroupField] == list(GROUP_FIELDS)
-
-
 def test_help_lists_the_fixed_choices():
     from typer.testing import CliRunner
 

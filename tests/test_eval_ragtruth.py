@@ -69,10 +69,12 @@ def test_ragtruth_from_raw_file(ragtruth_path, tmp_path):
 
 def test_ragtruth_through_prepare_tc(ragtruth_path, tmp_path):
     """The same figures from `prepare tc --format ragtruth` rows (§4, with verdicts), train + test."""
-    from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc
+    from mixtral_ft.prepare.options import PrepareOptions
+    from mixtral_ft.prepare.pipeline import run_prepare
+    from mixtral_ft.prepare.tc import TcTask, parse_inputs
 
     prepared = tmp_path / "tc_data"
-    prepare_tc(PrepareTcOptions(inputs=(str(ragtruth_path),), out=prepared, format="ragtruth"))
+    run_prepare(PrepareOptions(parse_inputs([str(ragtruth_path)], "ragtruth"), prepared), TcTask(format="ragtruth"))
     rows = (prepared / "train.jsonl").read_text() + (prepared / "test.jsonl").read_text()
     gold = tmp_path / "all_rows.jsonl"
     gold.write_text(rows)

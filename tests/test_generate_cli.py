@@ -150,7 +150,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_failed_endpoint_items_are_written_and_exit_nonzero(tmp_path, capsys, monkeypatch):
     """Every id gets a row even when the endpoint is down; a re-run retries exactly those."""
-    from fixtures_serve import free_port
+    from support.fixtures_serve import free_port
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-never-written")
     data = tmp_path / "test.jsonl"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_serve import fault_proxy, openai_server, smollm2_dir  # noqa: F401
 
 from mixtral_ft.cli.main import main
 

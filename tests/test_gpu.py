@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures_models import run_mixft
+
+from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.gpu
 
@@ -38,8 +39,8 @@ def test_4bit_plan_on_cuda_quantizes_every_expert_and_trains_lora(gpu_profile, t
     """No Axolotl needed: the tiny Mixtral stored on the GPU as a QLoRA run stores it, one optimizer step."""
     import torch
 
+    from bench.stepbench import add_lora, load_4bit_model, measure_case, render_cases
     from mixtral_ft.models.quant import quantization_record
-    from mixtral_ft.train.stepbench import add_lora, load_4bit_model, measure_case, render_cases
 
     case = render_cases([("rg", gpu_profile)], overrides=("sequence_len=256",))[0]
     model, quantized = load_4bit_model(tiny_mixtral_dir, "cuda:0", "sdpa")

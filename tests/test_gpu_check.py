@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.train.gpucheck import (
+from bench.gpucheck import (
     LIMIT_BYTES,
     MIB,
     SUMMARY_SCHEMA,
@@ -56,7 +56,7 @@ def test_wheel_versions_are_axolotls_pins():
     """The GPU machine must run the bitsandbytes, peft and transformers that Axolotl 0.19.0 (and the CPU tests) use."""
     from importlib import metadata
 
-    from mixtral_ft.train.gpucheck import pinned_versions
+    from bench.gpucheck import pinned_versions
 
     try:
         requires = metadata.requires("axolotl") or []

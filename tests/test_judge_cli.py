@@ -127,7 +127,7 @@ def _responses(tmp_path, n=2):
 def test_scoring_off_is_said_and_recorded(tmp_path, capsys):
     """The openai backend cannot score: the run says so on stderr and in the manifest, instead of
     leaving every score null without a word; --no-score is recorded but needs no note."""
-    from fixtures_serve import free_port
+    from support.fixtures_serve import free_port
 
     responses, out = _responses(tmp_path), tmp_path / "j.jsonl"
     base = [

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_models import TC_PROMPT
 
 from mixtral_ft.cli.main import main
+from support.fixtures_models import TC_PROMPT
 
 pytestmark = pytest.mark.slow
 

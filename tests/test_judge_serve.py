@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-from fixtures_serve import fault_proxy, openai_server, smollm2_dir  # noqa: F401
 
 from mixtral_ft.cli.main import main
 

@@ -26,7 +26,7 @@ def _check_common(m: dict, kind: str) -> None:
 
 
 def test_prepare_generate_and_judge_write_the_same_manifest_type(tmp_path, repo_root, capsys, monkeypatch):
-    from fixtures_serve import free_port
+    from support.fixtures_serve import free_port
 
     qa = repo_root / "data" / "sample_qa.jsonl"
     prepared = tmp_path / "rg"

@@ -12,7 +12,8 @@ import json
 import shutil
 
 import pytest
-from fixtures_models import run_mixft
+
+from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow
 

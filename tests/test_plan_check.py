@@ -4,17 +4,17 @@ planned-vs-measured line."""
 from __future__ import annotations
 
 import pytest
-from test_plan_golden import refusal_plan, warm_cache  # noqa: F401  (fixture)
 
 from mixtral_ft.plan.check import PlanRefused, check_inference_plan, check_training_plan, planned_vs_measured
 from mixtral_ft.plan.gpus import GPUS
 from mixtral_ft.plan.inference import InferencePlan
 from mixtral_ft.plan.shipped import shipped_plan
+from support.fixtures_plan import refusal_plan
 
 GIB = 2**30
 
 
-def test_training_refusal_message(warm_cache):  # noqa: F811
+def test_training_refusal_message(warm_cache):
     plan = refusal_plan()  # TC's 80 GB profile (2 x 8192 tokens) planned for a 36 GiB device: does not fit
     free = 36.0
     with pytest.raises(PlanRefused) as err:
@@ -40,7 +40,7 @@ def test_training_refusal_message(warm_cache):  # noqa: F811
     assert "--profile" not in str(smallest.value).splitlines()[-1]
 
 
-def test_training_refusal_suggests_the_smaller_profile(warm_cache):  # noqa: F811
+def test_training_refusal_suggests_the_smaller_profile(warm_cache):
     plan = shipped_plan("tc", "a100-80gb")
     with pytest.raises(PlanRefused, match=r"--profile a100-40gb"):
         check_training_plan(plan, 30.0, profile="a100-80gb")
@@ -107,7 +107,7 @@ def test_preflights_without_cuda_plan_nothing():
     )
 
 
-def test_probe_prints_planned_beside_measured(warm_cache):  # noqa: F811
+def test_probe_prints_planned_beside_measured(warm_cache):
     from mixtral_ft.train.probe_report import ProbeSummary, format_lines
 
     plan = shipped_plan("rg", "a100-80gb")

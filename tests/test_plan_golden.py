@@ -15,15 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from mixtral_ft.plan.shipped import golden_view, shipped_pairs, shipped_plan
 from mixtral_ft.plan.training import dense_calibration, report_calibration
+from support.fixtures_plan import CACHE, GOLDEN, REFUSAL, refusal_plan
 
-GOLDEN = Path(__file__).parent / "golden" / "plans"
-CACHE = GOLDEN / "cache"
 UPDATE = os.environ.get("MIXFT_UPDATE_GOLDEN") == "1"
 PAIRS = shipped_pairs()
 MARGIN = 0.10  # a GPU pair must leave at least this share of the card free
@@ -31,20 +29,6 @@ MARGIN = 0.10  # a GPU pair must leave at least this share of the card free
 # per-task micro batches (TC 2 x 8192 on 80 GB cards, 1 x 8192 on 40 GB) and multi-gpu on 80 GB ranks;
 # strict: a pair listed here that fits fails the test.
 KNOWN_NOT_FITTING: set[tuple[str, str]] = set()
-# A run that really does not fit, for the refusal message and the CLI's verdict: TC with the 80 GB
-# profile (2 x 8192 tokens per micro batch) on a 36 GiB device.
-REFUSAL = ("tc", "a100-80gb", 36.0)
-
-
-@pytest.fixture
-def warm_cache(tmp_path, monkeypatch):
-    """$MIXFT_CACHE holding the checked-in measurements (a copy: plans may add entries)."""
-    if not CACHE.is_dir():
-        pytest.skip(f"{CACHE} missing; run the slow golden test with MIXFT_UPDATE_GOLDEN=1")
-    target = tmp_path / "mixft-cache"
-    shutil.copytree(CACHE, target / "plan")
-    monkeypatch.setenv("MIXFT_CACHE", str(target))
-    return target
 
 
 def _golden(task: str, profile: str) -> dict:
@@ -72,21 +56,6 @@ def test_shipped_gpu_pair_fits_with_margin(task, profile, warm_cache):
         assert not ok, f"{task} on {profile} now fits: remove it from KNOWN_NOT_FITTING"
         pytest.xfail(reason=f"{task} on {profile}: planned {d['peak_gib']} GiB of {d['gpu_memory_gib']} GiB")
     assert ok, d["parts"]
-
-
-def refusal_plan():
-    """``REFUSAL`` planned as ``mixft plan tc --profile a100-80gb --gpu-memory 36`` plans it (with the searches)."""
-    from mixtral_ft.axolotl_cfg.keys import snapshot_keys
-    from mixtral_ft.axolotl_cfg.render import RenderRequest, render
-    from mixtral_ft.plan.shipped import DATA_PLACEHOLDER, RUN_PLACEHOLDER
-    from mixtral_ft.plan.training import plan_training
-
-    task, profile, gib = REFUSAL
-    rendered = render(
-        RenderRequest(task=task, data_dir=DATA_PLACEHOLDER, profile=profile, run_dir=RUN_PLACEHOLDER),
-        keys=snapshot_keys(),
-    )
-    return plan_training(rendered, None, gib, task=task)
 
 
 def test_rg_on_a100_80gb_is_below_the_report(warm_cache):

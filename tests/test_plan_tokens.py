@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_plan_golden import warm_cache  # noqa: F401  (fixture)
 
 from mixtral_ft.plan.setup import setup_from_config
 from mixtral_ft.plan.tokens import DataTokens, batching, count_tokens, pack_first_fit
@@ -87,7 +86,7 @@ def test_count_tokens_estimate_and_length_filter(rg_data_dir, tmp_path, monkeypa
     assert trunc.truncated == short.dropped and max(trunc.lengths) <= 20
 
 
-def test_mfu_calibration_reproduces_the_report(warm_cache):  # noqa: F811
+def test_mfu_calibration_reproduces_the_report(warm_cache):
     from mixtral_ft.plan.training import report_calibration
 
     c = report_calibration()
@@ -102,7 +101,7 @@ def test_mfu_calibration_reproduces_the_report(warm_cache):  # noqa: F811
     assert points["rg"]["rows"] == 2100 and points["rg"]["hours"] == 6.5 and points["tc"]["hours"] == 14.0
 
 
-def test_dense_mfu_is_fitted_on_published_runs_and_checked_on_held_out_ones(warm_cache):  # noqa: F811
+def test_dense_mfu_is_fitted_on_published_runs_and_checked_on_held_out_ones(warm_cache):
     """Dense models get their own MFU: the mean over LLaMA-Factory's four Llama-2-7B QLoRA runs on an A100 40GB,
     checked on fsdp_qlora's two RTX 4090 runs left out of the fit (within 25%; the MoE MFU was 57% slow there)."""
     from mixtral_ft.plan.timing import DENSE_FIT, DENSE_HELD_OUT
@@ -118,7 +117,7 @@ def test_dense_mfu_is_fitted_on_published_runs_and_checked_on_held_out_ones(warm
     assert d["mfu"] > 1.5 * report_calibration()["mfu"]
 
 
-def test_plan_hours_from_data(warm_cache, rg_data_dir, capsys):  # noqa: F811
+def test_plan_hours_from_data(warm_cache, rg_data_dir, capsys):
     from mixtral_ft.cli.main import main
 
     assert main(["plan", "rg", "--data", str(rg_data_dir), "--profile", "a100-80gb", "--json"]) == 0

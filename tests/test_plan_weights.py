@@ -191,7 +191,7 @@ def test_stored_dtypes_equal_axolotls_loader(tiny_mixtral_dir, tmp_path):
     shipped RG config on an A100-80GB: QLoRA, 4-bit experts) has the dtype the planner's decisions give it."""
     pytest.importorskip("axolotl")
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
-    from mixtral_ft.train.twin import load_twin
+    from support.twin import load_twin
 
     values = render(
         RenderRequest("rg", tmp_path / "data", "a100-80gb", tmp_path / "run", base_model=str(tiny_mixtral_dir))

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mixtral_ft.data.buckets import TARGET_BUCKET_BYTES, bucket_count
-from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
-from mixtral_ft.data.readers import estimate_size, parse_input
-from mixtral_ft.data.split import TestSize
-from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc
+from mixtral_ft.prepare.buckets import TARGET_BUCKET_BYTES, bucket_count
+from mixtral_ft.prepare.options import PrepareOptions
+from mixtral_ft.prepare.pipeline import run_prepare
+from mixtral_ft.prepare.readers import estimate_size, parse_input
+from mixtral_ft.prepare.rg import RgTask
+from mixtral_ft.prepare.split import TestSize
+from mixtral_ft.prepare.tc import TcTask
 
 SMALL = 2048  # bytes per bucket: dozens of buckets for these inputs
 OUTPUTS = ("train.jsonl", "test.jsonl", "rejected.jsonl")
@@ -44,15 +46,16 @@ def test_rg_many_buckets_write_the_bytes_of_one(tmp_path):
     results = []
     for bucket_bytes in (TARGET_BUCKET_BYTES, SMALL):
         out = tmp_path / f"out-{bucket_bytes}"
-        result = prepare_rg(
-            RgPrepareOptions(
+        result = run_prepare(
+            PrepareOptions(
                 inputs=inputs,
                 out=out,
                 group_by="article",
                 test_size=TestSize(count=200),
                 skip_invalid=True,
                 bucket_bytes=bucket_bytes,
-            )
+            ),
+            RgTask(),
         )
         results.append((result.counts, result.lengths, outputs(out)))
     assert results[0] == results[1]
@@ -113,18 +116,20 @@ def test_tc_many_buckets_write_the_bytes_of_one(tmp_path):
     results = []
     for bucket_bytes in (TARGET_BUCKET_BYTES, SMALL):
         out = tmp_path / f"out-{bucket_bytes}"
-        result = prepare_tc(
-            PrepareTcOptions(
-                inputs=(f"rg={files['main']}", f"live={files['more']}"),
+        result = run_prepare(
+            PrepareOptions(
+                inputs=[parse_input(f"rg={files['main']}"), parse_input(f"live={files['more']}")],
                 out=out,
-                augment=(f"gpt35={files['aug']}",),
-                augment_cap=100,
-                judgements=(str(files["judged"]),),
-                corrections="from-clean",
-                test_size="0.2",
+                test_size=TestSize(fraction=0.2),
                 skip_invalid=True,
                 bucket_bytes=bucket_bytes,
-            )
+            ),
+            TcTask(
+                augment=(parse_input(f"gpt35={files['aug']}"),),
+                augment_cap=100,
+                judgements=(parse_input(str(files["judged"])),),
+                corrections="from-clean",
+            ),
         )
         results.append((result.summary, outputs(out, OUTPUTS + ("summary.json",))))
     assert results[0] == results[1]

@@ -118,6 +118,7 @@ def test_every_validation_problem_is_listed_and_nothing_is_written(tmp_path, cap
         f"{bad}:6: context: item 1 of the list: expected a string, got null",
         f"{bad}:6: id: empty",
         f"{bad}:7: id: duplicate id 'q1' (also at {bad}:1)",
+        "hint: fix the rows or pass --skip-invalid to reject them into rejected.jsonl",
     ]
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -140,7 +141,7 @@ def test_problem_cap_then_count(tmp_path, capsys):
     bad = write_jsonl(tmp_path / "raw.jsonl", [{"id": f"x{i}", "context": "c", "answer": "a"} for i in range(30)])
     assert main(["prepare", "rg", str(bad), "--out", str(tmp_path / "o"), "--max-problems", "5"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 6 and err[-1] == "... and 25 more problem(s)"
+    assert len(err) == 7 and err[-2].startswith("hint: ") and err[-1] == "... and 25 more problem(s)"
 
 
 def test_skip_invalid_writes_valid_rows_and_rejected_reasons(tmp_path, capsys):
@@ -262,8 +263,12 @@ def test_preview_marks_the_trained_part(tmp_path, capsys):
 
 
 def test_parallel_read_gives_identical_output(tmp_path, monkeypatch):
-    from mixtral_ft.data import prepare_rg as mod
-    from mixtral_ft.data import readpass
+    from mixtral_ft.prepare import readpass
+    from mixtral_ft.prepare.options import PrepareOptions
+    from mixtral_ft.prepare.pipeline import run_prepare
+    from mixtral_ft.prepare.readers import InputSpec
+    from mixtral_ft.prepare.rg import RgTask
+    from mixtral_ft.prepare.split import TestSize
 
     rows = [
         {"id": f"q{i}", "question": f"Q {i}?", "context": [f"C {i}.", "Shared."], "answer": f"A {i}.", "g": i % 50}
@@ -276,15 +281,15 @@ def test_parallel_read_gives_identical_output(tmp_path, monkeypatch):
     results = []
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"
-        opts = mod.RgPrepareOptions(
-            inputs=[mod.InputSpec(src, "jsonl")],
+        opts = PrepareOptions(
+            inputs=[InputSpec(src, "jsonl")],
             out=out,
             group_by="g",
-            test_size=mod.TestSize(count=300),
+            test_size=TestSize(count=300),
             skip_invalid=True,
             workers=workers,
         )
-        res = mod.prepare_rg(opts)
+        res = run_prepare(opts, RgTask())
         results.append((res.counts, [(out / f).read_bytes() for f in ("train.jsonl", "test.jsonl", "rejected.jsonl")]))
     assert results[0] == results[1]
     assert results[0][0]["duplicates"] == 1 and results[0][0]["invalid"] == 1
@@ -293,8 +298,7 @@ def test_parallel_read_gives_identical_output(tmp_path, monkeypatch):
 
 def test_bundled_sample_prepares(repo_root, tmp_path, capsys):
     sample = repo_root / "data" / "sample_qa.jsonl"
-    if not sample.exists():
-        pytest.skip("data/sample_qa.jsonl is not in this checkout")
+    assert sample.is_file(), "data/sample_qa.jsonl is missing: it is bundled data (scripts/build_sample_data.py)"
     out = tmp_path / "out"
     assert main(["prepare", "rg", str(sample), "--out", str(out), "--group-by", "article_id"]) == 0, (
         capsys.readouterr().err
@@ -386,16 +390,19 @@ def test_no_valid_rows_bad_tokenizer_and_no_arguments(tmp_path, capsys):
 
 
 def test_length_report_per_split_names_long_rows(tmp_path):
-    from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
-    from mixtral_ft.data.readers import parse_input
-    from mixtral_ft.data.split import TestSize
+    from mixtral_ft.prepare.options import PrepareOptions
+    from mixtral_ft.prepare.pipeline import run_prepare
+    from mixtral_ft.prepare.readers import parse_input
+    from mixtral_ft.prepare.rg import RgTask
+    from mixtral_ft.prepare.split import TestSize
 
     rows = [dict(r, context=r["context"] if i else "A long snippet. " * 40) for i, r in enumerate(GOOD)]
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
-    result = prepare_rg(
-        RgPrepareOptions(
+    result = run_prepare(
+        PrepareOptions(
             inputs=[parse_input(str(src))], out=tmp_path / "o", test_size=TestSize(count=1), sequence_len=60
-        )
+        ),
+        RgTask(),
     )
     report = result.lengths
     assert report["kind"] == "estimate" and report["n"] == 4 and report["over_sequence_len"] == 1

@@ -9,10 +9,12 @@ import json
 import pytest
 
 from mixtral_ft.data.lengths import AXOLOTL_LONG_ROWS, AxolotlInstructionTokenizer
-from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
 from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
-from mixtral_ft.data.readers import parse_input
-from mixtral_ft.data.split import TestSize
+from mixtral_ft.prepare.options import PrepareOptions
+from mixtral_ft.prepare.pipeline import run_prepare
+from mixtral_ft.prepare.readers import parse_input
+from mixtral_ft.prepare.rg import RgTask
+from mixtral_ft.prepare.split import TestSize
 
 ROWS = [
     {
@@ -61,14 +63,15 @@ def test_prepared_rows_tokenize_exactly_as_axolotl(tmp_path, tokenizer):
     tok, tok_path = tokenizer
     src = tmp_path / "raw.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
-    result = prepare_rg(
-        RgPrepareOptions(
+    result = run_prepare(
+        PrepareOptions(
             inputs=[parse_input(str(src))],
             out=tmp_path / "out",
             test_size=TestSize(count=1),
             tokenizer=tok_path,
             sequence_len=4096,
-        )
+        ),
+        RgTask(),
     )
     rows = [
         json.loads(x) for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()

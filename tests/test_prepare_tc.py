@@ -12,7 +12,11 @@ import pytest
 
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import InputError, UsageError
-from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc
+from mixtral_ft.prepare.options import PrepareOptions
+from mixtral_ft.prepare.pipeline import run_prepare
+from mixtral_ft.prepare.readers import parse_input
+from mixtral_ft.prepare.split import parse_test_size
+from mixtral_ft.prepare.tc import TcTask, parse_inputs
 from mixtral_ft.tc.prompt import render_tc_prompt, template_sha256
 from mixtral_ft.tc.verdict import is_hallucinated, parse_verdict, verdict_from_dict
 
@@ -63,8 +67,21 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def run(tmp_path: Path, inputs, name="out", **kw):
-    return prepare_tc(PrepareTcOptions(inputs=tuple(str(i) for i in inputs), out=tmp_path / name, **kw))
+TASK_OPTIONS = ("augment", "augment_cap", "judgements", "corrections", "count_relevance", "template")
+
+
+def run(tmp_path: Path, inputs, name="out", format=None, test_size=None, **kw):
+    """``prepare tc`` through the library, options spelled as on the command line."""
+    task = {k: kw.pop(k) for k in TASK_OPTIONS if k in kw}
+    task["augment"] = tuple(parse_inputs(task.get("augment", ()), format))
+    task["judgements"] = tuple(parse_input(j, "jsonl") for j in task.get("judgements", ()))
+    opts = PrepareOptions(
+        inputs=parse_inputs([str(i) for i in inputs], format),
+        out=tmp_path / name,
+        test_size=parse_test_size(test_size) if test_size is not None else None,
+        **kw,
+    )
+    return run_prepare(opts, TcTask(format=format, **task))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +221,7 @@ def test_bad_rows_name_file_line_field(tmp_path, monkeypatch, row, message):
     full = {k: v for k, v in full.items() if v is not None or k != "id"}
     write_jsonl(tmp_path / "in.jsonl", [full])
     with pytest.raises(InputError) as e:
-        prepare_tc(PrepareTcOptions(inputs=("in.jsonl",), out=Path("out")))
+        run_prepare(PrepareOptions(inputs=parse_inputs(["in.jsonl"]), out=Path("out")), TcTask())
     assert message in str(e.value)
     assert not (tmp_path / "out").exists()
 
@@ -404,8 +421,9 @@ def test_group_by_field(tmp_path):
 
 def test_bundled_sample_file(tmp_path, repo_root, validator):
     sample = repo_root / "data" / "sample_tc_responses.jsonl"
-    if not sample.exists():
-        pytest.skip("data/sample_tc_responses.jsonl is not in this checkout yet")
+    assert sample.is_file(), (
+        "data/sample_tc_responses.jsonl is missing: it is bundled data (scripts/build_sample_data.py)"
+    )
     result = run(tmp_path, [sample], group_by="group", corrections="from-clean")
     rows = read(result.out / "train.jsonl") + read(result.out / "test.jsonl")
     assert len(rows) == sum(1 for line in sample.read_text().splitlines() if line.strip())

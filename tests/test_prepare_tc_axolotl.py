@@ -8,7 +8,10 @@ import json
 
 import pytest
 
-from mixtral_ft.tc.prepare_tc import PrepareTcOptions, prepare_tc
+from mixtral_ft.prepare.options import PrepareOptions
+from mixtral_ft.prepare.pipeline import run_prepare
+from mixtral_ft.prepare.split import TestSize
+from mixtral_ft.prepare.tc import TcTask, parse_inputs
 
 # The dataset type docs/formats.md §4 tells Axolotl to use for TC rows.
 TC_DATASET_TYPE = {
@@ -57,14 +60,15 @@ def test_axolotl_masks_prompt_and_trains_verdict_plus_eos(tmp_path, tokenizer):
         },
     ]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    result = prepare_tc(
-        PrepareTcOptions(
-            inputs=(str(tmp_path / "in.jsonl"),),
+    result = run_prepare(
+        PrepareOptions(
+            inputs=parse_inputs([str(tmp_path / "in.jsonl")]),
             out=tmp_path / "out",
-            test_size="1",
-            tokenizer=str(tok_path),
+            test_size=TestSize(count=1),
+            tokenizer=tok_path,
             sequence_len=8192,
-        )
+        ),
+        TcTask(),
     )
     out = [
         json.loads(x) for f in ("train.jsonl", "test.jsonl") for x in (tmp_path / "out" / f).read_text().splitlines()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.train.membench import bench_overrides, fit_linear, fits_for, render_table, synthetic_rg_rows
+from bench.membench import bench_overrides, fit_linear, fits_for, render_table, synthetic_rg_rows
 from mixtral_ft.train.probe_report import PROBE_PLUGIN, format_lines, summarize
 
 REPO = Path(__file__).resolve().parents[1]

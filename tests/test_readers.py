@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.data.readers import (
+from mixtral_ft.errors import UsageError
+from mixtral_ft.prepare.readers import (
     InputSpec,
     detect_format,
     iter_chunks,
@@ -16,7 +17,6 @@ from mixtral_ft.data.readers import (
     parse_input,
     split_jsonl,
 )
-from mixtral_ft.errors import UsageError
 
 ROWS = [
     {"id": "a", "question": "Q1?", "context": ["s1", "s2"], "answer": "A1"},

@@ -14,8 +14,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, write_split
-from reliability_helpers import (
+
+from support.fixtures_models import rg_rows, write_split
+from support.reliability_helpers import (
     alive,
     descendants,
     fill,
@@ -122,13 +123,13 @@ def test_generate_stopped_while_waiting_on_an_endpoint(tmp_path):
 def test_a_keyboard_interrupt_typer_turns_into_a_return_value_is_not_exit_0(tmp_path, monkeypatch):
     """The root cause of "Ctrl-C reports success": outside standalone mode Typer turns a
     KeyboardInterrupt into Exit(130) and *returns* 130, which `main` used to drop (exit 0)."""
-    import mixtral_ft.data.prepare_rg as prepare_rg
+    import mixtral_ft.prepare.pipeline as pipeline
     from mixtral_ft.cli.main import main
 
-    def interrupted(_opts):
+    def interrupted(_opts, _task):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_rg, "prepare_rg", interrupted)
+    monkeypatch.setattr(pipeline, "run_prepare", interrupted)
     assert main(["prepare", "rg", str(write_qa(tmp_path / "qa.jsonl", 3)), "--out", str(tmp_path / "o")]) == 130
 
 
@@ -609,11 +610,12 @@ def test_ids_that_look_like_paths_or_markup_are_just_data(tmp_path):
     ]
     assert sorted(written) == sorted(ids)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "qa.jsonl"]  # no file named after an id
-    # the report escapes the text it shows (labels, names): HTML-escaped, and `|` in Markdown tables
+    # the report escapes the text it shows (labels, names): Markdown-escaped in report.md (`<` and `|`),
+    # so the HTML rendered from it shows the text
     v = _verdicts(tmp_path / "v.jsonl")
     label = "<script>alert(1)</script> | y"
     assert run(["eval", "rg", "--verdicts", v, "--label", label, "--out", tmp_path / "ev"], tmp_path).returncode == 0
     assert run(["report", tmp_path / "ev", "--out", tmp_path / "r"], tmp_path).returncode == 0
     html = (tmp_path / "r" / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; | y" in html
-    assert "alert(1)</script> \\| y" in (tmp_path / "r" / "report.md").read_text()
+    assert "\\<script>alert(1)\\</script> \\| y" in (tmp_path / "r" / "report.md").read_text()

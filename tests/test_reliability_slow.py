@@ -12,7 +12,10 @@ import signal
 from pathlib import Path
 
 import pytest
-from reliability_helpers import (
+
+from mixtral_ft.infer.rows import row_input_sha256
+from mixtral_ft.util.hashing import sha256_json
+from support.reliability_helpers import (
     alive,
     descendants,
     fill,
@@ -25,9 +28,6 @@ from reliability_helpers import (
     unmount,
     wait_until,
 )
-
-from mixtral_ft.infer.rows import row_input_sha256
-from mixtral_ft.util.hashing import sha256_json
 
 pytestmark = pytest.mark.slow
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
+from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from mixtral_ft.cli.main import main
+from mixtral_ft.report.render import Block, md_literal, to_html, to_markdown
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -107,6 +112,9 @@ def test_report_from_eval_dirs_and_train_run(tmp_path, capsys):
     assert "checkpoint-10" in md and "| run-rg | 10 | 0.2000 | 0.2200 |" in md
     html = (out / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and '<img src="risk_coverage.png"' in html
+    # report.html is report.md rendered: code spans are code, no Markdown shows, one <table> per table
+    assert "Hallucination rate from <code>mixft eval rg</code>" in html and "`" not in html
+    assert html.count("<table>") == len(re.findall(r"^\| ---( \| ---)* \|$", md, flags=re.M)) == 8
     data = json.loads((out / "report.json").read_text())
     assert data["runs"][0]["train_loss"][0] == [1, 2.0]
 
@@ -128,3 +136,94 @@ def test_trainer_state_in_run_dir_itself(tmp_path):
     (run / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 1.5}, {"step": 2}]}))
     evals, runs = discover([run])
     assert evals == [] and runs[0].train_loss == [(1, 1.5)] and runs[0].eval_loss == []
+
+
+class _Page(HTMLParser):
+    """What an HTML page shows: its text by element, and the tags it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.cells: list[str] = []
+        self.paragraphs: list[str] = []
+        self._open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("td", "th", "p"):
+            (self.cells if tag != "p" else self.paragraphs).append("")
+            self._open.append(tag)
+
+    def handle_endtag(self, tag):
+        if self._open and tag == self._open[-1]:
+            self._open.pop()
+
+    def handle_data(self, data):
+        if self._open:
+            target = self.paragraphs if self._open[-1] == "p" else self.cells
+            target[-1] += data
+
+
+def shown(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    return page
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '<img src="x" onerror="alert(1)">',
+    "<http://example.invalid>",
+    "<!-- hidden -->",
+    "**bold** *em* _em_ __strong__",
+    "`code` ``two``",
+    "[link](http://example.invalid) ![image](x.png) [ref][1]",
+    "a | b \\| c \\",
+    "back\\slash \\* \\_ \\`",
+    "&amp; &#60; &lt;b&gt;",
+    "~~strike~~",
+    "# not a heading",
+    "- not a list",
+    "1. not a list",
+    "> not a quote",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_text_from_the_inputs_shows_as_written(text):
+    """md_literal + the Markdown renderer: a label shows as its own text, in a table and in a paragraph,
+    and never becomes markup (no tag, link, image, code or emphasis)."""
+    blocks = [Block("table", headers=["label"], rows=[[text]]), Block("p", "Label: " + md_literal(text))]
+    page = shown(to_html(to_markdown(blocks)))
+    assert page.cells == ["label", text]
+    assert page.paragraphs == ["Label: " + text]
+    assert [t for t, _ in page.tags if t not in ("html", "head", "meta", "title", "style", "body")] == [
+        "h1", "table", "thead", "tr", "th", "tbody", "tr", "td", "p",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ft [rg]", "/tmp/run_1/e_rg", "10.0% [2.8%, 30.1%] (2/20)", "gold \\ prediction", "x > y", "AT&T", "B - A [CI]"],
+)
+def test_plain_text_is_not_escaped(text):
+    """What Markdown would show as written anyway stays byte for byte, so report.md reads as before."""
+    assert md_literal(text) == text
+
+
+def test_hostile_labels_show_as_text_in_the_report(tmp_path):
+    gold = write(tmp_path / "gold.jsonl", [{"id": f"i{k}", "hallucinated": k < 5} for k in range(20)])
+    checker = write(tmp_path / "checker.jsonl", [{"id": f"i{k}", "hallucinated": k in (0, 1, 9)} for k in range(20)])
+    rg_label, tc_label = "<script>alert(1)</script>", "<img src=x onerror=alert(1)> [x](y) **z**"
+    assert main(["eval", "rg", "--verdicts", str(checker), "--label", rg_label, "--out", str(tmp_path / "rg")]) == 0
+    tc = ["eval", "tc", "--pred", str(checker), "--gold", str(gold), "--label", tc_label, "--out", str(tmp_path / "tc")]
+    assert main(tc) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "rg"), str(tmp_path / "tc"), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| \\<script>alert(1)\\</script> |" in md  # escaped, so it reads as written in any Markdown viewer
+    assert "| \\<img src=x onerror=alert(1)> [x\\](y) \\*\\*z\\*\\* |" in md
+    page = shown((out / "report.html").read_text())
+    assert rg_label in page.cells and tc_label in page.cells
+    assert [t for t, _ in page.tags if t in ("script", "a", "strong")] == []
+    assert [a["src"] for t, a in page.tags if t == "img"] == ["hallucination_rates.png", "tc_accuracy.png"]

@@ -1,4 +1,5 @@
-"""report.html in a real headless Chromium: every image loads, no console error, the tables are there.
+"""report.html in a real headless Chromium: every image loads, no console error, every table of
+report.md is a table, no Markdown syntax shows, and labels cannot inject markup.
 
 Needs Debian's `chromium` and `chromium-driver` (CI installs them in .ci/run) and the `selenium`
 package (the `dev` extra); without them the test is skipped and says what is missing.
@@ -7,6 +8,7 @@ package (the `dev` extra); without them the test is skipped and says what is mis
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -147,6 +149,10 @@ def open_page(driver, html: Path) -> dict:
               headers: Array.from(t.querySelectorAll('th')).map(h => h.textContent),
               rows: t.querySelectorAll('tbody tr').length})),
           h2: Array.from(document.querySelectorAll('h2')).map(h => h.textContent),
+          text: document.body.innerText,
+          scripts: document.scripts.length,
+          links: document.links.length,
+          pwned: window.pwned === undefined ? null : String(window.pwned),
         };""")
     page["errors"] = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     return page
@@ -169,6 +175,60 @@ def test_report_html_opens_with_every_image_and_table(report_dir, browser):
         "Net hallucination rate (at rejection rate)",
     ] in headers
     assert all(t["rows"] >= 1 for t in page["tables"]) and len(page["tables"]) >= 6
+    md_tables = re.findall(r"^\| ---( \| ---)* \|$", (report_dir / "report.md").read_text(), flags=re.M)
+    assert len(page["tables"]) == len(md_tables)  # every table of report.md renders as a <table>
+    assert markdown_syntax(page["text"]) == [], page["text"]
+    assert "from mixft eval rg: the share" in page["text"] and "(--checker-eval)" in page["text"]
+
+
+MARKDOWN_SYNTAX = {
+    "backtick": r"`",
+    "strong": r"\*\*",
+    "table rule": r"\|\s*-{3,}",
+    "link or image": r"\]\(",
+    "heading": r"(?m)^#{1,6} ",
+    "escape": r"\\[!-/:-@\[-`{-~]",
+}
+
+
+def markdown_syntax(text: str) -> list[str]:
+    """The kinds of Markdown syntax that show in ``text`` (what a reader would see raw)."""
+    return [name for name, pattern in MARKDOWN_SYNTAX.items() if re.search(pattern, text)]
+
+
+def test_the_syntax_check_sees_markdown():
+    """The check above can fail: it finds each kind in text that shows it raw."""
+    raw = "from `mixft eval rg` **x** | --- | [a](b) \\_y\n## Summary"
+    assert markdown_syntax(raw) == list(MARKDOWN_SYNTAX)
+    assert markdown_syntax("95.0% [80.0%, 99.1%] (19/20) — B - A [CI]; p < 0.05 | x_y") == []
+
+
+HOSTILE = {
+    "rg": "<script>window.pwned = 1</script>",
+    "tc": '<img src="x.png" onerror="window.pwned = 2">',
+    "pipe": "[click](http://example.invalid/) ![i](x.png) **loud** `code` <http://example.invalid>",
+}
+
+
+def test_labels_show_as_text_and_inject_nothing(browser, tmp_path):
+    """A label can hold anything: the page shows it as written and runs, loads or links nothing of it."""
+    gold = write(tmp_path / "gold.jsonl", [{"id": f"i{k}", "hallucinated": k < 5} for k in range(20)])
+    checker = write(tmp_path / "checker.jsonl", [{"id": f"i{k}", "hallucinated": k in (0, 1, 9)} for k in range(20)])
+    argv = {
+        "rg": ["eval", "rg", "--verdicts", str(checker)],
+        "tc": ["eval", "tc", "--pred", str(checker), "--gold", str(gold)],
+        "pipe": ["eval", "pipeline", "--gold", str(gold), "--checker", str(checker)],
+    }
+    for name, args in argv.items():
+        assert main([*args, "--label", HOSTILE[name], "--out", str(tmp_path / name)]) == 0
+    out = tmp_path / "report"
+    assert main(["report", *(str(tmp_path / name) for name in argv), "--out", str(out)]) == 0
+    page = open_page(browser, out / "report.html")
+    assert page["errors"] == [] and page["pwned"] is None
+    assert page["scripts"] == 0 and page["links"] == 0
+    assert sorted(i["src"] for i in page["images"]) == ["hallucination_rates.png", "tc_accuracy.png"]
+    for label in HOSTILE.values():
+        assert label in page["text"]
 
 
 def test_the_check_sees_a_missing_image(report_dir, browser, tmp_path):

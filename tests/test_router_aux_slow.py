@@ -26,7 +26,7 @@ def _rendered(task: str, profile: str, model: Path, tmp_path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def measured(tiny_mixtral_dir, tmp_path_factory):
-    from mixtral_ft.models.router_aux import measure, setup_from_config
+    from bench.router_aux import measure, setup_from_config
 
     lora, coef = setup_from_config(_rendered("rg", "a100-80gb", tiny_mixtral_dir, tmp_path_factory.mktemp("r")))
     return measure(tiny_mixtral_dir, coef, lora), coef

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.data.prepare_rg import RgPrepareOptions, prepare_rg
-from mixtral_ft.data.readers import parse_input
-from mixtral_ft.data.split import SplitAssigner, TestSize, parse_test_size, split_key
 from mixtral_ft.errors import UsageError
+from mixtral_ft.prepare.options import PrepareOptions
+from mixtral_ft.prepare.pipeline import run_prepare
+from mixtral_ft.prepare.readers import parse_input
+from mixtral_ft.prepare.rg import RgTask
+from mixtral_ft.prepare.split import SplitAssigner, TestSize, parse_test_size, split_key
 
 
 def make_rows(n: int, start: int = 0, groups: int | None = None) -> list[dict]:
@@ -35,7 +37,7 @@ def run(tmp_path: Path, rows: list[dict], name: str, **kw) -> dict[str, list[dic
     src = tmp_path / f"{name}.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / f"{name}-out"
-    prepare_rg(RgPrepareOptions(inputs=[parse_input(f"raw={src}")], out=out, **kw))
+    run_prepare(PrepareOptions(inputs=[parse_input(f"raw={src}")], out=out, **kw), RgTask())
     return {s: [json.loads(x) for x in (out / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "test")} | {
         "bytes": {s: (out / f"{s}.jsonl").read_bytes() for s in ("train", "test")}
     }

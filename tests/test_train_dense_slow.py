@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_models import run_mixft
 
 from mixtral_ft.axolotl_cfg.families import MOE_ONLY_KEYS
+from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, tc_rows, write_split
 
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import InputError, PreflightError, UsageError
@@ -18,6 +17,7 @@ from mixtral_ft.train.launch import LaunchOptions, build_launch_command
 from mixtral_ft.train.preflight import check_data, check_gpus, check_run_dir
 from mixtral_ft.train.rundir import newest_checkpoint, read_summary
 from mixtral_ft.train.runner import axolotl_env, run_streaming
+from support.fixtures_models import rg_rows, tc_rows, write_split
 
 
 def test_single_process_runs_axolotl_module_directly():

@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_models import rg_rows, write_split
-from reliability_helpers import hold_lock, kill
 
 from mixtral_ft.cli.main import main
 from mixtral_ft.errors import LockedError, UsageError
 from mixtral_ft.train.rundir import RunState, asks_for_more, run_status, start_decision
+from support.fixtures_models import rg_rows, write_split
+from support.reliability_helpers import hold_lock, kill
 
 
 def _attempt(outcome: str | None, exit_status: int | None) -> dict:

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures_models import run_mixft
+
+from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures_models import run_mixft
 
 from mixtral_ft.train.runner import axolotl_env
 from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested
+from support.fixtures_models import run_mixft
 
 
 def test_telemetry_off_unless_the_config_asks(monkeypatch):

@@ -1,7 +1,7 @@
 """The CPU twin of every GPU profile x task (issue 10, item 10, training side).
 
 Each GPU profile is rendered exactly as `mixft train` renders it (with the tiny Mixtral as base
-model), then :func:`mixtral_ft.train.twin.cpu_twin_config` swaps only what a CPU cannot run (the
+model), then :func:`support.twin.cpu_twin_config` swaps only what a CPU cannot run (the
 device map, flash attention -> sdpa, Axolotl's CUDA LoRA kernels, DeepSpeed's process group), and
 Axolotl 0.19's own ``ModelLoader`` loads the model in-process. The tests assert the decisions the
 GPU run makes from the same config: every expert tensor and every attention projection in 4-bit
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from mixtral_ft.train.twin import Swap, cpu_twin_config
+from support.twin import Swap, cpu_twin_config
 
 GPU_PROFILES = ["a100-40gb", "a100-80gb", "h100-80gb", "multi-gpu"]
 TASKS = ["rg", "tc"]
@@ -87,7 +87,7 @@ def test_cpu_profile_needs_no_swap_and_legacy_flash_flag_is_swapped():
 @pytest.fixture(scope="module", params=[(t, p) for p in GPU_PROFILES for t in TASKS], ids=lambda tp: f"{tp[0]}-{tp[1]}")
 def twin(request, tiny_mixtral_dir, tmp_path_factory):
     pytest.importorskip("axolotl")
-    from mixtral_ft.train.twin import load_twin
+    from support.twin import load_twin
 
     task, profile = request.param
     work = tmp_path_factory.mktemp(f"twin-{task}-{profile}")

@@ -22,9 +22,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from mixtral_ft.backends.base import GenerationParams, Request, Result
+from mixtral_ft.choices import EndpointMode, values
 from mixtral_ft.errors import UsageError
 
-MODES = ("completions", "chat")
+MODES = values(EndpointMode)
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 

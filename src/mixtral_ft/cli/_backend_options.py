@@ -4,7 +4,8 @@
 to a command and hands them to it as two typed objects: ``backend: BackendOptions`` and
 ``params: GenerationParams`` (keyword-only parameters of the command). A command's own
 signature lists only what is its own (input, output, prompt flags). ``--help`` shows the group
-in two panels, "Model and backend" and "Decoding". ``mixft generate`` and ``mixft judge`` use it.
+in two panels, "Model and backend" and "Decoding". ``mixft generate`` and ``mixft judge`` use it,
+and hand the runner the memory plan's preflight (``plan_preflight``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mixtral_ft.cli._choices import Backend, EndpointMode
+from mixtral_ft.choices import Backend, EndpointMode
 from mixtral_ft.cli._common import enum_choice
+
+if TYPE_CHECKING:
+    from mixtral_ft.backends.base import GenerationParams
+    from mixtral_ft.backends.options import BackendOptions
+    from mixtral_ft.infer.job import Preflight
 
 BACKEND_PANEL = "Model and backend"
 DECODING_PANEL = "Decoding"
@@ -192,3 +198,15 @@ def inference_options(max_new_tokens: int, what: str = "response") -> Callable[[
         return wrapper
 
     return decorate
+
+
+def plan_preflight(backend: BackendOptions, params: GenerationParams, what: str) -> Preflight | None:
+    """The memory plan's check that ``generate`` / ``judge`` hand to the inference runner: before the
+    hf backend loads the model, plan the run for the rows left to do and refuse (exit 2) one the free
+    GPU memory cannot hold (docs/planning.md, "Preflight"). None for the openai backend and under
+    ``--skip-plan-check``; without CUDA the check plans nothing."""
+    if backend.name != Backend.hf or backend.skip_plan_check:
+        return None
+    from mixtral_ft.plan.check import preflight_requests
+
+    return functools.partial(preflight_requests, backend, max_new_tokens=params.max_new_tokens, what=what)

@@ -86,7 +86,7 @@ SourceFieldOption = typer.Option(
 
 
 def test_size_option(default: str) -> Any:  # Any, as typer.Option's: it is a parameter default
-    """``--test-size``: one rule for both prepare commands (data.split), its own default each."""
+    """``--test-size``: one rule for both prepare commands (prepare.split), its own default each."""
     return typer.Option(
         default,
         "--test-size",

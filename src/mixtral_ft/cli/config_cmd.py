@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._choices import Task
+from mixtral_ft.choices import Task
 from mixtral_ft.cli._common import ProfileOption, enum_choice
 
 app = typer.Typer(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._choices import DemoModel  # the presets of demo-cpu.yml's `model` (a test checks)
+from mixtral_ft.choices import DemoModel  # the presets of demo-cpu.yml's `model` (a test checks)
 from mixtral_ft.cli._common import enum_choice
 
 

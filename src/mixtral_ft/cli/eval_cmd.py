@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._choices import GroupField, IntervalMethod, Unparsed
+from mixtral_ft.choices import GroupField, IntervalMethod, Unparsed
 from mixtral_ft.cli._common import enum_choice
 
 app = typer.Typer(

@@ -8,8 +8,8 @@ import typer
 
 from mixtral_ft.backends.base import GenerationParams
 from mixtral_ft.backends.options import BackendOptions
-from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options
-from mixtral_ft.cli._choices import GeneratePrompt
+from mixtral_ft.choices import GeneratePrompt
+from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options, plan_preflight
 from mixtral_ft.cli._common import enum_choice
 
 
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         cfg = GenerateConfig(
             data=data, out=out, backend=backend, prompt_style=prompt.value, params=params, limit=limit, force=force
         )
-        s = generate(cfg)
+        s = generate(cfg, preflight=plan_preflight(backend, params, "generate"))
         if s.skipped or s.retried or s.changed:
             info(
                 f"resumed: {s.skipped} of {s.total} rows were already done"

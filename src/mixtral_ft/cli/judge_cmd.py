@@ -8,8 +8,8 @@ import typer
 
 from mixtral_ft.backends.base import GenerationParams
 from mixtral_ft.backends.options import BackendOptions
-from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options
-from mixtral_ft.cli._choices import JudgePrompt
+from mixtral_ft.choices import JudgePrompt
+from mixtral_ft.cli._backend_options import LimitOption, ResumeForceOption, inference_options, plan_preflight
 from mixtral_ft.cli._common import enum_choice
 
 
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             score=not no_score,
         )
-        s = judge(cfg)
+        s = judge(cfg, preflight=plan_preflight(backend, params, "judge"))
         if s.skipped or s.retried or s.changed:
             info(
                 f"resumed: {s.skipped} of {s.total} ids were already judged"

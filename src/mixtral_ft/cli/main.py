@@ -16,6 +16,7 @@ from mixtral_ft.cli import (
     eval_cmd,
     generate_cmd,
     judge_cmd,
+    label_cmd,
     merge_cmd,
     models_cmd,
     plan_cmd,
@@ -77,6 +78,7 @@ for _module in (
     report_cmd,
     run_cmd,
     demo_cmd,
+    label_cmd,
 ):
     _module.register(app)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.cli._choices import GeneratePrompt, JudgePrompt
+from mixtral_ft.choices import GeneratePrompt, JudgePrompt
 from mixtral_ft.cli._common import ProfileOption, enum_choice
 from mixtral_ft.plan.gpus import GPUS  # stdlib only: --help stays light
 

@@ -1,7 +1,7 @@
 """`mixft prepare`: Turn raw Q&A (RG) or labeled responses (TC) into Axolotl-ready train/test files.
 
 ``prepare rg`` is here, ``prepare tc`` in ``prepare_tc_cmd``; both take their shared options
-from ``_common``.
+from ``_common`` and run ``mixtral_ft.prepare.pipeline.run_prepare`` with their task's rules.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from mixtral_ft.choices import InputFormat
 from mixtral_ft.cli import prepare_tc_cmd
-from mixtral_ft.cli._choices import InputFormat
 from mixtral_ft.cli._common import (
     ContextFieldOption,
     ForceOption,
@@ -69,6 +69,27 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+AnswerFieldOption = typer.Option("answer", "--answer-field", help="Column holding the reference answer.")
+GroupByOption = typer.Option(
+    None,
+    "--group-by",
+    help="Keep all rows with the same value of this column on one side of the split (e.g. article_id).",
+)
+ContextSeparatorOption = typer.Option(
+    "\\n\\n", "--context-separator", help="Joins a list of context snippets ('\\n' = newline)."
+)
+NumberSnippetsOption = typer.Option(False, "--number-snippets", help="Prefix snippets with [1], [2], ...")
+SequenceLenOption = typer.Option(4096, "--sequence-len", help="Axolotl sequence_len to check lengths against.")
+PreviewOption = typer.Option(0, "--preview", min=0, help="Print N formatted examples with the trained part marked.")
+InputFormatOption = typer.Option(
+    None,
+    "--format",
+    click_type=enum_choice(InputFormat, "format"),
+    help="Input format for all inputs; default: by extension.",
+)
+WorkersOption = typer.Option(0, "--workers", min=0, help="Processes for the read pass (0 = automatic).")
+
+
 @app.command("rg", no_args_is_help=True)
 def rg(
     inputs: list[str] = typer.Argument(
@@ -80,33 +101,22 @@ def rg(
     out: Path = OutDirOption,
     question_field: str = QuestionFieldOption,
     context_field: str = ContextFieldOption,
-    answer_field: str = typer.Option("answer", "--answer-field", help="Column holding the reference answer."),
+    answer_field: str = AnswerFieldOption,
     id_field: str = IdFieldOption,
     source_field: str = SourceFieldOption,
-    group_by: str | None = typer.Option(
-        None,
-        "--group-by",
-        help="Keep all rows with the same value of this column on one side of the split (e.g. article_id).",
-    ),
+    group_by: str | None = GroupByOption,
     test_size: str = test_size_option(RG_DEFAULT_TEST_SIZE),
     seed: int = SeedOption,
     skip_invalid: bool = SkipInvalidOption,
     force: bool = ForceOption,
-    context_separator: str = typer.Option(
-        "\\n\\n", "--context-separator", help="Joins a list of context snippets ('\\n' = newline)."
-    ),
-    number_snippets: bool = typer.Option(False, "--number-snippets", help="Prefix snippets with [1], [2], ..."),
+    context_separator: str = ContextSeparatorOption,
+    number_snippets: bool = NumberSnippetsOption,
     tokenizer: Path | None = TokenizerOption,
-    sequence_len: int = typer.Option(4096, "--sequence-len", help="Axolotl sequence_len to check lengths against."),
-    preview: int = typer.Option(0, "--preview", min=0, help="Print N formatted examples with the trained part marked."),
-    input_format: InputFormat | None = typer.Option(
-        None,
-        "--format",
-        click_type=enum_choice(InputFormat, "format"),
-        help="Input format for all inputs; default: by extension.",
-    ),
+    sequence_len: int = SequenceLenOption,
+    preview: int = PreviewOption,
+    input_format: InputFormat | None = InputFormatOption,
     max_problems: int = MaxProblemsOption,
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes for the read pass (0 = automatic)."),
+    workers: int = WorkersOption,
 ) -> None:
     """Raw grounded Q&A -> train.jsonl / test.jsonl for Axolotl `type: context_qa.load_v2` + manifest.json.
 
@@ -119,37 +129,49 @@ def rg(
     """
     import sys
 
-    from mixtral_ft.data.prepare_rg import RgFields, RgPrepareOptions, format_preview, format_summary, prepare_rg
-    from mixtral_ft.data.readers import parse_input
-    from mixtral_ft.data.split import parse_test_size
+    from mixtral_ft.prepare.options import PrepareOptions
+    from mixtral_ft.prepare.pipeline import run_prepare
+    from mixtral_ft.prepare.readers import parse_input
+    from mixtral_ft.prepare.rg import RgTask, format_summary
+    from mixtral_ft.prepare.split import parse_test_size
+    from mixtral_ft.prepare.summary import format_preview
 
     fmt = input_format.value if input_format is not None else None
-    opts = RgPrepareOptions(
+    opts = PrepareOptions(
         inputs=[parse_input(a, fmt) for a in inputs],
         out=out,
-        fields=RgFields(question_field, context_field, answer_field, id_field, source_field),
+        fields={
+            "question": question_field,
+            "context": context_field,
+            "answer": answer_field,
+            "id": id_field,
+            "source": source_field,
+        },
         group_by=group_by or None,
         test_size=parse_test_size(test_size),
         seed=seed,
         skip_invalid=skip_invalid,
         force=force,
-        context_separator=_unescape(context_separator),
-        number_snippets=number_snippets,
         tokenizer=tokenizer,
         sequence_len=sequence_len,
         preview=preview,
         max_problems=max_problems,
         workers=workers,
     )
-    result = prepare_rg(opts)
-    if result.skipped_problems:
-        n = result.counts.get("invalid", 0)
-        info(f"skipped {n} invalid row(s) (--skip-invalid); reasons in {out / 'rejected.jsonl'}:")
-        for line in result.skipped_problems[:10]:
-            info(f"  {line}")
-        if n > 10:
-            info(f"  ... see {out / 'rejected.jsonl'} for all")
+    result = run_prepare(opts, RgTask(_unescape(context_separator), number_snippets))
+    _skipped(result.counts.get("invalid", 0), result.skipped, out / "rejected.jsonl")
     if result.preview:
         echo(format_preview(result.preview, color=sys.stdout.isatty()))
         echo()
     echo(format_summary(result))
+
+
+def _skipped(n: int, problems: list[str], rejected: Path) -> None:
+    """On stderr: how many rows --skip-invalid left out, and the first reasons."""
+    if not problems:
+        return
+    info(f"skipped {n} invalid row(s) (--skip-invalid); reasons in {rejected}:")
+    for line in problems[:10]:
+        info(f"  {line}")
+    if n > 10:
+        info(f"  ... see {rejected} for all")

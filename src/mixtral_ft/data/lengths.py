@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.errors import MissingDependencyError, UsageError
+
 IGNORE_INDEX = -100
 CHARS_PER_TOKEN = 4.0
 ESTIMATE_RULE = "characters / 4 + 2 (no --tokenizer given)"
@@ -220,8 +222,6 @@ class AxolotlInstructionTokenizer:
 
 def load_tokenizer(path: str | Path):
     """A tokenizer from a local directory; a clear error when it is not one."""
-    from mixtral_ft.errors import MissingDependencyError, UsageError
-
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: tokenizer directory not found (give a local directory; nothing is downloaded)")

@@ -9,6 +9,8 @@ versions and the mixft git commit.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,6 @@ class HashingWriter:
     (hashlib releases the GIL on big updates)."""
 
     def __init__(self, path: Path, block: int = 1 << 20):
-        import hashlib
-
         self._fh = open(path, "wb")
         self._hash = hashlib.sha256()
         self._parts: list[bytes] = []
@@ -102,8 +102,6 @@ class HashingWriter:
 def hash_files_in_background(paths: list[Path]):
     """Start hashing ``paths`` in a thread (overlapping other work); call the returned function
     to wait for ``{path: sha256}`` (missing files are skipped)."""
-    import threading
-
     result: dict[Path, str] = {}
 
     def run() -> None:

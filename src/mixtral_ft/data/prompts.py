@@ -10,6 +10,8 @@ EOS is trained on.
 
 from __future__ import annotations
 
+from mixtral_ft.data.normalize import join_snippets, normalize_text
+
 CONTEXT_QA_V2 = "context_qa.load_v2"
 
 
@@ -27,8 +29,6 @@ def join_context(context: str | list[str] | tuple[str, ...]) -> str:
     """The knowledge-base context as one string, exactly as ``prepare rg`` builds it:
     snippets normalized and joined by a blank line; a string is normalized. Used by every
     prompt built at inference (RG generation, the TC prompt) so it matches the training rows."""
-    from mixtral_ft.data.normalize import join_snippets, normalize_text
-
     if isinstance(context, str):
         return normalize_text(context)
     if isinstance(context, (list, tuple)) and all(isinstance(s, str) for s in context):

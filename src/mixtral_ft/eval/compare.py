@@ -1,32 +1,22 @@
 """`eval compare A B`: the same items under two systems, with a paired test.
 
-Without ``gold`` the outcome is "hallucinated" (A and B are verdict files for two response
-generators judged on the same ids); items unparsed in either file are left out of the paired
-analysis and counted. With ``gold`` the outcome is "judged correctly" (A and B are two
-checkers' predictions); an unparsed prediction counts as wrong, as in ``eval tc``.
-
-Difference = rate(B) - rate(A), with Newcombe's paired interval and McNemar's test
-(exact binomial p-value; the continuity-corrected chi-square beside it). When no item is parsed
-in both files, the rates and the difference are undefined (value None with a note) and there
-is no test: nothing is compared, and nothing is made up.
-
-With ``checker`` (an ``eval tc`` result of the judge of A and B), each rate and the difference
-are also corrected for the judge's error (correction.py).
+Outcome "hallucinated" (two verdict files; items unparsed in either are left out and counted) or,
+with ``gold``, "judged correctly" (two checkers; unparsed counts as wrong). Difference B - A with
+Newcombe's paired interval and McNemar's test; with ``checker``, also corrected for the judge.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from mixtral_ft.errors import UsageError
+from mixtral_ft.eval.correction import CheckerEval, corrected_difference, corrected_rate
 from mixtral_ft.eval.items import ItemFile, match_ids
 from mixtral_ft.eval.metrics import Estimate, rate
 from mixtral_ft.eval.render import correction_text, est_text, intervals_sentence, markdown_table, pct, signed_points
 from mixtral_ft.eval.result import EvalResult
-from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE, mcnemar, newcombe_paired_interval
-
-if TYPE_CHECKING:
-    from mixtral_ft.eval.correction import CheckerEval
+from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE, McNemarResult, mcnemar, newcombe_paired_interval
 
 
 def paired_outcomes(a: ItemFile, b: ItemFile, gold: ItemFile | None) -> tuple[list[str], list[bool], list[bool], int]:
@@ -59,8 +49,6 @@ def evaluate_compare(
     names: tuple[str, str] | None = None,
     checker: CheckerEval | None = None,
 ) -> EvalResult:
-    from mixtral_ft.eval.correction import corrected_difference, corrected_rate
-
     if checker is not None:
         if gold is not None:
             raise UsageError(
@@ -70,56 +58,100 @@ def evaluate_compare(
         checker.check_applies_to([a, b], count_relevance)
     ids, out_a, out_b, excluded = paired_outcomes(a, b, gold)
     name_a, name_b = names or (a.path.stem, b.path.stem)
-    n = len(ids)
-    n11 = sum(x and y for x, y in zip(out_a, out_b))
-    n10 = sum(x and not y for x, y in zip(out_a, out_b))
-    n01 = sum(y and not x for x, y in zip(out_a, out_b))
-    n00 = n - n11 - n10 - n01
+    table = PairedTable.of(out_a, out_b)
     outcome = "accuracy" if gold is not None else "hallucination_rate"
-    nothing = "no item is parsed in both files"
-    ra = rate(n11 + n10, n, method, confidence, nothing)
-    rb = rate(n11 + n01, n, method, confidence, nothing)
-    if n:
-        # Newcombe's interval is for p_first - p_second; put B first so the difference is B - A.
-        diff = Estimate((n01 - n10) / n, newcombe_paired_interval(n11, n01, n10, n00, confidence))
-        test = mcnemar(n10, n01)
-    else:
-        diff, test = Estimate(None, None, note=f"undefined: {nothing}"), None
-    metrics = {f"{outcome}_a": ra, f"{outcome}_b": rb, "difference_b_minus_a": diff}
-    if checker is not None:
-        metrics["hallucination_rate_corrected_a"] = corrected_rate(n11 + n10, n, checker, method, confidence, nothing)
-        metrics["hallucination_rate_corrected_b"] = corrected_rate(n11 + n01, n, checker, method, confidence, nothing)
-        metrics["difference_b_minus_a_corrected"] = corrected_difference(
-            n11, n10, n01, n00, checker, method, confidence
-        )
+    metrics, test = _metrics(table, outcome, checker, method, confidence)
     body: dict[str, Any] = {
         "outcome": outcome,
         "names": {"a": name_a, "b": name_b},
         "counts": {
-            "items": n,
+            "items": table.n,
             "excluded_unparsed": excluded,
-            "both": n11,
-            "a_only": n10,
-            "b_only": n01,
-            "neither": n00,
+            "both": table.both,
+            "a_only": table.a_only,
+            "b_only": table.b_only,
+            "neither": table.neither,
         },
         "metrics": {k: v.to_dict() for k, v in metrics.items()},
         "mcnemar": test.to_dict() if test else None,
     }
     if checker is not None:
         body["checker_eval"] = checker.to_dict(method, confidence)
-    m = body["metrics"]
-    word = "accuracy" if gold is not None else "hallucination rate"
-    pos = "correct" if gold is not None else "hallucinated"
+    summary, rows = _value_rows(body, test)
+    inputs = {"a": a, "b": b} | ({"gold": gold} if gold is not None else {})
+    options = {"count_relevance": count_relevance, "interval": method, "confidence": confidence}
+    if checker is not None:
+        options["checker_eval"] = str(checker.path)
+    md = _markdown(body, rows, checker)
+    return EvalResult("compare", label or f"{name_a} vs {name_b}", inputs, options, body, summary, md)
+
+
+@dataclass(frozen=True)
+class PairedTable:
+    """The paired 2x2 table of a positive outcome in A and in B."""
+
+    both: int
+    a_only: int
+    b_only: int
+    neither: int
+
+    @classmethod
+    def of(cls, out_a: list[bool], out_b: list[bool]) -> PairedTable:
+        both = sum(x and y for x, y in zip(out_a, out_b))
+        a_only = sum(x and not y for x, y in zip(out_a, out_b))
+        b_only = sum(y and not x for x, y in zip(out_a, out_b))
+        return cls(both, a_only, b_only, len(out_a) - both - a_only - b_only)
+
+    @property
+    def n(self) -> int:
+        return self.both + self.a_only + self.b_only + self.neither
+
+
+NOTHING = "no item is parsed in both files"
+
+
+def _metrics(
+    t: PairedTable, outcome: str, checker: CheckerEval | None, method: str, confidence: float
+) -> tuple[dict[str, Estimate], McNemarResult | None]:
+    """Both rates, the difference B - A with Newcombe's paired interval, McNemar's test; with
+    ``checker``, the rates and the difference corrected for the judge's error."""
+    n = t.n
+    ra = rate(t.both + t.a_only, n, method, confidence, NOTHING)
+    rb = rate(t.both + t.b_only, n, method, confidence, NOTHING)
+    if n:
+        # Newcombe's interval is for p_first - p_second; put B first so the difference is B - A.
+        interval = newcombe_paired_interval(t.both, t.b_only, t.a_only, t.neither, confidence)
+        diff, test = Estimate((t.b_only - t.a_only) / n, interval), mcnemar(t.a_only, t.b_only)
+    else:
+        diff, test = Estimate(None, None, note=f"undefined: {NOTHING}"), None
+    metrics = {f"{outcome}_a": ra, f"{outcome}_b": rb, "difference_b_minus_a": diff}
+    if checker is not None:
+        metrics["hallucination_rate_corrected_a"] = corrected_rate(
+            t.both + t.a_only, n, checker, method, confidence, NOTHING
+        )
+        metrics["hallucination_rate_corrected_b"] = corrected_rate(
+            t.both + t.b_only, n, checker, method, confidence, NOTHING
+        )
+        metrics["difference_b_minus_a_corrected"] = corrected_difference(
+            t.both, t.a_only, t.b_only, t.neither, checker, method, confidence
+        )
+    return metrics, test
+
+
+def _value_rows(body: dict, test: McNemarResult | None) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """The stdout summary and the rows of report.md's table of values."""
+    m, outcome = body["metrics"], body["outcome"]
+    name_a, name_b = body["names"]["a"], body["names"]["b"]
+    word = "accuracy" if outcome == "accuracy" else "hallucination rate"
     diff_text = signed_points(m["difference_b_minus_a"])
     p_text = f"{test.p_exact:.4g}" if test else "n/a (nothing to test)"
     summary = [
-        ("items (paired)", str(n)),
+        ("items (paired)", str(body["counts"]["items"])),
         (f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])),
         (f"{word} B ({name_b})", est_text(m[f"{outcome}_b"])),
         ("difference B - A", diff_text),
         ("McNemar exact p", p_text),
-        ("excluded (unparsed)", str(excluded)),
+        ("excluded (unparsed)", str(body["counts"]["excluded_unparsed"])),
     ]
     rows = [
         [f"{word} A ({name_a})", est_text(m[f"{outcome}_a"])],
@@ -128,8 +160,8 @@ def evaluate_compare(
         ["McNemar exact p-value", p_text],
         ["McNemar chi-square (cc), p", f"{test.chi2:.3f}, {test.p_chi2:.4g}" if test else "n/a"],
     ]
-    if checker is not None:
-        ce = body["checker_eval"]
+    ce = body.get("checker_eval")
+    if ce is not None:
         corrected = [
             (f"A ({name_a}) corrected for the judge", correction_text(m["hallucination_rate_corrected_a"], ce)),
             (f"B ({name_b}) corrected for the judge", correction_text(m["hallucination_rate_corrected_b"], ce)),
@@ -137,9 +169,16 @@ def evaluate_compare(
         ]
         summary += corrected
         rows += [list(r) for r in corrected]
+    return summary, rows
+
+
+def _markdown(body: dict, rows: list[list[str]], checker: CheckerEval | None) -> str:
+    m, c = body["metrics"], body["counts"]
+    gold = body["outcome"] == "accuracy"
+    pos = "correct" if gold else "hallucinated"
     cond = (
         "Outcome: judged correctly against gold (unparsed predictions count as wrong)."
-        if gold is not None
+        if gold
         else "Outcome: hallucinated. Items unparsed in either file are left out of the paired analysis."
     )
     parts = [
@@ -156,16 +195,17 @@ def evaluate_compare(
             "flag-rate difference (the same items in A and B) with the interval of sensitivity + specificity "
             "- 1 (independent gold items). Assumption: " + body["checker_eval"]["assumption"] + ".",
         ]
+    rate_a, rate_b = m[f"{body['outcome']}_a"]["value"], m[f"{body['outcome']}_b"]["value"]
     parts += [
         "",
         "## Paired table",
         "",
-        markdown_table(["", f"B {pos}", f"B not {pos}"], [[f"A {pos}", n11, n10], [f"A not {pos}", n01, n00]]),
+        markdown_table(
+            ["", f"B {pos}", f"B not {pos}"],
+            [[f"A {pos}", c["both"], c["a_only"]], [f"A not {pos}", c["b_only"], c["neither"]]],
+        ),
         "",
-        f"Items compared: {n}; left out (unparsed in A or B): {excluded}; A {pct(ra.value)} vs B {pct(rb.value)}.",
+        f"Items compared: {c['items']}; left out (unparsed in A or B): {c['excluded_unparsed']}; "
+        f"A {pct(rate_a)} vs B {pct(rate_b)}.",
     ]
-    inputs = {"a": a, "b": b} | ({"gold": gold} if gold is not None else {})
-    options = {"count_relevance": count_relevance, "interval": method, "confidence": confidence}
-    if checker is not None:
-        options["checker_eval"] = str(checker.path)
-    return EvalResult("compare", label or f"{name_a} vs {name_b}", inputs, options, body, summary, "\n".join(parts))
+    return "\n".join(parts)

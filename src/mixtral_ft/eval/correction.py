@@ -1,27 +1,9 @@
-"""Judged rates corrected for the judge's own error, measured by ``eval tc`` on gold labels.
+"""Judged rates corrected for the judge's own error, measured by ``eval tc`` on gold (``--checker-eval``).
 
-A hallucination rate measured by a judge is the share of responses the judge *flags*. With
-the judge's sensitivity Se (hallucinated responses it flags) and specificity Sp (clean ones it
-passes), the expected flag rate is p = Se * pi + (1 - Sp) * (1 - pi), so the rate behind it is
-the Rogan-Gladen estimate pi = (p + Sp - 1) / (Se + Sp - 1), clipped to [0, 1]. Se and Sp come
-from an ``eval tc`` result of the *same* judge (same model, adapter and prompt), recomputed
-here from its confusion matrix.
-
-- The interval is Lang & Reiczigel's (2014) adjusted Wald interval, which carries the
-  uncertainty of all three binomials (the judged items, the gold hallucinated items, the gold
-  clean items); see ``stats.lang_reiczigel_interval`` and docs/evaluation.md for why it was
-  chosen.
-- The correction is only defined when Se + Sp - 1 (Youden's J) is clearly above 0: its 95%
-  interval (Newcombe's hybrid score interval of Se - (1 - Sp)) must exclude 0. Otherwise the
-  rate is *not identifiable* and is reported as such, with the reason, never as a number.
-- Unparsed judge outputs are left out of the judged rate (they are reported beside it), so Se
-  and Sp are measured over the judge's *parsed* outputs on gold too: the corrected rate is the
-  rate among responses whose verdict parsed.
-- The assumption that makes the correction valid: the judge's Se and Sp on the gold set carry
-  over to the judged responses (transportability).
-- Two systems judged by the same judge: the corrected difference is (p_B - p_A) / J, with the
-  MOVER-R interval (Newcombe 2016) of that ratio built from Newcombe's paired interval of
-  p_B - p_A (the same items, so pairing is kept) and the interval of J (independent gold items).
+Loads the ``eval tc`` result, checks it measured the same judge, and gives the Rogan-Gladen rate
+with Lang-Reiczigel's interval, or "not identifiable" with the reason; the corrected paired
+difference by MOVER-R. Method and assumption: docs/evaluation.md and
+docs/design/evaluation-notes.md.
 """
 
 from __future__ import annotations
@@ -35,6 +17,7 @@ from typing import Any
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.eval.items import ItemFile
 from mixtral_ft.eval.metrics import Estimate, rate
+from mixtral_ft.eval.result import RESULTS_SCHEMA
 from mixtral_ft.eval.stats import (
     DEFAULT_CONFIDENCE,
     Interval,
@@ -44,6 +27,7 @@ from mixtral_ft.eval.stats import (
     newcombe_paired_interval,
     rogan_gladen,
 )
+from mixtral_ft.util.hashing import sha256_file
 
 ASSUMPTION = (
     "the judge's sensitivity and specificity measured on the gold set carry over to the judged "
@@ -58,7 +42,7 @@ _IDENTITY_FIELDS = ("model", "adapter", "prompt_sha256")
 def _judge_manifest_settings(path: Path) -> dict[str, Any]:
     """``settings`` of the manifest ``mixft judge`` writes beside its output, or {} when absent."""
     from mixtral_ft.infer.output import manifest_path_for
-    from mixtral_ft.util.manifest import read_manifest
+    from mixtral_ft.util.manifest import read_manifest  # here: importing eval stays light (no provenance)
 
     data = read_manifest(manifest_path_for(path))  # a corrupt manifest is an error, never "absent"
     if data is None:
@@ -128,9 +112,6 @@ class CheckerEval:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CheckerEval:
-        from mixtral_ft.eval.result import RESULTS_SCHEMA
-        from mixtral_ft.util.hashing import sha256_file
-
         path = Path(directory)
         results = path / "results.json" if path.is_dir() else path
         if not results.is_file():

@@ -1,26 +1,9 @@
-"""Pure metric functions over counts: rates, the checker's confusion matrix, risk-coverage.
+"""Metric functions over counts: rates, the checker's confusion matrix, risk-coverage.
 
-Every metric is an ``Estimate``: value, numerator and denominator (when it is a proportion)
-and a 95% interval. A metric whose denominator is 0 (precision when nothing is flagged)
-has ``value`` None and says why in ``note``; no items at all is an ``EmptyInputError``.
-
-Unparsed checker outputs (docs/formats.md §6, ``hallucinated`` null) are a third prediction
-column of the confusion matrix. They count as *wrong* for every metric whose denominator is
-a gold class (accuracy, recall, specificity, balanced accuracy, F1's false negatives), and
-are not flags for precision (they are not predicted positives). ``accuracy_parsed`` gives
-accuracy over parsed predictions only, next to ``parse_failure_rate``.
-
-F1 and balanced accuracy are not single proportions. Their intervals are closed forms built
-from proportion intervals, so they stay honest in degenerate tables (a checker that flags
-nothing has F1 0 with an upper limit well above 0, not ``[0, 0]``):
-
-- F1 = 2J / (1 + J) with J = TP / (TP + FP + FN), the Jaccard index (Hand, Christen & Kirielle
-  (2021), "F*: an interpretable transformation of the F-measure", Mach Learn 110:451-456).
-  Given the TP + FP + FN items that are not true negatives, TP is binomial with probability J,
-  so the interval of J (Wilson or Clopper-Pearson) maps to one of F1 through the increasing
-  function 2J / (1 + J).
-- Balanced accuracy = (recall + specificity) / 2, two independent proportions (one per gold
-  class): MOVER interval of a sum (Zou & Donner 2008), halved.
+Every metric is an ``Estimate`` (value, numerator and denominator, interval); a zero denominator
+gives ``value`` None with a ``note``. Unparsed checker outputs are a third prediction column:
+wrong for every metric over a gold class, not flags for precision (docs/evaluation.md). F1 and
+balanced accuracy intervals: docs/design/evaluation-notes.md.
 """
 
 from __future__ import annotations

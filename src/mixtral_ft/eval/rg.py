@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mixtral_ft.choices import GroupField, values
 from mixtral_ft.errors import UsageError, suggest
+from mixtral_ft.eval.correction import CheckerEval, corrected_rate
 from mixtral_ft.eval.items import Item, ItemFile, mistake_type_counts
-from mixtral_ft.eval.metrics import count_rate, rate
+from mixtral_ft.eval.metrics import Estimate, count_rate, rate
 from mixtral_ft.eval.render import ci_level, correction_text, est_text, intervals_sentence, markdown_table
 from mixtral_ft.eval.result import EvalResult
 from mixtral_ft.eval.stats import DEFAULT_CONFIDENCE
 
-if TYPE_CHECKING:
-    from mixtral_ft.eval.correction import CheckerEval
-
-GROUP_FIELDS = ("source", "model")
+GROUP_FIELDS = values(GroupField)
 
 
 def default_label(f: ItemFile) -> str:
@@ -29,8 +28,6 @@ def group_rows(
 ) -> list[dict]:
     """One row per value of ``by`` (items without it grouped under '(none)'), sorted by name;
     with ``checker``, each row's rate corrected for the judge's error beside it."""
-    from mixtral_ft.eval.correction import corrected_rate
-
     groups: dict[str, list[Item]] = defaultdict(list)
     for it in items:
         groups[getattr(it, by) or "(none)"].append(it)
@@ -66,14 +63,36 @@ def evaluate_rg(
 
     ``checker``: an ``eval tc`` result of the same judge; adds ``hallucination_rate_corrected``
     (correction.py) and the judge's measured error (``checker_eval``)."""
-    from mixtral_ft.eval.correction import corrected_rate
-
     if checker is not None:
         checker.check_applies_to([verdicts], count_relevance)
     for b in by or []:
         if b not in GROUP_FIELDS:
             raise UsageError(suggest(b, GROUP_FIELDS, "--by field"))
     items = verdicts.items
+    parsed = [it for it in items if it.parsed]
+    if by is None:
+        by = [g for g in GROUP_FIELDS if any(getattr(it, g) for it in items)]
+    type_rows = [
+        {"type": t, "items": c, "share_of_parsed": c / len(parsed) if parsed else None}
+        for t, c in sorted(mistake_type_counts(parsed).items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    body: dict[str, Any] = {
+        "counts": _counts(items),
+        "metrics": {k: v.to_dict() for k, v in _metrics(items, checker, method, confidence).items()},
+        "breakdown": {g: group_rows(items, g, method, confidence, checker) for g in by},
+        "mistake_types": type_rows,
+    }
+    if checker is not None:
+        body["checker_eval"] = checker.to_dict(method, confidence)
+    options = {"count_relevance": count_relevance, "by": by, "interval": method, "confidence": confidence}
+    if checker is not None:
+        options["checker_eval"] = str(checker.path)
+    md = _markdown(body, count_relevance, confidence)
+    return EvalResult("rg", label or default_label(verdicts), {"verdicts": verdicts}, options, body, _summary(body), md)
+
+
+def _metrics(items: list[Item], checker: CheckerEval | None, method: str, confidence: float) -> dict[str, Estimate]:
+    """The hallucination rate and its companions; with ``checker``, the rate corrected for the judge."""
     n = len(items)
     parsed = [it for it in items if it.parsed]
     hall = sum(bool(it.hallucinated) for it in parsed)
@@ -94,53 +113,41 @@ def evaluate_rg(
     }
     if checker is not None:
         metrics["hallucination_rate_corrected"] = corrected_rate(hall, len(parsed), checker, method, confidence)
-    if by is None:
-        by = [g for g in GROUP_FIELDS if any(getattr(it, g) for it in items)]
-    breakdown = {g: group_rows(items, g, method, confidence, checker) for g in by}
-    types = mistake_type_counts(parsed)
-    type_rows = [
-        {"type": t, "items": c, "share_of_parsed": c / len(parsed) if parsed else None}
-        for t, c in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
-    counts = {
-        "items": n,
+    return metrics
+
+
+def _counts(items: list[Item]) -> dict[str, Any]:
+    parsed = [it for it in items if it.parsed]
+    hall = sum(bool(it.hallucinated) for it in parsed)
+    rel_known = [it for it in parsed if it.relevance_mistake is not None]
+    return {
+        "items": len(items),
         "parsed": len(parsed),
-        "unparsed": unparsed,
+        "unparsed": len(items) - len(parsed),
         "hallucinated": hall,
         "clean": len(parsed) - hall,
         "relevance_known": len(rel_known),
         "relevance_mistakes": sum(bool(it.relevance_mistake) for it in rel_known),
         "label_sources": dict(sorted(_label_sources(items).items())),
     }
-    body: dict[str, Any] = {
-        "counts": counts,
-        "metrics": {k: v.to_dict() for k, v in metrics.items()},
-        "breakdown": breakdown,
-        "mistake_types": type_rows,
-    }
-    if checker is not None:
-        body["checker_eval"] = checker.to_dict(method, confidence)
-    label = label or default_label(verdicts)
-    md = _markdown(body, count_relevance, confidence)
-    summary = [("items", str(n)), ("hallucination rate", est_text(body["metrics"]["hallucination_rate"]))]
-    if checker is not None:
+
+
+def _summary(body: dict) -> list[tuple[str, str]]:
+    """The rows printed to stdout."""
+    m, c = body["metrics"], body["counts"]
+    summary = [("items", str(c["items"])), ("hallucination rate", est_text(m["hallucination_rate"]))]
+    if "checker_eval" in body:
         summary.append(
-            (
-                "  corrected for the judge",
-                correction_text(body["metrics"]["hallucination_rate_corrected"], body["checker_eval"]),
-            )
+            ("  corrected for the judge", correction_text(m["hallucination_rate_corrected"], body["checker_eval"]))
         )
     summary += [
-        ("relevance mistakes", est_text(body["metrics"]["relevance_mistake_rate"])),
-        ("unparsed", f"{unparsed} ({est_text(body['metrics']['unparsed_rate'])})"),
+        ("relevance mistakes", est_text(m["relevance_mistake_rate"])),
+        ("unparsed", f"{c['unparsed']} ({est_text(m['unparsed_rate'])})"),
     ]
-    for g, rows in breakdown.items():
+    for g, rows in body["breakdown"].items():
         for r in rows:
             summary.append((f"  {g}={r[g]}", est_text(r["hallucination_rate"])))
-    options = {"count_relevance": count_relevance, "by": by, "interval": method, "confidence": confidence}
-    if checker is not None:
-        options["checker_eval"] = str(checker.path)
-    return EvalResult("rg", label, {"verdicts": verdicts}, options, body, summary, md)
+    return summary
 
 
 def _label_sources(items: list[Item]) -> dict[str, int]:

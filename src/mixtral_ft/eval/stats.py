@@ -1,37 +1,9 @@
 """Interval estimates and paired tests for proportions, in pure Python (math + stdlib only).
 
-Methods (all two-sided, default 95%):
-
-- Wilson score interval for one proportion: E. B. Wilson (1927), "Probable inference, the
-  law of succession, and statistical inference", JASA 22:209-212. Recommended over the Wald
-  interval by Newcombe (1998, Stat Med 17:857-872) and Brown, Cai & DasGupta (2001, Stat Sci
-  16:101-133); it stays inside [0, 1] and behaves at 0 and n successes.
-- Clopper-Pearson "exact" interval: C. J. Clopper & E. S. Pearson (1934), Biometrika 26:404-413.
-  Conservative; offered for users who must report it.
-- McNemar's test for paired binary outcomes: Q. McNemar (1947), Psychometrika 12:153-157.
-  The exact (binomial) version conditions on the discordant pairs, b + c, and tests
-  b ~ Binomial(b + c, 1/2); the chi-square version uses Edwards' (1948) continuity correction,
-  (|b - c| - 1)^2 / (b + c) on 1 degree of freedom.
-- Paired difference of proportions: Newcombe's square-and-add interval built from two Wilson
-  intervals with a correction for the correlation of the paired estimates ("method 10" of
-  R. G. Newcombe (1998), "Improved confidence intervals for the difference between binomial
-  proportions based on paired data", Stat Med 17:2635-2650; as in Fagerland, Lydersen & Laake
-  (2017), "Statistical Analysis of Contingency Tables", ch. 8).
-- Difference of two independent proportions: Newcombe's hybrid score interval ("method 10" of
-  R. G. Newcombe (1998), "Interval estimation for the difference between independent proportions:
-  comparison of eleven methods", Stat Med 17:873-890). It is the MOVER construction (Zou & Donner
-  (2008), "Construction of confidence limits about effect measures: a general approach", Stat Med
-  27:1693-1702) applied to two single-proportion intervals; the same construction gives the
-  interval of a sum (balanced accuracy) and, for a ratio of two independent estimates, MOVER-R
-  (R. G. Newcombe (2016), "MOVER-R confidence intervals for ratios and products of two
-  independently estimated quantities", Stat Methods Med Res 25:1774-1778).
-- Prevalence corrected for a classifier's estimated sensitivity and specificity (Rogan & Gladen
-  (1978), Am J Epidemiol 107:71-76) with the adjusted-Wald interval of Z. Lang & J. Reiczigel
-  (2014), "Confidence limits for prevalence of disease adjusted for estimated sensitivity and
-  specificity", Prev Vet Med 113:13-22; see ``lang_reiczigel_interval``.
-
-No statistic here is bootstrapped: every interval is a closed form of the counts, so it is
-reproducible to the bit and stays honest in degenerate tables (nothing flagged, one class only).
+Wilson and Clopper-Pearson intervals of one proportion, Newcombe's intervals of paired and
+independent differences, MOVER sums and ratios, McNemar's test, and the Rogan-Gladen prevalence
+with Lang-Reiczigel's interval. Every interval is a closed form of the counts, never a bootstrap.
+References and derivations: docs/design/evaluation-notes.md.
 """
 
 from __future__ import annotations
@@ -41,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from mixtral_ft.errors import MixftError
+from mixtral_ft.errors import MixftError, UsageError, suggest
 
 DEFAULT_CONFIDENCE = 0.95
 
@@ -148,8 +120,6 @@ INTERVAL_METHODS: dict[str, Callable[[int, int, float], Interval]] = {
 
 def proportion_interval(k: int, n: int, method: str = "wilson", confidence: float = DEFAULT_CONFIDENCE) -> Interval:
     """Interval for one proportion by a named method (``wilson`` or ``clopper-pearson``)."""
-    from mixtral_ft.errors import UsageError, suggest
-
     if method not in INTERVAL_METHODS:
         raise UsageError(suggest(method, INTERVAL_METHODS, "interval method"))
     return INTERVAL_METHODS[method](k, n, confidence)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.eval.correction import judge_identity
 from mixtral_ft.eval.items import ItemFile, match_ids
 from mixtral_ft.eval.metrics import CLASSIFICATION_METRICS, classification_metrics, confusion_matrix
 from mixtral_ft.eval.render import ci_level, est_text, intervals_sentence, markdown_table
@@ -30,7 +31,6 @@ def evaluate_tc(
     Records which judge made the predictions (``checker``: backend, model, adapter, prompt hash,
     and from the judge's manifest the adapter's weight hash and prompt style) so that
     ``eval rg --checker-eval`` can refuse to correct rates judged by another judge."""
-    from mixtral_ft.eval.correction import judge_identity
 
     ids = match_ids(gold, pred, "gold", "predictions")
     g, p = gold.by_id(), pred.by_id()

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 
+from mixtral_ft.choices import GeneratePrompt, values
 from mixtral_ft.data.prompts import context_qa_v2_prompt, join_context
 
-PROMPT_STYLES = ("rg", "chat")
+PROMPT_STYLES = values(GeneratePrompt)
 CHAT_INSTRUCTION = (
     "Answer the question using only the information in the context. "
     "If the context does not contain the answer, say that you do not know."

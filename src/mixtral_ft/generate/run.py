@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.errors import UsageError
 from mixtral_ft.generate.prompts import CHAT_INSTRUCTION, PROMPT_STYLES, chat_messages, rg_prompt, strip_answer_prefix
 from mixtral_ft.infer.rows import CONTEXT, QUESTION, Field
+
+if TYPE_CHECKING:
+    from mixtral_ft.infer.job import Preflight
 
 # Input fields that are renamed or rebuilt in the output row; every other field is copied.
 _CONSUMED = {"answer"}
@@ -121,15 +124,24 @@ class GenerateRows:
         return {}
 
 
-def generate(cfg: GenerateConfig, backend: Backend | None = None) -> GenerateSummary:
+def generate(
+    cfg: GenerateConfig, backend: Backend | None = None, preflight: Preflight | None = None
+) -> GenerateSummary:
     """Generate for every row of ``cfg.data`` not yet in ``cfg.out``; return the run's counts.
 
     ``backend`` may be passed in (tests, benchmarks); otherwise it is built from ``cfg.backend``.
+    ``preflight`` is the command's check of the rows left to do (``infer.job.JobOptions``).
     """
     from mixtral_ft.infer.job import JobOptions, run_job
 
     job = JobOptions(
-        input=cfg.data, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit, force=cfg.force
+        input=cfg.data,
+        out=cfg.out,
+        backend=cfg.backend,
+        params=cfg.params,
+        limit=cfg.limit,
+        force=cfg.force,
+        preflight=preflight,
     )
     r = run_job(job, GenerateRows(cfg), backend)
     return GenerateSummary(

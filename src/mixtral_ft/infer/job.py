@@ -1,14 +1,16 @@
 """``run_job``: the one inference runner behind ``mixft generate`` and ``mixft judge``.
 
 A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit,
-force) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
+force, and the command's preflight) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
 settings, the request for an input row, and the output row for a result. The runner does the
 rest, in this order:
 
 1. load and check every input row (``rows.load_rows``), before any model is loaded;
 2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
    (``ResumableOutput.resume``: rows already done from the input rows as they are now);
-3. build the backend only if something is left, and write the manifest (``summary`` null);
+3. if something is left: the command's preflight on its requests (``generate`` and ``judge`` pass
+   the memory plan's check, which refuses a run the GPU cannot hold), then build the backend and
+   write the manifest (``summary`` null);
 4. send the requests (the backend batches or fans them out) and append one row per result,
    stamped with the SHA-256 of the input row it was made from (``input_sha256``);
 5. read the output back and write the manifest with its summary and the output's SHA-256. This
@@ -33,6 +35,9 @@ from mixtral_ft.infer.rows import Field, row_input_sha256
 from mixtral_ft.util.interrupt import keeping, shielded
 from mixtral_ft.util.manifest import Manifest
 
+# Called with the requests of the rows left to do, before the backend is built; raises to refuse.
+Preflight = Callable[[list[Request]], object]
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -44,6 +49,9 @@ class JobOptions:
     params: GenerationParams = field(default_factory=GenerationParams)
     limit: int | None = None
     force: bool = False
+    # The command's check before a backend is built for the rows left to do (``mixft generate`` and
+    # ``judge`` pass the memory plan's preflight); it raises to refuse the run. None: no check.
+    preflight: Preflight | None = None
 
 
 class RowBuilder(Protocol):
@@ -157,76 +165,94 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
         settings=job_settings(opts, builder),
         inputs=[file_entry(opts.input, rows=inputs.rows_in_file, role=builder.input_role, limit=opts.limit)],
     )
-    keys = builder.input_keys
-
-    def digest(row: dict[str, Any]) -> str:
-        return row_input_sha256(row, keys)
-
-    def stamped(row: dict[str, Any], result: Result) -> dict[str, Any]:
-        return {**builder.output_row(row, result), INPUT_SHA256: digest(row)}
-
     ended: list[JobResult] = []
-
-    def kept() -> str:
-        if not ended:
-            return f"the complete rows already in {opts.out} are kept; run the same command again to continue"
-        r = ended[0]
-        return (
-            f"{r.done} of {r.total} row(s) done in {opts.out} (manifest updated); run the same command again "
-            f"to do the other {r.total - r.done}"
-        )
-
-    stats = RunStats()
     with (
-        keeping(kept),
+        keeping(lambda: _kept(opts.out, ended)),
         ResumableOutput(opts.out, manifest.settings_sha256, force=opts.force, inputs=[opts.input]) as output,
     ):
-        plan = output.resume(inputs.rows, digest)
-        previous = output.previous or {}
-        manifest.started = previous.get("started") or manifest.started
-        if plan.pending and backend is None and opts.backend.name == "hf" and not opts.backend.skip_plan_check:
-            # GPU memory by plan, before the model loads: refuses (exit 2) a run that does not fit; nothing
-            # to check without CUDA (docs/planning.md, "Preflight").
-            from mixtral_ft.plan.check import preflight_requests
-
-            preflight_requests(
-                opts.backend, [builder.request(r) for r in plan.pending], opts.params.max_new_tokens, builder.kind
-            )
-        identity = previous.get("backend")
-        running: Backend | None = None
+        run = _Run(opts, builder, manifest, output, inputs.rows)
+        if run.plan.pending and opts.preflight is not None:
+            opts.preflight([builder.request(r) for r in run.plan.pending])  # refuses before the model loads
         try:
-            if plan.pending:
-                running = builder.prepare_backend(backend if backend is not None else opts.backend.create())
-                identity = running.identity()
-                _set_extra(manifest, builder, identity)
-                manifest.write(output.manifest_path)
-                by_id = {row["id"]: row for row in plan.pending}
-                _drive(
-                    running,
-                    [builder.request(r) for r in plan.pending],
-                    opts.params,
-                    output,
-                    lambda result: stamped(by_id[result.key], result),
-                    builder.kind,
-                    stats,
-                )
+            run.send(backend)
         except BaseException as e:
-            # Stopped part-way: the manifest still says what the file holds now, and why it stopped.
             with shielded():
-                if opts.out.exists() or output.manifest_path.exists():
-                    _set_extra(manifest, builder, identity)
-                    # a full disk or an unreadable file must not hide why the run stopped
-                    with contextlib.suppress(OSError, MixftError):
-                        ended.append(
-                            _finish(opts, builder, manifest, output, inputs.rows, plan, stats, stopped=_why(e))
-                        )
+                ended.extend(run.record_stop(e))
             raise
         finally:
-            if running is not None:
-                with shielded():
-                    running.close()
-        _set_extra(manifest, builder, identity)
-        return _finish(opts, builder, manifest, output, inputs.rows, plan, stats)
+            run.close_backend()
+        return run.finish()
+
+
+def _kept(out: Path, ended: list[JobResult]) -> str:
+    """What an interrupted run leaves behind, for the message a signal prints."""
+    if not ended:
+        return f"the complete rows already in {out} are kept; run the same command again to continue"
+    r = ended[0]
+    return (
+        f"{r.done} of {r.total} row(s) done in {out} (manifest updated); run the same command again "
+        f"to do the other {r.total - r.done}"
+    )
+
+
+@dataclass
+class _Run:
+    """One run of a job while it holds its output: what is left to do, the backend once built, the counts."""
+
+    opts: JobOptions
+    builder: RowBuilder
+    manifest: Manifest
+    output: ResumableOutput
+    inputs: list[dict[str, Any]]
+    stats: RunStats = field(default_factory=RunStats)
+    backend: Backend | None = None
+
+    def __post_init__(self) -> None:
+        self.plan = self.output.resume(self.inputs, self.digest)
+        previous = self.output.previous or {}
+        self.manifest.started = previous.get("started") or self.manifest.started
+        self.identity: dict[str, Any] | None = previous.get("backend")
+
+    def digest(self, row: dict[str, Any]) -> str:
+        return row_input_sha256(row, self.builder.input_keys)
+
+    def send(self, backend: Backend | None) -> None:
+        """Build the backend (only when rows are left), write the manifest, send every pending row."""
+        pending = self.plan.pending
+        if not pending:
+            return
+        self.backend = self.builder.prepare_backend(backend if backend is not None else self.opts.backend.create())
+        self.identity = self.backend.identity()
+        _set_extra(self.manifest, self.builder, self.identity)
+        self.manifest.write(self.output.manifest_path)
+        by_id = {row["id"]: row for row in pending}
+
+        def stamped(result: Result) -> dict[str, Any]:
+            row = by_id[result.key]
+            return {**self.builder.output_row(row, result), INPUT_SHA256: self.digest(row)}
+
+        requests = [self.builder.request(r) for r in pending]
+        _drive(self.backend, requests, self.opts.params, self.output, stamped, self.builder.kind, self.stats)
+
+    def record_stop(self, error: BaseException) -> list[JobResult]:
+        """Stopped part-way: the manifest still says what the file holds now, and why it stopped."""
+        if not (self.opts.out.exists() or self.output.manifest_path.exists()):
+            return []
+        # a full disk or an unreadable file must not hide why the run stopped
+        with contextlib.suppress(OSError, MixftError):
+            return [self.finish(stopped=_why(error))]
+        return []
+
+    def close_backend(self) -> None:
+        if self.backend is not None:
+            with shielded():
+                self.backend.close()
+
+    def finish(self, stopped: str | None = None) -> JobResult:
+        _set_extra(self.manifest, self.builder, self.identity)
+        return _finish(
+            self.opts, self.builder, self.manifest, self.output, self.inputs, self.plan, self.stats, stopped=stopped
+        )
 
 
 def _why(error: BaseException) -> str:

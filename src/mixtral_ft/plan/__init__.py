@@ -19,7 +19,7 @@ are cached reads JSON only):
   ``PlanRefused`` (exit 2) with the parts table and the fix when the peak exceeds free memory;
   ``preflight_training(...)`` / ``preflight_inference(...)`` do the whole check on a CUDA machine
   (free memory, plan, refusal) and return None elsewhere; ``preflight_requests(backend_options,
-  requests, max_new_tokens, what)`` is the inference runner's call (``infer/job.py``). The free
+  requests, max_new_tokens, what)`` is the preflight ``generate`` and ``judge`` hand the inference runner. The free
   memory is ``torch.cuda.mem_get_info``'s, or ``$MIXFT_PLAN_FREE_GIB`` when set.
 - ``GPUS``, ``gpu_by_name``: the GPU table with its sources.
 

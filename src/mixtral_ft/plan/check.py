@@ -197,7 +197,8 @@ def preflight_inference(
 
 
 def preflight_requests(backend, requests, max_new_tokens: int, what: str):
-    """The inference runner's check (``infer/job.py``): the hf backend's model, adapter, 4-bit and batch
+    """The preflight ``generate`` and ``judge`` hand the inference runner (``cli/_backend_options.py``,
+    ``plan_preflight``): the hf backend's model, adapter, 4-bit and batch
     size from ``backend`` (a :class:`~mixtral_ft.backends.options.BackendOptions`), prompt lengths of the
     runner's ``requests`` tokenized as the backend will. Without CUDA (and without
     ``$MIXFT_PLAN_FREE_GIB``) there is no GPU memory to check, and nothing is planned."""

@@ -24,14 +24,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
+from mixtral_ft.choices import JudgePrompt, values
 from mixtral_ft.errors import UsageError
 from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE, Field
 
-JUDGE_PROMPT_STYLES = ("tc", "chat")
+if TYPE_CHECKING:
+    from mixtral_ft.infer.job import Preflight
+
+JUDGE_PROMPT_STYLES = values(JudgePrompt)
 
 
 @dataclass(frozen=True)
@@ -315,15 +319,22 @@ class JudgeRows:
         }
 
 
-def judge(cfg: JudgeConfig, backend: Backend | None = None) -> JudgeSummary:
+def judge(cfg: JudgeConfig, backend: Backend | None = None, preflight: Preflight | None = None) -> JudgeSummary:
     """Judge every response of ``cfg.responses`` not yet in ``cfg.out``; return the counts.
 
     Shares are over the whole output file (earlier runs included), recomputed from it.
+    ``preflight`` is the command's check of the rows left to do (``infer.job.JobOptions``).
     """
     from mixtral_ft.infer.job import JobOptions, run_job
 
     job = JobOptions(
-        input=cfg.responses, out=cfg.out, backend=cfg.backend, params=cfg.params, limit=cfg.limit, force=cfg.force
+        input=cfg.responses,
+        out=cfg.out,
+        backend=cfg.backend,
+        params=cfg.params,
+        limit=cfg.limit,
+        force=cfg.force,
+        preflight=preflight,
     )
     rows = JudgeRows(cfg, backend)
     r = run_job(job, rows, backend)

@@ -10,17 +10,24 @@ same readers (and byte ranges) as any JSONL input.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from mixtral_ft.errors import Problem
 
 SOURCE = "ragtruth"
 
 
-def expand_ragtruth(obj: dict[str, Any], display: str, line: int) -> list[tuple[dict[str, Any] | None, list[Problem]]]:
-    """The response rows of one RAGTruth line, each ``(row, [])``; a line or a response that
-    cannot be expanded gives ``(None, problems)``. Rows carry ``_fields``: where each field came
-    from, for ``file:line: field:`` messages."""
+class Expanded(NamedTuple):
+    """One response of a RAGTruth line: its row, or (``row`` None) why it cannot be one."""
+
+    row: dict[str, Any] | None
+    problems: list[Problem]
+
+
+def expand_ragtruth(obj: dict[str, Any], display: str, line: int) -> list[Expanded]:
+    """The response rows of one RAGTruth line, each ``Expanded(row, [])``; a line or a response
+    that cannot be expanded gives ``Expanded(None, problems)``. Rows carry ``_fields``: where
+    each field came from, for ``file:line: field:`` messages."""
     problems = []
     source_id = obj.get("source_id")
     if not isinstance(source_id, (int, str)) or isinstance(source_id, bool) or source_id == "":
@@ -34,15 +41,15 @@ def expand_ragtruth(obj: dict[str, Any], display: str, line: int) -> list[tuple[
         problems.append(Problem(display, line, "responses", "expected a list"))
         responses = []
     if problems:
-        return [(None, problems)]
-    out: list[tuple[dict[str, Any] | None, list[Problem]]] = []
+        return [Expanded(None, problems)]
+    out: list[Expanded] = []
     for j, resp in enumerate(responses):
         if not isinstance(resp, dict):
-            out.append((None, [Problem(display, line, f"responses[{j}]", "expected an object")]))
+            out.append(Expanded(None, [Problem(display, line, f"responses[{j}]", "expected an object")]))
             continue
         model = resp.get("model")
         out.append(
-            (
+            Expanded(
                 {
                     "id": f"ragtruth-{source_id}-{model if isinstance(model, str) and model else j}",
                     "source": SOURCE,

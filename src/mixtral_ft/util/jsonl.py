@@ -1,5 +1,5 @@
 """JSONL: one reader for every JSON-lines file mixft reads whole (user inputs to ``prepare``
-stream through ``mixtral_ft.data.readers`` instead), and the writers of mixft's own files.
+stream through ``mixtral_ft.prepare.readers`` instead), and the writers of mixft's own files.
 
 ``scan_jsonl`` is the reader. It yields one ``JsonlLine`` per non-blank line, with the true
 line number (blank lines count), and never raises for a bad line: a line that is not valid

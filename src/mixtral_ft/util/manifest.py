@@ -3,7 +3,7 @@
 Common keys (schema ``mixft.manifest/1``; docs/formats.md §8):
 
 - ``schema``, ``kind`` (``prepare-rg``, ``prepare-tc``, ``generate``, ``judge``, ``train``,
-  ``merge``, ``eval``, ``report``);
+  ``merge``, ``eval``, ``report``, ``label-sample``, ``label-export``, ``label-import``);
 - ``command``: the command line, secrets scrubbed (``provenance.scrub_argv``);
 - ``settings`` and ``settings_sha256``: what decides the outputs (a resumed ``generate`` or
   ``judge`` must match it exactly);
@@ -26,11 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import UsageError
+from mixtral_ft.util.atomic import atomic_write_text
 from mixtral_ft.util.hashing import sha256_file, sha256_json
-from mixtral_ft.util.provenance import command_line, environment, now_iso, write_manifest
+from mixtral_ft.util.provenance import command_line, environment, now_iso, scrub_record
 
 MANIFEST_SCHEMA = "mixft.manifest/1"
-KINDS = ("prepare-rg", "prepare-tc", "generate", "judge", "train", "merge", "eval", "report")
+KINDS = (
+    "prepare-rg",
+    "prepare-tc",
+    "generate",
+    "judge",
+    "train",
+    "merge",
+    "eval",
+    "report",
+    "label-sample",
+    "label-export",
+    "label-import",
+)
 COMMON_KEYS = (
     "schema",
     "kind",
@@ -56,6 +69,13 @@ def file_entry(
         entry["rows"] = rows
     entry.update(extra)
     return entry
+
+
+def write_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Write a JSON record (a manifest's dict, a state file) as indented, key-sorted JSON, atomically,
+    with URL credentials and secret-looking URL parameters scrubbed from every string
+    (``scrub_record``). Stages write their manifest through ``Manifest.write``."""
+    atomic_write_text(path, json.dumps(scrub_record(manifest), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import json
 import os
 import platform
 import re
@@ -13,8 +12,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from mixtral_ft.util.atomic import atomic_write_text
 
 # Packages whose versions change numbers mixft prints. Missing ones are recorded as null.
 TRACKED_PACKAGES = (
@@ -197,10 +194,3 @@ def scrub_argv(argv: list[str]) -> list[str]:
             continue
         out.append(scrub_text(arg))
     return out
-
-
-def write_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write a JSON record (a manifest's dict, a state file) as indented, key-sorted JSON, atomically,
-    with URL credentials and secret-looking URL parameters scrubbed from every string
-    (``scrub_record``). Stages write their manifest through ``mixtral_ft.util.manifest.Manifest.write``."""
-    atomic_write_text(path, json.dumps(scrub_record(manifest), indent=2, sort_keys=True, ensure_ascii=False) + "\n")

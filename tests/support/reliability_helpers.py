@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from support.offline_env import OFFLINE_ENV
+
+REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
-FAULTS = Path(__file__).resolve().parent / "faults"
+FAULTS = REPO / "tests" / "faults"
 
 
 def mixft_env(extra: dict[str, str] | None = None, full_disk: tuple[Path, int] | None = None) -> dict[str, str]:
@@ -29,15 +31,7 @@ def mixft_env(extra: dict[str, str] | None = None, full_disk: tuple[Path, int] |
         env["MIXFT_FAULT_FULL_DIR"] = str(full_disk[0])
         env["MIXFT_FAULT_FULL_BYTES"] = str(full_disk[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    env.update(
-        MIXFT_PROGRESS="0",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        DO_NOT_TRACK="1",
-        WANDB_MODE="disabled",
-        TOKENIZERS_PARALLELISM="false",
-    )
+    env.update(OFFLINE_ENV, MIXFT_PROGRESS="0")
     env.update(extra or {})
     return env
 

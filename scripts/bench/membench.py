@@ -218,9 +218,10 @@ def model_spec(width: str, layers: int):
 
 _BUILD = """
 import json, sys
-from mixtral_ft.models.tiny import build_tiny_mixtral
-from mixtral_ft.train.membench import model_spec
 a = json.loads(sys.argv[1])
+sys.path.insert(0, a["scripts"])
+from mixtral_ft.models.tiny import build_tiny_mixtral
+from bench.membench import model_spec
 build_tiny_mixtral(a["out"], model_spec(a["width"], a["layers"]), sample_path=a["corpus"], force=True,
                    init_device=a["init_device"])
 """
@@ -236,6 +237,7 @@ def build_model_in_subprocess(out: Path, width: str, layers: int, corpus: Path |
     from mixtral_ft.errors import ExternalCommandError
 
     args = {
+        "scripts": str(Path(__file__).resolve().parents[1]),  # where the child finds this package
         "out": str(out),
         "width": width,
         "layers": layers,

@@ -1,9 +1,10 @@
 """Disk partitions that keep memory flat on inputs of any size.
 
-- ``KeyedBuckets``: an external sort by a 64-bit key. Lines start with the key in 16 hex digits
-  and go to the bucket of the key's top bits, so bucket 0 holds the smallest keys; reading the
-  buckets in order and sorting each one in memory (``iter_sorted_bucket_lines``) yields every
-  line in key order. Keys are uniform hashes, so buckets are even.
+- ``KeyedBuckets``: an external sort by a 64-bit key. Lines (``Keyed``: key, tie, place, meta,
+  payload) start with the key in 16 hex digits and go to the bucket of the key's top bits, so
+  bucket 0 holds the smallest keys; reading the buckets in order and sorting each one in memory
+  (``iter_sorted_bucket_lines``) yields every line in key order. Keys are uniform hashes, so
+  buckets are even. ``Layout`` says how many buckets and partitions a run uses.
 - ``Partitions``: lines partitioned by a string key (CRC32 of the key), so equal keys share a
   partition; ``find_duplicates`` groups each partition in memory to find keys seen more than
   once, ``read_partition`` hands a partition to a caller that joins several kinds of records.
@@ -18,6 +19,7 @@ import math
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 _BUFFER = 1 << 16
 TARGET_BUCKET_BYTES = 16 << 20
@@ -38,6 +40,71 @@ def bucket_shift(n_buckets: int) -> int:
 def partition_of(key: bytes, n_parts: int) -> int:
     """The ``Partitions`` partition of ``key``."""
     return zlib.crc32(key) % n_parts
+
+
+class Layout(NamedTuple):
+    """How many key-ordered buckets and hash partitions one run's work files use."""
+
+    n_buckets: int
+    n_parts: int
+
+    @classmethod
+    def for_size(cls, estimated_bytes: int, bucket_bytes: int = TARGET_BUCKET_BYTES) -> Layout:
+        """Buckets of about ``bucket_bytes`` for ``estimated_bytes`` of rows; a partition per 8 buckets."""
+        n_buckets = bucket_count(estimated_bytes, bucket_bytes)
+        return cls(n_buckets, max(1, n_buckets // 8))
+
+    def bucket_of(self, key: int) -> int:
+        return key >> bucket_shift(self.n_buckets)
+
+
+class Place(NamedTuple):
+    """Where a row came from: its read task, its line within the task's range, and which row of
+    that line it is (a RAGTruth line holds several responses)."""
+
+    task: int
+    line: int
+    n: int = 0
+
+    def encode(self) -> bytes:
+        return b"%d %d %d" % self
+
+    @staticmethod
+    def at(task: int, line: int, n: int = 0) -> bytes:
+        """``Place(task, line, n).encode()`` without building the tuple (once per row read)."""
+        return b"%d %d %d" % (task, line, n)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Place:
+        task, line, n = data.split(b" ")
+        return cls(int(task), int(line), int(n))
+
+
+class Keyed(NamedTuple):
+    """One row in the key-ordered buckets, a line ``key TAB tie TAB place TAB meta TAB payload``.
+
+    ``key`` (16 hex digits: its group's split key) orders the line, ``tie`` (fixed width) orders
+    the rows of one group, ``place`` (``Place.encode()``) says where the row came from, ``meta``
+    is what its task needs to know without decoding it, ``payload`` is its JSON. No field holds
+    a tab or a newline (JSON escapes them), so sorting the lines sorts by key, then tie.
+    """
+
+    key: bytes
+    tie: bytes
+    place: bytes
+    meta: bytes
+    payload: bytes
+
+    @staticmethod
+    def line(key: int, tie: bytes, place: bytes, meta: bytes, payload: bytes) -> bytes:
+        """The bucket line (with its newline) of a row."""
+        return b"%016x\t%s\t%s\t%s\t%s\n" % (key, tie, place, meta, payload)
+
+    @classmethod
+    def parse(cls, line: bytes) -> Keyed:
+        """A bucket line (without its newline) as its fields."""
+        key, tie, place, meta, payload = line.split(b"\t", 4)
+        return cls(key, tie, place, meta, payload)
 
 
 class _Files:
@@ -66,8 +133,8 @@ class _Files:
 
 
 class KeyedBuckets(_Files):
-    """Lines ``b"%016x<fixed-width tiebreak><rest>\\n"`` by the top bits of their key: add each
-    to bucket ``key >> bucket_shift(n_buckets)``; read them back in order with ``iter_sorted_bucket_lines``."""
+    """``Keyed`` lines by the top bits of their key: add each to bucket ``Layout.bucket_of(key)``;
+    read them back in order with ``iter_sorted_bucket_lines``."""
 
     def __init__(self, directory: Path, n_buckets: int, prefix: str = "bucket", append: bool = False):
         if n_buckets & (n_buckets - 1):

@@ -121,7 +121,7 @@ def write_split(out: Path, train: list[dict], test: list[dict]) -> Path:
 def tiny_mixtral_dir(tmp_path_factory) -> Path:
     from mixtral_ft.models.tiny import build_tiny_mixtral
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     sample = repo / "data" / "sample_qa.jsonl"
     out = tmp_path_factory.mktemp("models") / "tiny-mixtral"
     return build_tiny_mixtral(out, sample_path=sample if sample.exists() else None)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from support.offline_env import OFFLINE_ENV
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -87,13 +89,7 @@ class ServeProcess:
     def start(self, timeout: float = 120.0) -> ServeProcess:
         import httpx
 
-        env = dict(
-            os.environ,
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            TOKENIZERS_PARALLELISM="false",
-            OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
-        )
+        env = dict(os.environ, **OFFLINE_ENV, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

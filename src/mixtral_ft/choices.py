@@ -1,13 +1,18 @@
-"""Fixed sets of option values, as Enums: Typer lists them in ``--help`` and refuses anything else.
+"""The fixed sets of values mixft takes, as Enums: the one list of each.
 
-Each member's value is the string the library takes (``option.value``). The library keeps its
-own tuple of valid values for callers that are not the CLI; ``tests/test_cli_choices.py``
-checks that both agree. Only the standard library is imported here (``mixft --help`` stays light).
+The library checks a value against its Enum (``values(Enum)``); the CLI declares its options with
+them, so ``--help`` lists them and the parser refuses anything else. Each member's value is the
+string the library takes. Only the standard library is imported here: ``mixft --help`` stays light.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+
+def values(choices: type[StrEnum]) -> tuple[str, ...]:
+    """The member values of ``choices`` as plain strings, in declaration order."""
+    return tuple(m.value for m in choices)
 
 
 class Task(StrEnum):
@@ -18,7 +23,7 @@ class Task(StrEnum):
 
 
 class InputFormat(StrEnum):
-    """Formats ``prepare rg`` reads (``data.readers.FORMATS``)."""
+    """Formats ``prepare rg`` reads."""
 
     jsonl = "jsonl"
     json = "json"
@@ -27,7 +32,7 @@ class InputFormat(StrEnum):
 
 
 class TcInputFormat(StrEnum):
-    """Formats ``prepare tc`` reads: those of ``prepare rg`` and RAGTruth QA (``tc.prepare_tc.INPUT_FORMATS``)."""
+    """Formats ``prepare tc`` reads: those of ``prepare rg`` and RAGTruth QA."""
 
     jsonl = "jsonl"
     json = "json"
@@ -37,14 +42,14 @@ class TcInputFormat(StrEnum):
 
 
 class Corrections(StrEnum):
-    """Where ``prepare tc`` takes ``corrected_response`` from (``tc.prepare_tc.CORRECTIONS``)."""
+    """Where ``prepare tc`` takes ``corrected_response`` from."""
 
     input = "input"
     from_clean = "from-clean"
 
 
 class Backend(StrEnum):
-    """Where ``generate`` / ``judge`` run the model."""
+    """Where ``generate`` / ``judge`` run the model (each registered in ``backends``)."""
 
     hf = "hf"
     openai = "openai"
@@ -79,21 +84,21 @@ class Unparsed(StrEnum):
 
 
 class IntervalMethod(StrEnum):
-    """Interval for proportions (``eval.stats.INTERVAL_METHODS``)."""
+    """Interval for proportions (each implemented in ``eval.stats.INTERVAL_METHODS``)."""
 
     wilson = "wilson"
     clopper_pearson = "clopper-pearson"
 
 
 class GroupField(StrEnum):
-    """Breakdowns of ``eval rg --by`` (``eval.rg.GROUP_FIELDS``)."""
+    """Breakdowns of ``eval rg --by``."""
 
     source = "source"
     model = "model"
 
 
 class DemoModel(StrEnum):
-    """Which model ``mixft demo`` runs: a real 135M instruct model, or a random tiny Mixtral."""
+    """Which model ``mixft demo`` runs: a real 135M instruct model, or a random tiny Mixtral (each scaled in ``demo.SCALES``)."""
 
     smollm2 = "smollm2"
     tiny = "tiny"

@@ -48,6 +48,11 @@ class TestSize:
     def to_json(self) -> dict:
         return {"count": self.count, "fraction": self.fraction}
 
+    @property
+    def text(self) -> str:
+        """As ``--test-size`` takes it: ``300`` or ``0.125``."""
+        return f"{self.count}" if self.count is not None else f"{self.fraction}"
+
 
 def parse_test_size(text: str | float) -> TestSize:
     """``"300"`` -> 300 rows; ``"0.1"`` -> a fraction in (0, 1)."""

@@ -1,9 +1,9 @@
-"""The read pass both ``prepare`` commands share: stream every input once, check and key each
-row, write it to disk; memory flat in the input size.
+"""The read pass of every ``prepare`` task: stream every input once, check and key each row,
+write it to disk; memory flat in the input size.
 
-A command supplies ``RowRules``: a picklable object whose ``process_chunk`` turns one chunk of
-raw items (``data.readers``) into a ``ChunkResult``: lines for the key-ordered buckets of the
-split (``data.buckets.KeyedBuckets``), lines for named hash partitions (duplicate finding,
+A task supplies ``RowRules``: a picklable object whose ``process_chunk`` turns one chunk of
+raw items (``prepare.readers``) into a ``ChunkResult``: ``Keyed`` lines for the key-ordered
+buckets of the split (``prepare.buckets``), lines for named hash partitions (duplicate finding,
 joins), problems, and ``rejected.jsonl`` records. This module plans the work (one task per
 input; a big JSONL input in byte ranges read by worker processes), runs it, writes each task's
 results to its own files in the staging directory (prefix ``t<task>``), and gathers counts and
@@ -13,19 +13,21 @@ ends...) stop the command here: ``--skip-invalid`` cannot skip them.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from mixtral_ft.data.buckets import KeyedBuckets, Partitions
-from mixtral_ft.data.readers import InputSpec, crlf_problem, iter_chunks, iter_jsonl_range, split_jsonl
-from mixtral_ft.data.validate import ProblemCollector
 from mixtral_ft.errors import Problem
+from mixtral_ft.prepare.buckets import KeyedBuckets, Layout, Partitions, Place
+from mixtral_ft.prepare.fields import ProblemCollector
+from mixtral_ft.prepare.readers import InputSpec, crlf_problem, iter_chunks, iter_jsonl_range, split_jsonl
+from mixtral_ft.util.interrupt import worker_defaults
 from mixtral_ft.util.progress import ProgressBar
 
 _MIN_RANGE_BYTES = 16 << 20  # JSONL inputs above twice this are read in parallel byte ranges
@@ -69,15 +71,19 @@ class ChunkResult:
     def partition_line(self, name: str, part: int, line: bytes) -> None:
         self.partitions.setdefault(name, {}).setdefault(part, []).append(line)
 
+    def reject(self, display: str, line: int, problems: list[Problem], obj: Any, raw: str | None = None) -> None:
+        """An invalid row: its problems, and its ``rejected.jsonl`` record (``obj``, else ``raw``)."""
+        self.n_invalid += 1
+        self.problems.extend(problems)
+        self.rejected.append(rejected_line(display, line, problems, obj, raw))
+
 
 class RowRules(Protocol):
     """What a prepare command tells the read pass (must pickle: it goes to worker processes)."""
 
     # read-only: the rules are frozen dataclasses
     @property
-    def n_buckets(self) -> int: ...
-    @property
-    def n_parts(self) -> int: ...
+    def layout(self) -> Layout: ...
     @property
     def skip_invalid(self) -> bool: ...
     @property
@@ -114,8 +120,6 @@ _progress_counter = None  # a shared multiprocessing.Value in worker processes
 
 
 def _init_worker(counter) -> None:
-    from mixtral_ft.util.interrupt import worker_defaults
-
     global _progress_counter
     _progress_counter = counter
     worker_defaults()  # Ctrl-C reaches the whole terminal group: the parent decides and stops the pool
@@ -128,8 +132,10 @@ def _run_read_task(
     ``on_rows(n)`` in-process, or to the shared counter in a worker)."""
     spec = task.spec
     summary = _TaskSummary(task.index)
-    buckets = KeyedBuckets(work, rules.n_buckets, prefix=f"{task.prefix}-bucket")
-    parts = {name: Partitions(work, rules.n_parts, prefix=f"{task.prefix}-{name}") for name in rules.partition_names}
+    buckets = KeyedBuckets(work, rules.layout.n_buckets, prefix=f"{task.prefix}-bucket")
+    parts = {
+        name: Partitions(work, rules.layout.n_parts, prefix=f"{task.prefix}-{name}") for name in rules.partition_names
+    }
     chunks = iter_jsonl_range(spec, *task.byte_range) if task.byte_range is not None else iter_chunks(spec)
     try:
         with open(work / f"{task.prefix}-rejected", "wb") as rejected:
@@ -201,8 +207,6 @@ def _run_tasks(
         for a in args:
             yield _run_read_task(*a, on_rows=bar.update)
         return
-    import multiprocessing as mp
-
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     counter = ctx.Value("q", 0)
     shown = 0
@@ -222,6 +226,35 @@ def _run_tasks(
                 yield summary
 
 
+class Where(NamedTuple):
+    """A row's input (its index in ``ReadPass.inputs``), that input as the user named it, and the
+    row's absolute line there."""
+
+    input: int
+    file: str
+    line: int
+
+    def problem(self, field: str | None, message: str) -> RowProblem:
+        return RowProblem(self.input, self.line, Problem(self.file, self.line, field, message))
+
+
+class RowProblem(NamedTuple):
+    """A problem found after the read pass (a duplicate id, a missing judgement), and its row's
+    input and line (problems are listed in that order)."""
+
+    input: int
+    line: int
+    problem: Problem
+
+
+class Rejected(NamedTuple):
+    """A ``rejected.jsonl`` record, and its row's input and line (the file's order)."""
+
+    input: int
+    line: int
+    record: dict[str, Any]
+
+
 @dataclass
 class ReadPass:
     """What the read pass found: counts, problems (absolute lines), and where its files are."""
@@ -235,12 +268,10 @@ class ReadPass:
     rows_per_input: list[int] = field(default_factory=list)
     read_by_source: Counter = field(default_factory=Counter)
 
-    def where(self, task_idx: int, rel_line: int) -> tuple[str, int]:
-        """``(file as the user named it, absolute line)`` of a row known by task and relative line."""
-        return self.inputs[self.tasks[task_idx].file_idx].display, rel_line + self.offsets[task_idx]
-
-    def input_of(self, task_idx: int) -> int:
-        return self.tasks[task_idx].file_idx
+    def locate(self, place: Place) -> Where:
+        """Which input a row came from, and its absolute line there."""
+        file_idx = self.tasks[place.task].file_idx
+        return Where(file_idx, self.inputs[file_idx].display, place.line + self.offsets[place.task])
 
     def bucket_prefixes(self) -> list[str]:
         return [f"{t.prefix}-bucket" for t in self.tasks]
@@ -248,9 +279,9 @@ class ReadPass:
     def partition_prefixes(self, name: str) -> list[str]:
         return [f"{t.prefix}-{name}" for t in self.tasks]
 
-    def iter_rejected(self) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """``(input index, absolute line, record)`` of every row rejected while reading, in input
-        and line order, with problems rendered as ``file:line: field: message``."""
+    def iter_rejected(self) -> Iterator[Rejected]:
+        """The records of every row rejected while reading, in input and line order, with
+        problems rendered as ``file:line: field: message``."""
         for t in self.tasks:
             path = self.work / f"{t.prefix}-rejected"
             with open(path, "rb") as fh:
@@ -258,15 +289,7 @@ class ReadPass:
                     rec = orjson.loads(raw)
                     rec["line"] += self.offsets[t.index]
                     rec["problems"] = [str(Problem(rec["file"], rec["line"], f, m)) for f, m in rec["problems"]]
-                    yield t.file_idx, rec["line"], rec
-
-    def copy_rejected(self, out: IO[bytes]) -> int:
-        """Write ``iter_rejected()`` to ``out``; return how many records."""
-        n = 0
-        for _, _, rec in self.iter_rejected():
-            out.write(orjson.dumps(rec) + b"\n")
-            n += 1
-        return n
+                    yield Rejected(t.file_idx, rec["line"], rec)
 
 
 def read_inputs(rules: RowRules, inputs: list[InputSpec], work: Path, workers: int, max_problems: int) -> ReadPass:

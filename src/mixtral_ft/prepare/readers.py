@@ -31,9 +31,10 @@ from typing import Any
 
 import orjson
 
-from mixtral_ft.errors import Problem, UsageError
+from mixtral_ft.choices import InputFormat, values
+from mixtral_ft.errors import MissingDependencyError, Problem, UsageError
 
-FORMATS = ("jsonl", "json", "csv", "parquet")
+FORMATS = values(InputFormat)
 EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -59,6 +60,11 @@ class InputSpec:
     def display(self) -> str:
         """How problems name the file (the path as the user gave it)."""
         return str(self.path)
+
+    @property
+    def arg(self) -> str:
+        """The input as a command line names it: ``PATH`` or ``TAG=PATH``."""
+        return f"{self.tag}={self.path}" if self.tag else str(self.path)
 
     @property
     def default_source(self) -> str:
@@ -429,8 +435,6 @@ def _parquet_chunks(spec: InputSpec, chunk_rows: int) -> Iterator[RawChunk]:
     try:
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a core dependency
-        from mixtral_ft.errors import MissingDependencyError
-
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install pyarrow") from None
     display = spec.display
     try:

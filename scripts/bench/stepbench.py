@@ -239,8 +239,8 @@ def run_stepbench(opts: StepBenchOptions, say=print) -> dict[str, Any]:
 
     import torch
 
+    from bench.membench import build_model_in_subprocess, fits_for
     from mixtral_ft.models.quant import quantization_record
-    from mixtral_ft.train.membench import build_model_in_subprocess, fits_for
 
     rows: list[dict[str, Any]] = []
     attn = attention_available(opts.device)

@@ -1,0 +1,12 @@
+"""Measurement harnesses the scripts in ``scripts/`` run (and the tests pin); not part of ``mixft``.
+
+- ``membench``: training memory and throughput per layer count through ``mixft train --probe``
+  (``scripts/bench_train.py``, ``make bench-train``);
+- ``stepbench``: the same steps without Axolotl, for a lent GPU machine (``make gpu-check``);
+- ``gpucheck``: the wheelhouse and summary pieces of ``make gpu-check`` (``scripts/gpu_check.py``);
+- ``router_aux``: whether Mixtral's router auxiliary loss reaches LoRA, per checkpointing mode
+  (``scripts/measure_router_aux.py``).
+
+A script run as ``python scripts/NAME.py`` finds this package beside it; pytest finds it through
+``pythonpath`` in ``pyproject.toml``.
+"""
