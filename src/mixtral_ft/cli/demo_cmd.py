@@ -28,12 +28,19 @@ def register(app: typer.Typer) -> None:
         prepare rg -> train rg -> generate -> prepare tc -> train tc -> judge -> eval -> report.
         The same as `mixft run demo-cpu --var model=MODEL --out OUT` (pipelines/demo-cpu.yml)."""
         from mixtral_ft.cli._common import echo, info
-        from mixtral_ft.cli.run_cmd import check_argv
+        from mixtral_ft.cli.run_cmd import MIXFT_COMMAND, check_argv
         from mixtral_ft.pipeline import DEMO_PIPELINE
         from mixtral_ft.pipeline.runner import RunRequest, run
 
         req = RunRequest(
-            DEMO_PIPELINE, {"model": model.value}, str(out), force=force, check_argv=check_argv, log=info, echo=echo
+            DEMO_PIPELINE,
+            MIXFT_COMMAND,
+            {"model": model.value},
+            str(out),
+            force=force,
+            check_argv=check_argv,
+            log=info,
+            echo=echo,
         )
         result = run(req)
         report = result.pipeline.stage("report").output

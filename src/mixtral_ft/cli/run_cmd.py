@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -25,14 +26,16 @@ def parse_vars(items: list[str]) -> dict[str, str]:
     return out
 
 
+# How the runner starts each stage: this Python, the `mixft` executable's entry point (cli/__main__.py).
+MIXFT_COMMAND = (sys.executable, "-m", "mixtral_ft.cli")
+
+
 def check_argv(argv: list[str]) -> str | None:
-    """What the command's own parser says about ``argv`` (``prepare rg ...``), or None when it parses."""
+    """What the command's own parser says about ``argv`` (``prepare rg ...``), or None when it
+    parses; called while `mixft run` (or `mixft demo`) runs, under the root command's context."""
     import click
-    import typer.main
 
-    from mixtral_ft.cli.main import app
-
-    node: click.Command = typer.main.get_command(app)
+    node: click.Command = click.get_current_context().find_root().command
     ctx = click.Context(node, info_name="mixft")
     args = list(argv)
     while isinstance(node, click.Group):
@@ -85,6 +88,7 @@ def run_command(
         raise UsageError("--dry-run, --status and --plan: give one")
     req = runner.RunRequest(
         pipeline=pipeline,
+        mixft=MIXFT_COMMAND,
         vars=parse_vars(var),
         out=str(out) if out is not None else None,
         start=start,

@@ -1,6 +1,7 @@
-"""One stage = one ``mixft`` process: ``python -m mixtral_ft.cli ARGV`` (the same entry point as
-the ``mixft`` executable), with the terminal's stdout and stderr, so its own progress bars and
-messages show as when it is run by hand.
+"""One stage = one ``mixft`` process: the command the CLI hands the runner
+(``RunRequest.mixft``: this Python running the ``mixft`` executable's entry point) and the stage's
+arguments, with the terminal's stdout and stderr, so its own progress bars and messages show as
+when it is run by hand.
 
 - It runs in its own session: the terminal's Ctrl-C reaches the runner only, which passes the
   signal on (once; a second one too, and the command decides, as it does for a second Ctrl-C by
@@ -16,13 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 from mixtral_ft.util.interrupt import Interrupted
-
-
-def stage_command(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "mixtral_ft.cli", *argv]
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -32,14 +28,12 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def run_stage_process(argv: list[str], env: dict[str, str]) -> tuple[int, Interrupted | None]:
-    """Run ``mixft ARGV``; return its exit status (128 + N when a signal N ended it) and the first
+def run_stage_process(command: list[str], env: dict[str, str]) -> tuple[int, Interrupted | None]:
+    """Run ``command`` (``mixft ARGV``); return its exit status (128 + N when a signal N ended it) and the first
     interruption the runner received meanwhile (None when there was none)."""
     from mixtral_ft.train.runner import guarded_command
 
-    proc = subprocess.Popen(
-        guarded_command(stage_command(argv)), env=env, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = subprocess.Popen(guarded_command(command), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     received: list[Interrupted] = []
     while True:
         try:
@@ -53,12 +47,12 @@ def run_stage_process(argv: list[str], env: dict[str, str]) -> tuple[int, Interr
     return rc, (received[0] if received else None)
 
 
-def capture(argv: list[str], env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
-    """``mixft ARGV`` with its output captured (``mixft plan --json``); a signal stops it with the runner."""
+def capture(command: list[str], env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``command`` (``mixft ARGV``) with its output captured (``mixft plan --json``); a signal stops it with the runner."""
     from mixtral_ft.train.runner import guarded_command
 
     return subprocess.run(
-        guarded_command(stage_command(argv)),
+        guarded_command(command),
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -110,7 +110,7 @@ def choose(stages: list[Stage], free: float | None, all_stages: list[Stage]) -> 
     return plans
 
 
-def run_plans(plans: list[StagePlan], env: dict[str, str], log) -> None:
+def run_plans(plans: list[StagePlan], env: dict[str, str], log, mixft: tuple[str, ...]) -> None:
     """Run ``mixft plan --json`` for each planned stage; the planner's own lines for any that does not fit."""
     from mixtral_ft.pipeline.child import capture
 
@@ -118,7 +118,7 @@ def run_plans(plans: list[StagePlan], env: dict[str, str], log) -> None:
         if p.argv is None:
             continue
         log(f"planning {p.stage.name}: mixft {subprocess.list2cmdline(p.argv)}")
-        proc = capture([*p.argv, "--json"], env)
+        proc = capture([*mixft, *p.argv, "--json"], env)
         try:
             p.result = json.loads(proc.stdout) if proc.returncode == 0 else None
         except ValueError:
@@ -128,7 +128,7 @@ def run_plans(plans: list[StagePlan], env: dict[str, str], log) -> None:
             p.error = lines[-1] if lines else f"mixft plan exited {proc.returncode}"
             continue
         if not p.result.get("fits", True):
-            human = capture(p.argv, env)
+            human = capture([*mixft, *p.argv], env)
             p.refusal = human.stdout.rstrip("\n").splitlines()
 
 

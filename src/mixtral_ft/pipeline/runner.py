@@ -35,6 +35,7 @@ def _stderr(line: str) -> None:
 @dataclass
 class RunRequest:
     pipeline: str  # a file, or the name of a shipped pipeline (report, demo-cpu, rg-only)
+    mixft: tuple[str, ...]  # the command that runs mixft (the CLI gives it: the library never names the CLI)
     vars: dict[str, str] = field(default_factory=dict)
     out: str | None = None
     start: str | None = None  # --from
@@ -182,7 +183,7 @@ class _Run:
         plans = [q for q in plancheck.choose(runs, plancheck.free_gpu_gib(self.env), self.p.stages) if q.argv]
         if not plans:
             return
-        plancheck.run_plans(plans, self.env, self.req.log)
+        plancheck.run_plans(plans, self.env, self.req.log, self.req.mixft)
         for line in plancheck.table(plans):
             self.req.log(line)
         message = plancheck.refusal(plans)
@@ -248,7 +249,7 @@ class _Run:
         from mixtral_ft.pipeline.child import run_stage_process
         from mixtral_ft.pipeline.commands import unfinished
 
-        rc, interrupted = run_stage_process(argv, self.env)
+        rc, interrupted = run_stage_process([*self.req.mixft, *argv], self.env)
         wall = round(time.monotonic() - t0, 1)
         record.update(ended=_now(), wall_s=wall, exit_status=rc)
         if interrupted is not None or rc in (129, 130, 143):

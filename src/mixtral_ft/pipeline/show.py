@@ -113,7 +113,7 @@ def plan(req: RunRequest) -> None:
     stages = select(p, req)
     env = stage_env(p)
     plans = plancheck.choose(stages, plancheck.free_gpu_gib(env), p.stages)
-    plancheck.run_plans(plans, env, req.log)
+    plancheck.run_plans(plans, env, req.log, req.mixft)
     req.echo(f"plan of pipeline {p.file.name}: peak GPU memory per device and hours, per stage (mixft plan)")
     for line in plancheck.table(plans):
         req.echo(line)
