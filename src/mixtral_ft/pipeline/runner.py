@@ -216,7 +216,10 @@ class _Run:
         ):
             flags.append("--skip-plan-check")  # the stage's own check too: the user asked to run anyway
         if aside is not None:
-            stage.output.rename(aside)
+            from mixtral_ft.util.lock import output_lock
+
+            with output_lock(stage.output, "run directory"):  # never from under a `mixft train` writing it
+                stage.output.rename(aside)
             self.req.log(
                 f"{head}: the earlier run {stage.output} is kept as {aside} (delete it when you no longer need it)"
             )
