@@ -234,8 +234,10 @@ def load_points(path: Path = POINTS) -> dict[str, Any]:
     """The points file, checked (raises :class:`PointsError` listing every problem)."""
     import yaml
 
+    from mixtral_ft.util.yamlsafe import safe_load
+
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = safe_load(Path(path).read_text(encoding="utf-8"), str(path))
     except (OSError, yaml.YAMLError) as e:
         raise PointsError(Path(path), [f"cannot read: {e}"]) from None
     problems = validate(data)

@@ -19,9 +19,18 @@ output (with ``--force`` where the command has it, so that both would write). A 
 no process fails in any other way than ``in use by pid N`` (exit 75) or a clean refusal, at least one
 succeeds, and the output is whole and valid afterwards.
 
+Hostile-YAML matrix: a "billion laughs" (~220 bytes that expand to 531,441 values), a recursive
+alias, nesting 5,000 levels deep and a ``!!python/object/apply`` tag, given where mixft reads YAML:
+a ``--set`` value (``config render``, ``train``), a user config and a profile (``MIXFT_CONFIGS_DIR``),
+a pipeline file and a ``--var`` that a pipeline puts into a ``--set`` (``run``). A case *holds* when
+the exit code is 2, the last stderr line is one ``error: ... YAML refused: ...`` line, there is no
+traceback, and nothing was written (no config, no run directory, no pipeline output folder).
+
+The race matrix also starts two ``mixft run`` of one small pipeline on the same output folder.
+
 Usage::
 
-    python scripts/fault_injection.py [--points 10] [--only prepare-rg,generate,...] [--work DIR] [--json FILE]
+    python scripts/fault_injection.py [--points 10] [--only prepare-rg,generate,yaml,...] [--work DIR] [--json FILE]
 
 It builds what it needs in ``--work`` (a temporary folder by default): a tiny random Mixtral
 (`mixft models tiny-mixtral`), inputs for every command. On a 2-core machine the whole matrix takes
@@ -64,7 +73,7 @@ EXPECTED_RC = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}
 
 @dataclass
 class Case:
-    matrix: str  # kill | race
+    matrix: str  # kill | race | yaml
     command: str
     point: str
     held: bool = False
@@ -604,7 +613,28 @@ def race_commands(w: Work, run_dir: Path | None) -> dict[str, tuple[Callable[[Pa
         }
     if run_dir is not None:
         races["merge"] = (lambda c: ["merge", run_dir, "--out", c / "out", "--force"], dir_ok("config.json"))
+    races["run"] = (lambda c: ["run", _small_pipeline(w, c), "--out", c / "out"], _pipeline_ok)
     return races
+
+
+def _small_pipeline(w: Work, case: Path) -> Path:
+    """Three quick stages (two evals and a report) for the `mixft run` race."""
+    path = case / "small.yml"
+    path.write_text(
+        "vars: {out: out}\n"
+        "stages:\n"
+        f"  - name: a\n    run: eval rg --verdicts {w.verdicts} --label a --out ${{out}}/a\n"
+        f"  - name: b\n    run: eval tc --pred {w.verdicts} --gold {w.gold} --label b --out ${{out}}/b\n"
+        "  - name: report\n    run: report ${stages.a.out} ${stages.b.out} --out ${out}/report\n"
+    )
+    return path
+
+
+def _pipeline_ok(case: Path) -> bool:
+    state = case / "out" / "mixft-run.json"
+    if not state.is_file() or not (case / "out" / "report" / "report.md").is_file():
+        return False
+    return {s["status"] for s in json.loads(state.read_text())["stages"].values()} == {"done"}
 
 
 def race_case(name: str, argv: Callable[[Path], list], ok: Callable[[Path], bool], case: Path) -> Case:
@@ -649,6 +679,108 @@ def race_matrix(w: Work, names: list[str] | None, run_dir: Path | None, log) -> 
     return cases
 
 
+# ------------------------------------------------------------------ hostile YAML
+
+BOMB = (
+    '[&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"],&b [*a,*a,*a,*a,*a,*a,*a,*a,*a],'
+    "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b],&d [*c,*c,*c,*c,*c,*c,*c,*c,*c],&e [*d,*d,*d,*d,*d,*d,*d,*d,*d],"
+    "&f [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+)
+HOSTILE = {
+    "billion laughs": BOMB,
+    "recursive alias": "&r [*r]",
+    "5,000 levels": "[" * 5000 + "]" * 5000,
+    "python tag": "!!python/object/apply:os.system [touch pwned]",
+}
+
+
+def _configs_with(case: Path, where: str, value: str) -> dict[str, str]:
+    """A copy of the shipped configs with ``special_tokens: VALUE`` added to ``where``."""
+    configs = case / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    target = configs / where
+    target.write_text(target.read_text() + f"\nspecial_tokens: {value}\n")
+    return {"MIXFT_CONFIGS_DIR": str(configs)}
+
+
+def yaml_cases(w: Work) -> list[tuple[str, Callable[[Path, str], tuple[list, dict[str, str], Path]]]]:
+    """(where the YAML is read, case folder + hostile text -> (argv, extra environment, the output
+    that must not exist))."""
+    render = ["config", "render", "rg", "--data", w.rg_data, "--profile", "cpu", "--no-validate"]
+
+    def pipeline(case: Path, value: str, via_var: bool) -> Path:
+        path = case / "p.yml"
+        tokens = '"[]"' if via_var else value
+        path.write_text(
+            f"vars:\n  out: out\n  tokens: {tokens}\nstages:\n  - name: train\n"
+            f"    run: train rg --data {w.rg_data} --profile cpu --run-dir ${{out}}/run --set special_tokens=${{tokens}}\n"
+        )
+        return path
+
+    return [
+        (
+            "config render --set",
+            lambda c, v: ([*render, "--set", f"special_tokens={v}", "--out", c / "x.yml"], {}, c / "x.yml"),
+        ),
+        (
+            "train --set",
+            lambda c, v: (
+                [
+                    "train",
+                    "rg",
+                    "--data",
+                    w.rg_data,
+                    "--profile",
+                    "cpu",
+                    "--set",
+                    f"special_tokens={v}",
+                    "--run-dir",
+                    c / "run",
+                ],
+                {},
+                c / "run",
+            ),
+        ),  # fmt: skip
+        ("user config", lambda c, v: ([*render, "--out", c / "x.yml"], _configs_with(c, "rg.yml", v), c / "x.yml")),
+        (
+            "profile",
+            lambda c, v: ([*render, "--out", c / "x.yml"], _configs_with(c, "profiles/cpu.yml", v), c / "x.yml"),
+        ),
+        ("pipeline file", lambda c, v: (["run", pipeline(c, v, False)], {}, c / "out")),
+        ("run --var into --set", lambda c, v: (["run", pipeline(c, v, True), "--var", f"tokens={v}"], {}, c / "out")),
+    ]
+
+
+def yaml_matrix(w: Work, log) -> list[Case]:
+    cases = []
+    for where, build in yaml_cases(w):
+        for name, value in HOSTILE.items():
+            result = Case("yaml", where, name)
+            t0 = time.monotonic()
+            case = w.root / "yaml" / f"{where.replace(' ', '-')}-{name.replace(' ', '-').replace(',', '')}"
+            case.mkdir(parents=True)
+            argv, extra, output = build(case, value)
+            res = run(argv, case, extra=extra)
+            last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ""
+            if res.returncode != 2:
+                result.why.append(f"exit {res.returncode}, want 2")
+            if not (last.startswith("error: ") and "YAML refused: " in last):
+                result.why.append(f"last line: {last[:120]!r}")
+            if "Traceback" in res.stderr:
+                result.why.append("traceback on stderr")
+            if output.exists() or (case / "pwned").exists():
+                result.why.append(f"{output.name} was written")
+            result.held = not result.why
+            result.seconds = time.monotonic() - t0
+            cases.append(result)
+            log(
+                f"{'held' if result.held else 'FELL SHORT'}  yaml {where:22s} {name:16s} {result.seconds:6.1f} s  "
+                + "; ".join(result.why)
+            )
+            shutil.rmtree(case, ignore_errors=True)
+    return cases
+
+
 # ------------------------------------------------------------------ table
 
 
@@ -676,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     only = {x.strip().replace("-", " ") for x in args.only.split(",") if x.strip()}
     kill_names = [n for n in ("prepare rg", "prepare tc", "generate", "judge", "train") if not only or n in only]
-    race_names = None if not only or "race" in only else sorted(only)
+    race_names = None if not only or "race" in only else sorted(only - {"yaml"})
     need_model = (
         any(n in kill_names for n in ("generate", "judge", "train"))
         or race_names is None
@@ -725,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir if res.returncode == 0 else None
     if race_names is None or race_names:
         cases += race_matrix(w, race_names, run_dir, log)
+    if not only or "yaml" in only:
+        cases += yaml_matrix(w, log)
     print()
     print(table(cases))
     print(f"\n{len(cases)} cases in {(time.monotonic() - t0) / 60:.1f} min")

@@ -31,8 +31,8 @@ def param(path: list[str], name: str):
 
 
 def test_every_choice_that_names_an_implementation_has_one():
-    """Backends and interval methods are looked up by the choice's value; ``demo.SCALES`` is checked
-    in tests/test_demo_stages.py. The other choices are the library's only list of their values."""
+    """Backends and interval methods are looked up by the choice's value; the demo's models are checked
+    in tests/test_pipeline.py (the presets of demo-cpu.yml). The other choices are the library's only list of their values."""
     from mixtral_ft.backends import available_backends
     from mixtral_ft.eval.stats import INTERVAL_METHODS
 
@@ -151,15 +151,18 @@ def test_prepare_rg_default_split_is_the_report_s(tmp_path, capsys):
 
 
 def test_config_list_names_every_shipped_file(capsys):
-    from mixtral_ft.resources import shipped_configs_dir
+    from mixtral_ft.resources import pipelines_dir, shipped_configs_dir
 
     assert main(["config", "list"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines()]
     on_disk = sorted(
-        p.relative_to(shipped_configs_dir()).with_suffix("").as_posix()
-        for p in shipped_configs_dir().rglob("*")
-        if p.is_file()
+        [
+            p.relative_to(shipped_configs_dir()).with_suffix("").as_posix()
+            for p in shipped_configs_dir().rglob("*")
+            if p.is_file()
+        ]
+        + [f"pipelines/{p.stem}" for p in pipelines_dir().glob("*.yml")]
     )
     assert sorted(names) == on_disk and names[:2] == ["rg", "tc"]
     assert any(

@@ -89,8 +89,10 @@ class RenderedConfig:
 def _load_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    from mixtral_ft.util.yamlsafe import safe_load
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -132,6 +134,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     import yaml
 
     from mixtral_ft.util.provenance import refuse_secret_setting
+    from mixtral_ft.util.yamlsafe import safe_load
 
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -142,7 +145,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if any(not p for p in parts):
         raise UsageError(f"--set {text!r}: empty part in dotted key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw, f"--set {key}") if raw.strip() else None
     except yaml.YAMLError as e:
         raise UsageError(f"--set {text!r}: value is not valid YAML: {getattr(e, 'problem', e)}") from None
     if isinstance(value, str) and _SCI_FLOAT.fullmatch(value):

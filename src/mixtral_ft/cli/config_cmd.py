@@ -108,19 +108,21 @@ def show_cmd(
 
 @app.command("list")
 def list_cmd() -> None:
-    """List the shipped configs, hardware profiles, DeepSpeed files and prompts (like `tune ls`)."""
+    """List the shipped configs, hardware profiles, DeepSpeed files, prompts and pipelines (like `tune ls`)."""
     import os
 
     from mixtral_ft.cli._common import echo, info
     from mixtral_ft.resources import CONFIGS_ENV, shipped_configs_dir
-    from mixtral_ft.resources.catalog import list_configs
+    from mixtral_ft.resources.catalog import catalog
 
-    entries = list_configs(shipped_configs_dir())
+    entries = catalog(shipped_configs_dir())
     width = max(len(e.name) for e in entries)
     kind_width = max(len(e.kind) for e in entries)
     for e in entries:
         echo(f"{e.name:<{width}}  {e.kind:<{kind_width}}  {e.description}".rstrip())
-    info(f"shipped in {shipped_configs_dir()}; start your own with: mixft config copy NAME DEST")
+    from mixtral_ft.resources import pipelines_dir
+
+    info(f"shipped in {shipped_configs_dir()} and {pipelines_dir()}; start your own with: mixft config copy NAME DEST")
     if os.environ.get(CONFIGS_ENV):
         info(f"note: ${CONFIGS_ENV} is set: train and config read {os.environ[CONFIGS_ENV]} instead")
 
@@ -128,7 +130,9 @@ def list_cmd() -> None:
 @app.command("copy", no_args_is_help=True)
 def copy_cmd(
     name: str = typer.Argument(
-        ..., help="A name from `mixft config list` (e.g. rg, profiles/cpu, cpu), or 'all' for the whole folder."
+        ...,
+        help="A name from `mixft config list` (e.g. rg, profiles/cpu, cpu, pipelines/report), or 'all' for the "
+        "whole configs folder.",
     ),
     dest: Path = typer.Argument(..., help="Destination file or folder ('all': a new folder)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing destination."),
@@ -138,12 +142,14 @@ def copy_cmd(
     folder's profiles/ becomes a --profile choice)."""
     from mixtral_ft.cli._common import echo, info
     from mixtral_ft.resources import CONFIGS_ENV, shipped_configs_dir
-    from mixtral_ft.resources.catalog import ALL, copy_config
+    from mixtral_ft.resources.catalog import ALL, copy_config, find_config
 
     written = copy_config(name, dest, force=force, folder=shipped_configs_dir())
     echo(str(written))
     if name == ALL:
         info(f"use it with: export {CONFIGS_ENV}={written.resolve()}")
+    elif written.suffix == ".yml" and find_config(name, shipped_configs_dir()).kind.startswith("pipeline"):
+        info(f"run it with: mixft run {written}")
     else:
         info(
             f"train and config read a whole configs folder: put this file in one (mixft config copy all DIR) "

@@ -1,4 +1,4 @@
-"""`mixft demo`: the whole pipeline on a CPU in one command."""
+"""`mixft demo`: the shipped CPU pipeline (pipelines/demo-cpu.yml) run by `mixft run`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixtral_ft.choices import DemoModel
+from mixtral_ft.choices import DemoModel  # the presets of demo-cpu.yml's `model` (a test checks)
 from mixtral_ft.cli._common import enum_choice
 
 
@@ -22,14 +22,27 @@ def register(app: typer.Typer) -> None:
             help="smollm2: a real 135M instruct model; tiny: a random tiny Mixtral (faster, meaningless outputs).",
         ),
         out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="Where every stage writes."),
-        force: bool = typer.Option(False, "--force", help="Start over instead of continuing an earlier demo run."),
+        force: bool = typer.Option(False, "--force", help="Run every stage again instead of skipping finished ones."),
     ) -> None:
         """Run the whole pipeline on the bundled sample data, on a CPU, offline:
-        prepare rg -> train rg -> generate -> prepare tc -> train tc -> judge -> eval -> report."""
+        prepare rg -> train rg -> generate -> prepare tc -> train tc -> judge -> eval -> report.
+        The same as `mixft run demo-cpu --var model=MODEL --out OUT` (pipelines/demo-cpu.yml)."""
         from mixtral_ft.cli._common import echo, info
-        from mixtral_ft.demo import DemoOptions, env_for_cpu_demo, run_demo
+        from mixtral_ft.cli.run_cmd import MIXFT_COMMAND, check_argv
+        from mixtral_ft.pipeline import DEMO_PIPELINE
+        from mixtral_ft.pipeline.runner import RunRequest, run
 
-        env_for_cpu_demo()
-        result = run_demo(DemoOptions(model=model.value, out=out, force=force, log=info))
-        echo(f"demo finished in {result.wall_s / 60:.1f} min; everything is in {result.out}/")
-        echo(f"report: {result.report} (also report.html beside it)")
+        req = RunRequest(
+            DEMO_PIPELINE,
+            MIXFT_COMMAND,
+            {"model": model.value},
+            str(out),
+            force=force,
+            check_argv=check_argv,
+            log=info,
+            echo=echo,
+        )
+        result = run(req)
+        report = result.pipeline.stage("report").output
+        echo(f"demo finished in {result.wall_s / 60:.1f} min; everything is in {result.pipeline.out}/")
+        echo(f"report: {report / 'report.md'} (also report.html beside it)")

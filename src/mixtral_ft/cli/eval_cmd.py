@@ -173,6 +173,8 @@ def compare(
     count_relevance: bool = _COUNT_RELEVANCE,
     interval: IntervalMethod = _INTERVAL,
     label: str | None = _LABEL,
+    name_a: str | None = typer.Option(None, "--name-a", help="Name of A in the results (default: A's file name)."),
+    name_b: str | None = typer.Option(None, "--name-b", help="Name of B in the results (default: B's file name)."),
 ) -> None:
     """Paired comparison of two systems on the same items: difference, 95% interval, McNemar p."""
     from mixtral_ft.eval.compare import evaluate_compare
@@ -184,7 +186,14 @@ def compare(
     fg = load_items(gold, count_relevance, role="gold") if gold is not None else None
     _finish(
         evaluate_compare(
-            fa, fb, fg, count_relevance=count_relevance, method=interval.value, label=label, checker=checker
+            fa,
+            fb,
+            fg,
+            count_relevance=count_relevance,
+            method=interval.value,
+            label=label,
+            names=(name_a or fa.path.stem, name_b or fb.path.stem),
+            checker=checker,
         ),
         out,
         force,

@@ -15,6 +15,9 @@ def register(app: typer.Typer) -> None:
         run_dirs: list[Path] = typer.Argument(..., help="mixft eval --out dirs and/or training run dirs, any mix."),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (created atomically)."),
         force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+        note: str | None = typer.Option(
+            None, "--note", help="A paragraph printed first (Markdown): what the numbers show."
+        ),
     ) -> None:
         """Markdown + HTML report with plots: loss curves, hallucination rates, risk-coverage, summary table."""
         from mixtral_ft.cli._common import echo, info
@@ -32,7 +35,7 @@ def register(app: typer.Typer) -> None:
             est = r.get("hallucination_rate_corrected") or {}
             return value(est) if est.get("value") is not None else str(est.get("note") or "n/a")
 
-        data = build_report(run_dirs, out, force=force)
+        data = build_report(run_dirs, out, force=force, note=note)
         rows = [("model", "hallucination rate", "corrected for the judge", "TC accuracy", "net hallucination")]
         for r in data["summary"]:
             rows.append(

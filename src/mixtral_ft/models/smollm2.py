@@ -70,7 +70,14 @@ def smollm2_dir(out: str | os.PathLike | None = None, force: bool = False) -> Pa
         tokenizer.eos_token = "<|im_end|>"
         tokenizer.pad_token = "<|im_end|>"
         tokenizer.clean_up_tokenization_spaces = False
-        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
+        # transformers 5.20 keeps GGUF weights in their blocks, which save_pretrained refuses
+        # (transformers/quantizers/quantizer_gguf.py:196, is_serializable); dequantize=True unpacks them
+        # into a plain float32 model (utils/quantization_config.py:2096): the weights earlier versions wrote.
+        from transformers import GgufConfig
+
+        model = AutoModelForCausalLM.from_pretrained(
+            source.parent, gguf_file=source.name, quantization_config=GgufConfig(dequantize=True)
+        )
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(stage)

@@ -4,9 +4,11 @@
 - ``configs/``: the repository's top-level ``configs/`` (base configs, hardware profiles,
   DeepSpeed files, the TC prompt);
 - ``data/``: the bundled sample data of the repository's top-level ``data/`` (the JSONL files
-  and their README; ``data/kb/`` stays in the repository).
+  and their README; ``data/kb/`` stays in the repository);
+- ``pipelines/``: the repository's top-level ``pipelines/`` (``mixft run`` files: ``report.yml``,
+  ``demo-cpu.yml``, ``rg-only.yml``).
 
-In the repository ``configs`` and ``data`` here are symbolic links to the top-level folders, so
+In the repository ``configs``, ``data`` and ``pipelines`` here are symbolic links to the top-level folders, so
 there is one copy of every file; building a wheel (setuptools follows the links) puts real
 files in their place. Either way the lookup below is the same, which is what makes a wheel
 install work like a checkout. ``MIXFT_CONFIGS_DIR`` replaces the shipped configs with a folder
@@ -48,3 +50,8 @@ def shipped_configs_dir() -> Path:
 def data_dir() -> Path:
     """The bundled sample data (``sample_qa.jsonl``, ``sample_tc_responses.jsonl``, ...)."""
     return _shipped("data")
+
+
+def pipelines_dir() -> Path:
+    """The shipped ``mixft run`` pipelines (``report.yml``, ``demo-cpu.yml``, ``rg-only.yml``)."""
+    return _shipped("pipelines")

@@ -3,7 +3,9 @@
 An entry's name is its path inside the folder without the extension (``rg``, ``profiles/cpu``,
 ``deepspeed/zero2``, ``prompts/tc_v1``); ``copy`` also takes the file name, or the bare stem when
 only one entry has it (``cpu``). ``all`` names the whole folder: copy it, edit it, and point
-``MIXFT_CONFIGS_DIR`` at the copy so that ``config`` and ``train`` use it.
+``MIXFT_CONFIGS_DIR`` at the copy so that ``config`` and ``train`` use it. The shipped ``mixft
+run`` pipelines are listed and copied beside them (``pipelines/report``, or ``report``); they are
+not part of a configs folder (``all``): a copy runs as ``mixft run FILE``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _KINDS = {
     "profiles": "hardware profile",
     "deepspeed": "DeepSpeed config",
     "prompts": "prompt template",
+    "pipelines": "pipeline (mixft run)",
 }
 _SUFFIXES = (".yml", ".yaml", ".json", ".txt")
 
@@ -66,9 +69,24 @@ def list_configs(folder: Path | None = None) -> list[ConfigEntry]:
     )
 
 
+def list_pipelines() -> list[ConfigEntry]:
+    """The shipped ``mixft run`` pipelines, as ``pipelines/NAME`` entries."""
+    from mixtral_ft.resources import pipelines_dir
+
+    return [
+        ConfigEntry(f"pipelines/{path.stem}", path, _KINDS["pipelines"], _description(path))
+        for path in sorted(pipelines_dir().glob("*.yml"))
+    ]
+
+
+def catalog(folder: Path | None = None) -> list[ConfigEntry]:
+    """What ``mixft config list`` shows: the configs folder, then the shipped pipelines."""
+    return list_configs(folder) + list_pipelines()
+
+
 def find_config(name: str, folder: Path | None = None) -> ConfigEntry:
     """The entry called ``name`` (see the module docstring); a "Did you mean" error otherwise."""
-    entries = list_configs(folder)
+    entries = catalog(folder)
     clean = name.strip().strip("/")
     for e in entries:
         if clean in (e.name, e.name + e.path.suffix):

@@ -69,11 +69,11 @@ class MergeResult:
 
 
 def _load_config(paths: RunPaths) -> dict:
-    import yaml
+    from mixtral_ft.util.yamlsafe import safe_load
 
     if not paths.config.exists():
         raise UsageError(f"{paths.root}: not a mixft run directory (no axolotl.yml)")
-    return yaml.safe_load(paths.config.read_text(encoding="utf-8")) or {}
+    return safe_load(paths.config.read_text(encoding="utf-8"), str(paths.config)) or {}
 
 
 def prequantized_4bit(base_dir: Path) -> bool:

@@ -235,8 +235,10 @@ def _output_dirs(run_dir: Path) -> list[Path]:
     if cfg.is_file():
         import yaml
 
+        from mixtral_ft.util.yamlsafe import safe_load
+
         try:
-            values = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+            values = safe_load(cfg.read_text(encoding="utf-8"), str(cfg)) or {}
         except yaml.YAMLError as e:
             raise InputError([Problem(str(cfg), None, None, f"invalid YAML: {e}")]) from None
         out = values.get("output_dir") if isinstance(values, dict) else None
