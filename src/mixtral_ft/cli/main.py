@@ -27,7 +27,7 @@ COMMANDS = (
     Entry("label", "mixtral_ft.cli.label_cmd", "Human gold labels through Label Studio: sample, export, import."),
     Entry("eval", "mixtral_ft.cli.eval_cmd", "Hallucination rates, truth-checker accuracy, pipeline figures."),
     Entry("report", "mixtral_ft.cli.report_cmd", "Markdown + HTML report with plots of eval and training runs."),
-    Entry("run", "mixtral_ft.cli.run_cmd", "Run a pipeline file of mixft commands: skips what is done, resumes."),
+    Entry("run", "mixtral_ft.cli.run_cmd", "Run a pipeline file of stages; skips what is done, resumes."),
     Entry("demo", "mixtral_ft.cli.demo_cmd", "Run the whole pipeline on the bundled sample data, on a CPU."),
 )
 
