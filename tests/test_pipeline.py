@@ -269,6 +269,28 @@ def test_every_shipped_pipeline_resolves_and_begins_with_its_command(capfd):
         assert out.count("\nmixft ") >= 5
 
 
+def test_plan_of_a_stage_that_cannot_be_planned_is_an_error(tmp_path, monkeypatch, capfd):
+    """--plan asked for a plan: a stage the planner refuses to plan (no such base model) is named in
+    the table with the planner's reason, and the run exits 2 rather than reporting 0 GPU-hours."""
+    monkeypatch.chdir(tmp_path)
+    report = REPO / "pipelines" / "report.yml"
+    missing = tmp_path / "no-model"
+    rc, out, err = run(
+        capfd,
+        report,
+        "--plan",
+        "--only",
+        "train_rg",
+        f"--var=base_model={missing}",
+        "--var=judge_url=X",
+        "--var=judge_model=X",
+    )
+    assert rc == 2
+    assert "train_rg" in out and f"no plan: error: base_model: {missing}: no such directory" in out
+    assert err.rstrip().endswith("error: 1 stage(s) could not be planned (train_rg): the note of each says why")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _required_vars(path: Path) -> list[str]:
     from mixtral_ft.pipeline.schema import read_pipeline
 

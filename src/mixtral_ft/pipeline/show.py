@@ -11,7 +11,7 @@ import fcntl
 import os
 import shlex
 
-from mixtral_ft.errors import MixftError
+from mixtral_ft.errors import MixftError, UsageError
 from mixtral_ft.pipeline.decide import runner_flags
 from mixtral_ft.pipeline.runner import RunRequest, check_ready, decisions, duration, load, select, stage_env
 from mixtral_ft.pipeline.state import LOCK_TARGET, STATE_NAME, Hasher, State
@@ -120,3 +120,6 @@ def plan(req: RunRequest) -> None:
     message = plancheck.refusal(plans)
     if message and not req.skip_plan_check:
         raise PlanRefused(message)
+    failed = [q.stage.name for q in plans if q.error]
+    if failed:  # asked for a plan and did not get one: say so in the exit status too
+        raise UsageError(f"{len(failed)} stage(s) could not be planned ({', '.join(failed)}): the note of each says why")
