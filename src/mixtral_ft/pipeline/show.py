@@ -122,4 +122,6 @@ def plan(req: RunRequest) -> None:
         raise PlanRefused(message)
     failed = [q.stage.name for q in plans if q.error]
     if failed:  # asked for a plan and did not get one: say so in the exit status too
-        raise UsageError(f"{len(failed)} stage(s) could not be planned ({', '.join(failed)}): the note of each says why")
+        raise UsageError(
+            f"{len(failed)} stage(s) could not be planned ({', '.join(failed)}): the note of each says why"
+        )
