@@ -24,6 +24,7 @@ from typing import Any
 from mixtral_ft.backends.base import GenerationParams, Request, Result
 from mixtral_ft.choices import EndpointMode, values
 from mixtral_ft.errors import UsageError
+from mixtral_ft.util.provenance import scrub_text
 
 MODES = values(EndpointMode)
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -49,8 +50,6 @@ def _retry_after(headers) -> float | None:
 
 def _redact_url(url: str) -> str:
     """The URL as recorded: credentials (``user:password@``) and secret-looking query values as ``***``."""
-    from mixtral_ft.util.provenance import scrub_text
-
     return scrub_text(url)
 
 

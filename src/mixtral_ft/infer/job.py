@@ -29,11 +29,14 @@ from typing import Any, Protocol
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
-from mixtral_ft.errors import MixftError, UsageError
+from mixtral_ft.errors import MixftError, NoSpaceError, UsageError
 from mixtral_ft.infer.output import INPUT_SHA256, ResumableOutput, ResumePlan
-from mixtral_ft.infer.rows import Field, row_input_sha256
-from mixtral_ft.util.interrupt import keeping, shielded
-from mixtral_ft.util.manifest import Manifest
+from mixtral_ft.infer.rows import Field, load_rows, row_input_sha256
+from mixtral_ft.util.hashing import adapter_sha256, sha256_json
+from mixtral_ft.util.interrupt import Interrupted, keeping, shielded
+from mixtral_ft.util.jsonl import read_jsonl
+from mixtral_ft.util.manifest import Manifest, file_entry
+from mixtral_ft.util.progress import ProgressBar
 
 # Called with the requests of the rows left to do, before the backend is built; raises to refuse.
 Preflight = Callable[[list[Request]], object]
@@ -133,8 +136,6 @@ class JobResult:
 
 def job_settings(opts: JobOptions, builder: RowBuilder) -> dict[str, Any]:
     """Everything that shapes the output rows; its hash guards resuming."""
-    from mixtral_ft.util.hashing import adapter_sha256
-
     b = opts.backend
     return {
         "backend": b.name,
@@ -154,9 +155,6 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
     and only when some row is left to do. Everything from taking the output to the last
     manifest write happens inside ``with ResumableOutput(...)``: while the run holds its output.
     """
-    from mixtral_ft.infer.rows import load_rows
-    from mixtral_ft.util.manifest import file_entry
-
     if opts.limit is not None and opts.limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {opts.limit})")
     inputs = load_rows(opts.input, builder.fields, opts.limit)
@@ -257,9 +255,6 @@ class _Run:
 
 def _why(error: BaseException) -> str:
     """What stopped a run, for the manifest's ``summary.stopped``."""
-    from mixtral_ft.errors import NoSpaceError
-    from mixtral_ft.util.interrupt import Interrupted
-
     if isinstance(error, Interrupted):
         return error.signal_name
     if isinstance(error, NoSpaceError) or NoSpaceError.matches(error):
@@ -286,9 +281,6 @@ def _finish(
     of the canonical JSON list of ``[id, input_sha256]`` of those rows, sorted by id) and
     ``rows_other`` (rows for ids not in this input, e.g. beyond ``--limit``).
     """
-    from mixtral_ft.util.hashing import sha256_json
-    from mixtral_ft.util.manifest import file_entry
-
     output.close()
     written = _read_output(opts.out)
     wanted = {row["id"] for row in inputs}
@@ -331,8 +323,6 @@ def _set_extra(manifest: Manifest, builder: RowBuilder, identity: dict[str, Any]
 
 
 def _read_output(path: Path) -> list[dict[str, Any]]:
-    from mixtral_ft.util.jsonl import read_jsonl
-
     return list(read_jsonl(path, torn_tail_ok=True)) if path.exists() else []
 
 
@@ -347,8 +337,6 @@ def _drive(
 ) -> RunStats:
     """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result
     arrives, counting into ``stats`` (which keeps its counts when the run is stopped part-way)."""
-    from mixtral_ft.util.progress import ProgressBar
-
     t0 = time.perf_counter()
     try:
         with ProgressBar(total=len(requests), desc=desc, unit="item") as bar:

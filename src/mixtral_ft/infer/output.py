@@ -22,12 +22,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TextIO
+from typing import Any, Self, TextIO
 
 from mixtral_ft.errors import NoSpaceError, UsageError
-
-if TYPE_CHECKING:
-    from mixtral_ft.util.lock import OutputLock
+from mixtral_ft.util.atomic import guard_destination, remove_leftovers
+from mixtral_ft.util.interrupt import shielded
+from mixtral_ft.util.jsonl import append_jsonl, dumps_line, read_jsonl, truncate_torn_tail, write_jsonl_atomic
+from mixtral_ft.util.lock import OutputLock
+from mixtral_ft.util.manifest import read_manifest
 
 INPUT_SHA256 = "input_sha256"  # the key stamped in every output row (infer.rows.row_input_sha256)
 
@@ -79,9 +81,6 @@ class ResumableOutput:
         This is the one place a run takes its output: the lock is taken before anything is read
         or removed.
         """
-        from mixtral_ft.util.atomic import guard_destination
-        from mixtral_ft.util.lock import OutputLock
-
         guard_destination(self.path, self.inputs)
         if self.path.is_dir():
             raise UsageError(f"--out {self.path}: is a directory; give a file path")
@@ -96,9 +95,6 @@ class ResumableOutput:
 
     def _take(self) -> None:
         """``open``'s work once the lock is held."""
-        from mixtral_ft.util.atomic import remove_leftovers
-        from mixtral_ft.util.manifest import read_manifest
-
         remove_leftovers(self.path)
         if self.force:
             for p in (self.path, self.manifest_path):
@@ -134,8 +130,6 @@ class ResumableOutput:
         from an input row that has changed since (or from an unknown one: no stamp) is dropped
         and its id done again. Rows for ids outside ``inputs`` are kept as they are.
         """
-        from mixtral_ft.util.jsonl import read_jsonl, truncate_torn_tail, write_jsonl_atomic
-
         by_id = {row["id"]: row for row in inputs}
         kept: list[dict[str, Any]] = []
         failed = duplicates = changed = 0
@@ -162,8 +156,6 @@ class ResumableOutput:
 
     def append(self, row: dict[str, Any]) -> int:
         """Append ``row`` durably (written and fsync'ed before this returns); return its bytes."""
-        from mixtral_ft.util.jsonl import append_jsonl
-
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 (held across appends)
@@ -173,7 +165,6 @@ class ResumableOutput:
             if not NoSpaceError.matches(e):
                 raise
             self._abandon_handle()
-            from mixtral_ft.util.jsonl import dumps_line
 
             need = len(dumps_line(row).encode()) * max(1, self.remaining)
             raise NoSpaceError(
@@ -216,8 +207,6 @@ class ResumableOutput:
 
     def __exit__(self, *exc: object) -> None:
         """The end of the run's hold on the output: the handle is closed and the lock released."""
-        from mixtral_ft.util.interrupt import shielded
-
         with shielded():
             try:
                 self.close()

@@ -22,7 +22,12 @@ from typing import Any
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.label import config as C
 from mixtral_ft.label.sample import Sample, context_text, dumps, load_sample
+from mixtral_ft.label.server import push
 from mixtral_ft.tc.verdict import Mistake, Verdict, VerdictError, verdict_from_dict
+from mixtral_ft.util.atomic import atomic_write_text, staged_dir
+from mixtral_ft.util.ids import id_problem
+from mixtral_ft.util.jsonl import iter_jsonl
+from mixtral_ft.util.manifest import Manifest, file_entry
 
 CONFIG_FILE, TASKS_FILE, MANIFEST_FILE = "config.xml", "tasks.json", "manifest.json"
 
@@ -70,9 +75,6 @@ class ExportSummary:
 
 def read_judgements(path: Path, ids: set[str]) -> tuple[dict[str, Judgement], int]:
     """The judge rows for ``ids`` (and how many rows are for other ids); every bad row is an ``InputError``."""
-    from mixtral_ft.util.ids import id_problem
-    from mixtral_ft.util.jsonl import iter_jsonl
-
     if not path.is_file():
         raise UsageError(f"{path}: --predictions file not found")
     name = str(path)
@@ -238,9 +240,6 @@ def export_tasks(cfg: ExportConfig) -> ExportResult:
     """Write ``config.xml``, ``tasks.json`` and ``manifest.json`` to ``cfg.out`` atomically; with a
     server, create the project there too (before the folder is renamed into place, so a refused
     push leaves nothing written)."""
-    from mixtral_ft.util.atomic import atomic_write_text, staged_dir
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     sample = load_sample(cfg.sample)
     tasks, summary = build_tasks(sample, cfg.predictions)
     xml = C.labeling_config(judge_notes=cfg.predictions is not None)
@@ -264,8 +263,6 @@ def export_tasks(cfg: ExportConfig) -> ExportResult:
             for name, rows in ((CONFIG_FILE, None), (TASKS_FILE, len(tasks)))
         }
         if cfg.server is not None:
-            from mixtral_ft.label.server import push
-
             project = push(cfg.server, cfg.title or cfg.out.name, xml, tasks)
             manifest.extra["label_studio"] = {**cfg.server.identity(), **project}
         manifest.write(stage / MANIFEST_FILE)

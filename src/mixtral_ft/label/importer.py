@@ -41,10 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem, UsageError
+from mixtral_ft.infer.output import manifest_path_for
 from mixtral_ft.label import config as C
 from mixtral_ft.label.agreement import Span, Vote, pairwise
 from mixtral_ft.label.sample import Sample, context_text, load_sample
 from mixtral_ft.tc.verdict import MISTAKE_TYPES, Groundedness, Mistake, Relevance, Verdict
+from mixtral_ft.util.atomic import atomic_write_bytes, guard_destination
+from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.jsonl import write_jsonl_atomic
+from mixtral_ft.util.lock import output_lock
+from mixtral_ft.util.manifest import Manifest, file_entry
 
 RESOLVE_RULES = ("majority", "first", "strict")
 # A sampled row's own label fields are not the human label: the gold row carries only the verdict.
@@ -508,13 +514,6 @@ def build_gold(contents: ExportContents, sample: Sample, rule: str) -> tuple[lis
 
 def import_labels(cfg: ImportConfig) -> ImportResult:
     """Read, check and resolve the export, then write the gold file, the annotations file and the manifest."""
-    from mixtral_ft.infer.output import manifest_path_for
-    from mixtral_ft.util.atomic import atomic_write_bytes, guard_destination
-    from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.jsonl import write_jsonl_atomic
-    from mixtral_ft.util.lock import output_lock
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     sample = load_sample(cfg.sample)
     if cfg.server is not None:
         data, name, users = cfg.server.data, f"{cfg.server.where} (export)", cfg.server.users

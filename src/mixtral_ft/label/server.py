@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from mixtral_ft.errors import InputError, MissingDependencyError, MixftError, Problem, UsageError
+from mixtral_ft.label.config import config_problems
 from mixtral_ft.util.provenance import scrub_text
 
 DEFAULT_KEY_ENV = "LABEL_STUDIO_API_KEY"
@@ -137,8 +138,6 @@ def push(server: Server, title: str, config_xml: str, tasks: list[dict[str, Any]
 def pull(server: Server, project: int) -> ServerExport:
     """Project ``project``'s JSON export (every task, labeled or not) and the users' emails; refuses a
     project whose labeling config is not one the importer reads."""
-    from mixtral_ft.label.config import config_problems
-
     client, token = _client(server)
     found = _call(server, token, f"open project {project}", lambda: client.projects.get(id=project))
     problems = config_problems(found.label_config or "")

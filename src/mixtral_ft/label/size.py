@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import UsageError
+from mixtral_ft.eval.correction import CheckerEval, corrected_rate
+from mixtral_ft.eval.stats import lang_reiczigel_interval
 
 Binomial = Callable[[random.Random, int, float], int]
 
@@ -52,8 +54,6 @@ def corrected_width(
     """(mean width of the corrected rate's 95% interval over the identifiable data sets, share of
     data sets not identifiable) for ``responses`` judged responses and a gold set of ``gold`` items,
     ``positives`` of them hallucinated (None: binomial with ``rate``, as in a random sample)."""
-    from mixtral_ft.eval.correction import CheckerEval, corrected_rate
-
     flag_rate = sensitivity * rate + (1 - specificity) * (1 - rate)
     widths: list[float] = []
     unidentified = 0
@@ -83,8 +83,6 @@ def floor_width(
 ) -> float:
     """Mean width with an unlimited gold set (the judge's error known exactly): what the judged
     responses alone allow, the floor no gold set can go below."""
-    from mixtral_ft.eval.stats import lang_reiczigel_interval
-
     flag_rate = sensitivity * rate + (1 - specificity) * (1 - rate)
     pos, neg = _UNLIMITED * hallucinated_share, _UNLIMITED * (1 - hallucinated_share)
     total = 0.0

@@ -17,12 +17,14 @@ Under ``load_in_4bit`` two mechanisms together store the model in 4-bit (models/
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.errors import MissingDependencyError, UsageError
-from mixtral_ft.models.quant import FourBitSpec
+from mixtral_ft.models.quant import FourBitSpec, quantization_record, quantize_experts_on_load
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -143,7 +145,6 @@ def load_for_inference(
         raise MissingDependencyError(
             "loading a model needs torch and transformers: pip install 'mixtral-ft[train]'"
         ) from e
-    from mixtral_ft.models.quant import quantization_record, quantize_experts_on_load
 
     layout = load_layout(device or default_device(), load_in_4bit)
     adapter_dir = check_adapter_dir(adapter) if adapter else None
@@ -180,8 +181,6 @@ def load_for_inference(
 
 def adapter_targets_parameters(adapter_dir: Path) -> list[str]:
     """The adapter's ``target_parameters`` (LoRA on raw parameters such as fused MoE experts)."""
-    import json
-
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     return list(cfg.get("target_parameters") or [])
 
@@ -227,7 +226,5 @@ def check_adapter_applied(model, adapter_dir: Path) -> None:
 
 
 def _check_bitsandbytes() -> None:
-    import importlib.util
-
     if importlib.util.find_spec("bitsandbytes") is None:
         raise MissingDependencyError("--load-in-4bit needs bitsandbytes: pip install 'mixtral-ft[train]'")

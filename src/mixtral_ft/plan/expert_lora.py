@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from mixtral_ft.plan.storage import DTYPE_BYTES
+
 # The fused expert tensors, (in_features, out_features) per expert from hidden H and intermediate I.
 FUSED = {"gate_up_proj": lambda h, i: (h, 2 * i), "down_proj": lambda h, i: (i, h)}
 # Unfused names Axolotl maps to the fused tensor (moe_quant.py, _UNFUSED_TO_FUSED).
@@ -91,8 +93,6 @@ def _experts(arch) -> tuple[int, int, int]:
 def expert_lora_parts(arch, setup, optimizer_bytes: Callable[..., tuple[int, str]]) -> dict[str, float]:
     """The plan's parts for LoRA on the fused experts (bytes per GPU); empty without such targets.
     ``optimizer_bytes``: ``plan.training.optimizer_bytes`` (the optimizer state of a list of tensors)."""
-    from mixtral_ft.plan.storage import DTYPE_BYTES
-
     lora = getattr(setup, "lora", None)
     if lora is None:
         return {}

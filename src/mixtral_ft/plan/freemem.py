@@ -22,6 +22,7 @@ any context of mixft's: the plan's own "CUDA context" part is Axolotl's, so it i
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import subprocess
@@ -55,8 +56,6 @@ def free_bytes(device: int) -> int | None:
 
 def libcuda_loadable() -> bool:
     """Whether the CUDA driver library loads (loading it initialises nothing: no ``cuInit``)."""
-    import ctypes
-
     name = "nvcuda.dll" if sys.platform.startswith("win") else "libcuda.so.1"
     try:
         ctypes.CDLL(name)

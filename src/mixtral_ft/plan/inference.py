@@ -26,8 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.errors import UsageError
+from mixtral_ft.plan.arch import load_arch
 from mixtral_ft.plan.gpus import Gpu
-from mixtral_ft.plan.training import CUDA_CONTEXT_GIB, GIB, _resolve_gpu
+from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
+from mixtral_ft.plan.storage import inference_decisions
+from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
+from mixtral_ft.plan.training import CUDA_CONTEXT_GIB, GIB, _largest, _resolve_gpu, report_calibration
+from mixtral_ft.plan.weights import weight_summary
 
 KV_BYTES = 2  # bf16 cache (the hf backend loads in bf16 on CUDA)
 # The caching allocator's rounding and fragmentation at the inference peak: a stated allowance (the
@@ -170,8 +176,6 @@ class _Composer:
     def _depth_peak(self, b: int) -> dict[str, float]:
         """The prefill's transient at full depth, split by tag: the larger of the first and the last
         layer's forward (see ``measure.PHASES``)."""
-        from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
-
         sim = measure_prefill(self.arch, self.load_in_4bit, b, self.width, use_cache=self.use_cache)
         entry = sim["sizes"][size_key(b, self.width)]
         at: dict[str, float] = {}
@@ -238,8 +242,6 @@ def _all_rows_hours(
 
 
 def _throughput_notes(step_bytes: float, gpu: Gpu, load_in_4bit: bool, weights: dict[str, Any]) -> list[str]:
-    from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
-
     notes = [
         f"decode is memory-bandwidth bound: {step_bytes / 1e9:.1f} GB moved per step at "
         f"{BANDWIDTH_EFFICIENCY:.0%} of {gpu.bandwidth_gbs:,.0f} GB/s; hours assume every row runs to "
@@ -271,15 +273,7 @@ def plan_inference(
     built-in or cached config, a dict or a ``transformers`` config. ``prompt_lengths``: tokens of
     every prompt of the input file (``None``: one prompt of 1,024 tokens, stated in the notes).
     """
-    from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.storage import inference_decisions
-    from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
-    from mixtral_ft.plan.training import report_calibration
-    from mixtral_ft.plan.weights import weight_summary
-
     if batch_size < 1 or max_new_tokens < 1:
-        from mixtral_ft.errors import UsageError
-
         raise UsageError("--batch-size and --max-new-tokens must be at least 1")
     arch = load_arch(model)
     the_gpu = _resolve_gpu(gpu)
@@ -322,8 +316,6 @@ def plan_inference(
         weight_dtypes=weights["dtypes"],
     )
     if search and not plan.fits and batch > 1:
-        from mixtral_ft.plan.training import _largest
-
         plan.largest_batch_size = _largest(
             lambda b: sum(compose(b)[0].values()) / GIB <= the_gpu.memory_gib, 1, batch - 1
         )

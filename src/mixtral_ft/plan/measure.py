@@ -25,12 +25,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import warnings
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
+from mixtral_ft.errors import UsageError
+from mixtral_ft.plan.allocator import needed_bytes
 from mixtral_ft.plan.arch import ModelArch
+from mixtral_ft.plan.model_build import build_meta_model, materialize, materialize_fake
+from mixtral_ft.plan.storage import inference_decisions, training_decisions
+from mixtral_ft.util.atomic import atomic_write_text
 
 METHOD_VERSION = 4
 SIM_LAYERS = (2, 3)  # depths simulated; further layers add what the third added
@@ -49,8 +57,6 @@ def cache_dir() -> Path:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for name in _VERSIONED:
         try:
@@ -83,8 +89,6 @@ def _read_cache(key: str) -> dict[str, Any] | None:
 
 
 def _write_cache(key: str, data: dict[str, Any]) -> None:
-    from mixtral_ft.util.atomic import atomic_write_text
-
     try:
         atomic_write_text(cache_dir() / f"{key}.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     except OSError:
@@ -95,9 +99,6 @@ def _write_cache(key: str, data: dict[str, Any]) -> None:
 def quiet() -> Iterator[None]:
     """Silence the libraries' warnings while measuring (import chatter, the flash-attn dtype cast,
     use_cache vs checkpointing): the plan states its own assumptions."""
-    import logging
-    import warnings
-
     names = ("torch", "torchao", "bitsandbytes", "transformers", "peft", "accelerate")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
@@ -181,13 +182,8 @@ def _axolotl_peft_patch() -> None:
 def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True):
     """The full-width model of ``setup`` with ``layers`` decoder layers, ready to train: FakeTensors,
     or with ``fake=False`` real tensors (for the tests that check the simulation against a real step)."""
-    import contextlib
-
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from mixtral_ft.plan.model_build import build_meta_model, materialize
-    from mixtral_ft.plan.storage import training_decisions
 
     decisions = training_decisions(setup, arch.model_type)
     overrides = dict(setup.model_config_overrides)
@@ -345,9 +341,7 @@ def simulate_training_step(
 ) -> dict[str, Any]:
     """One training step on the fake model: peak bytes per phase and tag, and saved-tensor bytes; with
     ``record``, also the step's allocations and releases in order (``events``)."""
-    import contextlib
 
-    from mixtral_ft.errors import UsageError
     from mixtral_ft.plan.sim import MemoryTracker, SavedTensors, data_free_ops, model_storage_keys
 
     flash = setup.attention_kind == "flash"
@@ -512,8 +506,6 @@ class TrainingSimulator:
     def allocator(self, batch: int, seq: int) -> dict[str, Any]:
         """The full-depth step's live-byte peak and what the caching allocator needs for it
         (:func:`mixtral_ft.plan.allocator.needed_bytes`)."""
-        from mixtral_ft.plan.allocator import needed_bytes
-
         layers = self.arch.num_layers
         model, fake, lora_params, torch = self._model(layers)
         r = simulate_training_step(
@@ -599,9 +591,6 @@ def build_inference_model(arch: ModelArch, load_in_4bit: bool, layers: int, attn
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from mixtral_ft.plan.model_build import build_meta_model, materialize_fake
-    from mixtral_ft.plan.storage import inference_decisions
-
     decisions = inference_decisions(load_in_4bit)
     model = build_meta_model(arch, decisions, {"num_hidden_layers": layers}, attn_implementation="eager")
     for module in model.modules():
@@ -619,8 +608,6 @@ def build_inference_model(arch: ModelArch, load_in_4bit: bool, layers: int, attn
 def simulate_prefill(model, fake, torch, vocab: int, batch: int, seq: int, attn: str) -> dict[str, Any]:
     """The prompt forward of ``generate``: left-padded batch with an attention mask, a fresh KV
     cache, logits for the last position only (transformers' ``logits_to_keep=1``), no grad."""
-    import contextlib
-
     from mixtral_ft.plan.sim import MemoryTracker, data_free_ops, model_storage_keys, sdpa_memory_model
 
     with fake:

@@ -14,6 +14,7 @@ real tensors, for the tests that check a simulated step against a real one.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,8 +223,6 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
     (:func:`_linear8bit_weight`); fused experts go through bitsandbytes' ``replace_parameter_4bit``
     exactly as the on-load hooks call it.
     """
-    import contextlib
-
     import bitsandbytes.functional as bf
     import torch
     from bitsandbytes.nn.parametrize import replace_parameter_4bit

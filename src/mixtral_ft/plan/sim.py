@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
@@ -327,8 +328,6 @@ def data_free_ops() -> Iterator[None]:
     ``torch.nn.functional.grouped_mm``'s fake kernel accepts bf16 only, and transformers' fallback
     for other dtypes reads the group offsets in backward, so float32/float16 experts go through
     :class:`GroupedMmFallbackMemoryModel`, the fallback's allocations without its loop."""
-    import torch.nn.functional as F
-
     try:
         from transformers.integrations import moe
     except ImportError:
@@ -396,8 +395,6 @@ class SdpaMemoryModel(torch.autograd.Function):
 @contextlib.contextmanager
 def sdpa_memory_model() -> Iterator[None]:
     """Route ``torch.nn.functional.scaled_dot_product_attention`` through :class:`SdpaMemoryModel`."""
-    import torch.nn.functional as F
-
     original = F.scaled_dot_product_attention
 
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):

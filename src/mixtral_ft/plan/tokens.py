@@ -23,6 +23,7 @@ Counts are cached by the file's SHA-256, the tokenizer and the sequence length.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -30,7 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.data.lengths import AxolotlInstructionTokenizer, char_estimate
+from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
 from mixtral_ft.errors import UsageError
+from mixtral_ft.plan import measure
+from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.jsonl import read_jsonl
 
 PACK_SEED = 42  # Axolotl's default seed; the shuffled order only moves the bin count by a few
 MAX_ROWS_PER_BIN = 200  # sample_packing_bin_size default (axolotl/utils/schemas/config.py ~706)
@@ -76,8 +82,6 @@ class DataTokens:
 
 
 def _pairs(task: str, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
-
     if task == "rg":
         return [
             (
@@ -100,9 +104,6 @@ def tokenizer_dir(base_model: str) -> Path | None:
 
 
 def _tokens_cache_key(path: Path, task: str, tok_dir: Path | None, sequence_len: int) -> str:
-    import hashlib
-
-    from mixtral_ft.util.hashing import sha256_file
 
     body = [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len]
     return "tokens-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
@@ -111,14 +112,9 @@ def _tokens_cache_key(path: Path, task: str, tok_dir: Path | None, sequence_len:
 def _row_lengths(task: str, path: Path, tok_dir: Path | None) -> dict[str, Any]:
     """Every row's token length (untruncated, so over-long rows show their real length): tokenized as
     Axolotl builds the row when ``tok_dir`` holds the tokenizer, else estimated from its characters."""
-    from mixtral_ft.data.lengths import char_estimate
-    from mixtral_ft.util.jsonl import read_jsonl
-
     pairs = _pairs(task, list(read_jsonl(path)))
     trained = None
     if tok_dir is not None:
-        from mixtral_ft.data.lengths import AxolotlInstructionTokenizer
-
         tok = AxolotlInstructionTokenizer(tok_dir, 10**9)
         lengths, trained = [], 0
         for i in range(0, len(pairs), 256):
@@ -163,8 +159,6 @@ def count_tokens(
     use_cache: bool = True,
 ) -> DataTokens:
     """Token lengths of ``data_dir/train.jsonl`` as Axolotl will see them."""
-    from mixtral_ft.plan import measure
-
     path = Path(data_dir) / "train.jsonl"
     if not path.exists():
         raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl")

@@ -5,6 +5,7 @@ and says so (:func:`missing`)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +16,6 @@ MISSING = "plots not drawn: matplotlib is not installed (pip install 'mixtral-ft
 
 def missing() -> str | None:
     """Why no plot can be drawn here, or None when matplotlib is importable."""
-    import importlib.util
-
     return MISSING if importlib.util.find_spec("matplotlib") is None else None
 
 

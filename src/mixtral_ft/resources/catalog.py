@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mixtral_ft.errors import UsageError, suggest
 from mixtral_ft.resources import configs_dir
+from mixtral_ft.util.atomic import atomic_write_bytes, staged_dir
 
 ALL = "all"
 _KINDS = {
@@ -90,8 +91,6 @@ def copy_config(name: str, dest: Path, force: bool = False, folder: Path | None 
     ``dest`` may be an existing folder (the file keeps its name there) or a file path; an
     existing file or, for ``all``, an existing folder is replaced only with ``force``.
     """
-    from mixtral_ft.util.atomic import atomic_write_bytes, staged_dir
-
     folder = folder or configs_dir()
     dest = Path(dest)
     if name == ALL:

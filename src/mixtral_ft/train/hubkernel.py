@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 
+from mixtral_ft.train.runner import axolotl_env
+
 # transformers' is_kernel pattern (integrations/hub_kernels.py): org/name, optional @revision and :function
 _KERNEL = re.compile(r"^[^/:]+/[^/:]+(?:@[^/:]+)?(?::[^/:]+)?$")
 # huggingface_hub's reading of a boolean environment variable (constants.py, _is_true)
@@ -54,8 +56,6 @@ def fallback_kernel(attn: str) -> str | None:
 
 def offline_reason(base_model: str | None) -> str | None:
     """Why Axolotl's process will not reach the Hub (its environment: ``train.runner.axolotl_env``), or None."""
-    from mixtral_ft.train.runner import axolotl_env
-
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
         return "HF_HUB_OFFLINE is set"
     if axolotl_env(base_model).get("HF_HUB_OFFLINE", "").upper() in _TRUE:

@@ -37,13 +37,15 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import yaml
 
 from mixtral_ft.errors import MissingDependencyError, MixftError, PreflightError, UsageError
-from mixtral_ft.train.rundir import RunPaths
-
-if TYPE_CHECKING:
-    from mixtral_ft.util.manifest import Manifest
+from mixtral_ft.train.rundir import RunPaths, RunState, run_status
+from mixtral_ft.util.atomic import check_output_dir, guard_destination, staged_dir
+from mixtral_ft.util.lock import output_lock
+from mixtral_ft.util.manifest import Manifest, file_entry
 
 MERGED_NAME = "merged"
 MANIFEST_NAME = "mixft_merge.json"
@@ -69,8 +71,6 @@ class MergeResult:
 
 
 def _load_config(paths: RunPaths) -> dict:
-    import yaml
-
     if not paths.config.exists():
         raise UsageError(f"{paths.root}: not a mixft run directory (no axolotl.yml)")
     return yaml.safe_load(paths.config.read_text(encoding="utf-8")) or {}
@@ -376,8 +376,6 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
         raise MissingDependencyError(
             "mixft merge needs torch, transformers, peft: pip install 'mixtral-ft[train]'"
         ) from e
-    from mixtral_ft.util.atomic import check_output_dir, guard_destination
-    from mixtral_ft.util.lock import output_lock
 
     started = time.monotonic()
     paths = RunPaths(Path(run_dir))
@@ -409,8 +407,6 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
 def _check_finished(paths: RunPaths) -> None:
     """Merge only a finished run: Axolotl pre-saves adapter_config.json at the start and saves a
     partly trained adapter on Ctrl-C, so an adapter in output/ alone does not mean it is done."""
-    from mixtral_ft.train.rundir import RunState, run_status
-
     status = run_status(paths.root)
     if status.state is not RunState.FINISHED:
         raise UsageError(
@@ -509,8 +505,6 @@ def _merge_locked(
 ) -> MergeResult:
     """``merge``'s work while it holds the run directory's lock: check the inputs, then stream
     every shard into a staged directory that replaces ``out`` whole."""
-    from mixtral_ft.util.atomic import staged_dir
-
     adapter_cfg = check_adapter_config(adapter_dir)
     base = _read_base(base_dir)
     need = base.bytes
@@ -574,8 +568,6 @@ def _merge_manifest(
     shard_records: list[dict[str, Any]],
 ) -> Manifest:
     """The merged model's manifest: method, run, base, adapter and LoRA settings, inputs, shards."""
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     return Manifest(
         kind="merge",
         settings={

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
@@ -40,8 +41,6 @@ def _is_main() -> bool:
 
 
 def _cuda():
-    import torch
-
     return torch.cuda if torch.cuda.is_available() else None
 
 
@@ -80,8 +79,6 @@ def _category(name: str) -> str:
 
 def describe_model(model) -> dict[str, Any]:
     """What took effect on a loaded (possibly PEFT-wrapped) model. Pure inspection, no side effects."""
-    import torch
-
     config = getattr(model, "config", None)
     by_cat: dict[str, int] = {}
     trainable = total = 0

@@ -40,7 +40,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import InputError, Problem
+import yaml
+
+from mixtral_ft.errors import InputError, Problem, UsageError
+from mixtral_ft.util.manifest import read_manifest
 
 CONFIG_NAME = "axolotl.yml"
 MANIFEST_NAME = "manifest.json"
@@ -182,8 +185,6 @@ def _state_numbers(checkpoint: Path | None) -> tuple[int | None, int | None, flo
 
 def run_status(run_dir: Path) -> RunStatus:
     """The state of ``run_dir`` (see the module docstring), from its files alone."""
-    from mixtral_ft.util.manifest import read_manifest
-
     root = Path(run_dir)
     paths = RunPaths(root)
     if not root.exists() or not any(p.name != NODES_NAME for p in root.iterdir()):
@@ -233,8 +234,6 @@ def _output_dirs(run_dir: Path) -> list[Path]:
     dirs = [run_dir]
     cfg = run_dir / CONFIG_NAME
     if cfg.is_file():
-        import yaml
-
         try:
             values = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
@@ -325,8 +324,6 @@ def start_decision(run_dir: Path, resume: bool, machine_rank: int = 0) -> StartD
     Only machine rank 0 owns the run directory and judges its state: other machines of a
     multi-node run never refuse a run directory rank 0 has already filled; with ``--resume`` they
     take the newest checkpoint of the shared ``output/``, as rank 0 does."""
-    from mixtral_ft.errors import UsageError
-
     run_dir = Path(run_dir)
     if machine_rank > 0:
         if not resume:

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from mixtral_ft.util.interrupt import Interrupted
 
 
 def axolotl_env(base_model: str | None = None, wandb: bool = False) -> dict[str, str]:
@@ -64,8 +68,6 @@ def run_streaming(
     while it runs stops the child's process group (see the module docstring), writes the end to
     the log, and is raised again once the child is gone.
     """
-    from mixtral_ft.util.interrupt import Interrupted
-
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
@@ -109,9 +111,6 @@ def run_streaming(
 
 def _pump(proc: subprocess.Popen, log, echo: bool, deadline: float | None = None) -> None:
     """Copy the child's output until it closes (or until ``deadline``, a ``time.monotonic`` value)."""
-    import select
-    import time
-
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     out = sys.stderr.buffer if echo else None
@@ -143,8 +142,6 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 def _stop(proc: subprocess.Popen, log, echo: bool, grace_s: float, sig: int = signal.SIGINT) -> None:
     """Send ``sig`` to the child's group and keep copying its output (so it never blocks on a full
     pipe) for up to ``grace_s`` seconds; then SIGTERM, then SIGKILL."""
-    import time
-
     _signal_group(proc, sig)
     with contextlib.suppress(OSError):
         _pump(proc, log, echo, deadline=time.monotonic() + grace_s)

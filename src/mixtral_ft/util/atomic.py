@@ -25,7 +25,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mixtral_ft.errors import NoSpaceError, UsageError
+from mixtral_ft.errors import NoSpaceError, UsageError, format_bytes
+from mixtral_ft.util.interrupt import keeping, shielded
+from mixtral_ft.util.lock import output_lock
 
 
 def _umask() -> int:
@@ -50,8 +52,6 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
 
     On any failure the temporary file is removed and ``path`` is untouched; a full disk is
     reported as ``NoSpaceError`` naming ``path``."""
-    from mixtral_ft.util.interrupt import shielded
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
@@ -168,9 +168,6 @@ def _pid_of(leftover: Path) -> int | None:
 def remove_leftovers(out: str | os.PathLike) -> list[str]:
     """Remove what ``leftovers(out)`` finds and say so on stderr; the caller holds ``out``'s lock,
     so no live mixft process owns any of it. Returns the names removed."""
-    from mixtral_ft.errors import format_bytes
-    from mixtral_ft.util.interrupt import shielded
-
     found = leftovers(out)
     if not found:
         return []
@@ -209,9 +206,6 @@ def staged_dir(
     rename is atomic). On any error or signal it is removed and ``out`` is untouched; a full disk
     is reported as ``NoSpaceError`` with ``needed`` (the caller's estimate of the whole output's
     size, when it has one)."""
-    from mixtral_ft.util.interrupt import keeping, shielded
-    from mixtral_ft.util.lock import output_lock
-
     out = Path(out)
     guard_destination(out, inputs)
     check_output_dir(out, force)

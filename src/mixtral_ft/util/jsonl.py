@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.util.atomic import atomic_file
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,6 @@ def truncate_torn_tail(path: str | os.PathLike) -> None:
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
-    from mixtral_ft.util.atomic import atomic_file
-
     n = 0
     with atomic_file(path) as fh:
         for row in rows:

@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import LockedError
+from mixtral_ft.errors import LockedError, NoSpaceError
+from mixtral_ft.util.provenance import command_line, now_iso
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -66,8 +67,6 @@ class OutputLock:
     def acquire(self) -> None:
         """Take the lock, or raise ``LockedError`` naming the holder (``NoSpaceError`` when even the
         lock file cannot be written)."""
-        from mixtral_ft.errors import NoSpaceError
-
         try:
             self._acquire()
         except OSError as e:
@@ -76,8 +75,6 @@ class OutputLock:
             raise
 
     def _acquire(self) -> None:
-        from mixtral_ft.util.provenance import command_line, now_iso
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
