@@ -1,24 +1,9 @@
-"""Token counts of a prepared training split, and how Axolotl batches them.
+"""Token counts of a prepared training split, and how Axolotl batches them into micro batches.
 
-Every row of ``DATA/train.jsonl`` is tokenized as Axolotl 0.19.0 builds it
-(:class:`mixtral_ft.data.lengths.AxolotlInstructionTokenizer`: ``context_qa.load_v2`` for RG, the
-``prompt``/``completion`` type for TC) with the base model's tokenizer when the base model is a
-local directory; otherwise 4 characters per token, labelled as an estimate. Rows longer than
-``sequence_len`` are dropped (``excess_length_strategy: drop``, Axolotl's default) or cut
-(``truncate``).
-
-Batching follows Axolotl's trainer:
-
-- with ``sample_packing`` and an attention that supports packing (flash), one micro batch is one
-  bin of ``micro_batch_size * sequence_len`` tokens (``multipack_real_batches`` false,
-  ``axolotl/core/trainers/base.py`` ~155-164; ``core/builders/causal.py`` ~278-281), filled
-  first-fit in the sampler's shuffled order (``pack_group`` in ``axolotl/utils/samplers/
-  multipack.py``; at most 200 rows per bin); with other attention, ``micro_batch_size`` bins of
-  ``sequence_len`` tokens, the last incomplete batch dropped;
-- without packing, ``micro_batch_size`` rows per micro batch, padded to ``sequence_len`` with
-  ``pad_to_sequence_len`` or else to the longest row of the batch.
-
-Counts are cached by the file's SHA-256, the tokenizer and the sequence length.
+Rows are tokenized as Axolotl builds them (``data.lengths.AxolotlInstructionTokenizer``) with the base
+model's tokenizer when it is a local directory, else estimated; rows Axolotl drops as too long are left
+out. Counts are cached by the file's SHA-256, the tokenizer and the sequence length. Axolotl's
+tokenization, filtering and packing, with file and line: docs/design/tokenization.md.
 """
 
 from __future__ import annotations
