@@ -1,21 +1,9 @@
 """The inference plan of ``mixft generate`` / ``mixft judge`` (hf backend): memory and tokens/s.
 
-The hf backend (``backends/hf.py``) sorts prompts longest first and generates ``--batch-size``
-of them at a time, left-padded, so the first batch is the largest: ``batch_size`` rows of the
-longest prompt. Peak = weights (+ adapter) + the larger of
-
-- prefill: the prompt's KV cache, the forward's working set and its dequantization buffers, the
-  last-position logits (simulated: :func:`mixtral_ft.plan.measure.measure_prefill`), and
-- decode: the KV cache at prompt + ``max_new_tokens`` plus one layer's cache copy (transformers'
-  ``DynamicCache`` grows by ``torch.cat``) and one layer's dequantization buffers,
-
-plus the CUDA context of the training plan and a stated allocator allowance.
-
-Tokens/s: decoding is bound by memory bandwidth: every step reads the weights (4-bit packed data,
-and for 4-bit experts the whole bf16 dequantization written and read again: bitsandbytes'
-parametrization dequantizes the full expert tensor on every forward), the KV cache (and
-``torch.cat`` rewrites it), at :data:`~mixtral_ft.plan.timing.BANDWIDTH_EFFICIENCY` of the peak
-bandwidth. ``batch_size`` rows advance one token per step.
+Peak = weights (+ adapter) + the larger of the simulated prefill of the first (largest) batch and the
+decode at its longest context, plus the CUDA context and an allocator allowance. Decoding is bound by
+memory bandwidth: tokens/s from the bytes each step reads. The composition and its assumptions:
+docs/design/planner.md.
 """
 
 from __future__ import annotations
@@ -143,7 +131,7 @@ def _kv_bytes(arch, batch: int, tokens: int) -> float:
 
 
 def _decode_bytes_per_step(weights: dict[str, Any], arch, batch: int, context: float, load_in_4bit: bool) -> float:
-    """Bytes moved by one decode step (see module docstring)."""
+    """Bytes moved by one decode step (docs/design/planner.md)."""
     m = weights["matmul_params"]
     experts, top_k = weights["experts"], weights["top_k"]
     active = min(1.0, batch * top_k / experts) if experts > 1 else 1.0
@@ -163,7 +151,7 @@ def _decode_bytes_per_step(weights: dict[str, Any], arch, batch: int, context: f
 @dataclass
 class _Composer:
     """The parts of the inference peak for one batch size: weights, adapter, and the larger of the
-    prefill and decode phases (see the module docstring)."""
+    prefill and decode phases (docs/design/planner.md)."""
 
     arch: Any
     weights: dict[str, Any]

@@ -1,23 +1,10 @@
 """Measurements the planner cannot compute by formula, taken on the CPU in seconds, and cached.
 
-For a training setup (:class:`~mixtral_ft.plan.setup.TrainSetup`) the real model class is built
-at full width with 2 and 3 decoder layers (FakeTensors; :mod:`model_build`), with the loader's
-4-bit storage, Axolotl's dtype casts, real PEFT LoRA, the configured gradient checkpointing and
-attention, and one training step (forward, loss, backward) is run at the planned micro batch and
-sequence length under :mod:`sim`'s instruments. A FakeTensor step costs the same at 512 or 16K
-tokens, so each size is simulated rather than extrapolated; only depth is extrapolated, linearly
-from 2 and 3 layers (every further layer keeps the same tensors as the third; the first one is
-not a model for that, since what the embedding leaves alive is counted once).
-
-For each phase of the step (``forward``; ``head``: final norm, output head, loss and their
-backward; ``layers_backward``: recompute and backward of the decoder layers) the simulator
-records the peak of live bytes and its split into activations, logits, dequantization buffers
-and gradients.
-
-Cache: ``$MIXFT_CACHE/plan`` (default ``~/.cache/mixft/plan``), one JSON file per model and
-settings, holding every size measured so far; the key covers the model config, every setting
-that changes the step and the versions of torch, transformers, peft, bitsandbytes and this
-module's :data:`METHOD_VERSION`.
+For a training setup the real model class is built at full width with 2 and 3 decoder layers
+(:mod:`model_build`) and one training step is run at the planned micro batch and sequence length under
+:mod:`sim`'s instruments; depth is extrapolated linearly. The cache is ``$MIXFT_CACHE/plan`` (default
+``~/.cache/mixft/plan``), keyed by the model config, the settings that change the step, the package
+versions and :data:`METHOD_VERSION`. The method: docs/design/planner.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
 """Run the real forward and backward on tensors without data, and count the bytes they hold.
 
-The model (real class, real PEFT LoRA, real bitsandbytes 4-bit storage; :mod:`model_build`) is
-made of ``FakeTensor``s on the CPU: every op computes shapes, dtypes and storages, not values,
-so a full-width Mixtral layer at 16K tokens costs milliseconds. Two instruments watch it:
-
-- :class:`MemoryTracker`, a ``TorchDispatchMode``, sees every storage an op allocates and, through
-  a weak-reference finalizer, when it is freed: the live bytes and their peak per phase, exactly
-  as the CUDA caching allocator would count "allocated" bytes (no block rounding, no cache);
-- ``torch.autograd.graph.saved_tensors_hooks`` records every tensor autograd saves for backward
-  (deduplicated by storage, parameters excluded): the activations each layer keeps.
-
-CPU autocast (bf16) stands in for the CUDA autocast of a bf16 run: both cast ``linear``/``matmul``
-/``bmm``/attention to bf16, and the ops the two lists treat differently are ones this code already
-runs in float32 (RMSNorm statistics, the router softmax, the loss). Flash-attention kernels cannot
-run on a CPU: :class:`FlashAttnMemoryModel` allocates and saves exactly what flash-attn 2.8's
-``flash_attn_varlen_func`` does (``flash_attn/flash_attn_interface.py``; ``csrc/flash_attn/
-flash_api.cpp`` ``mha_varlen_fwd``/``mha_varlen_bwd``) and is put where transformers' flash path
-calls the kernel, so everything around it (the layout copies, the dtype casts) is the real code.
+The model is made of ``FakeTensor``s on the CPU (shapes, dtypes and storages, no values), so a
+full-width layer at 16K tokens costs milliseconds. :class:`MemoryTracker` counts the live bytes every op
+allocates and frees, per phase; :class:`SavedTensors` records what autograd keeps for backward; stand-ins
+allocate exactly what CUDA-only kernels (flash attention, grouped matmuls, int8 matmul, Cut Cross Entropy)
+would. How each stand-in follows its kernel: docs/design/planner.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """The training plan: peak GPU memory per device with its parts, whether it fits, and the hours.
 
-Peak = persistent state + the largest transient of one training step + a stated overhead:
-
-- persistent: the weights as loaded (:mod:`weights`), the trainable LoRA parameters, their
-  gradients (counted whole for the whole step: with gradient accumulation they live across
-  micro batches) and the optimizer state (:func:`optimizer_bytes`);
-- transient: per phase of the step (forward; output head + loss; decoder layers' recompute and
-  backward), the live bytes of the simulated step (:mod:`measure`) split into activations,
-  logits/loss and dequantization buffers; the peak phase counts;
-- overhead: :data:`CUDA_CONTEXT_GIB` (what no simulation on the CPU can see; docs/planning.md says how
-  it is bounded) and the caching allocator's rounding and fragmentation, replayed on the full-depth
-  step (:mod:`allocator`).
-
-``fits`` is decided on the peak raised by the planner's measured error band for the kind of run
-(:mod:`band`): ``peak_high_gib`` must be at most the card's memory.
-
-ZeRO-2 (the multi-gpu profile) shards gradients and optimizer state over the ranks and leaves
-every rank a full copy of the frozen weights; ZeRO-3 would shard the weights too, but mixft
-refuses it for Mixtral, so the plan keeps them whole and says so.
+Peak = persistent state (weights, LoRA parameters, gradients, optimizer state) + the largest transient of
+one simulated training step + the CUDA context and the caching allocator's overhead. ``fits`` is decided
+on the peak raised by the measured error band (:mod:`band`). How each part is counted:
+docs/design/planner.md.
 """
 
 from __future__ import annotations
