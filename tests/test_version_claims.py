@@ -1,7 +1,8 @@
-"""What the library says about upstream versions is about the versions it runs with: a statement
+"""What the library says about upstream code is about the versions it runs with: a statement
 "Axolotl X.Y.Z" in src/ names the release the `train` extra pins, and "transformers / PEFT /
 bitsandbytes / torch X.Y.Z" the release installed with it. A statement left from an earlier release
-(its behaviour read in a source that is no longer installed) fails here."""
+(its behaviour read in a source that is no longer installed) fails here. Module docstrings cite no
+upstream file and line: that material lives in docs/design/."""
 
 from __future__ import annotations
 
@@ -64,3 +65,22 @@ def test_the_statements_are_found():
         ("PEFT", "0.20"),
     ]
     assert any(where.startswith("src/mixtral_ft/data/lengths.py") for where, _, _ in _statements())
+
+
+UPSTREAM_LINE = re.compile(r"\.(?:py|cpp|js)`{0,2}\s*:\s*\d+|~\d{2,}")
+
+
+def test_module_docstrings_cite_no_upstream_lines():
+    """A module's docstring says what the module is for; the essays that rest on upstream code, with
+    its file and line, live in docs/design/ (the module links the page)."""
+    import ast
+
+    wrong = []
+    for path in sorted(SRC.rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        wrong += [f"{path.relative_to(REPO)}: {m}" for m in UPSTREAM_LINE.findall(doc)]
+    assert not wrong, "move these citations to docs/design/:\n" + "\n".join(wrong)
+    assert UPSTREAM_LINE.findall("(``loaders/model.py:962-972``, ``peft/utils/other.py`` ~198-202)") == [
+        ".py:962",
+        "~198",
+    ]

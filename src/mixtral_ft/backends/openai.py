@@ -1,14 +1,6 @@
 """One client for every OpenAI-compatible endpoint (vLLM, ``transformers serve``, llama.cpp's
-server, OpenAI): base URL + model name, ``completions`` or ``chat`` mode.
-
-- The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise)
-  and only ever put in the ``Authorization`` header: never in a row, a manifest, a log line
-  or an error message (error texts are scrubbed of it).
-- ``concurrency`` worker threads share one ``httpx.Client`` (its connection pool).
-- Retries with exponential backoff and full jitter on HTTP 429, 5xx, timeouts and connection
-  errors (``Retry-After`` is honoured); other HTTP errors fail the item at once.
-- ``max_requests`` caps the HTTP requests of a run, retries included; once spent, the items
-  not yet sent fail with that reason. Every failure is a ``Result`` with ``error`` set.
+server, OpenAI): base URL + model name, ``completions`` or ``chat`` mode, with retries, a request cap
+and the API key kept out of every output (:class:`OpenAIBackend`).
 """
 
 from __future__ import annotations
@@ -54,7 +46,17 @@ def _redact_url(url: str) -> str:
 
 
 class OpenAIBackend:
-    """Requests to ``{base_url}/completions`` or ``{base_url}/chat/completions``."""
+    """Requests to ``{base_url}/completions`` or ``{base_url}/chat/completions``.
+
+    - The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise)
+      and only ever put in the ``Authorization`` header: never in a row, a manifest, a log line
+      or an error message (error texts are scrubbed of it).
+    - ``concurrency`` worker threads share one ``httpx.Client`` (its connection pool).
+    - Retries with exponential backoff and full jitter on HTTP 429, 5xx, timeouts and connection
+      errors (``Retry-After`` is honoured); other HTTP errors fail the item at once.
+    - ``max_requests`` caps the HTTP requests of a run, retries included; once spent, the items
+      not yet sent fail with that reason. Every failure is a ``Result`` with ``error`` set.
+    """
 
     name = "openai"
 

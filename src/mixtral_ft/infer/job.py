@@ -1,21 +1,9 @@
 """``run_job``: the one inference runner behind ``mixft generate`` and ``mixft judge``.
 
-A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit,
-force, and the command's preflight) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
-settings, the request for an input row, and the output row for a result. The runner does the
-rest, in this order:
-
-1. load and check every input row (``rows.load_rows``), before any model is loaded;
-2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
-   (``ResumableOutput.resume``: rows already done from the input rows as they are now);
-3. if something is left: the command's preflight on its requests (``generate`` and ``judge`` pass
-   the memory plan's check, which refuses a run the GPU cannot hold), then build the backend and
-   write the manifest (``summary`` null);
-4. send the requests (the backend batches or fans them out) and append one row per result,
-   stamped with the SHA-256 of the input row it was made from (``input_sha256``);
-5. read the output back and write the manifest with its summary and the output's SHA-256. This
-   also happens when the run is stopped part-way (a signal, a full disk, a backend error): the
-   manifest then describes the rows the file really holds, and ``summary.stopped`` says why.
+A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit, force, and the
+command's preflight) plus a ``RowBuilder`` that knows the job's rows (the fields it needs, its settings,
+the request for an input row, the output row for a result). The runner does the rest, in the order
+:func:`run_job` gives: rows checked, output taken, preflight, backend, rows appended, manifest.
 """
 
 from __future__ import annotations
@@ -154,6 +142,19 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
     ``backend`` may be passed in (tests, benchmarks); otherwise ``opts.backend`` builds it,
     and only when some row is left to do. Everything from taking the output to the last
     manifest write happens inside ``with ResumableOutput(...)``: while the run holds its output.
+    In this order:
+
+    1. load and check every input row (``rows.load_rows``), before any model is loaded;
+    2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
+       (``ResumableOutput.resume``: rows already done from the input rows as they are now);
+    3. if something is left: the command's preflight on its requests (``generate`` and ``judge`` pass
+       the memory plan's check, which refuses a run the GPU cannot hold), then build the backend and
+       write the manifest (``summary`` null);
+    4. send the requests (the backend batches or fans them out) and append one row per result,
+       stamped with the SHA-256 of the input row it was made from (``input_sha256``);
+    5. read the output back and write the manifest with its summary and the output's SHA-256. This
+       also happens when the run is stopped part-way (a signal, a full disk, a backend error): the
+       manifest then describes the rows the file really holds, and ``summary.stopped`` says why.
     """
     if opts.limit is not None and opts.limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {opts.limit})")

@@ -1,19 +1,10 @@
-"""The append-only, resumable JSONL output of an inference job, and its manifest's place.
+"""The append-only, resumable JSONL output of an inference job (:class:`ResumableOutput`), and its
+manifest's place.
 
-- Each row is appended and fsync'ed before the next result is counted as done, so a killed
-  run loses at most the rows in flight.
-- ``open`` takes the file for this run: it checks the output is none of the inputs
-  (``util.atomic.guard_destination``), takes its lock (``util.lock``: a second run on the same
-  file refuses, naming this one), removes temporary files of killed runs, then ``--force``
-  removes the old output and manifest; an existing output is resumed only if its manifest is
-  there, readable, and was written with the same settings (a hash of what shapes the rows:
-  model, adapter, prompt, decoding). The lock is held until ``__exit__``.
-- ``resume`` reads what is there: a torn last line from a kill is cut off, one successful row
-  per id is kept if it was made from the input row as it is now (its ``input_sha256``), and the
-  rows that record a failure (``error`` set), duplicates and rows whose input changed are
-  dropped through an atomic rewrite, so exactly those ids are done again and the file never
-  holds two rows for one id.
-- ``append`` reports a full disk as ``NoSpaceError`` with the space the remaining rows need.
+Each row is appended and fsync'ed before the next result counts as done, so a killed run loses at most
+the rows in flight; ``open`` takes the file (its lock, leftovers, ``--force``) and checks an existing
+one may be continued; ``resume`` keeps one good row per id made from the input as it is now, and drops
+the rest so exactly those ids are done again.
 """
 
 from __future__ import annotations
@@ -78,8 +69,13 @@ class ResumableOutput:
     def open(self) -> None:
         """Take the output for this run and check an existing one can be continued.
 
-        This is the one place a run takes its output: the lock is taken before anything is read
-        or removed.
+        This is the one place a run takes its output: it checks the output is none of the inputs
+        (``util.atomic.guard_destination``), takes its lock (``util.lock``: a second run on the same
+        file refuses, naming this one) before anything is read or removed, removes temporary files of
+        killed runs, then ``--force`` removes the old output and manifest; an existing output is
+        resumed only if its manifest is there, readable, and was written with the same settings (a
+        hash of what shapes the rows: model, adapter, prompt, decoding). The lock is held until
+        ``__exit__``.
         """
         guard_destination(self.path, self.inputs)
         if self.path.is_dir():
@@ -128,7 +124,9 @@ class ResumableOutput:
         An existing row counts as done when it records no failure, is the first for its id and,
         when ``digest`` is given, carries ``input_sha256 == digest(its input row)``: a row made
         from an input row that has changed since (or from an unknown one: no stamp) is dropped
-        and its id done again. Rows for ids outside ``inputs`` are kept as they are.
+        and its id done again. Rows for ids outside ``inputs`` are kept as they are. A torn last
+        line from a kill is cut off, and the rows dropped (failures, duplicates, changed inputs) go
+        through an atomic rewrite, so the file never holds two rows for one id.
         """
         by_id = {row["id"]: row for row in inputs}
         kept: list[dict[str, Any]] = []

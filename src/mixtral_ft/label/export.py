@@ -1,16 +1,6 @@
-"""``mixft label export``: a sample → Label Studio's labeling config and tasks (its import format).
-
-``DIR/config.xml`` is the labeling config (``label.config``); ``DIR/tasks.json`` a JSON list of
-tasks, one per sampled response: ``{"data": {"item_id", "context", "question", "response"}}``
-(the context's snippets joined by a blank line). With ``--predictions`` (``mixft judge`` output,
-docs/formats.md §6), each task whose response the judge verdict parsed for also carries
-``"predictions": [{"model_version", "score"?, "result"}]``: the judge's verdict as Label Studio
-results, so the annotator corrects it instead of starting blank.
-
-The judge names a mistake by its text; the region needs offsets. Each mistake's text is looked
-for in the response (exactly, then without surrounding spaces), left to right, one region per
-occurrence found. A mistake whose text is not in the response is *reported*: counted and listed
-in the summary and the manifest, and shown to the annotator in the task's ``judge_notes``.
+"""``mixft label export``: a sample → Label Studio's labeling config and tasks (its import format), with a
+judge's verdicts as pre-annotations so the annotator corrects them instead of starting blank; with
+``--url``, the same pushed to a running Label Studio (:func:`export_tasks`, :func:`build_task`).
 """
 
 from __future__ import annotations
@@ -183,7 +173,20 @@ def _notes(verdict: Verdict, missing: list[Mistake]) -> str:
 def build_task(
     item_id: str, row: dict[str, Any], judgement: Judgement | None, summary: ExportSummary, notes: bool
 ) -> dict[str, Any]:
-    """One Label Studio task; updates ``summary`` (predictions made, spans located and not)."""
+    """One Label Studio task; updates ``summary`` (predictions made, spans located and not).
+
+    ``DIR/config.xml`` is the labeling config (``label.config``); ``DIR/tasks.json`` a JSON list of
+    tasks, one per sampled response: ``{"data": {"item_id", "context", "question", "response"}}``
+    (the context's snippets joined by a blank line). With ``--predictions`` (``mixft judge`` output,
+    docs/formats.md §6), each task whose response the judge verdict parsed for also carries
+    ``"predictions": [{"model_version", "score"?, "result"}]``: the judge's verdict as Label Studio
+    results, so the annotator corrects it instead of starting blank.
+
+    The judge names a mistake by its text; the region needs offsets. Each mistake's text is looked
+    for in the response (exactly, then without surrounding spaces), left to right, one region per
+    occurrence found. A mistake whose text is not in the response is *reported*: counted and listed
+    in the summary and the manifest, and shown to the annotator in the task's ``judge_notes``.
+    """
     response = row["response"]
     data = {
         C.ITEM_ID: item_id,

@@ -1,16 +1,5 @@
-"""``mixft label sample``: a seeded simple random sample of responses to label.
-
-Every response gets the key ``split_key(id, seed)`` (``prepare.split``: 64 bits of
-``sha256(seed, id)``), and the sample is the ``n`` responses with the smallest keys: a simple
-random sample without replacement that depends on neither the order of the file nor on which
-other responses exist. So the same population in any order gives the same sample, and a larger
-``n`` with the same seed keeps every item of the smaller sample (label 200 now, 100 more later).
-
-The population is the responses file as ``mixft judge`` reads it (docs/formats.md §3: ``id``,
-``context``, ``question``, ``response``, same id rules), so whatever is sampled can be judged.
-``DIR/sample.jsonl`` holds the sampled rows whole, in sample order; ``DIR/manifest.json`` (kind
-``label-sample``) records the seed, the population's SHA-256 and the SHA-256 of its sorted ids,
-so that an estimate built on the labels can be traced to the population it describes.
+"""``mixft label sample``: a seeded simple random sample of responses to label (:func:`draw_sample`), and
+the sample as ``label export`` and ``label import`` read it back (:func:`load_sample`).
 """
 
 from __future__ import annotations
@@ -72,7 +61,20 @@ def ids_sha256(ids: list[str]) -> str:
 
 
 def draw_sample(cfg: SampleConfig) -> SampleResult:
-    """Draw the sample and write ``DIR/sample.jsonl`` and ``DIR/manifest.json`` atomically."""
+    """Draw the sample and write ``DIR/sample.jsonl`` and ``DIR/manifest.json`` atomically.
+
+    Every response gets the key ``split_key(id, seed)`` (``prepare.split``: 64 bits of
+    ``sha256(seed, id)``), and the sample is the ``n`` responses with the smallest keys: a simple
+    random sample without replacement that depends on neither the order of the file nor on which
+    other responses exist. So the same population in any order gives the same sample, and a larger
+    ``n`` with the same seed keeps every item of the smaller sample (label 200 now, 100 more later).
+
+    The population is the responses file as ``mixft judge`` reads it (docs/formats.md §3: ``id``,
+    ``context``, ``question``, ``response``, same id rules), so whatever is sampled can be judged.
+    ``DIR/sample.jsonl`` holds the sampled rows whole, in sample order; ``DIR/manifest.json`` (kind
+    ``label-sample``) records the seed, the population's SHA-256 and the SHA-256 of its sorted ids,
+    so that an estimate built on the labels can be traced to the population it describes.
+    """
     rows = read_population(cfg.responses)
     n = cfg.n
     if n is None or n < 1:

@@ -1,20 +1,7 @@
-"""``mixft judge``: truth-check responses with a TC model and write one judgement per id.
-
-The TC model was trained (Axolotl user-defined type, ``format: "{instruction}"``) on the
-rendered prompt tokenized with BOS and no EOS, followed by the verdict JSON + EOS. At
-inference the same rendered prompt (``render_tc_prompt``) is tokenized the same way and the
-model generates the verdict; ``parse_verdict`` turns its text into a verdict or a recorded
-parse failure. Rows follow docs/formats.md §6.
-
-``score`` (hf backend, greedy only): the checker's probability that the response is
-hallucinated, read at the step where the model wrote the value of ``groundedness.mistake``:
-p(true) / (p(true) + p(false)) over the single-token spellings of ``true``/``false``. It is
-null in a row when the verdict did not parse or the value does not start on a token boundary,
-and in every row when scoring cannot be done (another backend, sampling, a vocabulary without
-single-token ``true``/``false``): the summary then says why (``score_off``) and the manifest
-records it (``scoring``).
-
-This module is the TC row builder for the shared runner (``mixtral_ft.infer.job``).
+"""``mixft judge``: truth-check responses with a TC model and write one judgement per id (docs/formats.md
+§6). This module is the TC row builder for the shared runner (``mixtral_ft.infer.job``): the prompt
+rendered and tokenized as in training, the verdict parsed (``parse_verdict``), and ``score`` (the
+checker's probability that the response is hallucinated, :func:`groundedness_score`).
 """
 
 from __future__ import annotations
@@ -244,7 +231,22 @@ def scoring_off_reason(cfg: JudgeConfig, backend: Backend | None = None) -> str 
 
 
 class JudgeRows:
-    """The TC row builder (``infer.job.RowBuilder``)."""
+    """The TC row builder (``infer.job.RowBuilder``).
+
+    The TC model was trained (Axolotl user-defined type, ``format: "{instruction}"``) on the
+    rendered prompt tokenized with BOS and no EOS, followed by the verdict JSON + EOS. At
+    inference the same rendered prompt (``render_tc_prompt``) is tokenized the same way and the
+    model generates the verdict; ``parse_verdict`` turns its text into a verdict or a recorded
+    parse failure.
+
+    ``score`` (hf backend, greedy only): the checker's probability that the response is
+    hallucinated, read at the step where the model wrote the value of ``groundedness.mistake``:
+    p(true) / (p(true) + p(false)) over the single-token spellings of ``true``/``false``. It is
+    null in a row when the verdict did not parse or the value does not start on a token boundary,
+    and in every row when scoring cannot be done (another backend, sampling, a vocabulary without
+    single-token ``true``/``false``): the summary then says why (``score_off``) and the manifest
+    records it (``scoring``).
+    """
 
     kind = "judge"
     input_role = "responses"

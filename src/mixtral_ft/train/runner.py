@@ -1,14 +1,6 @@
 """Run a subprocess, stream its output to the terminal (stderr) and a log file, and never leave it
-running when mixft stops.
-
-- The child runs in its own process group (its own session: the terminal's Ctrl-C reaches
-  mixft only, which decides). When mixft is interrupted (Ctrl-C, SIGTERM, SIGHUP:
-  ``util.interrupt``) or fails while streaming (e.g. a full disk for the log), the whole group
-  gets the same signal (SIGTERM for SIGHUP), then SIGTERM and SIGKILL if it has not exited after
-  ``grace_s`` seconds; a second interruption kills it at once. Then the interruption goes on up.
-- On Linux the child also asks the kernel for SIGTERM when mixft dies without running any code
-  (``kill -9``): ``prctl(PR_SET_PDEATHSIG)``, set by a few lines of Python that then ``exec`` the
-  command (so no ``preexec_fn`` runs in a forked copy of a threaded process).
+running when mixft stops: ``run_streaming`` (how the child is stopped), and the environment Axolotl's
+processes get (``axolotl_env``).
 """
 
 from __future__ import annotations
@@ -65,8 +57,17 @@ def run_streaming(
     """Run ``cmd``; copy its output to ``log_path`` (appended) and to stderr; return its exit status.
 
     An interruption (``KeyboardInterrupt``, ``util.interrupt.Interrupted``) or any other error
-    while it runs stops the child's process group (see the module docstring), writes the end to
-    the log, and is raised again once the child is gone.
+    while it runs stops the child's process group, writes the end to the log, and is raised again
+    once the child is gone:
+
+    - The child runs in its own process group (its own session: the terminal's Ctrl-C reaches
+      mixft only, which decides). When mixft is interrupted (Ctrl-C, SIGTERM, SIGHUP) or fails while
+      streaming (e.g. a full disk for the log), the whole group gets the same signal (SIGTERM for
+      SIGHUP), then SIGTERM and SIGKILL if it has not exited after ``grace_s`` seconds; a second
+      interruption kills it at once.
+    - On Linux the child also asks the kernel for SIGTERM when mixft dies without running any code
+      (``kill -9``): ``prctl(PR_SET_PDEATHSIG)``, set by a few lines of Python that then ``exec`` the
+      command (so no ``preexec_fn`` runs in a forked copy of a threaded process).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
