@@ -75,6 +75,19 @@ def _read_cache(key: str) -> dict[str, Any] | None:
         return None
 
 
+def _cached(kind: str, arch: ModelArch, settings: dict[str, Any], use_cache: bool) -> tuple[str, dict[str, Any]]:
+    """(cache key, the measurements cached under it, or an empty record to fill) for ``kind`` and ``settings``."""
+    key = cache_key(kind, arch, settings)
+    data = (_read_cache(key) if use_cache else None) or {
+        "method_version": METHOD_VERSION,
+        "settings": settings,
+        "versions": package_versions(),
+        "arch": arch.fingerprint(),
+        "sizes": {},
+    }
+    return key, data
+
+
 def _write_cache(key: str, data: dict[str, Any]) -> None:
     try:
         atomic_write_text(cache_dir() / f"{key}.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -251,12 +264,10 @@ def unpacked_rows() -> Iterator[None]:
     cannot read them and reports packed sequences, which would build a 4-D mask the GPU run never builds."""
     from transformers import masking_utils
 
-    original = masking_utils.find_packed_sequence_indices
-    masking_utils.find_packed_sequence_indices = lambda position_ids: None
-    try:
+    from mixtral_ft.plan.sim import replaced
+
+    with replaced(masking_utils, find_packed_sequence_indices=lambda position_ids: None):
         yield
-    finally:
-        masking_utils.find_packed_sequence_indices = original
 
 
 def decoder_layers(model) -> list:
@@ -514,14 +525,7 @@ def measure_training(
     """Per-phase peaks at the two simulated depths for each (micro batch, sequence length) in ``sizes``, from
     the cache when measured before. Also the trainable (LoRA) parameter count and dtype."""
     settings = training_settings(setup)
-    key = cache_key("train", arch, settings)
-    data = (_read_cache(key) if use_cache else None) or {
-        "method_version": METHOD_VERSION,
-        "settings": settings,
-        "versions": package_versions(),
-        "arch": arch.fingerprint(),
-        "sizes": {},
-    }
+    key, data = _cached("train", arch, settings, use_cache)
     # An entry measured before the allocator replay existed is measured again.
     missing = [s for s in sizes if "allocator" not in data["sizes"].get(size_key(*s), {})]
     if missing or "lora" not in data:
@@ -621,14 +625,7 @@ def measure_prefill(
 ) -> dict[str, Any]:
     """Prefill peak (per tag) at the two simulated depths for one batch shape, cached like training."""
     settings = {"load_in_4bit": load_in_4bit, "attn": "sdpa"}
-    key = cache_key("prefill", arch, settings)
-    data = (_read_cache(key) if use_cache else None) or {
-        "method_version": METHOD_VERSION,
-        "settings": settings,
-        "versions": package_versions(),
-        "arch": arch.fingerprint(),
-        "sizes": {},
-    }
+    key, data = _cached("prefill", arch, settings, use_cache)
     sk = size_key(batch, seq)
     measured = []
     if sk not in data["sizes"]:
