@@ -256,6 +256,11 @@ def axolotl_config(point: dict[str, Any], config_json: Path) -> dict[str, Any]:
         else:
             cfg[key] = value
     cfg["base_model"] = str(config_json)
+    kwargs = cfg.get("gradient_checkpointing_kwargs") or {}
+    if cfg.get("gradient_checkpointing") and "use_reentrant" not in kwargs:
+        # Every point ran on transformers 4.x, whose gradient_checkpointing_enable (and Axolotl before 0.21)
+        # defaulted to reentrant checkpointing; the planner's own default is Axolotl 0.21's, non-reentrant.
+        cfg["gradient_checkpointing_kwargs"] = {**kwargs, "use_reentrant": True}
     return cfg
 
 

@@ -1,6 +1,8 @@
 """`mixft --help` stays light: it lists every command, in pipeline order, without importing any
 command module, rich, or anything heavy; a command's module is imported when that command is used.
-(The time itself is measured by scripts/bench_cli.py, not asserted here.)"""
+(The time itself is measured by scripts/bench_cli.py, not asserted here.) The light commands stay
+light as well: run as `mixft` runs them, none imports torch, transformers or the rest of the model
+stack (tests/test_import_graph.py checks the imports that keep them off)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,33 @@ import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import click
+import pytest
 import typer.main
 
 from mixtral_ft import cli
 from mixtral_ft.cli.main import COMMANDS, app, main
 
 HEAVY = ("torch", "transformers", "datasets", "pyarrow", "axolotl", "numpy", "rich")
+# What a light command must not import: the model stack, and the packages only some inputs or
+# backends need (Parquet input; an HTTP server).
+MODEL_STACK = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "axolotl",
+    "datasets",
+    "safetensors",
+    "tokenizers",
+    "huggingface_hub",
+)
+NOT_LIGHT = (*MODEL_STACK, "pyarrow", "httpx")
+REPO = Path(__file__).resolve().parents[1]
+LABEL_DATA = REPO / "tests" / "data" / "label"
 
 # Run mixft as the `mixft` executable does (cli.entry), then report what was imported.
 _RUN = """
@@ -108,3 +129,64 @@ def test_help_of_positional_arguments_is_shown(capsys):
     assert main(["report", "--help"]) == 0
     out = capsys.readouterr().out
     assert "RUN_DIRS...  mixft eval --out dirs and/or training run dirs, any mix." in out
+
+
+def _light_runs(tmp_path: Path) -> dict[str, list[str]]:
+    prepared = tmp_path / "prepared"
+    return {
+        "prepare rg": ["prepare", "rg", str(REPO / "data" / "sample_qa.jsonl"), "--out", str(prepared)],
+        # Axolotl's validate_config is what --no-validate leaves out; the key check reads the snapshot
+        "config render": [
+            "config",
+            "render",
+            "rg",
+            "--data",
+            str(prepared),
+            "--profile",
+            "cpu",
+            "--no-validate",
+            "--out",
+            str(tmp_path / "axolotl.yml"),
+        ],
+        "label sample": [
+            "label",
+            "sample",
+            str(LABEL_DATA / "population.jsonl"),
+            "--n",
+            "10",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        "eval rg": ["eval", "rg", "--verdicts", str(LABEL_DATA / "judge.jsonl"), "--out", str(tmp_path / "eval")],
+        "report": ["report", str(tmp_path / "eval"), "--out", str(tmp_path / "report")],
+        "plan (warm)": ["plan", "rg", "--profile", "a100-80gb", "--json"],
+    }
+
+
+def test_light_commands_import_no_model_stack(tmp_path, warm_cache):
+    """Each command in a fresh interpreter, in pipeline order (config render reads the prepared split,
+    report the eval output); a warm plan reads the checked-in measurements ($MIXFT_CACHE)."""
+    imported = {}
+    for name, args in _light_runs(tmp_path).items():
+        code, _, modules = run_mixft(*args)
+        assert code == 0, name
+        imported[name] = sorted({m.split(".")[0] for m in modules} & set(NOT_LIGHT))
+    assert imported == dict.fromkeys(imported, [])
+
+
+@pytest.mark.slow
+def test_endpoint_generate_and_judge_import_no_model_stack(openai_server, tmp_path):
+    """`--backend openai` talks HTTP (httpx) and needs no model in-process."""
+    data = tmp_path / "test.jsonl"
+    row = {"id": "q1", "source": "s", "group": "g1", "context": "Paris is in France.", "question": "Where is Paris?"}
+    data.write_text(json.dumps({**row, "answer": "In France."}) + "\n", encoding="utf-8")
+    endpoint = ["-m", openai_server.model, "--backend", "openai", "--base-url", openai_server.ensure_up().base_url]
+    runs = {
+        "generate": ["generate", "--data", str(data), "--out", str(tmp_path / "gen.jsonl"), "--max-new-tokens", "4"],
+        "judge": ["judge", "--responses", str(tmp_path / "gen.jsonl"), "--out", str(tmp_path / "j.jsonl")],
+    }
+    for name, args in runs.items():
+        code, _, modules = run_mixft(*args, *endpoint)
+        assert code == 0, name
+        assert sorted({m.split(".")[0] for m in modules} & set(MODEL_STACK)) == [], name
+        assert "httpx" in modules, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -307,9 +308,11 @@ def test_bad_values_reported_by_axolotl_all_at_once():
 
 def test_snapshot_of_known_keys_matches_installed_axolotl():
     pytest.importorskip("axolotl")
-    from mixtral_ft.axolotl_cfg.keys import schema_keys, snapshot_keys
+    from mixtral_ft.axolotl_cfg.keys import known_keys, schema_keys, snapshot_keys
 
     live, snap = schema_keys(), snapshot_keys()
+    # known_keys() reads the snapshot, not the schema, when the versions match: they must agree
+    assert snap.source == f"snapshot for axolotl {metadata.version('axolotl')}" == known_keys().source
     assert snap.top_level == live.top_level, "regenerate: python -m mixtral_ft.axolotl_cfg.keys"
     assert snap.dataset == live.dataset and snap.prompter_type == live.prompter_type
     assert {"quantize_moe_experts", "lora_target_parameters", "model_config", "test_datasets"} <= snap.top_level

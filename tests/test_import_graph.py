@@ -4,7 +4,11 @@
   lookups by name; benchmark and test harnesses live in ``scripts/bench/`` and ``tests/support/``;
 - no import circle, counting the imports inside functions as well as those at module level;
 - the layers point one way: the inference runner never reaches the planner, the library never
-  reaches the CLI.
+  reaches the CLI;
+- an import inside a function (outside the CLI, whose command modules load on use) keeps something
+  heavy off a light path: a package of ``HEAVY``, or a mixft module that imports one at module level,
+  directly or through other modules; or it is an optional package (``OPTIONAL``) whose absence the
+  function reports. Every other import stands at the top of its module.
 """
 
 from __future__ import annotations
@@ -28,6 +32,40 @@ ENTRY_POINTS = {
     "mixtral_ft.axolotl_cfg.keys": "`python -m mixtral_ft.axolotl_cfg.keys` rewrites the known-key snapshot",
     "mixtral_ft.train.probe": "Axolotl imports the --probe plugin by name (`plugins:` in the run's config)",
 }
+
+# Third-party packages the light commands (prepare, eval, report, config render, label, a warm plan,
+# generate/judge --backend openai) must not pay for, or do not need: a function-level import of one of
+# these, or of a mixft module that imports one at module level, keeps it off their path.
+HEAVY = {
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "axolotl",
+    "datasets",
+    "safetensors",
+    "tokenizers",
+    "huggingface_hub",
+    "matplotlib",
+    "pyarrow",  # Parquet input only
+    "httpx",  # the openai backend and a Label Studio server only
+    "kernels",  # Hub kernels; imports huggingface_hub and httpx
+}
+
+# Packages outside the base install, imported by the function that uses them so that it can say which
+# extra to install (or do without): package -> (its distribution, why).
+OPTIONAL = {
+    "pynvml": (
+        "nvidia-ml-py",
+        "the train extra: plan/freemem.py reads free GPU memory through NVML where it is installed",
+    ),
+    "label_studio_sdk": ("label-studio-sdk", "the label extra: `mixft label export|import --url`"),
+    "pydantic": ("pydantic", "comes with Axolotl (train extra): the error type of Axolotl's validate_config"),
+}
+
+# Modules whose function-level imports are not checked, with the reason.
+LOCAL_IMPORTS_UNCHECKED: dict[str, str] = {}
 
 # (importer prefix, imported prefix): imports that must not exist, with or without a function around them.
 FORBIDDEN = [
@@ -225,3 +263,117 @@ def test_only_the_cli_imports_the_cli():
         if t.startswith("mixtral_ft.cli")
     )
     assert not wrong, wrong
+
+
+def _is_type_checking(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _split_imports(tree: ast.Module) -> tuple[list[ast.stmt], list[ast.stmt]]:
+    """(imports that run when the module is imported, imports inside functions). A class body runs
+    at import; an ``if TYPE_CHECKING:`` block never does."""
+    top: list[ast.stmt] = []
+    local: list[ast.stmt] = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                (local if in_function else top).append(child)
+            elif _is_type_checking(child) and not in_function:  # type: ignore[arg-type]
+                for stmt in child.orelse:  # type: ignore[attr-defined]
+                    walk(ast.Module(body=[stmt], type_ignores=[]), in_function)
+                continue
+            walk(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
+
+    walk(tree, False)
+    return top, local
+
+
+def _third_party(module: str, node: ast.stmt) -> set[str]:
+    """Top-level names of the packages outside mixtral_ft that ``node`` imports."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        names = [] if node.level else [node.module or ""]  # type: ignore[attr-defined]
+    return {n.split(".")[0] for n in names if n.split(".")[0] != PACKAGE}
+
+
+def _package_modules(module: str, node: ast.stmt) -> set[str]:
+    """The mixft modules running ``node`` imports: those it names, with their packages."""
+    named = _imports(module, ast.Module(body=[node], type_ignores=[]))
+    return named | {p for m in named for p in _parents(m)} - {module}
+
+
+TOP_IMPORTS = {m: _split_imports(tree)[0] for m, tree in TREES.items()}
+
+
+def _heavy_closure() -> dict[str, set[str]]:
+    """Module -> the HEAVY packages importing it imports: at its module level, in its packages'
+    ``__init__``, and the same for every mixft module these import (a fixed point over the graph)."""
+    direct = {m: {p for n in nodes for p in _third_party(m, n)} & HEAVY for m, nodes in TOP_IMPORTS.items()}
+    edges = {m: {d for n in nodes for d in _package_modules(m, n)} | _parents(m) for m, nodes in TOP_IMPORTS.items()}
+    heavy = {m: set(h) for m, h in direct.items()}
+    changed = True
+    while changed:
+        changed = False
+        for m in heavy:
+            grown = heavy[m].union(*(heavy[d] for d in edges[m] if d in heavy))
+            if grown != heavy[m]:
+                heavy[m], changed = grown, True
+    return heavy
+
+
+HEAVY_OF = _heavy_closure()
+
+
+def _unguarded(module: str, tree: ast.Module) -> list[str]:
+    """The function-level imports of ``module`` that keep nothing heavy off its path: they name no
+    HEAVY package, no mixft module that imports one, no OPTIONAL package; or what they import the
+    module already imports at module level."""
+    found = []
+    for node in _split_imports(tree)[1]:
+        outside = _third_party(module, node)
+        if outside & set(OPTIONAL):
+            continue
+        brings = (outside & HEAVY).union(*(HEAVY_OF.get(d, set()) for d in _package_modules(module, node)))
+        if not brings - HEAVY_OF[module]:
+            found.append(f"{MODULES[module].relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_imports_inside_functions_keep_something_heavy_off_a_light_path():
+    """Outside the CLI an import stands at the top of its module unless it keeps a heavy package
+    off a light path (directly, or through the mixft module it imports), or names an optional
+    package. One moved into a function for any other reason hides the module's real dependencies
+    (and, before the graph test above, its circles)."""
+    found = [
+        line
+        for m, tree in TREES.items()
+        if not m.startswith("mixtral_ft.cli") and m not in LOCAL_IMPORTS_UNCHECKED
+        for line in _unguarded(m, tree)
+    ]
+    assert not found, "move to the top of the module (the import guards nothing heavy):\n" + "\n".join(found)
+
+
+def test_the_local_import_check_catches_what_it_should():
+    """The checker itself, on made-up function bodies inside real modules."""
+
+    def check(module: str, body: str) -> list[str]:
+        return [line.split(": ", 1)[1] for line in _unguarded(module, ast.parse(f"def f():\n    {body}\n"))]
+
+    assert check("mixtral_ft.eval.stats", "import json") == ["import json"]
+    assert check("mixtral_ft.eval.stats", "from mixtral_ft.util.hashing import sha256_file") != []
+    assert check("mixtral_ft.eval.stats", "import torch") == []
+    assert check("mixtral_ft.eval.stats", "from mixtral_ft.plan.sim import storage_keys") == []  # sim imports torch
+    assert check("mixtral_ft.eval.stats", "import pynvml") == []
+    assert check("mixtral_ft.plan.sim", "import torch.nn.functional as F") != []  # sim imports torch already
+    assert HEAVY_OF["mixtral_ft.plan.sim"] == {"torch"} and HEAVY_OF["mixtral_ft.plan.measure"] == set()
+
+
+def test_the_lists_of_exceptions_are_true():
+    """Each OPTIONAL package is left out of the base install; each unchecked module exists."""
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    base = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert not {dist for dist, _ in OPTIONAL.values()} & base
+    assert not set(OPTIONAL) & HEAVY
+    assert set(LOCAL_IMPORTS_UNCHECKED) <= set(MODULES), "remove the entry of a module that is gone"

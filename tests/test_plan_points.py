@@ -133,6 +133,21 @@ def test_model_configs_are_written_for_the_planner(tmp_path, raw):
     assert _bench().world_size(point) == 2
 
 
+def test_points_are_planned_with_the_checkpointing_their_stacks_ran(tmp_path, raw):
+    """Every point ran on transformers 4.x, which (like Axolotl before 0.21) checkpointed reentrant unless told
+    otherwise; the planner's own default is Axolotl 0.21's non-reentrant, so the points state theirs."""
+    from mixtral_ft.plan.setup import setup_from_config
+
+    paths = _bench().write_model_configs(raw["models"], tmp_path)
+    for point in raw["points"]:
+        assert str(point["transformers"]).startswith("4."), point["id"]
+        setup = setup_from_config(_bench().axolotl_config(point, paths[point["model"]]))
+        assert setup.checkpointing_mode in ("reentrant", "none"), point["id"]
+    shipped = {"base_model": "m", "gradient_checkpointing": True, "sequence_len": 4096}
+    assert setup_from_config(shipped).checkpointing_mode == "non-reentrant"  # utils/config/__init__.py:470-483
+    assert setup_from_config({**shipped, "deepspeed": "deepspeed_configs/zero3_bf16.json"}).use_reentrant
+
+
 def _row(**kw):
     base = {
         "id": "p",

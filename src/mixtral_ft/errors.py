@@ -6,8 +6,10 @@ Library code raises these; the CLI prints ``str(error)`` (and a traceback only w
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +104,6 @@ def format_bytes(n: float) -> str:
 
 def free_space(path: str | os.PathLike) -> tuple[Path, int] | None:
     """``(nearest existing folder, free bytes)`` for ``path``'s filesystem, or None if unknown."""
-    import shutil
-
     probe = Path(os.path.abspath(path))
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -153,8 +153,6 @@ class NoSpaceError(MixftError):
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`` Did you mean 'closest'?`` for the closest of ``choices``, or ``""`` when none is close."""
-    import difflib
-
     close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
 

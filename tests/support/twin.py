@@ -3,31 +3,32 @@
 A CUDA-only path is not "untested because there is no GPU": its *decisions* (which tensors are
 4-bit, which modules carry LoRA, which attention and checkpointing mode the run asks for) are made
 by Axolotl's own loader from the config, and a CPU can make them too. :func:`cpu_twin_config`
-is the single list of differences; :func:`load_twin` loads a model through Axolotl 0.19's
+is the single list of differences; :func:`load_twin` loads a model through Axolotl's
 ``ModelLoader`` with that config, in-process, and returns it with Axolotl's normalized config.
 
-The swap list (each checked on this project's CPU machine, Axolotl 0.19.0 / transformers 5.16.1):
+The swap list (read in Axolotl 0.21.0 / transformers 5.20.1; the slow twin tests load each on a CPU):
 
 - ``attn_implementation: flash_attention_2`` -> ``sdpa``: flash-attn is CUDA-only; without it
-  transformers refuses to build the model (``modeling_utils.py``, ``_flash_attn_import_error``).
+  transformers refuses to build the model (``modeling_utils.py:1512``, ``_flash_attn_import_error``,
+  called from ``_flash_attn_can_dispatch``, ``:1578-1602``).
 - ``device_map`` -> ``cpu``: with ``quantize_moe_experts`` Axolotl places the whole model on CUDA
-  device ``LOCAL_RANK`` (``loaders/model.py``, ``_set_device_map_config``), which a CPU lacks
+  device ``LOCAL_RANK`` (``loaders/model.py:981-986``, ``_set_device_map_config``), which a CPU lacks
   ("Cannot access accelerator device when none is available").
 - ``lora_qkv_kernel`` / ``lora_o_kernel`` / ``lora_mlp_kernel: true`` -> ``false``: Axolotl's fused
   LoRA kernels load on CPU but their forward dequantizes on the current CUDA stream
-  (``axolotl/kernels/quantize.py``, ``_stream``: ``torch._C._cuda_getCurrentRawStream``). What the
+  (``axolotl/kernels/quantize.py:41-49``, ``_stream``: ``torch._C._cuda_getCurrentRawStream``). What the
   GPU run does with them before any forward, patching the attention class and every attention
   module, runs on CPU: :func:`gpu_lora_kernels` applies it to the loaded twin, as the GPU config asks.
 - ``deepspeed`` -> removed (multi-gpu): Axolotl starts DeepSpeed's NCCL process group while it
-  loads the config (``utils/trainer.py``, ``setup_deepspeed_env``), and the twin is one process.
+  loads the config (``utils/trainer.py:625-636``, ``setup_deepspeed_env``), and the twin is one process.
   ZeRO-2 does not change what a rank loads: the loader branches only on ZeRO-3
-  (``loaders/model.py``, ``_set_device_map_config``), which mixft refuses.
+  (``loaders/model.py:962-972``, ``_set_device_map_config``), which mixft refuses.
 
 Everything else stays, bf16 included: the tiny model loads in bf16 on CPU and runs under the
 bf16 autocast that accelerate applies in training (:meth:`TwinLoad.forward`).
 
 One more difference is not a config key: Axolotl's on-load expert quantization only acts on CUDA
-tensors (``monkeypatch/moe_quant.py``, ``_patched_set_param_for_module``: ``param_value.is_cuda``).
+tensors (``monkeypatch/moe_quant.py:150-153``, ``_patched_set_param_for_module``: ``param_value.is_cuda``).
 The twin applies the same rule on CPU through mixft's :func:`~mixtral_ft.models.quant.quantize_experts_on_load`
 (bitsandbytes' own ``replace_parameter_4bit``, nf4, double quantization, as Axolotl calls it) and
 hands its count to Axolotl's ``get_moe_quantized_count``, so Axolotl's later decisions (the
@@ -207,12 +208,12 @@ def gpu_lora_kernels(load: TwinLoad):
 
     Axolotl's patch manager, with the GPU config's flags: when ``lora_qkv_kernel`` or ``lora_o_kernel``,
     ``check_capability(..., "lora_kernels")`` then ``patch_self_attn_lora(cfg)``, which rewrites the
-    attention class's forward to call ``self.apply_qkv``/``self.apply_o`` (``loaders/patch_manager.py``,
-    ``_apply_self_attention_lora_patch``; ``monkeypatch/lora_kernels.py``, ``patch_self_attn_lora``);
+    attention class's forward to call ``self.apply_qkv``/``self.apply_o`` (``loaders/patch_manager.py:891``,
+    ``_apply_self_attention_lora_patch``; ``monkeypatch/lora_kernels.py:254``, ``patch_self_attn_lora``);
     after loading, when any of the three flags, ``apply_lora_kernel_patches(model, cfg)``, which binds
     ``apply_lora_qkv``/``apply_lora_o`` on every attention module whose projections carry LoRA
-    (``_apply_lora_kernel_patch``; ``apply_lora_kernel_patches``). The record also holds what
-    ``get_lora_parameters`` (``kernels/lora.py``) would hand the fused kernel for each projection.
+    (``_apply_lora_kernel_patch``, ``:1264``; ``apply_lora_kernel_patches``, ``lora_kernels.py:476``). The record
+    also holds what ``get_lora_parameters`` (``kernels/lora.py:110``) would hand the fused kernel for each projection.
     """
     from axolotl.kernels.lora import get_lora_parameters
     from axolotl.model_support import check_capability, get_model_support

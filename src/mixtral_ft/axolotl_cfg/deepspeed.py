@@ -1,20 +1,9 @@
-"""Which DeepSpeed configs mixft accepts: ZeRO-2 yes, ZeRO-3 no (read in Axolotl 0.21.0 / transformers 5.20.1).
+"""Which DeepSpeed configs mixft accepts: ZeRO-2 yes, ZeRO-3 no.
 
-ZeRO-3 cannot train the shipped Mixtral configs, for two reasons found in the installed source
-(docs/training.md, "Multi-GPU", gives file and line):
-
-- Axolotl reads the ZeRO stage from the JSON (``utils/trainer.py:741-752``, ``setup_deepspeed_env``)
-  and, at stage 3, loads the model without a ``device_map`` (``loaders/model.py:962-972`` and
-  ``:1179-1194``). Its on-load expert quantization only touches tensors already on CUDA
-  (``monkeypatch/moe_quant.py:153``), so ``quantize_moe_experts`` does nothing and Mixtral's experts
-  stay bf16 (~90 GB).
-- With sample packing, ``patch_for_multipack`` calls ``patch_mixtral_moe_forward_zero3``
-  (``monkeypatch/multipack.py:88-89``), which imports ``MixtralBlockSparseTop2MLP`` from
-  transformers' Mixtral module (``monkeypatch/mixtral/__init__.py:43-46``); transformers 5 has no
-  such class (its experts are one fused ``MixtralExperts`` module), so the run dies with an
-  ImportError before training.
-
-mixft therefore refuses a stage-3 config when it renders one, with the reason and the alternative.
+Under ZeRO-3 Axolotl's on-load expert quantization never runs (Mixtral's experts stay bf16) and its
+Mixtral sample-packing patch imports a class transformers 5 removed, so a stage-3 config is refused
+when it is rendered, with the reason and the alternative. The source it rests on, file and line:
+docs/design/training-decisions.md.
 """
 
 from __future__ import annotations

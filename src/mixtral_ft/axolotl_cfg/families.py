@@ -1,22 +1,8 @@
 """Model families: what a base model's architecture changes in the rendered config (pure; no torch).
 
-``configs/rg.yml`` and ``tc.yml`` describe the report's Mixtral runs. ``--base-model`` may name another
-architecture, so the renderer asks this module which family the base model is and adapts three things:
-
-* **LoRA targets** come from the family's module names: the attention projections for every family,
-  plus the dense MLP projections (``gate_proj``, ``up_proj``, ``down_proj``) for dense models. Mixtral's
-  experts are fused 3-D parameters on transformers v5, not ``nn.Linear``, so it has no MLP targets.
-* **``lora_mlp_kernel``** (Axolotl's fused LoRA MLP kernel) is on only where there is a dense MLP with LoRA.
-* **MoE-only keys** (:data:`MOE_ONLY_KEYS`) are removed for dense models; set explicitly with ``--set``
-  on a dense model they are an error.
-
-The family comes from ``model_type`` in the base model's ``config.json`` when the base model is a local
-directory (read as JSON: no weights, no network). For a Hub id with no local directory the family is
-*assumed* from the name (:data:`NAME_PATTERNS`, conservative on purpose); anything else is an error that
-asks for a local directory. Nothing is ever downloaded.
-
-Decisions are applied as the "model-family" layer: right after the base config (a profile or an
-override still wins), and ``mixft config show`` prints which keys it set or removed and why.
+The renderer asks which family the base model is (from its local ``config.json``, or assumed from a Hub
+id's name) and adapts the LoRA targets, ``lora_mlp_kernel`` and the MoE-only keys; the decisions are the
+"model-family" layer that ``mixft config show`` prints. The rules: docs/design/training-decisions.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,19 @@
-"""The config keys Axolotl knows: read from its pydantic schema, or from a checked-in snapshot.
+"""The config keys Axolotl knows: a checked-in snapshot of its pydantic schema, or the schema itself.
 
 Axolotl silently drops keys it does not know, so a typo such as ``lora_dropuot`` would train with
-the default. mixft refuses such keys before Axolotl sees them.
+the default. mixft refuses such keys before Axolotl sees them. The snapshot is that of the pinned
+Axolotl (a test keeps it equal to the installed schema); another installed version is read from
+its schema, which imports Axolotl (seconds).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 from mixtral_ft.axolotl_cfg import _known_keys
+from mixtral_ft.axolotl_cfg.validate import _quiet, hub_offline
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,6 @@ def _field_names(model_cls) -> set[str]:
 
 def schema_keys() -> KnownKeys:
     """Keys from the installed Axolotl's schema (imports Axolotl: a few seconds)."""
-    from importlib import metadata
-
-    from mixtral_ft.axolotl_cfg.validate import _quiet, hub_offline
 
     with _quiet(), hub_offline():
         from axolotl.utils.schemas.config import AxolotlInputConfig
@@ -56,7 +58,14 @@ def snapshot_keys() -> KnownKeys:
 
 
 def known_keys() -> KnownKeys:
-    """The installed schema when Axolotl is importable, else the snapshot."""
+    """The keys of the installed Axolotl: the snapshot when it is of the installed version (read
+    without importing Axolotl), the installed schema for another version, the snapshot without Axolotl."""
+    try:
+        installed = metadata.version("axolotl")
+    except metadata.PackageNotFoundError:
+        return snapshot_keys()
+    if installed == _known_keys.AXOLOTL_VERSION:
+        return snapshot_keys()
     try:
         return schema_keys()
     except ImportError:
@@ -84,9 +93,6 @@ def snapshot_source(keys: KnownKeys, axolotl_version: str) -> str:
 
 
 if __name__ == "__main__":
-    from importlib import metadata
-    from pathlib import Path
-
     target = Path(__file__).with_name("_known_keys.py")
     target.write_text(snapshot_source(schema_keys(), metadata.version("axolotl")), encoding="utf-8")
     print(f"wrote {target}")

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from mixtral_ft.axolotl_cfg.deepspeed import check_deepspeed
 from mixtral_ft.axolotl_cfg.families import apply_family
+from mixtral_ft.axolotl_cfg.keys import known_keys
 from mixtral_ft.errors import ConfigError, UsageError, did_you_mean, suggest
+from mixtral_ft.resources import configs_dir as shipped_or_env
+from mixtral_ft.util.provenance import refuse_secret_setting
+from mixtral_ft.util.yamlsafe import safe_load
 
 TASKS = ("rg", "tc")
 _VAR = re.compile(r"\$\{([a-z_]+)\}")
@@ -25,8 +32,6 @@ _SCI_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 def configs_dir() -> Path:
     """The shipped ``configs/`` folder, as package data (``MIXFT_CONFIGS_DIR`` overrides it)."""
-    from mixtral_ft.resources import configs_dir as shipped_or_env
-
     return shipped_or_env()
 
 
@@ -56,8 +61,6 @@ class RenderedConfig:
     notes: list[str] = field(default_factory=list)  # what the model-family layer decided (families.py)
 
     def to_yaml(self, header: str | None = None) -> str:
-        import yaml
-
         body = yaml.safe_dump(self.values, sort_keys=False, allow_unicode=True, width=100)
         lines = [*(header.splitlines() if header else []), *self.notes]
         return "".join(f"# {line}\n" if line else "#\n" for line in lines) + body
@@ -72,8 +75,6 @@ class RenderedConfig:
 
     def show(self) -> str:
         """The resolved YAML, each top-level key annotated with the layer(s) it came from."""
-        import yaml
-
         width = max((len(k) for k in self.values), default=0)
         out = []
         for key, value in self.values.items():
@@ -87,10 +88,6 @@ class RenderedConfig:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    from mixtral_ft.util.yamlsafe import safe_load
-
     try:
         data = safe_load(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
@@ -131,10 +128,6 @@ def _record(value: Any, path: str, layer: str, sources: dict[str, str]) -> None:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``key.sub=value`` -> (["key", "sub"], YAML-typed value). ``key=`` or ``key=null`` removes the key."""
-    import yaml
-
-    from mixtral_ft.util.provenance import refuse_secret_setting
-    from mixtral_ft.util.yamlsafe import safe_load
 
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -198,8 +191,6 @@ def _substitute(value: Any, variables: dict[str, str], path: str, errors: list[s
 
 def check_keys(values: dict[str, Any], keys=None) -> list[str]:
     """Every key Axolotl would silently drop, with a suggestion."""
-    from mixtral_ft.axolotl_cfg.keys import known_keys
-
     keys = keys or known_keys()
     errors = []
     for key in values:
@@ -247,8 +238,6 @@ def split_profile(profile: dict[str, Any], task: str, path: Path) -> tuple[dict[
 
 def refused_settings(values: dict[str, Any]) -> list[str]:
     """Settings mixft refuses although Axolotl would accept them, one line each with the reason."""
-    from mixtral_ft.axolotl_cfg.deepspeed import check_deepspeed
-
     return check_deepspeed(values.get("deepspeed"))
 
 

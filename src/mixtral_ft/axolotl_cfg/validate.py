@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import logging
 import os
@@ -15,8 +16,6 @@ INSTALL_HINT = "pip install 'mixtral-ft[train]' (Axolotl 0.21.0; install torch f
 
 
 def axolotl_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("axolotl") is not None
 
 

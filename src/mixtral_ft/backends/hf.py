@@ -17,6 +17,8 @@ from typing import Any
 
 from mixtral_ft.backends.base import GenerationParams, Request, Result
 from mixtral_ft.errors import MissingDependencyError, UsageError
+from mixtral_ft.models.loading import load_for_inference
+from mixtral_ft.util.hashing import adapter_sha256, sha256_file
 
 
 def prompt_token_ids(tokenizer, prompt: str) -> list[int]:
@@ -90,8 +92,6 @@ class HFBackend:
     # ------------------------------------------------------------------ loading
 
     def _load(self) -> None:
-        from mixtral_ft.models.loading import load_for_inference
-
         loaded = load_for_inference(self.model_name, adapter=self.adapter, load_in_4bit=self.load_in_4bit)
         self.model, self.tokenizer, self.layout = loaded.model, loaded.tokenizer, loaded.layout
         self.device = loaded.layout.device
@@ -108,8 +108,6 @@ class HFBackend:
         self.pad_id = pad if pad is not None else self.eos_ids[0]
 
     def identity(self) -> dict[str, Any]:
-        from mixtral_ft.util.hashing import adapter_sha256, sha256_file
-
         adapter_sha = adapter_sha256(self.adapter)
         config = Path(self.model_name) / "config.json"
         return {

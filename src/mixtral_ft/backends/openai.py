@@ -1,14 +1,6 @@
 """One client for every OpenAI-compatible endpoint (vLLM, ``transformers serve``, llama.cpp's
-server, OpenAI): base URL + model name, ``completions`` or ``chat`` mode.
-
-- The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise)
-  and only ever put in the ``Authorization`` header: never in a row, a manifest, a log line
-  or an error message (error texts are scrubbed of it).
-- ``concurrency`` worker threads share one ``httpx.Client`` (its connection pool).
-- Retries with exponential backoff and full jitter on HTTP 429, 5xx, timeouts and connection
-  errors (``Retry-After`` is honoured); other HTTP errors fail the item at once.
-- ``max_requests`` caps the HTTP requests of a run, retries included; once spent, the items
-  not yet sent fail with that reason. Every failure is a ``Result`` with ``error`` set.
+server, OpenAI): base URL + model name, ``completions`` or ``chat`` mode, with retries, a request cap
+and the API key kept out of every output (:class:`OpenAIBackend`).
 """
 
 from __future__ import annotations
@@ -24,6 +16,7 @@ from typing import Any
 from mixtral_ft.backends.base import GenerationParams, Request, Result
 from mixtral_ft.choices import EndpointMode, values
 from mixtral_ft.errors import UsageError
+from mixtral_ft.util.provenance import scrub_text
 
 MODES = values(EndpointMode)
 RETRY_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -49,13 +42,21 @@ def _retry_after(headers) -> float | None:
 
 def _redact_url(url: str) -> str:
     """The URL as recorded: credentials (``user:password@``) and secret-looking query values as ``***``."""
-    from mixtral_ft.util.provenance import scrub_text
-
     return scrub_text(url)
 
 
 class OpenAIBackend:
-    """Requests to ``{base_url}/completions`` or ``{base_url}/chat/completions``."""
+    """Requests to ``{base_url}/completions`` or ``{base_url}/chat/completions``.
+
+    - The API key is read from an environment variable (``OPENAI_API_KEY`` unless told otherwise)
+      and only ever put in the ``Authorization`` header: never in a row, a manifest, a log line
+      or an error message (error texts are scrubbed of it).
+    - ``concurrency`` worker threads share one ``httpx.Client`` (its connection pool).
+    - Retries with exponential backoff and full jitter on HTTP 429, 5xx, timeouts and connection
+      errors (``Retry-After`` is honoured); other HTTP errors fail the item at once.
+    - ``max_requests`` caps the HTTP requests of a run, retries included; once spent, the items
+      not yet sent fail with that reason. Every failure is a ``Result`` with ``error`` set.
+    """
 
     name = "openai"
 

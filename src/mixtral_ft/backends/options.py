@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mixtral_ft.backends import backend_factory, create_backend
 from mixtral_ft.errors import UsageError
+from mixtral_ft.util.provenance import query_secret, scrub_text
 
 ENDPOINT_MODES = ("completions", "chat")
 
@@ -37,15 +39,12 @@ class BackendOptions:
     max_requests: int | None = None
 
     def __post_init__(self) -> None:
-        from mixtral_ft.backends import backend_factory
-
         backend_factory(self.name)  # an unknown name fails here, with "Did you mean"
         if not self.model:
             raise UsageError("--model is required (hf: a model directory; openai: the served model name)")
         if self.name == "openai":
             if not self.base_url:
                 raise UsageError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-            from mixtral_ft.util.provenance import query_secret, scrub_text
 
             if query_secret(self.base_url):
                 raise UsageError(
@@ -95,6 +94,4 @@ class BackendOptions:
 
     def create(self):
         """Build the backend (for hf: loads the model)."""
-        from mixtral_ft.backends import create_backend
-
         return create_backend(self.name, **self.constructor_options())

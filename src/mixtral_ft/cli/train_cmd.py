@@ -81,7 +81,13 @@ def _train(
         echo("# " + shlex.join(start.command))
         return
     info(f"run directory: {run_dir}  (log: {run_dir / 'train.log'})")
-    result = run(req)
+    _print_result(run(req), run_dir, probe)
+
+
+def _print_result(result, run_dir: Path, probe: bool) -> None:
+    """What ``mixft train`` prints at the end: the adapter, steps, losses and time; the probe's lines."""
+    from mixtral_ft.cli._common import echo
+
     s = result.summary
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     if result.already_finished:

@@ -1,25 +1,7 @@
-"""Token lengths of training examples, exactly as Axolotl 0.19.0 builds instruction-style
-examples (``InstructionPromptTokenizingStrategy`` in ``axolotl/prompt_tokenizers.py``, used by
-``context_qa.load_v2`` and by user-defined ``field_instruction``/``field_output`` types):
-
-- the prompt is tokenized with the tokenizer's special tokens (BOS), ``truncation=True,
-  max_length=sequence_len``, and no EOS;
-- the response is tokenized the same way, EOS appended when the last token is not EOS and the
-  length is below ``sequence_len``, and a leading BOS stripped;
-- ``input_ids = prompt + response``; ``labels`` are -100 over the prompt
-  (``train_on_inputs: false``) and the response ids after it.
-
-What Axolotl then does with an example longer than ``sequence_len``
-(``handle_long_seq_in_dataset`` in ``axolotl/utils/data/utils.py``, called from
-``axolotl/utils/data/sft.py``): ``excess_length_strategy`` unset or ``drop`` removes it from
-the data set (as it removes examples shorter than ``min_sample_len``, default 2);
-``truncate`` cuts it to ``sequence_len`` tokens; ``raise`` stops with a ValueError.
-
-Without a tokenizer ``char_estimate`` gives a rough count (4 characters per token), always
-labelled as an estimate.
-
-``LengthReport`` is the report both ``prepare`` commands write (manifest / summary ``lengths``):
-``kind`` says whether the figures are ``tokens`` or an ``estimate``.
+"""Token lengths of training examples exactly as Axolotl builds instruction-style examples
+(``AxolotlInstructionTokenizer``; a character estimate without a tokenizer), and ``LengthReport``,
+the lengths both ``prepare`` commands write, with the rows Axolotl would drop as too long.
+What Axolotl does, with file and line: docs/design/tokenization.md.
 """
 
 from __future__ import annotations
@@ -39,8 +21,11 @@ SIDES = ("train", "test")
 _TOKENIZE_BATCH = 256
 _OVER_IDS_SHOWN = 20
 PERCENTILES = (50, 90, 95, 99, 100)
+# The Axolotl release whose tokenization and long-row handling these follow (read in its source; a test
+# keeps it equal to the `train` extra's pin): the lengths report names it.
+AXOLOTL = "Axolotl 0.21.0"
 AXOLOTL_LONG_ROWS = (
-    "Axolotl 0.19.0 drops them by default (excess_length_strategy unset = 'drop'); "
+    f"{AXOLOTL} drops them by default (excess_length_strategy unset = 'drop'); "
     "'truncate' would cut them to sequence_len tokens, 'raise' would stop training"
 )
 
@@ -152,7 +137,7 @@ class LengthReport:
         return {
             "kind": "tokens" if self.exact else "estimate",
             "tokenizer": self.tokenizer_name,
-            "rule": "Axolotl 0.19.0 instruction tokenization" if self.exact else ESTIMATE_RULE,
+            "rule": f"{AXOLOTL} instruction tokenization" if self.exact else ESTIMATE_RULE,
             "sequence_len": self.sequence_len,
             **total.summary(self.sequence_len),
             "by_split": {side: stats.summary(self.sequence_len) for side, stats in self.stats.items()},

@@ -1,15 +1,5 @@
-"""Text normalization, snippet joining and content keys.
-
-``normalize_text`` rules (the same for every field):
-
-1. Unicode NFC (so "é" typed two ways is one string);
-2. line ends ``\\r\\n`` and ``\\r`` become ``\\n``;
-3. inside a line every run of whitespace (spaces, tabs, no-break spaces, other Unicode
-   spaces) becomes one space, and each line is stripped;
-4. more than one blank line in a row becomes one blank line;
-5. leading and trailing blank lines are removed.
-
-Line breaks are kept: they carry structure (lists, snippets, paragraphs).
+"""Text normalization (:func:`normalize_text`, the same rules for every field), snippet joining and
+content keys.
 """
 
 from __future__ import annotations
@@ -26,7 +16,17 @@ _UNICODE_WHITESPACE = "\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))
 
 
 def normalize_text(text: str) -> str:
-    """Apply the rules in the module docstring; the result is ``""`` for blank text."""
+    """Normalize ``text``; the result is ``""`` for blank text. The rules:
+
+    1. Unicode NFC (so "é" typed two ways is one string);
+    2. line ends ``\\r\\n`` and ``\\r`` become ``\\n``;
+    3. inside a line every run of whitespace (spaces, tabs, no-break spaces, other Unicode
+       spaces) becomes one space, and each line is stripped;
+    4. more than one blank line in a row becomes one blank line;
+    5. leading and trailing blank lines are removed.
+
+    Line breaks are kept: they carry structure (lists, snippets, paragraphs).
+    """
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
     return _normalize_whitespace(text)

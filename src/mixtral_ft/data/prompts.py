@@ -1,11 +1,6 @@
-"""Prompt formats exactly as Axolotl 0.19.0 builds them (so previews, length reports and
-inference prompts match training).
-
-``context_qa.load_v2`` (``axolotl/prompt_strategies/context_qa.py``): the instruction is
-``"Context: " + context + "\\nQuestion: " + question + "\\n"`` and ``ContextV2Prompter`` adds
-nothing around it (empty system prompt, ``turn_no_input_format = "{instruction}"``); the
-response is ``"Answer: " + answer``. With ``train_on_inputs: false`` only the response plus
-EOS is trained on.
+"""Prompt formats exactly as Axolotl builds them, so previews, length reports and inference
+prompts match training: ``context_qa.load_v2`` for RG, and the knowledge-base context as one string.
+How Axolotl builds them: docs/design/tokenization.md.
 """
 
 from __future__ import annotations

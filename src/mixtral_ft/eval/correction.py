@@ -27,7 +27,9 @@ from mixtral_ft.eval.stats import (
     newcombe_paired_interval,
     rogan_gladen,
 )
+from mixtral_ft.infer.output import manifest_path_for
 from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.manifest import read_manifest
 
 ASSUMPTION = (
     "the judge's sensitivity and specificity measured on the gold set carry over to the judged "
@@ -41,9 +43,6 @@ _IDENTITY_FIELDS = ("model", "adapter", "prompt_sha256")
 
 def _judge_manifest_settings(path: Path) -> dict[str, Any]:
     """``settings`` of the manifest ``mixft judge`` writes beside its output, or {} when absent."""
-    from mixtral_ft.infer.output import manifest_path_for
-    from mixtral_ft.util.manifest import read_manifest  # here: importing eval stays light (no provenance)
-
     data = read_manifest(manifest_path_for(path))  # a corrupt manifest is an error, never "absent"
     if data is None:
         return {}

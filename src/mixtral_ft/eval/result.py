@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.data.manifest import output_entries
 from mixtral_ft.eval.items import ItemFile
+from mixtral_ft.util.atomic import staged_dir
+from mixtral_ft.util.manifest import Manifest, file_entry
+from mixtral_ft.util.provenance import command_line, environment, now_iso
 
 RESULTS_SCHEMA = "mixft.eval/1"
 
@@ -29,8 +33,6 @@ class EvalResult:
 
     def to_json(self, command: list[str] | None = None) -> dict[str, Any]:
         """The full ``results.json`` object, provenance included."""
-        from mixtral_ft.util.provenance import environment, now_iso
-
         judges: list[dict] = []
         prompts: set[str] = set()
         for f in self.inputs.values():
@@ -54,8 +56,6 @@ class EvalResult:
 
 
 def _command() -> list[str]:
-    from mixtral_ft.util.provenance import command_line
-
     return command_line()
 
 
@@ -79,8 +79,6 @@ def write_result(
     result: EvalResult, out: str | os.PathLike, force: bool = False, command: list[str] | None = None
 ) -> dict[str, Any]:
     """Write ``results.json`` and ``report.md`` into ``out`` as a whole (staged, then renamed)."""
-    from mixtral_ft.util.atomic import staged_dir
-
     results = result.to_json(command)
     text = json.dumps(results, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
     md = render_markdown(result, results)
@@ -96,9 +94,6 @@ def eval_manifest(result: EvalResult, results: dict[str, Any], stage: Path):
     """The common ``Manifest`` (kind ``eval``) of an eval directory: the per-item files it read,
     the files it wrote, and the options that decided them. ``results.json`` keeps its own copy
     of the provenance for readers of that one file."""
-    from mixtral_ft.data.manifest import output_entries
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     inputs = [file_entry(f.path, rows=len(f.items), sha256=f.sha256, role=role) for role, f in result.inputs.items()]
     return Manifest(
         kind="eval",

@@ -1,15 +1,6 @@
-"""RG prompts at inference, the same as in training.
-
-Training (Axolotl ``type: context_qa.load_v2``) tokenizes the prompt
-``"Context: " + context + "\\nQuestion: " + question + "\\n"`` with BOS and no EOS, and the
-response ``"Answer: " + answer`` separately (BOS stripped, EOS added). So at inference the
-prompt ids alone are fed and the model itself generates ``Answer: …``; the prefix is then
-stripped from the stored response. Supplying ``Answer:`` in the prompt instead would not
-reproduce the training ids: the response was tokenized on its own, so its first token is
-not what tokenizing ``"…\\nAnswer:"`` as one string gives.
-
-``--prompt chat`` is for raw instruct models (the report's baseline): the same context and
-question in one user turn with a short instruction, rendered by the model's chat template.
+"""RG prompts at inference, the same as in training: the ``context_qa.load_v2`` prompt fed alone, the
+model generating ``Answer: …`` itself (:func:`rg_prompt`, :func:`strip_answer_prefix`), and the chat
+turn of ``--prompt chat`` for raw instruct models (:func:`chat_messages`).
 """
 
 from __future__ import annotations
@@ -29,7 +20,19 @@ _PREFIX_RE = re.compile(r"^\s*Answer:[ \t]?")
 
 
 def rg_prompt(context: str | list[str], question: str) -> str:
-    """The ``context_qa.load_v2`` prompt, byte for byte as ``prepare rg`` + Axolotl build it."""
+    """The ``context_qa.load_v2`` prompt, byte for byte as ``prepare rg`` + Axolotl build it.
+
+    Training (Axolotl ``type: context_qa.load_v2``) tokenizes the prompt
+    ``"Context: " + context + "\\nQuestion: " + question + "\\n"`` with BOS and no EOS, and the
+    response ``"Answer: " + answer`` separately (BOS stripped, EOS added). So at inference the
+    prompt ids alone are fed and the model itself generates ``Answer: …``; the prefix is then
+    stripped from the stored response. Supplying ``Answer:`` in the prompt instead would not
+    reproduce the training ids: the response was tokenized on its own, so its first token is
+    not what tokenizing ``"…\\nAnswer:"`` as one string gives.
+
+    ``--prompt chat`` is for raw instruct models (the report's baseline): the same context and
+    question in one user turn with a short instruction, rendered by the model's chat template.
+    """
     return context_qa_v2_prompt(join_context(context), question)
 
 

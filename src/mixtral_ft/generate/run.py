@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.errors import UsageError
 from mixtral_ft.generate.prompts import CHAT_INSTRUCTION, PROMPT_STYLES, chat_messages, rg_prompt, strip_answer_prefix
+from mixtral_ft.infer.job import JobOptions, Preflight, run_job
 from mixtral_ft.infer.rows import CONTEXT, QUESTION, Field
-
-if TYPE_CHECKING:
-    from mixtral_ft.infer.job import Preflight
 
 # Input fields that are renamed or rebuilt in the output row; every other field is copied.
 _CONSUMED = {"answer"}
@@ -132,8 +130,6 @@ def generate(
     ``backend`` may be passed in (tests, benchmarks); otherwise it is built from ``cfg.backend``.
     ``preflight`` is the command's check of the rows left to do (``infer.job.JobOptions``).
     """
-    from mixtral_ft.infer.job import JobOptions, run_job
-
     job = JobOptions(
         input=cfg.data,
         out=cfg.out,

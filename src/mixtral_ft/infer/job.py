@@ -1,21 +1,9 @@
 """``run_job``: the one inference runner behind ``mixft generate`` and ``mixft judge``.
 
-A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit,
-force, and the command's preflight) plus a ``RowBuilder`` that knows the job's rows: which input fields it needs, its own
-settings, the request for an input row, and the output row for a result. The runner does the
-rest, in this order:
-
-1. load and check every input row (``rows.load_rows``), before any model is loaded;
-2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
-   (``ResumableOutput.resume``: rows already done from the input rows as they are now);
-3. if something is left: the command's preflight on its requests (``generate`` and ``judge`` pass
-   the memory plan's check, which refuses a run the GPU cannot hold), then build the backend and
-   write the manifest (``summary`` null);
-4. send the requests (the backend batches or fans them out) and append one row per result,
-   stamped with the SHA-256 of the input row it was made from (``input_sha256``);
-5. read the output back and write the manifest with its summary and the output's SHA-256. This
-   also happens when the run is stopped part-way (a signal, a full disk, a backend error): the
-   manifest then describes the rows the file really holds, and ``summary.stopped`` says why.
+A job is the runner's options (``JobOptions``: input, output, backend, decoding, limit, force, and the
+command's preflight) plus a ``RowBuilder`` that knows the job's rows (the fields it needs, its settings,
+the request for an input row, the output row for a result). The runner does the rest, in the order
+:func:`run_job` gives: rows checked, output taken, preflight, backend, rows appended, manifest.
 """
 
 from __future__ import annotations
@@ -29,11 +17,14 @@ from typing import Any, Protocol
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
-from mixtral_ft.errors import MixftError, UsageError
+from mixtral_ft.errors import MixftError, NoSpaceError, UsageError
 from mixtral_ft.infer.output import INPUT_SHA256, ResumableOutput, ResumePlan
-from mixtral_ft.infer.rows import Field, row_input_sha256
-from mixtral_ft.util.interrupt import keeping, shielded
-from mixtral_ft.util.manifest import Manifest
+from mixtral_ft.infer.rows import Field, load_rows, row_input_sha256
+from mixtral_ft.util.hashing import adapter_sha256, sha256_json
+from mixtral_ft.util.interrupt import Interrupted, keeping, shielded
+from mixtral_ft.util.jsonl import read_jsonl
+from mixtral_ft.util.manifest import Manifest, file_entry
+from mixtral_ft.util.progress import ProgressBar
 
 # Called with the requests of the rows left to do, before the backend is built; raises to refuse.
 Preflight = Callable[[list[Request]], object]
@@ -133,8 +124,6 @@ class JobResult:
 
 def job_settings(opts: JobOptions, builder: RowBuilder) -> dict[str, Any]:
     """Everything that shapes the output rows; its hash guards resuming."""
-    from mixtral_ft.util.hashing import adapter_sha256
-
     b = opts.backend
     return {
         "backend": b.name,
@@ -153,10 +142,20 @@ def run_job(opts: JobOptions, builder: RowBuilder, backend: Backend | None = Non
     ``backend`` may be passed in (tests, benchmarks); otherwise ``opts.backend`` builds it,
     and only when some row is left to do. Everything from taking the output to the last
     manifest write happens inside ``with ResumableOutput(...)``: while the run holds its output.
-    """
-    from mixtral_ft.infer.rows import load_rows
-    from mixtral_ft.util.manifest import file_entry
+    In this order:
 
+    1. load and check every input row (``rows.load_rows``), before any model is loaded;
+    2. take the output (``ResumableOutput.open``: its lock, for the whole run) and find what is left
+       (``ResumableOutput.resume``: rows already done from the input rows as they are now);
+    3. if something is left: the command's preflight on its requests (``generate`` and ``judge`` pass
+       the memory plan's check, which refuses a run the GPU cannot hold), then build the backend and
+       write the manifest (``summary`` null);
+    4. send the requests (the backend batches or fans them out) and append one row per result,
+       stamped with the SHA-256 of the input row it was made from (``input_sha256``);
+    5. read the output back and write the manifest with its summary and the output's SHA-256. This
+       also happens when the run is stopped part-way (a signal, a full disk, a backend error): the
+       manifest then describes the rows the file really holds, and ``summary.stopped`` says why.
+    """
     if opts.limit is not None and opts.limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {opts.limit})")
     inputs = load_rows(opts.input, builder.fields, opts.limit)
@@ -257,9 +256,6 @@ class _Run:
 
 def _why(error: BaseException) -> str:
     """What stopped a run, for the manifest's ``summary.stopped``."""
-    from mixtral_ft.errors import NoSpaceError
-    from mixtral_ft.util.interrupt import Interrupted
-
     if isinstance(error, Interrupted):
         return error.signal_name
     if isinstance(error, NoSpaceError) or NoSpaceError.matches(error):
@@ -286,9 +282,6 @@ def _finish(
     of the canonical JSON list of ``[id, input_sha256]`` of those rows, sorted by id) and
     ``rows_other`` (rows for ids not in this input, e.g. beyond ``--limit``).
     """
-    from mixtral_ft.util.hashing import sha256_json
-    from mixtral_ft.util.manifest import file_entry
-
     output.close()
     written = _read_output(opts.out)
     wanted = {row["id"] for row in inputs}
@@ -331,8 +324,6 @@ def _set_extra(manifest: Manifest, builder: RowBuilder, identity: dict[str, Any]
 
 
 def _read_output(path: Path) -> list[dict[str, Any]]:
-    from mixtral_ft.util.jsonl import read_jsonl
-
     return list(read_jsonl(path, torn_tail_ok=True)) if path.exists() else []
 
 
@@ -347,8 +338,6 @@ def _drive(
 ) -> RunStats:
     """Send ``requests`` through ``backend`` and append ``make_row(result)`` as each result
     arrives, counting into ``stats`` (which keeps its counts when the run is stopped part-way)."""
-    from mixtral_ft.util.progress import ProgressBar
-
     t0 = time.perf_counter()
     try:
         with ProgressBar(total=len(requests), desc=desc, unit="item") as bar:

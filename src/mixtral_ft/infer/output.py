@@ -1,19 +1,10 @@
-"""The append-only, resumable JSONL output of an inference job, and its manifest's place.
+"""The append-only, resumable JSONL output of an inference job (:class:`ResumableOutput`), and its
+manifest's place.
 
-- Each row is appended and fsync'ed before the next result is counted as done, so a killed
-  run loses at most the rows in flight.
-- ``open`` takes the file for this run: it checks the output is none of the inputs
-  (``util.atomic.guard_destination``), takes its lock (``util.lock``: a second run on the same
-  file refuses, naming this one), removes temporary files of killed runs, then ``--force``
-  removes the old output and manifest; an existing output is resumed only if its manifest is
-  there, readable, and was written with the same settings (a hash of what shapes the rows:
-  model, adapter, prompt, decoding). The lock is held until ``__exit__``.
-- ``resume`` reads what is there: a torn last line from a kill is cut off, one successful row
-  per id is kept if it was made from the input row as it is now (its ``input_sha256``), and the
-  rows that record a failure (``error`` set), duplicates and rows whose input changed are
-  dropped through an atomic rewrite, so exactly those ids are done again and the file never
-  holds two rows for one id.
-- ``append`` reports a full disk as ``NoSpaceError`` with the space the remaining rows need.
+Each row is appended and fsync'ed before the next result counts as done, so a killed run loses at most
+the rows in flight; ``open`` takes the file (its lock, leftovers, ``--force``) and checks an existing
+one may be continued; ``resume`` keeps one good row per id made from the input as it is now, and drops
+the rest so exactly those ids are done again.
 """
 
 from __future__ import annotations
@@ -22,12 +13,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TextIO
+from typing import Any, Self, TextIO
 
 from mixtral_ft.errors import NoSpaceError, UsageError
-
-if TYPE_CHECKING:
-    from mixtral_ft.util.lock import OutputLock
+from mixtral_ft.util.atomic import guard_destination, remove_leftovers
+from mixtral_ft.util.interrupt import shielded
+from mixtral_ft.util.jsonl import append_jsonl, dumps_line, read_jsonl, truncate_torn_tail, write_jsonl_atomic
+from mixtral_ft.util.lock import OutputLock
+from mixtral_ft.util.manifest import read_manifest
 
 INPUT_SHA256 = "input_sha256"  # the key stamped in every output row (infer.rows.row_input_sha256)
 
@@ -76,12 +69,14 @@ class ResumableOutput:
     def open(self) -> None:
         """Take the output for this run and check an existing one can be continued.
 
-        This is the one place a run takes its output: the lock is taken before anything is read
-        or removed.
+        This is the one place a run takes its output: it checks the output is none of the inputs
+        (``util.atomic.guard_destination``), takes its lock (``util.lock``: a second run on the same
+        file refuses, naming this one) before anything is read or removed, removes temporary files of
+        killed runs, then ``--force`` removes the old output and manifest; an existing output is
+        resumed only if its manifest is there, readable, and was written with the same settings (a
+        hash of what shapes the rows: model, adapter, prompt, decoding). The lock is held until
+        ``__exit__``.
         """
-        from mixtral_ft.util.atomic import guard_destination
-        from mixtral_ft.util.lock import OutputLock
-
         guard_destination(self.path, self.inputs)
         if self.path.is_dir():
             raise UsageError(f"--out {self.path}: is a directory; give a file path")
@@ -96,9 +91,6 @@ class ResumableOutput:
 
     def _take(self) -> None:
         """``open``'s work once the lock is held."""
-        from mixtral_ft.util.atomic import remove_leftovers
-        from mixtral_ft.util.manifest import read_manifest
-
         remove_leftovers(self.path)
         if self.force:
             for p in (self.path, self.manifest_path):
@@ -132,10 +124,10 @@ class ResumableOutput:
         An existing row counts as done when it records no failure, is the first for its id and,
         when ``digest`` is given, carries ``input_sha256 == digest(its input row)``: a row made
         from an input row that has changed since (or from an unknown one: no stamp) is dropped
-        and its id done again. Rows for ids outside ``inputs`` are kept as they are.
+        and its id done again. Rows for ids outside ``inputs`` are kept as they are. A torn last
+        line from a kill is cut off, and the rows dropped (failures, duplicates, changed inputs) go
+        through an atomic rewrite, so the file never holds two rows for one id.
         """
-        from mixtral_ft.util.jsonl import read_jsonl, truncate_torn_tail, write_jsonl_atomic
-
         by_id = {row["id"]: row for row in inputs}
         kept: list[dict[str, Any]] = []
         failed = duplicates = changed = 0
@@ -162,8 +154,6 @@ class ResumableOutput:
 
     def append(self, row: dict[str, Any]) -> int:
         """Append ``row`` durably (written and fsync'ed before this returns); return its bytes."""
-        from mixtral_ft.util.jsonl import append_jsonl
-
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 (held across appends)
@@ -173,7 +163,6 @@ class ResumableOutput:
             if not NoSpaceError.matches(e):
                 raise
             self._abandon_handle()
-            from mixtral_ft.util.jsonl import dumps_line
 
             need = len(dumps_line(row).encode()) * max(1, self.remaining)
             raise NoSpaceError(
@@ -216,8 +205,6 @@ class ResumableOutput:
 
     def __exit__(self, *exc: object) -> None:
         """The end of the run's hold on the output: the handle is closed and the lock released."""
-        from mixtral_ft.util.interrupt import shielded
-
         with shielded():
             try:
                 self.close()

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.util.hashing import sha256_json
 from mixtral_ft.util.ids import id_problem
+from mixtral_ft.util.jsonl import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,6 @@ def row_input_sha256(row: dict[str, Any], keys: Sequence[str] | None = None) -> 
     """The SHA-256 of what an output row was made from: the canonical JSON (sorted keys, no
     spaces, UTF-8) of the input row, or of its ``keys`` only (a missing key counts as null).
     Stamped in every output row as ``input_sha256``; resuming redoes a row whose input changed."""
-    from mixtral_ft.util.hashing import sha256_json
-
     return sha256_json(row if keys is None else {k: row.get(k) for k in keys})
 
 
@@ -70,8 +70,6 @@ class InputRows:
 def load_rows(path: Path, fields: Sequence[Field], limit: int | None = None) -> InputRows:
     """Read ``path`` (JSONL) and check ``id`` plus ``fields`` on every row; raise one
     ``InputError`` with every problem, or for an empty file."""
-    from mixtral_ft.util.jsonl import iter_jsonl
-
     name = str(path)
     rows: list[dict[str, Any]] = []
     problems: list[Problem] = []

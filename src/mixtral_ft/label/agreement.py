@@ -1,23 +1,7 @@
-"""Agreement between annotators who labeled the same items, field by field.
-
-For every pair of annotators, over the items both labeled (each annotator's earliest annotation
-of an item):
-
-- **hallucinated/clean** and **relevant/irrelevant** (two yes/no decisions): the share of items
-  they agree on (Wilson interval) and Cohen's kappa, the agreement beyond what their own yes-rates
-  would give by chance: (p_o - p_e) / (1 - p_e). Kappa is undefined when both gave one and the
-  same answer to every item (p_e = 1). Its interval is Donner & Eliasziw's (1992, Stat Med
-  11:1511-1519) goodness-of-fit interval: the kappas whose expected table (under a common
-  yes-rate for both annotators) fits the observed one at the 5% level (chi-square, 1 df). Unlike
-  the large-sample Wald interval it keeps a width at perfect agreement and with few items (10
-  items all agreed, half of them hallucinated, give 0.44 to 1, not 1 to 1). It is built around the common-yes-rate kappa
-  (``common_rate_kappa``, Scott's pi), which equals Cohen's when the two yes-rates are equal and is
-  below it when they differ: the two ``yes_rate`` figures show when that is the case.
-- **mistake spans**: character overlap of the marked text (intersection over union, summed over
-  the items), the share of commonly marked characters given the same mistake type, and span F1
-  (a span counts as found by the other annotator when one of theirs overlaps it).
-
-Every figure carries the number of items it rests on.
+"""Agreement between annotators who labeled the same items, field by field: for every pair of
+annotators, over the items both labeled (each one's earliest annotation of an item), Cohen's kappa with
+Donner & Eliasziw's interval on the two yes/no decisions (:func:`binary_agreement`) and the overlap of
+their mistake spans (:func:`span_agreement`). Every figure carries the number of items it rests on.
 """
 
 from __future__ import annotations
@@ -102,7 +86,19 @@ def kappa_interval(
 
 
 def binary_agreement(pairs: Sequence[tuple[bool, bool]], confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
-    """Agreement of two annotators on a yes/no decision over ``pairs`` (a's answer, b's answer)."""
+    """Agreement of two annotators on a yes/no decision over ``pairs`` (a's answer, b's answer).
+
+    **hallucinated/clean** and **relevant/irrelevant** (two yes/no decisions): the share of items
+    they agree on (Wilson interval) and Cohen's kappa, the agreement beyond what their own yes-rates
+    would give by chance: (p_o - p_e) / (1 - p_e). Kappa is undefined when both gave one and the
+    same answer to every item (p_e = 1). Its interval is Donner & Eliasziw's (1992, Stat Med
+    11:1511-1519) goodness-of-fit interval: the kappas whose expected table (under a common
+    yes-rate for both annotators) fits the observed one at the 5% level (chi-square, 1 df). Unlike
+    the large-sample Wald interval it keeps a width at perfect agreement and with few items (10
+    items all agreed, half of them hallucinated, give 0.44 to 1, not 1 to 1). It is built around the common-yes-rate kappa
+    (``common_rate_kappa``, Scott's pi), which equals Cohen's when the two yes-rates are equal and is
+    below it when they differ: the two ``yes_rate`` figures show when that is the case.
+    """
     n = len(pairs)
     both_yes = sum(a and b for a, b in pairs)
     only_a = sum(a and not b for a, b in pairs)
@@ -144,7 +140,11 @@ def _overlaps(span: Span, others: tuple[Span, ...]) -> bool:
 
 
 def span_agreement(pairs: Sequence[tuple[tuple[Span, ...], tuple[Span, ...]]]) -> dict[str, Any]:
-    """Overlap of two annotators' mistake spans over ``pairs`` (a's spans, b's spans) of shared items."""
+    """Overlap of two annotators' mistake spans over ``pairs`` (a's spans, b's spans) of shared items:
+    **mistake spans**: character overlap of the marked text (intersection over union, summed over
+    the items), the share of commonly marked characters given the same mistake type, and span F1
+    (a span counts as found by the other annotator when one of theirs overlaps it).
+    """
     inter = union = same_type = 0
     found_a = found_b = total_a = total_b = 0
     items = 0

@@ -1,16 +1,5 @@
-"""The Label Studio labeling config mixft exports, and the names the importer reads back.
-
-The interface shows the context and the question, then the response, on which the annotator
-selects each mistaken span and gives it one of the four RAGTruth mistake types (``Labels``); a
-text box per span holds the explanation (``TextArea perRegion``). Below: the hallucinated/clean
-decision and the relevance decision (``Choices``, both required), the relevance explanation and
-the corrected response (``TextArea``). With pre-annotations, the judge's spans that are not in the
-response text are shown under "Judge's notes".
-
-Spans are character offsets in the response, counted in code points as Python counts them: the
-Label Studio editor counts offsets in code points (``libs/editor/src/tags/object/RichText/model.js``
-in Label Studio 1.23), and the ``white-space: pre-wrap`` style keeps every space in the display
-and in the offsets (Label Studio's ``Text`` tag documentation).
+"""The Label Studio labeling config mixft exports (:func:`labeling_config`), and the names the importer
+reads back (:func:`config_problems` checks a project's config has them).
 """
 
 from __future__ import annotations
@@ -50,7 +39,20 @@ _COLORS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b")
 
 def labeling_config(judge_notes: bool = False) -> str:
     """The labeling config XML; ``judge_notes`` adds the block that shows the judge's spans that
-    were not found in the response (exports with pre-annotations)."""
+    were not found in the response (exports with pre-annotations).
+
+    The interface shows the context and the question, then the response, on which the annotator
+    selects each mistaken span and gives it one of the four RAGTruth mistake types (``Labels``); a
+    text box per span holds the explanation (``TextArea perRegion``). Below: the hallucinated/clean
+    decision and the relevance decision (``Choices``, both required), the relevance explanation and
+    the corrected response (``TextArea``). With pre-annotations, the judge's spans that are not in the
+    response text are shown under "Judge's notes".
+
+    Spans are character offsets in the response, counted in code points as Python counts them: the
+    Label Studio editor counts offsets in code points (``libs/editor/src/tags/object/RichText/model.js``
+    in Label Studio 1.23), and the ``white-space: pre-wrap`` style keeps every space in the display
+    and in the offsets (Label Studio's ``Text`` tag documentation).
+    """
     labels = "\n".join(
         f"    <Label value={quoteattr(t)} background={quoteattr(c)}/>" for t, c in zip(MISTAKE_TYPES, _COLORS)
     )

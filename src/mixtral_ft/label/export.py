@@ -1,16 +1,6 @@
-"""``mixft label export``: a sample → Label Studio's labeling config and tasks (its import format).
-
-``DIR/config.xml`` is the labeling config (``label.config``); ``DIR/tasks.json`` a JSON list of
-tasks, one per sampled response: ``{"data": {"item_id", "context", "question", "response"}}``
-(the context's snippets joined by a blank line). With ``--predictions`` (``mixft judge`` output,
-docs/formats.md §6), each task whose response the judge verdict parsed for also carries
-``"predictions": [{"model_version", "score"?, "result"}]``: the judge's verdict as Label Studio
-results, so the annotator corrects it instead of starting blank.
-
-The judge names a mistake by its text; the region needs offsets. Each mistake's text is looked
-for in the response (exactly, then without surrounding spaces), left to right, one region per
-occurrence found. A mistake whose text is not in the response is *reported*: counted and listed
-in the summary and the manifest, and shown to the annotator in the task's ``judge_notes``.
+"""``mixft label export``: a sample → Label Studio's labeling config and tasks (its import format), with a
+judge's verdicts as pre-annotations so the annotator corrects them instead of starting blank; with
+``--url``, the same pushed to a running Label Studio (:func:`export_tasks`, :func:`build_task`).
 """
 
 from __future__ import annotations
@@ -22,7 +12,12 @@ from typing import Any
 from mixtral_ft.errors import InputError, Problem, UsageError
 from mixtral_ft.label import config as C
 from mixtral_ft.label.sample import Sample, context_text, dumps, load_sample
+from mixtral_ft.label.server import push
 from mixtral_ft.tc.verdict import Mistake, Verdict, VerdictError, verdict_from_dict
+from mixtral_ft.util.atomic import atomic_write_text, staged_dir
+from mixtral_ft.util.ids import id_problem
+from mixtral_ft.util.jsonl import iter_jsonl
+from mixtral_ft.util.manifest import Manifest, file_entry
 
 CONFIG_FILE, TASKS_FILE, MANIFEST_FILE = "config.xml", "tasks.json", "manifest.json"
 
@@ -70,9 +65,6 @@ class ExportSummary:
 
 def read_judgements(path: Path, ids: set[str]) -> tuple[dict[str, Judgement], int]:
     """The judge rows for ``ids`` (and how many rows are for other ids); every bad row is an ``InputError``."""
-    from mixtral_ft.util.ids import id_problem
-    from mixtral_ft.util.jsonl import iter_jsonl
-
     if not path.is_file():
         raise UsageError(f"{path}: --predictions file not found")
     name = str(path)
@@ -181,7 +173,20 @@ def _notes(verdict: Verdict, missing: list[Mistake]) -> str:
 def build_task(
     item_id: str, row: dict[str, Any], judgement: Judgement | None, summary: ExportSummary, notes: bool
 ) -> dict[str, Any]:
-    """One Label Studio task; updates ``summary`` (predictions made, spans located and not)."""
+    """One Label Studio task; updates ``summary`` (predictions made, spans located and not).
+
+    ``DIR/config.xml`` is the labeling config (``label.config``); ``DIR/tasks.json`` a JSON list of
+    tasks, one per sampled response: ``{"data": {"item_id", "context", "question", "response"}}``
+    (the context's snippets joined by a blank line). With ``--predictions`` (``mixft judge`` output,
+    docs/formats.md §6), each task whose response the judge verdict parsed for also carries
+    ``"predictions": [{"model_version", "score"?, "result"}]``: the judge's verdict as Label Studio
+    results, so the annotator corrects it instead of starting blank.
+
+    The judge names a mistake by its text; the region needs offsets. Each mistake's text is looked
+    for in the response (exactly, then without surrounding spaces), left to right, one region per
+    occurrence found. A mistake whose text is not in the response is *reported*: counted and listed
+    in the summary and the manifest, and shown to the annotator in the task's ``judge_notes``.
+    """
     response = row["response"]
     data = {
         C.ITEM_ID: item_id,
@@ -238,9 +243,6 @@ def export_tasks(cfg: ExportConfig) -> ExportResult:
     """Write ``config.xml``, ``tasks.json`` and ``manifest.json`` to ``cfg.out`` atomically; with a
     server, create the project there too (before the folder is renamed into place, so a refused
     push leaves nothing written)."""
-    from mixtral_ft.util.atomic import atomic_write_text, staged_dir
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     sample = load_sample(cfg.sample)
     tasks, summary = build_tasks(sample, cfg.predictions)
     xml = C.labeling_config(judge_notes=cfg.predictions is not None)
@@ -264,8 +266,6 @@ def export_tasks(cfg: ExportConfig) -> ExportResult:
             for name, rows in ((CONFIG_FILE, None), (TASKS_FILE, len(tasks)))
         }
         if cfg.server is not None:
-            from mixtral_ft.label.server import push
-
             project = push(cfg.server, cfg.title or cfg.out.name, xml, tasks)
             manifest.extra["label_studio"] = {**cfg.server.identity(), **project}
         manifest.write(stage / MANIFEST_FILE)

@@ -1,35 +1,9 @@
 """``mixft label import``: a Label Studio JSON export → gold verdicts (version 1, docs/formats.md §5).
 
-The export is Label Studio's "JSON" format: a list of tasks, each with its ``data`` (what
-``label export`` wrote) and its ``annotations``, each with ``result`` (one entry per region,
-choice or text box), ``completed_by``, ``created_at`` and ``was_cancelled``. Every task must be
-one of the sample's items, with the sample's context, question and response; every result must
-be a control of mixft's labeling config with a value of the right shape; every span must lie
-inside the response and, when the export carries its text, match it. Anything else is reported
-as ``FILE:task ID: annotation N (ANNOTATOR): result K (CONTROL): what is wrong``, all at once, and
-nothing is written.
-
-What is not a label is counted and listed, never silently dropped: tasks whose item is not in
-the sample, tasks with no annotation (and whether they hold unsubmitted drafts), tasks whose
-annotations were all skipped (cancelled), sampled items with no task in the export.
-
-An annotation gives a verdict: groundedness.mistake from the hallucinated/clean choice, each
-labeled span a mistake (its text read from the response at the span's offsets, its type the
-label, its explanation the span's text box), relevance.mistake from the relevance choice with
-its explanation, and the corrected response (null when empty). Each annotator has one vote per
-item, their earliest annotation of it (later ones are kept in the annotations file, not voted).
-When an item has votes from several annotators, ``--resolve`` decides its gold verdict from the
-decisions (hallucinated or not, relevant or not):
-
-- ``majority``: the decision most annotators made, through the earliest annotation that made
-  it; a tie leaves the item out (listed);
-- ``first``: the earliest annotation;
-- ``strict``: only items where all annotators made the same decisions; the others are left out
-  and listed.
-
-The gold verdict is always one annotation, whole (its spans, explanations and correction), never
-a mix of several. Each gold row records that annotation (``annotation``: annotator, task id,
-annotation id, time) beside the verdict.
+:func:`read_export` checks every task and annotation against the sample and the labeling config (every
+problem at once, nothing written) and counts what is not a label; :func:`resolve` turns each item's
+annotations into one gold verdict by the ``--resolve`` rule; :func:`import_labels` writes the gold file,
+the annotations file and the manifest.
 """
 
 from __future__ import annotations
@@ -41,10 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem, UsageError
+from mixtral_ft.infer.output import manifest_path_for
 from mixtral_ft.label import config as C
 from mixtral_ft.label.agreement import Span, Vote, pairwise
 from mixtral_ft.label.sample import Sample, context_text, load_sample
 from mixtral_ft.tc.verdict import MISTAKE_TYPES, Groundedness, Mistake, Relevance, Verdict
+from mixtral_ft.util.atomic import atomic_write_bytes, guard_destination
+from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.jsonl import write_jsonl_atomic
+from mixtral_ft.util.lock import output_lock
+from mixtral_ft.util.manifest import Manifest, file_entry
 
 RESOLVE_RULES = ("majority", "first", "strict")
 # A sampled row's own label fields are not the human label: the gold row carries only the verdict.
@@ -355,7 +335,21 @@ def _read_task(
 
 
 def read_export(data: bytes, name: str, sample: Sample, users: dict[int, str] | None = None) -> ExportContents:
-    """Parse and check a Label Studio JSON export against ``sample``; every problem is one ``InputError``."""
+    """Parse and check a Label Studio JSON export against ``sample``; every problem is one ``InputError``.
+
+    The export is Label Studio's "JSON" format: a list of tasks, each with its ``data`` (what
+    ``label export`` wrote) and its ``annotations``, each with ``result`` (one entry per region,
+    choice or text box), ``completed_by``, ``created_at`` and ``was_cancelled``. Every task must be
+    one of the sample's items, with the sample's context, question and response; every result must
+    be a control of mixft's labeling config with a value of the right shape; every span must lie
+    inside the response and, when the export carries its text, match it. Anything else is reported
+    as ``FILE:task ID: annotation N (ANNOTATOR): result K (CONTROL): what is wrong``, all at once, and
+    nothing is written.
+
+    What is not a label is counted and listed, never silently dropped: tasks whose item is not in
+    the sample, tasks with no annotation (and whether they hold unsubmitted drafts), tasks whose
+    annotations were all skipped (cancelled), sampled items with no task in the export.
+    """
     try:
         tasks = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -395,7 +389,26 @@ def votes(annotations: list[Annotation]) -> list[Annotation]:
 
 
 def resolve(annotations: list[Annotation], rule: str) -> tuple[Annotation | None, str]:
-    """(the gold annotation or None when the item is left out, how it was decided)."""
+    """(the gold annotation or None when the item is left out, how it was decided).
+
+    An annotation gives a verdict: groundedness.mistake from the hallucinated/clean choice, each
+    labeled span a mistake (its text read from the response at the span's offsets, its type the
+    label, its explanation the span's text box), relevance.mistake from the relevance choice with
+    its explanation, and the corrected response (null when empty). Each annotator has one vote per
+    item, their earliest annotation of it (later ones are kept in the annotations file, not voted).
+    When an item has votes from several annotators, ``--resolve`` decides its gold verdict from the
+    decisions (hallucinated or not, relevant or not):
+
+    - ``majority``: the decision most annotators made, through the earliest annotation that made
+      it; a tie leaves the item out (listed);
+    - ``first``: the earliest annotation;
+    - ``strict``: only items where all annotators made the same decisions; the others are left out
+      and listed.
+
+    The gold verdict is always one annotation, whole (its spans, explanations and correction), never
+    a mix of several. Each gold row records that annotation (``annotation``: annotator, task id,
+    annotation id, time) beside the verdict.
+    """
     ballot = votes(annotations)
     decisions = Counter(a.decision for a in ballot)
     if len(ballot) == 1:
@@ -508,13 +521,6 @@ def build_gold(contents: ExportContents, sample: Sample, rule: str) -> tuple[lis
 
 def import_labels(cfg: ImportConfig) -> ImportResult:
     """Read, check and resolve the export, then write the gold file, the annotations file and the manifest."""
-    from mixtral_ft.infer.output import manifest_path_for
-    from mixtral_ft.util.atomic import atomic_write_bytes, guard_destination
-    from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.jsonl import write_jsonl_atomic
-    from mixtral_ft.util.lock import output_lock
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     sample = load_sample(cfg.sample)
     if cfg.server is not None:
         data, name, users = cfg.server.data, f"{cfg.server.where} (export)", cfg.server.users

@@ -1,16 +1,5 @@
-"""``mixft label sample``: a seeded simple random sample of responses to label.
-
-Every response gets the key ``split_key(id, seed)`` (``prepare.split``: 64 bits of
-``sha256(seed, id)``), and the sample is the ``n`` responses with the smallest keys: a simple
-random sample without replacement that depends on neither the order of the file nor on which
-other responses exist. So the same population in any order gives the same sample, and a larger
-``n`` with the same seed keeps every item of the smaller sample (label 200 now, 100 more later).
-
-The population is the responses file as ``mixft judge`` reads it (docs/formats.md §3: ``id``,
-``context``, ``question``, ``response``, same id rules), so whatever is sampled can be judged.
-``DIR/sample.jsonl`` holds the sampled rows whole, in sample order; ``DIR/manifest.json`` (kind
-``label-sample``) records the seed, the population's SHA-256 and the SHA-256 of its sorted ids,
-so that an estimate built on the labels can be traced to the population it describes.
+"""``mixft label sample``: a seeded simple random sample of responses to label (:func:`draw_sample`), and
+the sample as ``label export`` and ``label import`` read it back (:func:`load_sample`).
 """
 
 from __future__ import annotations
@@ -22,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import UsageError
+from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE, load_rows
+from mixtral_ft.prepare.split import split_key
+from mixtral_ft.util.atomic import staged_dir
+from mixtral_ft.util.hashing import sha256_file, sha256_json
+from mixtral_ft.util.jsonl import write_jsonl_atomic
+from mixtral_ft.util.manifest import Manifest, file_entry, read_manifest
 
 SAMPLE_FILE = "sample.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -50,8 +45,6 @@ class SampleResult:
 
 def read_population(path: Path) -> list[dict[str, Any]]:
     """The responses rows, checked as ``mixft judge`` checks them (one ``InputError`` listing every problem)."""
-    from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE, load_rows
-
     if not Path(path).is_file():
         raise UsageError(f"{path}: responses file not found")
     return load_rows(Path(path), [CONTEXT, QUESTION, RESPONSE]).rows
@@ -59,25 +52,29 @@ def read_population(path: Path) -> list[dict[str, Any]]:
 
 def sample_order(ids: list[str], seed: int) -> list[str]:
     """``ids`` in the seeded order; the first ``n`` are the sample of size ``n``."""
-    from mixtral_ft.prepare.split import split_key
-
     return sorted(ids, key=lambda i: (split_key(i, seed), i))
 
 
 def ids_sha256(ids: list[str]) -> str:
     """SHA-256 of the canonical JSON list of the sorted ids (the population's identity apart from its bytes)."""
-    from mixtral_ft.util.hashing import sha256_json
-
     return sha256_json(sorted(ids))
 
 
 def draw_sample(cfg: SampleConfig) -> SampleResult:
-    """Draw the sample and write ``DIR/sample.jsonl`` and ``DIR/manifest.json`` atomically."""
-    from mixtral_ft.util.atomic import staged_dir
-    from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.jsonl import write_jsonl_atomic
-    from mixtral_ft.util.manifest import Manifest, file_entry
+    """Draw the sample and write ``DIR/sample.jsonl`` and ``DIR/manifest.json`` atomically.
 
+    Every response gets the key ``split_key(id, seed)`` (``prepare.split``: 64 bits of
+    ``sha256(seed, id)``), and the sample is the ``n`` responses with the smallest keys: a simple
+    random sample without replacement that depends on neither the order of the file nor on which
+    other responses exist. So the same population in any order gives the same sample, and a larger
+    ``n`` with the same seed keeps every item of the smaller sample (label 200 now, 100 more later).
+
+    The population is the responses file as ``mixft judge`` reads it (docs/formats.md §3: ``id``,
+    ``context``, ``question``, ``response``, same id rules), so whatever is sampled can be judged.
+    ``DIR/sample.jsonl`` holds the sampled rows whole, in sample order; ``DIR/manifest.json`` (kind
+    ``label-sample``) records the seed, the population's SHA-256 and the SHA-256 of its sorted ids,
+    so that an estimate built on the labels can be traced to the population it describes.
+    """
     rows = read_population(cfg.responses)
     n = cfg.n
     if n is None or n < 1:
@@ -131,9 +128,6 @@ class Sample:
 def load_sample(path: str | os.PathLike) -> Sample:
     """``label sample``'s output folder (or its ``sample.jsonl``, or any responses file: then it is
     taken as it is, with no recorded draw)."""
-    from mixtral_ft.util.hashing import sha256_file
-    from mixtral_ft.util.manifest import read_manifest
-
     path = Path(path)
     file = path / SAMPLE_FILE if path.is_dir() else path
     if not file.is_file():

@@ -1,14 +1,6 @@
-"""The server route: push a labeling config and tasks to a running Label Studio, and pull its
-export back, through Label Studio's Python SDK (``label-studio-sdk``, the ``[label]`` extra;
-imported only here, only when a command is given ``--url``).
-
-The API token comes from an environment variable (``--api-key-env``, default
-``LABEL_STUDIO_API_KEY``): a personal access token from Label Studio's *Account & Settings*
-page (a JWT refresh token; the SDK exchanges it for short-lived access tokens at
-``/api/token/refresh/``; Label Studio 1.23 refuses legacy tokens in new organizations unless
-they are turned on). The token is never written: commands record the variable's name, URLs are
-recorded with credentials and secret-looking query values scrubbed (``util.provenance``), and any
-message that could carry the token has it replaced by ``***``.
+"""The server route: push a labeling config and tasks to a running Label Studio, and pull its export
+back, through Label Studio's Python SDK (``label-studio-sdk``, the ``[label]`` extra; imported only
+here, only when a command is given ``--url``). The token is never written (:class:`Server`).
 """
 
 from __future__ import annotations
@@ -21,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from mixtral_ft.errors import InputError, MissingDependencyError, MixftError, Problem, UsageError
+from mixtral_ft.label.config import config_problems
 from mixtral_ft.util.provenance import scrub_text
 
 DEFAULT_KEY_ENV = "LABEL_STUDIO_API_KEY"
@@ -33,7 +26,16 @@ class ServerError(MixftError):
 
 @dataclass(frozen=True)
 class Server:
-    """Where the server is and which variable holds the token (never the token itself)."""
+    """Where the server is and which variable holds the token (never the token itself).
+
+    The API token comes from an environment variable (``--api-key-env``, default
+    ``LABEL_STUDIO_API_KEY``): a personal access token from Label Studio's *Account & Settings*
+    page (a JWT refresh token; the SDK exchanges it for short-lived access tokens at
+    ``/api/token/refresh/``; Label Studio 1.23 refuses legacy tokens in new organizations unless
+    they are turned on). The token is never written: commands record the variable's name, URLs are
+    recorded with credentials and secret-looking query values scrubbed (``util.provenance``), and any
+    message that could carry the token has it replaced by ``***``.
+    """
 
     url: str
     key_env: str = DEFAULT_KEY_ENV
@@ -137,8 +139,6 @@ def push(server: Server, title: str, config_xml: str, tasks: list[dict[str, Any]
 def pull(server: Server, project: int) -> ServerExport:
     """Project ``project``'s JSON export (every task, labeled or not) and the users' emails; refuses a
     project whose labeling config is not one the importer reads."""
-    from mixtral_ft.label.config import config_problems
-
     client, token = _client(server)
     found = _call(server, token, f"open project {project}", lambda: client.projects.get(id=project))
     problems = config_problems(found.label_config or "")

@@ -1,18 +1,6 @@
 """How many items to label: the gold-set size whose judge-corrected rate interval is about a
-target width, by the simulation behind docs/evaluation.md's table of gold-set sizes.
-
-The judge flags a share p = Se * r + (1 - Sp) * (1 - r) of the judged responses; ``eval tc`` on a
-gold set of n items measures Se on its hallucinated items and Sp on its clean ones; the corrected
-rate and its interval are ``eval.correction.corrected_rate`` (Rogan-Gladen, Lang-Reiczigel). One
-simulated data set draws the three binomials mixft sees (flags among the judged responses, hits
-among the gold hallucinated items, passes among the gold clean items) and records the width of
-the interval, or that the rate is not identifiable. ``corrected_width`` averages that over many
-data sets; ``scripts/sim_correction_coverage.py --widths`` (the table in docs/evaluation.md) and
-``gold_size_for_width`` both call it.
-
-A gold set drawn by ``label sample`` is a simple random sample, so the number of hallucinated
-items in it is itself binomial with the true rate (``positives=None``); the table in
-docs/evaluation.md fixes it at 30% of the gold set instead.
+target width (:func:`gold_size_for_width`), by the simulation behind docs/evaluation.md's table of
+gold-set sizes (:func:`corrected_width`, which ``scripts/sim_correction_coverage.py --widths`` calls too).
 """
 
 from __future__ import annotations
@@ -24,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import UsageError
+from mixtral_ft.eval.correction import CheckerEval, corrected_rate
+from mixtral_ft.eval.stats import lang_reiczigel_interval
 
 Binomial = Callable[[random.Random, int, float], int]
 
@@ -51,9 +41,21 @@ def corrected_width(
 ) -> tuple[float | None, float]:
     """(mean width of the corrected rate's 95% interval over the identifiable data sets, share of
     data sets not identifiable) for ``responses`` judged responses and a gold set of ``gold`` items,
-    ``positives`` of them hallucinated (None: binomial with ``rate``, as in a random sample)."""
-    from mixtral_ft.eval.correction import CheckerEval, corrected_rate
+    ``positives`` of them hallucinated (None: binomial with ``rate``, as in a random sample).
 
+    The judge flags a share p = Se * r + (1 - Sp) * (1 - r) of the judged responses; ``eval tc`` on a
+    gold set of n items measures Se on its hallucinated items and Sp on its clean ones; the corrected
+    rate and its interval are ``eval.correction.corrected_rate`` (Rogan-Gladen, Lang-Reiczigel). One
+    simulated data set draws the three binomials mixft sees (flags among the judged responses, hits
+    among the gold hallucinated items, passes among the gold clean items) and records the width of
+    the interval, or that the rate is not identifiable. ``corrected_width`` averages that over many
+    data sets; ``scripts/sim_correction_coverage.py --widths`` (the table in docs/evaluation.md) and
+    ``gold_size_for_width`` both call it.
+
+    A gold set drawn by ``label sample`` is a simple random sample, so the number of hallucinated
+    items in it is itself binomial with the true rate (``positives=None``); the table in
+    docs/evaluation.md fixes it at 30% of the gold set instead.
+    """
     flag_rate = sensitivity * rate + (1 - specificity) * (1 - rate)
     widths: list[float] = []
     unidentified = 0
@@ -83,8 +85,6 @@ def floor_width(
 ) -> float:
     """Mean width with an unlimited gold set (the judge's error known exactly): what the judged
     responses alone allow, the floor no gold set can go below."""
-    from mixtral_ft.eval.stats import lang_reiczigel_interval
-
     flag_rate = sensitivity * rate + (1 - specificity) * (1 - rate)
     pos, neg = _UNLIMITED * hallucinated_share, _UNLIMITED * (1 - hallucinated_share)
     total = 0.0

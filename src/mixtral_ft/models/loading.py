@@ -1,28 +1,21 @@
 """The one loader for in-process inference: a base (or merged) model directory, optionally in
 4-bit with its fused MoE experts quantized too, optionally with a PEFT LoRA adapter on top.
 
-Every in-process inference load goes through :func:`load_for_inference` (the hf backend of
-``mixft generate``/``mixft judge``; tests and benchmarks use it too), so the GPU and the CPU
-run the same code and only the kernels differ. The decisions are a pure function,
-:func:`load_layout`, tested for both devices without a GPU.
-
-Under ``load_in_4bit`` two mechanisms together store the model in 4-bit (models/quant.py):
-
-- transformers' bitsandbytes quantizer replaces every ``nn.Linear`` except ``lm_head``
-  (attention q/k/v/o, the router) with ``Linear4bit`` (``FourBitSpec.bnb_config()``);
-- :func:`mixtral_ft.models.quant.quantize_experts_on_load` stores every fused 3-D expert tensor
-  (``mlp.experts.gate_up_proj``/``down_proj``) in 4-bit while the checkpoint is read, which
-  transformers alone does not do.
+Every in-process load goes through :func:`load_for_inference` (the hf backend of ``generate`` and
+``judge``; tests and benchmarks too), so the GPU and the CPU run the same code; its decisions are the
+pure :func:`load_layout`. What is stored in 4-bit and why: docs/design/quantization.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixtral_ft.errors import MissingDependencyError, UsageError
-from mixtral_ft.models.quant import FourBitSpec
+from mixtral_ft.models.quant import FourBitSpec, quantization_record, quantize_experts_on_load
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -143,7 +136,6 @@ def load_for_inference(
         raise MissingDependencyError(
             "loading a model needs torch and transformers: pip install 'mixtral-ft[train]'"
         ) from e
-    from mixtral_ft.models.quant import quantization_record, quantize_experts_on_load
 
     layout = load_layout(device or default_device(), load_in_4bit)
     adapter_dir = check_adapter_dir(adapter) if adapter else None
@@ -180,19 +172,17 @@ def load_for_inference(
 
 def adapter_targets_parameters(adapter_dir: Path) -> list[str]:
     """The adapter's ``target_parameters`` (LoRA on raw parameters such as fused MoE experts)."""
-    import json
-
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     return list(cfg.get("target_parameters") or [])
 
 
 def _patch_peft_for_quantized_experts(adapter_dir: Path) -> None:
-    """LoRA on 4-bit experts: PEFT 0.20 alone does not match ``target_parameters`` against a
-    parametrized (4-bit) parameter and drops those LoRA weights with only a warning
-    (``peft/tuners/tuners_utils.py``, "were set but no parameter was matched"). Axolotl trains
-    such adapters with its PEFT patch (``axolotl/monkeypatch/moe_quant.py``,
-    ``patch_peft_target_parameters_matching``), which wraps them in standard PEFT order; the
-    same patch is applied here so inference sees what training saw."""
+    """LoRA on 4-bit experts: PEFT 0.21.2 alone matches a parametrized (4-bit) parameter only by its full
+    name, not by the suffix an adapter saves (``peft/tuners/tuners_utils.py:1229-1241``), and drops those
+    LoRA weights with only a warning (``:1104-1108``, "were set but no parameter was matched"). Axolotl
+    trains such adapters with its PEFT patch (``axolotl/monkeypatch/moe_quant.py:192``,
+    ``patch_peft_target_parameters_matching``), which wraps them in standard PEFT order; the same patch is
+    applied here so inference sees what training saw."""
     try:
         from axolotl.monkeypatch.moe_quant import patch_peft_target_parameters_matching
     except ImportError:
@@ -227,7 +217,5 @@ def check_adapter_applied(model, adapter_dir: Path) -> None:
 
 
 def _check_bitsandbytes() -> None:
-    import importlib.util
-
     if importlib.util.find_spec("bitsandbytes") is None:
         raise MissingDependencyError("--load-in-4bit needs bitsandbytes: pip install 'mixtral-ft[train]'")

@@ -1,23 +1,8 @@
-"""The 4-bit load layout: which tensors a ``--load-in-4bit`` load stores in 4-bit, and the hook
-that quantizes the fused MoE experts while the checkpoint is read.
-
-Why this exists (transformers 5.16.1, bitsandbytes 0.50.2, Axolotl 0.19.0):
-
-- transformers' bitsandbytes 4-bit quantizer replaces ``nn.Linear`` modules only
-  (``transformers/quantizers/quantizer_bnb_4bit.py`` and ``integrations/bitsandbytes.py``).
-- On transformers v5, Mixtral's experts are fused 3-D ``nn.Parameter`` tensors
-  (``experts.gate_up_proj`` ``[E, 2F, H]`` and ``experts.down_proj`` ``[E, H, F]``,
-  ``models/mixtral/modeling_mixtral.py``), so a plain 4-bit load keeps them in 16/32-bit:
-  ~90 GB of bf16 experts for Mixtral-8x7B.
-- Axolotl's training path quantizes them while loading (``quantize_moe_experts: true``:
-  ``axolotl/monkeypatch/moe_quant.py``, ``patch_moe_quantization_on_load``), by wrapping
-  ``transformers.core_model_loading.set_param_for_module`` and calling bitsandbytes'
-  ``replace_parameter_4bit`` (nf4, double quantization) on every parameter of 3 or more
-  dimensions whose name contains "expert". It only does so for tensors already on CUDA.
-
-This module applies the same rule on any device (bitsandbytes has a CPU backend for 4-bit
-storage and the parametrization), so inference on a GPU, the memory planner on the meta
-device and the CPU tests all follow one decision: :func:`is_fused_expert`.
+"""The 4-bit load layout: which tensors a ``--load-in-4bit`` load stores in 4-bit (:func:`is_fused_expert`,
+the rule of Axolotl's ``quantize_moe_experts``), the hook that quantizes the fused MoE experts while the
+checkpoint is read, on any device, and the counts a manifest records. Inference, the memory planner and
+the CPU tests all follow this one decision. Why transformers alone keeps the experts in 16-bit:
+docs/design/quantization.md.
 """
 
 from __future__ import annotations

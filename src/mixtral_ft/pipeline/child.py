@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 
+from mixtral_ft.train.runner import guarded_command
 from mixtral_ft.util.interrupt import Interrupted
 
 
@@ -31,7 +32,6 @@ def _signal_group(pid: int, sig: int) -> None:
 def run_stage_process(command: list[str], env: dict[str, str]) -> tuple[int, Interrupted | None]:
     """Run ``command`` (``mixft ARGV``); return its exit status (128 + N when a signal N ended it) and the first
     interruption the runner received meanwhile (None when there was none)."""
-    from mixtral_ft.train.runner import guarded_command
 
     proc = subprocess.Popen(guarded_command(command), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     received: list[Interrupted] = []
@@ -49,7 +49,6 @@ def run_stage_process(command: list[str], env: dict[str, str]) -> tuple[int, Int
 
 def capture(command: list[str], env: dict[str, str], timeout: float | None = None) -> subprocess.CompletedProcess:
     """``command`` (``mixft ARGV``) with its output captured (``mixft plan --json``); a signal stops it with the runner."""
-    from mixtral_ft.train.runner import guarded_command
 
     return subprocess.run(
         guarded_command(command),

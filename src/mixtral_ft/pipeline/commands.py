@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.resources import configs_dir
+
 PATH, MODEL, TAGGED = "path", "model", "tagged"
 SHORT = {"-o": "--out", "-m": "--model"}  # the short forms the commands accept
 _TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -257,7 +259,6 @@ def implicit_inputs(spec: CommandSpec, args: Args) -> list[tuple[str, str, str]]
     """Files a command reads without an argument naming them: ``train``'s base config and hardware
     profile (from the active configs folder), the shipped TC prompt of ``judge``/``prepare tc``
     when no ``--template`` is given."""
-    from mixtral_ft.resources import configs_dir
 
     folder = configs_dir()
     if spec.family == "train":

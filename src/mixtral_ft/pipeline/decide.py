@@ -18,13 +18,14 @@ pipeline has no record of is never touched: the run stops and says so.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import UsageError
-from mixtral_ft.pipeline.commands import unfinished
+from mixtral_ft.pipeline.commands import infer_manifest, unfinished
 from mixtral_ft.pipeline.resolve import Stage
 from mixtral_ft.pipeline.state import Hasher, State
 from mixtral_ft.util.hashing import sha256_json
@@ -154,9 +155,6 @@ def runner_flags(stage: Stage, decision: Decision, record: dict[str, Any] | None
 
 def _began_again(out: Path, record: dict[str, Any]) -> bool:
     """Did the stopped ``--force`` attempt start the file over (its manifest is from that attempt)?"""
-    import json
-
-    from mixtral_ft.pipeline.commands import infer_manifest
 
     try:
         started = json.loads(infer_manifest(out).read_text(encoding="utf-8")).get("started")

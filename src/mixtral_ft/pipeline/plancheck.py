@@ -25,7 +25,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixtral_ft.pipeline.child import capture
 from mixtral_ft.pipeline.resolve import Stage
+from mixtral_ft.plan.check import FREE_GIB_ENV, free_gpu_memory_gib
+from mixtral_ft.plan.gpus import gpu_for_profile
 
 _NO_GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd")
 _FREE = "from mixtral_ft.plan.check import free_gpu_memory_gib as f; print(f())"
@@ -49,7 +52,6 @@ class StagePlan:
 
 def free_gpu_gib(env: dict[str, str]) -> float | None:
     """Free memory of GPU 0 (GiB), None without one; never imports torch into the runner."""
-    from mixtral_ft.plan.check import FREE_GIB_ENV, free_gpu_memory_gib
 
     if os.environ.get(FREE_GIB_ENV):
         return free_gpu_memory_gib()
@@ -75,8 +77,6 @@ def _plan_argv(stage: Stage) -> tuple[list[str], bool]:
 
 
 def _gpu_card(stages: list[Stage]) -> str | None:
-    from mixtral_ft.plan.gpus import gpu_for_profile
-
     for s in stages:
         profile = s.args.value("--profile") if s.spec.plan == "train" else None
         if profile and profile != "cpu":
@@ -112,7 +112,6 @@ def choose(stages: list[Stage], free: float | None, all_stages: list[Stage]) -> 
 
 def run_plans(plans: list[StagePlan], env: dict[str, str], log, mixft: tuple[str, ...]) -> None:
     """Run ``mixft plan --json`` for each planned stage; the planner's own lines for any that does not fit."""
-    from mixtral_ft.pipeline.child import capture
 
     for p in plans:
         if p.argv is None:

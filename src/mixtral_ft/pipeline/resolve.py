@@ -19,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from mixtral_ft.errors import ConfigError, MixftError, UsageError, did_you_mean
 from mixtral_ft.pipeline.commands import (
+    COMMANDS,
     MODEL,
     NOT_STAGES,
     PATH,
@@ -35,6 +38,8 @@ from mixtral_ft.pipeline.commands import (
     path_tokens,
 )
 from mixtral_ft.pipeline.schema import PipelineFile, StageSpec
+from mixtral_ft.resources import data_dir
+from mixtral_ft.util.yamlsafe import safe_load
 
 _REF = re.compile(r"\$(\$?)\{([^{}]*)\}")
 _STAGE_REF = re.compile(r"\$\{stages\.([^.{}]+)")
@@ -84,8 +89,6 @@ class Pipeline:
 
 
 def builtins() -> dict[str, str]:
-    from mixtral_ft.resources import data_dir
-
     return {"mixft.data": str(data_dir())}
 
 
@@ -231,7 +234,6 @@ def _command(tokens: list[str], where: str, name: str) -> tuple[CommandSpec, lis
     head = tokens[0] if tokens else ""
     if head in NOT_STAGES:
         raise ConfigError(f"{where}: stage {name}: `mixft {head}` is not a stage: {NOT_STAGES[head]}")
-    from mixtral_ft.pipeline.commands import COMMANDS
 
     names = sorted({s.name for s in COMMANDS})
     shown = " ".join(tokens[:2])
@@ -272,9 +274,6 @@ def _resolve_stage(
 def _check_overrides(args: Args, where: str, name: str) -> None:
     """``--set KEY=VALUE`` values through the YAML loader the command uses, before anything runs: a
     hostile value (from the file or a ``--var``) is refused here, with the stage's line."""
-    import yaml
-
-    from mixtral_ft.util.yamlsafe import safe_load
 
     for value in args.values("--set"):
         key, _, raw = value.partition("=")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 import time
 import uuid
@@ -22,10 +23,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mixtral_ft import __version__
 from mixtral_ft.errors import ExternalCommandError, UsageError, suggest
+from mixtral_ft.pipeline import plancheck
+from mixtral_ft.pipeline.child import run_stage_process
+from mixtral_ft.pipeline.commands import unfinished
 from mixtral_ft.pipeline.decide import Decision, argv_sha256, decide, fingerprints, runner_flags
 from mixtral_ft.pipeline.resolve import ArgvCheck, Pipeline, Stage, resolve
+from mixtral_ft.pipeline.schema import read_pipeline
 from mixtral_ft.pipeline.state import LOCK_TARGET, Hasher, State
+from mixtral_ft.plan.check import PlanRefused
+from mixtral_ft.resources import pipelines_dir
+from mixtral_ft.util.interrupt import Interrupted, keeping
+from mixtral_ft.util.lock import output_lock
+from mixtral_ft.util.provenance import command_line, now_iso, scrub_argv
 
 
 def _stderr(line: str) -> None:
@@ -61,7 +72,6 @@ def find_pipeline(name: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    from mixtral_ft.resources import pipelines_dir
 
     shipped = {p.stem: p for p in sorted(pipelines_dir().glob("*.yml"))}
     stem = path.name.removesuffix(".yml").removesuffix(".yaml")
@@ -71,8 +81,6 @@ def find_pipeline(name: str) -> Path:
 
 
 def load(req: RunRequest) -> Pipeline:
-    from mixtral_ft.pipeline.schema import read_pipeline
-
     return resolve(read_pipeline(find_pipeline(req.pipeline)), req.vars, req.out, req.check_argv)
 
 
@@ -94,14 +102,10 @@ def select(p: Pipeline, req: RunRequest) -> list[Stage]:
 
 
 def version() -> str:
-    from mixtral_ft import __version__
-
     return __version__
 
 
 def continue_command() -> str:
-    from mixtral_ft.util.provenance import command_line
-
     return shlex.join(command_line())
 
 
@@ -170,8 +174,6 @@ class _Run:
     def preflight(self) -> None:
         """Before the first stage: what would stop a stage later (a run directory this pipeline did
         not start) stops the run now, and the stages that will run are planned (``plancheck``)."""
-        from mixtral_ft.pipeline import plancheck
-        from mixtral_ft.plan.check import PlanRefused
 
         ds = decisions(self.p, self.stages, self.state, self.hasher, self.req.force)
         for s in self.stages:
@@ -216,8 +218,6 @@ class _Run:
         ):
             flags.append("--skip-plan-check")  # the stage's own check too: the user asked to run anyway
         if aside is not None:
-            from mixtral_ft.util.lock import output_lock
-
             with output_lock(stage.output, "run directory"):  # never from under a `mixft train` writing it
                 stage.output.rename(aside)
             self.req.log(
@@ -231,8 +231,6 @@ class _Run:
         self.finish(stage, head, record, argv, t0)
 
     def start_record(self, stage: Stage, flags: list[str], d: Decision) -> dict:
-        from mixtral_ft.util.provenance import scrub_argv
-
         record = {
             "status": "running",
             "argv": scrub_argv(["mixft", *stage.argv]),
@@ -249,9 +247,6 @@ class _Run:
         return record
 
     def finish(self, stage: Stage, head: str, record: dict, argv: list[str], t0: float) -> None:
-        from mixtral_ft.pipeline.child import run_stage_process
-        from mixtral_ft.pipeline.commands import unfinished
-
         rc, interrupted = run_stage_process([*self.req.mixft, *argv], self.env)
         wall = round(time.monotonic() - t0, 1)
         record.update(ended=_now(), wall_s=wall, exit_status=rc)
@@ -272,10 +267,6 @@ class _Run:
         return f"the {len(later)} stage(s) after it did not run" if len(later) > 1 else f"{later[0]} did not run"
 
     def stopped(self, stage: Stage, head: str, record: dict, signum: int):
-        import signal
-
-        from mixtral_ft.util.interrupt import Interrupted
-
         name = signal.Signals(signum).name
         record.update(status="interrupted", stopped_by=name)
         self.state.put(stage.name, record)
@@ -302,8 +293,6 @@ class _Run:
 
 
 def _now() -> str:
-    from mixtral_ft.util.provenance import now_iso
-
     return now_iso()
 
 
@@ -326,8 +315,6 @@ def duration(seconds: float) -> str:
 
 def run(req: RunRequest) -> RunResult:
     """Run the chosen stages (see the module docstring); raises ``MixftError``s and ``Interrupted``."""
-    from mixtral_ft.util.interrupt import keeping
-    from mixtral_ft.util.lock import output_lock
 
     p = load(req)
     stages = select(p, req)

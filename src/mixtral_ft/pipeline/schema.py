@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from mixtral_ft.errors import ConfigError, did_you_mean
+from mixtral_ft.errors import ConfigError, UsageError, did_you_mean
 from mixtral_ft.util.yamlsafe import Document, load_document
 
 TOP_KEYS = ("name", "about", "vars", "presets", "env", "stages")
@@ -194,7 +194,6 @@ def _read(r: _Reader, root: yaml.Node, pf: PipelineFile) -> None:
 
 def read_pipeline(path: Path) -> PipelineFile:
     """Read and check ``path``; ``ConfigError`` lists every problem, one ``FILE:LINE: what`` each."""
-    from mixtral_ft.errors import UsageError
 
     try:
         text = path.read_text(encoding="utf-8")

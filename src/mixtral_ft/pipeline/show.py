@@ -12,9 +12,11 @@ import os
 import shlex
 
 from mixtral_ft.errors import MixftError, UsageError
+from mixtral_ft.pipeline import plancheck
 from mixtral_ft.pipeline.decide import runner_flags
 from mixtral_ft.pipeline.runner import RunRequest, check_ready, decisions, duration, load, select, stage_env
 from mixtral_ft.pipeline.state import LOCK_TARGET, STATE_NAME, Hasher, State
+from mixtral_ft.plan.check import PlanRefused
 from mixtral_ft.util.lock import lock_path, read_holder
 
 
@@ -106,8 +108,6 @@ def status(req: RunRequest) -> None:
 def plan(req: RunRequest) -> None:
     """``mixft plan`` for every chosen train/generate/judge stage; ``PlanRefused`` (exit 2) when one
     does not fit and ``--skip-plan-check`` is not given."""
-    from mixtral_ft.pipeline import plancheck
-    from mixtral_ft.plan.check import PlanRefused
 
     p = load(req)
     stages = select(p, req)

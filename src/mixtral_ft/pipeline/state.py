@@ -20,7 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import UsageError
+from mixtral_ft.errors import UsageError, format_bytes
+from mixtral_ft.util.atomic import atomic_write_text
+from mixtral_ft.util.hashing import sha256_file, sha256_json
+from mixtral_ft.util.interrupt import shielded
+from mixtral_ft.util.provenance import scrub_record
 
 STATE_NAME = "mixft-run.json"
 LOCK_TARGET = "mixft-run"  # util.lock locks OUT/.mixft-run.lock
@@ -61,10 +65,6 @@ class State:
         self.save()
 
     def save(self) -> None:
-        from mixtral_ft.util.atomic import atomic_write_text
-        from mixtral_ft.util.interrupt import shielded
-        from mixtral_ft.util.provenance import scrub_record
-
         hashes = self.data["hashes"]
         for path in [p for p in hashes if not os.path.exists(p)]:
             del hashes[path]
@@ -81,8 +81,6 @@ class Hasher:
         self.log = log
 
     def file(self, path: str) -> str:
-        from mixtral_ft.util.hashing import sha256_file
-
         real = os.path.realpath(path)
         st = os.stat(real)
         key = [st.st_size, st.st_mtime_ns, st.st_ino]
@@ -90,8 +88,6 @@ class Hasher:
         if isinstance(hit, list) and hit[:3] == key:
             return str(hit[3])
         if st.st_size >= LARGE and self.log is not None:
-            from mixtral_ft.errors import format_bytes
-
             self.log(f"hashing {path} ({format_bytes(st.st_size)}; once: kept in the pipeline's state) ...")
         digest = sha256_file(real)
         self.cache[real] = [*key, digest]
@@ -100,7 +96,6 @@ class Hasher:
     def tree(self, path: str) -> str:
         """A folder's SHA-256: of the sorted ``[relative path, SHA-256]`` of its files, hidden ones
         (locks, staging folders) left out."""
-        from mixtral_ft.util.hashing import sha256_json
 
         files = []
         for root, dirs, names in os.walk(path):

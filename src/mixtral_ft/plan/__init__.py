@@ -1,35 +1,15 @@
 """``mixft plan``: peak GPU memory and wall time of a training or inference run, before it runs.
 
-Python API (nothing here imports torch until a measurement is needed; a plan whose measurements
-are cached reads JSON only):
-
-- ``plan_training(config, data_dir, gpu, *, task=None, gpus=1, model=None) -> TrainingPlan``:
-  ``config`` is a rendered Axolotl config (``RenderedConfig`` or its ``values`` dict, e.g.
-  ``render(RenderRequest(...))`` as ``mixft train`` renders it); ``data_dir`` the prepared split
-  (``None``: no hours); ``gpu`` a name from ``GPUS`` (``a100-40gb``, ``a100-80gb``, ``h100-80gb``,
-  ``h200``, ``l40s``, ``rtx-4090``, ``a10g``), a ``Gpu`` or a memory size in GiB; ``model``
-  overrides the config's ``base_model`` with a model directory, a ``config.json`` path, a dict or
-  a ``transformers`` config (dense models such as Llama or Mistral work as well as Mixtral).
-  ``TrainingPlan.to_dict()`` has ``peak_gib``, ``peak_high_gib`` (the peak raised by the planner's error
-  band, ``band``), ``gpu_memory_gib``, ``fits`` (on the high figure), ``margin_gib``, ``parts`` (name ->
-  GiB), ``hours`` and the basis of every number. ``casts`` plans another stack's post-load dtype casts.
-- ``plan_inference(model, gpu, *, adapter=None, load_in_4bit=False, batch_size=8, max_new_tokens=256,
-  prompt_lengths=None) -> InferencePlan``: weights, KV cache at the longest batch, logits,
-  prefill activations, overhead; fits or not; decode tokens/s (memory-bandwidth bound).
-- ``check_training_plan(plan, free_gib)`` / ``check_inference_plan(plan, free_gib)``: raise
-  ``PlanRefused`` (exit 2) with the parts table and the fix when the high figure (training) or the peak
-  (inference) exceeds free memory;
-  ``preflight_training(...)`` / ``preflight_inference(...)`` do the whole check on a CUDA machine
-  (free memory, plan, refusal) and return None elsewhere; ``preflight_requests(backend_options,
-  requests, max_new_tokens, what)`` is the preflight ``generate`` and ``judge`` hand the inference runner. The free
-  memory is NVML's (``plan.freemem``: no CUDA context in mixft's process), or ``$MIXFT_PLAN_FREE_GIB`` when set.
-- ``GPUS``, ``gpu_by_name``: the GPU table with its sources.
-
-How each number is obtained, the constants and their bounds: docs/planning.md.
+The Python API, exported lazily (nothing imports torch until a measurement is needed; a plan whose
+measurements are cached reads JSON only): ``plan_training`` -> ``TrainingPlan``, ``plan_inference`` ->
+``InferencePlan``, ``check_training_plan`` / ``check_inference_plan`` (raise ``PlanRefused``), the
+preflights ``generate``, ``judge`` and ``train`` run, and the GPU table (``GPUS``, ``gpu_by_name``). Each
+function's docstring gives its arguments; docs/planning.md the method, docs/design/planner.md each number.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 _EXPORTS = {
@@ -72,6 +52,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'mixtral_ft.plan' has no attribute {name!r}")
-    import importlib
 
     return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,32 +1,10 @@
 """PyTorch's CUDA caching allocator, replayed on the allocations of a simulated training step.
 
-The simulator (:mod:`sim`) counts live bytes, which is what ``torch.cuda.max_memory_allocated``
-reports. A GPU needs more: the caching allocator rounds every block, packs small blocks into
-segments, keeps freed blocks for reuse, and splits a cached block to serve a smaller request. A
-free piece of a segment that still holds a live block cannot be given back, so a later request
-that fits none of the free pieces needs a new segment. This module replays the step's sequence
-of allocations and frees through that policy, as ``c10/cuda/CUDACachingAllocator.cpp`` (PyTorch
-2.x, the default configuration: no ``expandable_segments``, no ``max_split_size_mb``,
-``roundup_power2_divisions`` unset) implements it:
-
-- ``round_size``: every request is rounded up to a multiple of 512 bytes (``kMinBlockSize``);
-- pools: requests up to 1 MiB (``kSmallSize``) come from the small pool, larger ones from the large
-  pool;
-- ``get_allocation_size``: a new segment is 2 MiB (``kSmallBuffer``) for a small request, 20 MiB
-  (``kLargeBuffer``) for a request under 10 MiB (``kMinLargeAlloc``), else the request rounded up to
-  2 MiB (``kRoundLarge``);
-- ``get_free_block``: the smallest cached block of the pool that is large enough (best fit;
-  ties by address);
-- ``should_split``: the block is split when the rest is at least 512 bytes (small pool) or more
-  than 1 MiB (large pool); the rest goes back to the pool;
-- ``free_block``: a freed block merges with its free neighbours of the same segment;
-- when a new segment does not fit the device, ``release_cached_blocks`` gives back every cached
-  segment that is wholly free, and the request is tried once more; then it is out of memory.
-
-Two numbers come out of a replay: the **reserved peak** with no memory limit (what
-``torch.cuda.max_memory_reserved`` reports when nothing presses), and the **needed memory**: the
-smallest device capacity for the step that the replay gets through without running out of memory
-(:func:`needed_bytes`), which is what decides whether a run fits.
+The simulator counts live bytes; a GPU needs more, because the allocator rounds blocks, packs them into
+segments, caches freed blocks and splits cached ones. :func:`replay` runs a step's allocations and frees
+through that policy and gives the reserved peak; :func:`needed_bytes` the smallest device capacity the
+step gets through without running out of memory, which decides whether a run fits. The policy, rule by
+rule: docs/design/planner.md.
 """
 
 from __future__ import annotations
@@ -80,7 +58,7 @@ class _Block:
 
 @dataclass
 class CachingAllocator:
-    """One device's caching allocator, default configuration (see the module docstring)."""
+    """One device's caching allocator, default configuration (docs/design/planner.md)."""
 
     capacity: int | None = None  # bytes the allocator may reserve; None: no limit
     reserved: int = 0

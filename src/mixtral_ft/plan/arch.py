@@ -21,10 +21,11 @@ from typing import Any
 from mixtral_ft.errors import UsageError
 
 # mistralai/Mixtral-8x7B-Instruct-v0.1 and mistralai/Mixtral-8x7B-v0.1 config.json, as published
-# on the Hub. transformers 5.16.1's MixtralConfig() defaults have the same shapes (hidden 4096,
+# on the Hub. transformers 5.20.1's MixtralConfig() defaults have the same shapes (hidden 4096,
 # intermediate 14336, 32 layers, 32/8 heads, 8 experts, top-2, vocab 32000, rope_theta 1e6, no
-# sliding window, untied head); they differ only in max_position_embeddings (131072) and
-# router_aux_loss_coef (0.001), neither of which changes memory. tests/test_plan_weights.py checks it.
+# sliding window, untied head; models/mixtral/configuration_mixtral.py:44-88); they differ only in
+# max_position_embeddings (131072) and router_aux_loss_coef (0.001), neither of which changes memory.
+# tests/test_plan_weights.py checks it.
 MIXTRAL_8X7B_CONFIG: dict[str, Any] = {
     "architectures": ["MixtralForCausalLM"],
     "attention_dropout": 0.0,

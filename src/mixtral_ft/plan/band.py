@@ -1,15 +1,9 @@
 """The planner's measured error band: how far short of published peaks its plans have fallen, by kind of run.
 
-A plan ``fits`` when its peak raised by this band (``peak_high_gib``) is at most the card's memory, so a
-run the planner under-plans by as much as it ever did on comparable published runs still fits. The rows
-are the validation of docs/planning.md ("Validation against published measurements"):
-``scripts/bench_plan.py`` plans every point of ``scripts/plan_points.yaml`` and prints, per kind, the
-signed error of each measured peak and boundary (``--bands``); they are copied here, and
-``tests/test_plan_band.py`` checks that each band is the largest shortfall of its rows and that every row
-is a point of the file. Points left out of a band carry their reason in :data:`LEFT_OUT`.
-
-The kind of a run is how its base weights are stored, the setting that changes the most between the
-stacks the points come from: 4-bit (QLoRA), 8-bit (LLM.int8 LoRA) or 16/32-bit (LoRA).
+A plan ``fits`` when its peak raised by this band (``peak_high_gib``) is at most the card's memory. The
+rows come from ``scripts/bench_plan.py --bands`` over ``scripts/plan_points.yaml``; the kind of a run is
+how its base weights are stored (4-bit, 8-bit, 16/32-bit). Points left out carry their reason in
+:data:`LEFT_OUT`. How the band is built: docs/design/planner.md.
 """
 
 from __future__ import annotations

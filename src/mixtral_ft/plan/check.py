@@ -6,9 +6,16 @@ and the fix. ``--skip-plan-check`` is the caller's way around it.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from mixtral_ft.errors import MixftError, UsageError
+from mixtral_ft.plan.freemem import free_bytes
+from mixtral_ft.plan.gpus import PROFILE_GPU, gpu_for_profile
+from mixtral_ft.plan.inference import INFERENCE_PART_LABELS, plan_inference
+from mixtral_ft.plan.prompts import request_lengths
+from mixtral_ft.plan.report import parts_table, peak_words
+from mixtral_ft.plan.training import PART_LABELS, plan_training
 
 GIB = 2**30
 # Plan against this many GiB instead of the device's free memory. For testing the refusal path on a
@@ -36,15 +43,12 @@ def free_gpu_memory_gib(device: int = 0) -> float | None:
         if value <= 0:
             raise UsageError(f"${FREE_GIB_ENV}={forced!r}: must be positive")
         return value
-    from mixtral_ft.plan.freemem import free_bytes
 
     free = free_bytes(device)
     return None if free is None else free / GIB
 
 
 def _fix_training(plan, profile: str | None, free_gib: float) -> str:
-    from mixtral_ft.plan.gpus import PROFILE_GPU, gpu_for_profile
-
     s = plan.setup
     options = []
     if profile in PROFILE_GPU and profile != "a100-40gb" and free_gib < gpu_for_profile(profile).memory_gib * 0.75:
@@ -73,8 +77,6 @@ def needed_gib(plan) -> float:
 
 
 def refusal_message(plan, free_gib: float, what: str, fix: str, labels: dict[str, str]) -> str:
-    from mixtral_ft.plan.report import parts_table, peak_words
-
     need = needed_gib(plan)
     by_plan = "by plan" if need == plan.peak_gib else f"by plan ({peak_words(plan)})"
     head = (
@@ -90,8 +92,6 @@ def check_training_plan(plan, free_gib: float | None, profile: str | None = None
 
     The fix names the plan's own largest micro batch and longest sequence, found for the memory it
     was planned for: plan it for ``free_gib`` (as :func:`preflight_training` does) to have them fit it."""
-    from mixtral_ft.plan.training import PART_LABELS
-
     if free_gib is None or plan.peak_high_gib <= free_gib:
         return
     raise PlanRefused(
@@ -106,8 +106,6 @@ def check_inference_plan(plan, free_gib: float | None, what: str = "this run") -
     ``check_inference_plan(plan_inference(model, free_gib, adapter=..., load_in_4bit=...,
     batch_size=..., max_new_tokens=..., prompt_lengths=...), free_gpu_memory_gib())``.
     """
-    from mixtral_ft.plan.inference import INFERENCE_PART_LABELS
-
     if free_gib is None or plan.peak_gib <= free_gib:
         return
     options = []
@@ -133,13 +131,10 @@ def preflight_training(config_values: dict, profile: str, gpus: int, world_size:
     if not free or free[0] is None:
         return None
     least = min(f for f in free if f is not None)  # every device has a value: CUDA is there (free[0])
-    from mixtral_ft.plan.training import plan_training
 
     try:
         plan = plan_training(config_values, None, least, gpus=world_size)
     except MixftError as e:  # e.g. a Hub id whose config is not on this machine: no plan, no refusal
-        import logging
-
         logging.getLogger(__name__).warning("mixft: no memory plan for this run (%s); launching without the check", e)
         return None
     check_training_plan(plan, least, profile)
@@ -181,7 +176,6 @@ def preflight_inference(
     free = free_gpu_memory_gib(0)
     if free is None:
         return None
-    from mixtral_ft.plan.inference import plan_inference
 
     try:
         plan = plan_inference(
@@ -194,8 +188,6 @@ def preflight_inference(
             prompt_lengths=prompt_lengths,
         )
     except MixftError as e:
-        import logging
-
         logging.getLogger(__name__).warning("mixft: no memory plan for this run (%s); running without the check", e)
         return None
     check_inference_plan(plan, free, what)
@@ -210,7 +202,6 @@ def preflight_requests(backend, requests, max_new_tokens: int, what: str):
     ``$MIXFT_PLAN_FREE_GIB``) there is no GPU memory to check, and nothing is planned."""
     if free_gpu_memory_gib(0) is None:
         return None
-    from mixtral_ft.plan.prompts import request_lengths
 
     lengths, _method = request_lengths(requests, backend.model, backend.adapter)
     return preflight_inference(

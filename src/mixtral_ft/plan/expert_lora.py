@@ -1,35 +1,18 @@
 """LoRA on a MoE model's fused experts (``lora_target_parameters``): what it adds to the plan.
 
-On transformers v5 Mixtral's experts are two 3-D parameters per layer, ``gate_up_proj``
-``[E, 2I, H]`` and ``down_proj`` ``[E, H, I]``; PEFT wraps each targeted one in a ``ParamWrapper``
-(``peft/tuners/lora/layer.py``). In every forward it registers a parametrization that returns
-``W + s * A @ B`` (``_activate_lora``; with one adapter and several experts ``_LoraFactorsProxy``,
-one ``baddbmm``): no separate delta, but a new tensor the size of the whole expert stack, on top of
-the 4-bit experts' dequantized copy (bitsandbytes' ``Bnb4bitParametrization``) under it. Axolotl's
-``patch_peft_target_parameters_matching`` (``monkeypatch/moe_quant.py``), applied whenever
-``lora_target_parameters`` is set, drops the parametrization cache entry when each wrapper activates,
-so with both tensors targeted each is evaluated twice in the layer's forward.
-
-Measured on the CPU (``scripts/measure_expert_lora.py``, ``bench/expert_lora.py``: the real
-``MixtralExperts`` at Mixtral widths, nf4 experts, Axolotl's patch, PEFT 0.21.2, one forward and
-backward under bf16 autocast, every allocation counted by ``plan.sim.MemoryTracker``), the layer's
-peak grows by :data:`EXTRA_PER_EXPERT` times the bf16 bytes of one expert's two tensors, per expert:
-0.4371 GiB per expert with both tensors targeted, at 2 and at 3 experts alike (linear, through the
-origin), so 3.50 GiB for Mixtral-8x7B's 8 (bf16 experts: 0.4401 GiB per expert). The bytes saved for backward do not grow (the layer saves
-``W + ΔW`` instead of the dequantized ``W``), so with checkpointing or without, one layer's
-transient is the term. The term's second part is persistent: the per-expert LoRA factors
-(``E * r * (in + out)`` values per targeted tensor and layer, float32 as PEFT upcasts 16-bit
-adapters), their gradients and the optimizer state, sharded over the ranks by ZeRO-2 as the
-attention LoRA is.
-
-The training simulator runs without these targets (:func:`simulated_setup`) and
-``plan.training`` adds :func:`expert_lora_parts` to the plan's parts.
+PEFT applies such an adapter as a parametrization that builds a new tensor the size of the whole expert
+stack in every forward; the planner adds that transient (:data:`EXTRA_PER_EXPERT`, measured on the CPU)
+and the per-expert LoRA factors, gradients and optimizer state as parts of the plan
+(:func:`expert_lora_parts`), and simulates the step without these targets (:func:`simulated_setup`).
+Why and how it was measured: docs/design/planner.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+
+from mixtral_ft.plan.storage import DTYPE_BYTES
 
 # The fused expert tensors, (in_features, out_features) per expert from hidden H and intermediate I.
 FUSED = {"gate_up_proj": lambda h, i: (h, 2 * i), "down_proj": lambda h, i: (i, h)}
@@ -91,8 +74,6 @@ def _experts(arch) -> tuple[int, int, int]:
 def expert_lora_parts(arch, setup, optimizer_bytes: Callable[..., tuple[int, str]]) -> dict[str, float]:
     """The plan's parts for LoRA on the fused experts (bytes per GPU); empty without such targets.
     ``optimizer_bytes``: ``plan.training.optimizer_bytes`` (the optimizer state of a list of tensors)."""
-    from mixtral_ft.plan.storage import DTYPE_BYTES
-
     lora = getattr(setup, "lora", None)
     if lora is None:
         return {}

@@ -1,27 +1,15 @@
 """Free memory of a CUDA device, read without a CUDA context in this process.
 
-mixft's own process waits on Axolotl for hours; a CUDA context there would hold 0.3-0.5 GiB of
-every card it touched for the whole run, and on GPUs in ``EXCLUSIVE_PROCESS`` compute mode it
-would keep Axolotl's ranks from creating theirs ("busy or unavailable").
-``torch.cuda.mem_get_info`` creates one: it calls ``torch.cuda.cudart()``, which runs
-``torch.cuda._lazy_init()`` (``torch/cuda/memory.py``, ``mem_get_info``; ``torch/cuda/__init__.py``,
-``cudart``). So the free memory is read:
-
-1. through NVML (``nvidia-ml-py``, imported as ``pynvml``), which asks the driver and creates no
-   CUDA context; CUDA ordinals (and ``CUDA_VISIBLE_DEVICES``, as indices or ``GPU-`` UUIDs) are
-   mapped to NVML's indices as ``torch.cuda._get_nvml_device_index`` maps them;
-2. where NVML cannot answer for a device CUDA can use (no NVML library in a container that has the
-   CUDA driver, MIG instances, GPUs of different models enumerated fastest-first, whose CUDA order
-   NVML cannot know), by a short-lived child process that asks ``torch.cuda.mem_get_info`` and
-   exits, taking its context with it;
-3. with neither an NVML driver nor a loadable ``libcuda``, there is no CUDA device: None.
-
-NVML's ``free`` is the card's memory less what every process (and the driver) holds, read before
-any context of mixft's: the plan's own "CUDA context" part is Axolotl's, so it is not counted twice.
+A CUDA context in mixft's process would hold memory on every card for the whole run and, in
+``EXCLUSIVE_PROCESS`` mode, keep Axolotl's ranks off the GPU. So the free memory is read through NVML
+(``pynvml``); where NVML cannot answer for a device CUDA can use, by a short-lived child process; with
+neither an NVIDIA driver nor a loadable ``libcuda`` there is no device (None). Why each step:
+docs/design/planner.md.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import subprocess
@@ -55,8 +43,6 @@ def free_bytes(device: int) -> int | None:
 
 def libcuda_loadable() -> bool:
     """Whether the CUDA driver library loads (loading it initialises nothing: no ``cuInit``)."""
-    import ctypes
-
     name = "nvcuda.dll" if sys.platform.startswith("win") else "libcuda.so.1"
     try:
         ctypes.CDLL(name)

@@ -1,14 +1,8 @@
 """GPUs the planner knows: memory, dense bf16 tensor throughput and memory bandwidth, with sources.
 
-``memory_gib`` is what a process can allocate on the device: the CUDA total capacity that
-``cudaMemGetInfo``/``torch.cuda.get_device_properties().total_memory`` report and PyTorch's
-out-of-memory message prints ("GPU 0 has a total capacity of 79.15 GiB"). It is 0.35-0.85 GiB below
-nvidia-smi's total (``nvidia_smi_gib``), which counts memory the driver keeps; a plan inside that
-band of nvidia-smi's figure would read "fits" and run out of memory. The capacity varies by a few
-hundredths of a GiB with the driver and ECC; the table takes the lowest value in the messages cited.
-The CUDA context is not subtracted here (it is a part of every plan). ``bf16_tflops`` is the dense
-(no sparsity) bf16 tensor-core peak with float32 accumulation, the figure PyTorch matmuls can reach.
-``bandwidth_gbs`` is the memory bandwidth.
+``memory_gib`` is what a process can allocate (the CUDA total capacity PyTorch's out-of-memory message
+prints), below nvidia-smi's total (``nvidia_smi_gib``); ``bf16_tflops`` the dense bf16 tensor-core peak;
+``bandwidth_gbs`` the memory bandwidth. Why those figures: docs/design/planner.md.
 """
 
 from __future__ import annotations

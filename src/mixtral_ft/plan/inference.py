@@ -1,21 +1,9 @@
 """The inference plan of ``mixft generate`` / ``mixft judge`` (hf backend): memory and tokens/s.
 
-The hf backend (``backends/hf.py``) sorts prompts longest first and generates ``--batch-size``
-of them at a time, left-padded, so the first batch is the largest: ``batch_size`` rows of the
-longest prompt. Peak = weights (+ adapter) + the larger of
-
-- prefill: the prompt's KV cache, the forward's working set and its dequantization buffers, the
-  last-position logits (simulated: :func:`mixtral_ft.plan.measure.measure_prefill`), and
-- decode: the KV cache at prompt + ``max_new_tokens`` plus one layer's cache copy (transformers'
-  ``DynamicCache`` grows by ``torch.cat``) and one layer's dequantization buffers,
-
-plus the CUDA context of the training plan and a stated allocator allowance.
-
-Tokens/s: decoding is bound by memory bandwidth: every step reads the weights (4-bit packed data,
-and for 4-bit experts the whole bf16 dequantization written and read again: bitsandbytes'
-parametrization dequantizes the full expert tensor on every forward), the KV cache (and
-``torch.cat`` rewrites it), at :data:`~mixtral_ft.plan.timing.BANDWIDTH_EFFICIENCY` of the peak
-bandwidth. ``batch_size`` rows advance one token per step.
+Peak = weights (+ adapter) + the larger of the simulated prefill of the first (largest) batch and the
+decode at its longest context, plus the CUDA context and an allocator allowance. Decoding is bound by
+memory bandwidth: tokens/s from the bytes each step reads. The composition and its assumptions:
+docs/design/planner.md.
 """
 
 from __future__ import annotations
@@ -26,8 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.errors import UsageError
+from mixtral_ft.plan.arch import load_arch
 from mixtral_ft.plan.gpus import Gpu
-from mixtral_ft.plan.training import CUDA_CONTEXT_GIB, GIB, _resolve_gpu
+from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
+from mixtral_ft.plan.storage import inference_decisions
+from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
+from mixtral_ft.plan.training import CUDA_CONTEXT_GIB, GIB, _largest, _resolve_gpu, report_calibration
+from mixtral_ft.plan.weights import weight_summary
 
 KV_BYTES = 2  # bf16 cache (the hf backend loads in bf16 on CUDA)
 # The caching allocator's rounding and fragmentation at the inference peak: a stated allowance (the
@@ -137,7 +131,7 @@ def _kv_bytes(arch, batch: int, tokens: int) -> float:
 
 
 def _decode_bytes_per_step(weights: dict[str, Any], arch, batch: int, context: float, load_in_4bit: bool) -> float:
-    """Bytes moved by one decode step (see module docstring)."""
+    """Bytes moved by one decode step (docs/design/planner.md)."""
     m = weights["matmul_params"]
     experts, top_k = weights["experts"], weights["top_k"]
     active = min(1.0, batch * top_k / experts) if experts > 1 else 1.0
@@ -157,7 +151,7 @@ def _decode_bytes_per_step(weights: dict[str, Any], arch, batch: int, context: f
 @dataclass
 class _Composer:
     """The parts of the inference peak for one batch size: weights, adapter, and the larger of the
-    prefill and decode phases (see the module docstring)."""
+    prefill and decode phases (docs/design/planner.md)."""
 
     arch: Any
     weights: dict[str, Any]
@@ -170,8 +164,6 @@ class _Composer:
     def _depth_peak(self, b: int) -> dict[str, float]:
         """The prefill's transient at full depth, split by tag: the larger of the first and the last
         layer's forward (see ``measure.PHASES``)."""
-        from mixtral_ft.plan.measure import LA, LB, depth_split, measure_prefill, size_key
-
         sim = measure_prefill(self.arch, self.load_in_4bit, b, self.width, use_cache=self.use_cache)
         entry = sim["sizes"][size_key(b, self.width)]
         at: dict[str, float] = {}
@@ -238,8 +230,6 @@ def _all_rows_hours(
 
 
 def _throughput_notes(step_bytes: float, gpu: Gpu, load_in_4bit: bool, weights: dict[str, Any]) -> list[str]:
-    from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
-
     notes = [
         f"decode is memory-bandwidth bound: {step_bytes / 1e9:.1f} GB moved per step at "
         f"{BANDWIDTH_EFFICIENCY:.0%} of {gpu.bandwidth_gbs:,.0f} GB/s; hours assume every row runs to "
@@ -271,15 +261,7 @@ def plan_inference(
     built-in or cached config, a dict or a ``transformers`` config. ``prompt_lengths``: tokens of
     every prompt of the input file (``None``: one prompt of 1,024 tokens, stated in the notes).
     """
-    from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.storage import inference_decisions
-    from mixtral_ft.plan.timing import BANDWIDTH_EFFICIENCY
-    from mixtral_ft.plan.training import report_calibration
-    from mixtral_ft.plan.weights import weight_summary
-
     if batch_size < 1 or max_new_tokens < 1:
-        from mixtral_ft.errors import UsageError
-
         raise UsageError("--batch-size and --max-new-tokens must be at least 1")
     arch = load_arch(model)
     the_gpu = _resolve_gpu(gpu)
@@ -322,8 +304,6 @@ def plan_inference(
         weight_dtypes=weights["dtypes"],
     )
     if search and not plan.fits and batch > 1:
-        from mixtral_ft.plan.training import _largest
-
         plan.largest_batch_size = _largest(
             lambda b: sum(compose(b)[0].values()) / GIB <= the_gpu.memory_gib, 1, batch - 1
         )

@@ -1,23 +1,10 @@
 """Measurements the planner cannot compute by formula, taken on the CPU in seconds, and cached.
 
-For a training setup (:class:`~mixtral_ft.plan.setup.TrainSetup`) the real model class is built
-at full width with 2 and 3 decoder layers (FakeTensors; :mod:`model_build`), with the loader's
-4-bit storage, Axolotl's dtype casts, real PEFT LoRA, the configured gradient checkpointing and
-attention, and one training step (forward, loss, backward) is run at the planned micro batch and
-sequence length under :mod:`sim`'s instruments. A FakeTensor step costs the same at 512 or 16K
-tokens, so each size is simulated rather than extrapolated; only depth is extrapolated, linearly
-from 2 and 3 layers (every further layer keeps the same tensors as the third; the first one is
-not a model for that, since what the embedding leaves alive is counted once).
-
-For each phase of the step (``forward``; ``head``: final norm, output head, loss and their
-backward; ``layers_backward``: recompute and backward of the decoder layers) the simulator
-records the peak of live bytes and its split into activations, logits, dequantization buffers
-and gradients.
-
-Cache: ``$MIXFT_CACHE/plan`` (default ``~/.cache/mixft/plan``), one JSON file per model and
-settings, holding every size measured so far; the key covers the model config, every setting
-that changes the step and the versions of torch, transformers, peft, bitsandbytes and this
-module's :data:`METHOD_VERSION`.
+For a training setup the real model class is built at full width with 2 and 3 decoder layers
+(:mod:`model_build`) and one training step is run at the planned micro batch and sequence length under
+:mod:`sim`'s instruments; depth is extrapolated linearly. The cache is ``$MIXFT_CACHE/plan`` (default
+``~/.cache/mixft/plan``), keyed by the model config, the settings that change the step, the package
+versions and :data:`METHOD_VERSION`. The method: docs/design/planner.md.
 """
 
 from __future__ import annotations
@@ -25,12 +12,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import warnings
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
+from mixtral_ft.errors import UsageError
+from mixtral_ft.plan.allocator import needed_bytes
 from mixtral_ft.plan.arch import ModelArch
+from mixtral_ft.plan.model_build import build_meta_model, materialize, materialize_fake
+from mixtral_ft.plan.storage import inference_decisions, training_decisions
+from mixtral_ft.util.atomic import atomic_write_text
 
 METHOD_VERSION = 4
 SIM_LAYERS = (2, 3)  # depths simulated; further layers add what the third added
@@ -49,8 +44,6 @@ def cache_dir() -> Path:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for name in _VERSIONED:
         try:
@@ -82,9 +75,20 @@ def _read_cache(key: str) -> dict[str, Any] | None:
         return None
 
 
-def _write_cache(key: str, data: dict[str, Any]) -> None:
-    from mixtral_ft.util.atomic import atomic_write_text
+def _cached(kind: str, arch: ModelArch, settings: dict[str, Any], use_cache: bool) -> tuple[str, dict[str, Any]]:
+    """(cache key, the measurements cached under it, or an empty record to fill) for ``kind`` and ``settings``."""
+    key = cache_key(kind, arch, settings)
+    data = (_read_cache(key) if use_cache else None) or {
+        "method_version": METHOD_VERSION,
+        "settings": settings,
+        "versions": package_versions(),
+        "arch": arch.fingerprint(),
+        "sizes": {},
+    }
+    return key, data
 
+
+def _write_cache(key: str, data: dict[str, Any]) -> None:
     try:
         atomic_write_text(cache_dir() / f"{key}.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     except OSError:
@@ -95,9 +99,6 @@ def _write_cache(key: str, data: dict[str, Any]) -> None:
 def quiet() -> Iterator[None]:
     """Silence the libraries' warnings while measuring (import chatter, the flash-attn dtype cast,
     use_cache vs checkpointing): the plan states its own assumptions."""
-    import logging
-    import warnings
-
     names = ("torch", "torchao", "bitsandbytes", "transformers", "peft", "accelerate")
     levels = {n: logging.getLogger(n).level for n in names}
     for n in names:
@@ -181,13 +182,8 @@ def _axolotl_peft_patch() -> None:
 def build_training_model(arch: ModelArch, setup, layers: int, fake: bool = True):
     """The full-width model of ``setup`` with ``layers`` decoder layers, ready to train: FakeTensors,
     or with ``fake=False`` real tensors (for the tests that check the simulation against a real step)."""
-    import contextlib
-
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from mixtral_ft.plan.model_build import build_meta_model, materialize
-    from mixtral_ft.plan.storage import training_decisions
 
     decisions = training_decisions(setup, arch.model_type)
     overrides = dict(setup.model_config_overrides)
@@ -268,12 +264,10 @@ def unpacked_rows() -> Iterator[None]:
     cannot read them and reports packed sequences, which would build a 4-D mask the GPU run never builds."""
     from transformers import masking_utils
 
-    original = masking_utils.find_packed_sequence_indices
-    masking_utils.find_packed_sequence_indices = lambda position_ids: None
-    try:
+    from mixtral_ft.plan.sim import replaced
+
+    with replaced(masking_utils, find_packed_sequence_indices=lambda position_ids: None):
         yield
-    finally:
-        masking_utils.find_packed_sequence_indices = original
 
 
 def decoder_layers(model) -> list:
@@ -345,9 +339,7 @@ def simulate_training_step(
 ) -> dict[str, Any]:
     """One training step on the fake model: peak bytes per phase and tag, and saved-tensor bytes; with
     ``record``, also the step's allocations and releases in order (``events``)."""
-    import contextlib
 
-    from mixtral_ft.errors import UsageError
     from mixtral_ft.plan.sim import MemoryTracker, SavedTensors, data_free_ops, model_storage_keys
 
     flash = setup.attention_kind == "flash"
@@ -512,8 +504,6 @@ class TrainingSimulator:
     def allocator(self, batch: int, seq: int) -> dict[str, Any]:
         """The full-depth step's live-byte peak and what the caching allocator needs for it
         (:func:`mixtral_ft.plan.allocator.needed_bytes`)."""
-        from mixtral_ft.plan.allocator import needed_bytes
-
         layers = self.arch.num_layers
         model, fake, lora_params, torch = self._model(layers)
         r = simulate_training_step(
@@ -535,14 +525,7 @@ def measure_training(
     """Per-phase peaks at the two simulated depths for each (micro batch, sequence length) in ``sizes``, from
     the cache when measured before. Also the trainable (LoRA) parameter count and dtype."""
     settings = training_settings(setup)
-    key = cache_key("train", arch, settings)
-    data = (_read_cache(key) if use_cache else None) or {
-        "method_version": METHOD_VERSION,
-        "settings": settings,
-        "versions": package_versions(),
-        "arch": arch.fingerprint(),
-        "sizes": {},
-    }
+    key, data = _cached("train", arch, settings, use_cache)
     # An entry measured before the allocator replay existed is measured again.
     missing = [s for s in sizes if "allocator" not in data["sizes"].get(size_key(*s), {})]
     if missing or "lora" not in data:
@@ -599,9 +582,6 @@ def build_inference_model(arch: ModelArch, load_in_4bit: bool, layers: int, attn
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from mixtral_ft.plan.model_build import build_meta_model, materialize_fake
-    from mixtral_ft.plan.storage import inference_decisions
-
     decisions = inference_decisions(load_in_4bit)
     model = build_meta_model(arch, decisions, {"num_hidden_layers": layers}, attn_implementation="eager")
     for module in model.modules():
@@ -619,8 +599,6 @@ def build_inference_model(arch: ModelArch, load_in_4bit: bool, layers: int, attn
 def simulate_prefill(model, fake, torch, vocab: int, batch: int, seq: int, attn: str) -> dict[str, Any]:
     """The prompt forward of ``generate``: left-padded batch with an attention mask, a fresh KV
     cache, logits for the last position only (transformers' ``logits_to_keep=1``), no grad."""
-    import contextlib
-
     from mixtral_ft.plan.sim import MemoryTracker, data_free_ops, model_storage_keys, sdpa_memory_model
 
     with fake:
@@ -647,14 +625,7 @@ def measure_prefill(
 ) -> dict[str, Any]:
     """Prefill peak (per tag) at the two simulated depths for one batch shape, cached like training."""
     settings = {"load_in_4bit": load_in_4bit, "attn": "sdpa"}
-    key = cache_key("prefill", arch, settings)
-    data = (_read_cache(key) if use_cache else None) or {
-        "method_version": METHOD_VERSION,
-        "settings": settings,
-        "versions": package_versions(),
-        "arch": arch.fingerprint(),
-        "sizes": {},
-    }
+    key, data = _cached("prefill", arch, settings, use_cache)
     sk = size_key(batch, seq)
     measured = []
     if sk not in data["sizes"]:

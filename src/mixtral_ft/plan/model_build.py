@@ -1,19 +1,15 @@
 """The real model class of the base model, built without weights, with the loader's decisions.
 
-:func:`build_meta_model` builds ``AutoModelForCausalLM.from_config`` on the meta device (no
-memory, no download) and swaps ``nn.Linear`` for bitsandbytes ``Linear4bit`` with
-transformers' own ``replace_with_bnb_linear`` and ``get_modules_to_not_convert``: the same calls
-``from_pretrained`` makes with a ``BitsAndBytesConfig``. :func:`inventory` lists every tensor the
-loaded model will hold, with its stored bytes under :class:`LoadDecisions`.
-
-:func:`materialize` turns the meta model into one made of ``FakeTensor``s on the CPU (shapes,
-dtypes and storages, no data), quantizing with bitsandbytes' own ops (their fake kernels), so the
-memory simulator (:mod:`mixtral_ft.plan.sim`) runs the real forward and backward on it; or of
-real tensors, for the tests that check a simulated step against a real one.
+:func:`build_meta_model` builds it on the meta device with transformers' own 4-bit module swap;
+:func:`inventory` lists every tensor the loaded model will hold with its stored bytes;
+:func:`materialize` turns it into ``FakeTensor``s (or real tensors, for the tests) on the CPU, quantized
+with bitsandbytes' own ops, for the memory simulator (:mod:`mixtral_ft.plan.sim`).
+docs/design/quantization.md says what is stored how.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,8 +218,6 @@ def materialize(model, decisions: LoadDecisions, fake_mode=None, seed: int = 0):
     (:func:`_linear8bit_weight`); fused experts go through bitsandbytes' ``replace_parameter_4bit``
     exactly as the on-load hooks call it.
     """
-    import contextlib
-
     import bitsandbytes.functional as bf
     import torch
     from bitsandbytes.nn.parametrize import replace_parameter_4bit

@@ -13,20 +13,21 @@ import hashlib
 import json
 from pathlib import Path
 
+from mixtral_ft.data.lengths import char_estimate_from_count, load_tokenizer
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.generate.prompts import chat_messages, rg_prompt
+from mixtral_ft.plan import measure
+from mixtral_ft.tc.prompt import load_template, render_tc_prompt
+from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.jsonl import read_jsonl
 
 
 def _texts(kind: str, path: Path, prompt_style: str, template: Path | None) -> list[tuple[str | None, list | None]]:
     """(raw prompt, chat messages) per row."""
-    from mixtral_ft.generate.prompts import chat_messages, rg_prompt
-    from mixtral_ft.util.jsonl import read_jsonl
-
     out: list[tuple[str | None, list | None]] = []
     problems: list[Problem] = []
     tc_template = None
     if kind == "judge":
-        from mixtral_ft.tc.prompt import load_template, render_tc_prompt
-
         tc_template = load_template(template)
     for lineno, row in enumerate(read_jsonl(path), 1):
         fields = ("context", "question") + (("response",) if kind == "judge" else ())
@@ -60,9 +61,6 @@ def prompt_lengths(
     kind: str, path: Path, model: str, adapter: str | None, prompt_style: str, template: Path | None = None
 ) -> tuple[list[int], str]:
     """Token count of every prompt in ``path`` and how it was counted."""
-    from mixtral_ft.plan import measure
-    from mixtral_ft.util.hashing import sha256_file
-
     tok_dir = tokenizer_source(model, adapter)
     tpl = sha256_file(template) if template else None
     key = (
@@ -85,8 +83,6 @@ def prompt_lengths(
 def _lengths(texts: list[tuple[str | None, list | None]], tok_dir: Path | None) -> tuple[list[int], str]:
     """Token counts of (raw prompt, chat messages) pairs, as the hf backend tokenizes them."""
     if tok_dir is not None:
-        from mixtral_ft.data.lengths import load_tokenizer
-
         tok = load_tokenizer(tok_dir)
         lengths = []
         for raw, messages in texts:
@@ -97,7 +93,6 @@ def _lengths(texts: list[tuple[str | None, list | None]], tok_dir: Path | None) 
                 text = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
                 lengths.append(len(tok(text, add_special_tokens=False)["input_ids"]))
         return lengths, f"tokenizer ({tok_dir})"
-    from mixtral_ft.data.lengths import char_estimate_from_count
 
     return (
         [

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixtral_ft.plan.inference import INFERENCE_PART_LABELS
+from mixtral_ft.plan.training import PART_LABELS
+
 GIB = 2**30
 
 
@@ -44,8 +47,6 @@ def _verdict(plan) -> str:
 
 
 def training_lines(plan) -> list[str]:
-    from mixtral_ft.plan.training import PART_LABELS
-
     s = plan.setup
     d = plan.to_dict()
     head = (
@@ -111,8 +112,6 @@ def _time_lines(plan) -> list[str]:
 
 
 def inference_lines(plan) -> list[str]:
-    from mixtral_ft.plan.inference import INFERENCE_PART_LABELS
-
     lines = [
         f"plan: {plan.model} {'in 4-bit ' if plan.load_in_4bit else 'in bf16 '}on {plan.gpu.label}",
         f"  batch {plan.batch_size} (first batch: longest prompt {plan.longest_prompt:,} tokens) + "

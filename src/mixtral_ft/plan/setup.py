@@ -1,7 +1,7 @@
 """What a rendered Axolotl config decides about memory and time, read once into typed fields.
 
-Every default here is Axolotl 0.19.0's own (cited), so a key the config leaves out is planned
-as Axolotl would run it, not as ``None``. Pure Python: no torch, no Axolotl import.
+A key the config leaves out is read as Axolotl 0.21.0's default (cited at ``setup_from_config``),
+so it is planned as Axolotl would run it, not as ``None``. Pure Python: no torch, no Axolotl import.
 """
 
 from __future__ import annotations
@@ -113,9 +113,9 @@ def _bool(v: Any) -> bool:
 
 
 def _attention(cfg: dict[str, Any]) -> str:
-    """Axolotl 0.19 rewrites the deprecated flags into ``attn_implementation``
-    (``utils/schemas/config.py`` ~1546-1593): flash_attention -> flash_attention_2, sdp_attention
-    -> sdpa, eager_attention -> eager; with none set transformers picks sdpa."""
+    """Axolotl 0.21 rewrites the deprecated flags into ``attn_implementation``
+    (``utils/schemas/config.py:1643-1692``, ``utils/schemas/enums.py:127-135``): flash_attention ->
+    flash_attention_2, sdp_attention -> sdpa, eager_attention -> eager; with none set transformers picks sdpa."""
     impl = cfg.get("attn_implementation")
     if impl:
         return str(impl)
@@ -161,7 +161,14 @@ def setup_from_config(
     cfg: dict[str, Any], world_size: int = 1, on_gpu: bool = True, casts: str = "axolotl"
 ) -> TrainSetup:
     """Read a rendered config (``RenderedConfig.values``). Raises ``ConfigError`` for what cannot be planned.
-    ``casts``: the stack's post-load dtype casts (:data:`CASTS`; mixft's own runs are Axolotl's)."""
+    ``casts``: the stack's post-load dtype casts (:data:`CASTS`; mixft's own runs are Axolotl's).
+
+    Axolotl 0.21.0's defaults for what is left out: ``sequence_len`` 512 (``utils/schemas/config.py:706-711``),
+    ``excess_length_strategy`` drop (``utils/data/utils.py:347``), ``micro_batch_size`` and
+    ``gradient_accumulation_steps`` 1 (``utils/schemas/training.py:111-119``), ``num_epochs`` 1
+    (``training.py:307``), ``optimizer`` adamw_torch_fused (``training.py:162-165``), ``lora_dropout`` 0
+    (``utils/schemas/peft.py:96``). ``lora_r``, which Axolotl leaves unset, is PEFT's 8
+    (``peft/tuners/lora/config.py:632``); ``lora_alpha`` (16 when unset) changes no memory."""
     if casts not in CASTS:
         raise ConfigError(f"casts: {casts!r} is not one of {', '.join(CASTS)}")
     base = cfg.get("base_model")
@@ -192,9 +199,10 @@ def setup_from_config(
     dtype, autocast = _compute_dtype(cfg, on_gpu)
     gc = cfg.get("gradient_checkpointing")
     gc_kwargs = cfg.get("gradient_checkpointing_kwargs") or {}
-    # Axolotl's default when gradient checkpointing is on and no kwargs are given:
-    # {"use_reentrant": True} (axolotl/utils/config/__init__.py ~395-401).
-    use_reentrant = bool(gc_kwargs.get("use_reentrant", True)) if gc else False
+    deepspeed_stage = _deepspeed_stage(cfg.get("deepspeed"))
+    # Axolotl 0.21's default when gradient checkpointing is on and no use_reentrant is given: non-reentrant,
+    # reentrant under ZeRO-3 (axolotl/utils/config/__init__.py:470-483, normalize_config).
+    use_reentrant = bool(gc_kwargs.get("use_reentrant", deepspeed_stage == 3)) if gc else False
     model_config = cfg.get("model_config") or cfg.get("overrides_of_model_config") or {}
     return TrainSetup(
         base_model=str(base),
@@ -211,15 +219,15 @@ def setup_from_config(
         use_reentrant=use_reentrant,
         attn_implementation=_attention(cfg),
         experts_implementation=cfg.get("experts_implementation"),
-        sequence_len=int(cfg.get("sequence_len") or 2048),
+        sequence_len=int(cfg.get("sequence_len") or 512),
         micro_batch_size=int(cfg.get("micro_batch_size") or 1),
         gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps") or 1),
         sample_packing=_bool(cfg.get("sample_packing")),
         pad_to_sequence_len=_bool(cfg.get("pad_to_sequence_len")),
         num_epochs=float(cfg.get("num_epochs") or 1),
         max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else None,
-        optimizer=str(cfg.get("optimizer") or "adamw_torch"),
-        deepspeed_stage=_deepspeed_stage(cfg.get("deepspeed")),
+        optimizer=str(cfg.get("optimizer") or "adamw_torch_fused"),
+        deepspeed_stage=deepspeed_stage,
         deepspeed_config=str(cfg["deepspeed"]) if cfg.get("deepspeed") else None,
         world_size=max(1, int(world_size)),
         lora_qkv_kernel=_bool(cfg.get("lora_qkv_kernel")),

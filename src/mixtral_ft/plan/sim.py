@@ -1,22 +1,10 @@
 """Run the real forward and backward on tensors without data, and count the bytes they hold.
 
-The model (real class, real PEFT LoRA, real bitsandbytes 4-bit storage; :mod:`model_build`) is
-made of ``FakeTensor``s on the CPU: every op computes shapes, dtypes and storages, not values,
-so a full-width Mixtral layer at 16K tokens costs milliseconds. Two instruments watch it:
-
-- :class:`MemoryTracker`, a ``TorchDispatchMode``, sees every storage an op allocates and, through
-  a weak-reference finalizer, when it is freed: the live bytes and their peak per phase, exactly
-  as the CUDA caching allocator would count "allocated" bytes (no block rounding, no cache);
-- ``torch.autograd.graph.saved_tensors_hooks`` records every tensor autograd saves for backward
-  (deduplicated by storage, parameters excluded): the activations each layer keeps.
-
-CPU autocast (bf16) stands in for the CUDA autocast of a bf16 run: both cast ``linear``/``matmul``
-/``bmm``/attention to bf16, and the ops the two lists treat differently are ones this code already
-runs in float32 (RMSNorm statistics, the router softmax, the loss). Flash-attention kernels cannot
-run on a CPU: :class:`FlashAttnMemoryModel` allocates and saves exactly what flash-attn 2.8's
-``flash_attn_varlen_func`` does (``flash_attn/flash_attn_interface.py``; ``csrc/flash_attn/
-flash_api.cpp`` ``mha_varlen_fwd``/``mha_varlen_bwd``) and is put where transformers' flash path
-calls the kernel, so everything around it (the layout copies, the dtype casts) is the real code.
+The model is made of ``FakeTensor``s on the CPU (shapes, dtypes and storages, no values), so a
+full-width layer at 16K tokens costs milliseconds. :class:`MemoryTracker` counts the live bytes every op
+allocates and frees, per phase; :class:`SavedTensors` records what autograd keeps for backward; stand-ins
+allocate exactly what CUDA-only kernels (flash attention, grouped matmuls, int8 matmul, Cut Cross Entropy)
+would. How each stand-in follows its kernel: docs/design/planner.md.
 """
 
 from __future__ import annotations
@@ -29,11 +17,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
 TAGS = ("activations", "logits", "dequant", "grads")
 _FORCED_TAG: list[str] = []  # the tag of every allocation inside ``tagged(...)`` (a stack)
+
+
+@contextlib.contextmanager
+def replaced(owner: Any, **values: Any) -> Iterator[None]:
+    """Set attributes of ``owner`` (a module) for the block, and put the originals back after it (an
+    attribute that was missing comes back as None, as transformers declares its lazy globals)."""
+    saved = {name: getattr(owner, name, None) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(owner, name, value)
 
 
 @contextlib.contextmanager
@@ -274,33 +277,18 @@ def flash_attention_model(implementation: str = "flash_attention_2") -> Iterator
     """Make transformers' flash path call :class:`FlashAttnMemoryModel` for ``implementation``."""
     import transformers.modeling_flash_attention_utils as fa
 
-    names = (
-        "_loaded_implementation",
-        "_flash_fn",
-        "_flash_varlen_fn",
-        "_flash_with_kvcache_fn",
-        "_pad_fn",
-        "_unpad_fn",
-        "_process_flash_kwargs_fn",
-    )
-    saved = {n: getattr(fa, n, None) for n in names}
     # transformers declares these module globals as None until its lazy import sets them: set them the same way
-    patch = {
-        "_loaded_implementation": implementation,
-        "_flash_fn": flash_attn_func,
-        "_flash_varlen_fn": flash_attn_varlen_func,
-        "_flash_with_kvcache_fn": None,
-        "_pad_fn": fa._pad_input,
-        "_unpad_fn": fa._unpad_input,
-        "_process_flash_kwargs_fn": fa._lazy_define_process_function(flash_attn_varlen_func),
-    }
-    for n, v in patch.items():
-        setattr(fa, n, v)
-    try:
+    with replaced(
+        fa,
+        _loaded_implementation=implementation,
+        _flash_fn=flash_attn_func,
+        _flash_varlen_fn=flash_attn_varlen_func,
+        _flash_with_kvcache_fn=None,
+        _pad_fn=fa._pad_input,
+        _unpad_fn=fa._unpad_input,
+        _process_flash_kwargs_fn=fa._lazy_define_process_function(flash_attn_varlen_func),
+    ):
         yield
-    finally:
-        for n, v in saved.items():
-            setattr(fa, n, v)
 
 
 class GroupedMmFallbackMemoryModel(torch.autograd.Function):
@@ -327,14 +315,13 @@ def data_free_ops() -> Iterator[None]:
     ``torch.nn.functional.grouped_mm``'s fake kernel accepts bf16 only, and transformers' fallback
     for other dtypes reads the group offsets in backward, so float32/float16 experts go through
     :class:`GroupedMmFallbackMemoryModel`, the fallback's allocations without its loop."""
-    import torch.nn.functional as F
-
     try:
         from transformers.integrations import moe
     except ImportError:
         original_gmm = None
     else:
         original_gmm = getattr(moe, "_grouped_mm", None)
+    grouped: contextlib.AbstractContextManager = contextlib.nullcontext()
     if original_gmm is not None:
 
         def grouped_mm(input, weight, offs):
@@ -342,10 +329,7 @@ def data_free_ops() -> Iterator[None]:
                 return original_gmm(input, weight, offs)
             return GroupedMmFallbackMemoryModel.apply(input.to(weight.dtype), weight, offs)
 
-        moe._grouped_mm = grouped_mm
-
-    original = F.one_hot
-    original_bincount = torch.bincount
+        grouped = replaced(moe, _grouped_mm=grouped_mm)
 
     def bincount(x, weights=None, minlength=0):
         if not minlength:
@@ -359,15 +343,8 @@ def data_free_ops() -> Iterator[None]:
         out = torch.zeros(*x.shape, num_classes, dtype=torch.int64, device=x.device)
         return out.scatter_(-1, x.unsqueeze(-1), 1)
 
-    F.one_hot = one_hot
-    torch.bincount = bincount
-    try:
+    with grouped, replaced(F, one_hot=one_hot), replaced(torch, bincount=bincount):
         yield
-    finally:
-        F.one_hot = original
-        torch.bincount = original_bincount
-        if original_gmm is not None:
-            moe._grouped_mm = original_gmm
 
 
 class SdpaMemoryModel(torch.autograd.Function):
@@ -396,20 +373,14 @@ class SdpaMemoryModel(torch.autograd.Function):
 @contextlib.contextmanager
 def sdpa_memory_model() -> Iterator[None]:
     """Route ``torch.nn.functional.scaled_dot_product_attention`` through :class:`SdpaMemoryModel`."""
-    import torch.nn.functional as F
-
-    original = F.scaled_dot_product_attention
 
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
             return SdpaMemoryModel.apply(query, key, value, attn_mask)
         return torch.empty(*query.shape[:-1], value.shape[-1], dtype=query.dtype, device=query.device)
 
-    F.scaled_dot_product_attention = sdpa
-    try:
+    with replaced(F, scaled_dot_product_attention=sdpa):
         yield
-    finally:
-        F.scaled_dot_product_attention = original
 
 
 # ----------------------------------------------------------------------------- LLM.int8 and Cut Cross Entropy
@@ -464,18 +435,13 @@ def int8_matmul_model() -> Iterator[None]:
     :class:`Int8MatmulMemoryModel`; on a CPU bitsandbytes would take its CPU path (``MatMul8bitFp``)."""
     import bitsandbytes as bnb
 
-    original = bnb.matmul
-
     def matmul(A, B, out=None, state=None, threshold=0.0, bias=None):
         if threshold > 0.0:
             state.threshold = threshold
         return Int8MatmulMemoryModel.apply(A, B, bias, state)
 
-    bnb.matmul = matmul
-    try:
+    with replaced(bnb, matmul=matmul):
         yield
-    finally:
-        bnb.matmul = original
 
 
 class CutCrossEntropyMemoryModel(torch.autograd.Function):

@@ -1,39 +1,9 @@
 """How the loader stores every tensor: 4-bit or not, and in which dtype. Pure Python.
 
-These are the loader's decisions, not a second opinion:
-
-- which ``nn.Linear`` modules become bitsandbytes ``Linear4bit``: transformers' own
-  ``replace_with_bnb_linear`` with ``get_modules_to_not_convert`` (applied to the meta model in
-  :mod:`mixtral_ft.plan.model_build`), so the output head and tied weights stay unquantized;
-- which fused expert tensors are 4-bit: :func:`mixtral_ft.models.quant.is_fused_expert`, the
-  rule of Axolotl's ``quantize_moe_experts`` and of mixft's inference loader;
-- the bitsandbytes settings: Axolotl's QLoRA ``BitsAndBytesConfig`` for training (nf4, double
-  quantization, ``bnb_4bit_quant_storage=bfloat16``: ``axolotl/loaders/model.py`` ~801-810) and
-  :class:`mixtral_ft.models.quant.FourBitSpec` for inference (uint8 storage); the experts use
-  ``replace_parameter_4bit`` defaults (uint8 storage, blocksize 64);
-- the dtype casts Axolotl 0.19 applies after loading for training without FSDP
-  (``ModelLoader._configure_embedding_dtypes``, ``axolotl/loaders/model.py`` ~435-490, with
-  ``_convert_embedding_modules_dtype`` ~1153-1175), in their order:
-
-  1. before PEFT's preparation: modules named ``*norm*`` and ``*.gate`` (the router) and the
-     embedding modules (``embed_tokens``/``lm_head``; ``loaders/utils.py``
-     ``get_linear_embedding_layers``) go to float32 (the embeddings stay as loaded with
-     ``load_in_4bit`` + ``embeddings_skip_upcast``);
-  2. PEFT's ``prepare_model_for_kbit_training`` (run for 4/8-bit adapters unless the MoE experts
-     were quantized on load, ``axolotl/loaders/model.py`` ~1116-1151) casts every remaining 16-bit
-     parameter to float32 (``peft/utils/other.py`` ~198-202; int8 and 4-bit weights are left alone);
-  3. for a LoRA/QLoRA adapter (``needs_fa2_dtype``), an attention kernel that needs the cast
-     (``attn_needs_dtype_cast``: not eager/sdpa) or Cut Cross Entropy, ``should_convert`` casts the
-     ``*norm*`` modules and the embedding modules back to the training dtype (``cfg.torch_dtype``).
-     So a QLoRA run trains with bf16 norms, embeddings and head, and a float32 router (cast in
-     step 1 only);
-- ``load_in_8bit``: transformers' ``replace_with_bnb_linear`` makes the linears bitsandbytes
-  ``Linear8bitLt`` (LLM.int8): an int8 weight (1 byte per value) and a float32 scale per output
-  row (``SCB``), as :func:`int8_stored_bytes` counts them.
-
-:func:`nf4_stored_bytes` is bitsandbytes' storage layout for one 4-bit tensor (packed data,
-absmax, nested absmax, code tables), counted exactly as :func:`mixtral_ft.models.quant.stored_bytes`
-counts a loaded model; ``tests/test_plan_weights.py`` checks the two agree on a real 4-bit load.
+These are the loaders' decisions, not a second opinion: Axolotl's QLoRA settings and its post-load dtype
+casts for training (:func:`training_decisions`), mixft's hf backend for inference
+(:func:`inference_decisions`), and bitsandbytes' storage layout of a 4-bit or 8-bit tensor. Each rule,
+with the file and line it is read from: docs/design/quantization.md.
 """
 
 from __future__ import annotations
@@ -98,7 +68,7 @@ class LoadDecisions:
     linear_storage: str = "uint8"  # bnb_4bit_quant_storage of the linears
     experts_storage: str = "uint8"  # replace_parameter_4bit's default
     linear_8bit: bool = False  # nn.Linear -> bitsandbytes Linear8bitLt (load_in_8bit)
-    upcast_norms_router_embeddings: bool = False  # Axolotl's first cast (step 1 of the module docstring)
+    upcast_norms_router_embeddings: bool = False  # Axolotl's first cast (step 1, docs/design/quantization.md)
     skip_embedding_upcast: bool = False  # load_in_4bit + embeddings_skip_upcast: no embedding module is cast
     kbit_prepare_fp32: bool = False  # PEFT prepare_model_for_kbit_training's fp32 cast (step 2)
     recast_norms_embeddings: bool = False  # Axolotl's cast back to the training dtype (step 3)
@@ -125,7 +95,7 @@ class LoadDecisions:
 
 
 def training_decisions(setup, model_type: str = "") -> LoadDecisions:
-    """The decisions Axolotl 0.19.0 makes for a training config (:class:`TrainSetup`) and model type; with
+    """The decisions Axolotl 0.21.0 makes for a training config (:class:`TrainSetup`) and model type; with
     ``setup.casts`` "peft" or "trl", the casts of those stacks instead of Axolotl's (``plan.setup.CASTS``)."""
     q4 = setup.adapter == "qlora" and setup.load_in_4bit
     q8 = bool(setup.adapter) and setup.load_in_8bit and not setup.load_in_4bit

@@ -1,36 +1,10 @@
-"""Step time and hours: FLOPs (recompute included) at a stated, calibrated MFU, plus the
-memory-bound dequantization of 4-bit weights.
+"""Step time and hours: FLOPs (recompute included) at a stated, calibrated MFU, plus the memory-bound
+dequantization of 4-bit weights.
 
-FLOPs of one micro batch of ``T`` token slots (``P``: matmul parameters one token goes through,
-experts scaled by top-k / experts, output head apart; ``A``: attention FLOPs):
-
-- forward: ``2*T*(P_layers + P_head) + A_fwd`` with ``A_fwd = 4 * heads * head_dim * sum(len^2)/2``
-  over the packed sequences (causal: half the score matrix; QK^T and AV, two FLOPs per MAC);
-- backward: with frozen base weights (LoRA/QLoRA) only input gradients are computed through the
-  base matmuls: ``2*T*(P_layers + P_head)`` more; a full fine-tune would add the weight gradients
-  (another ``2*T*P``). The LoRA factors' own FLOPs are below 1% and left out. Attention backward
-  is 2.5x its forward (FlashAttention-2 recomputes the scores: 5 matmuls instead of 2);
-- recompute: gradient checkpointing runs each decoder layer's forward again in backward:
-  ``2*T*P_layers + A_fwd``.
-
-Time per micro batch = FLOPs / (peak bf16 TFLOPs * MFU) + dequantization bytes / (bandwidth * 0.7):
-each 4-bit expert tensor is dequantized to bf16 in every forward pass of its layer (once per
-forward, once more per recompute), reading 0.5 and writing 2 bytes per value.
-
-Two MFUs, each calibrated on published runs and used for the models like them:
-
-- **MoE** (Mixtral): the reference report's two runs on one A100-80GB (RG 6.5 h, TC 14 h, 5 epochs,
-  micro batch 4, packing): :data:`REPORT_RUNS` states the token counts assumed for its data, which
-  is not available (2,100 RG training rows; ~4,100 TC rows), and :func:`calibrate_mfu` shows the
-  arithmetic. Grouped expert matmuls and per-expert dequantization keep it low.
-- **dense** (Llama, Mistral, Qwen ...): fitted on LLaMA-Factory's published QLoRA throughput of
-  Llama-2-7B on one A100 40GB (:data:`DENSE_FIT`, four lengths, 1K-32K) and checked on two runs of
-  another stack and card that are left out of the fit (:data:`DENSE_HELD_OUT`, fsdp_qlora on RTX 4090s);
-  :func:`calibrate_dense_mfu` reports the error on both. Dense models ran 1.2-2.6x faster than the
-  MoE MFU plans them.
-
-The same MFU is assumed on every GPU of the table: newer GPUs usually reach a lower MFU with these
-kernels, so their hours are optimistic.
+:func:`micro_batch_cost` counts one micro batch; :func:`calibrate_mfu` (MoE, from the reference
+report's runs) and :func:`calibrate_dense_mfu` (dense models, fitted on published throughput and checked
+on held-out runs) give the MFUs and show their arithmetic. The formulas and the calibration data:
+docs/design/planner.md.
 """
 
 from __future__ import annotations
@@ -74,7 +48,7 @@ def micro_batch_cost(
     checkpointing: bool,
     frozen_base: bool = True,
 ) -> StepCost:
-    """FLOPs and dequantization bytes of one micro batch (see module docstring).
+    """FLOPs and dequantization bytes of one micro batch (docs/design/planner.md).
 
     ``attention_pairs`` is the sum of squared sequence lengths in the micro batch."""
     matmul = weights["matmul_params"]

@@ -1,28 +1,14 @@
-"""Token counts of a prepared training split, and how Axolotl batches them.
+"""Token counts of a prepared training split, and how Axolotl batches them into micro batches.
 
-Every row of ``DATA/train.jsonl`` is tokenized as Axolotl 0.19.0 builds it
-(:class:`mixtral_ft.data.lengths.AxolotlInstructionTokenizer`: ``context_qa.load_v2`` for RG, the
-``prompt``/``completion`` type for TC) with the base model's tokenizer when the base model is a
-local directory; otherwise 4 characters per token, labelled as an estimate. Rows longer than
-``sequence_len`` are dropped (``excess_length_strategy: drop``, Axolotl's default) or cut
-(``truncate``).
-
-Batching follows Axolotl's trainer:
-
-- with ``sample_packing`` and an attention that supports packing (flash), one micro batch is one
-  bin of ``micro_batch_size * sequence_len`` tokens (``multipack_real_batches`` false,
-  ``axolotl/core/trainers/base.py`` ~155-164; ``core/builders/causal.py`` ~278-281), filled
-  first-fit in the sampler's shuffled order (``pack_group`` in ``axolotl/utils/samplers/
-  multipack.py``; at most 200 rows per bin); with other attention, ``micro_batch_size`` bins of
-  ``sequence_len`` tokens, the last incomplete batch dropped;
-- without packing, ``micro_batch_size`` rows per micro batch, padded to ``sequence_len`` with
-  ``pad_to_sequence_len`` or else to the longest row of the batch.
-
-Counts are cached by the file's SHA-256, the tokenizer and the sequence length.
+Rows are tokenized as Axolotl builds them (``data.lengths.AxolotlInstructionTokenizer``) with the base
+model's tokenizer when it is a local directory, else estimated; rows Axolotl drops as too long are left
+out. Counts are cached by the file's SHA-256, the tokenizer and the sequence length. Axolotl's
+tokenization, filtering and packing, with file and line: docs/design/tokenization.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -30,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.data.lengths import AxolotlInstructionTokenizer, char_estimate
+from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
 from mixtral_ft.errors import UsageError
+from mixtral_ft.plan import measure
+from mixtral_ft.util.hashing import sha256_file
+from mixtral_ft.util.jsonl import read_jsonl
 
 PACK_SEED = 42  # Axolotl's default seed; the shuffled order only moves the bin count by a few
 MAX_ROWS_PER_BIN = 200  # sample_packing_bin_size default (axolotl/utils/schemas/config.py ~706)
@@ -76,8 +67,6 @@ class DataTokens:
 
 
 def _pairs(task: str, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    from mixtral_ft.data.prompts import context_qa_v2_prompt, context_qa_v2_response
-
     if task == "rg":
         return [
             (
@@ -100,9 +89,6 @@ def tokenizer_dir(base_model: str) -> Path | None:
 
 
 def _tokens_cache_key(path: Path, task: str, tok_dir: Path | None, sequence_len: int) -> str:
-    import hashlib
-
-    from mixtral_ft.util.hashing import sha256_file
 
     body = [sha256_file(path), task, str(tok_dir.resolve()) if tok_dir else None, sequence_len]
     return "tokens-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
@@ -111,14 +97,9 @@ def _tokens_cache_key(path: Path, task: str, tok_dir: Path | None, sequence_len:
 def _row_lengths(task: str, path: Path, tok_dir: Path | None) -> dict[str, Any]:
     """Every row's token length (untruncated, so over-long rows show their real length): tokenized as
     Axolotl builds the row when ``tok_dir`` holds the tokenizer, else estimated from its characters."""
-    from mixtral_ft.data.lengths import char_estimate
-    from mixtral_ft.util.jsonl import read_jsonl
-
     pairs = _pairs(task, list(read_jsonl(path)))
     trained = None
     if tok_dir is not None:
-        from mixtral_ft.data.lengths import AxolotlInstructionTokenizer
-
         tok = AxolotlInstructionTokenizer(tok_dir, 10**9)
         lengths, trained = [], 0
         for i in range(0, len(pairs), 256):
@@ -163,8 +144,6 @@ def count_tokens(
     use_cache: bool = True,
 ) -> DataTokens:
     """Token lengths of ``data_dir/train.jsonl`` as Axolotl will see them."""
-    from mixtral_ft.plan import measure
-
     path = Path(data_dir) / "train.jsonl"
     if not path.exists():
         raise UsageError(f"{path}: not found; `mixft prepare {task} --out {data_dir}` writes train.jsonl")

@@ -1,39 +1,40 @@
 """The training plan: peak GPU memory per device with its parts, whether it fits, and the hours.
 
-Peak = persistent state + the largest transient of one training step + a stated overhead:
-
-- persistent: the weights as loaded (:mod:`weights`), the trainable LoRA parameters, their
-  gradients (counted whole for the whole step: with gradient accumulation they live across
-  micro batches) and the optimizer state (:func:`optimizer_bytes`);
-- transient: per phase of the step (forward; output head + loss; decoder layers' recompute and
-  backward), the live bytes of the simulated step (:mod:`measure`) split into activations,
-  logits/loss and dequantization buffers; the peak phase counts;
-- overhead: :data:`CUDA_CONTEXT_GIB` (what no simulation on the CPU can see; docs/planning.md says how
-  it is bounded) and the caching allocator's rounding and fragmentation, replayed on the full-depth
-  step (:mod:`allocator`).
-
-``fits`` is decided on the peak raised by the planner's measured error band for the kind of run
-(:mod:`band`): ``peak_high_gib`` must be at most the card's memory.
-
-ZeRO-2 (the multi-gpu profile) shards gradients and optimizer state over the ranks and leaves
-every rank a full copy of the frozen weights; ZeRO-3 would shard the weights too, but mixft
-refuses it for Mixtral, so the plan keeps them whole and says so.
+Peak = persistent state (weights, LoRA parameters, gradients, optimizer state) + the largest transient of
+one simulated training step + the CUDA context and the caching allocator's overhead. ``fits`` is decided
+on the peak raised by the measured error band (:mod:`band`). How each part is counted:
+docs/design/planner.md.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mixtral_ft.plan.band import Band
+from mixtral_ft.plan.arch import load_arch
+from mixtral_ft.plan.band import Band, band_for
 from mixtral_ft.plan.expert_lora import PARTS as EXPERT_LORA_PARTS
 from mixtral_ft.plan.expert_lora import expert_lora_parts, simulated_setup
-from mixtral_ft.plan.gpus import GPUS, Gpu, gpu_by_name
-
-if TYPE_CHECKING:
-    from mixtral_ft.plan.measure import TrainingSimulator
+from mixtral_ft.plan.gpus import GPUS, Gpu, custom_gpu, gpu_by_name
+from mixtral_ft.plan.measure import (
+    LA,
+    LB,
+    SIM_LAYERS,
+    TrainingSimulator,
+    at_depth,
+    measure_training,
+    saved_per_layer,
+    simulator_for,
+    size_key,
+)
+from mixtral_ft.plan.setup import TrainSetup, setup_from_config
+from mixtral_ft.plan.storage import DTYPE_BYTES, training_decisions
+from mixtral_ft.plan.timing import DENSE_MODEL, arch_dims, calibrate_dense_mfu, calibrate_mfu, micro_batch_cost
+from mixtral_ft.plan.tokens import batching, count_tokens
+from mixtral_ft.plan.weights import weight_summary
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.6  # CUDA context, cuBLAS/cuDNN handles and loaded kernels (see docs/planning.md)
@@ -234,8 +235,6 @@ class TrainingPlan:
 
 
 def _resolve_gpu(gpu: Gpu | str | float | None) -> Gpu:
-    from mixtral_ft.plan.gpus import custom_gpu
-
     if isinstance(gpu, Gpu):
         return gpu
     if isinstance(gpu, (int, float)):
@@ -254,10 +253,6 @@ class _Planner:
     """Memory arithmetic for one setup; sizes can vary (the micro batch / sequence searches)."""
 
     def __init__(self, arch, setup, use_cache: bool):
-        from mixtral_ft.plan.band import band_for
-        from mixtral_ft.plan.storage import training_decisions
-        from mixtral_ft.plan.weights import weight_summary
-
         self.expert_lora = expert_lora_parts(arch, setup, optimizer_bytes)  # hook: plan/expert_lora.py
         self.arch, self.setup, self.use_cache = arch, simulated_setup(setup), use_cache
         self.decisions = training_decisions(setup, arch.model_type)
@@ -267,15 +262,11 @@ class _Planner:
         self.measured: dict[str, Any] = {}
 
     def simulator(self) -> TrainingSimulator:
-        from mixtral_ft.plan.measure import simulator_for
-
         if self._sim is None:
             self._sim = simulator_for(self.arch, self.setup)
         return self._sim
 
     def measurement(self, batch: int, seq: int) -> dict[str, Any]:
-        from mixtral_ft.plan.measure import measure_training, size_key
-
         data = measure_training(
             self.arch,
             self.setup,
@@ -287,9 +278,6 @@ class _Planner:
         return data["sizes"][size_key(batch, seq)] | {"_lora": data["lora"]}
 
     def parts(self, batch: int, seq: int) -> tuple[dict[str, float], str, dict[str, float], dict[str, Any]]:
-        from mixtral_ft.plan.measure import LA, LB, at_depth
-        from mixtral_ft.plan.storage import DTYPE_BYTES
-
         entry = self.measurement(batch, seq)
         layers = self.arch.num_layers
         w = self.weights["parts"]
@@ -346,9 +334,6 @@ class _LazySimulator:
 def _at_depth_list(first: list[int], second: list[int], layers: int) -> list[int]:
     """Tensor sizes at ``layers`` layers: the deeper simulated list plus a copy of what its last layer
     added for every further layer."""
-    from collections import Counter
-
-    from mixtral_ft.plan.measure import SIM_LAYERS
 
     extra = Counter(second) - Counter(first)
     out = list(second)
@@ -396,9 +381,6 @@ def plan_training(
     loading (:data:`mixtral_ft.plan.setup.CASTS`; ``mixft train`` runs Axolotl's), for planning runs of
     other stacks.
     """
-    from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.setup import setup_from_config
-
     values = _config_values(config)
     setup = setup_from_config(values, world_size=gpus, on_gpu=True, casts=casts)
     arch = load_arch(model if model is not None else setup.base_model)
@@ -406,7 +388,6 @@ def plan_training(
     planner = _Planner(arch, setup, use_cache)
     parts, peak_phase, phases, extra = planner.parts(setup.micro_batch_size, setup.sequence_len)
     entry = extra["entry"]
-    from mixtral_ft.plan.measure import saved_per_layer
 
     saved = saved_per_layer(entry)
     tokens = setup.tokens_per_micro_batch
@@ -477,9 +458,6 @@ def _guess_task(values: dict[str, Any]) -> str:
 
 
 def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weights: dict[str, Any]) -> None:
-    from mixtral_ft.plan.timing import arch_dims, micro_batch_cost
-    from mixtral_ft.plan.tokens import batching, count_tokens
-
     data = count_tokens(task, data_dir, setup.base_model, setup.sequence_len, setup.excess_length_strategy)
     b = batching(data, setup)
     calib = report_calibration() if arch.is_moe else dense_calibration()
@@ -526,12 +504,6 @@ def _add_time(plan: TrainingPlan, arch, setup, data_dir: Path, task: str, weight
 
 def report_calibration(use_cache: bool = True) -> dict[str, Any]:
     """The MFU calibrated on the reference report (Mixtral-8x7B QLoRA, the shipped RG config's settings)."""
-    from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.setup import TrainSetup
-    from mixtral_ft.plan.storage import training_decisions
-    from mixtral_ft.plan.timing import calibrate_mfu
-    from mixtral_ft.plan.weights import weight_summary
-
     arch = load_arch("mistralai/Mixtral-8x7B-Instruct-v0.1")
     setup = TrainSetup(base_model=arch.name, adapter="qlora", load_in_4bit=True, quantize_moe_experts=True)
     weights = weight_summary(arch, training_decisions(setup, arch.model_type), {}, use_cache=use_cache)
@@ -541,12 +513,6 @@ def report_calibration(use_cache: bool = True) -> dict[str, Any]:
 def dense_calibration(use_cache: bool = True) -> dict[str, Any]:
     """The MFU for dense models (:func:`mixtral_ft.plan.timing.calibrate_dense_mfu`): fitted on published
     Llama-2-7B QLoRA throughput, with the error on held-out runs."""
-    from mixtral_ft.plan.arch import load_arch
-    from mixtral_ft.plan.setup import TrainSetup
-    from mixtral_ft.plan.storage import training_decisions
-    from mixtral_ft.plan.timing import DENSE_MODEL, calibrate_dense_mfu
-    from mixtral_ft.plan.weights import weight_summary
-
     arch = load_arch(DENSE_MODEL)
 
     def weights_for(load_in_4bit: bool) -> dict[str, Any]:

@@ -10,17 +10,18 @@ The result is cached beside the activation measurements (:mod:`mixtral_ft.plan.m
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from mixtral_ft.plan import measure
 from mixtral_ft.plan.arch import ModelArch
+from mixtral_ft.plan.model_build import build_meta_model, inventory
 from mixtral_ft.plan.storage import LoadDecisions
 
 
 def decisions_key(decisions: LoadDecisions) -> dict[str, Any]:
     """The decisions as a cache key; a field added later is left out at its default, so keys made before
     it existed stay valid."""
-    from dataclasses import asdict
-
     key = asdict(decisions)
     if not key["recast_embeddings_only"]:
         del key["recast_embeddings_only"]
@@ -77,14 +78,11 @@ def weight_summary(
     arch: ModelArch, decisions: LoadDecisions, overrides: dict[str, Any] | None = None, use_cache: bool = True
 ) -> dict[str, Any]:
     """Bytes per part of the loaded model (cached per architecture and decisions)."""
-    from mixtral_ft.plan import measure
-
     key = measure.cache_key("weights", arch, {"decisions": decisions_key(decisions), "overrides": overrides or {}})
     if use_cache:
         cached = measure._read_cache(key)
         if cached is not None:
             return cached
-    from mixtral_ft.plan.model_build import build_meta_model, inventory
 
     with measure.quiet():
         model = build_meta_model(arch, decisions, overrides)

@@ -1,16 +1,10 @@
-"""Disk partitions that keep memory flat on inputs of any size.
+"""Disk partitions that keep memory flat on inputs of any size, under a directory the caller owns (the
+output's staging directory); readers hold at most one bucket or partition in memory.
 
-- ``KeyedBuckets``: an external sort by a 64-bit key. Lines (``Keyed``: key, tie, place, meta,
-  payload) start with the key in 16 hex digits and go to the bucket of the key's top bits, so
-  bucket 0 holds the smallest keys; reading the buckets in order and sorting each one in memory
-  (``iter_sorted_bucket_lines``) yields every line in key order. Keys are uniform hashes, so
-  buckets are even. ``Layout`` says how many buckets and partitions a run uses.
-- ``Partitions``: lines partitioned by a string key (CRC32 of the key), so equal keys share a
-  partition; ``find_duplicates`` groups each partition in memory to find keys seen more than
-  once, ``read_partition`` hands a partition to a caller that joins several kinds of records.
-
-Both write under a directory the caller owns (the output's staging directory) and the readers
-hold at most one bucket or partition in memory.
+- ``KeyedBuckets``: an external sort by a 64-bit key: lines go to the bucket of the key's top bits, and
+  the buckets read in order, each sorted in memory, yield every line in key order.
+- ``Partitions``: lines partitioned by a string key (CRC32), so equal keys share a partition: for
+  ``find_duplicates`` and for joins (``read_partition``).
 """
 
 from __future__ import annotations
@@ -134,7 +128,8 @@ class _Files:
 
 class KeyedBuckets(_Files):
     """``Keyed`` lines by the top bits of their key: add each to bucket ``Layout.bucket_of(key)``;
-    read them back in order with ``iter_sorted_bucket_lines``."""
+    read them back in order with ``iter_sorted_bucket_lines``. A line starts with its key in 16 hex
+    digits, so bucket 0 holds the smallest keys; keys are uniform hashes, so buckets are even."""
 
     def __init__(self, directory: Path, n_buckets: int, prefix: str = "bucket", append: bool = False):
         if n_buckets & (n_buckets - 1):

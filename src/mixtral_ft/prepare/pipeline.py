@@ -1,20 +1,7 @@
 """``run_prepare(PrepareOptions, Task)``: the one pipeline behind ``mixft prepare rg`` and
 ``mixft prepare tc``. A task (``prepare.rg.RgTask``, ``prepare.tc.TcTask``) supplies its rules;
-the pipeline runs the passes, memory flat in the input size:
-
-1. what needs no data: the options, the output (``--force``, never over an input), the
-   tokenizer (loaded now, so a bad one fails before any work);
-2. *read* (``prepare.readpass``): every input streamed once; the task's ``RowRules`` check,
-   normalize and key each row into key-ordered buckets (its group's split key) and hash
-   partitions, in a staging directory beside ``--out``;
-3. *check* (``Task.check_pass``): what the partitions tell (RG: exact duplicates and duplicate
-   ids; TC: judgements and duplicate ids). Then any problem stops the run unless
-   ``--skip-invalid``, and so do an empty data set and a test size that leaves no training row;
-4. *write* (``prepare.writepass``): the groups in key order, to test until the target is met,
-   then to train, as the rows the task builds; lengths, preview and tallies on the way; then
-   ``rejected.jsonl``;
-5. the task's summary and the manifest; the staging directory then replaces ``--out`` (on any
-   error, signal or full disk nothing is left behind).
+the pipeline runs the passes (read, check, write), memory flat in the input size, in a staging
+directory that replaces ``--out`` only when everything succeeded (:func:`run_prepare`).
 """
 
 from __future__ import annotations
@@ -119,7 +106,24 @@ class Task(Protocol):
 
 
 def run_prepare(opts: PrepareOptions, task: Task) -> PrepareResult:
-    """Run ``task`` on ``opts``; raise ``MixftError`` on bad input, with nothing written then."""
+    """Run ``task`` on ``opts``; raise ``MixftError`` on bad input, with nothing written then.
+
+    The passes, in order:
+
+    1. what needs no data: the options, the output (``--force``, never over an input), the
+       tokenizer (loaded now, so a bad one fails before any work);
+    2. *read* (``prepare.readpass``): every input streamed once; the task's ``RowRules`` check,
+       normalize and key each row into key-ordered buckets (its group's split key) and hash
+       partitions, in a staging directory beside ``--out``;
+    3. *check* (``Task.check_pass``): what the partitions tell (RG: exact duplicates and duplicate
+       ids; TC: judgements and duplicate ids). Then any problem stops the run unless
+       ``--skip-invalid``, and so do an empty data set and a test size that leaves no training row;
+    4. *write* (``prepare.writepass``): the groups in key order, to test until the target is met,
+       then to train, as the rows the task builds; lengths, preview and tallies on the way; then
+       ``rejected.jsonl``;
+    5. the task's summary and the manifest; the staging directory then replaces ``--out`` (on any
+       error, signal or full disk nothing is left behind).
+    """
     opts = opts.with_defaults(task.default_test_size, task.default_sequence_len)
     opts.check()
     task.check(opts)

@@ -1,22 +1,9 @@
 """Readers for user inputs: JSONL, JSON (an array of objects), CSV and Parquet.
 
-Every reader streams its file in chunks and reports problems instead of raising, so a
-command can list every problem at once:
-
-- a *file-level* problem (file not found, a UTF-8 byte-order mark, CRLF line ends in JSON
-  files, an unreadable Parquet file, a bad CSV header) is ``fatal``: ``--skip-invalid`` cannot
-  skip it, the file must be fixed;
-- a *row-level* problem (invalid JSON, undecodable bytes, not an object, wrong CSV field count)
-  is attached to that row, which ``--skip-invalid`` can reject.
-
-Row numbers ("lines") are 1-based: the physical line for JSONL, the line where a record
-starts for CSV, the element position for a JSON array and the row position for Parquet.
-
-Two ways to read:
-
-- ``iter_rows(spec)`` yields ``RawRow``s (decoded objects or problems), simple and sequential;
-- ``iter_chunks(spec)`` yields ``RawChunk``s of undecoded items, and ``decode_item`` turns one
-  into a ``RawRow`` - split this way so worker processes can do the JSON decoding.
+Every reader streams its file in chunks and reports problems instead of raising, so a command can list
+every problem at once: a file-level problem is fatal (``--skip-invalid`` cannot skip it), a row-level
+one is attached to its row. ``iter_rows`` yields decoded rows; ``iter_chunks`` undecoded chunks that
+worker processes decode (``decode_item``).
 """
 
 from __future__ import annotations
@@ -205,7 +192,20 @@ def iter_rows(spec: InputSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator
 
 
 def iter_chunks(spec: InputSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[RawChunk]:
-    """Stream ``spec`` as chunks of at most ``chunk_rows`` items plus fatal problems."""
+    """Stream ``spec`` as chunks of at most ``chunk_rows`` items plus fatal problems.
+
+    - a *file-level* problem (file not found, a UTF-8 byte-order mark, CRLF line ends in JSON
+      files, an unreadable Parquet file, a bad CSV header) is ``fatal``: ``--skip-invalid`` cannot
+      skip it, the file must be fixed;
+    - a *row-level* problem (invalid JSON, undecodable bytes, not an object, wrong CSV field count)
+      is attached to that row, which ``--skip-invalid`` can reject.
+
+    Row numbers ("lines") are 1-based: the physical line for JSONL, the line where a record
+    starts for CSV, the element position for a JSON array and the row position for Parquet.
+
+    The items are undecoded (``decode_item`` turns one into a ``RawRow``), so that worker processes
+    can do the JSON decoding; ``iter_rows`` is the simple, sequential way to read.
+    """
     if not spec.path.exists():
         yield RawChunk("obj", problems=[Problem(spec.display, None, None, "file not found")])
         return

@@ -1,14 +1,10 @@
 """The read pass of every ``prepare`` task: stream every input once, check and key each row,
 write it to disk; memory flat in the input size.
 
-A task supplies ``RowRules``: a picklable object whose ``process_chunk`` turns one chunk of
-raw items (``prepare.readers``) into a ``ChunkResult``: ``Keyed`` lines for the key-ordered
-buckets of the split (``prepare.buckets``), lines for named hash partitions (duplicate finding,
-joins), problems, and ``rejected.jsonl`` records. This module plans the work (one task per
-input; a big JSONL input in byte ranges read by worker processes), runs it, writes each task's
-results to its own files in the staging directory (prefix ``t<task>``), and gathers counts and
-problems with absolute line numbers. File-level problems (a missing file, a BOM, CRLF line
-ends...) stop the command here: ``--skip-invalid`` cannot skip them.
+A task supplies ``RowRules`` (picklable: they run in worker processes) that turn one chunk of raw items
+into a ``ChunkResult``: key-ordered bucket lines, hash-partition lines, problems and rejected records.
+:func:`read_inputs` plans the work (a big JSONL input in byte ranges), runs it, and gathers counts and
+problems with absolute line numbers; file-level problems stop the command here.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """The rules of ``mixft prepare rg``: raw grounded Q&A -> Axolotl ``context_qa.load_v2`` rows
-(``{"id", "source", "group", "context", "question", "answer"}``).
-
-- *fields*: ``question``, ``context`` (a string or a list of snippets, joined by
-  ``--context-separator``, optionally numbered) and ``answer``; ``id`` optional (else
-  ``rg-`` + the content key); a null field is a value of the wrong type;
-- *groups*: the ``--group-by`` value, else the row's own content (each row its own group);
-- *check*: exact duplicates (same question + context + answer) are removed, keeping the
-  smallest record hash so the choice does not depend on input order; every row sharing an id
-  with another is a problem (with ``--skip-invalid`` all of them are rejected);
-- *write*: each row as it was keyed (its bucket payload); lengths as Axolotl builds the prompt
-  ``Context: ...\\nQuestion: ...\\n`` and the response ``Answer: ...``.
+(``{"id", "source", "group", "context", "question", "answer"}``): the fields, the groups, the duplicate
+check and the rows written (:class:`RgTask`), and how the read pass keys each row (:class:`RgRows`).
 """
 
 from __future__ import annotations
@@ -48,7 +39,18 @@ _TEMPLATE_CHARS = len(context_qa_v2_prompt("", "")) + len(context_qa_v2_response
 
 @dataclass(frozen=True)
 class RgTask:
-    """``prepare rg``: its own settings, and its rules for the pipeline (``pipeline.Task``)."""
+    """``prepare rg``: its own settings, and its rules for the pipeline (``pipeline.Task``).
+
+    - *fields*: ``question``, ``context`` (a string or a list of snippets, joined by
+      ``--context-separator``, optionally numbered) and ``answer``; ``id`` optional (else
+      ``rg-`` + the content key); a null field is a value of the wrong type;
+    - *groups*: the ``--group-by`` value, else the row's own content (each row its own group);
+    - *check*: exact duplicates (same question + context + answer) are removed, keeping the
+      smallest record hash so the choice does not depend on input order; every row sharing an id
+      with another is a problem (with ``--skip-invalid`` all of them are rejected);
+    - *write*: each row as it was keyed (its bucket payload); lengths as Axolotl builds the prompt
+      ``Context: ...\\nQuestion: ...\\n`` and the response ``Answer: ...``.
+    """
 
     context_separator: str = DEFAULT_SNIPPET_SEPARATOR
     number_snippets: bool = False

@@ -1,23 +1,9 @@
 """Deterministic, order-independent train/test split by group.
 
-Every group (a ``--group-by`` value, or the row's own content when there is no grouping) gets
-a 64-bit key from ``sha256(seed, group)``: a uniform number that depends on neither the order
-of the rows nor on which other rows exist. Rows are ordered by that key (effectively a seeded
-shuffle), and the test set is a prefix of that order: the shortest prefix of whole groups whose
-row count is closest to the target (ties: the smaller). The target is
-
-- ``count`` n: n rows (exactly n when every group has one row);
-- ``fraction`` f: ``ceil(f x rows)`` rows, as scikit-learn's ``train_test_split`` counts it, so
-  0.125 of 2,400 rows is exactly 300.
-
-Properties (tested): the same rows in any order give the same split; no group is on both
-sides; adding rows never reorders existing rows, so the test set only changes at its end. With
-a count, adding rows can only move existing rows test -> train (a new group with a smaller key
-takes their place), never train -> test; with a fraction the target grows with the data, so
-rows near the end of the prefix can move either way.
-
-``SplitAssigner`` applies the rule while groups stream by in key order, so the caller never
-holds the whole data set in memory.
+Every group gets a 64-bit key from ``sha256(seed, group)`` (:func:`split_key`); rows are ordered by it,
+and the test set is the prefix of whole groups whose row count is closest to the target
+(:class:`TestSize`). :class:`SplitAssigner` applies the rule while groups stream by in key order, so the
+caller never holds the whole data set; its docstring lists the properties the tests check.
 """
 
 from __future__ import annotations
@@ -82,6 +68,22 @@ class SplitAssigner:
     """Assigns groups, fed in increasing key order, to ``"test"`` or ``"train"``.
 
     ``total_rows`` (all rows that will be fed) is needed for a fraction, whose target depends on it.
+
+    Every group (a ``--group-by`` value, or the row's own content when there is no grouping) gets
+    a 64-bit key from ``sha256(seed, group)``: a uniform number that depends on neither the order
+    of the rows nor on which other rows exist. Rows are ordered by that key (effectively a seeded
+    shuffle), and the test set is a prefix of that order: the shortest prefix of whole groups whose
+    row count is closest to the target (ties: the smaller). The target is
+
+    - ``count`` n: n rows (exactly n when every group has one row);
+    - ``fraction`` f: ``ceil(f x rows)`` rows, as scikit-learn's ``train_test_split`` counts it, so
+      0.125 of 2,400 rows is exactly 300.
+
+    Properties (tested): the same rows in any order give the same split; no group is on both
+    sides; adding rows never reorders existing rows, so the test set only changes at its end. With
+    a count, adding rows can only move existing rows test -> train (a new group with a smaller key
+    takes their place), never train -> test; with a fraction the target grows with the data, so
+    rows near the end of the prefix can move either way.
     """
 
     def __init__(self, test_size: TestSize, total_rows: int | None = None):

@@ -1,20 +1,7 @@
 """The rules of ``mixft prepare tc``: labeled responses -> truth-checker rows (docs/truth-checker.md):
-the TC fields, ``verdict``, ``hallucinated``, ``prompt`` (configs/prompts/tc_v1.txt) and
-``completion`` (the verdict text), then the input's other fields.
-
-- *inputs*: the main inputs (``--format ragtruth`` expands each RAGTruth QA line into its
-  responses) and the ``--augment`` files (training only);
-- *fields*: ``context`` (a string or a list of snippets, kept as a list), ``question``,
-  ``response`` and ``id`` are required, a null counts as missing (``mixft generate`` writes a
-  null response for a row it could not generate);
-- *labels* (``tc.labels``): a verdict object, RAGTruth spans or ``hallucinated``; with
-  ``--judgements`` a row without one waits for the judgement of its id (``prepare.judgements``);
-- *groups*: ``--group-by``, else ``group``, else ``question_id``, else the question;
-- *check*: judgements joined, duplicate ids (the first in input and line order is kept);
-- *write*: a group's main rows follow the split; its augmentation rows go to train, or are
-  dropped when it is in test or beyond ``--augment-cap`` (a seeded choice);
-  ``--corrections from-clean`` fills ``corrected_response`` from a clean response to the same
-  question; then ``summary.json``.
+the TC fields, ``verdict``, ``hallucinated``, ``prompt`` (configs/prompts/tc_v1.txt) and ``completion``
+(the verdict text), then the input's other fields. The inputs, fields, labels, groups, checks and
+writes: :class:`TcTask`; the read pass's keys: :class:`TcRows`; the check pass's join: ``_Join``.
 """
 
 from __future__ import annotations
@@ -93,6 +80,20 @@ class TcTask:
 
     ``format`` is the ``--format`` given (None: by extension); ``ragtruth`` expands RAGTruth QA
     lines. The prompt template is loaded here, so a bad one fails before any work.
+
+    - *inputs*: the main inputs (``--format ragtruth`` expands each RAGTruth QA line into its
+      responses) and the ``--augment`` files (training only);
+    - *fields*: ``context`` (a string or a list of snippets, kept as a list), ``question``,
+      ``response`` and ``id`` are required, a null counts as missing (``mixft generate`` writes a
+      null response for a row it could not generate);
+    - *labels* (``tc.labels``): a verdict object, RAGTruth spans or ``hallucinated``; with
+      ``--judgements`` a row without one waits for the judgement of its id (``prepare.judgements``);
+    - *groups*: ``--group-by``, else ``group``, else ``question_id``, else the question;
+    - *check*: judgements joined, duplicate ids (the first in input and line order is kept);
+    - *write*: a group's main rows follow the split; its augmentation rows go to train, or are
+      dropped when it is in test or beyond ``--augment-cap`` (a seeded choice);
+      ``--corrections from-clean`` fills ``corrected_response`` from a clean response to the same
+      question; then ``summary.json``.
     """
 
     name: ClassVar[str] = "tc"

@@ -5,6 +5,7 @@ and says so (:func:`missing`)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +16,6 @@ MISSING = "plots not drawn: matplotlib is not installed (pip install 'mixtral-ft
 
 def missing() -> str | None:
     """Why no plot can be drawn here, or None when matplotlib is importable."""
-    import importlib.util
-
     return MISSING if importlib.util.find_spec("matplotlib") is None else None
 
 
@@ -29,6 +28,18 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save_curves(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Label a figure of curves (grid, legend), write it to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def loss_curves(runs: list[tuple[str, list[tuple[int, float]], list[tuple[int, float]]]], path: Path) -> None:
@@ -49,14 +60,7 @@ def loss_curves(runs: list[tuple[str, list[tuple[int, float]], list[tuple[int, f
                 markersize=4,
                 label=f"{name}: eval loss",
             )
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Training and evaluation loss")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save_curves(plt, fig, ax, path, "step", "loss", "Training and evaluation loss")
 
 
 def rates_with_errors(rows: list[tuple[str, float, float, float]], title: str, ylabel: str, path: Path) -> None:
@@ -119,11 +123,12 @@ def risk_coverage_curve(curves: Sequence[tuple[str, list[dict], tuple[float, flo
                 linestyle="none",
                 label=f"{name}: operating point ({100 * point[0]:.1f}% rejected, {100 * point[1]:.1f}% net)",
             )
-    ax.set_xlabel("rejection rate (%)")
-    ax.set_ylabel("net hallucination rate (%)")
-    ax.set_title("Risk-coverage: rejecting by checker score")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save_curves(
+        plt,
+        fig,
+        ax,
+        path,
+        "rejection rate (%)",
+        "net hallucination rate (%)",
+        "Risk-coverage: rejecting by checker score",
+    )

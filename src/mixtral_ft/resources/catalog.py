@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixtral_ft.errors import UsageError, suggest
-from mixtral_ft.resources import configs_dir
+from mixtral_ft.resources import configs_dir, pipelines_dir
+from mixtral_ft.util.atomic import atomic_write_bytes, staged_dir
 
 ALL = "all"
 _KINDS = {
@@ -71,7 +72,6 @@ def list_configs(folder: Path | None = None) -> list[ConfigEntry]:
 
 def list_pipelines() -> list[ConfigEntry]:
     """The shipped ``mixft run`` pipelines, as ``pipelines/NAME`` entries."""
-    from mixtral_ft.resources import pipelines_dir
 
     return [
         ConfigEntry(f"pipelines/{path.stem}", path, _KINDS["pipelines"], _description(path))
@@ -108,8 +108,6 @@ def copy_config(name: str, dest: Path, force: bool = False, folder: Path | None 
     ``dest`` may be an existing folder (the file keeps its name there) or a file path; an
     existing file or, for ``all``, an existing folder is replaced only with ``force``.
     """
-    from mixtral_ft.util.atomic import atomic_write_bytes, staged_dir
-
     folder = folder or configs_dir()
     dest = Path(dest)
     if name == ALL:

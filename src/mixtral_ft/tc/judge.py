@@ -1,20 +1,7 @@
-"""``mixft judge``: truth-check responses with a TC model and write one judgement per id.
-
-The TC model was trained (Axolotl user-defined type, ``format: "{instruction}"``) on the
-rendered prompt tokenized with BOS and no EOS, followed by the verdict JSON + EOS. At
-inference the same rendered prompt (``render_tc_prompt``) is tokenized the same way and the
-model generates the verdict; ``parse_verdict`` turns its text into a verdict or a recorded
-parse failure. Rows follow docs/formats.md §6.
-
-``score`` (hf backend, greedy only): the checker's probability that the response is
-hallucinated, read at the step where the model wrote the value of ``groundedness.mistake``:
-p(true) / (p(true) + p(false)) over the single-token spellings of ``true``/``false``. It is
-null in a row when the verdict did not parse or the value does not start on a token boundary,
-and in every row when scoring cannot be done (another backend, sampling, a vocabulary without
-single-token ``true``/``false``): the summary then says why (``score_off``) and the manifest
-records it (``scoring``).
-
-This module is the TC row builder for the shared runner (``mixtral_ft.infer.job``).
+"""``mixft judge``: truth-check responses with a TC model and write one judgement per id (docs/formats.md
+§6). This module is the TC row builder for the shared runner (``mixtral_ft.infer.job``): the prompt
+rendered and tokenized as in training, the verdict parsed (``parse_verdict``), and ``score`` (the
+checker's probability that the response is hallucinated, :func:`groundedness_score`).
 """
 
 from __future__ import annotations
@@ -24,16 +11,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixtral_ft.backends.base import Backend, GenerationParams, Request, Result
 from mixtral_ft.backends.options import BackendOptions
 from mixtral_ft.choices import JudgePrompt, values
 from mixtral_ft.errors import UsageError
+from mixtral_ft.infer.job import JobOptions, Preflight, run_job
 from mixtral_ft.infer.rows import CONTEXT, QUESTION, RESPONSE, Field
-
-if TYPE_CHECKING:
-    from mixtral_ft.infer.job import Preflight
+from mixtral_ft.tc.prompt import load_template, render_tc_prompt, template_sha256
+from mixtral_ft.tc.verdict import is_hallucinated, parse_verdict
 
 JUDGE_PROMPT_STYLES = values(JudgePrompt)
 
@@ -171,8 +158,6 @@ def groundedness_score(
 def judgement_row(
     row: dict[str, Any], result: Result, judge_id: dict[str, Any], count_relevance: bool
 ) -> dict[str, Any]:
-    from mixtral_ft.tc.verdict import is_hallucinated, parse_verdict
-
     out: dict[str, Any] = {
         "id": row["id"],
         "source": row.get("source"),
@@ -246,7 +231,22 @@ def scoring_off_reason(cfg: JudgeConfig, backend: Backend | None = None) -> str 
 
 
 class JudgeRows:
-    """The TC row builder (``infer.job.RowBuilder``)."""
+    """The TC row builder (``infer.job.RowBuilder``).
+
+    The TC model was trained (Axolotl user-defined type, ``format: "{instruction}"``) on the
+    rendered prompt tokenized with BOS and no EOS, followed by the verdict JSON + EOS. At
+    inference the same rendered prompt (``render_tc_prompt``) is tokenized the same way and the
+    model generates the verdict; ``parse_verdict`` turns its text into a verdict or a recorded
+    parse failure.
+
+    ``score`` (hf backend, greedy only): the checker's probability that the response is
+    hallucinated, read at the step where the model wrote the value of ``groundedness.mistake``:
+    p(true) / (p(true) + p(false)) over the single-token spellings of ``true``/``false``. It is
+    null in a row when the verdict did not parse or the value does not start on a token boundary,
+    and in every row when scoring cannot be done (another backend, sampling, a vocabulary without
+    single-token ``true``/``false``): the summary then says why (``score_off``) and the manifest
+    records it (``scoring``).
+    """
 
     kind = "judge"
     input_role = "responses"
@@ -255,8 +255,6 @@ class JudgeRows:
     input_keys: Sequence[str] | None = ("id", "context", "question", "response", "source", "model", "group")
 
     def __init__(self, cfg: JudgeConfig, backend: Backend | None = None):
-        from mixtral_ft.tc.prompt import load_template, template_sha256
-
         if cfg.prompt_style not in JUDGE_PROMPT_STYLES:
             raise UsageError(f"Unknown prompt style '{cfg.prompt_style}'. Available: {', '.join(JUDGE_PROMPT_STYLES)}")
         self.cfg = cfg
@@ -288,8 +286,6 @@ class JudgeRows:
         return _ScoringBackend(backend, candidates)
 
     def request(self, row: dict[str, Any]) -> Request:
-        from mixtral_ft.tc.prompt import render_tc_prompt
-
         prompt = render_tc_prompt(row["context"], row["question"], row["response"], template=self.template)
         if self.cfg.prompt_style == "chat":
             return Request(row["id"], messages=({"role": "user", "content": prompt},))
@@ -325,8 +321,6 @@ def judge(cfg: JudgeConfig, backend: Backend | None = None, preflight: Preflight
     Shares are over the whole output file (earlier runs included), recomputed from it.
     ``preflight`` is the command's check of the rows left to do (``infer.job.JobOptions``).
     """
-    from mixtral_ft.infer.job import JobOptions, run_job
-
     job = JobOptions(
         input=cfg.responses,
         out=cfg.out,

@@ -1,14 +1,6 @@
-"""Turn the three label forms of a labeled responses row (docs/formats.md §3) into one verdict.
-
-- ``verdict``: a verdict object (§5), validated strictly;
-- ``labels``: RAGTruth-style spans ``{"text", "label_type", "meta", ...}``; each span becomes
-  a groundedness mistake (``type`` = ``label_type``, ``explanation`` = the annotator's
-  ``meta``); an empty list means no hallucination;
-- ``hallucinated``: a boolean; true gives an unlocalized groundedness mistake (no spans).
-
-A row may carry more than one form only when they agree on whether it is hallucinated.
-``label_verdict(row)`` gives the verdict or raises ``LabelError`` naming the field at fault, as
-``prepare tc`` reports it (``file:line: field: message``).
+"""Turn the three label forms of a labeled responses row (docs/formats.md §3): a verdict object, RAGTruth
+spans or a boolean ``hallucinated``, into one verdict. :func:`label_verdict` gives the verdict or raises
+``LabelError`` naming the field at fault, as ``prepare tc`` reports it (``file:line: field: message``).
 """
 
 from __future__ import annotations
@@ -67,6 +59,14 @@ def label_verdict(row: dict[str, Any], count_relevance: bool = False) -> Verdict
 
     ``verdict`` wins over ``labels`` (they may not both be given); ``hallucinated`` beside
     either must agree with it (under ``count_relevance``).
+
+    - ``verdict``: a verdict object (§5), validated strictly;
+    - ``labels``: RAGTruth-style spans ``{"text", "label_type", "meta", ...}``; each span becomes
+      a groundedness mistake (``type`` = ``label_type``, ``explanation`` = the annotator's
+      ``meta``); an empty list means no hallucination;
+    - ``hallucinated``: a boolean; true gives an unlocalized groundedness mistake (no spans).
+
+    A row may carry more than one form only when they agree on whether it is hallucinated.
     """
     has = [f for f in LABEL_FIELDS if row.get(f) is not None]
     if not has:

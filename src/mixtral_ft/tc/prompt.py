@@ -13,8 +13,11 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from mixtral_ft.data.normalize import normalize_text
 from mixtral_ft.data.prompts import join_context
 from mixtral_ft.errors import ConfigError
+from mixtral_ft.resources import configs_dir
+from mixtral_ft.util.hashing import sha256_text
 
 TEMPLATE_NAME = "tc_v1"
 PLACEHOLDERS = ("context", "question", "response")
@@ -23,8 +26,6 @@ _PLACEHOLDER_RE = re.compile(r"\{(context|question|response)\}")
 
 def default_template_path() -> Path:
     """``prompts/tc_v1.txt`` of the configs folder (shipped, or ``MIXFT_CONFIGS_DIR``)."""
-    from mixtral_ft.resources import configs_dir
-
     return configs_dir() / "prompts" / f"{TEMPLATE_NAME}.txt"
 
 
@@ -61,8 +62,6 @@ def load_template(path: str | os.PathLike | None = None) -> str:
 
 def template_sha256(template: str | None = None) -> str:
     """SHA-256 of the template text (recorded in manifests and judgements)."""
-    from mixtral_ft.util.hashing import sha256_text
-
     return sha256_text(load_template() if template is None else template)
 
 
@@ -77,8 +76,6 @@ def render_tc_prompt(
     Every field goes through ``prepare rg``'s ``normalize_text`` (idempotent), so a row
     prepared for training and the same row judged later render the same prompt.
     """
-    from mixtral_ft.data.normalize import normalize_text
-
     text = load_template() if template is None else template
     for name, value in (("question", question), ("response", response)):
         if not isinstance(value, str):

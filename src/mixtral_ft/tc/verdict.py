@@ -1,19 +1,6 @@
-"""The truth-checker verdict (docs/formats.md §5): data type, strict validation, the text
-form the model is trained to emit, and one pure parser from model text to a verdict.
-
-Rules (the same as ``resources/verdict.schema.json``; tests check they agree):
-
-- exactly the keys ``relevance``, ``groundedness``, ``corrected_response`` at the top,
-  ``mistake``/``explanation`` in ``relevance``, ``mistake``/``mistakes`` in ``groundedness``,
-  ``text``/``type``/``explanation`` in each mistake. Extra keys are rejected: a verdict that
-  drifts from the format may carry information we would silently drop (``"hallucinated":
-  false`` beside listed mistakes). ``allow_extra_keys=True`` ignores them instead.
-- booleans are JSON booleans (not ``"true"``, not ``0``/``1``); strings are strings;
-  ``corrected_response`` is a string or null; a mistake's ``text`` and ``type`` are non-empty.
-- ``groundedness.mistake`` false with a non-empty ``mistakes`` list is a contradiction.
-  ``mistake`` true with an empty list is allowed: the response is hallucinated but the
-  mistake is not localized. That is what a boolean ``hallucinated: true`` label gives, and
-  rejecting it would turn a clear verdict into a parse failure.
+"""The truth-checker verdict (docs/formats.md §5): data type, strict validation
+(:func:`verdict_from_dict`, the rules of ``resources/verdict.schema.json``; tests check they agree), the
+text form the model is trained to emit, and one pure parser from model text to a verdict.
 """
 
 from __future__ import annotations
@@ -143,7 +130,22 @@ def _str(obj: dict, key: str, path: str, non_empty: bool = False) -> str:
 
 
 def verdict_from_dict(obj: Any, allow_extra_keys: bool = False) -> Verdict:
-    """Validate a decoded JSON value strictly and build a ``Verdict``; raise ``VerdictError``."""
+    """Validate a decoded JSON value strictly and build a ``Verdict``; raise ``VerdictError``.
+
+    Rules (the same as ``resources/verdict.schema.json``; tests check they agree):
+
+    - exactly the keys ``relevance``, ``groundedness``, ``corrected_response`` at the top,
+      ``mistake``/``explanation`` in ``relevance``, ``mistake``/``mistakes`` in ``groundedness``,
+      ``text``/``type``/``explanation`` in each mistake. Extra keys are rejected: a verdict that
+      drifts from the format may carry information we would silently drop (``"hallucinated":
+      false`` beside listed mistakes). ``allow_extra_keys=True`` ignores them instead.
+    - booleans are JSON booleans (not ``"true"``, not ``0``/``1``); strings are strings;
+      ``corrected_response`` is a string or null; a mistake's ``text`` and ``type`` are non-empty.
+    - ``groundedness.mistake`` false with a non-empty ``mistakes`` list is a contradiction.
+      ``mistake`` true with an empty list is allowed: the response is hallucinated but the
+      mistake is not localized. That is what a boolean ``hallucinated: true`` label gives, and
+      rejecting it would turn a clear verdict into a parse failure.
+    """
     _check_keys(obj, "verdict", _TOP_KEYS, allow_extra_keys)
     rel = obj["relevance"]
     _check_keys(rel, "relevance", _RELEVANCE_KEYS, allow_extra_keys)

@@ -1,26 +1,10 @@
 """An Axolotl plugin that keeps a MoE model's router aux loss at its configured weight under gradient
 accumulation and data parallelism: ``plugins: [mixtral_ft.train.accumulation.AuxLossAccumulationPlugin]``.
 
-What goes wrong without it (Axolotl 0.21.0, transformers 5.20.1; docs/training.md, "Router auxiliary loss"):
-
-- ``MixtralForCausalLM.forward`` adds ``router_aux_loss_coef * aux`` to the loss of every micro batch
-  (``models/mixtral/modeling_mixtral.py:620-629``).
-- Axolotl's trainer keeps ``model_accepts_loss_kwargs`` True when the model's ``loss_function`` takes
-  ``num_items_in_batch`` (``axolotl/core/trainers/base.py:80-103, 178-180``), which Mixtral's does.
-- The Trainer then normalises the cross-entropy by the label count of the whole accumulated batch
-  (``trainer.py:2278-2339``) and no longer divides the micro-batch loss by the accumulation steps
-  (``trainer.py:2083-2091``). With ``average_tokens_across_devices`` (its default) it also multiplies the
-  loss by the number of processes (``trainer.py:2179-2187``), which the ranks' gradient average undoes.
-- Right for the cross-entropy, wrong for the aux term: it is summed over the micro batches and ranks
-  of a step, so its weight becomes ``coef x gradient_accumulation_steps x processes``.
-
-What the plugin does: while the Trainer computes a training loss that it will not divide, the model's
-coefficient is divided by exactly what the Trainer multiplies (the micro batches of this step times the
-process factor), so one optimizer step weighs the aux loss by ``coef`` (averaged over the micro
-batches and ranks) and the cross-entropy keeps its exact label-count normalisation. Evaluation and a
-Trainer that divides by itself (``model_accepts_loss_kwargs`` False, as under Axolotl 0.19) are left
-alone. ``tests/test_accumulation_slow.py`` runs the real trainer with each profile's accumulation.
-Axolotl imports this module by name; nothing else imports it.
+The Trainer normalises the cross-entropy over the whole accumulated batch but sums the aux term over the
+micro batches and ranks of a step; the plugin divides the model's coefficient by what the Trainer
+multiplies. Why, with file and line: docs/design/training-decisions.md. Axolotl imports this module by
+name; nothing else imports it.
 """
 
 from __future__ import annotations

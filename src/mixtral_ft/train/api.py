@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixtral_ft.axolotl_cfg.render import RenderedConfig, RenderRequest, render
+from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
 from mixtral_ft.errors import ExternalCommandError, MixftError, UsageError
+from mixtral_ft.plan.check import planned_vs_measured, preflight_training
+from mixtral_ft.train import preflight as pf
 from mixtral_ft.train.launch import LaunchOptions, build_launch_command
+from mixtral_ft.train.probe_report import PROBE_FILE, PROBE_PLUGIN, read_probe, summarize
 from mixtral_ft.train.rundir import (
     RunPaths,
     RunState,
@@ -23,9 +29,14 @@ from mixtral_ft.train.rundir import (
     run_status,
     start_decision,
 )
-
-if TYPE_CHECKING:
-    from mixtral_ft.util.manifest import Manifest
+from mixtral_ft.train.runner import axolotl_env, run_streaming
+from mixtral_ft.train.tracking import run_locations, tracking_record, wandb_requested
+from mixtral_ft.util.atomic import atomic_write_text, guard_destination
+from mixtral_ft.util.hashing import sha256_text
+from mixtral_ft.util.interrupt import Interrupted, keeping, shielded
+from mixtral_ft.util.lock import output_lock
+from mixtral_ft.util.manifest import Manifest, file_entry, read_manifest
+from mixtral_ft.util.provenance import command_line, now_iso
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,6 @@ class TrainResult:
 
 def _with_probe(rendered: RenderedConfig) -> None:
     """Append the probe plugin to whatever plugins the config already lists."""
-    from mixtral_ft.train.probe_report import PROBE_PLUGIN
-
     plugins = list(rendered.values.get("plugins") or [])
     if PROBE_PLUGIN not in plugins:
         plugins.append(PROBE_PLUGIN)
@@ -81,8 +90,6 @@ def _with_probe(rendered: RenderedConfig) -> None:
 
 def resolve_start(req: TrainRequest) -> RunStart:
     """Decide from the run's state, render and validate the config, build the command; writes nothing."""
-    from mixtral_ft.axolotl_cfg.validate import validate_with_axolotl
-
     paths = paths_for(req.run_dir, req.launch.machine_rank)
     decision = start_decision(req.run_dir, req.resume, req.launch.machine_rank)
     action, resume_from = decision.action, decision.resume_from
@@ -154,8 +161,6 @@ def _check_output_dir(rendered: RenderedConfig, run_dir: Path) -> None:
 
 
 def preflight(req: TrainRequest) -> dict[str, int]:
-    from mixtral_ft.train import preflight as pf
-
     pf.check_run_dir(req.run_dir, req.resume, req.launch.machine_rank)
     pf.check_axolotl()
     counts = pf.check_data(req.task, req.data_dir)
@@ -166,16 +171,12 @@ def preflight(req: TrainRequest) -> dict[str, int]:
 
 def preflight_config(values: dict[str, Any]) -> None:
     """Checks that need the rendered config: the packages it asks for import (before the model loads)."""
-    from mixtral_ft.train import preflight as pf
-
     pf.check_deepspeed(values)
     pf.check_attention(values)
 
 
 def _data_inputs(data_dir: Path, counts: dict[str, int]) -> list[dict[str, Any]]:
     """Manifest entries for the prepared split (and its own manifest) the run trains on."""
-    from mixtral_ft.util.manifest import file_entry
-
     entries = []
     for role, name in (("train", "train.jsonl"), ("test", "test.jsonl"), ("data manifest", "manifest.json")):
         p = data_dir / name
@@ -186,8 +187,6 @@ def _data_inputs(data_dir: Path, counts: dict[str, int]) -> list[dict[str, Any]]
 
 def _adapter_outputs(output_dir: Path) -> dict[str, dict[str, Any]]:
     """Manifest entries for the adapter a finished run leaves in ``output/`` (none before that)."""
-    from mixtral_ft.util.manifest import file_entry
-
     found = sorted(output_dir.glob("adapter_model.*")) + sorted(output_dir.glob("adapter_config.json"))
     return {f"output/{p.name}": file_entry(p) for p in found}
 
@@ -199,11 +198,6 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
     last manifest write; a second ``mixft train`` on the same run refuses, naming it. Other
     machines of a multi-node run lock and write only ``RUN/nodes/rank-K/``. An interruption
     (Ctrl-C, SIGTERM) stops Axolotl's process group, records the attempt and says how to resume."""
-    from mixtral_ft.train.runner import run_streaming
-    from mixtral_ft.util.atomic import guard_destination
-    from mixtral_ft.util.interrupt import keeping
-    from mixtral_ft.util.lock import output_lock
-
     runner = runner or run_streaming
     rank = req.launch.machine_rank
     base = Path(req.base_model) if req.base_model and Path(req.base_model).exists() else None
@@ -220,9 +214,6 @@ def run(req: TrainRequest, runner: Callable[..., int] | None = None) -> TrainRes
 
 def resume_command(run_dir: Path) -> str:
     """The command line that continues ``run_dir``: this one, with ``--run-dir`` and ``--resume``."""
-    import shlex
-
-    from mixtral_ft.util.provenance import command_line
 
     argv = command_line()
     if not any(a == "--run-dir" or a.startswith("--run-dir=") for a in argv):
@@ -254,9 +245,6 @@ def _clear_dead_attempt(paths: RunPaths) -> None:
     """Before restarting a run that saved no checkpoint: remove what its dead attempt left in
     ``output/`` (pre-saved configs, maybe a partial adapter) and ``prepared/`` (maybe a torn
     dataset cache); ``train.log`` and the manifest's attempts stay."""
-    import shutil
-
-    from mixtral_ft.util.interrupt import shielded
 
     with shielded():
         for d in (paths.output, paths.prepared):
@@ -309,19 +297,12 @@ def _preflight_start(req: TrainRequest, start: RunStart) -> Any:
     preflight_config(start.config.values)
     if req.skip_plan_check:
         return None
-    from mixtral_ft.plan.check import preflight_training
 
     return preflight_training(start.config.values, req.profile, req.launch.gpus, req.launch.world_size)
 
 
 def _record_start(req: TrainRequest, start: RunStart, paths: RunPaths, counts: dict[str, int]) -> _Attempt:
     """Write the config and the manifest with this attempt begun (earlier attempts kept on --resume)."""
-    from mixtral_ft.train.tracking import tracking_record
-    from mixtral_ft.util.atomic import atomic_write_text
-    from mixtral_ft.util.hashing import sha256_text
-    from mixtral_ft.util.manifest import Manifest, read_manifest
-    from mixtral_ft.util.provenance import command_line, now_iso
-
     owner = req.launch.machine_rank == 0
     paths.config.parent.mkdir(parents=True, exist_ok=True)
     previous: dict[str, Any] = (read_manifest(paths.manifest) or {}) if owner and req.resume else {}
@@ -365,11 +346,6 @@ def _record_start(req: TrainRequest, start: RunStart, paths: RunPaths, counts: d
 def _launch(start: RunStart, paths: RunPaths, runner: Callable[..., int], attempt: _Attempt) -> tuple[int, float]:
     """Run Axolotl; return its exit status and the wall time. An interruption (or a full disk
     under the log) is recorded in the manifest, then raised on."""
-    from mixtral_ft.train.runner import axolotl_env
-    from mixtral_ft.train.tracking import wandb_requested
-    from mixtral_ft.util.interrupt import Interrupted, shielded
-    from mixtral_ft.util.provenance import now_iso
-
     started = time.monotonic()
     values = start.config.values
     try:
@@ -399,16 +375,11 @@ def _record_end(
     req: TrainRequest, paths: RunPaths, attempt: _Attempt, rc: int, wall: float, memory_plan: Any
 ) -> TrainResult:
     """Read what the attempt left (summary, adapter, probe) into the manifest; the result to return."""
-    from mixtral_ft.train.tracking import run_locations
-    from mixtral_ft.util.provenance import now_iso
-
     output = paths.output
     attempt.entry["logged_to"] = run_locations(paths.log, attempt.log_offset)  # URLs / offline runs trackers printed
     summary = read_summary(output)
     probe = _probe_summary(output) if req.probe else None
     if probe is not None and memory_plan is not None and probe.device == "cuda":
-        from mixtral_ft.plan.check import planned_vs_measured
-
         probe.planned = planned_vs_measured(memory_plan, probe.peak_gib, probe.peak_reserved_gib)
     attempt.entry.update(ended_at=now_iso(), exit_status=rc, wall_s=round(wall, 1), outcome=_outcome(rc, summary))
     attempt.manifest.summary = summary.as_dict()
@@ -458,7 +429,5 @@ def _no_sample_logged(log: Path, offset: int) -> bool:
 
 
 def _probe_summary(output_dir: Path):
-    from mixtral_ft.train.probe_report import PROBE_FILE, read_probe, summarize
-
     path = output_dir / PROBE_FILE
     return summarize(read_probe(path)) if path.exists() else None

@@ -1,25 +1,17 @@
 """Attention kernels from the Hugging Face Hub: whether one can load where Axolotl will run.
 
-transformers takes ``attn_implementation: org/name[@revision][:function]`` as a Hub kernel
-(``transformers/integrations/hub_kernels.py``, ``is_kernel`` and ``load_and_register_attn_kernel``:
-without ``@revision`` it asks for the major version ``get_attn_kernel_version`` gives, 3 for
-``kernels-community/flash-attn2``), and falls back to one for ``flash_attention_2``/``_3`` when the
-flash-attn package is missing (``modeling_utils.py``, ``_check_and_adjust_attn_implementation``;
-``modeling_flash_attention_utils.py``, ``FLASH_ATTN_KERNEL_FALLBACK``). The ``kernels`` package loads
-it (``kernels/load.py``, ``get_kernel``): from ``$LOCAL_KERNELS`` (``repo_id=path``, a directory with
-``build/<variant>/``) first, then the Hub, or offline (``HF_HUB_OFFLINE``) only the Hugging Face cache
-(``resolver.py``, ``HubCacheResolver``: the version's ``refs/vN`` and a snapshot that
-``huggingface_hub`` finds complete, ``_snapshot_download.py``, ``_raise_if_incomplete_snapshot``).
-
-:func:`kernel_unavailable` asks ``kernels.has_kernel`` the same question with the Hub forced offline
-and the architecture check off (that check reads the GPU's compute capability, which would create a
-CUDA context in mixft's process).
+:func:`kernel_unavailable` asks the ``kernels`` package, with the Hub forced offline and no CUDA context,
+whether ``$LOCAL_KERNELS`` or the Hugging Face cache holds a loadable build of the kernel an
+``attn_implementation`` names (or the one transformers falls back to for flash attention). How
+transformers and ``kernels`` resolve one, file and line: docs/design/training-decisions.md.
 """
 
 from __future__ import annotations
 
 import os
 import re
+
+from mixtral_ft.train.runner import axolotl_env
 
 # transformers' is_kernel pattern (integrations/hub_kernels.py): org/name, optional @revision and :function
 _KERNEL = re.compile(r"^[^/:]+/[^/:]+(?:@[^/:]+)?(?::[^/:]+)?$")
@@ -54,8 +46,6 @@ def fallback_kernel(attn: str) -> str | None:
 
 def offline_reason(base_model: str | None) -> str | None:
     """Why Axolotl's process will not reach the Hub (its environment: ``train.runner.axolotl_env``), or None."""
-    from mixtral_ft.train.runner import axolotl_env
-
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
         return "HF_HUB_OFFLINE is set"
     if axolotl_env(base_model).get("HF_HUB_OFFLINE", "").upper() in _TRUE:

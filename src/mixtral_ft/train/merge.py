@@ -1,30 +1,10 @@
 """``mixft merge``: fold a run's LoRA adapter into its base model, shard by shard.
 
-The merged model is exactly the base plus the LoRA delta, in the base's stored dtype:
-
-    W' = to_stored_dtype(float32(W) + scale * float32(B) @ float32(A))      scale = alpha / r (or alpha / sqrt(r))
-
-computed per targeted tensor of the base's safetensors shards, one tensor in memory at a time,
-and written to shards with the same names, layout and index as the base's. Every tensor the
-adapter does not target is copied byte for byte. Nothing is quantized: Axolotl 0.19's
-memory-efficient merge instead round-trips every tensor of 2+ dimensions through NF4 for QLoRA
-runs (``axolotl/cli/utils/lora_merge.py``, ``_should_nf4_roundtrip`` ~1375-1389 and the
-fallback at ~1520-1527), embeddings, ``lm_head`` and the router included, which training kept
-in 16-bit.
-
-Which checkpoint tensor each LoRA pair adds to is read from PEFT itself: the adapter's
-``LoraConfig`` is applied to the base architecture on the meta device (no weights), and each
-LoRA layer gives its module path, the parameter it adapts and its scaling (rank/alpha patterns
-and rsLoRA included). transformers v5 renames some checkpoint keys when loading
-(``transformers/conversion_mapping.py``); the merge writes to the on-disk names:
-
-- linears (q/k/v/o_proj): the same name on disk, or the name that the model type's key
-  renamings turn into it;
-- fused MoE experts (``lora_target_parameters``: ``mlp.experts.gate_up_proj``/``down_proj``):
-  a checkpoint that stores them fused takes the delta as is; Mixtral's per-expert layout
-  (``block_sparse_moe.experts.E.w1/w3/w2.weight``, fused on load as
-  ``gate_up_proj[E] = cat(w1, w3)`` and ``down_proj[E] = w2``, ``conversion_mapping.py``
-  "mixtral") takes the matching slices. Any other layout is refused.
+The merged model is exactly the base plus the LoRA delta, in the base's stored dtype, computed per
+targeted tensor with one tensor in memory at a time and written to shards with the base's names, layout
+and index; every other tensor is copied byte for byte and nothing is quantized. Which checkpoint tensor
+each LoRA pair adds to is read from PEFT on the meta device and mapped to the on-disk names. The method
+and how it differs from Axolotl's merge: docs/design/training-decisions.md.
 """
 
 from __future__ import annotations
@@ -37,13 +17,14 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mixtral_ft.errors import MissingDependencyError, MixftError, PreflightError, UsageError
-from mixtral_ft.train.rundir import RunPaths
-
-if TYPE_CHECKING:
-    from mixtral_ft.util.manifest import Manifest
+from mixtral_ft.train.rundir import RunPaths, RunState, run_status
+from mixtral_ft.util.atomic import check_output_dir, guard_destination, staged_dir
+from mixtral_ft.util.lock import output_lock
+from mixtral_ft.util.manifest import Manifest, file_entry
+from mixtral_ft.util.yamlsafe import safe_load
 
 MERGED_NAME = "merged"
 MANIFEST_NAME = "mixft_merge.json"
@@ -69,8 +50,6 @@ class MergeResult:
 
 
 def _load_config(paths: RunPaths) -> dict:
-    from mixtral_ft.util.yamlsafe import safe_load
-
     if not paths.config.exists():
         raise UsageError(f"{paths.root}: not a mixft run directory (no axolotl.yml)")
     return safe_load(paths.config.read_text(encoding="utf-8"), str(paths.config)) or {}
@@ -376,8 +355,6 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
         raise MissingDependencyError(
             "mixft merge needs torch, transformers, peft: pip install 'mixtral-ft[train]'"
         ) from e
-    from mixtral_ft.util.atomic import check_output_dir, guard_destination
-    from mixtral_ft.util.lock import output_lock
 
     started = time.monotonic()
     paths = RunPaths(Path(run_dir))
@@ -409,8 +386,6 @@ def merge(run_dir: Path, out: Path | None = None, force: bool = False, base_mode
 def _check_finished(paths: RunPaths) -> None:
     """Merge only a finished run: Axolotl pre-saves adapter_config.json at the start and saves a
     partly trained adapter on Ctrl-C, so an adapter in output/ alone does not mean it is done."""
-    from mixtral_ft.train.rundir import RunState, run_status
-
     status = run_status(paths.root)
     if status.state is not RunState.FINISHED:
         raise UsageError(
@@ -509,8 +484,6 @@ def _merge_locked(
 ) -> MergeResult:
     """``merge``'s work while it holds the run directory's lock: check the inputs, then stream
     every shard into a staged directory that replaces ``out`` whole."""
-    from mixtral_ft.util.atomic import staged_dir
-
     adapter_cfg = check_adapter_config(adapter_dir)
     base = _read_base(base_dir)
     need = base.bytes
@@ -574,8 +547,6 @@ def _merge_manifest(
     shard_records: list[dict[str, Any]],
 ) -> Manifest:
     """The merged model's manifest: method, run, base, adapter and LoRA settings, inputs, shards."""
-    from mixtral_ft.util.manifest import Manifest, file_entry
-
     return Manifest(
         kind="merge",
         settings={

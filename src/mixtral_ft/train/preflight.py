@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import shutil
 from pathlib import Path
 
+from mixtral_ft.axolotl_cfg.validate import INSTALL_HINT
 from mixtral_ft.errors import InputError, MissingDependencyError, PreflightError, Problem, UsageError
+from mixtral_ft.train.hubkernel import fallback_kernel, is_hub_kernel, kernel_unavailable, offline_reason
+from mixtral_ft.train.rundir import start_decision
+from mixtral_ft.util.jsonl import read_jsonl
 
 # Fields each dataset type reads (docs/formats.md §1 and §4).
 REQUIRED_FIELDS = {"rg": ("context", "question", "answer"), "tc": ("prompt", "completion")}
@@ -20,9 +26,6 @@ DEFAULT_MIN_FREE_DISK_GIB = 10.0
 
 
 def check_axolotl() -> None:
-    import importlib.util
-
-    from mixtral_ft.axolotl_cfg.validate import INSTALL_HINT
 
     if importlib.util.find_spec("axolotl") is None:
         raise MissingDependencyError(f"Axolotl is not installed; {INSTALL_HINT}")
@@ -30,8 +33,6 @@ def check_axolotl() -> None:
 
 def check_data(task: str, data_dir: Path, max_problems: int = 20) -> dict[str, int]:
     """Both split files exist and every row has the fields the dataset type reads, as strings."""
-    from mixtral_ft.util.jsonl import read_jsonl
-
     if not data_dir.is_dir():
         raise UsageError(f"{data_dir}: data directory not found; create it with `mixft prepare {task}`")
     counts: dict[str, int] = {}
@@ -91,8 +92,6 @@ def check_disk(run_dir: Path, profile: str) -> None:
 def check_run_dir(run_dir: Path, resume: bool, machine_rank: int = 0) -> None:
     """Refuse a run directory this command may not use, from the run's state (``train.rundir``:
     new, interrupted before its first checkpoint, resumable, finished), with the way on."""
-    from mixtral_ft.train.rundir import start_decision
-
     start_decision(run_dir, resume, machine_rank)
 
 
@@ -102,8 +101,6 @@ def _import_error(module: str) -> str | None:
     A real import, not a lookup: a flash-attn or DeepSpeed build made for another torch is
     installed but fails to import (an undefined symbol), and that is the usual failure.
     """
-    import importlib
-
     try:
         importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - ImportError, OSError from a compiled extension, ...
@@ -161,7 +158,6 @@ def check_attention(values: dict) -> None:
     attn = requested_attention(values)
     if attn is None:
         return
-    from mixtral_ft.train.hubkernel import is_hub_kernel
 
     if is_hub_kernel(attn):
         _check_hub_kernel(attn, values)
@@ -172,7 +168,6 @@ def check_attention(values: dict) -> None:
     why = _import_error(module)
     if not why:
         return
-    from mixtral_ft.train.hubkernel import fallback_kernel, kernel_unavailable
 
     fallback = fallback_kernel(attn)
     if fallback is not None and kernel_unavailable(fallback) is None:
@@ -186,8 +181,6 @@ def check_attention(values: dict) -> None:
 
 
 def _check_hub_kernel(attn: str, values: dict) -> None:
-    from mixtral_ft.train.hubkernel import kernel_unavailable, offline_reason
-
     if _import_error("kernels"):
         raise MissingDependencyError(
             f"attn_implementation: {attn} is a Hugging Face Hub kernel, which needs the kernels package "

@@ -1,15 +1,10 @@
 """An Axolotl plugin that records what a training run really did: ``mixft train --probe``.
 
-Config keys say what was asked for; this says what took effect. After the model is loaded it
-records the attention implementation, whether gradient checkpointing is on, how many expert
-tensors Axolotl's ``quantize_moe_experts`` quantized, which linears are bitsandbytes 4-bit, and
-the bytes each part of the model occupies. During training it records the wall time, token
-counts and peak memory (CUDA allocator, or resident set size on CPU) after every optimizer step.
-
-It writes ``OUTPUT_DIR/mixft_probe.json`` (atomically, after loading and after each step, so an
-out-of-memory crash still leaves what was measured up to it). Rank 0 only. Axolotl imports this
-module by name (``plugins: [mixtral_ft.train.probe.ProbePlugin]``); nothing else imports it.
-A probe failure is logged and never stops the training run.
+After the model is loaded: the attention, gradient checkpointing, the expert tensors and linears stored
+in 4-bit, the bytes of each part of the model; after every optimizer step: wall time, tokens and peak
+memory. Written to ``OUTPUT_DIR/mixft_probe.json`` atomically each time (an out-of-memory crash keeps
+what was measured), by rank 0 only; a probe failure is logged and never stops the run. Axolotl imports
+this module by name (``plugins: [mixtral_ft.train.probe.ProbePlugin]``); nothing else imports it.
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
@@ -40,8 +36,6 @@ def _is_main() -> bool:
 
 
 def _cuda():
-    import torch
-
     return torch.cuda if torch.cuda.is_available() else None
 
 
@@ -80,8 +74,6 @@ def _category(name: str) -> str:
 
 def describe_model(model) -> dict[str, Any]:
     """What took effect on a loaded (possibly PEFT-wrapped) model. Pure inspection, no side effects."""
-    import torch
-
     config = getattr(model, "config", None)
     by_cat: dict[str, int] = {}
     trainable = total = 0

@@ -1,35 +1,9 @@
 """The run directory, its state, and what is read back from it: checkpoints, trainer state, the
 end summary.
 
-Layout::
-
-    RUN_DIR/axolotl.yml      the rendered config Axolotl ran with
-    RUN_DIR/manifest.json    versions, hashes, command, times, exit status (one entry per attempt)
-    RUN_DIR/train.log        everything Axolotl printed, all attempts appended
-    RUN_DIR/prepared/        Axolotl's tokenized dataset (dataset_prepared_path)
-    RUN_DIR/output/          adapter (adapter_model.safetensors) and checkpoint-N/ folders
-    RUN_DIR/nodes/rank-K/    multi-node runs: machine rank K's own axolotl.yml and train.log (K > 0)
-    PARENT/.RUN_DIR.lock     held by machine rank 0's `mixft train` while it runs (util.lock)
-
-States (``run_status``), and what ``mixft train`` does in each (docs/training.md, "Run states"):
-
-- ``new``: no run here (missing, empty, or only ``nodes/``): ``train`` starts one; ``--resume``
-  refuses (nothing to resume).
-- ``interrupted``: a run started (``axolotl.yml``/``manifest.json``) but saved no checkpoint (killed,
-  interrupted or failed before its first save): ``train`` refuses and names ``--resume``;
-  ``--resume`` restarts it cleanly from step 0 (``output/`` and ``prepared/`` of the dead
-  attempt are removed; ``train.log`` and the manifest's attempts are kept).
-- ``resumable``: a checkpoint with ``trainer_state.json``, training not finished (killed,
-  interrupted or failed later): ``train`` refuses and names ``--resume``; ``--resume`` continues
-  from the newest checkpoint.
-- ``finished``: the last attempt ended the training (``outcome: finished``), or the adapter is
-  in ``output/`` and the newest checkpoint reached its ``max_steps``: ``train`` refuses;
-  ``--resume`` says it is finished and exits 0 without training, unless the config now asks for
-  more steps or epochs than were trained (then it continues from the newest checkpoint).
-- ``foreign``: a non-empty folder that is not a mixft run: both refuse.
-
-A run that *failed* (Axolotl exited non-zero) is ``interrupted`` or ``resumable`` by what it
-saved; the state's ``last_outcome`` says how the last attempt ended.
+``RunPaths`` is the layout; ``run_status`` reads the state (``new``, ``interrupted``, ``resumable``,
+``finished``, ``foreign``) from the files alone, and ``start_decision`` says what ``mixft train`` does
+in each (docs/training.md, "Run states").
 """
 
 from __future__ import annotations
@@ -40,7 +14,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import InputError, Problem
+import yaml
+
+from mixtral_ft.errors import InputError, Problem, UsageError
+from mixtral_ft.util.manifest import read_manifest
+from mixtral_ft.util.yamlsafe import safe_load
 
 CONFIG_NAME = "axolotl.yml"
 MANIFEST_NAME = "manifest.json"
@@ -52,6 +30,19 @@ PREPARED_NAME = "prepared"
 
 @dataclass(frozen=True)
 class RunPaths:
+    """Where a run keeps its files.
+
+    Layout::
+
+        RUN_DIR/axolotl.yml      the rendered config Axolotl ran with
+        RUN_DIR/manifest.json    versions, hashes, command, times, exit status (one entry per attempt)
+        RUN_DIR/train.log        everything Axolotl printed, all attempts appended
+        RUN_DIR/prepared/        Axolotl's tokenized dataset (dataset_prepared_path)
+        RUN_DIR/output/          adapter (adapter_model.safetensors) and checkpoint-N/ folders
+        RUN_DIR/nodes/rank-K/    multi-node runs: machine rank K's own axolotl.yml and train.log (K > 0)
+        PARENT/.RUN_DIR.lock     held by machine rank 0's `mixft train` while it runs (util.lock)
+    """
+
     root: Path
 
     @property
@@ -181,9 +172,28 @@ def _state_numbers(checkpoint: Path | None) -> tuple[int | None, int | None, flo
 
 
 def run_status(run_dir: Path) -> RunStatus:
-    """The state of ``run_dir`` (see the module docstring), from its files alone."""
-    from mixtral_ft.util.manifest import read_manifest
+    """The state of ``run_dir``, from its files alone.
 
+    The states, and what ``mixft train`` does in each (docs/training.md, "Run states"):
+
+    - ``new``: no run here (missing, empty, or only ``nodes/``): ``train`` starts one; ``--resume``
+      refuses (nothing to resume).
+    - ``interrupted``: a run started (``axolotl.yml``/``manifest.json``) but saved no checkpoint (killed,
+      interrupted or failed before its first save): ``train`` refuses and names ``--resume``;
+      ``--resume`` restarts it cleanly from step 0 (``output/`` and ``prepared/`` of the dead
+      attempt are removed; ``train.log`` and the manifest's attempts are kept).
+    - ``resumable``: a checkpoint with ``trainer_state.json``, training not finished (killed,
+      interrupted or failed later): ``train`` refuses and names ``--resume``; ``--resume`` continues
+      from the newest checkpoint.
+    - ``finished``: the last attempt ended the training (``outcome: finished``), or the adapter is
+      in ``output/`` and the newest checkpoint reached its ``max_steps``: ``train`` refuses;
+      ``--resume`` says it is finished and exits 0 without training, unless the config now asks for
+      more steps or epochs than were trained (then it continues from the newest checkpoint).
+    - ``foreign``: a non-empty folder that is not a mixft run: both refuse.
+
+    A run that *failed* (Axolotl exited non-zero) is ``interrupted`` or ``resumable`` by what it
+    saved; the state's ``last_outcome`` says how the last attempt ended.
+    """
     root = Path(run_dir)
     paths = RunPaths(root)
     if not root.exists() or not any(p.name != NODES_NAME for p in root.iterdir()):
@@ -233,10 +243,6 @@ def _output_dirs(run_dir: Path) -> list[Path]:
     dirs = [run_dir]
     cfg = run_dir / CONFIG_NAME
     if cfg.is_file():
-        import yaml
-
-        from mixtral_ft.util.yamlsafe import safe_load
-
         try:
             values = safe_load(cfg.read_text(encoding="utf-8"), str(cfg)) or {}
         except yaml.YAMLError as e:
@@ -327,8 +333,6 @@ def start_decision(run_dir: Path, resume: bool, machine_rank: int = 0) -> StartD
     Only machine rank 0 owns the run directory and judges its state: other machines of a
     multi-node run never refuse a run directory rank 0 has already filled; with ``--resume`` they
     take the newest checkpoint of the shared ``output/``, as rank 0 does."""
-    from mixtral_ft.errors import UsageError
-
     run_dir = Path(run_dir)
     if machine_rank > 0:
         if not resume:

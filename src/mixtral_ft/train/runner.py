@@ -1,24 +1,20 @@
 """Run a subprocess, stream its output to the terminal (stderr) and a log file, and never leave it
-running when mixft stops.
-
-- The child runs in its own process group (its own session: the terminal's Ctrl-C reaches
-  mixft only, which decides). When mixft is interrupted (Ctrl-C, SIGTERM, SIGHUP:
-  ``util.interrupt``) or fails while streaming (e.g. a full disk for the log), the whole group
-  gets the same signal (SIGTERM for SIGHUP), then SIGTERM and SIGKILL if it has not exited after
-  ``grace_s`` seconds; a second interruption kills it at once. Then the interruption goes on up.
-- On Linux the child also asks the kernel for SIGTERM when mixft dies without running any code
-  (``kill -9``): ``prctl(PR_SET_PDEATHSIG)``, set by a few lines of Python that then ``exec`` the
-  command (so no ``preexec_fn`` runs in a forked copy of a threaded process).
+running when mixft stops: ``run_streaming`` (how the child is stopped), and the environment Axolotl's
+processes get (``axolotl_env``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from mixtral_ft.util.interrupt import Interrupted
 
 
 def axolotl_env(base_model: str | None = None, wandb: bool = False) -> dict[str, str]:
@@ -61,11 +57,18 @@ def run_streaming(
     """Run ``cmd``; copy its output to ``log_path`` (appended) and to stderr; return its exit status.
 
     An interruption (``KeyboardInterrupt``, ``util.interrupt.Interrupted``) or any other error
-    while it runs stops the child's process group (see the module docstring), writes the end to
-    the log, and is raised again once the child is gone.
-    """
-    from mixtral_ft.util.interrupt import Interrupted
+    while it runs stops the child's process group, writes the end to the log, and is raised again
+    once the child is gone:
 
+    - The child runs in its own process group (its own session: the terminal's Ctrl-C reaches
+      mixft only, which decides). When mixft is interrupted (Ctrl-C, SIGTERM, SIGHUP) or fails while
+      streaming (e.g. a full disk for the log), the whole group gets the same signal (SIGTERM for
+      SIGHUP), then SIGTERM and SIGKILL if it has not exited after ``grace_s`` seconds; a second
+      interruption kills it at once.
+    - On Linux the child also asks the kernel for SIGTERM when mixft dies without running any code
+      (``kill -9``): ``prctl(PR_SET_PDEATHSIG)``, set by a few lines of Python that then ``exec`` the
+      command (so no ``preexec_fn`` runs in a forked copy of a threaded process).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
@@ -109,9 +112,6 @@ def run_streaming(
 
 def _pump(proc: subprocess.Popen, log, echo: bool, deadline: float | None = None) -> None:
     """Copy the child's output until it closes (or until ``deadline``, a ``time.monotonic`` value)."""
-    import select
-    import time
-
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     out = sys.stderr.buffer if echo else None
@@ -143,8 +143,6 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 def _stop(proc: subprocess.Popen, log, echo: bool, grace_s: float, sig: int = signal.SIGINT) -> None:
     """Send ``sig`` to the child's group and keep copying its output (so it never blocks on a full
     pipe) for up to ``grace_s`` seconds; then SIGTERM, then SIGKILL."""
-    import time
-
     _signal_group(proc, sig)
     with contextlib.suppress(OSError):
         _pump(proc, log, echo, deadline=time.monotonic() + grace_s)

@@ -1,17 +1,9 @@
 """Experiment tracking (W&B, MLflow) through Axolotl's own keys, and telemetry kept off otherwise.
 
-Axolotl 0.19.0 logs to W&B when ``wandb_project`` is set and to MLflow when
-``mlflow_experiment_name`` is set: ``setup_wandb_env_vars`` / ``setup_mlflow_env_vars``
-(axolotl/utils/wandb_.py, axolotl/utils/mlflow_.py, called from axolotl/cli/config.py) copy every
-``wandb_*`` / ``mlflow_*`` key to the environment and set ``use_wandb`` / ``use_mlflow``, which
-add ``wandb`` / ``mlflow`` to the trainer's ``report_to`` (axolotl/core/builders/base.py). mixft
-passes these keys through ``--set`` like any other.
-
-mixft sets ``WANDB_MODE=disabled`` for Axolotl's processes unless the config asks for W&B (or
-the user's environment sets ``WANDB_MODE``), so nothing is sent by accident; Axolotl's own usage
-telemetry stays off in every case (``AXOLOTL_DO_NOT_TRACK=1``, ``train.runner.axolotl_env``).
-The run manifest records where the run was logged (``tracking_record``, plus the run URLs or
-offline run directories the trackers printed).
+``wandb_*`` / ``mlflow_*`` keys pass through ``--set`` to Axolotl; W&B is disabled for Axolotl's
+processes unless the config (or the user's environment) asks for it, Axolotl's usage telemetry always;
+the run manifest records where a run was logged (``tracking_record``). How Axolotl turns the keys into
+trackers: docs/design/training-decisions.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Atomic outputs: a reader never sees a half-written file or directory, and no writer destroys
 what it must not.
 
-- ``atomic_file`` writes a temporary sibling and renames it into place.
-- ``staged_dir`` builds a folder of outputs in a hidden staging sibling and renames it as a
-  whole, holding the output's lock (``util.lock``) from start to rename. Its staging folder is
-  removed on every exit that can run code (an error, Ctrl-C, SIGTERM, a full disk); one left by a
-  process that could not run code (``kill -9``, a power cut) is removed by the next run of the
-  same output, which holds the lock and so knows no live writer owns it. Staging and temporary
-  names carry the writer's pid: ``.OUT.staging-<pid>-<random>``, ``.NAME.<pid>-<random>.tmp``.
-- ``guard_destination`` is the one check every writer makes before it writes or deletes
-  anything: the destination is not one of the command's inputs, does not contain one, and is
-  not the working directory, one of its parents, the home folder or the root.
-- A full disk (ENOSPC) or spent quota (EDQUOT) becomes ``NoSpaceError``: one line naming the
-  path, the free space and the space needed, after the partial output was removed.
+``atomic_file`` writes a temporary sibling and renames it into place; ``staged_dir`` builds a folder of
+outputs in a hidden staging sibling and renames it as a whole, holding the output's lock;
+``guard_destination`` is the one check every writer makes before it writes or deletes anything; a full
+disk becomes ``NoSpaceError`` after the partial output is removed (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -25,7 +17,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mixtral_ft.errors import NoSpaceError, UsageError
+from mixtral_ft.errors import NoSpaceError, UsageError, format_bytes
+from mixtral_ft.util.interrupt import keeping, shielded
+from mixtral_ft.util.lock import output_lock
 
 
 def _umask() -> int:
@@ -50,8 +44,6 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
 
     On any failure the temporary file is removed and ``path`` is untouched; a full disk is
     reported as ``NoSpaceError`` naming ``path``."""
-    from mixtral_ft.util.interrupt import shielded
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
@@ -168,9 +160,6 @@ def _pid_of(leftover: Path) -> int | None:
 def remove_leftovers(out: str | os.PathLike) -> list[str]:
     """Remove what ``leftovers(out)`` finds and say so on stderr; the caller holds ``out``'s lock,
     so no live mixft process owns any of it. Returns the names removed."""
-    from mixtral_ft.errors import format_bytes
-    from mixtral_ft.util.interrupt import shielded
-
     found = leftovers(out)
     if not found:
         return []
@@ -208,10 +197,10 @@ def staged_dir(
     runs. The staging directory is a hidden sibling of ``out`` (same filesystem, so the final
     rename is atomic). On any error or signal it is removed and ``out`` is untouched; a full disk
     is reported as ``NoSpaceError`` with ``needed`` (the caller's estimate of the whole output's
-    size, when it has one)."""
-    from mixtral_ft.util.interrupt import keeping, shielded
-    from mixtral_ft.util.lock import output_lock
-
+    size, when it has one). One left by a process that could not run code (``kill -9``, a power
+    cut) is removed by the next run of the same output, which holds the lock and so knows no live
+    writer owns it. Staging and temporary names carry the writer's pid:
+    ``.OUT.staging-<pid>-<random>``, ``.NAME.<pid>-<random>.tmp``."""
     out = Path(out)
     guard_destination(out, inputs)
     check_output_dir(out, force)

@@ -1,17 +1,8 @@
 """What an id may be: data, never a path or markup (docs/formats.md, "Ids").
 
-An id is a non-empty string of at most ``MAX_ID_CHARS`` characters with none of:
-
-- control characters (Unicode category Cc: NUL, tab, newline, carriage return, ESC, DEL, C1);
-- line or paragraph separators (U+2028, U+2029);
-- bidirectional-text controls (U+200E/F, U+061C, U+202A-U+202E, U+2066-U+2069), which make a
-  printed id read differently from what it is;
-- leading or trailing whitespace (``prepare`` strips it; other stages refuse it).
-
-Everything else is allowed and means nothing special: ``/``, ``..``, ``<``, ``&``, quotes, spaces
-inside, any script. No stage builds a file name or markup from an id: ids travel inside JSON
-values, error messages print them quoted (``show_id``), and the report escapes every text it
-shows. ``prepare`` also accepts an integer id and writes it as a string.
+:func:`id_problem` gives the rules; :func:`show_id` prints an id the way messages quote it. No stage
+builds a file name or markup from an id: ids travel inside JSON values, error messages print them quoted,
+and the report escapes every text it shows.
 """
 
 from __future__ import annotations
@@ -38,7 +29,19 @@ def show_id(value: Any) -> str:
 
 
 def id_problem(value: Any) -> str | None:
-    """Why ``value`` is not a usable id, or None when it is one."""
+    """Why ``value`` is not a usable id, or None when it is one.
+
+    An id is a non-empty string of at most ``MAX_ID_CHARS`` characters with none of:
+
+    - control characters (Unicode category Cc: NUL, tab, newline, carriage return, ESC, DEL, C1);
+    - line or paragraph separators (U+2028, U+2029);
+    - bidirectional-text controls (U+200E/F, U+061C, U+202A-U+202E, U+2066-U+2069), which make a
+      printed id read differently from what it is;
+    - leading or trailing whitespace (``prepare`` strips it; other stages refuse it).
+
+    Everything else is allowed and means nothing special: ``/``, ``..``, ``<``, ``&``, quotes, spaces
+    inside, any script. ``prepare`` also accepts an integer id and writes it as a string.
+    """
     if not isinstance(value, str) or not value:
         return "missing or not a non-empty string"
     if len(value) > MAX_ID_CHARS:

@@ -1,23 +1,9 @@
 """How every mixft command stops on Ctrl-C (SIGINT), SIGTERM and SIGHUP: one mechanism.
 
-``cli.main`` runs each command inside ``handle_signals()``. The handler raises
-``Interrupted(signum)`` in the main thread, so every ``finally`` and ``except BaseException``
-cleanup on the way out runs: staging folders are removed, locks released, a child process group
-stopped, the inference runner's manifest rewritten from what the file holds. ``main`` then
-prints one line, ``interrupted (SIGINT): <what was kept>; <how to resume>``, and returns
-128 + signum: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP (what a shell reports for a
-process killed by that signal).
-
-- ``Interrupted`` derives from ``BaseException``, not ``KeyboardInterrupt``: click and Typer turn a
-  ``KeyboardInterrupt`` into a return value (``Exit(130)``) that loses the signal; this one
-  passes through them to ``main``.
-- A signal the process was started with ignored stays ignored (``nohup``, ``&`` in a script).
-- Writers say what a stopped run keeps with ``keeping(note)`` (a string or a function called at
-  interrupt time); the innermost one wins, and ``main`` prints it.
-- Cleanup that must not be cut short runs inside ``shielded()``: a signal that arrives then is
-  held and raised when the block ends, so a second Ctrl-C cannot leave half a staging folder.
-- Worker processes that share the terminal (``prepare``'s read pass) call ``worker_defaults()``:
-  they ignore SIGINT (the parent decides and stops them) and die on SIGTERM.
+``cli.main`` runs each command inside ``handle_signals()``, whose handler raises ``Interrupted`` in the
+main thread so that every cleanup on the way out runs; ``main`` then prints what was kept and how to
+resume, and returns 128 + signum. Writers say what a stopped run keeps with ``keeping``; cleanup that
+must finish runs inside ``shielded``; forked workers call ``worker_defaults`` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -31,7 +17,12 @@ HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
-    """Raised in the main thread by a handled signal."""
+    """Raised in the main thread by a handled signal.
+
+    A ``BaseException``, not a ``KeyboardInterrupt``: click and Typer turn a ``KeyboardInterrupt`` into
+    a return value (``Exit(130)``) that loses the signal; this one passes through them to ``main``,
+    which returns 128 + signum: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP (what a shell reports
+    for a process killed by that signal)."""
 
     def __init__(self, signum: int):
         self.signum = int(signum)
@@ -62,7 +53,8 @@ def _handler(signum, _frame) -> None:
 @contextlib.contextmanager
 def handle_signals() -> Iterator[None]:
     """Turn SIGINT, SIGTERM and SIGHUP into ``Interrupted`` for the block (main thread only);
-    the previous handlers come back afterwards (tests call ``main`` in-process)."""
+    the previous handlers come back afterwards (tests call ``main`` in-process). A signal the
+    process was started with ignored stays ignored (``nohup``, ``&`` in a script)."""
     global _pending
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -84,7 +76,8 @@ def handle_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """Hold handled signals until the block ends (cleanup that must finish), then raise the first."""
+    """Hold handled signals until the block ends (cleanup that must finish), then raise the first:
+    a second Ctrl-C cannot leave half a staging folder."""
     global _shield_depth, _pending
     _shield_depth += 1
     try:
@@ -113,7 +106,8 @@ def keeping(note: str | Callable[[], str | None]) -> Iterator[None]:
 
 
 def worker_defaults() -> None:
-    """For forked worker processes: ignore SIGINT (the parent stops them), default SIGTERM/SIGHUP."""
+    """For forked worker processes that share the terminal (``prepare``'s read pass): ignore SIGINT
+    (the parent decides and stops them), default SIGTERM/SIGHUP."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)

@@ -1,14 +1,9 @@
-"""JSONL: one reader for every JSON-lines file mixft reads whole (user inputs to ``prepare``
-stream through ``mixtral_ft.prepare.readers`` instead), and the writers of mixft's own files.
+"""JSONL: one reader for every JSON-lines file mixft reads whole (user inputs to ``prepare`` stream
+through ``mixtral_ft.prepare.readers`` instead), and the writers of mixft's own files.
 
-``scan_jsonl`` is the reader. It yields one ``JsonlLine`` per non-blank line, with the true
-line number (blank lines count), and never raises for a bad line: a line that is not valid
-UTF-8, not valid JSON or not an object comes back with its ``Problem``. Callers that collect
-every problem (``prepare tc``'s RAGTruth reader) use it directly; ``iter_jsonl`` and
-``read_jsonl`` raise ``InputError`` at the first bad line instead.
-
-``torn_tail_ok=True`` is for the append-only files of resumable runs: a final line without a
-newline is what a killed writer leaves, and is skipped rather than reported.
+``scan_jsonl`` yields every non-blank line with its true line number and its problem, never raising;
+``iter_jsonl`` and ``read_jsonl`` raise ``InputError`` at the first bad line. ``torn_tail_ok=True`` skips
+the final line without a newline that a killed writer of a resumable file leaves.
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_ft.errors import InputError, Problem
+from mixtral_ft.util.atomic import atomic_file
 
 
 @dataclass(frozen=True)
@@ -115,8 +111,6 @@ def truncate_torn_tail(path: str | os.PathLike) -> None:
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[Any]) -> int:
-    from mixtral_ft.util.atomic import atomic_file
-
     n = 0
     with atomic_file(path) as fh:
         for row in rows:

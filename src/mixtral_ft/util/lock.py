@@ -1,19 +1,8 @@
 """One exclusive lock per output: two mixft processes never write the same file, folder or run.
 
-Every writer of a resumable output (``generate``/``judge --out``), a run directory (``train
---run-dir``) or an output folder (``prepare``/``eval``/``report --out``, ``merge``) holds
-``output_lock(target)`` for as long as it writes. The lock is ``flock(LOCK_EX)`` on a hidden
-sibling, ``PARENT/.NAME.lock`` (a sibling, not a file inside: a folder output is replaced by a
-rename, and the lock must outlive that). The holder writes its pid, host, command and start
-time into the file; a second process does not wait: it refuses at once, naming them
-(``LockedError``, exit 75).
-
-- The kernel drops the lock when its holder dies, however it dies (``kill -9`` included), so a
-  stale lock file never blocks a later run: the next holder simply takes it over.
-- On release the file is removed while still locked; a process that opened the old file
-  meanwhile sees that its inode is gone and opens the new one (no two holders, no lost lock).
-- ``flock`` works on local filesystems and on NFS (Linux maps it onto NFS byte-range locks);
-  on a filesystem without locking the acquire fails with the OS's error.
+Every writer of a resumable output, a run directory or an output folder holds ``output_lock(target)`` for
+as long as it writes; a second process refuses at once, naming the holder (``LockedError``, exit 75).
+How the lock is taken and why it is safe: :class:`OutputLock`.
 """
 
 from __future__ import annotations
@@ -29,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mixtral_ft.errors import LockedError
+from mixtral_ft.errors import LockedError, NoSpaceError
+from mixtral_ft.util.provenance import command_line, now_iso
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -55,7 +45,19 @@ def read_holder(target: str | os.PathLike) -> dict[str, Any] | None:
 
 
 class OutputLock:
-    """An exclusive, non-blocking lock on one output path (see the module docstring)."""
+    """An exclusive, non-blocking lock on one output path.
+
+    The lock is ``flock(LOCK_EX)`` on a hidden sibling, ``PARENT/.NAME.lock`` (a sibling, not a file
+    inside: a folder output is replaced by a rename, and the lock must outlive that). The holder writes
+    its pid, host, command and start time into the file; a second process does not wait.
+
+    - The kernel drops the lock when its holder dies, however it dies (``kill -9`` included), so a
+      stale lock file never blocks a later run: the next holder simply takes it over.
+    - On release the file is removed while still locked; a process that opened the old file
+      meanwhile sees that its inode is gone and opens the new one (no two holders, no lost lock).
+    - ``flock`` works on local filesystems and on NFS (Linux maps it onto NFS byte-range locks);
+      on a filesystem without locking the acquire fails with the OS's error.
+    """
 
     def __init__(self, target: str | os.PathLike, what: str = "output"):
         self.target = Path(target)
@@ -66,8 +68,6 @@ class OutputLock:
     def acquire(self) -> None:
         """Take the lock, or raise ``LockedError`` naming the holder (``NoSpaceError`` when even the
         lock file cannot be written)."""
-        from mixtral_ft.errors import NoSpaceError
-
         try:
             self._acquire()
         except OSError as e:
@@ -76,8 +76,6 @@ class OutputLock:
             raise
 
     def _acquire(self) -> None:
-        from mixtral_ft.util.provenance import command_line, now_iso
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(100):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -1,20 +1,6 @@
-"""The one provenance record every mixft stage writes beside its outputs: ``Manifest``.
-
-Common keys (schema ``mixft.manifest/1``; docs/formats.md §8):
-
-- ``schema``, ``kind`` (``prepare-rg``, ``prepare-tc``, ``generate``, ``judge``, ``train``,
-  ``merge``, ``eval``, ``report``, ``label-sample``, ``label-export``, ``label-import``);
-- ``command``: the command line, secrets scrubbed (``provenance.scrub_argv``);
-- ``settings`` and ``settings_sha256``: what decides the outputs (a resumed ``generate`` or
-  ``judge`` must match it exactly);
-- ``inputs`` (a list) and ``outputs`` (keyed by file name): ``{"path", "sha256", "bytes",
-  "rows"?, ...}`` per file;
-- ``environment``: Python, platform, package versions, mixft git commit;
-- ``started`` (the first run that wrote these outputs; kept across resumes) and ``updated``;
-- ``summary``: what the stage computed (counts, rates), kind-specific, null while running.
-
-A stage's other facts (a backend's identity, a split's seed, a training run's attempts) sit at
-the top level beside these; one of them may never reuse a common key.
+"""The one provenance record every mixft stage writes beside its outputs: ``Manifest`` (schema
+``mixft.manifest/1``; docs/formats.md §8), with ``file_entry`` for its inputs and outputs and
+``read_manifest`` to read one back. The common keys: :class:`Manifest`.
 """
 
 from __future__ import annotations
@@ -81,7 +67,24 @@ def write_manifest(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
 @dataclass
 class Manifest:
     """One stage's provenance. Build it, then ``write`` it (again after each change: the file
-    is replaced atomically and ``updated`` moves on)."""
+    is replaced atomically and ``updated`` moves on).
+
+    Common keys:
+
+    - ``schema``, ``kind`` (``prepare-rg``, ``prepare-tc``, ``generate``, ``judge``, ``train``,
+      ``merge``, ``eval``, ``report``, ``label-sample``, ``label-export``, ``label-import``);
+    - ``command``: the command line, secrets scrubbed (``provenance.scrub_argv``);
+    - ``settings`` and ``settings_sha256``: what decides the outputs (a resumed ``generate`` or
+      ``judge`` must match it exactly);
+    - ``inputs`` (a list) and ``outputs`` (keyed by file name): ``{"path", "sha256", "bytes",
+      "rows"?, ...}`` per file;
+    - ``environment``: Python, platform, package versions, mixft git commit;
+    - ``started`` (the first run that wrote these outputs; kept across resumes) and ``updated``;
+    - ``summary``: what the stage computed (counts, rates), kind-specific, null while running.
+
+    A stage's other facts (a backend's identity, a split's seed, a training run's attempts) sit at
+    the top level beside these (``extra``); one of them may never reuse a common key.
+    """
 
     kind: str
     settings: dict[str, Any] = field(default_factory=dict)

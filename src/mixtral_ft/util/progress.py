@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from tqdm import tqdm
+
 
 def progress_enabled() -> bool:
     forced = os.environ.get("MIXFT_PROGRESS")
@@ -19,8 +21,6 @@ class ProgressBar:
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", unit_scale: bool = False):
         self._bar = None
         if progress_enabled():
-            from tqdm import tqdm
-
             self._bar = tqdm(
                 total=total,
                 desc=desc,

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mixtral_ft.errors import UsageError
+
 # Packages whose versions change numbers mixft prints. Missing ones are recorded as null.
 TRACKED_PACKAGES = (
     "mixtral-ft",
@@ -141,8 +143,6 @@ SECRET_ENV_HINTS = {
 def refuse_secret_setting(key: str, value_text: str) -> None:
     """Refuse a ``--set KEY=VALUE`` that would write a secret into ``axolotl.yml`` and the manifest:
     a key that names one (``comet_api_key``), or a value whose URL carries credentials."""
-    from mixtral_ft.errors import UsageError
-
     hint = next((v for k, v in SECRET_ENV_HINTS.items() if key.lower().startswith(k)), None)
     where = f"the environment variable the tool reads ({hint})" if hint else "the environment variable the tool reads"
     if secret_name(key):
