@@ -218,7 +218,7 @@ def test_bench_problems_name_failures_unquantized_experts_and_cards_too_small():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "--out", "OUT"], "no CUDA device; this check is for a lent GPU machine"),
+        (["run", "--out", "OUT"], "no CUDA device; this check is for a GPU machine"),
         (["run", "--allow-cpu", "--out", "OUT"], "--width full needs a CUDA device"),
         (["run", "--allow-cpu", "--width", "tiny", "--cases", "rg/a100", "--out", "OUT"], "Unknown profile 'a100'"),
         (["run", "--cases", "xx/a100-80gb", "--out", "OUT"], "expected TASK/PROFILE such as rg/a100-80gb"),
