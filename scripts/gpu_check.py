@@ -1,4 +1,4 @@
-"""The check for a bare GPU machine (`make gpu-check`; docs/training.md, "make gpu-check").
+"""The check for a bare GPU machine (`make gpu-check`; docs/design/gpu-check.md).
 
 Two commands:
 

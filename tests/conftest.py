@@ -33,5 +33,7 @@ def repo_root() -> Path:
 def ragtruth_path() -> Path:
     """The real RAGTruth QA annotations under MIXFT_SHARED_DIR (skipped where they are absent)."""
     if not RAGTRUTH.exists():
-        pytest.skip(f"{RAGTRUTH} not found: set MIXFT_SHARED_DIR to the folder that holds the RAGTruth QA annotations (data/README.md)")
+        pytest.skip(
+            f"{RAGTRUTH} not found: set MIXFT_SHARED_DIR to the folder that holds the RAGTruth QA annotations (data/README.md)"
+        )
     return RAGTRUTH

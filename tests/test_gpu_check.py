@@ -28,7 +28,7 @@ from bench.gpucheck import (
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 
-# Sizes measured on 2026-12-01 (pip download for cp312 manylinux x86_64): docs/training.md, "make gpu-check".
+# Sizes measured on 2026-12-01 (pip download for cp312 manylinux x86_64): docs/design/gpu-check.md.
 MEASURED = {
     "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl": 43_139_553,
     "transformers-5.16.1-py3-none-any.whl": 12_080_592,

@@ -2,8 +2,7 @@
 
 A bare GPU machine (one H100/H200, a 10-minute command, no network) has Python 3.12 with torch and
 transformers, but no bitsandbytes, peft, Axolotl or flash-attn. What it lacks travels as wheels,
-at most 64 MiB per call together with the working tree. Measured (docs/training.md,
-"make gpu-check"): bitsandbytes 0.50.2 alone is 41.1 MiB; Axolotl 0.19.0 and the other packages
+at most 64 MiB per call together with the working tree. Measured (docs/design/gpu-check.md): bitsandbytes 0.50.2 alone is 41.1 MiB; Axolotl 0.19.0 and the other packages
 a CPU training run imports that the image lacks are 54.4 MiB more in 52 wheels (wandb 19.4,
 pycountry 7.7, mistral-common 6.2, zstandard 5.2, torchao 3.1, ...) plus two Axolotl contrib
 packages published only as source, so Axolotl does not fit beside bitsandbytes (~96 MiB). The check is built around what fits: bitsandbytes, peft and transformers at
