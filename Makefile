@@ -94,17 +94,17 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_prepare.py
 	$(BIN)/python scripts/bench_generate.py
 
-# On a GPU box: memory and tokens/s per layer count for a full-width Mixtral (docs/training.md).
+# On a GPU box: memory and tokens/s per layer count for a full-width Mixtral (docs/benchmarks.md).
 bench-train: $(STAMP)
 	$(BIN)/python scripts/bench_train.py --profile $(or $(PROFILE),h100-80gb) --layers 1,2,4 --out out/bench-train
 
-# Here, with the network: the wheels a lent GPU machine lacks (bitsandbytes, peft, transformers at
+# Here, with the network: the wheels a bare GPU machine lacks (bitsandbytes, peft, transformers at
 # Axolotl 0.19.0's pins, ...) into .whl/, checked to travel within 64 MiB with the working tree.
 gpu-wheelhouse: $(STAMP)
 	$(BIN)/python scripts/gpu_check.py wheelhouse --dir .whl
 
-# On a lent GPU machine only (no network, its own python3 with torch; no .venv): the gpu test tier and
-# the step benchmark, one JSON summary in $$OUT (docs/training.md, "make gpu-check").
+# On a bare GPU machine only (no network, its own python3 with torch; no .venv): the gpu test tier and
+# the step benchmark, one JSON summary in $$OUT (docs/design/gpu-check.md).
 gpu-check:
 	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 	PYTHONPATH=/tmp/site:$(CURDIR)/src PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py run --out $(or $(OUT),out/gpu-check)

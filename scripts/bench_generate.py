@@ -1,4 +1,4 @@
-"""Benchmark for the issue-5 targets (numbers go in docs/inference.md).
+"""Generation speed-ups: batching (hf) and concurrency (openai) against one at a time (docs/benchmarks.md).
 
 1. hf: batched generation vs one prompt at a time, same model, same prompts, greedy.
    Target: batched >= 4x the tokens/s.

@@ -1,4 +1,4 @@
-"""Training memory and throughput per layer count (issue 3, item 7; numbers go in docs/training.md).
+"""Training memory and throughput per layer count (numbers go in docs/benchmarks.md).
 
 On a GPU box, with Axolotl installed and no network needed:
 
@@ -14,7 +14,7 @@ the table. A run that fails (e.g. out of memory) is a row in the table, not the 
 
 The GPU profiles ask for attn_implementation: flash_attention_2, so `mixft train` refuses to start
 without an importable flash-attn (docs/training.md, "Flash attention"); --set attn_implementation=sdpa
-measures without it. Without Axolotl (a lent GPU machine), `make gpu-check` runs the reduced form,
+measures without it. Without Axolotl (a bare GPU machine), `make gpu-check` runs the reduced form,
 scripts/bench/stepbench.py.
 
 Disk: a full-width model takes ~3.4 GB + 2.8 GB per layer while it is measured (deleted after,

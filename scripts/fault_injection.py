@@ -1,4 +1,4 @@
-"""The kill and concurrency matrix of issue 13: real `mixft` processes, real signals, real races.
+"""The kill and concurrency matrix (docs/design/fault-injection.md): real `mixft` processes, real signals, real races.
 
 Kill matrix: each resumable command (prepare rg, prepare tc, generate, judge, train) is started and
 stopped at N points of its run (default 10: events such as "lock taken", "staging folder made",

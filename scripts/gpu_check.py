@@ -1,4 +1,4 @@
-"""The check for a lent GPU machine (`make gpu-check`; docs/training.md, "make gpu-check").
+"""The check for a bare GPU machine (`make gpu-check`; docs/design/gpu-check.md).
 
 Two commands:
 
@@ -225,7 +225,7 @@ def run(args) -> int:
 
     if not torch.cuda.is_available() and not args.allow_cpu:
         print(
-            "error: no CUDA device; this check is for a lent GPU machine (--allow-cpu runs it on CPU, tiny width only)",
+            "error: no CUDA device; this check is for a GPU machine (--allow-cpu runs it on CPU, tiny width only)",
             file=sys.stderr,
         )
         return 2

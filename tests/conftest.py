@@ -1,5 +1,6 @@
 """Shared test set-up: the test environment (``support/offline_env.py``), the fixture modules of
-``support/`` (``pytest_plugins``), and paths to the repository and ../shared."""
+``support/`` (``pytest_plugins``), and paths to the repository and to the data outside it
+(``MIXFT_SHARED_DIR``, default ``../shared``; data/README.md, "Data outside the repository")."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def ragtruth_path() -> Path:
-    """The real RAGTruth QA annotations from ../shared (skipped where ../shared is absent)."""
+    """The real RAGTruth QA annotations under MIXFT_SHARED_DIR (skipped where they are absent)."""
     if not RAGTRUTH.exists():
-        pytest.skip(f"{RAGTRUTH} not found: ../shared (the RAGTruth QA annotations) is not beside this checkout")
+        pytest.skip(
+            f"{RAGTRUTH} not found: set MIXFT_SHARED_DIR to the folder that holds the RAGTruth QA annotations (data/README.md)"
+        )
     return RAGTRUTH

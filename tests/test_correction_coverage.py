@@ -1,5 +1,5 @@
 """The corrected rate's 95% interval covers the truth in simulation (a smaller run of the script
-scripts/sim_correction_coverage.py, whose full figures are in docs/evaluation.md)."""
+scripts/sim_correction_coverage.py, whose full figures are in docs/design/evaluation-notes.md)."""
 
 from __future__ import annotations
 

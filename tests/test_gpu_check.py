@@ -28,7 +28,7 @@ from bench.gpucheck import (
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 
-# Sizes measured on 2026-12-01 (pip download for cp312 manylinux x86_64): docs/training.md, "make gpu-check".
+# Sizes measured on 2026-12-01 (pip download for cp312 manylinux x86_64): docs/design/gpu-check.md.
 MEASURED = {
     "bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl": 43_139_553,
     "transformers-5.16.1-py3-none-any.whl": 12_080_592,
@@ -218,7 +218,7 @@ def test_bench_problems_name_failures_unquantized_experts_and_cards_too_small():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "--out", "OUT"], "no CUDA device; this check is for a lent GPU machine"),
+        (["run", "--out", "OUT"], "no CUDA device; this check is for a GPU machine"),
         (["run", "--allow-cpu", "--out", "OUT"], "--width full needs a CUDA device"),
         (["run", "--allow-cpu", "--width", "tiny", "--cases", "rg/a100", "--out", "OUT"], "Unknown profile 'a100'"),
         (["run", "--cases", "xx/a100-80gb", "--out", "OUT"], "expected TASK/PROFILE such as rg/a100-80gb"),

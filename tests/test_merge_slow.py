@@ -246,7 +246,7 @@ def test_merge_refuses_a_base_without_a_local_copy(tmp_path, capsys):
 
 
 def test_bench_merge_script_runs_at_tiny_width(tmp_path):
-    """scripts/bench_merge.py (its numbers are in docs/training.md) still works: tiny widths, 1 layer."""
+    """scripts/bench_merge.py (its numbers are in docs/benchmarks.md) still works: tiny widths, 1 layer."""
     import subprocess
     import sys
 

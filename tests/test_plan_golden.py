@@ -66,7 +66,7 @@ def test_shipped_gpu_pair_fits_with_margin(task, profile, warm_cache):
 
 def test_rg_on_a100_80gb_is_below_the_report(warm_cache):
     """The report measured ~48 GB at micro batch 4 x 4096 on one A100-80GB with LoRA on the experts too
-    (Axolotl's Mixtral example; docs/planning.md, "The reference point"); mixft's RG trains attention only,
+    (Axolotl's Mixtral example; docs/design/planning-validation.md, "The reference point"); mixft's RG trains attention only,
     so it must plan below that and above the weights and checkpointed inputs it certainly holds."""
     d = _golden("rg", "a100-80gb")
     weights = sum(v for k, v in d["parts"].items() if k.startswith("weights_"))

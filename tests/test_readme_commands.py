@@ -1,4 +1,4 @@
-"""Every command in the code blocks of README.md and docs/*.md is checked against what is
+"""Every command in the code blocks of README.md and docs/**/*.md is checked against what is
 installed: `mixft` commands parse against today's CLI (every option exists, required ones are
 given), `hf` commands against the installed huggingface_hub CLI, `make` targets exist in the
 Makefile, scripts exist and know the options given to them, `pip install` extras exist in
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 SKIP_LANGS = {"json", "yaml", "yml", "python", "toml", "jsonl", "text", "diff"}
 BUILTINS = {"export", "cd", "source", "mkdir", "cp", "mv", "ls", "cat", "echo", "tail", "head", "rm", "sleep", "wait"}

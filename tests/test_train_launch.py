@@ -510,7 +510,7 @@ def test_cli_train_refuses_a_missing_package_before_anything_is_written(
 
 def test_mixft_help_imports_no_axolotl():
     """`mixft --help` (and `mixft train --help`) stay light: Axolotl's own `--help` takes seconds to import
-    (docs/training.md, "What Axolotl 0.21 offers this pipeline", start-up)."""
+    (docs/design/training-notes.md, "What Axolotl 0.21 offers this pipeline", start-up)."""
     import subprocess
     import sys
 

@@ -2,7 +2,7 @@
 
 - ``membench``: training memory and throughput per layer count through ``mixft train --probe``
   (``scripts/bench_train.py``, ``make bench-train``);
-- ``stepbench``: the same steps without Axolotl, for a lent GPU machine (``make gpu-check``);
+- ``stepbench``: the same steps without Axolotl, for a bare GPU machine (``make gpu-check``);
 - ``gpucheck``: the wheelhouse and summary pieces of ``make gpu-check`` (``scripts/gpu_check.py``);
 - ``router_aux``: whether Mixtral's router auxiliary loss reaches LoRA, per checkpointing mode
   (``scripts/measure_router_aux.py``);

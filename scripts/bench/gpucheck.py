@@ -1,9 +1,8 @@
-"""``make gpu-check``: the pieces of the lent-GPU check that need no GPU (scripts/gpu_check.py runs them).
+"""``make gpu-check``: the pieces of the GPU check that need no GPU (scripts/gpu_check.py runs them).
 
-A lent GPU machine (one H100/H200, a 10-minute command, no network) has Python 3.12 with torch and
+A bare GPU machine (one H100/H200, a 10-minute command, no network) has Python 3.12 with torch and
 transformers, but no bitsandbytes, peft, Axolotl or flash-attn. What it lacks travels as wheels,
-at most 64 MiB per call together with the working tree. Measured (docs/training.md,
-"make gpu-check"): bitsandbytes 0.50.2 alone is 41.1 MiB; Axolotl 0.19.0 and the other packages
+at most 64 MiB per call together with the working tree. Measured (docs/design/gpu-check.md): bitsandbytes 0.50.2 alone is 41.1 MiB; Axolotl 0.19.0 and the other packages
 a CPU training run imports that the image lacks are 54.4 MiB more in 52 wheels (wandb 19.4,
 pycountry 7.7, mistral-common 6.2, zstandard 5.2, torchao 3.1, ...) plus two Axolotl contrib
 packages published only as source, so Axolotl does not fit beside bitsandbytes (~96 MiB). The check is built around what fits: bitsandbytes, peft and transformers at
@@ -25,7 +24,7 @@ MIB = 2**20
 LIMIT_BYTES = 64 * MIB  # what one device call carries: working tree + carried paths
 SUMMARY_SCHEMA = "mixft-gpu-check/v1"
 
-# Distributions the lent machine's image lacks, at the versions of this environment (which are
+# Distributions the GPU machine's image lacks, at the versions of this environment (which are
 # Axolotl 0.19.0's pins for the first three; a test checks that). transformers is carried because
 # the image's (5.17) is not the one Axolotl 0.19.0 pins and mixft's 4-bit load plan patches its loader.
 WHEEL_PACKAGES: tuple[tuple[str, str], ...] = (
@@ -61,7 +60,7 @@ def pinned_versions(names: Iterable[str] = _WHEEL_NAMES) -> dict[str, str]:
 def pip_download_command(
     dest: Path, pins: dict[str, str], python: str = "python3", python_version: str = "3.12"
 ) -> list[str]:
-    """The ``pip download`` that fetches ``pins`` as binary wheels for the lent machine, without dependencies."""
+    """The ``pip download`` that fetches ``pins`` as binary wheels for the GPU machine, without dependencies."""
     cmd = [
         python,
         "-m",

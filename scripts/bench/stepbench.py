@@ -1,8 +1,7 @@
 """QLoRA training steps of a Mixtral at real width with 1, 2 ... layers, without Axolotl.
 
-``scripts/bench_train.py`` measures through ``mixft train --probe`` (Axolotl). A lent GPU machine
-cannot hold Axolotl and its dependencies in one 64 MiB wheelhouse (docs/training.md,
-"make gpu-check"), so this is the reduced form ``make gpu-check`` runs. It takes the settings of
+``scripts/bench_train.py`` measures through ``mixft train --probe`` (Axolotl). A bare GPU machine
+cannot hold Axolotl and its dependencies in one 64 MiB wheelhouse (docs/design/gpu-check.md), so this is the reduced form ``make gpu-check`` runs. It takes the settings of
 each (task, profile) from the rendered config, loads the model the way the training run stores
 it, and runs optimizer steps:
 

@@ -317,7 +317,7 @@ def _finish(
 def _set_extra(manifest: Manifest, builder: RowBuilder, identity: dict[str, Any] | None) -> None:
     manifest.extra = {
         "backend": identity,
-        # gpu-infer: HFBackend.identity() reports which tensors were loaded in 4-bit.
+        # HFBackend.identity() reports which tensors were loaded in 4-bit.
         "quantization": (identity or {}).get("quantization"),
         **builder.manifest_extra(),
     }
