@@ -231,6 +231,7 @@ def _prepare(args) -> tuple[dict, dict[str, str]] | int:
     from bench.gpucheck import child_env
     from bench.stepbench import render_cases
     from bench.wheelhouse import check_site
+    from mixtral_ft.axolotl_cfg.keys import snapshot_keys
 
     def refuse(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -244,9 +245,8 @@ def _prepare(args) -> tuple[dict, dict[str, str]] | int:
         if problems:
             return refuse(problems[0])
         site_dirs = [str(d) for d in dirs]
-        sys.path[:0] = site_dirs  # rendering validates with Axolotl: the wheelhouse's, as the parts see it
-    try:
-        render_cases(args.cases, tuple(args.overrides))  # a bad --set or profile fails here, before work
+    try:  # a bad --set or profile fails here, before work; against the known-key snapshot (no Axolotl import)
+        render_cases(args.cases, tuple(args.overrides), keys=snapshot_keys())
     except Exception as exc:  # noqa: BLE001 - MixftError, or a YAML error in --set
         return refuse(str(exc).splitlines()[0])
     env = child_env(REPO, site_dirs)
@@ -305,6 +305,7 @@ def run(args) -> int:
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.provenance import now_iso
 
+    started = time.monotonic()  # the budget counts from here
     prepared = _prepare(args)
     if isinstance(prepared, int):
         return prepared
@@ -313,7 +314,6 @@ def run(args) -> int:
         d.mkdir(parents=True, exist_ok=True)
     ctx_path = args.work / "context.json"
     atomic_write_text(ctx_path, json.dumps(ctx, indent=1) + "\n")
-    started = time.monotonic()
     summary: dict = {"schema": SUMMARY_SCHEMA, "started_at": now_iso(), "ended_at": None, "wall_s": None}
     summary.update(options=ctx, site={"dirs": ctx["site_dirs"]}, parts={}, problems=[], ok=False)
     for name in PART_ORDER:

@@ -131,7 +131,7 @@ def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(gpu_profile, tm
     except Exception:  # noqa: BLE001 - absent, or built for another torch
         attention = "sdpa"
     row = train_tiny(model_dir, data, tmp_path / "gpu-run", gpu_profile, attention)
-    assert row["exit_status"] == 0, row.get("stdout_tail")
+    assert row["exit_status"] == 0, row.get("output_tail")
     assert train_problems(row, "cuda") == []
     model = row["probe_model"]
     assert (
@@ -143,6 +143,7 @@ def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(gpu_profile, tm
     assert model["linear_4bit_modules"] == TINY_LINEARS and model["gradient_checkpointing"] is True
     assert row["probe_device"]["type"] == "cuda" and row["lora_kernel_lines"]
     assert row["probe_summary"]["planned"] is not None  # preflight planned the run; the probe compares
+    assert row["mixft_held_cuda"] is not True  # None: nvidia-smi listed no process to tell
 
 
 def test_full_width_layers_memory_per_layer(gpu_profile, tmp_path):

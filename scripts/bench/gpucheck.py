@@ -21,7 +21,7 @@ hang ends that part only, and each starts with the whole card), under a time cap
 
 Each part function takes the run's context and a ``save`` callback for what it has so far, and
 returns its result; torch and the libraries are imported inside the functions, so the parent process
-that runs them (it only renders configs) never touches CUDA.
+that runs them never loads torch (nor holds a CUDA context).
 """
 
 from __future__ import annotations
@@ -289,37 +289,83 @@ def train_overrides(steps: int, attention: str | None) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
+def gpu_processes() -> dict[int, int] | None:
+    """``pid -> MiB`` of the processes holding a CUDA context, as ``nvidia-smi`` lists them (None when
+    it cannot be asked)."""
+    try:
+        proc = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    out = {}
+    for line in proc.stdout.strip().splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip().isdigit():
+            out[int(pid)] = int(mib.strip()) if mib.strip().isdigit() else 0
+    return out
+
+
+def _watch_gpu(proc: subprocess.Popen, watch: bool) -> dict[str, Any]:
+    """Wait for ``proc``; meanwhile (``watch``) list the processes on the GPU every half second: mixft's
+    own process must never be among them (its preflight reads free memory without a CUDA context)."""
+    seen: dict[int, int] = {}
+    asked = False
+    while proc.poll() is None:
+        if watch and (now := gpu_processes()) is not None:
+            asked = True
+            for pid, mib in now.items():
+                seen[pid] = max(seen.get(pid, 0), mib)
+        time.sleep(0.5)
+    return {
+        "mixft_pid": proc.pid,
+        "gpu_processes_mib": {str(k): v for k, v in seen.items()},
+        "mixft_held_cuda": (proc.pid in seen) if asked and seen else None,
+    }
+
+
 def train_tiny(
     model: Path, data: Path, run_dir: Path, profile: str, attention: str | None, steps: int = 4
 ) -> dict[str, Any]:
     """``mixft train rg --probe`` on the tiny Mixtral; what took effect, read back from the probe,
-    the run's manifest (with the plan's figures) and Axolotl's log."""
+    the run's manifest (with the plan's figures) and Axolotl's log; on a GPU profile, whether mixft's
+    own process ever held a CUDA context while Axolotl trained (nvidia-smi)."""
     import shutil
 
     shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     args = ["train", "rg", "--data", str(data), "--profile", profile, "--base-model", str(model)]
-    proc = mixft([*args, "--run-dir", str(run_dir), "--probe", *train_overrides(steps, attention)])
-    print(proc.stdout[-20000:], proc.stderr[-20000:], sep="\n", file=sys.stderr)
+    cmd = [sys.executable, "-m", "mixtral_ft.cli", *args, "--run-dir", str(run_dir), "--probe"]
+    out_path = run_dir.with_name(run_dir.name + ".out")
+    with out_path.open("w+", encoding="utf-8") as out:
+        proc = subprocess.Popen([*cmd, *train_overrides(steps, attention)], stdout=out, stderr=subprocess.STDOUT)
+        watched = _watch_gpu(proc, watch=profile != "cpu")
+        out.seek(0)
+        text = out.read()
+    print(text[-20000:], file=sys.stderr)
     row: dict[str, Any] = {"exit_status": proc.returncode, "profile": profile, "attention_override": attention}
-    row["stdout_tail"] = proc.stdout.strip().splitlines()[-12:]
+    row.update(watched, output_tail=text.strip().splitlines()[-12:])
     if proc.returncode != 0:
-        row["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        row["error"] = (text.strip().splitlines() or ["(no output)"])[-1][:300]
     probe_path = run_dir / "output" / "mixft_probe.json"
     if probe_path.exists():
         probe = json.loads(probe_path.read_text(encoding="utf-8"))
-        row["probe_model"] = probe.get("model")
-        row["probe_device"] = probe.get("device")
-        row["probe_config"] = probe.get("config")
-        row["probe_errors"] = probe.get("errors")
+        row.update({f"probe_{k}": probe.get(k) for k in ("model", "device", "config", "errors")})
     manifest = run_dir / "manifest.json"
     if manifest.exists():
         row["probe_summary"] = json.loads(manifest.read_text(encoding="utf-8")).get("probe")  # with the plan's figures
     log = run_dir / "train.log"
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []
     row["lora_kernel_lines"] = sorted(
-        {ln.split("] ")[-1][:160] for ln in text.splitlines() if any(k in ln for k in LORA_KERNEL_LINES)}
+        {ln.split("] ")[-1][:160] for ln in lines if any(k in ln for k in LORA_KERNEL_LINES)}
     )
-    row["expert_quant_lines"] = sorted({ln.split("] ")[-1][:160] for ln in text.splitlines() if "MoE expert" in ln})
+    row["expert_quant_lines"] = sorted({ln.split("] ")[-1][:160] for ln in lines if "MoE expert" in ln})
     row["adapter"] = str(run_dir / "output") if (run_dir / "output" / "adapter_config.json").exists() else None
     return row
 
@@ -356,6 +402,8 @@ def train_problems(rec: dict[str, Any], device: str) -> list[str]:
             )
         if not rec.get("lora_kernel_lines"):
             out.append("train: Axolotl's log does not say the LoRA kernels were patched in")
+        if rec.get("mixft_held_cuda"):
+            out.append("train: mixft's own process held a CUDA context while Axolotl trained (nvidia-smi)")
     return out
 
 

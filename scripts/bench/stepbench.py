@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,13 +105,15 @@ def case_from_config(
     )
 
 
-def render_values(task: str, profile: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+def render_values(task: str, profile: str, overrides: tuple[str, ...], keys=None) -> dict[str, Any]:
+    """The rendered config's values; ``keys``: what to check the keys against (None: the installed
+    Axolotl's schema, which imports Axolotl; ``snapshot_keys()`` does not)."""
     from mixtral_ft.axolotl_cfg.render import RenderRequest, render
 
-    return render(RenderRequest(task, Path("/unused"), profile, Path("/unused"), overrides=overrides)).values
+    return render(RenderRequest(task, Path("/unused"), profile, Path("/unused"), overrides=overrides), keys=keys).values
 
 
-def render_cases(pairs=DEFAULT_CASES, overrides: tuple[str, ...] = ()) -> list[StepCase]:
+def render_cases(pairs=DEFAULT_CASES, overrides: tuple[str, ...] = (), keys=None) -> list[StepCase]:
     """``pairs``: (task, profile) or (task, profile, variant) with a variant of :data:`VARIANTS`."""
     out = []
     for task, profile, *rest in pairs:
@@ -118,7 +121,7 @@ def render_cases(pairs=DEFAULT_CASES, overrides: tuple[str, ...] = ()) -> list[S
         if variant and variant not in VARIANTS:
             raise ValueError(f"unknown case variant {variant!r}; choose from {', '.join(VARIANTS)}")
         case_overrides = tuple(overrides) + VARIANTS.get(variant, ())
-        values = render_values(task, profile, case_overrides)
+        values = render_values(task, profile, case_overrides, keys)
         out.append(case_from_config(task, profile, values, variant, case_overrides))
     return out
 
@@ -410,7 +413,8 @@ def run_stepbench(opts: StepBenchOptions, say=print, on_row=None) -> dict[str, A
             )
         if opts.plan and not futures:  # the architecture is known now: plan every depth while the GPU measures
             arch = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-            futures = plan_figures(list(opts.cases), arch, tuple(opts.layers) + (MIXTRAL_8X7B_LAYERS,))
+            depths = tuple(opts.layers) + (MIXTRAL_8X7B_LAYERS,)
+            futures = plan_figures(list(opts.cases), arch, depths, workers=max(1, min(8, (os.cpu_count() or 2) // 2)))
         model, loaded = _load(model_dir, opts, attn, loader)
         for case in opts.cases:
             say(f"  {case.name}: {case.micro_batch_size} x {case.sequence_len} tokens, {layers} layer(s) ...")
