@@ -65,7 +65,8 @@ def test_preflight_leaves_no_cuda_context_in_mixfts_process(gpu_profile):
 
     import torch
 
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    # src first, then what the environment has (make gpu-check puts the wheelhouse there)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     env.pop("MIXFT_PLAN_FREE_GIB", None)
     proc = subprocess.run(
         [sys.executable, "-c", _PREFLIGHT_CHILD, gpu_profile],

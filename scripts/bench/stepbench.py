@@ -32,6 +32,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +174,9 @@ def load_4bit_model(
         if name.endswith(".gate"):  # Axolotl upcasts the router (loaders/model.py, _convert_embedding_modules_dtype)
             module.to(torch.float32)
     if loader == "axolotl":
-        from axolotl.monkeypatch import moe_quant
+        from mixtral_ft.models.quant import expert_tensors
 
-        return model, [f"({moe_quant.get_moe_quantized_count()} by Axolotl)"] * moe_quant.get_moe_quantized_count()
+        return model, [name for name, four_bit in expert_tensors(model) if four_bit]
     return model, counter.quantized
 
 
@@ -391,6 +392,30 @@ def _load(model_dir: Path, opts: StepBenchOptions, attn: str, loader: str):
     }
 
 
+def _run_case(model, case: StepCase, opts: StepBenchOptions, row: dict[str, Any], reload):
+    """Measure ``case`` into ``row`` on ``model`` (LoRA added, then removed); returns the base model for
+    the next case: the same one, or one loaded again (``reload()``) when removing the LoRA failed."""
+    try:
+        peft_model = add_lora(model, case)
+    except Exception as exc:  # noqa: BLE001 - a case that cannot be set up is a row with its error
+        row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+        return model
+    row.update(measure_case(peft_model, case, opts.device, opts.steps, opts.warmup))
+    try:
+        return peft_model.unload()  # the base model back, without this case's LoRA layers
+    except Exception as exc:  # noqa: BLE001 - the next case gets a freshly loaded model instead
+        row["unload_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        del peft_model, model
+        gc.collect()
+        if opts.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+        return reload()[0]
+    finally:
+        gc.collect()
+
+
 def run_stepbench(opts: StepBenchOptions, say=print, on_row=None) -> dict[str, Any]:
     """Build each layer count once (in a child process), load it in 4-bit once, run every case on it.
     ``on_row(rows)`` is called after each case (a caller can save what is measured so far)."""
@@ -419,16 +444,8 @@ def run_stepbench(opts: StepBenchOptions, say=print, on_row=None) -> dict[str, A
         for case in opts.cases:
             say(f"  {case.name}: {case.micro_batch_size} x {case.sequence_len} tokens, {layers} layer(s) ...")
             row = _case_row(case, layers, attn, loaded)
-            try:
-                peft_model = add_lora(model, case)
-            except Exception as exc:  # noqa: BLE001 - a case that cannot be set up is a row with its error
-                row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
-            else:
-                row.update(measure_case(peft_model, case, opts.device, opts.steps, opts.warmup))
-                model = peft_model.unload()  # the base model back, without this case's LoRA layers
-                del peft_model
+            model = _run_case(model, case, opts, row, partial(_load, model_dir, opts, attn, loader))
             rows.append(row)
-            gc.collect()
             say(
                 "    "
                 + (
