@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.mixft-installed
 # so a bare `pytest` runs as `make test` does; `mixft demo` sets its own (mixtral_ft.demo.env_for_cpu_demo);
 # the scripts behind bench-train and gpu-check set what they need, and mixft sets it for Axolotl.
 
-.PHONY: install lint browser label-studio-venv demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-check clean
+.PHONY: install lint browser label-studio-venv demo demo-tiny test test-fast test-slow test-gpu bench bench-train gpu-wheelhouse gpu-install gpu-check clean
 
 install: $(STAMP)
 
@@ -94,20 +94,26 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_prepare.py
 	$(BIN)/python scripts/bench_generate.py
 
-# On a GPU box: memory and tokens/s per layer count for a full-width Mixtral (docs/benchmarks.md).
+# On a GPU box with Axolotl: memory and tokens/s per layer count for a full-width Mixtral through
+# mixft train --probe (docs/training.md); a bare GPU machine runs the one-process form in make gpu-check.
 bench-train: $(STAMP)
 	$(BIN)/python scripts/bench_train.py --profile $(or $(PROFILE),h100-80gb) --layers 1,2,4 --out out/bench-train
 
-# Here, with the network: the wheels a bare GPU machine lacks (bitsandbytes, peft, transformers at
-# Axolotl 0.19.0's pins, ...) into .whl/, checked to travel within 64 MiB with the working tree.
+# Here, with PyPI: the wheels a bare GPU machine lacks (Axolotl 0.21.0 and what it imports that the
+# image lacks, at this environment's versions), slimmed and packed into .whl/partN/ so that each part
+# travels in one device call beside the working tree; prints the device calls (docs/design/gpu-check.md).
 gpu-wheelhouse: $(STAMP)
-	$(BIN)/python scripts/gpu_check.py wheelhouse --dir .whl
+	$(BIN)/python scripts/gpu_check.py wheelhouse --dir .whl --verify
 
-# On a bare GPU machine only (no network, its own python3 with torch; no .venv): the gpu test tier and
-# the step benchmark, one JSON summary in $$OUT (docs/design/gpu-check.md).
+# On a bare GPU machine only (no network, its own python3 with torch; no .venv), one device call per part:
+# install .whl/part$(PART) into .gpu-site/part$(PART) (idempotent), then, after the last part, the check:
+# every part of it in $$OUT (gpu_check.json, gpu_check.md, gpu_check.log).
+gpu-install:
+	@test -n "$(PART)" || { echo "error: make gpu-install PART=N (the part this call carries, .whl/partN)" >&2; exit 2; }
+	python3 scripts/gpu_check.py install --part $(PART)
+
 gpu-check:
-	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-	PYTHONPATH=/tmp/site:$(CURDIR)/src PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py run --out $(or $(OUT),out/gpu-check)
+	PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py run --out $(or $(OUT),out/gpu-check)
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) out .pytest_cache

@@ -14,8 +14,8 @@ the table. A run that fails (e.g. out of memory) is a row in the table, not the 
 
 The GPU profiles ask for attn_implementation: flash_attention_2, so `mixft train` refuses to start
 without an importable flash-attn (docs/training.md, "Flash attention"); --set attn_implementation=sdpa
-measures without it. Without Axolotl (a bare GPU machine), `make gpu-check` runs the reduced form,
-scripts/bench/stepbench.py.
+measures without it. On a bare GPU machine (one 10-minute call for everything), `make gpu-check` runs
+the one-process form, scripts/bench/stepbench.py, beside `mixft plan` (docs/design/gpu-check.md).
 
 Disk: a full-width model takes ~3.4 GB + 2.8 GB per layer while it is measured (deleted after,
 unless --keep-models). Building one draws random weights on the GPU when there is one.

@@ -1,20 +1,20 @@
-"""The check for a bare GPU machine (`make gpu-check`; docs/design/gpu-check.md).
+"""The check for a bare GPU machine (`make gpu-wheelhouse`, `make gpu-install`, `make gpu-check`;
+docs/design/gpu-check.md).
 
-Two commands:
+    # here, with PyPI: the wheels the machine lacks, slimmed and packed into .whl/partN/ that each
+    # travel in one device call beside the working tree; prints the device calls to make
+    .venv/bin/python scripts/gpu_check.py wheelhouse [--verify]
 
-    # here, with the network: the wheels the machine lacks, into .whl/, size-checked (<= 64 MiB with the tree)
-    .venv/bin/python scripts/gpu_check.py wheelhouse
+    # there (one H100/H200, no network, its own python3 with torch), one call per part, back to back:
+    python3 scripts/gpu_check.py install --part N          # .whl/partN -> .gpu-site/partN (idempotent)
+    python3 scripts/gpu_check.py run --out $OUT             # after the last part, in the same call
 
-    # there (one H100/H200, no network, its own python3 with torch): what `make gpu-check` runs
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site:src python3 scripts/gpu_check.py run --out $OUT
-
-`run` records the machine, runs the `gpu` test tier (the modules that hold gpu-marked tests), then
-the step benchmark (`scripts/bench/stepbench.py`: full-width Mixtral at 1 and 2 layers, each
-(task, profile) micro batch, QLoRA through mixft's 4-bit plan and peft), and writes one JSON
-summary, OUT/gpu_check.json, after every stage, so a run cut short still leaves what it measured.
-It stops starting stages once --budget-s is spent. Exit 0 when every test passed and every case
-fits its card, 1 otherwise, 2 for bad arguments or (without --allow-cpu) no CUDA device.
+`run` checks that every part is installed, then runs the parts of the check (bench/gpucheck.py), each
+in a process of its own under a time cap, and writes OUT/gpu_check.json, gpu_check.md and
+gpu_check.log after each one, so a run cut short still leaves what it measured. A part that fails is
+a row with its error; the next part runs. It starts no part once --budget-s is spent. Exit 0 when
+every part ran and nothing is wrong, 1 otherwise, 2 for bad arguments, a wheelhouse part not
+installed, or (without --allow-cpu) no CUDA device.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # the machine runs from the working tree, without installing mixft
+sys.path.insert(0, str(REPO / "scripts"))
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -41,299 +42,312 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
-def _cases(text: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
+def _cases(text: str) -> tuple[tuple[str, ...], ...]:
+    from bench.stepbench import VARIANTS
+
+    cases = []
     for item in filter(None, (x.strip() for x in text.split(","))):
-        task, sep, profile = item.partition("/")
-        if not sep or task not in ("rg", "tc") or not profile:
-            raise argparse.ArgumentTypeError(f"expected TASK/PROFILE such as rg/a100-80gb, got {item!r}")
-        pairs.append((task, profile))
-    if not pairs:
+        pair, _, variant = item.partition("+")
+        task, sep, profile = pair.partition("/")
+        if not sep or task not in ("rg", "tc") or not profile or (variant and variant not in VARIANTS):
+            raise argparse.ArgumentTypeError(
+                f"expected TASK/PROFILE[+{'|'.join(VARIANTS)}] such as rg/h100-80gb, got {item!r}"
+            )
+        cases.append((task, profile, variant) if variant else (task, profile))
+    if not cases:
         raise argparse.ArgumentTypeError("no cases given")
-    return tuple(pairs)
+    return tuple(cases)
+
+
+DEFAULT_CASES = "rg/h100-80gb,tc/h100-80gb,rg/a100-40gb,tc/a100-40gb,rg/h100-80gb+expert-lora,rg/a100-40gb+expert-lora"
 
 
 def parser() -> argparse.ArgumentParser:
-    from bench.stepbench import DEFAULT_CASES
+    from bench.gpucheck import PART_ORDER
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    wh = sub.add_parser("wheelhouse", help="download the wheels the GPU machine lacks and check their size")
+    wh = sub.add_parser("wheelhouse", help="fetch, slim and pack the wheels the GPU machine lacks into .whl/partN")
     wh.add_argument("--dir", type=Path, default=REPO / ".whl")
-    wh.add_argument("--check-only", action="store_true", help="only measure what is in --dir")
-    run = sub.add_parser("run", help="on the GPU machine: gpu tests + step benchmark -> OUT/gpu_check.json")
+    wh.add_argument("--check-only", action="store_true", help="only measure the parts already in --dir")
+    wh.add_argument("--no-slim", action="store_true", help="carry the wheels whole (more parts, more calls)")
+    wh.add_argument("--bnb-cuda", default="13", help="CUDA versions whose bitsandbytes kernels travel (13, 128, ...)")
+    wh.add_argument("--verify", action="store_true", help="install the parts over the image's packages here and import")
+    inst = sub.add_parser("install", help="on the GPU machine: install .whl/partN into .gpu-site/partN")
+    inst.add_argument("--part", type=int, required=True)
+    inst.add_argument("--dir", type=Path, default=REPO / ".whl")
+    inst.add_argument("--site", type=Path, default=REPO / ".gpu-site")
+    run = sub.add_parser("run", help="on the GPU machine: every part of the check -> OUT/gpu_check.json")
     run.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or REPO / "out" / "gpu-check"))
-    run.add_argument(
-        "--work",
-        type=Path,
-        default=Path("/tmp/mixft-gpu-check"),
-        help="models and scratch (GBs at full width; never under --out, which travels back)",
-    )
+    run.add_argument("--work", type=Path, default=Path("/tmp/mixft-gpu-check"), help="models and scratch (GBs)")
+    run.add_argument("--site", default=str(REPO / ".gpu-site"), help="the installed wheelhouse, or 'none'")
     run.add_argument("--layers", type=_ints, default=(1, 2))
     run.add_argument("--width", choices=("full", "tiny"), default="full")
-    run.add_argument(
-        "--cases",
-        type=_cases,
-        default=DEFAULT_CASES,
-        help="comma-separated TASK/PROFILE pairs (default: the four distinct micro batch shapes)",
-    )
+    run.add_argument("--cases", type=_cases, default=_cases(DEFAULT_CASES), help=f"default: {DEFAULT_CASES}")
     run.add_argument("--set", dest="overrides", action="append", default=[], help="override for every case key=value")
     run.add_argument("--steps", type=int, default=3)
     run.add_argument("--warmup", type=int, default=1)
-    run.add_argument("--budget-s", type=float, default=540.0, help="start no stage after this many seconds")
-    run.add_argument("--test-timeout-s", type=float, default=240.0)
-    run.add_argument("--skip-tests", action="store_true")
-    run.add_argument("--skip-bench", action="store_true")
-    run.add_argument("--allow-cpu", action="store_true", help="run on CPU (the CPU test of this script)")
+    run.add_argument("--train-steps", type=int, default=4)
+    run.add_argument("--budget-s", type=float, default=500.0, help="start no part after this many seconds")
+    run.add_argument("--skip", action="append", default=[], choices=PART_ORDER, help="a part not to run")
+    run.add_argument("--allow-cpu", action="store_true", help="run on CPU (tiny width, cpu profile): the CPU test")
+    part = sub.add_parser("part", help="(internal) one part of run, in its own process")
+    part.add_argument("name", choices=PART_ORDER)
+    part.add_argument("--ctx", type=Path, required=True)
     return ap
 
 
 def wheelhouse(args) -> int:
-    from bench.gpucheck import (
-        WHEEL_PACKAGES,
-        pinned_versions,
-        pip_download_command,
-        scan_wheelhouse,
+    from bench.wheelhouse import (
+        CARRY,
+        MANIFEST,
+        build_wheelhouse,
+        render_plan,
         travel_bytes,
-        wheel_name,
-        wheelhouse_report,
+        wheelhouse_problems,
     )
+
+    tree = travel_bytes(REPO)
+    if args.check_only:
+        path = args.dir / MANIFEST
+        if not path.exists():
+            print(f"error: {path}: no wheelhouse; run without --check-only first", file=sys.stderr)
+            return 1
+        manifest = dict(json.loads(path.read_text(encoding="utf-8")), tree_bytes=tree)
+    else:
+        try:
+            manifest = build_wheelhouse(args.dir, tree, bnb_cuda=tuple(args.bnb_cuda.split(",")), slim=not args.no_slim)
+        except (RuntimeError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(render_plan(manifest))
+    problems = wheelhouse_problems(manifest, [c.name for c in CARRY])
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if args.verify and not problems:
+        problems = verify(args.dir, manifest)
+    return 1 if problems else 0
+
+
+VERIFY_IMPORTS = (
+    "bitsandbytes, peft, transformers, trl, datasets, axolotl.train, axolotl.cli.train, "
+    "axolotl.monkeypatch.moe_quant, axolotl.monkeypatch.lora_kernels, mixtral_ft.train.probe, "
+    "mixtral_ft.train.accumulation, mixtral_ft.cli.main"
+)
+
+
+def verify(whl: Path, manifest: dict) -> list[str]:
+    """Install every part over a stand-in for the image's package set and import what a run imports."""
+    import tempfile
+
+    from bench.gpucheck import child_env
+    from bench.wheelhouse import check_site, install_part, simulate_image
+
+    with tempfile.TemporaryDirectory(prefix="mixft-verify-") as tmp:
+        image = simulate_image(Path(tmp) / "image")
+        for p in manifest["parts"]:
+            install_part(whl / f"part{p['part']}", Path(tmp) / "site")
+        dirs, problems = check_site(Path(tmp) / "site")
+        env = child_env(REPO, [str(d) for d in dirs] + [str(image)])
+        python = str(Path(tmp) / "image" / "venv" / "bin" / "python")
+        proc = subprocess.run([python, "-c", f"import {VERIFY_IMPORTS}"], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        problems.append(f"verify: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    print("verify: " + ("; ".join(problems) if problems else f"imports over the image's packages: {VERIFY_IMPORTS}"))
+    return problems
+
+
+def install(args) -> int:
+    from bench.wheelhouse import install_part
+
+    part_dir = args.dir / f"part{args.part}"
+    if not part_dir.is_dir():
+        print(f'error: {part_dir}: not here; name it in the call\'s carry ([".whl/part{args.part}"])', file=sys.stderr)
+        return 2
+    try:
+        install_part(part_dir, args.site)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_part(args) -> int:
+    """The child side of ``run``: one part, its result saved (partial results too) as JSON."""
+    import traceback
+
+    from bench.gpucheck import PARTS
     from mixtral_ft.util.atomic import atomic_write_text
 
-    pins = pinned_versions()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    if not args.check_only:
-        wanted = {f"{name.lower().replace('_', '-')}": v for name, v in pins.items()}
-        for stale in args.dir.glob("*.whl"):  # another version of a package would stop the install there
-            if wheel_name(stale.name) not in wanted or f"-{wanted[wheel_name(stale.name)]}-" not in stale.name:
-                stale.unlink()
-        proc = subprocess.run(
-            pip_download_command(args.dir, pins, python=sys.executable), text=True, capture_output=True, check=False
-        )
-        if proc.returncode != 0:
-            print(f"error: pip download failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}", file=sys.stderr)
-            return 1
-    report = wheelhouse_report(scan_wheelhouse(args.dir), travel_bytes(REPO), [n for n, _ in WHEEL_PACKAGES])
-    report["pins"] = pins
-    atomic_write_text(args.dir / "wheelhouse.json", json.dumps(report, indent=2) + "\n")
-    for w in report["wheels"]:
-        print(f"{w['mib']:8.2f} MiB  {w['file']}")
-    print(
-        f"wheels {report['wheels_mib']} MiB + working tree {report['tree_mib']} MiB = {report['total_mib']} MiB "
-        f"of {report['limit_mib']} MiB ({'fits' if report['fits'] else 'does NOT fit'})"
-    )
-    for p in report["problems"]:
-        print(f"error: {p}", file=sys.stderr)
-    return 0 if report["fits"] else 1
+    ctx = json.loads(args.ctx.read_text(encoding="utf-8"))
+    path = Path(ctx["work"]) / "parts" / f"{args.name}.json"
 
+    def save(result: dict, status: str = "running", error: str | None = None) -> None:
+        atomic_write_text(path, json.dumps({"status": status, "error": error, "result": result}, default=str) + "\n")
 
-def environment_record() -> dict:
-    import importlib
-    import platform
-    from importlib import metadata
-
-    env: dict = {"python": platform.python_version(), "packages": {}}
-    for name in ("torch", "transformers", "bitsandbytes", "peft", "accelerate", "axolotl", "flash-attn", "deepspeed"):
-        try:
-            env["packages"][name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            env["packages"][name] = None
-    import torch
-
-    env["cuda"] = torch.version.cuda
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        env["device"] = {
-            "name": props.name,
-            "total_gib": round(props.total_memory / 2**30, 2),
-            "capability": f"{props.major}.{props.minor}",
-            "count": torch.cuda.device_count(),
-        }
-    else:
-        env["device"] = None
     try:
-        importlib.import_module("flash_attn")
-        env["flash_attn_imports"] = True
-    except Exception:  # noqa: BLE001 - absent, or built for another torch (an undefined symbol)
-        env["flash_attn_imports"] = False
-    return env
+        save(PARTS[args.name](ctx, save), "ok")
+    except Exception as exc:  # noqa: BLE001 - the part is a row with its error; the parent goes on
+        traceback.print_exc()
+        previous = json.loads(path.read_text(encoding="utf-8"))["result"] if path.exists() else {}
+        save(previous, "failed", f"{type(exc).__name__}: {exc}"[:500])
+        return 1
+    return 0
 
 
-def run_tests(out: Path, timeout_s: float) -> dict:
-    from bench.gpucheck import gpu_test_files, parse_junit
-
-    files = gpu_test_files(REPO / "tests")
-    junit = out / "gpu-tests.xml"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-m",
-        "gpu",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "-rs",
-        f"--junitxml={junit}",
-        *map(str, files),
-    ]
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        AXOLOTL_DO_NOT_TRACK="1",
-        # scripts/ for bench.* (test_gpu.py): pytest's `pythonpath` setting may be newer than the machine's pytest
-        PYTHONPATH=os.pathsep.join(
-            filter(None, [os.environ.get("PYTHONPATH"), str(REPO / "src"), str(REPO / "scripts")])
-        ),
+def _device_count(env: dict[str, str]) -> int:
+    """CUDA devices as torch sees them, asked in a child process (this one never loads torch)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
-        status, text = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        status, text = (
-            "timeout",
-            (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or ""),
-        )
-    (out / "gpu-tests.log").write_text(text[-200_000:], encoding="utf-8")
-    result = {
-        "files": [str(f.relative_to(REPO)) for f in files],
-        "exit_status": status,
-        "wall_s": round(time.monotonic() - t0, 1),
-        "passed": 0,
-        "failed": 0,
-        "errors": 0,
-        "skipped": 0,
+    return int(proc.stdout.strip() or 0) if proc.returncode == 0 else 0
+
+
+def _context(args, site_dirs: list[str], device: str) -> dict:
+    return {
+        "repo": str(REPO),
+        "out": str(args.out),
+        "work": str(args.work),
+        "site_dirs": site_dirs,
+        "device": device,
+        "profile": "h100-80gb" if device == "cuda" else "cpu",
+        "width": args.width,
+        "layers": list(args.layers),
+        "cases": [list(c) for c in args.cases],
+        "overrides": list(args.overrides),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "train_steps": args.train_steps,
     }
-    if junit.exists():
-        result.update(parse_junit(junit))
-    elif status == "timeout":
-        result["errors"] = 1
-        result["failures"] = [f"the gpu tier did not finish within {timeout_s:.0f} s"]
-    return result
+
+
+def _prepare(args) -> tuple[dict, dict[str, str]] | int:
+    """Check the arguments, the card and the installed wheelhouse before any work: the context and the
+    children's environment, or exit status 2 after one line on stderr."""
+    from bench.gpucheck import child_env
+    from bench.stepbench import render_cases
+    from bench.wheelhouse import check_site
+    from mixtral_ft.axolotl_cfg.keys import snapshot_keys
+
+    def refuse(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    if args.steps < 1 or args.warmup < 0 or args.train_steps < 1:
+        return refuse("--steps and --train-steps must be at least 1 and --warmup at least 0")
+    site_dirs: list[str] = []
+    if args.site != "none":
+        dirs, problems = check_site(Path(args.site))
+        if problems:
+            return refuse(problems[0])
+        site_dirs = [str(d) for d in dirs]
+    try:  # a bad --set or profile fails here, before work; against the known-key snapshot (no Axolotl import)
+        render_cases(args.cases, tuple(args.overrides), keys=snapshot_keys())
+    except Exception as exc:  # noqa: BLE001 - MixftError, or a YAML error in --set
+        return refuse(str(exc).splitlines()[0])
+    env = child_env(REPO, site_dirs)
+    cuda = _device_count(env) > 0
+    if not cuda and not args.allow_cpu:
+        return refuse("no CUDA device; this check is for a bare GPU machine (--allow-cpu runs it on CPU, tiny width)")
+    if not cuda and args.width == "full":
+        return refuse("--width full needs a CUDA device; use --width tiny on CPU")
+    return _context(args, site_dirs, "cuda" if cuda else "cpu"), env
+
+
+def _run_one(name: str, ctx_path: Path, env: dict[str, str], timeout: float, work: Path) -> dict:
+    """One part in its own process; its row: status, wall time, error, result (partial on a failure)."""
+    log = work / "logs" / f"{name}.log"
+    result_path = work / "parts" / f"{name}.json"
+    result_path.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "part", name, "--ctx", str(ctx_path)]
+    with log.open("w", encoding="utf-8") as fh:
+        try:
+            rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, cwd=REPO).returncode
+            error = None
+        except subprocess.TimeoutExpired:
+            rc, error = None, f"did not finish within {timeout:.0f} s"
+    saved = json.loads(result_path.read_text(encoding="utf-8")) if result_path.exists() else {}
+    row = {"status": "ok", "wall_s": round(time.monotonic() - t0, 1), "result": saved.get("result") or {}}
+    if rc != 0 or saved.get("status") != "ok":
+        tail = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()][-1:]
+        row.update(status="failed", error=error or saved.get("error") or f"exit status {rc}: {tail}"[:500])
+    return row
+
+
+def _write(out: Path, work: Path, summary: dict) -> None:
+    from bench.gpucheck import render_markdown
+    from mixtral_ft.util.atomic import atomic_write_text
+
+    atomic_write_text(out / "gpu_check.json", json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out / "gpu_check.md", render_markdown(summary))
+    logs = []
+    for path in sorted((work / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        logs.append(f"===== {path.stem} =====\n{text[-1_000_000:]}")
+    atomic_write_text(out / "gpu_check.log", "\n".join(logs))
 
 
 def run(args) -> int:
-    import torch
-
-    from bench.gpucheck import SUMMARY_SCHEMA, bench_problems
-    from bench.membench import render_table
-    from bench.stepbench import StepBenchOptions, render_cases, run_stepbench
+    from bench.gpucheck import (
+        PART_CAP_S,
+        PART_MIN_S,
+        PART_ORDER,
+        SUMMARY_SCHEMA,
+        expert_lora_comparison,
+        part_problems,
+        plan_comparison,
+    )
     from mixtral_ft.util.atomic import atomic_write_text
     from mixtral_ft.util.provenance import now_iso
 
-    if not torch.cuda.is_available() and not args.allow_cpu:
-        print(
-            "error: no CUDA device; this check is for a GPU machine (--allow-cpu runs it on CPU, tiny width only)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.width == "full" and not torch.cuda.is_available():
-        print("error: --width full needs a CUDA device; use --width tiny on CPU", file=sys.stderr)
-        return 2
-    if args.steps < 1 or args.warmup < 0:
-        print("error: --steps must be at least 1 and --warmup at least 0", file=sys.stderr)
-        return 2
-    cases = tuple(render_cases(args.cases, tuple(args.overrides)))  # bad --set or profile fails here, before work
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    summary: dict = {
-        "schema": SUMMARY_SCHEMA,
-        "started_at": now_iso(),
-        "ended_at": None,
-        "wall_s": None,
-        "environment": environment_record(),
-        "tests": None,
-        "bench": None,
-        "ok": False,
-        "problems": [],
-        "stages": {},
-        "options": {
-            "layers": list(args.layers),
-            "width": args.width,
-            "cases": [c.name for c in cases],
-            "overrides": list(args.overrides),
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "budget_s": args.budget_s,
-        },
-    }
-    path = args.out / "gpu_check.json"
-
-    def flush() -> None:
-        summary["wall_s"] = round(time.monotonic() - started, 1)
-        atomic_write_text(path, json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
-
-    def stage(name: str, skip: bool, fn) -> None:
+    started = time.monotonic()  # the budget counts from here
+    prepared = _prepare(args)
+    if isinstance(prepared, int):
+        return prepared
+    ctx, env = prepared
+    for d in (args.out, args.work / "logs", args.work / "parts"):
+        d.mkdir(parents=True, exist_ok=True)
+    ctx_path = args.work / "context.json"
+    atomic_write_text(ctx_path, json.dumps(ctx, indent=1) + "\n")
+    summary: dict = {"schema": SUMMARY_SCHEMA, "started_at": now_iso(), "ended_at": None, "wall_s": None}
+    summary.update(options=ctx, site={"dirs": ctx["site_dirs"]}, parts={}, problems=[], ok=False)
+    for name in PART_ORDER:
         left = args.budget_s - (time.monotonic() - started)
-        if skip or left <= 0:
-            summary["stages"][name] = {"status": "skipped", "why": "--skip-" + name if skip else "budget spent"}
-            flush()
-            return
-        summary["stages"][name] = {"status": "running"}
-        flush()
-        t0 = time.monotonic()
-        try:
-            fn(left)
-            summary["stages"][name] = {"status": "ok", "wall_s": round(time.monotonic() - t0, 1)}
-        except Exception as exc:  # noqa: BLE001 - record it and go on: the next stage still measures
-            summary["stages"][name] = {
-                "status": "failed",
-                "wall_s": round(time.monotonic() - t0, 1),
-                "error": f"{type(exc).__name__}: {exc}"[:500],
-            }
-            summary["problems"].append(f"{name}: {type(exc).__name__}: {exc}"[:500])
-        flush()
-
-    def tests(left: float) -> None:
-        summary["tests"] = run_tests(args.out, min(args.test_timeout_s, left))
-        t = summary["tests"]
-        summary["problems"] += [f"gpu test: {f}" for f in t.get("failures", [])]
-        if t["exit_status"] not in (0, 5) and not t.get("failures"):  # 5: nothing collected
-            summary["problems"].append(f"gpu tests: pytest exit status {t['exit_status']} (see gpu-tests.log)")
-
-    def bench(left: float) -> None:
-        results = run_stepbench(
-            StepBenchOptions(
-                layers=args.layers,
-                cases=cases,
-                out=args.work,
-                width=args.width,
-                device="cuda" if torch.cuda.is_available() else "cpu",
-                steps=args.steps,
-                warmup=args.warmup,
-            ),
-            say=lambda m: print(m, file=sys.stderr, flush=True),
-        )
-        summary["bench"] = results
-        summary["problems"] += bench_problems(results)
-        atomic_write_text(args.out / "bench.md", render_table(results["rows"], results["fits"]))
-
-    stage("tests", args.skip_tests, tests)
-    stage("bench", args.skip_bench, bench)
+        if name in args.skip or left < PART_MIN_S[name]:
+            why = "--skip" if name in args.skip else f"budget spent ({left:.0f} s left of {args.budget_s:.0f})"
+            summary["parts"][name] = {"status": "skipped", "why": why}
+            if name not in args.skip:
+                summary["problems"].append(f"{name}: not run, {why}")
+        else:
+            print(f"gpu-check: {name} (at most {min(PART_CAP_S[name], left):.0f} s) ...", file=sys.stderr, flush=True)
+            row = _run_one(name, ctx_path, env, min(PART_CAP_S[name], left), args.work)
+            summary["parts"][name] = row
+            if row["status"] == "failed":
+                summary["problems"].append(f"{name}: {row['error']}")
+            summary["problems"] += part_problems(name, row["result"], ctx["device"])
+            print(f"gpu-check: {name} {row['status']} in {row['wall_s']} s", file=sys.stderr, flush=True)
+        if name == "stepbench" and ctx["device"] == "cuda" and summary["parts"][name].get("result"):
+            summary["plan_comparison"] = plan_comparison(summary["parts"][name]["result"])
+            summary["expert_lora"] = expert_lora_comparison(summary["plan_comparison"])
+        summary["wall_s"] = round(time.monotonic() - started, 1)
+        _write(args.out, args.work, summary)
     summary["ended_at"] = now_iso()
-    summary["ok"] = not summary["problems"] and all(
-        s["status"] in ("ok", "skipped") for s in summary["stages"].values()
-    )
-    flush()
+    summary["ok"] = not summary["problems"]
+    _write(args.out, args.work, summary)
     print(json.dumps({k: summary[k] for k in ("ok", "problems", "wall_s")}, indent=1))
-    print(f"summary: {path}")
+    print(f"summary: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")
     return 0 if summary["ok"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     args = parser().parse_args(argv)
-    from mixtral_ft.errors import MixftError
-
-    try:
-        return wheelhouse(args) if args.command == "wheelhouse" else run(args)
-    except MixftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    commands = {"wheelhouse": wheelhouse, "install": install, "run": run, "part": run_part}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

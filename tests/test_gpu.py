@@ -1,11 +1,17 @@
 """GPU tier (`make test-gpu`, `make gpu-check`; never in CI): the CUDA-only settings of the shipped profiles take effect.
 
-On a CPU machine every test here is skipped. On a GPU box with Axolotl they run real Axolotl
-training with the GPU profiles and read back, through `--probe`, that the Mixtral experts were
-quantized to 4-bit (`quantize_moe_experts`), that flash attention was used, and how memory grows
-per layer. On a lent GPU machine without Axolotl (`make gpu-check`: its wheels do not fit the
-64 MiB a call carries) those skip, and the Axolotl-free tests check the same 4-bit decisions
-through mixft's load plan and peft, the ones the CPU twin (tests/test_twin_train.py) emulates.
+On a CPU machine every test here is skipped. On a GPU box:
+
+- mixft's preflight leaves its own process without a CUDA context;
+- the tiny Mixtral stored on CUDA through mixft's 4-bit plan (every expert 4-bit) trains a LoRA step;
+- Axolotl's own on-load expert hook quantizes on CUDA;
+- a real Axolotl run of the tiny Mixtral with a GPU profile (`mixft train --probe`): experts 4-bit
+  through `quantize_moe_experts`, the LoRA kernels patched in, flash attention where flash-attn
+  imports and sdpa otherwise (`bench.gpucheck.train_tiny`, which `make gpu-check` runs as its train part);
+- the full-width model's memory per layer through `scripts/bench_train.py` (needs flash-attn; on a
+  bare GPU machine `make gpu-check`'s step benchmark measures it instead).
+
+`make gpu-check` runs this module without the last two (its own parts cover them); docs/design/gpu-check.md.
 """
 
 from __future__ import annotations
@@ -16,8 +22,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from support.fixtures_models import run_mixft
 
 pytestmark = pytest.mark.gpu
 
@@ -61,7 +65,8 @@ def test_preflight_leaves_no_cuda_context_in_mixfts_process(gpu_profile):
 
     import torch
 
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    # src first, then what the environment has (make gpu-check puts the wheelhouse there)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     env.pop("MIXFT_PLAN_FREE_GIB", None)
     proc = subprocess.run(
         [sys.executable, "-c", _PREFLIGHT_CHILD, gpu_profile],
@@ -114,54 +119,32 @@ def test_axolotl_expert_hook_quantizes_on_cuda(gpu_profile, tiny_mixtral_dir):
     assert quantization_record(model) == {"expert_tensors": 4, "expert_tensors_4bit": 4, "linear_4bit": 8}
 
 
-def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(
-    gpu_profile, tiny_mixtral_dir, rg_data_dir, tmp_path, capsys
-):
+def test_tiny_mixtral_trains_with_gpu_profile_settings_in_effect(gpu_profile, tmp_path):
+    """The GPU profile's settings take effect in a real run; without flash-attn the run asks for sdpa."""
     pytest.importorskip("axolotl")
-    pytest.importorskip("flash_attn")  # the GPU profiles ask for flash_attention_2; preflight refuses without it
-    run = tmp_path / "gpu-run"
-    rc = run_mixft(
-        [
-            "train",
-            "rg",
-            "--data",
-            str(rg_data_dir),
-            "--profile",
-            gpu_profile,
-            "--base-model",
-            str(tiny_mixtral_dir),
-            "--run-dir",
-            str(run),
-            "--probe",
-            # 12 short rows: 256-token packs, one per batch, so every epoch has steps
-            "--set",
-            "max_steps=4",
-            "--set",
-            "num_epochs=10",
-            "--set",
-            "sequence_len=256",
-            "--set",
-            "micro_batch_size=1",
-            "--set",
-            "test_datasets=null",
-            "--set",
-            "evals_per_epoch=null",
-            "--set",
-            "saves_per_epoch=null",
-            "--set",
-            "loss_watchdog_threshold=null",
-            "--set",
-            "loss_watchdog_patience=null",
-        ]
+    from bench.gpucheck import TINY_EXPERT_TENSORS, TINY_LINEARS, ensure_inputs, train_problems, train_tiny
+
+    model_dir, data = ensure_inputs(REPO, tmp_path)
+    try:
+        import flash_attn  # noqa: F401
+
+        attention = None  # the profile's flash_attention_2
+    except Exception:  # noqa: BLE001 - absent, or built for another torch
+        attention = "sdpa"
+    row = train_tiny(model_dir, data, tmp_path / "gpu-run", gpu_profile, attention)
+    assert row["exit_status"] == 0, row.get("output_tail")
+    assert train_problems(row, "cuda") == []
+    model = row["probe_model"]
+    assert (
+        model["attn_implementation"].startswith("flash_attention")
+        if attention is None
+        else model["attn_implementation"] == "sdpa"
     )
-    assert rc == 0, (run / "train.log").read_text()[-4000:]  # needs flash-attn: the profile asks for flash_attention_2
-    probe = json.loads((run / "output" / "mixft_probe.json").read_text())
-    model = probe["model"]
-    assert model["attn_implementation"].startswith("flash_attention"), model
-    assert model["quantized_expert_tensors"] == 4 and model["unquantized_expert_tensors"] == 0, model
-    assert model["linear_4bit_modules"] == 8 and model["gradient_checkpointing"] is True
-    assert probe["device"]["type"] == "cuda"
-    assert "probe warning" not in capsys.readouterr().out
+    assert model["quantized_expert_tensors"] == TINY_EXPERT_TENSORS and model["unquantized_expert_tensors"] == 0
+    assert model["linear_4bit_modules"] == TINY_LINEARS and model["gradient_checkpointing"] is True
+    assert row["probe_device"]["type"] == "cuda" and row["lora_kernel_lines"]
+    assert row["probe_summary"]["planned"] is not None  # preflight planned the run; the probe compares
+    assert row["mixft_held_cuda"] is not True  # None: nvidia-smi listed no process to tell
 
 
 def test_full_width_layers_memory_per_layer(gpu_profile, tmp_path):

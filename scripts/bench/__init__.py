@@ -2,8 +2,10 @@
 
 - ``membench``: training memory and throughput per layer count through ``mixft train --probe``
   (``scripts/bench_train.py``, ``make bench-train``);
-- ``stepbench``: the same steps without Axolotl, for a bare GPU machine (``make gpu-check``);
-- ``gpucheck``: the wheelhouse and summary pieces of ``make gpu-check`` (``scripts/gpu_check.py``);
+- ``stepbench``: the same steps in one process per layer count, every case on one loaded model, beside
+  ``mixft plan`` for the same configs, for a bare GPU machine (``make gpu-check``);
+- ``gpucheck``: the parts of ``make gpu-check`` and its summary (``scripts/gpu_check.py``);
+- ``wheelhouse``: the wheels a bare GPU machine lacks, slimmed and packed into parts, and their installer;
 - ``router_aux``: whether Mixtral's router auxiliary loss reaches LoRA, per checkpointing mode
   (``scripts/measure_router_aux.py``);
 - ``expert_lora``: what LoRA on the fused experts materialises in one layer at Mixtral widths
