@@ -58,7 +58,8 @@ browser:
 # 'send_default_pii'"). mixft talks to it through label-studio-sdk (the [label] extra).
 LS_VENV  := .venv-ls
 LS_STAMP := $(LS_VENV)/.label-studio-installed
-label-studio-venv: $(LS_STAMP)
+LS_MIGRATED := $(LS_VENV)/.label-studio-migrated
+label-studio-venv: $(LS_MIGRATED)
 
 $(LS_STAMP):
 	@test -n "$(PYTHON)" || { echo "error: no Python 3.12 found (on PATH or in pyenv); run make PYTHON=/path/to/python3.12" >&2; exit 3; }
@@ -66,6 +67,16 @@ $(LS_STAMP):
 	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==1.23.2' 'sentry-sdk<3'
 	touch $(LS_STAMP)
+
+# Label Studio's first start applies ~200 migrations to a new SQLite database (a minute or more of CPU).
+# Done once here: `label-studio version` migrates $(LS_VENV)/migrated-data and exits; the slow test
+# starts each server on a copy, and a migrated database makes `label-studio start` skip them.
+$(LS_MIGRATED): $(LS_STAMP)
+	rm -rf $(LS_VENV)/migrated-data $(LS_VENV)/home && mkdir $(LS_VENV)/home
+	env -u PYTHONPATH HOME=$(abspath $(LS_VENV))/home LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
+	  $(LS_VENV)/bin/label-studio version --data-dir $(LS_VENV)/migrated-data >/dev/null
+	rm -rf $(LS_VENV)/home
+	touch $(LS_MIGRATED)
 
 # ruff (settings in pyproject.toml) on the whole repository; mypy on the library (src/mixtral_ft) and
 # the measurement harnesses of the scripts (scripts/bench).
@@ -75,9 +86,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # CI's command: lint and types, then the fast tier and the slow tier (real Axolotl runs on CPU);
-# never the gpu tier.
+# never the gpu tier. The tests run in TEST_JOBS pytest-xdist workers (2: CI's cores); fixtures that
+# train or build a model are made once and shared by the workers (tests/support/fixtures_models.py).
+TEST_JOBS ?= 2
 test: $(STAMP) lint browser label-studio-venv
-	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "not gpu" -p no:cacheprovider -n $(TEST_JOBS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest

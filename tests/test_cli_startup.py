@@ -183,7 +183,15 @@ def test_endpoint_generate_and_judge_import_no_model_stack(openai_server, tmp_pa
     endpoint = ["-m", openai_server.model, "--backend", "openai", "--base-url", openai_server.ensure_up().base_url]
     runs = {
         "generate": ["generate", "--data", str(data), "--out", str(tmp_path / "gen.jsonl"), "--max-new-tokens", "4"],
-        "judge": ["judge", "--responses", str(tmp_path / "gen.jsonl"), "--out", str(tmp_path / "j.jsonl")],
+        "judge": [
+            "judge",
+            "--responses",
+            str(tmp_path / "gen.jsonl"),
+            "--out",
+            str(tmp_path / "j.jsonl"),
+            "--max-new-tokens",
+            "8",
+        ],
     }
     for name, args in runs.items():
         code, _, modules = run_mixft(*args, *endpoint)

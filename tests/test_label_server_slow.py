@@ -2,9 +2,13 @@
 
 Label Studio 1.23.2 runs from its own venv (``make label-studio-venv`` creates ``.venv-ls``; the
 test skips, saying so, where it is absent), on 127.0.0.1 with a temporary data directory (SQLite)
-and a temporary HOME, with its network calls turned off: ``LATEST_VERSION_CHECK=false`` (the PyPI
-version check in ``label_studio/core/utils/common.py``), ``COLLECT_ANALYTICS=false`` (the telemetry
-post in ``core/utils/contextlog.py``), empty ``SENTRY_DSN``/``FRONTEND_SENTRY_DSN`` (error reports,
+and a temporary HOME. The data directory starts as a copy of ``.venv-ls/migrated-data``, which
+``make label-studio-venv`` migrates once (``label-studio version --data-dir``): a database with
+every migration applied makes ``label-studio start`` skip them (``_apply_database_migrations`` in
+``label_studio/server.py``); without that copy the server migrates a new database itself, as a
+first start does (a minute or more). The server's network calls are off: ``LATEST_VERSION_CHECK=false``
+(the PyPI version check in ``label_studio/core/utils/common.py``), ``COLLECT_ANALYTICS=false`` (the
+telemetry post in ``core/utils/contextlog.py``), empty ``SENTRY_DSN``/``FRONTEND_SENTRY_DSN`` (error reports,
 ``core/settings/label_studio.py``). Three people sign up through the web form and create a personal
 access token on the account page's API (``POST /api/token/``: a JWT refresh token; a fresh
 organization refuses legacy tokens). mixft creates the project and imports the tasks with the
@@ -35,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "label"
 LS_VENV = Path(os.environ.get("MIXFT_LABEL_STUDIO_VENV", REPO / ".venv-ls"))
 LS_BIN = LS_VENV / "bin" / "label-studio"
-START_TIMEOUT_S = 900  # first start applies ~200 migrations to the new SQLite database
+LS_MIGRATED = LS_VENV / "migrated-data"  # made by `make label-studio-venv`
+START_TIMEOUT_S = 900  # a first start without LS_MIGRATED applies ~200 migrations to a new SQLite database
 QUIET_ENV = {
     "LATEST_VERSION_CHECK": "false",
     "COLLECT_ANALYTICS": "false",
@@ -66,6 +71,8 @@ class LabelStudioServer:
         import httpx
 
         self.home.mkdir(parents=True)
+        if LS_MIGRATED.is_dir():
+            shutil.copytree(LS_MIGRATED, self.data)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "PYTHON", "VIRTUAL_ENV"))}
         env.update(QUIET_ENV, HOME=str(self.home), LABEL_STUDIO_BASE_DATA_DIR=str(self.data))
         args = [str(LS_BIN), "start", "--no-browser", "--port", str(self.port), "--internal-host", "127.0.0.1"]

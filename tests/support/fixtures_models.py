@@ -1,6 +1,8 @@
 """Session-scoped fixtures for tiny local models and real Axolotl runs (slow tier).
 
-Each is built once per test session, on first use, in a pytest temporary directory:
+Each is built once per test run, on first use, in a pytest temporary directory; where the run is
+spread over pytest-xdist workers, the workers share it (``built_once``: the first to ask builds it
+under a file lock, the others wait for it and reuse it):
 
 - ``tiny_mixtral_dir`` -> ``Path``: a Hugging Face model directory holding a tiny random
   ``MixtralForCausalLM`` (2 layers, 4 experts, top-2 routing, hidden size 64, float32
@@ -20,7 +22,11 @@ Treat them as read-only: other tests share them.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,24 +123,51 @@ def write_split(out: Path, train: list[dict], test: list[dict]) -> Path:
     return out
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """``DIR/name``, made by ``build(DIR/name)`` once per test run. Under pytest-xdist, DIR is the
+    run's directory that every worker's temporary directory sits in, so the workers share one build:
+    the first to ask builds it while holding a file lock, the others wait for the lock and reuse it.
+    A build that failed (no ``.done`` marker) is removed and made again by the next to ask."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    shared = root / "shared"
+    shared.mkdir(exist_ok=True)
+    target, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            build(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_mixtral_dir(tmp_path_factory) -> Path:
     from mixtral_ft.models.tiny import build_tiny_mixtral
 
     repo = Path(__file__).resolve().parents[2]
     sample = repo / "data" / "sample_qa.jsonl"
-    out = tmp_path_factory.mktemp("models") / "tiny-mixtral"
-    return build_tiny_mixtral(out, sample_path=sample if sample.exists() else None)
+    return built_once(
+        tmp_path_factory,
+        "tiny-mixtral",
+        lambda out: build_tiny_mixtral(out, sample_path=sample if sample.exists() else None),
+    )
 
 
 @pytest.fixture(scope="session")
 def rg_data_dir(tmp_path_factory) -> Path:
-    return write_split(tmp_path_factory.mktemp("data") / "rg", rg_rows("train", 12), rg_rows("test", 4))
+    return built_once(
+        tmp_path_factory, "rg-data", lambda out: write_split(out, rg_rows("train", 12), rg_rows("test", 4))
+    )
 
 
 @pytest.fixture(scope="session")
 def tc_data_dir(tmp_path_factory) -> Path:
-    return write_split(tmp_path_factory.mktemp("data") / "tc", tc_rows("train", 12), tc_rows("test", 4))
+    return built_once(
+        tmp_path_factory, "tc-data", lambda out: write_split(out, tc_rows("train", 12), tc_rows("test", 4))
+    )
 
 
 def run_mixft(args: list[str]) -> int:
@@ -156,9 +189,9 @@ def _train(task: str, data: Path, model: Path, run_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def rg_lora_run(tmp_path_factory, tiny_mixtral_dir, rg_data_dir) -> Path:
-    return _train("rg", rg_data_dir, tiny_mixtral_dir, tmp_path_factory.mktemp("runs") / "rg-lora")
+    return built_once(tmp_path_factory, "rg-lora", lambda run: _train("rg", rg_data_dir, tiny_mixtral_dir, run))
 
 
 @pytest.fixture(scope="session")
 def tc_lora_run(tmp_path_factory, tiny_mixtral_dir, tc_data_dir) -> Path:
-    return _train("tc", tc_data_dir, tiny_mixtral_dir, tmp_path_factory.mktemp("runs") / "tc-lora")
+    return built_once(tmp_path_factory, "tc-lora", lambda run: _train("tc", tc_data_dir, tiny_mixtral_dir, run))
