@@ -19,22 +19,11 @@ import typer.main
 
 from mixtral_ft import cli
 from mixtral_ft.cli.main import COMMANDS, app, main
+from support.heavy import MODEL_STACK
 
 HEAVY = ("torch", "transformers", "datasets", "pyarrow", "axolotl", "numpy", "rich")
 # What a light command must not import: the model stack, and the packages only some inputs or
 # backends need (Parquet input; an HTTP server).
-MODEL_STACK = (
-    "torch",
-    "transformers",
-    "peft",
-    "accelerate",
-    "bitsandbytes",
-    "axolotl",
-    "datasets",
-    "safetensors",
-    "tokenizers",
-    "huggingface_hub",
-)
 NOT_LIGHT = (*MODEL_STACK, "pyarrow", "httpx")
 REPO = Path(__file__).resolve().parents[1]
 LABEL_DATA = REPO / "tests" / "data" / "label"

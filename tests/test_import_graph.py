@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from support.heavy import MODEL_STACK, ONLY_SOME
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = "mixtral_ft"
@@ -36,22 +38,7 @@ ENTRY_POINTS = {
 # Third-party packages the light commands (prepare, eval, report, config render, label, a warm plan,
 # generate/judge --backend openai) must not pay for, or do not need: a function-level import of one of
 # these, or of a mixft module that imports one at module level, keeps it off their path.
-HEAVY = {
-    "torch",
-    "transformers",
-    "peft",
-    "accelerate",
-    "bitsandbytes",
-    "axolotl",
-    "datasets",
-    "safetensors",
-    "tokenizers",
-    "huggingface_hub",
-    "matplotlib",
-    "pyarrow",  # Parquet input only
-    "httpx",  # the openai backend and a Label Studio server only
-    "kernels",  # Hub kernels; imports huggingface_hub and httpx
-}
+HEAVY = {*MODEL_STACK, *ONLY_SOME}
 
 # Packages outside the base install, imported by the function that uses them so that it can say which
 # extra to install (or do without): package -> (its distribution, why).
