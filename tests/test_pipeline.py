@@ -257,8 +257,12 @@ def test_a_hostile_var_is_refused_where_a_command_would_read_it_as_yaml(tmp_path
     assert not (tmp_path / "OUT").exists()
 
 
-def test_every_shipped_pipeline_resolves_and_begins_with_its_command(capfd):
+def test_every_shipped_pipeline_resolves_and_begins_with_its_command(capfd, tmp_path, monkeypatch):
+    """In an empty working directory: the pipelines' default outputs (out/demo, ...) are relative, and
+    a demo already run in the checkout would make the dry run print its stages as skipped."""
     from mixtral_ft.resources import pipelines_dir
+
+    monkeypatch.chdir(tmp_path)
 
     files = sorted(pipelines_dir().glob("*.yml"))
     assert [p.stem for p in files] == ["demo-cpu", "report", "rg-only"]
