@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mixtral_ft.cli.main import main
+from support.label_sample import label_sample
 
 DATA = Path(__file__).resolve().parent / "data" / "label"
 EXPORT = DATA / "export.json"
@@ -33,22 +34,7 @@ def by_id(path: Path) -> dict[str, dict]:
 @pytest.fixture
 def made(tmp_path):
     """The sample and the tasks the captured export was made from."""
-    assert (
-        main(
-            [
-                "label",
-                "sample",
-                str(DATA / "population.jsonl"),
-                "--n",
-                "10",
-                "--seed",
-                "3",
-                "--out",
-                str(tmp_path / "sample"),
-            ]
-        )
-        == 0
-    )
+    assert label_sample(tmp_path / "sample") == 0
     assert (
         main(
             [
@@ -78,22 +64,7 @@ def test_sample_is_seeded_order_free_nested_and_recorded(tmp_path, capsys):
     shuffled = tmp_path / "shuffled.jsonl"
     random.Random(1).shuffle(population)
     shuffled.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in population), encoding="utf-8")
-    assert (
-        main(
-            [
-                "label",
-                "sample",
-                str(DATA / "population.jsonl"),
-                "--n",
-                "10",
-                "--seed",
-                "3",
-                "--out",
-                str(tmp_path / "a"),
-            ]
-        )
-        == 0
-    )
+    assert label_sample(tmp_path / "a") == 0
     assert main(["label", "sample", str(shuffled), "--n", "10", "--seed", "3", "--out", str(tmp_path / "b")]) == 0
     assert main(["label", "sample", str(shuffled), "--n", "4", "--seed", "3", "--out", str(tmp_path / "c")]) == 0
     a, b, c = ([r["id"] for r in rows(tmp_path / d / "sample.jsonl")] for d in "abc")

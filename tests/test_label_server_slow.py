@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from mixtral_ft.cli.main import main
+from support.label_sample import label_sample
 
 pytestmark = pytest.mark.slow
 
@@ -187,22 +188,7 @@ def _tasks(url: str, token: str, project: int) -> dict:
 
 
 def _sample_and_push(tmp_path, url, capsys) -> int:
-    assert (
-        main(
-            [
-                "label",
-                "sample",
-                str(DATA / "population.jsonl"),
-                "--n",
-                "10",
-                "--seed",
-                "3",
-                "--out",
-                str(tmp_path / "sample"),
-            ]
-        )
-        == 0
-    )
+    assert label_sample(tmp_path / "sample") == 0
     args = ["label", "export", str(tmp_path / "sample"), "--predictions", str(DATA / "judge.jsonl")]
     assert main([*args, "--out", str(tmp_path / "tasks"), "--url", url, "--title", "gold set"]) == 0
     out = capsys.readouterr().out
